@@ -1,0 +1,13 @@
+"""Device code of tritattn: ``@triton.jit`` kernels and their launch configurations.
+
+Installed as ``tritattn.kernels``. One module per kernel family:
+
+- :mod:`tritattn.kernels.mean_max`     mean / max over one axis: channel squeeze (over H×W) and CBAM spatial pooling (over C)
+- :mod:`tritattn.kernels.gated_scale`  y = act(x · gate(s) + residual) along one axis: excitation (per channel) and CBAM spatial scaling (per pixel)
+- :mod:`tritattn.kernels.gates`         gate functions (sigmoid, hard-sigmoid) and their derivatives
+- :mod:`tritattn.kernels.tiling`       tile shapes and launch grids
+
+Every kernel views a 4-D tensor [B, C, H, W] as [B, R, K] through three strides (see tiling.py),
+so NCHW-contiguous and channels_last inputs are read in place, and all
+offsets are computed in int64.
+"""

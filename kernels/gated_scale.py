@@ -1,0 +1,106 @@
+"""Gated scaling y = act(x[b, r, k] · gate(s[b, r]) + residual[b, r, k]), and its fused backward.
+
+Channel excitation (SE, ECA, CBAM channel branch): R = C, K = H×W, s = [B, C] logits.
+CBAM spatial scaling: R = H×W, K = C, s = the [B, 1, H, W] output of the 7×7 conv.
+x[b, r, k] is at x_ptr + b·sxb + r·sxr + k·sxk; s[b, r] at s_ptr + b·ssb + r·ssr.
+gate ∈ {"sigmoid", "hard_sigmoid"} (gates.py); act ∈ {"identity", "relu"}.
+All arithmetic in ACC (float32; float64 for float64 inputs) with one rounding to the output dtype.
+"""
+import triton
+import triton.language as tl
+
+from .gates import gate_derivative, gate_value
+
+
+@triton.jit
+def gated_scale_fwd(
+    x_ptr, s_ptr, res_ptr, y_ptr,
+    R, K,
+    sxb, sxr, sxk,
+    ssb, ssr,
+    srb, srr, srk,
+    syb, syr, syk,
+    GATE: tl.constexpr, HAS_RESIDUAL: tl.constexpr, ACT: tl.constexpr,
+    ACC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    """y[b, r, k] = act(x[b, r, k] · gate(s[b, r]) (+ residual[b, r, k])).
+
+    gate(s) is evaluated once per row of the tile. Minimum bytes: x read + y written
+    (+ residual read) = (2 or 3)·B·R·K·itemsize + B·R·itemsize(s).
+    Grid: elementwise_grid — one program per (b, row block, column block).
+    """
+    pid = tl.program_id(0)
+    n_kblocks = tl.cdiv(K, BLOCK_K)
+    n_rblocks = tl.cdiv(R, BLOCK_R)
+    offs_k = (pid % n_kblocks) * BLOCK_K + tl.arange(0, BLOCK_K)
+    offs_r = ((pid // n_kblocks) % n_rblocks) * BLOCK_R + tl.arange(0, BLOCK_R)
+    b = (pid // (n_kblocks * n_rblocks)).to(tl.int64)
+    mask_r = offs_r < R
+    mask = mask_r[:, None] & (offs_k < K)[None, :]
+    r64 = offs_r.to(tl.int64)
+    k64 = offs_k.to(tl.int64)[None, :]
+
+    s = tl.load(s_ptr + b * ssb + r64 * ssr, mask=mask_r, other=0.0).to(ACC)
+    g = gate_value(s, GATE)
+    x = tl.load(x_ptr + b * sxb + r64[:, None] * sxr + k64 * sxk, mask=mask, other=0.0).to(ACC)
+    y = x * g[:, None]
+    if HAS_RESIDUAL:
+        y += tl.load(res_ptr + b * srb + r64[:, None] * srr + k64 * srk, mask=mask, other=0.0).to(ACC)
+    if ACT == "relu":
+        y = tl.where(y < 0.0, 0.0, y)  # NaN stays NaN, as in torch.relu
+    tl.store(y_ptr + b * syb + r64[:, None] * syr + k64 * syk, y.to(y_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def gated_scale_bwd(
+    grad_y_ptr, x_ptr, s_ptr, y_ptr, grad_x_ptr, grad_res_ptr, grad_s_ptr,
+    R, K,
+    sgyb, sgyr, sgyk,
+    sxb, sxr, sxk,
+    ssb, ssr,
+    syb, syr, syk,
+    sgxb, sgxr, sgxk,
+    sgrb, sgrr, sgrk,
+    sgsb, sgsr,
+    GATE: tl.constexpr, ACT: tl.constexpr, WRITE_GRAD_RES: tl.constexpr,
+    ACC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    """Backward of gated_scale_fwd in one pass over (grad_y, x):
+
+      d[b, r, k]     = grad_y[b, r, k] · [y[b, r, k] > 0]     (relu; d = grad_y for identity)
+      grad_x         = d · gate(s[b, r])
+      grad_residual  = d                                      (written only when WRITE_GRAD_RES)
+      grad_s[b, r]   = gate'(s[b, r]) · Σ_k d[b, r, k] · x[b, r, k]
+
+    Grid: rows_grid — one program per (b, row block) looping over K, so Σ_k is a private ACC
+    accumulator (float32, float64 for float64 inputs) summed in a fixed order: deterministic, no atomics, no second pass over x.
+    Minimum bytes: grad_y, x read and grad_x written (+ y read, grad_residual written for relu)
+    = (3 or 5)·B·R·K·itemsize + B·R·itemsize(s) read + B·R·itemsize(s) written.
+    """
+    pid = tl.program_id(0)
+    n_rblocks = tl.cdiv(R, BLOCK_R)
+    b = (pid // n_rblocks).to(tl.int64)
+    offs_r = (pid % n_rblocks) * BLOCK_R + tl.arange(0, BLOCK_R)
+    mask_r = offs_r < R
+    r64 = offs_r.to(tl.int64)
+    rows = r64[:, None]
+
+    s = tl.load(s_ptr + b * ssb + r64 * ssr, mask=mask_r, other=0.0).to(ACC)
+    g = gate_value(s, GATE)
+    acc = tl.zeros([BLOCK_R], dtype=ACC)
+    for start in range(0, K, BLOCK_K):
+        offs_k = start + tl.arange(0, BLOCK_K)
+        mask = mask_r[:, None] & (offs_k < K)[None, :]
+        k64 = offs_k.to(tl.int64)[None, :]
+        d = tl.load(grad_y_ptr + b * sgyb + rows * sgyr + k64 * sgyk, mask=mask, other=0.0).to(ACC)
+        if ACT == "relu":
+            y = tl.load(y_ptr + b * syb + rows * syr + k64 * syk, mask=mask, other=0.0).to(ACC)
+            d = tl.where(y > 0.0, d, 0.0)
+        x = tl.load(x_ptr + b * sxb + rows * sxr + k64 * sxk, mask=mask, other=0.0).to(ACC)
+        grad_x = (d * g[:, None]).to(grad_x_ptr.dtype.element_ty)
+        tl.store(grad_x_ptr + b * sgxb + rows * sgxr + k64 * sgxk, grad_x, mask=mask)
+        if WRITE_GRAD_RES:
+            tl.store(grad_res_ptr + b * sgrb + rows * sgrr + k64 * sgrk, d.to(grad_res_ptr.dtype.element_ty), mask=mask)
+        acc += tl.sum(d * x, axis=1)
+    grad_s = gate_derivative(s, g, GATE) * acc
+    tl.store(grad_s_ptr + b * sgsb + r64 * sgsr, grad_s.to(grad_s_ptr.dtype.element_ty), mask=mask_r)

@@ -1,0 +1,104 @@
+"""Mean and max of x[b, r, :] over the K axis, and the backward of both.
+
+Channel squeeze (SE, ECA, CBAM channel branch): R = C, K = H×W → vectors [B, C].
+CBAM spatial pooling: R = H×W, K = C → the two planes of [B, 2, H, W].
+x[b, r, k] is at x_ptr + b·sxb + r·sxr + k·sxk; a per-row vector v[b, r] at v_ptr + b·svb + r·svr.
+"""
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def mean_max_fwd(
+    x_ptr, mean_ptr, max_ptr, count_ptr,
+    R, K,
+    sxb, sxr, sxk,
+    smb, smr, sMb, sMr,
+    WANT_MEAN: tl.constexpr, WANT_MAX: tl.constexpr,
+    ACC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    """One pass over x computing, per (b, r):
+
+      mean[b, r]  = Σ_k x[b, r, k] / K                  ACC sum (float32; float64 for float64 x)
+      max[b, r]   = max_k x[b, r, k]                    NaN if any x[b, r, k] is NaN (as torch.amax)
+      count[b, r] = #{k : x[b, r, k] == max[b, r]}      int32, contiguous [B, R]; the ties over
+                                                        which torch.amax's backward spreads grad
+    Reads B·R·K elements once; writes B·R values per wanted output (+ 4 bytes each for count).
+    Grid: rows_grid — one program per (b, BLOCK_R rows), looping over K in BLOCK_K steps.
+    """
+    pid = tl.program_id(0)
+    n_rblocks = tl.cdiv(R, BLOCK_R)
+    b = (pid // n_rblocks).to(tl.int64)
+    offs_r = (pid % n_rblocks) * BLOCK_R + tl.arange(0, BLOCK_R)
+    mask_r = offs_r < R
+    r64 = offs_r.to(tl.int64)
+    row_ptrs = x_ptr + b * sxb + r64[:, None] * sxr
+
+    total = tl.zeros([BLOCK_R], dtype=ACC)
+    run_max = tl.full([BLOCK_R], float("-inf"), dtype=ACC)
+    run_count = tl.zeros([BLOCK_R], dtype=tl.int32)
+    has_nan = tl.zeros([BLOCK_R], dtype=tl.int32)
+    for start in range(0, K, BLOCK_K):
+        offs_k = start + tl.arange(0, BLOCK_K)
+        mask = mask_r[:, None] & (offs_k < K)[None, :]
+        v = tl.load(row_ptrs + offs_k.to(tl.int64)[None, :] * sxk, mask=mask, other=0.0).to(ACC)
+        if WANT_MEAN:
+            total += tl.sum(v, axis=1)
+        if WANT_MAX:
+            v = tl.where(mask, v, float("-inf"))
+            has_nan = tl.maximum(has_nan, tl.max((v != v).to(tl.int32), axis=1))
+            tile_max = tl.max(v, axis=1)
+            tile_count = tl.sum(((v == tile_max[:, None]) & mask).to(tl.int32), axis=1)
+            run_count = tl.where(
+                tile_max > run_max, tile_count,
+                tl.where(tile_max == run_max, run_count + tile_count, run_count),
+            )
+            run_max = tl.maximum(run_max, tile_max)
+
+    if WANT_MEAN:
+        tl.store(mean_ptr + b * smb + r64 * smr, (total / K).to(mean_ptr.dtype.element_ty), mask=mask_r)
+    if WANT_MAX:
+        run_max = tl.where(has_nan > 0, float("nan"), run_max)
+        tl.store(max_ptr + b * sMb + r64 * sMr, run_max.to(max_ptr.dtype.element_ty), mask=mask_r)
+        tl.store(count_ptr + b * R + r64, run_count, mask=mask_r)
+
+
+@triton.jit
+def mean_max_bwd(
+    x_ptr, grad_mean_ptr, grad_max_ptr, max_ptr, count_ptr, grad_x_ptr,
+    R, K,
+    sxb, sxr, sxk,
+    sgxb, sgxr, sgxk,
+    sgmb, sgmr, sgMb, sgMr, sMb, sMr,
+    HAS_MEAN: tl.constexpr, HAS_MAX: tl.constexpr,
+    ACC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    """grad_x[b, r, k] = grad_mean[b, r] / K + [x[b, r, k] == max[b, r]] · grad_max[b, r] / count[b, r]
+
+    The max term spreads the gradient evenly over tied maxima, exactly as torch.amax's backward.
+    Reads x only when HAS_MAX; writes grad_x (strides sgx*). Minimum bytes: B·R·K·itemsize
+    written (+ the same read with HAS_MAX) + the per-row vectors.
+    Grid: elementwise_grid — one program per (b, row block, column block).
+    """
+    pid = tl.program_id(0)
+    n_kblocks = tl.cdiv(K, BLOCK_K)
+    n_rblocks = tl.cdiv(R, BLOCK_R)
+    offs_k = (pid % n_kblocks) * BLOCK_K + tl.arange(0, BLOCK_K)
+    offs_r = ((pid // n_kblocks) % n_rblocks) * BLOCK_R + tl.arange(0, BLOCK_R)
+    b = (pid // (n_kblocks * n_rblocks)).to(tl.int64)
+    mask_r = offs_r < R
+    mask = mask_r[:, None] & (offs_k < K)[None, :]
+    r64 = offs_r.to(tl.int64)
+    k64 = offs_k.to(tl.int64)[None, :]
+
+    g = tl.zeros([BLOCK_R, BLOCK_K], dtype=ACC)
+    if HAS_MEAN:
+        g_mean = tl.load(grad_mean_ptr + b * sgmb + r64 * sgmr, mask=mask_r, other=0.0).to(ACC)
+        g += (g_mean / K)[:, None]
+    if HAS_MAX:
+        g_max = tl.load(grad_max_ptr + b * sgMb + r64 * sgMr, mask=mask_r, other=0.0).to(ACC)
+        m = tl.load(max_ptr + b * sMb + r64 * sMr, mask=mask_r, other=0.0).to(ACC)
+        n = tl.load(count_ptr + b * R + r64, mask=mask_r, other=1).to(ACC)
+        x = tl.load(x_ptr + b * sxb + r64[:, None] * sxr + k64 * sxk, mask=mask, other=0.0).to(ACC)
+        g += tl.where(x == m[:, None], (g_max / n)[:, None], 0.0)
+    tl.store(grad_x_ptr + b * sgxb + r64[:, None] * sgxr + k64 * sgxk, g.to(grad_x_ptr.dtype.element_ty), mask=mask)

@@ -1,0 +1,91 @@
+"""The ``"torch"`` backend: the kernels' math in eager torch, same signatures as :mod:`tritattn.launch`.
+
+Runs where no Triton kernel can (CPU without the interpreter, or no triton). Accumulates in
+float32 (float64 for float64 inputs) and rounds once into the preallocated outputs, like the
+kernels, so both backends give the same numbers up to summation order.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .layout import Axis
+
+
+def _acc(t: torch.Tensor) -> torch.Tensor:
+    return t.to(torch.float64 if t.dtype == torch.float64 else torch.float32)
+
+
+def _reduced_dims(axis: Axis) -> tuple[int, ...]:
+    return (2, 3) if axis == "channel" else (1,)
+
+
+def _rows(v: torch.Tensor, axis: Axis) -> torch.Tensor:
+    """A per-row vector ([B, C] or [B, 1, H, W]) as a tensor that broadcasts against x."""
+    return v[:, :, None, None] if axis == "channel" else v
+
+
+def gate_value(s: torch.Tensor, gate: str) -> torch.Tensor:
+    return torch.sigmoid(s) if gate == "sigmoid" else F.hardsigmoid(s)
+
+
+def gate_derivative(s: torch.Tensor, g: torch.Tensor, gate: str) -> torch.Tensor:
+    if gate == "sigmoid":
+        return g * (1.0 - g)
+    return ((s > -3.0) & (s < 3.0)).to(s.dtype) / 6.0
+
+
+def mean_max_fwd(
+    x: torch.Tensor, axis: Axis, mean: torch.Tensor | None, maximum: torch.Tensor | None, count: torch.Tensor | None
+) -> None:
+    dims = _reduced_dims(axis)
+    if mean is not None:
+        mean.copy_(_acc(x).mean(dims, keepdim=True).reshape(mean.shape))
+    if maximum is not None:
+        m = x.amax(dims, keepdim=True)
+        maximum.copy_(m.reshape(maximum.shape))
+        count.copy_((x == m).sum(dims).reshape(count.shape))
+
+
+def mean_max_bwd(
+    x: torch.Tensor, axis: Axis, grad_mean: torch.Tensor | None, grad_max: torch.Tensor | None,
+    maximum: torch.Tensor | None, count: torch.Tensor | None, grad_x: torch.Tensor,
+) -> None:
+    K = x.shape[1] if axis == "spatial" else x.shape[2] * x.shape[3]
+    g = torch.zeros(x.shape, dtype=_acc(x).dtype, device=x.device)
+    if grad_mean is not None:
+        g += _rows(_acc(grad_mean), axis) / K
+    if grad_max is not None:
+        n = count.reshape(_rows(grad_max, axis).shape)
+        share = _rows(_acc(grad_max), axis) / n
+        g += torch.where(x == _rows(maximum, axis), share, 0.0)
+    grad_x.copy_(g)
+
+
+def gated_scale_fwd(
+    x: torch.Tensor, s: torch.Tensor, residual: torch.Tensor | None, y: torch.Tensor,
+    axis: Axis, gate: str, act: str,
+) -> None:
+    out = _acc(x) * gate_value(_rows(_acc(s), axis), gate)
+    if residual is not None:
+        out = out + _acc(residual)
+    if act == "relu":
+        out = torch.where(out < 0, 0.0, out)
+    y.copy_(out)
+
+
+def gated_scale_bwd(
+    grad_y: torch.Tensor, x: torch.Tensor, s: torch.Tensor, y: torch.Tensor | None,
+    grad_x: torch.Tensor, grad_res: torch.Tensor | None, grad_s: torch.Tensor,
+    axis: Axis, gate: str, act: str,
+) -> None:
+    d = _acc(grad_y)
+    if act == "relu":
+        d = torch.where(y > 0, d, 0.0)
+    s_rows = _rows(_acc(s), axis)
+    g = gate_value(s_rows, gate)
+    grad_x.copy_(d * g)
+    if grad_res is not None:
+        grad_res.copy_(d)
+    dot = (d * _acc(x)).sum(_reduced_dims(axis), keepdim=True)
+    grad_s.copy_((gate_derivative(s_rows, g, gate) * dot).reshape(grad_s.shape))
