@@ -1,5 +1,18 @@
 """Input validation for the public ops: every bad input is rejected before any kernel launch,
-with a message that names the argument and what was expected."""
+with a message that names the argument and what was expected.
+
+What is accepted
+----------------
+x         a dense (strided) floating tensor [B, C, H, W] — float16, bfloat16, float32 or float64 —
+          with C, H, W > 0; B = 0 gives empty results. Any strides: NCHW- and channels_last-dense
+          tensors, and views whose H×W plane has one stride (slices, stride-0 broadcasts), are
+          read in place; other layouts are copied once (:func:`tritattn.layout.addressable`).
+companions (the logits s / t and the residual) floating, strided, on x's device, of the shape
+          the op needs. Their dtype may differ from x's; outputs take x's dtype.
+
+Errors: ``TypeError`` for a wrong type, dtype or tensor layout; ``ValueError`` for a wrong
+shape, device, option value, or (modules) channel count.
+"""
 from __future__ import annotations
 
 import torch
@@ -9,44 +22,87 @@ ACTS = ("identity", "relu")  # epilogue after the optional residual add
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
+#: Largest C and H×W the kernels take. They index one row or column (a channel, a pixel) in
+#: int32 and only then widen to int64 for the addresses, so an extent must stay a full tile
+#: (≤ 2^20 elements, far above any tile) below 2^31: ``offs = block_start + arange(BLOCK)``
+#: would wrap otherwise. B·C·H·W itself is unbounded: every address is computed in int64.
+MAX_EXTENT = 2**31 - 2**20
+
 
 def _describe(t: torch.Tensor) -> str:
     return f"shape {tuple(t.shape)}, dtype {t.dtype}, device {t.device}"
 
 
-def check_feature_map(x: torch.Tensor, name: str = "x") -> None:
-    """x must be a floating [B, C, H, W] tensor with C, H, W > 0 (B may be 0)."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if x.dim() != 4:
-        raise ValueError(f"{name} must be 4-D [B, C, H, W], got {x.dim()}-D tensor of shape {tuple(x.shape)}")
-    if x.dtype not in FLOAT_DTYPES:
-        raise TypeError(f"{name} must have a floating dtype (float16, bfloat16, float32, float64), got {x.dtype}")
-    _, C, H, W = x.shape
-    if C == 0 or H == 0 or W == 0:
-        raise ValueError(f"{name} must have C, H, W > 0 to pool over, got shape {tuple(x.shape)}")
-
-
-def check_companion(t: torch.Tensor, name: str, x: torch.Tensor, shape: tuple[int, ...]) -> None:
-    """t (a gate, logits or residual belonging to x) must be floating, on x's device, of ``shape``."""
+def check_tensor(t: object, name: str) -> None:
+    """t must be a dense (strided) torch.Tensor of a floating dtype the kernels support."""
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.layout != torch.strided:
+        raise TypeError(f"{name} must be a dense (strided) tensor, got layout {t.layout}; call .to_dense() first")
     if t.dtype not in FLOAT_DTYPES:
-        raise TypeError(f"{name} must have a floating dtype, got {t.dtype}")
+        kind = "a complex" if t.is_complex() else "an integer or bool" if not t.is_floating_point() else "an unsupported"
+        raise TypeError(
+            f"{name} must have a floating dtype (float16, bfloat16, float32 or float64), got {kind} dtype {t.dtype}"
+        )
+
+
+def check_feature_map(x: object, name: str = "x") -> None:
+    """x must be a dense floating [B, C, H, W] tensor with C, H, W > 0 (B may be 0)."""
+    check_tensor(x, name)
+    if x.dim() != 4:
+        raise ValueError(f"{name} must be 4-D [B, C, H, W], got a {x.dim()}-D tensor of shape {tuple(x.shape)}")
+    _, C, H, W = x.shape
+    if C == 0 or H == 0 or W == 0:
+        raise ValueError(f"{name} must have C, H, W > 0 to pool over, got shape {tuple(x.shape)} (B = 0 is allowed)")
+    if C > MAX_EXTENT or H * W > MAX_EXTENT:
+        raise ValueError(f"{name} must have C and H×W at most {MAX_EXTENT}, got shape {tuple(x.shape)}")
+
+
+def check_companion(t: object, name: str, x: torch.Tensor, shape: tuple[int, ...]) -> None:
+    """t (a gate, logits or residual belonging to x) must be dense, floating, on x's device, of ``shape``."""
+    check_tensor(t, name)
     if t.device != x.device:
         raise ValueError(f"{name} is on {t.device} but x is on {x.device}; move them to one device")
     if tuple(t.shape) != tuple(shape):
         raise ValueError(f"{name} must have shape {tuple(shape)} to match x ({_describe(x)}), got {tuple(t.shape)}")
 
 
-def check_choice(value: str, name: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
+def check_logits(s: object, x: torch.Tensor, name: str = "s") -> None:
+    """Per-channel logits for x: [B, C] or [B, C, 1, 1] (the output of a 1×1 conv)."""
+    check_tensor(s, name)
+    B, C = x.shape[:2]
+    if tuple(s.shape) not in ((B, C), (B, C, 1, 1)):
+        raise ValueError(
+            f"{name} must have shape ({B}, {C}) or ({B}, {C}, 1, 1) — [B, C] logits for x ({_describe(x)}) — "
+            f"got {tuple(s.shape)}"
+        )
+    check_companion(s, name, x, tuple(s.shape))
+
+
+def check_channels(x: torch.Tensor, expected: int, module_name: str) -> None:
+    """For a module built for ``expected`` channels: x must be [B, expected, H, W]."""
+    check_feature_map(x)
+    if x.shape[1] != expected:
+        raise ValueError(
+            f"{module_name} was built for {expected} channels, but x has {x.shape[1]} "
+            f"(x: {_describe(x)}; expected [B, {expected}, H, W])"
+        )
+
+
+def check_choice(value: object, name: str, allowed: tuple[str, ...]) -> None:
+    if not isinstance(value, str) or value not in allowed:
         raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
 
 
-def check_gate(gate: str) -> None:
+def check_gate(gate: object) -> None:
     check_choice(gate, "gate", GATES)
 
 
-def check_act(act: str) -> None:
+def check_act(act: object) -> None:
     check_choice(act, "act", ACTS)
+
+
+def check_channels(x: torch.Tensor, expected: int, module: str) -> None:
+    """A module built for ``expected`` channels was given x with another C."""
+    if x.shape[1] != expected:
+        raise ValueError(f"{module} was built for {expected} channels but x has {x.shape[1]} (shape {tuple(x.shape)})")

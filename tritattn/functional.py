@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from . import ops  # noqa: F401  (registers torch.ops.tritattn.*)
-from .checks import check_act, check_choice, check_companion, check_feature_map, check_gate
+from .checks import check_act, check_choice, check_companion, check_feature_map, check_gate, check_logits
 
 SqueezeMode = Literal["mean", "max", "mean_max"]
 
@@ -35,7 +35,6 @@ class SqueezeFunction(torch.autograd.Function):
         mean, maximum, count = torch.ops.tritattn.squeeze(x, want_mean, want_max)
         ctx.want_mean, ctx.want_max = want_mean, want_max
         ctx.save_for_backward(x, maximum, count)
-        ctx.mark_non_differentiable(count)
         return mean, maximum
 
     @staticmethod
@@ -78,7 +77,6 @@ class SpatialPoolFunction(torch.autograd.Function):
     def forward(ctx, x: Tensor):
         pooled, count = torch.ops.tritattn.spatial_pool(x)
         ctx.save_for_backward(x, pooled, count)
-        ctx.mark_non_differentiable(count)
         return pooled
 
     @staticmethod
@@ -125,7 +123,7 @@ def excite_scale(
     """
     check_feature_map(x)
     B, C = x.shape[:2]
-    check_companion(s, "s", x, (B, C, 1, 1) if s.dim() == 4 else (B, C))
+    check_logits(s, x)
     if residual is not None:
         check_companion(residual, "residual", x, tuple(x.shape))
     check_gate(gate)

@@ -9,6 +9,8 @@ backend :func:`tritattn.backend_for` names: :mod:`tritattn.launch` (Triton kerne
 """
 from __future__ import annotations
 
+import os
+
 import torch
 from torch import Tensor
 
@@ -18,6 +20,18 @@ from .layout import Axis, addressable
 
 if TRITON_AVAILABLE:
     from . import launch
+
+
+#: Debugging aid (and used by the tests): fill every new output with NaN (integers with -1)
+#: before the kernel writes it, so an element the kernel skips cannot pass for a result.
+poison_outputs: bool = os.environ.get("TRITATTN_POISON_OUTPUTS", "0") == "1"
+
+
+def _new(shape, dtype: torch.dtype, device: torch.device, memory_format=torch.contiguous_format) -> Tensor:
+    t = torch.empty(shape, dtype=dtype, device=device, memory_format=memory_format)
+    if poison_outputs and t.numel() and not isinstance(t, torch._subclasses.FakeTensor):
+        t.fill_(float("nan") if t.is_floating_point() else -1)
+    return t
 
 
 def _impl(x: Tensor):
@@ -34,8 +48,7 @@ def memory_format_of(x: Tensor) -> torch.memory_format:
 
 def _empty_4d(x: Tensor, channels: int, dtype: torch.dtype | None = None) -> Tensor:
     B, _, H, W = x.shape
-    return torch.empty((B, channels, H, W), dtype=dtype or x.dtype, device=x.device,
-                       memory_format=memory_format_of(x))
+    return _new((B, channels, H, W), dtype or x.dtype, x.device, memory_format_of(x))
 
 
 def _empty_like_4d(x: Tensor) -> Tensor:
@@ -48,16 +61,16 @@ def _optional(t: Tensor) -> Tensor | None:
 
 
 def _nothing(x: Tensor, dtype: torch.dtype | None = None) -> Tensor:
-    return x.new_empty(0, dtype=dtype)
+    return _new((0,), dtype or x.dtype, x.device)
 
 
 # --- mean / max over H×W (channel squeeze) or over C (CBAM spatial pooling) ------------------
 
 def _alloc_squeeze(x: Tensor, want_mean: bool, want_max: bool) -> tuple[Tensor, Tensor, Tensor]:
     B, C = x.shape[:2]
-    mean = x.new_empty((B, C)) if want_mean else _nothing(x)
-    maximum = x.new_empty((B, C)) if want_max else _nothing(x)
-    count = x.new_empty((B, C), dtype=torch.int32) if want_max else _nothing(x, torch.int32)
+    mean = _new((B, C), x.dtype, x.device) if want_mean else _nothing(x)
+    maximum = _new((B, C), x.dtype, x.device) if want_max else _nothing(x)
+    count = _new((B, C), torch.int32, x.device) if want_max else _nothing(x, torch.int32)
     return mean, maximum, count
 
 
@@ -78,7 +91,7 @@ def _(x, want_mean, want_max):
 
 def _alloc_spatial_pool(x: Tensor) -> tuple[Tensor, Tensor]:
     B, _, H, W = x.shape
-    return _empty_4d(x, 2), x.new_empty((B, H * W), dtype=torch.int32)
+    return _empty_4d(x, 2), _new((B, H * W), torch.int32, x.device)
 
 
 @torch.library.custom_op("tritattn::spatial_pool", mutates_args=())
@@ -154,7 +167,7 @@ def _(x, s, residual, gate, act):
 
 def _alloc_excite_scale_backward(x: Tensor, s: Tensor, want_grad_residual: bool) -> tuple[Tensor, Tensor, Tensor]:
     grad_res = _empty_like_4d(x) if want_grad_residual else _nothing(x)
-    return _empty_like_4d(x), s.new_empty(s.shape), grad_res
+    return _empty_like_4d(x), _new(s.shape, s.dtype, s.device), grad_res
 
 
 @torch.library.custom_op("tritattn::excite_scale_backward", mutates_args=())

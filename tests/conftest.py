@@ -1,0 +1,98 @@
+"""Test set-up: where the kernels run, poisoned outputs, tolerances, input factories.
+
+Without a CUDA device the Triton kernels run in Triton's interpreter on the CPU: the
+``TRITON_INTERPRET=1`` switch must be set before triton is first imported, so it happens here,
+at the top of the first module pytest loads. Set ``TRITATTN_TEST_BACKEND=torch`` to test the
+eager fallback instead.
+"""
+import os
+
+import torch
+
+if not torch.cuda.is_available() and os.environ.get("TRITATTN_TEST_BACKEND", "interpreter") == "interpreter":
+    os.environ["TRITON_INTERPRET"] = "1"
+
+import pytest  # noqa: E402
+
+import tritattn  # noqa: E402
+from tritattn import ops  # noqa: E402
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+#: Allowed |out - ref| <= ATOL + RTOL·|ref| against the float64 reference, per output dtype.
+#: The kernels accumulate in float32 and round once to the output dtype, so the error is one
+#: rounding of the output (half an ulp: 2^-11 for float16, 2^-8 for bfloat16, 2^-24 for float32)
+#: plus float32 summation error over at most ~10^4 terms (< 1e-6 relative). RTOL is twice the
+#: half-ulp for the 16-bit types; ATOL covers results that cancel to near zero, where a relative
+#: bound is meaningless, at the size of one rounding of an O(1) input.
+TOLERANCES = {
+    torch.float64: (1e-12, 1e-12),
+    torch.float32: (1e-5, 1e-5),
+    torch.float16: (1e-3, 1e-3),
+    torch.bfloat16: (8e-3, 8e-3),
+}
+
+
+@pytest.fixture(autouse=True)
+def poisoned_outputs(monkeypatch):
+    """Every output the ops allocate is NaN-filled before the kernel writes it."""
+    monkeypatch.setattr(ops, "poison_outputs", True)
+
+
+def expected_backend() -> str:
+    if DEVICE == "cuda":
+        return "triton"
+    return "torch" if os.environ.get("TRITATTN_TEST_BACKEND") == "torch" else "triton-interpreter"
+
+
+def assert_close(out: torch.Tensor, ref: torch.Tensor, dtype: torch.dtype | None = None, what: str = "") -> None:
+    """out (any dtype) against a float64 reference, with the tolerance of ``dtype`` (default out's)."""
+    atol, rtol = TOLERANCES[dtype or out.dtype]
+    assert out.shape == ref.shape, f"{what}: shape {tuple(out.shape)} != {tuple(ref.shape)}"
+    out64, ref64 = out.detach().double().cpu(), ref.detach().double().cpu()
+    assert not out64.isnan().any(), f"{what}: NaN in output (unwritten element?)"
+    err = (out64 - ref64).abs()
+    bound = atol + rtol * ref64.abs()
+    worst = (err - bound).argmax()
+    assert (err <= bound).all(), (
+        f"{what}: max |err| {err.max().item():.3g} exceeds atol {atol} + rtol {rtol}·|ref| "
+        f"(worst at flat index {worst.item()}: out {out64.flatten()[worst].item()!r}, ref {ref64.flatten()[worst].item()!r})"
+    )
+
+
+def make_input(shape, dtype, channels_last: bool = False, requires_grad: bool = False, scale: float = 1.0):
+    """Fresh standard-normal data, rounded to dtype, in the requested layout."""
+    x = (torch.randn(shape, dtype=torch.float64) * scale).to(device=DEVICE, dtype=dtype)
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    return x.requires_grad_(requires_grad)
+
+
+def reference_copy(t: torch.Tensor) -> torch.Tensor:
+    """A float64 leaf copy of t, for the reference computation."""
+    return t.detach().double().requires_grad_(t.requires_grad)
+
+
+@pytest.fixture(params=[False, True], ids=["nchw", "channels_last"])
+def channels_last(request):
+    return request.param
+
+
+@pytest.fixture(params=DTYPES, ids=lambda d: str(d).removeprefix("torch."))
+def dtype(request):
+    return request.param
+
+
+def use_small_tiles(monkeypatch) -> None:
+    """Tiny tiles, so every kernel loops over several blocks and masks ragged edges."""
+    from tritattn.kernels import tiling
+
+    monkeypatch.setattr(tiling, "TILE_ELEMENTS", 32)
+    monkeypatch.setattr(tiling, "LONG_SIDE_MAX", 8)
+
+
+def assert_same_layout(out: torch.Tensor, like: torch.Tensor) -> None:
+    """Same memory layout as ``like``: equal strides on every dimension of size > 1."""
+    significant = [(o, l) for o, l, n in zip(out.stride(), like.stride(), like.shape) if n > 1]
+    assert all(o == l for o, l in significant), f"strides {out.stride()} differ from {like.stride()} (shape {tuple(like.shape)})"
