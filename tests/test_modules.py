@@ -1,0 +1,122 @@
+"""Whole fast modules against their eager reference twins, with shared weights.
+
+float64: the fast module must match the reference to float64 precision (outputs, input and
+parameter gradients) — the kernels accumulate in float64 there, so this checks the plumbing
+exactly. float32 / bfloat16: the fast module's error against the float64 reference must be no
+worse than the eager reference module's own error in that dtype (×2, + one rounding of the
+dtype): that is what "the same numbers" can mean for a lower precision.
+"""
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import tritattn
+from tritattn import reference
+from conftest import DEVICE, TOLERANCES, assert_close, make_input
+
+C = 24
+CASES = [
+    ("SEModule", (C,), {}),
+    ("SEModule", (C,), {"add_maxpool": True, "norm_layer": nn.BatchNorm2d, "gate_layer": "hard_sigmoid"}),
+    ("EffectiveSEModule", (C,), {"add_maxpool": True}),
+    ("EcaModule", (C,), {}),
+    ("EcaModule", (C,), {"use_mlp": True}),
+    ("CecaModule", (C,), {}),
+    ("CbamModule", (C,), {"rd_ratio": 0.25}),
+    ("LightCbamModule", (C,), {"rd_ratio": 0.25, "mlp_bias": True}),
+    ("SqueezeExcite", (C,), {"gate_layer": nn.Hardsigmoid}),
+    ("SqueezeExcitation", (C, 6), {}),
+]
+IDS = [f"{name}-{'-'.join(map(str, kw)) or 'default'}" for name, _, kw in CASES]
+
+
+def build_pair(name, args, kwargs, dtype):
+    torch.manual_seed(0)
+    ref = getattr(reference, name)(*args, **kwargs)
+    for p in ref.parameters():  # non-trivial weights (BatchNorm's start at 1 and 0)
+        nn.init.normal_(p, std=0.3)
+    fast = getattr(tritattn, name)(*args, **kwargs)
+    fast.load_state_dict(ref.state_dict(), strict=True)
+    return ref.to(DEVICE, torch.float64), fast.to(DEVICE, dtype)
+
+
+def run(module, x, cot):
+    x = x.detach().requires_grad_()
+    module.zero_grad()
+    y = module(x)
+    y.backward(cot.to(y.dtype))
+    grads = {"input": x.grad, **{n: p.grad for n, p in module.named_parameters()}}
+    return y, grads
+
+
+def uses_hard_sigmoid(module) -> bool:
+    return any(isinstance(m, nn.Hardsigmoid) for m in module.modules())
+
+
+#: torch's hardsigmoid backward multiplies by 1/6 rounded to float32 even in float64
+#: (F.hardsigmoid(s).backward() gives 0.1666666716337204), a relative error of 3e-8 in every
+#: gradient upstream of a hard-sigmoid gate of the reference (relative to the gradient's largest
+#: element, since gate and direct paths add up); tritattn uses 1/6 in float64.
+TORCH_HARDSIGMOID_GRAD_RTOL = 1e-7
+
+
+def errors(out, ref):
+    return (out.double() - ref).abs().max().item()
+
+
+@pytest.mark.parametrize("name, args, kwargs", CASES, ids=IDS)
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+def test_fast_module_matches_reference_in_float64(name, args, kwargs, channels_last, train):
+    ref, fast = build_pair(name, args, kwargs, torch.float64)
+    ref.train(train), fast.train(train)
+    x = make_input((2, C, 7, 5), torch.float64, channels_last)
+    cot = torch.randn(x.shape, dtype=torch.float64, device=DEVICE)
+    y_ref, g_ref = run(ref, x, cot)
+    y, g = run(fast, x, cot)
+    assert_close(y, y_ref, what=f"{name} output")
+    assert g.keys() == g_ref.keys()
+    for key in g:
+        if uses_hard_sigmoid(ref):
+            err = (g[key] - g_ref[key]).abs().max().item()
+            bound = TORCH_HARDSIGMOID_GRAD_RTOL * g_ref[key].abs().max().item() + 1e-12
+            assert err <= bound, f"{name} grad {key}: {err:.3g} > {bound:.3g}"
+        else:
+            assert_close(g[key], g_ref[key], what=f"{name} grad {key}")
+    for (key, a), b in zip(fast.state_dict().items(), ref.state_dict().values()):  # BatchNorm statistics
+        assert torch.allclose(a.double(), b.double(), rtol=1e-12, atol=1e-12), key
+
+
+@pytest.mark.parametrize("name, args, kwargs", CASES, ids=IDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
+def test_fast_module_is_as_accurate_as_eager(name, args, kwargs, dtype):
+    ref64, fast = build_pair(name, args, kwargs, dtype)
+    eager = copy.deepcopy(ref64).to(dtype)
+    x = make_input((2, C, 7, 7), dtype, channels_last=True)
+    cot = torch.randn(x.shape, dtype=torch.float64, device=DEVICE).to(dtype).double()
+    y_ref, g_ref = run(ref64, x.double(), cot)
+    y_eager, g_eager = run(eager, x, cot)
+    y, g = run(fast, x, cot)
+    assert y.dtype == dtype and y.is_contiguous(memory_format=torch.channels_last)
+    one_rounding = TOLERANCES[dtype][0]
+    for key, out, eager_out, ref_out in [("output", y, y_eager, y_ref)] + [(k, g[k], g_eager[k], g_ref[k]) for k in g]:
+        scale = ref_out.abs().max().item()
+        bound = 2 * errors(eager_out, ref_out) + one_rounding * max(scale, 1.0)
+        assert not out.isnan().any(), key
+        assert errors(out, ref_out) <= bound, f"{name} {key}: error {errors(out, ref_out):.3g} > bound {bound:.3g}"
+
+
+def test_unsupported_gate_falls_back_visibly():
+    ref, fast = build_pair("SEModule", (C,), {"gate_layer": "tanh"}, torch.float64)
+    x = make_input((2, C, 3, 3), torch.float64)
+    with pytest.warns(UserWarning, match="gate Tanh has no kernel"):
+        y = fast(x)
+    assert_close(y, ref(x), what="fallback output")
+
+
+def test_module_rejects_wrong_channel_count():
+    se = tritattn.SEModule(C).to(DEVICE)
+    with pytest.raises(ValueError, match=f"built for {C} channels but x has {C + 1}"):
+        se(make_input((1, C + 1, 4, 4), torch.float32))
