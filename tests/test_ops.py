@@ -133,7 +133,7 @@ def test_spatial_scale(shape, dtype, channels_last, gate):
 
 def test_max_gradient_is_split_between_ties_like_amax():
     """Exact ties (the max appears several times): torch.amax splits the gradient evenly."""
-    x = torch.tensor([[[[1.0, 3.0, 3.0], [0.5, 3.0, -2.0]]]], device=DEVICE).repeat(2, 4, 1, 1)
+    x = torch.tensor([[[[1.0, 3.0, 3.0], [0.5, 3.0, -2.0]]]], dtype=torch.float64, device=DEVICE).repeat(2, 4, 1, 1)
     x = x.clone().requires_grad_()
     xr = reference_copy(x)
     tritattn.squeeze(x, "max").sum().backward()

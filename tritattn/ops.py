@@ -10,6 +10,7 @@ backend :func:`tritattn.backend_for` names: :mod:`tritattn.launch` (Triton kerne
 from __future__ import annotations
 
 import os
+from typing import Optional
 
 import torch
 from torch import Tensor
@@ -124,7 +125,7 @@ def _mean_max_backward(
 
 @torch.library.custom_op("tritattn::squeeze_backward", mutates_args=())
 def squeeze_backward(
-    x: Tensor, grad_mean: Tensor | None, grad_max: Tensor | None, maximum: Tensor | None, count: Tensor | None
+    x: Tensor, grad_mean: Optional[Tensor], grad_max: Optional[Tensor], maximum: Optional[Tensor], count: Optional[Tensor]
 ) -> Tensor:
     """grad_x = grad_mean / (H·W) + [x == max] · grad_max / count."""
     return _mean_max_backward(x, "channel", grad_mean, grad_max, maximum, count)
@@ -150,7 +151,7 @@ def _(x, grad_pooled, pooled, count):
 # --- gated scaling: per-channel excitation or per-pixel CBAM spatial scaling -----------------
 
 @torch.library.custom_op("tritattn::excite_scale", mutates_args=())
-def excite_scale(x: Tensor, s: Tensor, residual: Tensor | None, gate: str, act: str) -> Tensor:
+def excite_scale(x: Tensor, s: Tensor, residual: Optional[Tensor], gate: str, act: str) -> Tensor:
     """y = act(x · gate(s)[b, c] + residual), s: [B, C] logits."""
     x = addressable(x)
     residual = addressable(residual) if residual is not None else None
@@ -172,7 +173,7 @@ def _alloc_excite_scale_backward(x: Tensor, s: Tensor, want_grad_residual: bool)
 
 @torch.library.custom_op("tritattn::excite_scale_backward", mutates_args=())
 def excite_scale_backward(
-    grad_y: Tensor, x: Tensor, s: Tensor, y: Tensor | None, gate: str, act: str, want_grad_residual: bool
+    grad_y: Tensor, x: Tensor, s: Tensor, y: Optional[Tensor], gate: str, act: str, want_grad_residual: bool
 ) -> tuple[Tensor, Tensor, Tensor]:
     """(grad_x, grad_s, grad_residual or empty) in one pass; y is needed only for act="relu"."""
     x, grad_y = addressable(x), addressable(grad_y)
