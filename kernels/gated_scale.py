@@ -9,7 +9,16 @@ All arithmetic in ACC (float32; float64 for float64 inputs) with one rounding to
 import triton
 import triton.language as tl
 
-from .gates import gate_derivative, gate_value
+from .gates import gate_backward, gate_value
+from .tiling import ELEMENTWISE_TILES, ROW_TILES, oriented_configs
+
+# Autotuning spaces (pruned per problem by tiling.prune_configs). Both kernels store every output
+# element exactly once (grad_s from a private accumulator) and accumulate into no output, so a
+# config can be benchmarked on the real arguments repeatedly without reset_to_zero / restore_value.
+#: gated_scale_fwd has no loop: one stage.
+GATED_SCALE_FWD_CONFIGS = oriented_configs(ELEMENTWISE_TILES, num_warps=(2, 4, 8), num_stages=(1,))
+#: gated_scale_bwd loops over K: the pipeline depth (num_stages) matters.
+GATED_SCALE_BWD_CONFIGS = oriented_configs(ROW_TILES, num_warps=(2, 4, 8), num_stages=(1, 2, 3))
 
 
 @triton.jit
@@ -67,7 +76,7 @@ def gated_scale_bwd(
 ):
     """Backward of gated_scale_fwd in one pass over (grad_y, x):
 
-      d[b, r, k]     = grad_y[b, r, k] · [y[b, r, k] > 0]     (relu; d = grad_y for identity)
+      d[b, r, k]     = grad_y[b, r, k] · [not y[b, r, k] ≤ 0]  (relu; d = grad_y for identity)
       grad_x         = d · gate(s[b, r])
       grad_residual  = d                                      (written only when WRITE_GRAD_RES)
       grad_s[b, r]   = gate'(s[b, r]) · Σ_k d[b, r, k] · x[b, r, k]
@@ -95,12 +104,12 @@ def gated_scale_bwd(
         d = tl.load(grad_y_ptr + b * sgyb + rows * sgyr + k64 * sgyk, mask=mask, other=0.0).to(ACC)
         if ACT == "relu":
             y = tl.load(y_ptr + b * syb + rows * syr + k64 * syk, mask=mask, other=0.0).to(ACC)
-            d = tl.where(y > 0.0, d, 0.0)
+            d = tl.where(y <= 0.0, 0.0, d)  # as torch's threshold_backward: a NaN y passes grad_y
         x = tl.load(x_ptr + b * sxb + rows * sxr + k64 * sxk, mask=mask, other=0.0).to(ACC)
         grad_x = (d * g[:, None]).to(grad_x_ptr.dtype.element_ty)
         tl.store(grad_x_ptr + b * sgxb + rows * sgxr + k64 * sgxk, grad_x, mask=mask)
         if WRITE_GRAD_RES:
             tl.store(grad_res_ptr + b * sgrb + rows * sgrr + k64 * sgrk, d.to(grad_res_ptr.dtype.element_ty), mask=mask)
         acc += tl.sum(d * x, axis=1)
-    grad_s = gate_derivative(s, g, GATE) * acc
+    grad_s = gate_backward(s, g, acc, GATE)
     tl.store(grad_s_ptr + b * sgsb + r64 * sgsr, grad_s.to(grad_s_ptr.dtype.element_ty), mask=mask_r)

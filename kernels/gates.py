@@ -6,6 +6,11 @@
 - ``"hard_sigmoid"``  g(s) = clamp(s + 3, 0, 6) / 6,       g'(s) = 1/6 on (-3, 3), else 0
   (torch.nn.functional.hardsigmoid and timm's hard_sigmoid; the derivative matches
   torch's hardsigmoid_backward, which is 0 at the two kinks)
+
+NaN and ±Inf as in torch: hard_sigmoid(NaN) is NaN — the clamp propagates NaN explicitly, since
+tl.maximum / tl.minimum default to the NaN-dropping fmax / fmin (on the GPU and in the
+interpreter alike) — and hardsigmoid's backward *selects* grad / 6 or 0 (0 outside (-3, 3) even
+for a NaN or infinite incoming gradient), where sigmoid's multiplies.
 """
 import triton
 import triton.language as tl
@@ -16,14 +21,16 @@ def gate_value(s, GATE: tl.constexpr):
     if GATE == "sigmoid":
         g = 1.0 / (1.0 + tl.exp(-s))
     else:
-        g = tl.minimum(tl.maximum(s + 3.0, 0.0), 6.0) / 6.0
+        nan = tl.PropagateNan.ALL
+        g = tl.minimum(tl.maximum(s + 3.0, 0.0, propagate_nan=nan), 6.0, propagate_nan=nan) / 6.0
     return g
 
 
 @triton.jit
-def gate_derivative(s, g, GATE: tl.constexpr):
+def gate_backward(s, g, grad, GATE: tl.constexpr):
+    """grad · g'(s), given g = gate_value(s), as torch's sigmoid_backward / hardsigmoid_backward."""
     if GATE == "sigmoid":
-        d = g * (1.0 - g)
+        d = grad * (1.0 - g) * g
     else:
-        d = tl.where((s > -3.0) & (s < 3.0), 1.0 / 6.0, 0.0)
+        d = tl.where((s > -3.0) & (s < 3.0), grad / 6.0, 0.0)
     return d

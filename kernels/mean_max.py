@@ -7,6 +7,16 @@ x[b, r, k] is at x_ptr + b·sxb + r·sxr + k·sxk; a per-row vector v[b, r] at v
 import triton
 import triton.language as tl
 
+from .tiling import ELEMENTWISE_TILES, ROW_TILES, oriented_configs
+
+# Autotuning spaces (pruned per problem by tiling.prune_configs). Both kernels store every output
+# element exactly once and accumulate into nothing, so a config can be benchmarked on the real
+# arguments repeatedly without reset_to_zero / restore_value.
+#: mean_max_fwd loops over K: the pipeline depth (num_stages) matters.
+MEAN_MAX_FWD_CONFIGS = oriented_configs(ROW_TILES, num_warps=(2, 4, 8), num_stages=(1, 2, 3))
+#: mean_max_bwd has no loop: one stage.
+MEAN_MAX_BWD_CONFIGS = oriented_configs(ELEMENTWISE_TILES, num_warps=(2, 4, 8), num_stages=(1,))
+
 
 @triton.jit
 def mean_max_fwd(
@@ -75,7 +85,8 @@ def mean_max_bwd(
 ):
     """grad_x[b, r, k] = grad_mean[b, r] / K + [x[b, r, k] == max[b, r]] · grad_max[b, r] / count[b, r]
 
-    The max term spreads the gradient evenly over tied maxima, exactly as torch.amax's backward.
+    The max term spreads the gradient evenly over tied maxima, exactly as torch.amax's backward,
+    and is NaN over a whole row whose max is NaN (torch.amax's backward too).
     Reads x only when HAS_MAX; writes grad_x (strides sgx*). Minimum bytes: B·R·K·itemsize
     written (+ the same read with HAS_MAX) + the per-row vectors.
     Grid: elementwise_grid — one program per (b, row block, column block).
@@ -100,5 +111,8 @@ def mean_max_bwd(
         m = tl.load(max_ptr + b * sMb + r64 * sMr, mask=mask_r, other=0.0).to(ACC)
         n = tl.load(count_ptr + b * R + r64, mask=mask_r, other=1).to(ACC)
         x = tl.load(x_ptr + b * sxb + r64[:, None] * sxr + k64 * sxk, mask=mask, other=0.0).to(ACC)
-        g += tl.where(x == m[:, None], (g_max / n)[:, None], 0.0)
+        share = tl.where(x == m[:, None], (g_max / n)[:, None], 0.0)
+        # A NaN max (the row holds a NaN) makes the whole row's gradient NaN, as in torch.amax's
+        # backward ((grad / 0) · 0 there: no element equals NaN).
+        g += tl.where((m != m)[:, None], float("nan"), share)
     tl.store(grad_x_ptr + b * sgxb + r64[:, None] * sgxr + k64 * sgxk, g.to(grad_x_ptr.dtype.element_ty), mask=mask)

@@ -35,6 +35,15 @@ TOLERANCES = {
 
 
 @pytest.fixture(autouse=True)
+def fresh_seed():
+    """Fresh random inputs for every test, with the seed printed (shown when a test fails);
+    ``TRITATTN_TEST_SEED=<n>`` replays one."""
+    seed = int(os.environ.get("TRITATTN_TEST_SEED") or int.from_bytes(os.urandom(4), "little"))
+    torch.manual_seed(seed)
+    print(f"TRITATTN_TEST_SEED={seed}")
+
+
+@pytest.fixture(autouse=True)
 def poisoned_outputs(monkeypatch):
     """Every output the ops allocate is NaN-filled before the kernel writes it."""
     monkeypatch.setattr(ops, "poison_outputs", True)
@@ -85,9 +94,11 @@ def dtype(request):
 
 
 def use_small_tiles(monkeypatch) -> None:
-    """Tiny tiles, so every kernel loops over several blocks and masks ragged edges."""
+    """Tiny tiles, so every kernel loops over several blocks and masks ragged edges (tuning off)."""
+    from tritattn import tuning
     from tritattn.kernels import tiling
 
+    monkeypatch.setattr(tuning, "AUTOTUNE", False)
     monkeypatch.setattr(tiling, "TILE_ELEMENTS", 32)
     monkeypatch.setattr(tiling, "LONG_SIDE_MAX", 8)
 
@@ -96,3 +107,23 @@ def assert_same_layout(out: torch.Tensor, like: torch.Tensor) -> None:
     """Same memory layout as ``like``: equal strides on every dimension of size > 1."""
     significant = [(o, l) for o, l, n in zip(out.stride(), like.stride(), like.shape) if n > 1]
     assert all(o == l for o, l in significant), f"strides {out.stride()} differ from {like.stride()} (shape {tuple(like.shape)})"
+
+
+# --- hypothesis profiles (tests/test_properties.py) -------------------------------------------
+# Chosen with --hypothesis-profile=NAME; "ci" is the default. The interpreter is slow, so the CI
+# profile is small and derandomized (the same cases every run, no flaky discoveries in CI); the
+# long one explores new random cases each run and is meant to be started by hand:
+#     pytest tests/test_properties.py --hypothesis-profile=long
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+_HYPOTHESIS_COMMON = dict(
+    deadline=None,  # a kernel's first interpreted launch for a new specialisation takes a while
+    # the autouse poisoned_outputs fixture is function-scoped; it stays valid across examples
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    print_blob=True,
+)
+#: 4 property tests × 60 = 240 cases (test_properties.py reports the run time in its docstring).
+settings.register_profile("ci", max_examples=60, derandomize=True, database=None, **_HYPOTHESIS_COMMON)
+#: 4 × 1500 = 6000 cases.
+settings.register_profile("long", max_examples=1500, **_HYPOTHESIS_COMMON)
+settings.load_profile("ci")

@@ -79,12 +79,12 @@ def check_logits(s: object, x: torch.Tensor, name: str = "s") -> None:
     check_companion(s, name, x, tuple(s.shape))
 
 
-def check_channels(x: torch.Tensor, expected: int, module_name: str) -> None:
-    """For a module built for ``expected`` channels: x must be [B, expected, H, W]."""
-    check_feature_map(x)
+def check_channels(x: torch.Tensor, expected: int, module: str) -> None:
+    """A module built for ``expected`` channels must get x = [B, expected, H, W] (x already checked
+    with :func:`check_feature_map`)."""
     if x.shape[1] != expected:
         raise ValueError(
-            f"{module_name} was built for {expected} channels, but x has {x.shape[1]} "
+            f"{module} was built for {expected} channels but x has {x.shape[1]} "
             f"(x: {_describe(x)}; expected [B, {expected}, H, W])"
         )
 
@@ -100,9 +100,3 @@ def check_gate(gate: object) -> None:
 
 def check_act(act: object) -> None:
     check_choice(act, "act", ACTS)
-
-
-def check_channels(x: torch.Tensor, expected: int, module: str) -> None:
-    """A module built for ``expected`` channels was given x with another C."""
-    if x.shape[1] != expected:
-        raise ValueError(f"{module} was built for {expected} channels but x has {x.shape[1]} (shape {tuple(x.shape)})")

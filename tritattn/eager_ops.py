@@ -29,10 +29,11 @@ def gate_value(s: torch.Tensor, gate: str) -> torch.Tensor:
     return torch.sigmoid(s) if gate == "sigmoid" else F.hardsigmoid(s)
 
 
-def gate_derivative(s: torch.Tensor, g: torch.Tensor, gate: str) -> torch.Tensor:
+def gate_backward(s: torch.Tensor, g: torch.Tensor, grad: torch.Tensor, gate: str) -> torch.Tensor:
+    """grad · gate'(s) as torch computes it (hardsigmoid's backward selects, so 0 outside (-3, 3))."""
     if gate == "sigmoid":
-        return g * (1.0 - g)
-    return ((s > -3.0) & (s < 3.0)).to(s.dtype) / 6.0
+        return grad * (1.0 - g) * g
+    return torch.where((s > -3.0) & (s < 3.0), grad / 6.0, 0.0)
 
 
 def mean_max_fwd(
@@ -58,7 +59,8 @@ def mean_max_bwd(
     if grad_max is not None:
         n = count.reshape(_rows(grad_max, axis).shape)
         share = _rows(_acc(grad_max), axis) / n
-        g += torch.where(x == _rows(maximum, axis), share, 0.0)
+        m = _rows(maximum, axis)
+        g += torch.where(m.isnan(), float("nan"), torch.where(x == m, share, 0.0))  # as torch.amax's backward
     grad_x.copy_(g)
 
 
@@ -81,11 +83,11 @@ def gated_scale_bwd(
 ) -> None:
     d = _acc(grad_y)
     if act == "relu":
-        d = torch.where(y > 0, d, 0.0)
+        d = torch.where(y <= 0, 0.0, d)  # as torch's threshold_backward: a NaN y passes grad_y
     s_rows = _rows(_acc(s), axis)
     g = gate_value(s_rows, gate)
     grad_x.copy_(d * g)
     if grad_res is not None:
         grad_res.copy_(d)
     dot = (d * _acc(x)).sum(_reduced_dims(axis), keepdim=True)
-    grad_s.copy_((gate_derivative(s_rows, g, gate) * dot).reshape(grad_s.shape))
+    grad_s.copy_(gate_backward(s_rows, g, dot, gate).reshape(grad_s.shape))

@@ -1,21 +1,30 @@
 """Host-side launchers: allocate nothing, check nothing, just map tensors onto kernel arguments.
 
 Each function takes already-validated, kernel-addressable tensors (see :mod:`tritattn.layout`)
-and preallocated outputs, picks the tile and grid, and launches one kernel.
-The functions mirror :mod:`tritattn.eager_ops` name for name.
+and preallocated outputs, describes the problem (B, R, K, layout, dtype, flags) and launches one
+kernel through its :class:`~tritattn.tuning.Tuner`, which picks the block sizes, num_warps and
+num_stages (tuned per GPU on CUDA, the tile heuristic under the interpreter); the grid is a
+callable of the chosen config's META. The functions mirror :mod:`tritattn.eager_ops` name for name.
 """
 from __future__ import annotations
 
 import contextlib
+from typing import Callable
 
 import torch
 import triton.language as tl
 
-from .kernels import tiling
-from .kernels import gated_scale, mean_max
+from .kernels import gated_scale, mean_max, tiling
 from .layout import Axis, plane_strides, vector_strides
+from .tuning import Problem, Tuner
 
-NUM_WARPS = 4
+# Kernels that loop over K default to 3 pipeline stages; elementwise ones have nothing to pipeline.
+MEAN_MAX_FWD = Tuner("mean_max_fwd", mean_max.mean_max_fwd, mean_max.MEAN_MAX_FWD_CONFIGS, num_stages=3)
+MEAN_MAX_BWD = Tuner("mean_max_bwd", mean_max.mean_max_bwd, mean_max.MEAN_MAX_BWD_CONFIGS, num_stages=1)
+GATED_SCALE_FWD = Tuner("gated_scale_fwd", gated_scale.gated_scale_fwd, gated_scale.GATED_SCALE_FWD_CONFIGS, num_stages=1)
+GATED_SCALE_BWD = Tuner("gated_scale_bwd", gated_scale.gated_scale_bwd, gated_scale.GATED_SCALE_BWD_CONFIGS, num_stages=3)
+
+Grid = Callable[[dict], tuple[int]]
 
 
 def _acc_dtype(t: torch.Tensor):
@@ -27,9 +36,18 @@ def _extent(x: torch.Tensor, axis: Axis) -> tuple[int, int, int]:
     return (B, C, H * W) if axis == "channel" else (B, H * W, C)
 
 
-def _tile(R: int, K: int, x_strides: tuple[int, int, int]) -> tuple[int, int]:
+def _problem(x: torch.Tensor, axis: Axis, x_strides: tuple[int, int, int], **flags) -> Problem:
+    B, R, K = _extent(x, axis)
     _, sr, sk = x_strides
-    return tiling.tile_shape(R, K, rows_contiguous=sr < sk, tile_elements=tiling.TILE_ELEMENTS)
+    return Problem(B, R, K, rows_contiguous=sr < sk, dtype=x.dtype, flags=tuple(flags.items()))
+
+
+def _rows_grid(p: Problem) -> Grid:
+    return lambda META: tiling.rows_grid(p.B, p.R, META["BLOCK_R"])
+
+
+def _elementwise_grid(p: Problem) -> Grid:
+    return lambda META: tiling.elementwise_grid(p.B, p.R, p.K, META["BLOCK_R"], META["BLOCK_K"])
 
 
 def _device_guard(t: torch.Tensor):
@@ -40,16 +58,14 @@ def mean_max_fwd(
     x: torch.Tensor, axis: Axis, mean: torch.Tensor | None, maximum: torch.Tensor | None, count: torch.Tensor | None
 ) -> None:
     """mean / max (and tie count) of x over the K axis of ``axis`` into the given per-row vectors."""
-    B, R, K = _extent(x, axis)
     xs = plane_strides(x, axis)
-    block_r, block_k = _tile(R, K, xs)
+    p = _problem(x, axis, xs, WANT_MEAN=mean is not None, WANT_MAX=maximum is not None)
     ms = vector_strides(mean, axis) if mean is not None else (0, 0)
     Ms = vector_strides(maximum, axis) if maximum is not None else (0, 0)
     with _device_guard(x):
-        mean_max.mean_max_fwd[tiling.rows_grid(B, R, block_r)](
-            x, mean, maximum, count, R, K, *xs, *ms, *Ms,
-            WANT_MEAN=mean is not None, WANT_MAX=maximum is not None,
-            ACC=_acc_dtype(x), BLOCK_R=block_r, BLOCK_K=block_k, num_warps=NUM_WARPS,
+        MEAN_MAX_FWD.launch(
+            p, _rows_grid(p), (x, mean, maximum, count, p.R, p.K, *xs, *ms, *Ms),
+            dict(p.flags, ACC=_acc_dtype(x)), x.device,
         )
 
 
@@ -58,18 +74,16 @@ def mean_max_bwd(
     maximum: torch.Tensor | None, count: torch.Tensor | None, grad_x: torch.Tensor,
 ) -> None:
     """grad_x = grad_mean / K + [x == max] · grad_max / count, broadcast along K."""
-    B, R, K = _extent(x, axis)
     xs = plane_strides(x, axis)
-    block_r, block_k = _tile(R, K, xs)
+    p = _problem(x, axis, xs, HAS_MEAN=grad_mean is not None, HAS_MAX=grad_max is not None)
     gms = vector_strides(grad_mean, axis) if grad_mean is not None else (0, 0)
     gMs = vector_strides(grad_max, axis) if grad_max is not None else (0, 0)
     Ms = vector_strides(maximum, axis) if maximum is not None else (0, 0)
     with _device_guard(x):
-        mean_max.mean_max_bwd[tiling.elementwise_grid(B, R, K, block_r, block_k)](
-            x, grad_mean, grad_max, maximum, count, grad_x, R, K,
-            *xs, *plane_strides(grad_x, axis), *gms, *gMs, *Ms,
-            HAS_MEAN=grad_mean is not None, HAS_MAX=grad_max is not None,
-            ACC=_acc_dtype(x), BLOCK_R=block_r, BLOCK_K=block_k, num_warps=NUM_WARPS,
+        MEAN_MAX_BWD.launch(
+            p, _elementwise_grid(p),
+            (x, grad_mean, grad_max, maximum, count, grad_x, p.R, p.K, *xs, *plane_strides(grad_x, axis), *gms, *gMs, *Ms),
+            dict(p.flags, ACC=_acc_dtype(x)), x.device,
         )
 
 
@@ -78,15 +92,14 @@ def gated_scale_fwd(
     axis: Axis, gate: str, act: str,
 ) -> None:
     """y = act(x · gate(s) + residual), s broadcast along the K axis of ``axis``."""
-    B, R, K = _extent(x, axis)
     xs = plane_strides(x, axis)
-    block_r, block_k = _tile(R, K, xs)
+    p = _problem(x, axis, xs, HAS_RESIDUAL=residual is not None, ACT=act)
     rs = plane_strides(residual, axis) if residual is not None else (0, 0, 0)
     with _device_guard(x):
-        gated_scale.gated_scale_fwd[tiling.elementwise_grid(B, R, K, block_r, block_k)](
-            x, s, residual, y, R, K, *xs, *vector_strides(s, axis), *rs, *plane_strides(y, axis),
-            GATE=gate, HAS_RESIDUAL=residual is not None, ACT=act,
-            ACC=_acc_dtype(x), BLOCK_R=block_r, BLOCK_K=block_k, num_warps=NUM_WARPS,
+        GATED_SCALE_FWD.launch(
+            p, _elementwise_grid(p),
+            (x, s, residual, y, p.R, p.K, *xs, *vector_strides(s, axis), *rs, *plane_strides(y, axis)),
+            dict(p.flags, GATE=gate, ACC=_acc_dtype(x)), x.device,
         )
 
 
@@ -96,16 +109,15 @@ def gated_scale_bwd(
     axis: Axis, gate: str, act: str,
 ) -> None:
     """grad_x, grad_s (and grad_residual for relu) of gated_scale in one pass over grad_y and x."""
-    B, R, K = _extent(x, axis)
     xs = plane_strides(x, axis)
-    block_r, block_k = _tile(R, K, xs)
+    p = _problem(x, axis, xs, ACT=act, WRITE_GRAD_RES=grad_res is not None)
     ys = plane_strides(y, axis) if y is not None else (0, 0, 0)
     grs = plane_strides(grad_res, axis) if grad_res is not None else (0, 0, 0)
     with _device_guard(x):
-        gated_scale.gated_scale_bwd[tiling.rows_grid(B, R, block_r)](
-            grad_y, x, s, y, grad_x, grad_res, grad_s, R, K,
-            *plane_strides(grad_y, axis), *xs, *vector_strides(s, axis), *ys,
-            *plane_strides(grad_x, axis), *grs, *vector_strides(grad_s, axis),
-            GATE=gate, ACT=act, WRITE_GRAD_RES=grad_res is not None,
-            ACC=_acc_dtype(x), BLOCK_R=block_r, BLOCK_K=block_k, num_warps=NUM_WARPS,
+        GATED_SCALE_BWD.launch(
+            p, _rows_grid(p),
+            (grad_y, x, s, y, grad_x, grad_res, grad_s, p.R, p.K,
+             *plane_strides(grad_y, axis), *xs, *vector_strides(s, axis), *ys,
+             *plane_strides(grad_x, axis), *grs, *vector_strides(grad_s, axis)),
+            dict(p.flags, GATE=gate, ACC=_acc_dtype(x)), x.device,
         )

@@ -1,0 +1,117 @@
+"""Device-independent figures of a block: kernel launches, and activation bytes saved for backward.
+
+They depend on the code path, not on the device, so they are measured on any machine — on the
+"meta" device by default, which runs every operator's shape logic and no arithmetic, so even the
+full model table takes seconds on a CPU.
+
+Launch rule (:class:`LaunchCensus`, a ``TorchDispatchMode``: it sees each operator call below
+autograd once, not the calls inside an operator's implementation):
+
+- a tritattn custom op (``torch.ops.tritattn.*``) counts as one Triton kernel launch: each runs
+  exactly one kernel (tests/test_sweep.py checks this against tritattn/launch.py);
+- an aten op counts as one kernel launch, except views and metadata ops — ops whose schema
+  returns an alias they do not write (view, expand, permute, …) and the ops in :data:`NO_KERNEL`
+  (allocation, detach, …);
+- an op whose tensor outputs are all empty launches nothing.
+
+cuDNN convolutions or multi-pass reductions can launch more than one kernel on a GPU, so the
+eager count is a lower bound.
+
+Saved bytes (:func:`saved_activations`): every tensor autograd saves for backward during the
+forward, through ``torch.autograd.graph.saved_tensors_hooks``, counted once per storage (views of
+one buffer count once), parameters excluded: the activation memory a training step keeps.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+from torch.multiprocessing.reductions import StorageWeakRef
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+
+aten = torch.ops.aten
+
+#: aten ops that allocate or relabel memory without launching a kernel.
+NO_KERNEL = {
+    aten.empty.memory_format, aten.empty_strided.default, aten.empty_like.default, aten.new_empty.default,
+    aten.new_empty_strided.default, aten.detach.default, aten._unsafe_view.default, aten.lift_fresh.default,
+    aten.resize_.default, aten.set_.source_Storage_storage_offset,
+}
+
+
+def _is_view(func: torch._ops.OpOverload) -> bool:
+    return any(r.alias_info is not None and not r.alias_info.is_write for r in func._schema.returns)
+
+
+def _launches_kernel(func: torch._ops.OpOverload, out: Any) -> bool:
+    tensors = [t for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
+    return not (func in NO_KERNEL or _is_view(func)) and any(t.numel() for t in tensors)
+
+
+class LaunchCensus(TorchDispatchMode):
+    """Counts kernel launches (see the module docstring) and records each tritattn op call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.triton = 0
+        self.aten = 0
+        self.tritattn_calls: list[tuple[str, dict[str, Any]]] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        namespace = func.namespace
+        if namespace == "tritattn":
+            named = {a.name: v for a, v in zip(func._schema.arguments, args)} | kwargs
+            self.tritattn_calls.append((func._opname, named))
+        if _launches_kernel(func, out):
+            if namespace == "tritattn":
+                self.triton += 1
+            else:
+                self.aten += 1
+        return out
+
+    @property
+    def total(self) -> int:
+        return self.triton + self.aten
+
+
+@contextmanager
+def saved_activations(module: nn.Module) -> Iterator[dict[StorageWeakRef, int]]:
+    """Within the block: storage → bytes of every non-parameter tensor saved for backward."""
+    params = {StorageWeakRef(p.untyped_storage()) for p in module.parameters()}
+    saved: dict[StorageWeakRef, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        ref = StorageWeakRef(t.untyped_storage())
+        if ref not in params:
+            saved[ref] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        yield saved
+
+
+@dataclass(frozen=True)
+class BlockCensus:
+    """One block's launches (forward in training mode, backward) and saved activation bytes."""
+
+    fwd: LaunchCensus
+    bwd: LaunchCensus
+    saved_bytes: int
+
+
+def take_census(module: nn.Module, x: torch.Tensor) -> BlockCensus:
+    """Run one training step of ``module`` on ``x`` (forward, then backward of a ones cotangent)."""
+    module.train()
+    x = x.detach().requires_grad_()
+    with saved_activations(module) as saved, LaunchCensus() as fwd:
+        y = module(x)
+    cotangent = torch.ones_like(y)
+    with LaunchCensus() as bwd:
+        y.backward(cotangent)
+    return BlockCensus(fwd, bwd, sum(saved.values()))

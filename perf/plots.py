@@ -1,0 +1,103 @@
+"""The sweep's results as PNG plots (matplotlib, Agg backend: no display needed)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from report import BASELINES  # noqa: E402
+
+IMPL_ORDER = ("tritattn", *BASELINES)
+
+
+def _groups(rows: list[dict]) -> dict[tuple[str, str], list[dict]]:
+    """Rows with a timing, by (dtype, layout)."""
+    out: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        if r["ms"]:
+            out.setdefault((r["dtype"], r["layout"]), []).append(r)
+    return out
+
+
+def _shape_label(r: dict) -> str:
+    return f"{r['block']} B{r['batch']}"
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def throughput(rows: list[dict], copy_gbs: float, out_dir: Path, note: str) -> list[Path]:
+    """Per dtype and layout: achieved GB/s (minimum bytes / time, log scale) per shape, one line
+    per implementation, a panel per pass and CUDA-graph mode; the dashed line is the copy bandwidth."""
+    paths = []
+    for (dtype, layout), group in _groups(rows).items():
+        panels = sorted({(r["pass"], r["cuda_graph"]) for r in group})
+        fig, axes = plt.subplots(len(panels), 1, figsize=(max(8, 0.3 * len(group) / len(panels)), 3.6 * len(panels)), squeeze=False)
+        for ax, (p, g) in zip(axes[:, 0], panels):
+            sel = [r for r in group if r["pass"] == p and r["cuda_graph"] == g]
+            labels = list(dict.fromkeys(_shape_label(r) for r in sel))
+            for impl in IMPL_ORDER:
+                pts = {_shape_label(r): r["gbps"] for r in sel if r["impl"] == impl}
+                if pts:
+                    xs = [i for i, lab in enumerate(labels) if lab in pts]
+                    ax.plot(xs, [pts[labels[i]] for i in xs], marker="o", label=impl)
+            ax.axhline(copy_gbs, color="grey", linestyle="--", label="copy bandwidth")
+            ax.set_yscale("log")
+            ax.set_xticks(range(len(labels)), labels, rotation=70, ha="right", fontsize=7)
+            ax.set_ylabel("GB/s (minimum bytes)")
+            ax.set_title(f"{p}, {dtype}, {layout}{', CUDA graph' if g else ''} — {note}", fontsize=9)
+            ax.legend(fontsize=7)
+        paths.append(_save(fig, out_dir / f"throughput_{dtype}_{layout}.png"))
+    return paths
+
+
+def speedups(rows: list[dict], out_dir: Path, note: str) -> list[Path]:
+    """Per dtype and layout: tritattn's speed-up over each baseline per shape (bars, log scale)."""
+    paths = []
+    for (dtype, layout), group in _groups(rows).items():
+        tri = [r for r in group if r["impl"] == "tritattn"]
+        panels = sorted({(r["pass"], r["cuda_graph"]) for r in tri})
+        if not panels:
+            continue
+        fig, axes = plt.subplots(len(panels), 1, figsize=(max(8, 0.35 * len(tri) / max(1, len(panels))), 3.6 * len(panels)), squeeze=False)
+        for ax, (p, g) in zip(axes[:, 0], panels):
+            sel = [r for r in tri if r["pass"] == p and r["cuda_graph"] == g]
+            width = 0.8 / len(BASELINES)
+            for j, base in enumerate(BASELINES):
+                vals = [r[f"speedup_vs_{base}"] or 0.0 for r in sel]
+                if any(vals):
+                    ax.bar([i + j * width for i in range(len(sel))], vals, width, label=f"vs {base}")
+            ax.axhline(1.0, color="black", linewidth=0.8)
+            ax.set_yscale("log")
+            ax.set_xticks([i + 0.4 - width / 2 for i in range(len(sel))], [_shape_label(r) for r in sel], rotation=70, ha="right", fontsize=7)
+            ax.set_ylabel("speed-up (×)")
+            ax.set_title(f"tritattn speed-up, {p}, {dtype}, {layout}{', CUDA graph' if g else ''} — {note}", fontsize=9)
+            ax.legend(fontsize=7)
+        paths.append(_save(fig, out_dir / f"speedup_{dtype}_{layout}.png"))
+    return paths
+
+
+def census(blocks: list[dict], out_dir: Path) -> Path:
+    """Device-independent: kernel launches per training step, and activation MiB saved for backward."""
+    labels = [b["block"] for b in blocks]
+    xs = range(len(blocks))
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(max(8, 0.3 * len(blocks)), 7))
+    for j, impl in enumerate(("tritattn", "eager")):
+        launches = [b[f"launches_fwd_{impl}"] + b[f"launches_bwd_{impl}"] for b in blocks]
+        ax1.bar([x + 0.4 * j for x in xs], launches, 0.4, label=impl)
+        ax2.bar([x + 0.4 * j for x in xs], [b[f"saved_bytes_{impl}"] / 2**20 for b in blocks], 0.4, label=impl)
+    batch = blocks[0]["batch"] if blocks else "?"
+    ax1.set_ylabel("kernel launches (fwd + bwd)")
+    ax2.set_ylabel(f"MiB saved for backward (B={batch})")
+    for ax in (ax1, ax2):
+        ax.set_xticks([x + 0.2 for x in xs], labels, rotation=70, ha="right", fontsize=7)
+        ax.legend(fontsize=7)
+    ax1.set_title("Device-independent: launches per training step and activation memory kept", fontsize=9)
+    return _save(fig, out_dir / "census.png")

@@ -1,0 +1,193 @@
+"""perf/sweep.py's plumbing, on whatever device the tests run on (CPU: the Triton interpreter).
+
+A tiny sweep writes valid CSV / JSON / PNG with the required columns and honest labels; the byte
+model of each kernel matches a hand count and the kernels the blocks really launch; the launch and
+saved-bytes census follows its documented rule. Nothing here asserts on a timing.
+"""
+import csv
+import json
+import sys
+from pathlib import Path
+
+import matplotlib.image
+import pytest
+import torch
+from torch import nn
+
+from conftest import DEVICE
+from tritattn import reference, tuning
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "perf"))  # perf/ is a folder of scripts
+
+import bytes_model  # noqa: E402
+import census  # noqa: E402
+import measure  # noqa: E402
+import model_shapes  # noqa: E402
+import plan  # noqa: E402
+import report  # noqa: E402
+import sweep  # noqa: E402
+from cases import Case, build, build_eager  # noqa: E402
+
+
+def read_csv(path: Path) -> tuple[list[str], list[dict]]:
+    with path.open() as f:
+        reader = csv.DictReader(f)
+        return reader.fieldnames, list(reader)
+
+
+def test_tiny_sweep_writes_valid_csv_json_png(tmp_path, capsys):
+    args = ["--out", str(tmp_path), "--models", "seresnet50,cbam_resnet50", "--blocks", "representative",
+            "--shrink", "16,4", "--dtypes", "fp32", "--layouts", "nchw,channels_last", "--batch-sizes", "1",
+            "--compile", "none", "--census-batch", "2"]
+    assert sweep.main(args) == 0
+    printed = capsys.readouterr().out
+    graph_modes = 2 if DEVICE == "cuda" else 1
+
+    columns, timings = read_csv(tmp_path / "timings.csv")
+    assert columns == report.TIMING_COLUMNS
+    assert len(timings) == 2 * 2 * 2 * 2 * graph_modes  # blocks × layouts × passes × impls × graph modes
+    for r in timings:
+        assert float(r["ms"]) > 0 and int(r["min_bytes"]) > 0 and float(r["gbps"]) > 0 and not r["error"]
+        assert (r["timing"] == "GPU timing") if DEVICE == "cuda" else r["timing"].endswith("not GPU performance")
+    tri = [r for r in timings if r["impl"] == "tritattn"]
+    assert all(r["speedup_vs_eager"] and float(r["max_rel_err"]) < 1e-4 for r in tri)
+
+    columns, blocks = read_csv(tmp_path / "blocks.csv")
+    assert columns == report.BLOCK_COLUMNS
+    assert [b["block"] for b in blocks] == [b.id for m in ("seresnet50", "cbam_resnet50") for b in model_shapes.MODELS[m]]
+    for b in blocks:
+        fused = int(b["launches_fwd_tritattn"]) + int(b["launches_bwd_tritattn"])
+        assert fused < int(b["launches_fwd_eager"]) + int(b["launches_bwd_eager"])
+        assert int(b["saved_bytes_tritattn"]) > 0 and int(b["saved_bytes_eager"]) > 0
+
+    payload = json.loads((tmp_path / "sweep.json").read_text())
+    meta = payload["meta"]
+    for key in ("device", "torch", "triton", "date", "copy_bandwidth_gbs", "timing_note"):
+        assert meta[key]
+    assert len(payload["timings"]) == len(timings) and len(payload["blocks"]) == len(blocks)
+    assert payload["skipped"] == []
+    if DEVICE != "cuda":
+        assert "no GPU" in meta["device"] and "not GPU performance" in meta["timing_note"]
+        assert "autotuning skipped" in meta["tuning"]["status"] and "not GPU performance" in printed
+        assert meta["tuning"]["decisions"] and all(d["source"].startswith("default") for d in meta["tuning"]["decisions"])
+
+    pngs = sorted(p.name for p in tmp_path.glob("*.png"))
+    assert pngs == ["census.png", "speedup_fp32_channels_last.png", "speedup_fp32_nchw.png",
+                    "throughput_fp32_channels_last.png", "throughput_fp32_nchw.png"]
+    for name in pngs:
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert matplotlib.image.imread(tmp_path / name).ndim == 3
+
+
+def test_byte_model_matches_hand_counts():
+    # B=2, R=3, K=5 (30 elements per plane), 2-byte elements: a plane is 60 bytes, a vector 12.
+    assert bytes_model.mean_max_fwd(2, 3, 5, 2, want_mean=True, want_max=False) == 60 + 12
+    assert bytes_model.mean_max_fwd(2, 3, 5, 2, want_mean=True, want_max=True) == 60 + 12 + 12 + 6 * 4
+    assert bytes_model.mean_max_bwd(2, 3, 5, 2, has_mean=True, has_max=False) == 60 + 12
+    assert bytes_model.mean_max_bwd(2, 3, 5, 2, has_mean=True, has_max=True) == 60 + 60 + 12 + 12 + 12 + 6 * 4
+    assert bytes_model.gated_scale_fwd(2, 3, 5, 2, s_itemsize=4, has_residual=False) == 60 + 60 + 6 * 4
+    assert bytes_model.gated_scale_fwd(2, 3, 5, 2, s_itemsize=2, has_residual=True) == 3 * 60 + 12
+    assert bytes_model.gated_scale_bwd(2, 3, 5, 2, s_itemsize=2, relu=False, write_grad_res=False) == 3 * 60 + 12 + 12
+    assert bytes_model.gated_scale_bwd(2, 3, 5, 2, s_itemsize=2, relu=True, write_grad_res=True) == 5 * 60 + 12 + 12
+
+
+def test_op_byte_model_uses_the_right_axis():
+    x = torch.empty(2, 3, 4, 5, dtype=torch.float16, device="meta")  # channel: R=3, K=20; spatial: R=20, K=3
+    assert bytes_model.op_min_bytes("squeeze", {"x": x, "want_mean": True, "want_max": False}) == \
+        ("mean_max_fwd", bytes_model.mean_max_fwd(2, 3, 20, 2, True, False))
+    assert bytes_model.op_min_bytes("spatial_pool", {"x": x}) == ("mean_max_fwd", bytes_model.mean_max_fwd(2, 20, 3, 2, True, True))
+    t = torch.empty(2, 1, 4, 5, dtype=torch.float32, device="meta")
+    assert bytes_model.op_min_bytes("spatial_scale_backward", {"grad_y": x, "x": x, "t": t, "gate": "sigmoid"}) == \
+        ("gated_scale_bwd", bytes_model.gated_scale_bwd(2, 20, 3, 2, 4, False, False))
+
+
+def _bytes_of_launch(name: str, p: tuning.Problem) -> int:
+    """The byte model evaluated from what launch.py actually passed to a kernel."""
+    f, size = dict(p.flags), p.dtype.itemsize
+    if name == "mean_max_fwd":
+        return bytes_model.mean_max_fwd(p.B, p.R, p.K, size, f["WANT_MEAN"], f["WANT_MAX"])
+    if name == "mean_max_bwd":
+        return bytes_model.mean_max_bwd(p.B, p.R, p.K, size, f["HAS_MEAN"], f["HAS_MAX"])
+    if name == "gated_scale_fwd":
+        return bytes_model.gated_scale_fwd(p.B, p.R, p.K, size, size, f["HAS_RESIDUAL"])
+    return bytes_model.gated_scale_bwd(p.B, p.R, p.K, size, size, f["ACT"] == "relu", f["WRITE_GRAD_RES"])
+
+
+@pytest.mark.parametrize("block", [
+    model_shapes.Block("t", "se", "SEModule", 8, 4, 4, rd=2),
+    model_shapes.Block("t", "eca", "EcaModule", 8, 4, 4),
+    model_shapes.Block("t", "mbv3", "SqueezeExcitation", 8, 3, 5, rd=4, extra={"scale_activation": nn.Hardsigmoid}),
+    model_shapes.Block("t", "cbam", "CbamModule", 8, 4, 4, rd=2),
+], ids=lambda b: b.name)
+def test_each_tritattn_op_launches_the_one_kernel_the_byte_model_names(block, monkeypatch):
+    launched = []
+    real_launch = tuning.Tuner.launch
+
+    def recording_launch(self, problem, *args):
+        launched.append((self.name, problem))
+        return real_launch(self, problem, *args)
+
+    monkeypatch.setattr(tuning.Tuner, "launch", recording_launch)
+    case = Case(block, 2, "fp32", "channels_last")
+    module = build("tritattn", build_eager(block, torch.device(DEVICE), torch.float32), block)
+    c = census.take_census(module, case.input(torch.device(DEVICE)))
+    calls = c.fwd.tritattn_calls + c.bwd.tritattn_calls
+    assert c.fwd.triton + c.bwd.triton == len(calls) == len(launched)
+    assert [bytes_model.op_min_bytes(op, a) for op, a in calls] == [(n, _bytes_of_launch(n, p)) for n, p in launched]
+
+
+def test_launch_census_counts_kernels_not_views_or_allocations():
+    x = torch.randn(4, 6)
+    with census.LaunchCensus() as c:
+        y = x.view(6, 4).t()  # views: no kernel
+        z = torch.empty(3)  # allocation: no kernel
+        w = x * 2  # one kernel
+        w.add_(1)  # in-place: one kernel
+        torch.zeros(0) + 1  # empty output: no kernel (the zeros itself is empty too)
+    assert (c.aten, c.triton) == (2, 0)
+    del y, z
+
+
+def test_saved_bytes_count_each_storage_once_and_skip_parameters():
+    lin = nn.Linear(8, 8, bias=False)
+    x = torch.randn(4, 8, requires_grad=True)
+    with census.saved_activations(lin) as saved:
+        y = lin(x)  # saves x (and the weight: a parameter, not counted)
+        z = x[:2] * x[2:]  # saves two views of x: x's storage, already counted
+        (y.sum() + z.sum()).backward()
+    assert sum(saved.values()) == x.numel() * 4
+
+
+def test_model_table_is_real():
+    assert set(model_shapes.MODELS) == {"seresnet50", "ecaresnet50d", "efficientnet_b0", "mobilenetv3_large", "regnety_016", "cbam_resnet50"}
+    assert sum(b.count for b in model_shapes.MODELS["seresnet50"]) == 16
+    assert sum(b.count for b in model_shapes.MODELS["efficientnet_b0"]) == 16
+    assert sum(b.count for b in model_shapes.MODELS["regnety_016"]) == 2 + 6 + 17 + 2
+    assert model_shapes.representative("regnety_016").id == "regnety_016/s3b"
+    for b in model_shapes.ALL_BLOCKS:
+        m = getattr(reference, b.module)(**b.constructor_kwargs())
+        assert m(torch.zeros(1, b.C, 2, 2)).shape == (1, b.C, 2, 2), b.id
+    small = model_shapes.representative("seresnet50").scaled(64, 8)
+    assert (small.C, small.H, small.W) == (64, 8, 8)
+
+
+def test_work_items_come_in_priority_order_with_compile_subsets():
+    blocks = plan.pick_blocks(["seresnet50", "efficientnet_b0"], ["all"], shrink=None)
+    items = plan.work_items(blocks, ["bf16", "fp32"], ["nchw", "channels_last"], [32, 128], ["default", "max-autotune"], "representative")
+    per_dtype = 2 * len(blocks) * 2  # layouts × blocks × batch sizes
+    first, compiled, rest = items[:per_dtype], items[per_dtype:-per_dtype], items[-per_dtype:]
+    assert all(i.impls == ("tritattn", "eager") and i.case.dtype == "bf16" for i in first)
+    assert all(i.impls == ("tritattn", "eager") and i.case.dtype == "fp32" for i in rest)
+    assert {i.case.block.id for i in compiled} == {"seresnet50/s3", "efficientnet_b0/se1152@7"}
+    assert {(i.case.dtype, i.case.batch) for i in compiled} == {("bf16", 128)}
+    assert [i.impls for i in compiled] == [("compile",)] * 4 + [("compile-max-autotune",)] * 2
+    assert {i.case.layout for i in compiled[4:]} == {"channels_last"}
+
+
+def test_compile_rows_are_measured_and_rated():
+    block = model_shapes.Block("t", "se", "SEModule", 8, 4, 4, rd=2)
+    case = Case(block, 1, "fp32", "nchw")
+    rows = measure.measure_case(case, ["eager", "compile"], ["fwd"], [False], torch.device(DEVICE))
+    report.rate(rows, {(block.id, 1, "fp32", "nchw"): measure.min_bytes(block, 1, "fp32", "nchw")}, copy_gbs=1.0)
+    assert [r["impl"] for r in rows] == ["eager", "compile"] and not any(r["error"] for r in rows)
+    assert all(r["ms"] > 0 and r["gbps"] > 0 for r in rows)
