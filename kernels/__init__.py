@@ -6,6 +6,7 @@ Installed as ``tritattn.kernels``. One module per kernel family:
 - :mod:`tritattn.kernels.gated_scale`  y = act(x · gate(s) + residual) along one axis: excitation (per channel) and CBAM spatial scaling (per pixel)
 - :mod:`tritattn.kernels.gates`         gate functions (sigmoid, hard-sigmoid) and their derivatives
 - :mod:`tritattn.kernels.tiling`       tile shapes and launch grids
+- :mod:`tritattn.kernels.rounding`     conversion to the output dtype, round-to-nearest-even (also in the interpreter)
 
 Every kernel views a 4-D tensor [B, C, H, W] as [B, R, K] through three strides (see tiling.py),
 so NCHW-contiguous and channels_last inputs are read in place, and all

@@ -10,6 +10,7 @@ import triton
 import triton.language as tl
 
 from .gates import gate_backward, gate_value
+from .rounding import to_output
 from .tiling import ELEMENTWISE_TILES, ROW_TILES, oriented_configs
 
 # Autotuning spaces (pruned per problem by tiling.prune_configs). Both kernels store every output
@@ -57,7 +58,7 @@ def gated_scale_fwd(
         y += tl.load(res_ptr + b * srb + r64[:, None] * srr + k64 * srk, mask=mask, other=0.0).to(ACC)
     if ACT == "relu":
         y = tl.where(y < 0.0, 0.0, y)  # NaN stays NaN, as in torch.relu
-    tl.store(y_ptr + b * syb + r64[:, None] * syr + k64 * syk, y.to(y_ptr.dtype.element_ty), mask=mask)
+    tl.store(y_ptr + b * syb + r64[:, None] * syr + k64 * syk, to_output(y, y_ptr), mask=mask)
 
 
 @triton.jit
@@ -106,10 +107,10 @@ def gated_scale_bwd(
             y = tl.load(y_ptr + b * syb + rows * syr + k64 * syk, mask=mask, other=0.0).to(ACC)
             d = tl.where(y <= 0.0, 0.0, d)  # as torch's threshold_backward: a NaN y passes grad_y
         x = tl.load(x_ptr + b * sxb + rows * sxr + k64 * sxk, mask=mask, other=0.0).to(ACC)
-        grad_x = (d * g[:, None]).to(grad_x_ptr.dtype.element_ty)
+        grad_x = to_output(d * g[:, None], grad_x_ptr)
         tl.store(grad_x_ptr + b * sgxb + rows * sgxr + k64 * sgxk, grad_x, mask=mask)
         if WRITE_GRAD_RES:
-            tl.store(grad_res_ptr + b * sgrb + rows * sgrr + k64 * sgrk, d.to(grad_res_ptr.dtype.element_ty), mask=mask)
+            tl.store(grad_res_ptr + b * sgrb + rows * sgrr + k64 * sgrk, to_output(d, grad_res_ptr), mask=mask)
         acc += tl.sum(d * x, axis=1)
     grad_s = gate_backward(s, g, acc, GATE)
-    tl.store(grad_s_ptr + b * sgsb + r64 * sgsr, grad_s.to(grad_s_ptr.dtype.element_ty), mask=mask_r)
+    tl.store(grad_s_ptr + b * sgsb + r64 * sgsr, to_output(grad_s, grad_s_ptr), mask=mask_r)

@@ -7,10 +7,11 @@
   (torch.nn.functional.hardsigmoid and timm's hard_sigmoid; the derivative matches
   torch's hardsigmoid_backward, which is 0 at the two kinks)
 
-NaN and ±Inf as in torch: hard_sigmoid(NaN) is NaN — the clamp propagates NaN explicitly, since
-tl.maximum / tl.minimum default to the NaN-dropping fmax / fmin (on the GPU and in the
-interpreter alike) — and hardsigmoid's backward *selects* grad / 6 or 0 (0 outside (-3, 3) even
-for a NaN or infinite incoming gradient), where sigmoid's multiplies.
+NaN and ±Inf as in torch: hard_sigmoid(NaN) is NaN — passed through explicitly, since
+tl.maximum / tl.minimum are the NaN-dropping fmax / fmin by default, on the GPU and in the
+interpreter alike (a select, rather than ``propagate_nan=``, works for every dtype and triton
+version) — and hardsigmoid's backward *selects* grad / 6 or 0 (0 outside (-3, 3) even for a NaN
+or infinite incoming gradient), where sigmoid's multiplies.
 """
 import triton
 import triton.language as tl
@@ -21,8 +22,8 @@ def gate_value(s, GATE: tl.constexpr):
     if GATE == "sigmoid":
         g = 1.0 / (1.0 + tl.exp(-s))
     else:
-        nan = tl.PropagateNan.ALL
-        g = tl.minimum(tl.maximum(s + 3.0, 0.0, propagate_nan=nan), 6.0, propagate_nan=nan) / 6.0
+        g = tl.minimum(tl.maximum(s + 3.0, 0.0), 6.0) / 6.0
+        g = tl.where(s != s, s, g)  # NaN in, NaN out (tl.maximum is fmax: it drops NaN)
     return g
 
 

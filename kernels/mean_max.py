@@ -7,6 +7,7 @@ x[b, r, k] is at x_ptr + b·sxb + r·sxr + k·sxk; a per-row vector v[b, r] at v
 import triton
 import triton.language as tl
 
+from .rounding import to_output
 from .tiling import ELEMENTWISE_TILES, ROW_TILES, oriented_configs
 
 # Autotuning spaces (pruned per problem by tiling.prune_configs). Both kernels store every output
@@ -66,9 +67,10 @@ def mean_max_fwd(
             run_max = tl.maximum(run_max, tile_max)
 
     if WANT_MEAN:
-        tl.store(mean_ptr + b * smb + r64 * smr, (total / K).to(mean_ptr.dtype.element_ty), mask=mask_r)
+        tl.store(mean_ptr + b * smb + r64 * smr, to_output(total / K, mean_ptr), mask=mask_r)
     if WANT_MAX:
         run_max = tl.where(has_nan > 0, float("nan"), run_max)
+        # no rounding: the max is one of x's values
         tl.store(max_ptr + b * sMb + r64 * sMr, run_max.to(max_ptr.dtype.element_ty), mask=mask_r)
         tl.store(count_ptr + b * R + r64, run_count, mask=mask_r)
 
@@ -115,4 +117,4 @@ def mean_max_bwd(
         # A NaN max (the row holds a NaN) makes the whole row's gradient NaN, as in torch.amax's
         # backward ((grad / 0) · 0 there: no element equals NaN).
         g += tl.where((m != m)[:, None], float("nan"), share)
-    tl.store(grad_x_ptr + b * sgxb + r64[:, None] * sgxr + k64 * sgxk, g.to(grad_x_ptr.dtype.element_ty), mask=mask)
+    tl.store(grad_x_ptr + b * sgxb + r64[:, None] * sgxr + k64 * sgxk, to_output(g, grad_x_ptr), mask=mask)

@@ -40,7 +40,12 @@ def check_tensor(t: object, name: str) -> None:
     if t.layout != torch.strided:
         raise TypeError(f"{name} must be a dense (strided) tensor, got layout {t.layout}; call .to_dense() first")
     if t.dtype not in FLOAT_DTYPES:
-        kind = "a complex" if t.is_complex() else "an integer or bool" if not t.is_floating_point() else "an unsupported"
+        if t.is_complex():
+            kind = "a complex"
+        elif t.is_floating_point() or t.is_quantized:
+            kind = "an unsupported"  # float8 variants, quantized types
+        else:
+            kind = "an integer or bool"
         raise TypeError(
             f"{name} must have a floating dtype (float16, bfloat16, float32 or float64), got {kind} dtype {t.dtype}"
         )

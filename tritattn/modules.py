@@ -5,11 +5,16 @@ and ``state_dict`` keys are timm's / torchvision's) and overrides only ``forward
 :func:`~tritattn.functional.squeeze` / :func:`~tritattn.functional.spatial_pool`, the small
 convolutions stay torch, and the gate plus the scaling of x is one
 :func:`~tritattn.functional.excite_scale` / :func:`~tritattn.functional.spatial_scale` pass.
-A gate without a kernel (anything but sigmoid and hard-sigmoid) runs the reference forward,
-with a one-time warning naming the module and the gate.
+A gate without a kernel (anything but sigmoid and hard-sigmoid, torch's or timm's classes) runs
+the reference forward, with a one-time warning naming the module and the gate.
+
+The channel-attention blocks (:class:`ChannelExcitation` subclasses) also take a residual and a
+ReLU into the same pass: ``block.excite(x, residual, "relu")`` is ``relu(block(x) + residual)``,
+the tail of an SE-ResNet block (:mod:`tritattn.fusion`).
 """
 from __future__ import annotations
 
+import functools
 import warnings
 
 import torch.nn.functional as F
@@ -18,14 +23,20 @@ from torch import Tensor, nn
 from . import reference
 from .checks import check_channels, check_feature_map
 from .functional import excite_scale, spatial_pool, spatial_scale, squeeze
+from .peers import peer_gate_kind
 from .reference import gate_kind
 
 _warned: set[tuple[str, str]] = set()
 
 
+def kernel_for_gate(gate: nn.Module | None) -> str | None:
+    """The kernel gate that ``gate`` computes: torch's or timm's sigmoid / hard-sigmoid; else None."""
+    return gate_kind(gate) or peer_gate_kind(gate)
+
+
 def kernel_gate(module: nn.Module, gate: nn.Module) -> str | None:
     """The kernel's gate name for ``gate``, or None after warning (once per module class and gate type)."""
-    kind = gate_kind(gate)
+    kind = kernel_for_gate(gate)
     if kind is None:
         key = (type(module).__name__, type(gate).__name__)
         if key not in _warned:
@@ -46,87 +57,106 @@ def _pooled(x: Tensor, add_maxpool: bool) -> Tensor:
     return squeeze(x, "mean")[:, :, None, None]
 
 
-class SEModule(reference.SEModule):
+class ChannelExcitation(nn.Module):
+    """Base of the fast channel-attention blocks: ``x · gate(logits(x))[b, c]``, one kernel pass.
+
+    A subclass sets :attr:`gate_attr` (the attribute holding its gate module; None: no gate
+    module is used) and :attr:`channels_attr` (the conv whose ``in_channels`` is C, or None), and
+    defines :meth:`logits`; it comes first among the bases, before its reference class, whose
+    ``forward`` is the fallback.
+    """
+
+    gate_attr: str | None = "gate"
+    channels_attr: str | None = None
+
+    def logits(self, x: Tensor) -> Tensor:
+        """The excitation logits [B, C] (or [B, C, 1, 1]) for x, before the gate."""
+        raise NotImplementedError
+
+    def kernel_gate_name(self) -> str | None:
+        """The kernel gate this block applies, or None (after a one-time warning): no kernel."""
+        return kernel_gate(self, getattr(self, self.gate_attr))
+
+    def excite(self, x: Tensor, residual: Tensor | None = None, act: str = "identity") -> Tensor:
+        """``act(self(x) + residual)`` in one pass over x (act: "identity" or "relu")."""
+        check_feature_map(x)
+        if self.channels_attr is not None:
+            check_channels(x, getattr(self, self.channels_attr).in_channels, type(self).__name__)
+        gate = self.kernel_gate_name()
+        if gate is None:
+            y = super().forward(x)  # the reference class's forward
+            if residual is not None:
+                y = y + residual
+            return F.relu(y) if act == "relu" else y
+        return excite_scale(x, self.logits(x), gate, residual, act)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.excite(x)
+
+
+class SEModule(ChannelExcitation, reference.SEModule):
     __doc__ = reference.SEModule.__doc__
+    channels_attr = "fc1"
 
-    def forward(self, x: Tensor) -> Tensor:
-        check_feature_map(x)
-        check_channels(x, self.fc1.in_channels, type(self).__name__)
-        gate = kernel_gate(self, self.gate)
-        if gate is None:
-            return super().forward(x)
-        s = self.fc2(self.act(self.bn(self.fc1(_pooled(x, self.add_maxpool)))))
-        return excite_scale(x, s, gate)
+    def logits(self, x: Tensor) -> Tensor:
+        return self.fc2(self.act(self.bn(self.fc1(_pooled(x, self.add_maxpool)))))
 
 
-class EffectiveSEModule(reference.EffectiveSEModule):
+class EffectiveSEModule(ChannelExcitation, reference.EffectiveSEModule):
     __doc__ = reference.EffectiveSEModule.__doc__
+    channels_attr = "fc"
 
-    def forward(self, x: Tensor) -> Tensor:
-        check_feature_map(x)
-        check_channels(x, self.fc.in_channels, type(self).__name__)
-        gate = kernel_gate(self, self.gate)
-        if gate is None:
-            return super().forward(x)
-        return excite_scale(x, self.fc(_pooled(x, self.add_maxpool)), gate)
+    def logits(self, x: Tensor) -> Tensor:
+        return self.fc(_pooled(x, self.add_maxpool))
 
 
-class EcaModule(reference.EcaModule):
+class EcaModule(ChannelExcitation, reference.EcaModule):
     __doc__ = reference.EcaModule.__doc__
 
-    def forward(self, x: Tensor) -> Tensor:
-        check_feature_map(x)
-        gate = kernel_gate(self, self.gate)
-        if gate is None:
-            return super().forward(x)
+    def logits(self, x: Tensor) -> Tensor:
         B, C = x.shape[:2]
         y = self.conv(squeeze(x, "mean").view(B, 1, C))
         if self.conv2 is not None:
             y = self.conv2(self.act(y))
-        return excite_scale(x, y.view(B, C), gate)
+        return y.view(B, C)
 
 
-class CecaModule(reference.CecaModule):
+class CecaModule(ChannelExcitation, reference.CecaModule):
     __doc__ = reference.CecaModule.__doc__
 
-    def forward(self, x: Tensor) -> Tensor:
-        check_feature_map(x)
-        gate = kernel_gate(self, self.gate)
-        if gate is None:
-            return super().forward(x)
+    def logits(self, x: Tensor) -> Tensor:
         B, C = x.shape[:2]
         y = F.pad(squeeze(x, "mean").view(B, 1, C), (self.padding, self.padding), mode="circular")
-        return excite_scale(x, self.conv(y).view(B, C), gate)
+        return self.conv(y).view(B, C)
 
 
-class ChannelAttn(reference.ChannelAttn):
+class ChannelAttn(ChannelExcitation, reference.ChannelAttn):
     __doc__ = reference.ChannelAttn.__doc__
+    channels_attr = "fc1"
 
     def _mlp(self, v: Tensor) -> Tensor:
         return self.fc2(self.act(self.fc1(v[:, :, None, None])))
 
-    def forward(self, x: Tensor) -> Tensor:
-        check_feature_map(x)
-        check_channels(x, self.fc1.in_channels, type(self).__name__)
-        gate = kernel_gate(self, self.gate)
-        if gate is None:
-            return super().forward(x)
+    def logits(self, x: Tensor) -> Tensor:
         mean, maximum = squeeze(x, "mean_max")
-        return excite_scale(x, self._mlp(mean) + self._mlp(maximum), gate)
+        return self._mlp(mean) + self._mlp(maximum)
 
 
 class LightChannelAttn(ChannelAttn, reference.LightChannelAttn):
     __doc__ = reference.LightChannelAttn.__doc__
+    gate_attr = None  # timm builds self.gate but never uses it
 
-    def forward(self, x: Tensor) -> Tensor:
-        check_feature_map(x)
-        check_channels(x, self.fc1.in_channels, type(self).__name__)
+    def kernel_gate_name(self) -> str:
+        return "sigmoid"  # timm: always F.sigmoid, whatever self.gate is
+
+    def logits(self, x: Tensor) -> Tensor:
         mean, maximum = squeeze(x, "mean_max")
-        return excite_scale(x, self._mlp(0.5 * mean + 0.5 * maximum), "sigmoid")  # timm: always F.sigmoid
+        return self._mlp(0.5 * mean + 0.5 * maximum)
 
 
 class SpatialAttn(reference.SpatialAttn):
     __doc__ = reference.SpatialAttn.__doc__
+    gate_attr = "gate"
 
     def forward(self, x: Tensor) -> Tensor:
         check_feature_map(x)
@@ -138,6 +168,7 @@ class SpatialAttn(reference.SpatialAttn):
 
 class LightSpatialAttn(reference.LightSpatialAttn):
     __doc__ = reference.LightSpatialAttn.__doc__
+    gate_attr = "gate"
 
     def forward(self, x: Tensor) -> Tensor:
         check_feature_map(x)
@@ -152,6 +183,7 @@ class CbamModule(reference.CbamModule):
     """CBAM on tritattn's kernels: the reference :class:`~tritattn.reference.CbamModule` with fast
     :class:`ChannelAttn` and :class:`SpatialAttn` parts (same parameters, same keys)."""
 
+    @functools.wraps(reference.CbamModule.__init__)  # so inspect.signature shows timm's arguments
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.channel.__class__ = ChannelAttn
@@ -161,36 +193,31 @@ class CbamModule(reference.CbamModule):
 class LightCbamModule(reference.LightCbamModule):
     """Light CBAM on tritattn's kernels: fast :class:`LightChannelAttn` and :class:`LightSpatialAttn`."""
 
+    @functools.wraps(reference.LightCbamModule.__init__)
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.channel.__class__ = LightChannelAttn
         self.spatial.__class__ = LightSpatialAttn
 
 
-class SqueezeExcite(reference.SqueezeExcite):
+class SqueezeExcite(ChannelExcitation, reference.SqueezeExcite):
     __doc__ = reference.SqueezeExcite.__doc__
+    channels_attr = "conv_reduce"
 
-    def forward(self, x: Tensor) -> Tensor:
-        check_feature_map(x)
-        check_channels(x, self.conv_reduce.in_channels, type(self).__name__)
-        gate = kernel_gate(self, self.gate)
-        if gate is None:
-            return super().forward(x)
-        s = self.conv_expand(self.act1(self.conv_reduce(squeeze(x, "mean")[:, :, None, None])))
-        return excite_scale(x, s, gate)
+    def logits(self, x: Tensor) -> Tensor:
+        return self.conv_expand(self.act1(self.conv_reduce(squeeze(x, "mean")[:, :, None, None])))
 
 
-class SqueezeExcitation(reference.SqueezeExcitation):
+class SqueezeExcitation(ChannelExcitation, reference.SqueezeExcitation):
     __doc__ = reference.SqueezeExcitation.__doc__
+    gate_attr = "scale_activation"
+    channels_attr = "fc1"
 
-    def forward(self, input: Tensor) -> Tensor:
-        check_feature_map(input, "input")
-        check_channels(input, self.fc1.in_channels, type(self).__name__)
-        gate = kernel_gate(self, self.scale_activation)
-        if gate is None:
-            return super().forward(input)
-        s = self.fc2(self.activation(self.fc1(squeeze(input, "mean")[:, :, None, None])))
-        return excite_scale(input, s, gate)
+    def logits(self, input: Tensor) -> Tensor:
+        return self.fc2(self.activation(self.fc1(squeeze(input, "mean")[:, :, None, None])))
+
+    def forward(self, input: Tensor) -> Tensor:  # torchvision's argument name
+        return self.excite(input)
 
 
 #: reference class → its fast twin (the same parameters and buffers, so a module can be re-classed)

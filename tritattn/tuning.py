@@ -25,7 +25,8 @@ A config is taken from, first hit wins:
    nothing, so re-running them on the real arguments is safe (no reset_to_zero / restore_value).
 
 **Without a GPU nothing is tuned.** Under the Triton interpreter (``TRITON_INTERPRET=1``), with
-``TRITATTN_AUTOTUNE=0``, or while a CUDA graph is being captured (benchmarking would break the
+``TRITATTN_AUTOTUNE=0``, under ``torch.use_deterministic_algorithms(True)`` (the block size sets
+the summation order, so results then do not depend on the tuning cache), or while a CUDA graph is being captured (benchmarking would break the
 capture), the default config is used — ``tiling.default_config``, the tile heuristic with
 TILE_ELEMENTS / LONG_SIDE_MAX read at call time — and an INFO message on the ``tritattn`` logger
 says so once. :func:`decisions` tells which config each problem got and where it came from.
@@ -216,6 +217,9 @@ def skip_reason(device: torch.device) -> str | None:
         return "Triton interpreter, no GPU: autotuning skipped, default tile config used"
     if not AUTOTUNE:
         return "TRITATTN_AUTOTUNE=0: autotuning off, default tile config used"
+    if torch.are_deterministic_algorithms_enabled():
+        # a tuned block size changes the summation order from one GPU or cache to another
+        return "torch.use_deterministic_algorithms(True): default tile config used, the same on every run"
     return None
 
 

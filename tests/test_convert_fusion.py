@@ -1,0 +1,85 @@
+"""The fused SE-ResNet tail (:mod:`tritattn.fusion`): used where it is safe, reported where not,
+and a fused model behaves as the unfused one (numbers, hooks, copies, pickles).
+
+The numbers of fused models against their peers are in test_convert_models.py (seresnet18,
+seresnet50 and ecaresnet26t are fused there); here is the machinery around it.
+"""
+import copy
+import io
+
+import pytest
+import torch
+
+import tritattn
+from conftest import TOLERANCES
+from fixtures.model_runs import assert_runs_close, forward_backward, interpreter_friendly  # noqa: F401
+from fixtures.peer_models import ONE_BLOCK_PER_STAGE, randomize_norms_
+from fixtures.peers import timm
+from tritattn import fusion
+
+import timm.models.resnet  # noqa: E402  (after fixtures.peers, which makes timm importable)
+
+
+def _tiny_resnet(name: str = "seresnet18", **kwargs) -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = timm.create_model(name, num_classes=10, **ONE_BLOCK_PER_STAGE, **kwargs)
+    return randomize_norms_(model, torch.Generator().manual_seed(0)).double().eval()
+
+
+def _input() -> torch.Tensor:
+    return torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+
+
+def test_basic_and_bottleneck_tails_are_fused(interpreter_friendly):
+    for name, block in (("seresnet18", timm.models.resnet.BasicBlock), ("seresnet50", timm.models.resnet.Bottleneck)):
+        report = tritattn.convert(_tiny_resnet(name))
+        assert len(report.fused) == 4 and not report.not_fused, str(report)
+        fused_block = report.model.layer1[0]
+        assert isinstance(fused_block, block) and type(fused_block) is getattr(fusion, "ResidualFused" + block.__name__)
+        assert "se + residual add + ReLU in one pass" in str(report)
+
+
+@pytest.mark.parametrize(
+    "kwargs, reason, fused",
+    [
+        (dict(drop_path_rate=0.1), "drop path", 1),  # timm's rate grows from 0 in the first block
+        (dict(act_layer=torch.nn.SiLU), "not nn.ReLU", 0),
+        (dict(block_args=dict(attn_layer="cbam")), "not a converted channel-attention block", 0),
+    ],
+    ids=["drop_path", "silu", "cbam"],
+)
+def test_unsafe_tails_are_not_fused(kwargs, reason, fused):
+    name = "resnet18" if "block_args" in kwargs else "seresnet18"
+    report = tritattn.convert(_tiny_resnet(name, **kwargs))
+    assert len(report.fused) == fused and len(report.not_fused) == 4 - fused, str(report)
+    assert all(reason in s.reason for s in report.not_fused), str(report)
+
+
+def test_a_changed_timm_forward_is_not_fused(monkeypatch):
+    monkeypatch.setattr(timm.models.resnet.BasicBlock, "forward", lambda self, x: x)
+    report = tritattn.convert(_tiny_resnet())
+    assert not report.fused and "not the one tritattn mirrors" in report.not_fused[0].reason, str(report)
+
+
+def test_fused_model_falls_back_when_a_hook_is_added(interpreter_friendly):
+    model = _tiny_resnet()
+    unfused = tritattn.convert(copy.deepcopy(model), fuse=False).model
+    fused = tritattn.convert(model).model
+    calls = []
+    fused.layer2[0].se.register_forward_hook(lambda *_: calls.append("se"))
+    assert "hook" in fusion.fusion_blocker(fused.layer2[0])
+    x = _input()
+    assert_runs_close(forward_backward(fused, x), forward_backward(unfused, x), TOLERANCES[torch.float64], "hooked")
+    assert calls == ["se"]
+
+
+def test_fused_model_copies_and_pickles(interpreter_friendly):
+    model = tritattn.convert(_tiny_resnet()).model
+    buffer = io.BytesIO()
+    torch.save(model, buffer)
+    buffer.seek(0)
+    for clone in (copy.deepcopy(model), torch.load(buffer, weights_only=False)):
+        assert type(clone.layer3[0]) is type(model.layer3[0])
+        assert type(clone.layer3[0].se) is tritattn.SEModule
+        with torch.no_grad():
+            assert torch.equal(clone(_input()), model(_input()))

@@ -1,0 +1,22 @@
+"""Every Python example in README.md runs: the ```python blocks, in order, in one namespace
+(a later example uses what an earlier one made), as a newcomer would paste them."""
+import re
+from pathlib import Path
+
+from fixtures.model_runs import interpreter_friendly  # noqa: F401
+from fixtures.peers import timm  # noqa: F401  (makes `import timm` work beside a CPU-only torch)
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def python_examples() -> list[str]:
+    return re.findall(r"^```python\n(.*?)^```", README.read_text(), flags=re.DOTALL | re.MULTILINE)
+
+
+def test_readme_examples_run(interpreter_friendly, capsys):
+    examples = python_examples()
+    assert len(examples) >= 3
+    namespace: dict = {}
+    for example in examples:
+        exec(compile(example, str(README), "exec"), namespace)
+    assert "tritattn.convert: 16 replaced, 16 fused" in capsys.readouterr().out

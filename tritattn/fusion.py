@@ -1,0 +1,155 @@
+"""The SE-ResNet tail in one pass: ``relu(se(x) + shortcut)`` for timm's ResNet blocks.
+
+timm's ``BasicBlock`` and ``Bottleneck`` (``timm.models.resnet``) end in::
+
+    x = self.se(x); x = self.drop_path(x)  # if set
+    shortcut = self.downsample(shortcut)  # if set
+    x += shortcut; x = self.act(x)  # act2 (BasicBlock) / act3 (Bottleneck)
+
+With ``se`` a fast channel-attention block (:class:`~tritattn.modules.ChannelExcitation`), no
+``drop_path`` and a plain ``nn.ReLU``, the excitation, the residual add and the ReLU are one
+:meth:`~tritattn.modules.ChannelExcitation.excite` pass (one read of x and of the shortcut, one
+write). :func:`fuse_residual` re-classes such a block to a subclass of its own class whose
+``forward`` does that; the forwards here mirror timm's line for line up to the SE, and a block
+is fused only when its class's ``forward`` is the one they mirror (:data:`MIRRORED_FORWARDS`,
+checked by a hash of its source). The fused forward re-checks :func:`fusion_blocker` on every
+call and runs timm's own forward when something changed since (a drop path set, a hook added).
+
+The fused classes are attributes of this module (created on first use, also by attribute
+access), so a fused model pickles and deep-copies like the original.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import inspect
+import textwrap
+from typing import Callable
+
+from torch import Tensor, nn
+
+from .modules import ChannelExcitation
+from .peers import qualified_name
+
+
+def _basic_block_forward(self, x: Tensor) -> Tensor:
+    """timm's ``BasicBlock.forward`` with the SE, residual add and act2 fused."""
+    if fusion_blocker(self) is not None:
+        return _block_class(self).forward(self, x)
+    shortcut = x
+    x = self.aa(self.act1(self.drop_block(self.bn1(self.conv1(x)))))
+    x = self.bn2(self.conv2(x))
+    if self.downsample is not None:
+        shortcut = self.downsample(shortcut)
+    return self.se.excite(x, shortcut, "relu")
+
+
+def _bottleneck_forward(self, x: Tensor) -> Tensor:
+    """timm's ``Bottleneck.forward`` with the SE, residual add and act3 fused."""
+    if fusion_blocker(self) is not None:
+        return _block_class(self).forward(self, x)
+    shortcut = x
+    x = self.act1(self.bn1(self.conv1(x)))
+    x = self.aa(self.act2(self.drop_block(self.bn2(self.conv2(x)))))
+    x = self.bn3(self.conv3(x))
+    if self.downsample is not None:
+        shortcut = self.downsample(shortcut)
+    return self.se.excite(x, shortcut, "relu")
+
+
+#: timm block class → (sha256 of its ``forward`` source, the name of its last activation,
+#: the fused forward). The hashes are of timm 1.0.31's ``timm/models/resnet.py``.
+MIRRORED_FORWARDS: dict[str, tuple[str, str, Callable[..., Tensor]]] = {
+    "timm.models.resnet.BasicBlock": (
+        "3580b8e5cdce73f0e5b8e0f036e9c0e9bab2ad79afe3b2af79cded82ce0545bd", "act2", _basic_block_forward,
+    ),
+    "timm.models.resnet.Bottleneck": (
+        "63981a893bde5f2f5e5e7776057c88f54826ef909db3669aa672a084500342a9", "act3", _bottleneck_forward,
+    ),
+}
+
+_FUSED_PREFIX = "ResidualFused"
+
+
+def _has_hooks(module: nn.Module) -> bool:
+    return bool(
+        module._forward_hooks or module._forward_pre_hooks or module._backward_hooks
+        or module._backward_pre_hooks or "forward" in module.__dict__
+    )
+
+
+def _block_class(block: nn.Module) -> type[nn.Module]:
+    """The timm class of a block, fused or not."""
+    cls = type(block)
+    return cls.__base__ if cls.__name__.startswith(_FUSED_PREFIX) and cls.__module__ == __name__ else cls
+
+
+def _source_hash(function: Callable) -> str | None:
+    try:
+        source = textwrap.dedent(inspect.getsource(function))
+    except (OSError, TypeError):
+        return None
+    return hashlib.sha256(source.encode()).hexdigest()
+
+
+def fusion_blocker(block: nn.Module) -> str | None:
+    """Why ``block``'s tail cannot run fused now, or None when it can (the block's own class,
+    its ``se`` and its last activation are not inspected for anything else)."""
+    cls = _block_class(block)
+    mirrored = MIRRORED_FORWARDS.get(qualified_name(cls))
+    if mirrored is None:
+        return f"{qualified_name(cls)} is not a timm ResNet block"
+    _, act_name, _ = mirrored
+    se, act = getattr(block, "se", None), getattr(block, act_name, None)
+    if not isinstance(se, ChannelExcitation):
+        return f"its attention ({type(se).__name__}) is not a converted channel-attention block"
+    if block.drop_path is not None and type(block.drop_path) is not nn.Identity:
+        return f"it has a drop path ({type(block.drop_path).__name__})"
+    if type(act) is not nn.ReLU:
+        return f"its last activation is {type(act).__name__}, not nn.ReLU"
+    if _has_hooks(se) or _has_hooks(act) or "forward" in block.__dict__:
+        return "a hook or an instance forward on the block, its attention or its last activation would be bypassed"
+    if se.kernel_gate_name() is None:
+        return f"its attention's gate ({type(getattr(se, se.gate_attr)).__name__}) has no kernel"
+    return None
+
+
+def fused_class(cls: type[nn.Module]) -> type[nn.Module]:
+    """The fused subclass of timm block class ``cls`` (created once, kept as an attribute here)."""
+    name = _FUSED_PREFIX + cls.__name__
+    fused = globals().get(name)
+    if fused is None or fused.__base__ is not cls:
+        _, _, forward = MIRRORED_FORWARDS[qualified_name(cls)]
+        fused = type(name, (cls,), {
+            "forward": forward,
+            "__module__": __name__,
+            "__qualname__": name,
+            "__doc__": f"{qualified_name(cls)} with its SE, residual add and ReLU in one kernel pass.",
+        })
+        globals()[name] = fused
+    return fused
+
+
+def fuse_residual(block: nn.Module) -> str | None:
+    """Re-class ``block`` (a timm ResNet block whose ``se`` is already converted) so that its SE,
+    residual add and ReLU run as one pass. Returns None when fused, else why not."""
+    cls = type(block)
+    if cls.__module__ == __name__:
+        return "already fused"
+    reason = fusion_blocker(block)
+    if reason is not None:
+        return reason
+    expected_hash, _, _ = MIRRORED_FORWARDS[qualified_name(cls)]
+    if _source_hash(cls.forward) != expected_hash:
+        return f"{qualified_name(cls)}.forward is not the one tritattn mirrors (timm 1.0.31's)"
+    block.__class__ = fused_class(cls)
+    return None
+
+
+def __getattr__(name: str) -> type[nn.Module]:
+    """Unpickling a fused model looks its block classes up here: build them on demand."""
+    for peer in MIRRORED_FORWARDS:
+        module_name, _, class_name = peer.rpartition(".")
+        if name == _FUSED_PREFIX + class_name:
+            return fused_class(getattr(importlib.import_module(module_name), class_name))
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,63 @@
+"""timm's and torchvision's classes as tritattn knows them, by qualified name.
+
+Neither library is imported here: a class is recognised by the ``module.QualName`` of its exact
+type, so aliases (timm's ``SqueezeExcite`` = ``SEModule``, ``EfficientChannelAttn`` =
+``EcaModule``, ...) are the same peer, and a subclass is *not* its parent's peer (it may compute
+something else). The names are those of timm 1.0.x and torchvision 0.2x.
+"""
+from __future__ import annotations
+
+from torch import nn
+
+#: peer attention class → the name of its fast twin in :mod:`tritattn.modules`
+PEER_TWINS: dict[str, str] = {
+    "timm.layers.squeeze_excite.SEModule": "SEModule",
+    "timm.layers.squeeze_excite.EffectiveSEModule": "EffectiveSEModule",
+    "timm.layers.eca.EcaModule": "EcaModule",
+    "timm.layers.eca.CecaModule": "CecaModule",
+    "timm.layers.cbam.ChannelAttn": "ChannelAttn",
+    "timm.layers.cbam.LightChannelAttn": "LightChannelAttn",
+    "timm.layers.cbam.SpatialAttn": "SpatialAttn",
+    "timm.layers.cbam.LightSpatialAttn": "LightSpatialAttn",
+    "timm.layers.cbam.CbamModule": "CbamModule",
+    "timm.layers.cbam.LightCbamModule": "LightCbamModule",
+    "timm.models._efficientnet_blocks.SqueezeExcite": "SqueezeExcite",
+    "torchvision.ops.misc.SqueezeExcitation": "SqueezeExcitation",
+}
+
+#: peer gate classes that compute exactly a kernel gate (timm's ``create_act_layer("sigmoid")``
+#: builds ``timm.layers.activations.Sigmoid``; its ``HardSigmoid`` is ``relu6(x + 3) / 6``, the
+#: same function and derivative as ``nn.Hardsigmoid``; their ``inplace`` flag only decides
+#: whether the logits tensor is overwritten, which the kernels never need)
+PEER_GATES: dict[str, str] = {
+    "timm.layers.activations.Sigmoid": "sigmoid",
+    "timm.layers.activations.HardSigmoid": "hard_sigmoid",
+}
+
+#: timm's other attention blocks (``timm.layers.create_attn``): no twin, left as they are
+WITHOUT_TWIN: frozenset[str] = frozenset({
+    "timm.layers.squeeze_excite.SqueezeExciteCl",
+    "timm.layers.gather_excite.GatherExcite",
+    "timm.layers.global_context.GlobalContext",
+    "timm.layers.coord_attn.CoordAttn",
+    "timm.layers.coord_attn.SimpleCoordAttn",
+    "timm.layers.coord_attn.EfficientLocalAttn",
+    "timm.layers.coord_attn.StripAttn",
+    "timm.layers.selective_kernel.SelectiveKernel",
+    "timm.layers.split_attn.SplitAttn",
+    "timm.layers.bottleneck_attn.BottleneckAttn",
+    "timm.layers.halo_attn.HaloAttn",
+    "timm.layers.lambda_layer.LambdaLayer",
+    "timm.layers.non_local_attn.NonLocalAttn",
+    "timm.layers.non_local_attn.BatNonLocalAttn",
+})
+
+
+def qualified_name(cls: type) -> str:
+    """``module.QualName`` of a class, e.g. ``"timm.layers.eca.EcaModule"``."""
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def peer_gate_kind(gate: nn.Module | None) -> str | None:
+    """The kernel gate a timm gate module computes (see :data:`PEER_GATES`), else None."""
+    return PEER_GATES.get(qualified_name(type(gate)))
