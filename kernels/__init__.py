@@ -7,6 +7,7 @@ Installed as ``tritattn.kernels``. One module per kernel family:
 - :mod:`tritattn.kernels.gates`         gate functions (sigmoid, hard-sigmoid) and their derivatives
 - :mod:`tritattn.kernels.tiling`       tile shapes and launch grids
 - :mod:`tritattn.kernels.rounding`     conversion to the output dtype, round-to-nearest-even (also in the interpreter)
+- :mod:`tritattn.kernels.program_tiles` the tile a program owns, from its program id
 
 Every kernel views a 4-D tensor [B, C, H, W] as [B, R, K] through three strides (see tiling.py),
 so NCHW-contiguous and channels_last inputs are read in place, and all

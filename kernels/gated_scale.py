@@ -10,6 +10,7 @@ import triton
 import triton.language as tl
 
 from .gates import gate_backward, gate_value
+from .program_tiles import elementwise_tile, row_block
 from .rounding import to_output
 from .tiling import ELEMENTWISE_TILES, ROW_TILES, oriented_configs
 
@@ -39,12 +40,7 @@ def gated_scale_fwd(
     (+ residual read) = (2 or 3)·B·R·K·itemsize + B·R·itemsize(s).
     Grid: elementwise_grid — one program per (b, row block, column block).
     """
-    pid = tl.program_id(0)
-    n_kblocks = tl.cdiv(K, BLOCK_K)
-    n_rblocks = tl.cdiv(R, BLOCK_R)
-    offs_k = (pid % n_kblocks) * BLOCK_K + tl.arange(0, BLOCK_K)
-    offs_r = ((pid // n_kblocks) % n_rblocks) * BLOCK_R + tl.arange(0, BLOCK_R)
-    b = (pid // (n_kblocks * n_rblocks)).to(tl.int64)
+    b, offs_r, offs_k = elementwise_tile(R, K, BLOCK_R, BLOCK_K)
     mask_r = offs_r < R
     mask = mask_r[:, None] & (offs_k < K)[None, :]
     r64 = offs_r.to(tl.int64)
@@ -87,10 +83,7 @@ def gated_scale_bwd(
     Minimum bytes: grad_y, x read and grad_x written (+ y read, grad_residual written for relu)
     = (3 or 5)·B·R·K·itemsize + B·R·itemsize(s) read + B·R·itemsize(s) written.
     """
-    pid = tl.program_id(0)
-    n_rblocks = tl.cdiv(R, BLOCK_R)
-    b = (pid // n_rblocks).to(tl.int64)
-    offs_r = (pid % n_rblocks) * BLOCK_R + tl.arange(0, BLOCK_R)
+    b, offs_r = row_block(R, BLOCK_R)
     mask_r = offs_r < R
     r64 = offs_r.to(tl.int64)
     rows = r64[:, None]

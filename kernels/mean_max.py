@@ -7,6 +7,7 @@ x[b, r, k] is at x_ptr + b·sxb + r·sxr + k·sxk; a per-row vector v[b, r] at v
 import triton
 import triton.language as tl
 
+from .program_tiles import elementwise_tile, row_block
 from .rounding import to_output
 from .tiling import ELEMENTWISE_TILES, ROW_TILES, oriented_configs
 
@@ -37,10 +38,7 @@ def mean_max_fwd(
     Reads B·R·K elements once; writes B·R values per wanted output (+ 4 bytes each for count).
     Grid: rows_grid — one program per (b, BLOCK_R rows), looping over K in BLOCK_K steps.
     """
-    pid = tl.program_id(0)
-    n_rblocks = tl.cdiv(R, BLOCK_R)
-    b = (pid // n_rblocks).to(tl.int64)
-    offs_r = (pid % n_rblocks) * BLOCK_R + tl.arange(0, BLOCK_R)
+    b, offs_r = row_block(R, BLOCK_R)
     mask_r = offs_r < R
     r64 = offs_r.to(tl.int64)
     row_ptrs = x_ptr + b * sxb + r64[:, None] * sxr
@@ -93,12 +91,7 @@ def mean_max_bwd(
     written (+ the same read with HAS_MAX) + the per-row vectors.
     Grid: elementwise_grid — one program per (b, row block, column block).
     """
-    pid = tl.program_id(0)
-    n_kblocks = tl.cdiv(K, BLOCK_K)
-    n_rblocks = tl.cdiv(R, BLOCK_R)
-    offs_k = (pid % n_kblocks) * BLOCK_K + tl.arange(0, BLOCK_K)
-    offs_r = ((pid // n_kblocks) % n_rblocks) * BLOCK_R + tl.arange(0, BLOCK_R)
-    b = (pid // (n_kblocks * n_rblocks)).to(tl.int64)
+    b, offs_r, offs_k = elementwise_tile(R, K, BLOCK_R, BLOCK_K)
     mask_r = offs_r < R
     mask = mask_r[:, None] & (offs_k < K)[None, :]
     r64 = offs_r.to(tl.int64)

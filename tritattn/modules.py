@@ -154,29 +154,36 @@ class LightChannelAttn(ChannelAttn, reference.LightChannelAttn):
         return self._mlp(0.5 * mean + 0.5 * maximum)
 
 
-class SpatialAttn(reference.SpatialAttn):
+class SpatialScaling:
+    """The forward shared by the CBAM spatial branches: pool over C, ``descriptor``, conv, then
+    the gate and the scaling of x in one :func:`~tritattn.functional.spatial_scale` pass."""
+
+    gate_attr = "gate"
+
+    def descriptor(self, pooled: Tensor) -> Tensor:
+        """The conv's input, from the [B, 2, H, W] (mean over C, max over C)."""
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> Tensor:
+        check_feature_map(x)
+        gate = kernel_gate(self, self.gate)
+        if gate is None:
+            return super().forward(x)
+        return spatial_scale(x, self.conv(self.descriptor(spatial_pool(x))), gate)
+
+
+class SpatialAttn(SpatialScaling, reference.SpatialAttn):
     __doc__ = reference.SpatialAttn.__doc__
-    gate_attr = "gate"
 
-    def forward(self, x: Tensor) -> Tensor:
-        check_feature_map(x)
-        gate = kernel_gate(self, self.gate)
-        if gate is None:
-            return super().forward(x)
-        return spatial_scale(x, self.conv(spatial_pool(x)), gate)
+    def descriptor(self, pooled: Tensor) -> Tensor:
+        return pooled
 
 
-class LightSpatialAttn(reference.LightSpatialAttn):
+class LightSpatialAttn(SpatialScaling, reference.LightSpatialAttn):
     __doc__ = reference.LightSpatialAttn.__doc__
-    gate_attr = "gate"
 
-    def forward(self, x: Tensor) -> Tensor:
-        check_feature_map(x)
-        gate = kernel_gate(self, self.gate)
-        if gate is None:
-            return super().forward(x)
-        pooled = spatial_pool(x)
-        return spatial_scale(x, self.conv(0.5 * pooled[:, 0:1] + 0.5 * pooled[:, 1:2]), gate)
+    def descriptor(self, pooled: Tensor) -> Tensor:
+        return 0.5 * pooled[:, 0:1] + 0.5 * pooled[:, 1:2]
 
 
 class CbamModule(reference.CbamModule):

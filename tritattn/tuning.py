@@ -26,8 +26,8 @@ A config is taken from, first hit wins:
 
 **Without a GPU nothing is tuned.** Under the Triton interpreter (``TRITON_INTERPRET=1``), with
 ``TRITATTN_AUTOTUNE=0``, under ``torch.use_deterministic_algorithms(True)`` (the block size sets
-the summation order, so results then do not depend on the tuning cache), or while a CUDA graph is being captured (benchmarking would break the
-capture), the default config is used — ``tiling.default_config``, the tile heuristic with
+the summation order, so results then do not depend on the tuning cache), or while a CUDA graph
+is being captured (benchmarking would break the capture), the default config is used — ``tiling.default_config``, the tile heuristic with
 TILE_ELEMENTS / LONG_SIDE_MAX read at call time — and an INFO message on the ``tritattn`` logger
 says so once. :func:`decisions` tells which config each problem got and where it came from.
 
