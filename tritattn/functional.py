@@ -4,14 +4,14 @@ backward a custom op from :mod:`tritattn.ops` (so torch.compile traces them whol
 ================  ====================================================  ======================
 op                computes                                              saved for backward
 ================  ====================================================  ======================
-squeeze           mean and/or max of x over H×W → [B, C]                x (+ max, ties) [#]_
+squeeze           mean and/or max of x over H×W → [B, C]                with max: x, max, ties [#]_
 excite_scale      act(x · gate(s)[b, c] + residual)                     x, s (+ y for relu)
 spatial_pool      concat(mean over C, max over C) → [B, 2, H, W]        x, pooled, ties
 spatial_scale     x · gate(t)[b, 0, h, w]                               x, t
 ================  ====================================================  ======================
 
-.. [#] x is saved even for the mean alone, so the gradient can take x's memory format; in every
-   attention block the scaling op saves the same x, so no extra memory is held.
+.. [#] the mean alone saves nothing: its gradient is grad_mean / (H·W) broadcast as a view, which
+   autograd adds to the scaling op's grad_x without writing a plane of its own.
 
 Max pooling follows ``torch.amax``: NaN propagates, and the gradient is split evenly between
 tied maxima.
@@ -33,13 +33,19 @@ class SqueezeFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, want_mean: bool, want_max: bool):
         mean, maximum, count = torch.ops.tritattn.squeeze(x, want_mean, want_max)
-        ctx.want_mean, ctx.want_max = want_mean, want_max
-        ctx.save_for_backward(x, maximum, count)
+        ctx.want_mean, ctx.want_max, ctx.x_shape = want_mean, want_max, x.shape
+        ctx.save_for_backward(x if want_max else None, maximum, count)
         return mean, maximum
 
     @staticmethod
     def backward(ctx, grad_mean: Tensor, grad_max: Tensor):
         x, maximum, count = ctx.saved_tensors
+        if not ctx.want_max:
+            # The mean's gradient, grad_mean / (H·W) on every element, stays a broadcast view (as in
+            # torch's own mean backward): no plane is written, and autograd's sum with the scaling
+            # op's grad_x reads it for free.
+            B, C, H, W = ctx.x_shape
+            return (grad_mean / (H * W))[:, :, None, None].expand(ctx.x_shape), None, None
         grad_x = torch.ops.tritattn.squeeze_backward(
             x,
             grad_mean if ctx.want_mean else None,
