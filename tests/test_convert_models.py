@@ -2,7 +2,10 @@
 the peer computes, output and every parameter gradient.
 
 For each model (:data:`fixtures.peer_models.PEER_MODELS`, random weights, eval mode so that
-BatchNorm uses its running statistics and dropout is off), on a 2×3×64×64 input:
+BatchNorm uses its running statistics and dropout is off), on a fresh 2×3×32×32 input drawn so
+that no ReLU / Hardswish / hard-sigmoid input and no max's top-two gap lies within reach of its
+kink (:mod:`fixtures.kinks`: 8× the peer's float32 rounding there): closer than that, two correct
+float32 runs can take different branches and their gradients differ by a jump, by CPU luck:
 
 - the report lists every attention block as replaced (and every SE-ResNet tail as fused);
 - float64: converted against peer within float64 tolerance (the kernels accumulate in float64
@@ -22,6 +25,7 @@ import torch
 
 import tritattn
 from conftest import DEVICE, TOLERANCES
+from fixtures.kinks import draw_away_from_kinks
 from fixtures.model_runs import (  # noqa: F401  (interpreter_friendly is a fixture)
     assert_runs_close, errors, exact_hardsigmoid_backward, forward_backward, interpreter_friendly,
 )
@@ -39,7 +43,11 @@ EXPECTED_REPORT = {
     "torchvision/mobilenet_v3_small": (9, 0),
     "torchvision/regnet_y_400mf": (16, 0),
 }
-INPUT_SHAPE = (2, 3, 64, 64)
+INPUT_SHAPE = (2, 3, 32, 32)
+#: An input is redrawn while a kinked op's exact input lies within this many times the float32
+#: run's deviation of the kink. At 2×3×32×32, a draw passes with probability 0.45 (ecaresnet26t)
+#: to 1 (regnet_y_400mf), measured over 20 draws per model.
+KINK_REACH_FACTOR = 8.0
 
 
 def test_every_peer_model_has_an_expected_report():
@@ -54,14 +62,19 @@ def test_converted_model_matches_peer(name, interpreter_friendly):
     assert (len(report.replaced), len(report.fused)) == EXPECTED_REPORT[name], str(report)
     assert not report.skipped, str(report)
 
-    x = torch.randn(INPUT_SHAPE, generator=torch.Generator().manual_seed(1), dtype=torch.float64).to(DEVICE)
+    peer32 = copy.deepcopy(peer).float()
+    x, draws = draw_away_from_kinks(
+        lambda: torch.randn(INPUT_SHAPE, dtype=torch.float64, device=DEVICE), peer, lambda x: peer32(x.float()),
+        KINK_REACH_FACTOR,
+    )
+    print(f"{name}: input drawn {draws} time(s) to keep every kink out of float32's reach")
     with exact_hardsigmoid_backward():
         truth = forward_backward(peer, x)
     converted64 = forward_backward(converted, x)
     print(f"{name} float64: converted - peer: {errors(converted64, truth)}")
     assert_runs_close(converted64, truth, TOLERANCES[torch.float64], f"{name} float64")
 
-    peer32 = forward_backward(peer.float(), x.float())
+    peer32 = forward_backward(peer32, x.float())
     converted32 = forward_backward(converted.float(), x.float())
     peer_error = max(e.max_rel for e in errors(peer32, truth))
     tolerance = max(TOLERANCES[torch.float32][0], 2 * peer_error)

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 import tritattn
-from conftest import DEVICE, assert_close, make_input, reference_copy
+from conftest import DEVICE, assert_close, make_input, reference_copy, residual_away_from_relu_kink
 
 NAN, INF = float("nan"), float("inf")
 SHAPE = (3, 5, 4, 6)  # B, C, H, W
@@ -98,6 +98,8 @@ def test_excite_scale_nan_inf_as_torch(dtype, channels_last, gate, act):
     s = s.to(device=DEVICE, dtype=dtype).requires_grad_()
     residual = make_input(SHAPE, dtype, channels_last)
     residual[1, 4, 0, 0], residual[2, 3, 1, 2] = -INF, NAN
+    if act == "relu":
+        residual_away_from_relu_kink(x, gate_fn(gate)(s.double())[:, :, None, None], residual)
     residual.requires_grad_()
 
     y = tritattn.excite_scale(x, s, gate, residual, act)

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 
 import tritattn
 from conftest import (
-    DEVICE, assert_close, assert_same_layout, make_input, reference_copy, use_small_tiles,
+    DEVICE, assert_close, assert_same_layout, make_input, reference_copy, residual_away_from_relu_kink,
+    use_small_tiles,
 )
 
 SMALL_SHAPES = [(2, 6, 7, 7), (1, 37, 1, 1), (3, 3, 3, 5), (2, 1, 4, 4)]
@@ -68,10 +69,12 @@ def test_excite_scale(shape, dtype, channels_last, gate, epilogue):
     s = make_input((B, C), dtype, requires_grad=True, scale=2.0)
     residual = make_input(shape, dtype, channels_last, requires_grad=True) if epilogue != "plain" else None
     act = "relu" if epilogue == "residual_relu" else "identity"
+    gate_fn = torch.sigmoid if gate == "sigmoid" else F.hardsigmoid
+    if act == "relu":
+        residual_away_from_relu_kink(x, gate_fn(s.double())[:, :, None, None], residual)
 
     y = tritattn.excite_scale(x, s, gate, residual, act)
     xr, sr = reference_copy(x), reference_copy(s)
-    gate_fn = torch.sigmoid if gate == "sigmoid" else F.hardsigmoid
     yr = xr * gate_fn(sr)[:, :, None, None]
     if residual is not None:
         rr = reference_copy(residual)

@@ -17,12 +17,12 @@ from __future__ import annotations
 import contextlib
 
 import torch
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import tritattn
 from tritattn.kernels import tiling
-from conftest import assert_close, make_input, reference_copy
+from conftest import assert_close, make_input, reference_copy, relu_kink_near
 from test_determinism import assert_bitwise_equal
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
@@ -167,6 +167,11 @@ def test_excite_scale(shape, dtype, layout, s_layout, gate, epilogue, residual_l
         y = x * gate_fn(s.reshape(B, C))[:, :, None, None]
         y = y + residual if residual is not None else y
         return torch.relu(y) if act == "relu" else y
+
+    if act == "relu":  # no ReLU input within rounding reach of its kink (conftest.relu_kink_near)
+        scaled = (x.double() * gate_fn(s.double().reshape(B, C))[:, :, None, None]).detach()
+        r = inputs["residual"].detach().double()
+        assume(not relu_kink_near(scaled + r, scaled.abs() + r.abs()).any())
 
     with tiles(tile):
         check_op(lambda x, s, residual=None: tritattn.excite_scale(x, s, gate, residual, act), ref, inputs, bases)

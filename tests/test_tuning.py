@@ -1,9 +1,14 @@
 """Autotuning: the kernels' config spaces, their pruning, the JSON cache, and the untuned paths.
 
-Never asserts on timings. Under the interpreter (no GPU) the kernels must run with the default
+Never asserts on real timings. Under the interpreter (no GPU) the kernels must run with the default
 tile heuristic and say that tuning is skipped; the GPU-only test checks that a tuned config is
-persisted and read back by a fresh table.
+persisted and read back by a fresh table. The tuner's GPU branch is tested on the CPU too, on a
+simulated GPU (tests/fixtures/simulated_gpu.py: the kernels run in the interpreter, do_bench
+returns a made-up time chosen by the test for each config): the fastest candidate wins, a
+candidate that fails to build is skipped, TRITATTN_AUTOTUNE=0, deterministic mode and CUDA graph
+capture use the default without benchmarking, the cache's precedence and its failure modes.
 """
+import ast
 import json
 import logging
 
@@ -12,8 +17,10 @@ import torch
 import triton
 
 import tritattn
-from conftest import DEVICE
+from conftest import DEVICE, assert_close, reference_copy
+from fixtures.simulated_gpu import GPU, simulated_gpu  # noqa: F401
 from tritattn import launch, tuning
+from tritattn.backend import INTERPRETER
 from tritattn.kernels import gated_scale, mean_max, tiling
 
 SPACES = {
@@ -117,7 +124,7 @@ class RecordingKernel:
         return lambda *args, **kwargs: self.launches.append((grid(kwargs), kwargs))
 
 
-@pytest.mark.skipif(DEVICE == "cuda", reason="the untuned path: interpreter only")
+@pytest.mark.skipif(not INTERPRETER, reason="the untuned path: Triton interpreter only (not on a GPU, nor with TRITATTN_TEST_BACKEND=torch)")
 def test_interpreter_skips_tuning_uses_default_config_and_says_so(monkeypatch, caplog):
     recorder = RecordingKernel()
     monkeypatch.setattr(launch.MEAN_MAX_FWD, "kernel", recorder)
@@ -140,7 +147,7 @@ def test_interpreter_skips_tuning_uses_default_config_and_says_so(monkeypatch, c
     assert 1 <= decision.candidates <= tuning.MAX_CONFIGS
 
 
-@pytest.mark.skipif(DEVICE == "cuda", reason="the untuned path: interpreter only")
+@pytest.mark.skipif(not INTERPRETER, reason="the untuned path: Triton interpreter only (not on a GPU, nor with TRITATTN_TEST_BACKEND=torch)")
 def test_interpreter_reads_tile_sizes_at_call_time(monkeypatch):
     recorder = RecordingKernel()
     monkeypatch.setattr(launch.GATED_SCALE_FWD, "kernel", recorder)
@@ -175,48 +182,247 @@ def test_gpu_tunes_once_then_reads_the_cache(monkeypatch, tmp_path):
     assert cached.source == "user cache" and cached.config == tuned.config
 
 
-@pytest.mark.skipif(DEVICE == "cuda", reason="a GPU runs the real thing (test_gpu_tunes_once_then_reads_the_cache)")
-def test_tuning_logic_on_a_simulated_gpu(monkeypatch, tmp_path):
-    """The GPU branch with the interpreter underneath: do_bench runs the kernel once and returns a
-    made-up time (fewest warps wins); the choice is persisted, read back, and shipped."""
-    benchmarked = []
+# --- the GPU branch on a simulated GPU (tests/fixtures/simulated_gpu.py) --------------------------
 
-    def fake_do_bench(fn, warmup, rep, return_mode):
-        fn()
-        benchmarked.append(1)
-        return float(len(benchmarked) % 3 + 1)
+#: squeeze's problem on the simulated GPU: mean_max_fwd with R = 24 channels, K = 30 = 6×5, NCHW.
+SIM_SHAPE = (2, 24, 6, 5)
 
-    monkeypatch.setenv("TRITATTN_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(tuning, "skip_reason", lambda device: None)
-    monkeypatch.setattr(tuning, "gpu_name", lambda device: "Fake GPU 80GB")
-    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: type("P", (), {"multi_processor_count": 4}))
-    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)
-    monkeypatch.setattr(triton.testing, "do_bench", fake_do_bench)
-    for name in ("_decisions", "_chosen"):
-        monkeypatch.setattr(tuning, name, {})
-    monkeypatch.setattr(tuning, "_user_table", tuning.ConfigTable())
-    monkeypatch.setattr(tuning, "_shipped_table", tuning.ConfigTable())
 
-    x = torch.randn(2, 24, 6, 5)
-    torch.testing.assert_close(tritattn.squeeze(x), x.mean((2, 3)))
+def signature(cfg: dict[str, int]) -> tuple:
+    return tuple(sorted(cfg.items()))
+
+
+def checked_squeeze(x: torch.Tensor) -> torch.Tensor:
+    """tritattn.squeeze(x) (the mean), checked against the float64 reference."""
+    out = tritattn.squeeze(x)
+    assert_close(out, reference_copy(x).mean((2, 3)), what="squeeze on the simulated GPU")
+    return out
+
+
+def learn_candidates(gpu, x: torch.Tensor) -> tuple[str, list[dict[str, int]]]:
+    """The "kernel/problem key" of squeeze(x) and the configs its tuning benchmarks, in order,
+    learned from one tuning; then the cache file is deleted and a new process starts."""
+    checked_squeeze(x)
+    (decision,) = tuning.decisions()
+    candidates = [cfg for kernel, cfg in gpu.timed]
+    assert all(kernel == "mean_max_fwd" for kernel, _ in gpu.timed)
+    tuning.cache_file().unlink()
+    gpu.new_process()
+    return f"{decision.kernel}/{decision.key}", candidates
+
+
+def squeeze_default(x: torch.Tensor) -> dict[str, int]:
+    B, C, H, W = x.shape
+    return tuning.config_to_json(tiling.default_config(C, H * W, rows_contiguous=False, num_stages=launch.MEAN_MAX_FWD.num_stages))
+
+
+def test_tuning_logic_on_a_simulated_gpu(simulated_gpu, tmp_path):
+    """The GPU branch with the interpreter underneath: every candidate is benchmarked once (the
+    made-up times are all equal here: which one wins is test_the_fastest_candidate_wins's
+    business); the choice is persisted, read back by a second process, and shipped."""
+    gpu = simulated_gpu
+    x = torch.randn(SIM_SHAPE)
+    checked_squeeze(x)
     (tuned,) = tuning.decisions()
-    assert tuned.source == "tuned" and len(benchmarked) == tuned.candidates <= tuning.MAX_CONFIGS
-    on_disk = json.loads(tuning.cache_file().read_text())["configs"]["Fake GPU 80GB"][triton.__version__]
+    assert tuned.source == "tuned" and 2 <= len(gpu.timed) == tuned.candidates <= tuning.MAX_CONFIGS
+    on_disk = json.loads(tuning.cache_file().read_text())["configs"][GPU][triton.__version__]
     assert on_disk == {f"mean_max_fwd/{tuned.key}": tuned.config}
 
     shipped = tuning.write_shipped_table(x.device, directory=tmp_path / "tuned")
     assert shipped.name == "fake-gpu-80gb.json"
 
-    benchmarked.clear()  # a second process: the user cache answers
-    for name in ("_decisions", "_chosen"):
-        monkeypatch.setattr(tuning, name, {})
-    monkeypatch.setattr(tuning, "_user_table", tuning.ConfigTable.load(tuning.cache_file()))
-    torch.testing.assert_close(tritattn.squeeze(x), x.mean((2, 3)))
-    assert [d.source for d in tuning.decisions()] == ["user cache"] and not benchmarked
+    gpu.new_process()  # a second process: the user cache answers
+    checked_squeeze(x)
+    assert [(d.source, d.config) for d in tuning.decisions()] == [("user cache", tuned.config)] and not gpu.timed
+    assert gpu.launched == [("mean_max_fwd", tuned.config)]
 
-    for name in ("_decisions", "_chosen"):  # a fresh machine with the shipped table only
-        monkeypatch.setattr(tuning, name, {})
-    monkeypatch.setattr(tuning, "_user_table", tuning.ConfigTable())
-    monkeypatch.setattr(tuning, "_shipped_table", tuning.ConfigTable.load(shipped))
-    torch.testing.assert_close(tritattn.squeeze(x), x.mean((2, 3)))
-    assert [(d.source, d.config) for d in tuning.decisions()] == [("shipped table", tuned.config)] and not benchmarked
+    gpu.new_process(user=tuning.ConfigTable(), shipped=tuning.ConfigTable.load(shipped))  # a fresh machine
+    checked_squeeze(x)
+    assert [(d.source, d.config) for d in tuning.decisions()] == [("shipped table", tuned.config)] and not gpu.timed
+
+
+@pytest.mark.parametrize("fastest", ["later_candidate", "default"])
+def test_the_fastest_candidate_wins(simulated_gpu, fastest):
+    """Each candidate gets a made-up time according to the config it launched; the tuner must
+    pick the one with the smallest time — a later candidate (neither the first nor the last
+    benchmarked), or the default — run the op with it, and persist it."""
+    gpu = simulated_gpu
+    x = torch.randn(SIM_SHAPE)
+    _, candidates = learn_candidates(gpu, x)
+    assert candidates[0] == squeeze_default(x), "the default is benchmarked first"
+    assert len(candidates) >= 3, "enough candidates that first, last and fastest can differ"
+    winner = candidates[1] if fastest == "later_candidate" else candidates[0]
+    times = {signature(cfg): 2.0 + i for i, cfg in enumerate(candidates)}  # slowest: the last
+    times[signature(winner)] = 1.0
+    gpu.time_of = lambda kernel, cfg: times[signature(cfg)]
+
+    checked_squeeze(x)
+    (decision,) = tuning.decisions()
+    assert decision.source == "tuned" and decision.candidates == len(candidates)
+    assert [cfg for _, cfg in gpu.timed] == candidates, "every candidate benchmarked, once"
+    assert decision.config == winner, f"the fastest config {winner} wins, not {decision.config}"
+    assert gpu.launched[-1] == ("mean_max_fwd", winner), "the op ran with the winner"
+    on_disk = json.loads(tuning.cache_file().read_text())["configs"][GPU][triton.__version__]
+    assert on_disk[f"mean_max_fwd/{decision.key}"] == winner
+
+
+@pytest.mark.parametrize("switch", ["TRITATTN_AUTOTUNE=0", "torch.use_deterministic_algorithms(True)"])
+def test_tuning_switched_off_uses_the_default_without_benchmarking(simulated_gpu, monkeypatch, caplog, switch):
+    """On a GPU, TRITATTN_AUTOTUNE=0 or deterministic mode: no candidate is benchmarked (though a
+    non-default one would be fastest), every kernel runs tiling.default_config, the decision
+    names the switch, nothing is cached, and it is said once. Switched back on, the same
+    problems are tuned: the default used meanwhile was not remembered as their choice."""
+    gpu = simulated_gpu
+    gpu.time_of = lambda kernel, cfg: 1.0 if cfg["num_warps"] != 4 else 9.0  # the default (4 warps) is slowest
+    if switch == "TRITATTN_AUTOTUNE=0":
+        monkeypatch.setattr(tuning, "AUTOTUNE", False)
+    else:
+        torch.use_deterministic_algorithms(True)  # the simulated_gpu fixture restores the setting
+    x = torch.randn(SIM_SHAPE, requires_grad=True)
+    B, C, H, W = x.shape
+    with caplog.at_level(logging.INFO, logger="tritattn"):
+        for _ in range(2):
+            mean, maximum = tritattn.squeeze(x, "mean_max")
+            (mean.sum() + maximum.sum()).backward()
+    assert_close(mean, reference_copy(x).mean((2, 3)))
+    assert not gpu.timed, "nothing benchmarked"
+    assert caplog.text.count(switch) == 1, "said once"
+    defaults = {t.name: tuning.config_to_json(tiling.default_config(C, H * W, False, t.num_stages)) for t in TUNERS}
+    decisions = tuning.decisions()
+    assert sorted(d.kernel for d in decisions) == ["mean_max_bwd", "mean_max_fwd"]
+    for d in decisions:
+        assert d.source == f"default: {switch}" and d.config == defaults[d.kernel]
+    assert {kernel for kernel, _ in gpu.launched} == {"mean_max_fwd", "mean_max_bwd"}
+    assert all(cfg == defaults[kernel] for kernel, cfg in gpu.launched), "every launch used the default"
+    assert not tuning.cache_file().exists()
+
+    monkeypatch.setattr(tuning, "AUTOTUNE", True)
+    torch.use_deterministic_algorithms(False)
+    gpu.launched.clear()
+    mean, maximum = tritattn.squeeze(x.detach(), "mean_max")
+    assert_close(maximum, reference_copy(x).amax((2, 3)))
+    (fwd,) = [d for d in tuning.decisions() if d.kernel == "mean_max_fwd"]
+    assert fwd.source == "tuned" and gpu.timed and fwd.config["num_warps"] != 4
+    assert gpu.launched[-1] == ("mean_max_fwd", fwd.config)
+
+
+def build_error(error: type[Exception]) -> Exception:
+    """An instance of one of tuning.CONFIG_BUILD_ERRORS, as triton raises it."""
+    if issubclass(error, triton.runtime.errors.OutOfResources):
+        return error(300_000, 232_448, "shared memory")
+    if error.__name__ == "CompileTimeAssertionFailure":
+        return error(None, ast.parse("pass").body[0], "BLOCK_R * BLOCK_K too large")
+    return error("ptxas: too many resources requested")
+
+
+@pytest.mark.parametrize("error", tuning.CONFIG_BUILD_ERRORS, ids=lambda e: e.__name__)
+def test_a_candidate_that_fails_to_build_is_skipped(simulated_gpu, error):
+    """A candidate raising a build error (it would be the fastest) is skipped; the fastest of the
+    others wins and the result is right."""
+    gpu = simulated_gpu
+    x = torch.randn(SIM_SHAPE)
+    _, candidates = learn_candidates(gpu, x)
+    broken, winner = candidates[1], candidates[2]
+    times = {signature(cfg): 2.0 + i for i, cfg in enumerate(candidates)}
+    times[signature(broken)], times[signature(winner)] = 0.5, 1.0
+    gpu.time_of = lambda kernel, cfg: times[signature(cfg)]
+    gpu.fail = lambda kernel, cfg: build_error(error) if cfg == broken else None
+
+    checked_squeeze(x)
+    (decision,) = tuning.decisions()
+    assert ("mean_max_fwd", broken) in gpu.launched, "the broken candidate was tried"
+    assert [cfg for _, cfg in gpu.timed] == [c for c in candidates if c != broken]
+    assert decision.source == "tuned" and decision.config == winner
+    assert gpu.launched[-1] == ("mean_max_fwd", winner)
+
+
+def test_an_error_that_is_not_a_build_error_is_not_swallowed(simulated_gpu):
+    """Only build errors disqualify a candidate: any other error in a benchmark run propagates."""
+    gpu = simulated_gpu
+    gpu.fail = lambda kernel, cfg: RuntimeError("illegal memory access") if cfg["num_warps"] != 4 else None
+    with pytest.raises(RuntimeError, match="illegal memory access"):
+        tritattn.squeeze(torch.randn(SIM_SHAPE))
+
+
+def test_a_cache_that_cannot_be_written_is_warned_about(simulated_gpu, monkeypatch, tmp_path, caplog):
+    """The cache directory cannot be created (a regular file is in the way): a warning, and the
+    op still runs, tuned, with the right result; the choice is kept for this process."""
+    gpu = simulated_gpu
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("TRITATTN_CACHE_DIR", str(blocker / "tritattn"))
+    x = torch.randn(SIM_SHAPE)
+    with caplog.at_level(logging.WARNING, logger="tritattn"):
+        checked_squeeze(x)
+    assert "could not write the tuning cache" in caplog.text
+    (decision,) = tuning.decisions()
+    assert decision.source == "tuned" and gpu.timed
+    benchmarked = len(gpu.timed)
+    checked_squeeze(x)
+    assert len(gpu.timed) == benchmarked, "not tuned again in this process"
+    assert gpu.launched[-1] == ("mean_max_fwd", decision.config)
+
+
+def test_a_cache_of_another_format_is_ignored_with_a_warning(tmp_path, caplog):
+    """A cache file written in another format version is not read (warning), and saving over it
+    writes the current format."""
+    path = tmp_path / "tuning.json"
+    entry = {"BLOCK_R": 8, "BLOCK_K": 32, "num_warps": 2, "num_stages": 1}
+    path.write_text(json.dumps({"format": tuning.FORMAT_VERSION + 1, "configs": {GPU: {triton.__version__: {"k/p": entry}}}}))
+    with caplog.at_level(logging.WARNING, logger="tritattn"):
+        assert tuning.ConfigTable.load(path).entries == {}
+    assert "ignoring tuning cache" in caplog.text and f"expected {tuning.FORMAT_VERSION}" in caplog.text
+
+    table = tuning.ConfigTable()
+    table.put(GPU, triton.__version__, "k/q", tuning.config_from_json(entry))
+    table.save(path)
+    data = json.loads(path.read_text())
+    assert data == {"format": tuning.FORMAT_VERSION, "configs": {GPU: {triton.__version__: {"k/q": entry}}}}
+
+
+def test_the_user_cache_beats_the_shipped_table(simulated_gpu):
+    """User cache and shipped table both have the problem, with different configs: the user
+    cache wins. The user cache is read for this triton version only; the shipped table's entry
+    for another version is used when nothing else has one."""
+    gpu = simulated_gpu
+    x = torch.randn(SIM_SHAPE)
+    key, candidates = learn_candidates(gpu, x)
+    mine, shipped_cfg = candidates[1], candidates[2]
+    here, other = triton.__version__, "0.0.0-elsewhere"
+
+    def table(version, cfg):
+        t = tuning.ConfigTable()
+        t.put(GPU, version, key, tuning.config_from_json(cfg))
+        return t
+
+    cases = [  # (user cache, shipped table) → (source, config)
+        ((here, mine), (here, shipped_cfg), ("user cache", mine)),
+        ((other, mine), (here, shipped_cfg), ("shipped table", shipped_cfg)),
+        ((other, mine), (other, shipped_cfg), ("shipped table", shipped_cfg)),
+    ]
+    for user, shipped, expected in cases:
+        gpu.new_process(user=table(*user), shipped=table(*shipped))
+        checked_squeeze(x)
+        assert [(d.source, d.config) for d in tuning.decisions()] == [expected], (user, shipped)
+        assert not gpu.timed and gpu.launched == [("mean_max_fwd", expected[1])]
+
+
+def test_no_tuning_while_a_cuda_graph_is_captured(simulated_gpu):
+    """While a CUDA graph is being captured nothing is benchmarked (it would break the capture):
+    the default config runs, nothing is remembered or cached as tuned, and the first call
+    after the capture tunes (and the fastest candidate, not the default, wins)."""
+    gpu = simulated_gpu
+    gpu.time_of = lambda kernel, cfg: 1.0 if cfg["num_warps"] != 4 else 9.0  # the default (4 warps) is slowest
+    x = torch.randn(SIM_SHAPE)
+    gpu.capturing = True
+    checked_squeeze(x)
+    checked_squeeze(x)
+    assert not gpu.timed
+    assert gpu.launched == [("mean_max_fwd", squeeze_default(x))] * 2
+    assert not [d for d in tuning.decisions() if d.source == "tuned"] and not tuning.cache_file().exists()
+
+    gpu.capturing = False
+    checked_squeeze(x)
+    (decision,) = tuning.decisions()
+    assert decision.source == "tuned" and gpu.timed and decision.config["num_warps"] != 4
+    assert gpu.launched[-1] == ("mean_max_fwd", decision.config)

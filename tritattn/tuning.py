@@ -270,10 +270,13 @@ class Tuner:
         reason = skip_reason(device)
         if reason is not None:
             _say_skipped_once(reason)
+            default = self._default(problem)  # read TILE_ELEMENTS now: tests change it between calls
             if full_key not in _decisions:
-                self._remember(problem, self._default(problem), "default: " + reason.split(":")[0],
-                               len(self.candidates(problem, grid)))
-            return self._default(problem)  # read TILE_ELEMENTS now: tests change it between calls
+                # reported, not remembered in _chosen: once tuning is on again (AUTOTUNE set back,
+                # deterministic mode off) this problem is looked up in the caches or tuned
+                _decisions[full_key] = Decision(self.name, problem.key, config_to_json(default),
+                                                "default: " + reason.split(":")[0], len(self.candidates(problem, grid)))
+            return default
 
         if full_key in _chosen:
             return _chosen[full_key]
