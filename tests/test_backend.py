@@ -2,17 +2,18 @@
 
 The backend is fixed when triton is imported, so the fallback is checked in a fresh process
 without ``TRITON_INTERPRET``: there CPU tensors must take the ``"torch"`` path, say so, and give
-the reference results.
+the reference results. CI runs ``python -m pytest`` once, on the interpreter (or the GPU); the
+eager backend's own run of the op-level suite (``TRITATTN_TEST_BACKEND=torch``) is started from
+here, in a child pytest.
 """
-import os
-import subprocess
-import sys
+import re
 import textwrap
 
 import torch
 
 import tritattn
 from conftest import DEVICE, expected_backend
+from fixtures.subprocesses import child_env, output_tail, run_python
 
 FALLBACK_SCRIPT = textwrap.dedent(
     """
@@ -41,7 +42,30 @@ def test_backend_for_reports_the_path():
 
 
 def test_cpu_without_interpreter_falls_back_to_torch():
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    result = subprocess.run([sys.executable, "-c", FALLBACK_SCRIPT], env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
+    result = run_python(["-c", FALLBACK_SCRIPT], child_env(TRITON_INTERPRET=None))
+    assert result.returncode == 0, output_tail(result)
     assert "fallback ok" in result.stdout
+
+
+#: The op-level tests, which take their backend from ``TRITATTN_TEST_BACKEND`` (conftest.py), and
+#: the check that the child really runs on that backend (a leaked ``TRITON_INTERPRET`` would run
+#: the same tests, slowly, on the interpreter).
+TORCH_BACKEND_SUITE = [
+    "tests/test_ops.py", "tests/test_numerics.py", "tests/test_properties.py", "tests/test_errors.py", "tests/test_gradcheck.py",
+    "tests/test_backend.py::test_backend_for_reports_the_path",
+]
+
+
+def test_op_suite_passes_on_the_torch_backend():
+    """The op, numerics, property, error and gradcheck tests on the eager "torch" backend, in a
+    child pytest (some seconds: nothing is interpreted). The child sees no GPU and no
+    ``TRITON_INTERPRET`` (conftest.py set it in this process's environment), so CPU tensors take
+    the torch path; ``PYTEST_ADDOPTS`` is dropped so that this process's selection (-k, -x, ...)
+    does not shrink the child's run."""
+    env = child_env(TRITATTN_TEST_BACKEND="torch", TRITON_INTERPRET=None, CUDA_VISIBLE_DEVICES="", PYTEST_ADDOPTS=None)
+    result = run_python(["-m", "pytest", "-q", "-p", "no:cacheprovider", *TORCH_BACKEND_SUITE], env, timeout=600)
+    exit_code, summary = result.returncode, (result.stdout.strip().splitlines() or [""])[-1]
+    assert exit_code == 0, output_tail(result)
+    passed = re.search(r"\b(\d+) passed\b", summary)
+    assert passed and int(passed.group(1)) > 500, f"summary {summary!r}\n{output_tail(result)}"
+    assert not re.search(r"\b\d+ (failed|errors?)\b", summary), f"summary {summary!r}\n{output_tail(result)}"

@@ -6,6 +6,8 @@ seresnet50 and ecaresnet26t are fused there); here is the machinery around it.
 """
 import copy
 import io
+import json
+import textwrap
 
 import pytest
 import torch
@@ -15,6 +17,7 @@ from conftest import TOLERANCES
 from fixtures.model_runs import assert_runs_close, forward_backward, interpreter_friendly  # noqa: F401
 from fixtures.peer_models import ONE_BLOCK_PER_STAGE, randomize_norms_
 from fixtures.peers import timm
+from fixtures.subprocesses import output_tail, run_python
 from tritattn import fusion
 
 import timm.models.resnet  # noqa: E402  (after fixtures.peers, which makes timm importable)
@@ -83,3 +86,42 @@ def test_fused_model_copies_and_pickles(interpreter_friendly):
         assert type(clone.layer3[0].se) is tritattn.SEModule
         with torch.no_grad():
             assert torch.equal(clone(_input()), model(_input()))
+
+
+#: Loads a fused model saved by the test below in a process that never fused anything: the fused
+#: block classes must come from ``tritattn.fusion``'s module ``__getattr__`` as pickle asks for them.
+LOAD_FUSED_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    import torch
+    import fixtures.peers  # timm importable (as in the tests), for the blocks' timm base classes
+    from tritattn import fusion
+    from tritattn.kernels import tiling
+    torch.set_num_threads(1)
+    if not torch.cuda.is_available():  # the saving process's tiles (interpreter_friendly)
+        tiling.TILE_ELEMENTS = tiling.LONG_SIDE_MAX = 2**16
+    fused_names = ["ResidualFusedBasicBlock", "ResidualFusedBottleneck"]
+    assert not any(name in vars(fusion) for name in fused_names), "a fused class exists before loading"
+    saved = torch.load(sys.argv[1], weights_only=False)
+    model = saved["model"]
+    with torch.no_grad():
+        out = model(saved["input"])
+    assert out.dtype == saved["output"].dtype and torch.equal(out, saved["output"]), (out - saved["output"]).abs().max()
+    print(json.dumps([[type(b).__module__, type(b).__name__, type(b.se).__name__] for b in
+                      (model.layer1[0], model.layer2[0], model.layer3[0], model.layer4[0])]))
+    """
+)
+
+
+def test_fused_model_loads_in_a_fresh_process(tmp_path, interpreter_friendly):
+    model = tritattn.convert(_tiny_resnet()).model
+    with torch.no_grad():
+        expected = model(_input())
+    torch.save({"model": model, "input": _input(), "output": expected}, tmp_path / "fused.pt")
+    blocks = [[type(b).__module__, type(b).__name__, type(b.se).__name__] for b in
+              (model.layer1[0], model.layer2[0], model.layer3[0], model.layer4[0])]
+    assert blocks == [["tritattn.fusion", "ResidualFusedBasicBlock", "SEModule"]] * 4
+
+    result = run_python(["-c", LOAD_FUSED_SCRIPT, str(tmp_path / "fused.pt")])
+    assert result.returncode == 0, output_tail(result)
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == blocks, output_tail(result)

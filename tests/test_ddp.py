@@ -1,8 +1,6 @@
-"""Two-process DistributedDataParallel (gloo, on 127.0.0.1) trains a converted model — one of
-each peer block, float64 — for a few SGD steps: every step's gradients and the final parameters
-equal those of one process training on the whole batch."""
-import socket
-
+"""Two-process DistributedDataParallel (gloo, meeting through a file in the test's tmp_path)
+trains a converted model — one of each peer block, float64 — for a few SGD steps: every step's
+gradients and the final parameters equal those of one process training on the whole batch."""
 import torch
 import torch.multiprocessing
 
@@ -13,15 +11,9 @@ from fixtures.model_runs import interpreter_friendly  # noqa: F401
 WORLD_SIZE = 2
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_ddp_matches_single_process(tmp_path, interpreter_friendly):
     torch.multiprocessing.spawn(
-        ddp_worker.ddp_rank, args=(WORLD_SIZE, _free_port(), str(tmp_path)), nprocs=WORLD_SIZE, join=True
+        ddp_worker.ddp_rank, args=(WORLD_SIZE, str(tmp_path / "rendezvous"), str(tmp_path)), nprocs=WORLD_SIZE, join=True
     )
     ddp = torch.load(tmp_path / "ddp.pt")
 

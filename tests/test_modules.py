@@ -2,9 +2,13 @@
 
 float64: the fast module must match the reference to float64 precision (outputs, input and
 parameter gradients) — the kernels accumulate in float64 there, so this checks the plumbing
-exactly. float32 / bfloat16: the fast module's error against the float64 reference must be no
+exactly (the reference's ``nn.Hardsigmoid`` given an exact derivative, as torch's is float32-precise).
+float32 / bfloat16: the fast module's error against the float64 reference must be no
 worse than the eager reference module's own error in that dtype (×2, + one rounding of the
-dtype): that is what "the same numbers" can mean for a lower precision.
+dtype): that is what "the same numbers" can mean for a lower precision. There the input is drawn
+until no kink (a ReLU's 0, a hard gate's ±3, a tie of a max) is within reach of the rounding
+(:mod:`fixtures.kinks`): closer than that, either run may take the other branch by luck.
+Weights and inputs are fresh every run (the test seed, conftest).
 """
 import copy
 
@@ -13,8 +17,10 @@ import torch
 from torch import nn
 
 import tritattn
-from tritattn import reference
+from tritattn import modules, reference
 from conftest import DEVICE, TOLERANCES, assert_close, make_input
+from fixtures.kinks import draw_away_from_kinks
+from fixtures.model_runs import exact_hardsigmoid_backward
 
 C = 24
 CASES = [
@@ -33,7 +39,7 @@ IDS = [f"{name}-{'-'.join(map(str, kw)) or 'default'}" for name, _, kw in CASES]
 
 
 def build_pair(name, args, kwargs, dtype):
-    torch.manual_seed(0)
+    """(float64 reference, fast twin in ``dtype``) with the same fresh random weights."""
     ref = getattr(reference, name)(*args, **kwargs)
     for p in ref.parameters():  # non-trivial weights (BatchNorm's start at 1 and 0)
         nn.init.normal_(p, std=0.3)
@@ -51,17 +57,6 @@ def run(module, x, cot):
     return y, grads
 
 
-def uses_hard_sigmoid(module) -> bool:
-    return any(isinstance(m, nn.Hardsigmoid) for m in module.modules())
-
-
-#: torch's hardsigmoid backward multiplies by 1/6 rounded to float32 even in float64
-#: (F.hardsigmoid(s).backward() gives 0.1666666716337204), a relative error of 3e-8 in every
-#: gradient upstream of a hard-sigmoid gate of the reference (relative to the gradient's largest
-#: element, since gate and direct paths add up); tritattn uses 1/6 in float64.
-TORCH_HARDSIGMOID_GRAD_RTOL = 1e-7
-
-
 def errors(out, ref):
     return (out.double() - ref).abs().max().item()
 
@@ -74,19 +69,25 @@ def test_fast_module_matches_reference_in_float64(name, args, kwargs, channels_l
     ref.train(train), fast.train(train)
     x = make_input((2, C, 7, 5), torch.float64, channels_last)
     cot = torch.randn(x.shape, dtype=torch.float64, device=DEVICE)
-    y_ref, g_ref = run(ref, x, cot)
+    with exact_hardsigmoid_backward():
+        y_ref, g_ref = run(ref, x, cot)
     y, g = run(fast, x, cot)
     assert_close(y, y_ref, what=f"{name} output")
     assert g.keys() == g_ref.keys()
-    for key in g:
-        if uses_hard_sigmoid(ref):
-            err = (g[key] - g_ref[key]).abs().max().item()
-            bound = TORCH_HARDSIGMOID_GRAD_RTOL * g_ref[key].abs().max().item() + 1e-12
-            assert err <= bound, f"{name} grad {key}: {err:.3g} > {bound:.3g}"
-        else:
-            assert_close(g[key], g_ref[key], what=f"{name} grad {key}")
+    scale = max(r.abs().max().item() for r in g_ref.values())  # all gradients together: fc1.bias's cancels
+    for key in g:                                                 # to ~0 under a training BatchNorm
+        assert_close(g[key], g_ref[key], what=f"{name} grad {key}", scale=scale)
     for (key, a), b in zip(fast.state_dict().items(), ref.state_dict().values()):  # BatchNorm statistics
         assert torch.allclose(a.double(), b.double(), rtol=1e-12, atol=1e-12), key
+
+
+#: The input is redrawn while a kinked op's exact input is within this many times the eager run's
+#: deviation of the kink. bfloat16's grid is coarse: in CBAM the max over C of x · gate ties within
+#: bfloat16's rounding in most 7×7 maps, so that test runs 3×3 maps, where a draw passes with
+#: probability ≥ 0.5 at factor 2 (eager rounds x · gate twice where the kernels round once, so its
+#: deviation bounds theirs).
+KINK_REACH_FACTOR = {torch.float32: 8.0, torch.bfloat16: 2.0}
+ACCURACY_SHAPE = (2, C, 3, 3)
 
 
 @pytest.mark.parametrize("name, args, kwargs", CASES, ids=IDS)
@@ -94,7 +95,11 @@ def test_fast_module_matches_reference_in_float64(name, args, kwargs, channels_l
 def test_fast_module_is_as_accurate_as_eager(name, args, kwargs, dtype):
     ref64, fast = build_pair(name, args, kwargs, dtype)
     eager = copy.deepcopy(ref64).to(dtype)
-    x = make_input((2, C, 7, 7), dtype, channels_last=True)
+    x64, _ = draw_away_from_kinks(
+        lambda: torch.randn(ACCURACY_SHAPE, dtype=torch.float64, device=DEVICE).to(dtype).double(),
+        ref64, lambda x: eager(x.to(dtype)), KINK_REACH_FACTOR[dtype], attempts=200,
+    )
+    x = x64.to(dtype).contiguous(memory_format=torch.channels_last)
     cot = torch.randn(x.shape, dtype=torch.float64, device=DEVICE).to(dtype).double()
     y_ref, g_ref = run(ref64, x.double(), cot)
     y_eager, g_eager = run(eager, x, cot)
@@ -108,7 +113,8 @@ def test_fast_module_is_as_accurate_as_eager(name, args, kwargs, dtype):
         assert errors(out, ref_out) <= bound, f"{name} {key}: error {errors(out, ref_out):.3g} > bound {bound:.3g}"
 
 
-def test_unsupported_gate_falls_back_visibly():
+def test_unsupported_gate_falls_back_visibly(monkeypatch):
+    monkeypatch.setattr(modules, "_warned", set())  # warned once per process: independent of test order
     ref, fast = build_pair("SEModule", (C,), {"gate_layer": "tanh"}, torch.float64)
     x = make_input((2, C, 3, 3), torch.float64)
     with pytest.warns(UserWarning, match="gate Tanh has no kernel"):
