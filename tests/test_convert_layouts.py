@@ -2,13 +2,15 @@
 
 - autocast (bfloat16 on the CPU; float16 and bfloat16 on CUDA): every module called in both
   models produces the dtype it produces in the peer, and the converted model under autocast is
-  about as accurate as the peer under autocast: its output's and gradients' normwise error
-  against the float32 run is at most :data:`INTERPRETER_ROUNDING` times the peer's (plus the
-  16-bit tolerance);
-- channels_last: every attention block's output, and the input gradient, have the strides of
-  their input (channels_last in, channels_last out), and nothing of a feature map's size is
-  copied: no ``.contiguous()`` inside tritattn's ops (``layout.addressable`` returns its input
-  every time) and no clone or copy in the whole forward and backward.
+  about as accurate as the peer under autocast: on most of :data:`AUTOCAST_DRAWS` fresh inputs,
+  its output's and gradients' normwise error against the float32 run is at most
+  :data:`AUTOCAST_ERROR_FACTOR` times the peer's (plus the 16-bit tolerance);
+- channels_last: every attention block's scaling pass (where the block's output is made: fused
+  with the residual tail or not) returns the strides of its input (channels_last in,
+  channels_last out), the input gradient too, and nothing of a feature map's size is copied: no
+  ``.contiguous()`` inside tritattn's ops (``layout.addressable`` returns its input every time)
+  and no clone or copy in the whole forward and backward. The passes are observed without hooks
+  on the blocks, which would turn the SE-ResNet tail fusion off.
 """
 import pytest
 import torch
@@ -18,19 +20,23 @@ import tritattn
 from conftest import DEVICE, TOLERANCES, assert_same_layout
 from fixtures.model_runs import RunErrors, errors, forward_backward, interpreter_friendly  # noqa: F401
 from fixtures.peer_models import build
-from tritattn import ops
+from tritattn import modules, ops
 from tritattn.modules import FAST_TWINS
 
 MODELS = ["every_peer_block", "timm/seresnet18"]
 AUTOCAST_DTYPES = (torch.float16, torch.bfloat16) if DEVICE == "cuda" else (torch.bfloat16,)
 _FAST_CLASSES = tuple(FAST_TWINS.values())
 #: Under autocast both models round differently at different places (the fused SE-ResNet tail
-#: rounds once where the peer rounds three times), and those differences grow through the
-#: network: the largest single-element error swings 4× between input seeds for the peer alone
-#: (0.10 to 0.40 relative on seresnet18's gradients), the norm-wise error ‖a - b‖ / ‖b‖ far less
-#: (0.03 to 0.08). So the converted model's norm-wise error against the float32 run must stay
-#: within twice the peer's (measured: 0.6× to 1.5× over four seeds).
+#: rounds once where the peer rounds three times; the squeeze accumulates in float32 where the
+#: peer's mean rounds in bfloat16), and bfloat16 rounding puts the tiny ReLUs inside every SE
+#: within reach of their kink on every input, so each run's gradient error is dominated by a few
+#: branch flips: the converted/peer ratio of norm-wise gradient errors ‖a - b‖ / ‖b‖ against the
+#: float32 run is heavy-tailed (seresnet18, 40 fresh inputs: median 0.97, 5 % above 2; outputs:
+#: 0.82 to 1.08). One input decides nothing; a majority of 9 does: with 5 % per input above the
+#: factor, 5 of 9 happen by chance with probability 4e-5, while a converted model twice as
+#: inaccurate as the peer fails nearly every input.
 AUTOCAST_ERROR_FACTOR = 2.0
+AUTOCAST_DRAWS = 9
 
 
 def _peer(name: str) -> torch.nn.Module:
@@ -44,7 +50,8 @@ def _converted(peer: torch.nn.Module) -> torch.nn.Module:
 
 
 def _input(batch: int = 2) -> torch.Tensor:
-    return torch.randn(batch, 3, 32, 32, generator=torch.Generator().manual_seed(1)).to(DEVICE)
+    """A fresh input (the test seed, conftest)."""
+    return torch.randn(batch, 3, 32, 32).to(DEVICE)
 
 
 def _output_dtypes(model: torch.nn.Module, x: torch.Tensor) -> dict[str, torch.dtype]:
@@ -75,13 +82,22 @@ def test_autocast_dtypes_flow_as_in_the_peer(name, dtype, interpreter_friendly):
     assert {n: d for n, d in peer_dtypes.items() if n in converted_dtypes} == converted_dtypes
     assert converted_run.output.dtype == peer_run.output.dtype == dtype
 
-    float32_run = forward_backward(peer, x)
-    peer_errors, converted_errors = errors(peer_run, float32_run), errors(converted_run, float32_run)
-    print(f"{name} autocast {dtype}: converted - peer {errors(converted_run, peer_run)}; "
-          f"peer - float32 {peer_errors}; converted - float32 {converted_errors}")
-    for group, peer_error, converted_error in zip(RunErrors._fields, peer_errors, converted_errors):
-        allowed = AUTOCAST_ERROR_FACTOR * peer_error.norm_rel + TOLERANCES[dtype][0]
-        assert converted_error.norm_rel <= allowed, f"{name} {dtype} {group}: {converted_error}, peer {peer_error}"
+    within, ratios = 0, []
+    for draw in range(AUTOCAST_DRAWS):
+        x = x if draw == 0 else _input()
+        if draw:
+            with torch.autocast(DEVICE, dtype=dtype):
+                peer_run, converted_run = forward_backward(peer, x), forward_backward(converted, x)
+        float32_run = forward_backward(peer, x)
+        peer_errors, converted_errors = errors(peer_run, float32_run), errors(converted_run, float32_run)
+        ratios.append(" ".join(f"{c.norm_rel / p.norm_rel:.2f}" for p, c in zip(peer_errors, converted_errors)))
+        within += all(
+            c.norm_rel <= AUTOCAST_ERROR_FACTOR * p.norm_rel + TOLERANCES[dtype][0]
+            for p, c in zip(peer_errors, converted_errors)
+        )
+    summary = f"{name} {dtype}: converted/peer error ratios (output gradients) per input: {', '.join(ratios)}"
+    print(summary)
+    assert within > AUTOCAST_DRAWS // 2, f"within {AUTOCAST_ERROR_FACTOR}× the peer's error on {within} of {AUTOCAST_DRAWS}; {summary}"
 
 
 class _CopyLog(TorchDispatchMode):
@@ -100,17 +116,23 @@ class _CopyLog(TorchDispatchMode):
 
 @pytest.mark.parametrize("name", MODELS)
 def test_channels_last_in_channels_last_out_without_copies(name, interpreter_friendly, monkeypatch):
-    converted = _converted(_peer(name)).to(memory_format=torch.channels_last)
-    inputs, wrong_layouts, copied = [], [], []
+    peer = _peer(name)
+    report = tritattn.convert(peer, inplace=False)
+    converted = report.model.to(memory_format=torch.channels_last)
+    passes, wrong_layouts, copied = [], [], []
 
-    def check_layout(module, args, out):
-        inputs.append(args[0].numel())
-        if not (out.is_contiguous(memory_format=torch.channels_last) and out.stride() == args[0].stride()):
-            wrong_layouts.append((type(module).__name__, args[0].stride(), out.stride()))
+    def checked(scaling):
+        def spy(x, *args, **kwargs):
+            out = scaling(x, *args, **kwargs)
+            fused = kwargs.get("residual", args[2] if len(args) > 2 else None) is not None
+            passes.append((scaling.__name__, x.numel(), fused))
+            if not (out.is_contiguous(memory_format=torch.channels_last) and out.stride() == x.stride()):
+                wrong_layouts.append((scaling.__name__, x.stride(), out.stride()))
+            return out
+        return spy
 
-    for module in converted.modules():
-        if isinstance(module, _FAST_CLASSES):
-            module.register_forward_hook(check_layout)
+    for scaling in ("excite_scale", "spatial_scale"):  # the names modules.py calls
+        monkeypatch.setattr(modules, scaling, checked(getattr(modules, scaling)))
 
     addressable = ops.addressable
 
@@ -125,8 +147,12 @@ def test_channels_last_in_channels_last_out_without_copies(name, interpreter_fri
     with _CopyLog() as log:
         converted(x).square().sum().backward()
 
-    assert inputs and not wrong_layouts, wrong_layouts
+    scaling_blocks = [m for m in converted.modules() if isinstance(m, (modules.ChannelExcitation, modules.SpatialScaling))]
+    assert len(passes) == len(scaling_blocks) > 0 and not wrong_layouts, (passes, wrong_layouts)
+    assert sum(fused for *_, fused in passes) == len(report.fused), "every fused tail ran as one pass"
+    if name == "timm/seresnet18":
+        assert len(report.fused) == 4, str(report)
     assert not copied, f"tritattn's ops copied inputs of shapes {copied}"
-    smallest_feature_map = min(inputs)
+    smallest_feature_map = min(numel for _, numel, _ in passes)
     assert not [c for c in log.copies if c[1].numel() >= smallest_feature_map], log.copies
     assert_same_layout(x.grad, x)
