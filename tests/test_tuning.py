@@ -336,6 +336,37 @@ def test_a_candidate_that_fails_to_build_is_skipped(simulated_gpu, error):
     assert gpu.launched[-1] == ("mean_max_fwd", winner)
 
 
+def test_when_no_candidate_builds_the_build_error_surfaces_and_nothing_is_cached(simulated_gpu, caplog):
+    """Every candidate fails to build: the default is launched (raising the build error to the
+    caller), a warning names the problem, and no config is cached or remembered as tuned."""
+    gpu = simulated_gpu
+    gpu.fail = lambda kernel, cfg: build_error(triton.runtime.errors.OutOfResources)
+    with caplog.at_level(logging.WARNING, logger="tritattn"), pytest.raises(triton.runtime.errors.OutOfResources):
+        tritattn.squeeze(torch.randn(SIM_SHAPE))
+    assert "no candidate config built" in caplog.text
+    assert len(gpu.launched) > 2, "every candidate was tried, then the default launched"
+    assert not tuning.decisions() and not tuning.cache_file().exists()
+
+
+def test_deterministic_mode_after_tuning_reports_the_default_it_runs(simulated_gpu):
+    """A problem tuned first, then run under torch.use_deterministic_algorithms(True): the
+    default runs and decisions() says so; with the mode off again, the tuned config is back."""
+    gpu = simulated_gpu
+    x = torch.randn(SIM_SHAPE)
+    _, candidates = learn_candidates(gpu, x)
+    gpu.time_of = lambda kernel, cfg: 0.5 if cfg == candidates[-1] else 1.0
+    checked_squeeze(x)
+    (tuned,) = tuning.decisions()
+    assert tuned.source == "tuned" and tuned.config == candidates[-1] != candidates[0]
+    torch.use_deterministic_algorithms(True)
+    checked_squeeze(x)
+    (now,) = tuning.decisions()
+    assert now.source.startswith("default") and now.config == candidates[0] == gpu.launched[-1][1]
+    torch.use_deterministic_algorithms(False)
+    checked_squeeze(x)
+    assert gpu.launched[-1] == ("mean_max_fwd", tuned.config)
+
+
 def test_an_error_that_is_not_a_build_error_is_not_swallowed(simulated_gpu):
     """Only build errors disqualify a candidate: any other error in a benchmark run propagates."""
     gpu = simulated_gpu

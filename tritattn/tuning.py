@@ -196,6 +196,7 @@ class Decision:
 
 
 _decisions: dict[str, Decision] = {}  # "kernel/problem key" → decision, for reports
+_NO_DECISION = Decision("", "", {}, "none", 0)
 _chosen: dict[str, triton.Config] = {}  # the same keys → config, for the launch path
 _tuning_seconds = 0.0
 _said_skipped = False
@@ -271,9 +272,10 @@ class Tuner:
         if reason is not None:
             _say_skipped_once(reason)
             default = self._default(problem)  # read TILE_ELEMENTS now: tests change it between calls
-            if full_key not in _decisions:
-                # reported, not remembered in _chosen: once tuning is on again (AUTOTUNE set back,
-                # deterministic mode off) this problem is looked up in the caches or tuned
+            if not _decisions.get(full_key, _NO_DECISION).source.startswith("default"):
+                # reported (also over an earlier tuned decision: the default is what runs now), not
+                # remembered in _chosen: once tuning is on again (AUTOTUNE set back, deterministic
+                # mode off) this problem takes its cached or tuned config again
                 _decisions[full_key] = Decision(self.name, problem.key, config_to_json(default),
                                                 "default: " + reason.split(":")[0], len(self.candidates(problem, grid)))
             return default
@@ -290,6 +292,9 @@ class Tuner:
         sm_count = torch.cuda.get_device_properties(device).multi_processor_count
         candidates = self.candidates(problem, grid, min_programs=2 * sm_count)
         cfg = self._benchmark(candidates, grid, args, constexprs)
+        if cfg is None:  # nothing built: run the default, which raises the build error; cache nothing
+            log.warning("%s: no candidate config built for %s; using the default", self.name, problem.key)
+            return self._default(problem)
         _user_table.put(gpu, version, full_key, cfg)
         try:
             _user_table.only(gpu, version).save(cache_file())
@@ -300,7 +305,8 @@ class Tuner:
     def _default(self, problem: Problem) -> triton.Config:
         return tiling.default_config(problem.R, problem.K, problem.rows_contiguous, self.num_stages)
 
-    def _benchmark(self, candidates: list[triton.Config], grid, args: tuple, constexprs: dict[str, Any]) -> triton.Config:
+    def _benchmark(self, candidates: list[triton.Config], grid, args: tuple, constexprs: dict[str, Any]) -> triton.Config | None:
+        """The fastest candidate by do_bench's median; None when none of them builds."""
         global _tuning_seconds
         start = time.perf_counter()
         timings = []
@@ -316,6 +322,8 @@ class Tuner:
             timings.append(ms)
         _tuning_seconds += time.perf_counter() - start
         best = min(range(len(candidates)), key=timings.__getitem__)
+        if math.isinf(timings[best]):
+            return None
         log.info("tuned %s: %s (%.4f ms, %d configs)", self.name, config_to_json(candidates[best]), timings[best], len(candidates))
         return candidates[best]
 
