@@ -27,8 +27,10 @@ nothing. The script prints one line per mutant as it finishes and a table at the
 0 only when every mutant was caught (1: a mutant survived or broke; 2: the baseline failed or
 the mutant list is out of date).
 
-The tests draw fresh random inputs each run (tests/conftest.py prints the seed); every selection
-here catches its mutant with probability ~1 whatever the seed. ``--jobs`` runs mutants in
+The tests draw fresh random inputs each run (tests/conftest.py prints the seed); the selections
+are chosen so that a caught mutant is caught with probability ~1 whatever the seed. A mutant that
+no current test catches stays in the list, with the selection expected to catch it once a test
+is added, and a comment saying so (it shows as "survived" until then). ``--jobs`` runs mutants in
 parallel (each in its own copy); the default, 1, suits a 2-core machine.
 """
 from __future__ import annotations
@@ -38,6 +40,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -89,7 +92,10 @@ MUTANTS: list[Mutant] = [
         "tl.where(tile_max == run_max, run_count + tile_count, run_count)",
         "tl.where(tile_max == run_max, tile_count, run_count)",
         "mean_max_fwd's tie count keeps only the last tile's ties when the max recurs in a later tile",
-        ("tests/test_properties.py::test_squeeze",),
+        # NOT CAUGHT by the current tests: none has a max tied across K tiles (the ties test uses
+        # default tiles; the properties' broadcast layouts never meet small tiles there). Expected
+        # to be caught by a ties test run with small tiles (conftest.use_small_tiles), K > 8.
+        ("tests/test_ops.py", "-k", "ties"),
     ),
     Mutant(
         "max_masked_tail_reads_zero", "kernels/mean_max.py",
@@ -133,13 +139,11 @@ MUTANTS: list[Mutant] = [
         "bfloat16 outputs are truncated instead of rounded to nearest-even",
         ("tests/test_numerics.py::test_16bit_outputs_are_rounded_once[nchw-bfloat16]",),
     ),
-    Mutant(
-        "row_offsets_int32", "kernels/gated_scale.py",
-        "r64 = offs_r.to(tl.int64)\n    k64 = offs_k.to(tl.int64)[None, :]\n\n    s = tl.load(",
-        "r64 = offs_r.to(tl.int32)\n    k64 = offs_k.to(tl.int64)[None, :]\n\n    s = tl.load(",
-        "gated_scale_fwd computes row offsets r·stride in int32: an address past 2^31 elements wraps",
-        ("tests/test_large_offsets.py", "-k", "test_gated_scale_fwd and channel"),
-    ),
+    # Not in the list: int64 offsets replaced by int32 (e.g. gated_scale_fwd's
+    # ``r64 = offs_r.to(tl.int64)`` -> ``tl.int32``). tests/test_large_offsets.py does reach it, but
+    # under the Triton interpreter the wrapped address (4 GiB before the storage) is unmapped and the
+    # pytest process dies of SIGSEGV: "broken", not a clean catch. (On a GPU the wrapped address
+    # would presumably raise an illegal-memory-access error; not checked here, no GPU.)
     # --- host side ----------------------------------------------------------------------------
     Mutant(
         "launch_swaps_x_batch_row_strides", "tritattn/launch.py",
@@ -391,7 +395,8 @@ class Union:
         keep = [item for item in items
                 if any(any(takes(item.nodeid, n) for n in ids) and (k is None or k.evaluate(KeywordMatcher.from_item(item)))
                        for ids, k in selections)]
-        config.hook.pytest_deselected(items=[item for item in items if item not in keep])
+        kept = set(map(id, keep))
+        config.hook.pytest_deselected(items=[item for item in items if id(item) not in kept])
         items[:] = keep
 
 sys.exit(pytest.main(sys.argv[2:], plugins=[Union()]))
@@ -408,10 +413,15 @@ class Result:
 
 
 def first_failure(output: str) -> str:
-    for line in output.splitlines():
+    """The first FAILED / ERROR line of pytest's summary, or where a crashed run was (the first
+    test frame of faulthandler's traceback), or ""."""
+    lines = output.splitlines()
+    for line in lines:
         if line.startswith(("FAILED ", "ERROR ")):
             return line[:200]
-    return ""
+    fatal = next((line.strip() for line in lines if line.startswith("Fatal Python error")), "")
+    frame = next((line.strip() for line in lines if re.search(r'File ".*/tests/test_\w+\.py", line \d+ in test_', line)), "")
+    return "; ".join(x for x in (fatal, frame) if x)[:300]
 
 
 def run_in_copy(mutant: Mutant | None, command: list[str], timeout: float, keep: bool,
@@ -441,8 +451,14 @@ def run_mutant(m: Mutant, timeout: float, keep: bool) -> Result:
         return Result(m.name, "caught", seconds, first_failure(output) or "pytest exit code 1", output)
     if code == 0:
         return Result(m.name, "survived", seconds, "every selected test passed", output)
-    why = "timeout" if code is None else f"pytest exit code {code}"
-    return Result(m.name, "broken", seconds, f"{why}: {first_failure(output) or output.strip().splitlines()[-1:]}", output)
+    if code is None:
+        why = "timeout"
+    elif code < 0:
+        why = f"pytest crashed ({signal.Signals(-code).name})"
+    else:
+        why = f"pytest exit code {code}"
+    last = output.strip().splitlines()[-1] if output.strip() else ""
+    return Result(m.name, "broken", seconds, f"{why}: {first_failure(output) or last}", output)
 
 
 def run_baseline(mutants: list[Mutant], timeout: float, keep: bool) -> tuple[bool, str, float]:
@@ -493,7 +509,11 @@ def main(argv: list[str] | None = None) -> int:
     total_start = time.perf_counter()
     if not args.skip_baseline:
         print(f"baseline: the union of {len(mutants)} selections on an unmutated copy ...", flush=True)
-        passed, output, seconds = run_baseline(mutants, args.timeout * 3, args.keep)
+        try:
+            passed, output, seconds = run_baseline(mutants, args.timeout * 3, args.keep)
+        except RuntimeError as e:  # the copy does not import its own tritattn
+            print(f"mutants.py: {e}", file=sys.stderr)
+            return 2
         summary = output.strip().splitlines()[-1] if output.strip() else ""
         print(f"baseline: {'passed' if passed else 'FAILED'} in {seconds:.0f} s ({summary})", flush=True)
         if not passed:

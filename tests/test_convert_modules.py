@@ -87,8 +87,10 @@ def _assert_same_computation(module: nn.Module, peer: nn.Module, what: str) -> N
     names = ["output", "grad x"] + [f"grad {n}" for n, _ in peer.named_parameters()]
     with exact_hardsigmoid_backward():
         expected = _grads(peer, x, cotangent)
-    for name, out, ref in zip(names, _grads(module, x, cotangent), expected, strict=True):
-        assert_close(out, ref, dtype=torch.float64, what=f"{what}: {name}")
+    # the gradients as one group (fc1.bias's cancels to ~0 under a training BatchNorm), the output alone
+    grad_scale = max(ref.abs().max().item() for ref in expected[1:])
+    for i, (name, out, ref) in enumerate(zip(names, _grads(module, x, cotangent), expected, strict=True)):
+        assert_close(out, ref, dtype=torch.float64, what=f"{what}: {name}", scale=grad_scale if i else None)
 
 
 def _parameters(cls: type) -> list[tuple[str, object, object]]:
