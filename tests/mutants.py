@@ -92,9 +92,7 @@ MUTANTS: list[Mutant] = [
         "tl.where(tile_max == run_max, run_count + tile_count, run_count)",
         "tl.where(tile_max == run_max, tile_count, run_count)",
         "mean_max_fwd's tie count keeps only the last tile's ties when the max recurs in a later tile",
-        # NOT CAUGHT by the current tests: none has a max tied across K tiles (the ties test uses
-        # default tiles; the properties' broadcast layouts never meet small tiles there). Expected
-        # to be caught by a ties test run with small tiles (conftest.use_small_tiles), K > 8.
+        # caught by test_max_ties_in_different_tiles_share_the_gradient (tiny tiles, ties 15 apart)
         ("tests/test_ops.py", "-k", "ties"),
     ),
     Mutant(

