@@ -105,5 +105,5 @@ def gated_scale_bwd(
         if WRITE_GRAD_RES:
             tl.store(grad_res_ptr + b * sgrb + rows * sgrr + k64 * sgrk, to_output(d, grad_res_ptr), mask=mask)
         acc += tl.sum(d * x, axis=1)
-    grad_s = gate_backward(s, g, acc, GATE)
+    grad_s = gate_backward(s, acc, GATE)
     tl.store(grad_s_ptr + b * sgsb + r64 * sgsr, to_output(grad_s, grad_s_ptr), mask=mask_r)

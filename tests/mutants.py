@@ -118,10 +118,17 @@ MUTANTS: list[Mutant] = [
     ),
     Mutant(
         "sigmoid_derivative_is_g", "kernels/gates.py",
-        "d = grad * (1.0 - g) * g",
-        "d = grad * g",
-        "grad_s / grad_t use g instead of g·(1-g) as the sigmoid's derivative",
+        "d = grad * (e / ((1.0 + e) * (1.0 + e)))",
+        "d = grad * (1.0 / (1.0 + e))",
+        "grad_s / grad_t use the gate itself (for |s|) instead of its derivative",
         (ops_case("test_excite_scale", "2x6x7x7-default_tiles-float32-nchw-sigmoid-plain"),),
+    ),
+    Mutant(
+        "sigmoid_derivative_by_cancellation", "kernels/gates.py",
+        "d = grad * (e / ((1.0 + e) * (1.0 + e)))",
+        "g = 1.0 / (1.0 + tl.exp(-s))\n        d = grad * (1.0 - g) * g",
+        "the sigmoid's derivative as g·(1-g), which cancels for large logits (torch's float32 way)",
+        ("tests/test_numerics.py", "-k", "saturated"),
     ),
     Mutant(
         "hard_sigmoid_divides_by_5", "kernels/gates.py",

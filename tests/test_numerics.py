@@ -231,3 +231,25 @@ def test_4096_channels(dtype, channels_last):
     yr.backward(cot.double())
     assert_close(t.grad, tr.grad, what="spatial_scale grad_t: sum over C = 4096")
     assert_close(x.grad, xr.grad, what="spatial_scale grad_x")
+
+
+@pytest.mark.parametrize("op", ["excite_scale", "spatial_scale"])
+def test_sigmoid_derivative_is_exact_for_saturated_logits(op):
+    """float32 logits far out on the sigmoid's tails: each grad_s (grad_t) element within float32
+    rounding of its own value (no floor at the tensor's scale) of the exact e^-|s| / (1 + e^-|s|)^2
+    · Σ x · cotangent. g·(1 - g) would lose 1 - g to cancellation (2e-4 relative at s = 8) and give
+    0 from s ≈ 17 on (float64's from s ≈ 37 on, so the reference is not torch's backward)."""
+    logits = torch.tensor([8.0, -9.5, 12.0, 16.5, 20.0, -30.0, 60.0], dtype=torch.float64)
+    n = logits.numel()
+    shape = (1, n, 3, 5) if op == "excite_scale" else (1, 4, 1, n)
+    x = make_input(shape, torch.float32, requires_grad=True)
+    s = (logits.reshape(1, n) if op == "excite_scale" else logits.reshape(1, 1, 1, n)).to(DEVICE, torch.float32)
+    s.requires_grad_()
+    y = tritattn.excite_scale(x, s) if op == "excite_scale" else tritattn.spatial_scale(x, s)
+    cot = finite_cotangent(y)
+    y.backward(cot)
+    e = torch.exp(-logits.abs())
+    products = x.detach().double() * cot.double()
+    dot = products.sum((2, 3)) if op == "excite_scale" else products.sum(1, keepdim=True)
+    exact = dot * (e / (1 + e) ** 2).reshape(s.shape)
+    assert_close(s.grad, exact, what=f"{op}: grad of saturated logits", scale=0.0)

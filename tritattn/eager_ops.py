@@ -29,10 +29,12 @@ def gate_value(s: torch.Tensor, gate: str) -> torch.Tensor:
     return torch.sigmoid(s) if gate == "sigmoid" else F.hardsigmoid(s)
 
 
-def gate_backward(s: torch.Tensor, g: torch.Tensor, grad: torch.Tensor, gate: str) -> torch.Tensor:
-    """grad · gate'(s) as torch computes it (hardsigmoid's backward selects, so 0 outside (-3, 3))."""
+def gate_backward(s: torch.Tensor, grad: torch.Tensor, gate: str) -> torch.Tensor:
+    """grad · gate'(s) as the kernels compute it (kernels/gates.py: the sigmoid's derivative as
+    e / (1 + e)^2, e = exp(-|s|); hardsigmoid's backward selects, so 0 outside (-3, 3))."""
     if gate == "sigmoid":
-        return grad * (1.0 - g) * g
+        e = torch.exp(-s.abs())
+        return grad * (e / ((1.0 + e) * (1.0 + e)))
     return torch.where((s > -3.0) & (s < 3.0), grad / 6.0, 0.0)
 
 
@@ -90,4 +92,4 @@ def gated_scale_bwd(
     if grad_res is not None:
         grad_res.copy_(d)
     dot = (d * _acc(x)).sum(_reduced_dims(axis), keepdim=True)
-    grad_s.copy_(gate_backward(s_rows, g, dot, gate).reshape(grad_s.shape))
+    grad_s.copy_(gate_backward(s_rows, dot, gate).reshape(grad_s.shape))
