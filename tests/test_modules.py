@@ -19,7 +19,7 @@ from torch import nn
 import tritattn
 from tritattn import modules, reference
 from conftest import DEVICE, TOLERANCES, assert_close, make_input
-from fixtures.kinks import draw_away_from_kinks
+from fixtures.kinks import KinksWithinReach, draw_away_from_kinks
 from fixtures.model_runs import exact_hardsigmoid_backward
 
 C = 24
@@ -87,18 +87,29 @@ def test_fast_module_matches_reference_in_float64(name, args, kwargs, channels_l
 #: probability ≥ 0.5 at factor 2 (eager rounds x · gate twice where the kernels round once, so its
 #: deviation bounds theirs).
 KINK_REACH_FACTOR = {torch.float32: 8.0, torch.bfloat16: 2.0}
+#: Weights can hold a kink in place whatever the input: a training BatchNorm over a batch of 2
+#: maps each channel to bias ± weight, so a ReLU after it sits near 0 when |bias| ≈ |weight|.
+#: Then the weights are drawn again too.
+WEIGHT_DRAWS = 10
 ACCURACY_SHAPE = (2, C, 3, 3)
 
 
 @pytest.mark.parametrize("name, args, kwargs", CASES, ids=IDS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
 def test_fast_module_is_as_accurate_as_eager(name, args, kwargs, dtype):
-    ref64, fast = build_pair(name, args, kwargs, dtype)
-    eager = copy.deepcopy(ref64).to(dtype)
-    x64, _ = draw_away_from_kinks(
-        lambda: torch.randn(ACCURACY_SHAPE, dtype=torch.float64, device=DEVICE).to(dtype).double(),
-        ref64, lambda x: eager(x.to(dtype)), KINK_REACH_FACTOR[dtype], attempts=200,
-    )
+    for _ in range(WEIGHT_DRAWS):
+        ref64, fast = build_pair(name, args, kwargs, dtype)
+        eager = copy.deepcopy(ref64).to(dtype)
+        try:
+            x64, _ = draw_away_from_kinks(
+                lambda: torch.randn(ACCURACY_SHAPE, dtype=torch.float64, device=DEVICE).to(dtype).double(),
+                ref64, lambda x: eager(x.to(dtype)), KINK_REACH_FACTOR[dtype], attempts=40,
+            )
+            break
+        except KinksWithinReach:
+            continue  # these weights hold a kink within reach whatever x is: draw them again
+    else:
+        raise KinksWithinReach(f"{name}: no weights and input out of every kink's reach in {WEIGHT_DRAWS} × 40 draws")
     x = x64.to(dtype).contiguous(memory_format=torch.channels_last)
     cot = torch.randn(x.shape, dtype=torch.float64, device=DEVICE).to(dtype).double()
     y_ref, g_ref = run(ref64, x.double(), cot)
