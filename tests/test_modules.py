@@ -61,6 +61,12 @@ def errors(out, ref):
     return (out.double() - ref).abs().max().item()
 
 
+def group_error(outs, refs) -> float:
+    """‖outs - refs‖ / ‖refs‖ over a group of tensors together."""
+    diff = sum((o.double() - r).square().sum() for o, r in zip(outs, refs))
+    return (diff / sum(r.square().sum() for r in refs)).sqrt().item()
+
+
 @pytest.mark.parametrize("name, args, kwargs", CASES, ids=IDS)
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
 @pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
@@ -117,15 +123,20 @@ def test_fast_module_is_as_accurate_as_eager(name, args, kwargs, dtype):
     y, g = run(fast, x, cot)
     assert y.dtype == dtype and y.is_contiguous(memory_format=torch.channels_last)
     one_rounding = TOLERANCES[dtype][0]
-    # A parameter gradient is a sum over B·H·W whose terms can cancel (CBAM's spatial BatchNorm:
-    # 18 terms, a result of 0.17 from terms of ~1, off by 0.05 after bfloat16 rounding): its floor
-    # is one rounding at the scale of all parameter gradients together, as in fixtures.model_runs.
-    param_scale = max((r.abs().max().item() for k, r in g_ref.items() if k != "input"), default=0.0)
-    for key, out, eager_out, ref_out in [("output", y, y_eager, y_ref)] + [(k, g[k], g_eager[k], g_ref[k]) for k in g]:
-        scale = ref_out.abs().max().item() if key in ("output", "input") else param_scale
-        bound = 2 * errors(eager_out, ref_out) + one_rounding * max(scale, 1.0)
+    for key, out, eager_out, ref_out in (("output", y, y_eager, y_ref), ("input", g["input"], g_eager["input"], g_ref["input"])):
+        bound = 2 * errors(eager_out, ref_out) + one_rounding * max(ref_out.abs().max().item(), 1.0)
         assert not out.isnan().any(), key
         assert errors(out, ref_out) <= bound, f"{name} {key}: error {errors(out, ref_out):.3g} > bound {bound:.3g}"
+    # Parameter gradients are sums over B·H·W of rounded terms that can cancel (CBAM's spatial
+    # BatchNorm weight: 18 terms of ~1 summing to 0.2), so one parameter's error against eager's
+    # is a ratio of two small random numbers: they are compared norm-wise, all together, as
+    # fixtures.model_runs does for models (the float64 test checks each one exactly).
+    params = [k for k in g if k != "input"]
+    if params:
+        fast_error, eager_error = (group_error([run[k] for k in params], [g_ref[k] for k in params]) for run in (g, g_eager))
+        assert not any(g[k].isnan().any() for k in params)
+        assert fast_error <= 2 * eager_error + one_rounding, (
+            f"{name} parameter gradients: norm-wise error {fast_error:.3g} > 2 × eager's {eager_error:.3g} + {one_rounding}")
 
 
 def test_unsupported_gate_falls_back_visibly(monkeypatch):
