@@ -93,6 +93,12 @@ def make_input(shape, dtype, channels_last: bool = False, requires_grad: bool = 
     return x.requires_grad_(requires_grad)
 
 
+def logit_grad_scale(cot, x, gate, dims) -> float:
+    """The size of grad_s / grad_t = gate'(s) · Σ cot · x over ``dims``: its terms', max |gate'| ·
+    Σ |cot · x| (a sum that cancels to ~0 keeps the float32 error of its terms)."""
+    return (cot.double().abs() * x.detach().double().abs()).sum(dims).max().item() * (0.25 if gate == "sigmoid" else 1 / 6)
+
+
 def relu_kink_near(pre: torch.Tensor, terms: torch.Tensor) -> torch.Tensor:
     """Where a ReLU input ``pre`` (float64) is within reach of the kink at 0, given ``terms``, the
     magnitude of what was summed to make it (:data:`KINK_RTOL`, :data:`KINK_ATOL`). ±Inf and NaN

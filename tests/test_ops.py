@@ -11,8 +11,8 @@ import torch.nn.functional as F
 
 import tritattn
 from conftest import (
-    DEVICE, assert_close, assert_same_layout, make_input, reference_copy, residual_away_from_relu_kink,
-    use_small_tiles,
+    DEVICE, assert_close, assert_same_layout, logit_grad_scale, make_input, reference_copy,
+    residual_away_from_relu_kink, use_small_tiles,
 )
 
 SMALL_SHAPES = [(2, 6, 7, 7), (1, 37, 1, 1), (3, 3, 3, 5), (2, 1, 4, 4)]
@@ -35,10 +35,11 @@ def shape(request, monkeypatch):
 
 
 def backward_with(out, ref_out, grad_dtype):
-    """Backprop the same random cotangent through the op and through the reference."""
+    """Backprop the same random cotangent through the op and through the reference; returns it."""
     cot = torch.randn(out.shape, dtype=torch.float64, device=out.device).to(grad_dtype)
     out.backward(cot)
     ref_out.backward(cot.double())
+    return cot
 
 
 
@@ -85,9 +86,9 @@ def test_excite_scale(shape, dtype, channels_last, gate, epilogue):
     assert_same_layout(y, x)
     assert_close(y, yr, what="excite_scale forward")
 
-    backward_with(y, yr, dtype)
+    cot = backward_with(y, yr, dtype)
     assert_close(x.grad, xr.grad, what="grad_x")
-    assert_close(s.grad, sr.grad, what="grad_s")
+    assert_close(s.grad, sr.grad, what="grad_s", scale=logit_grad_scale(cot, x, gate, (2, 3)))
     if residual is not None:
         assert_close(residual.grad, rr.grad, what="grad_residual")
 
@@ -99,9 +100,9 @@ def test_excite_scale_accepts_4d_logits(dtype):
     xr, sr = reference_copy(x), reference_copy(s)
     yr = xr * torch.sigmoid(sr)
     assert_close(y, yr, what="forward")
-    backward_with(y, yr, dtype)
+    cot = backward_with(y, yr, dtype)
     assert s.grad.shape == s.shape
-    assert_close(s.grad, sr.grad, what="grad_s")
+    assert_close(s.grad, sr.grad, what="grad_s", scale=logit_grad_scale(cot, x, "sigmoid", (2, 3)))
 
 
 def test_spatial_pool(shape, dtype, channels_last):
@@ -129,9 +130,9 @@ def test_spatial_scale(shape, dtype, channels_last, gate):
     assert y.dtype == dtype
     assert_same_layout(y, x)
     assert_close(y, yr, what="spatial_scale forward")
-    backward_with(y, yr, dtype)
+    cot = backward_with(y, yr, dtype)
     assert_close(x.grad, xr.grad, what="grad_x")
-    assert_close(t.grad, tr.grad, what="grad_t")
+    assert_close(t.grad, tr.grad, what="grad_t", scale=logit_grad_scale(cot, x, gate, (1,)))
 
 
 def test_max_gradient_is_split_between_ties_like_amax():
