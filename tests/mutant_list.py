@@ -1,0 +1,211 @@
+"""The deliberate breaks that :mod:`mutants` (``python tests/mutants.py``) applies one at a time:
+each names a file, an exact snippet that occurs once in it, its replacement, what that breaks,
+and the pytest selection expected to catch it."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    path: str  #: relative to the repository root
+    old: str  #: must occur exactly once in ``path``
+    new: str
+    breaks: str  #: one line: what the edit breaks
+    selection: tuple[str, ...]  #: pytest arguments: node ids / files, optionally "-k", EXPR
+
+
+def ops_case(test: str, case: str) -> str:
+    return f"tests/test_ops.py::{test}[{case}]"
+
+
+MUTANTS: list[Mutant] = [
+    # --- kernels ------------------------------------------------------------------------------
+    Mutant(
+        "mean_divides_by_k_minus_1", "kernels/mean_max.py",
+        "to_output(total / K, mean_ptr)",
+        "to_output(total / (K - 1), mean_ptr)",
+        "mean_max_fwd divides the sum by K - 1 instead of K",
+        (ops_case("test_squeeze", "2x6x7x7-default_tiles-float32-nchw-mean"),),
+    ),
+    Mutant(
+        "max_tie_share_not_divided", "kernels/mean_max.py",
+        "share = tl.where(x == m[:, None], (g_max / n)[:, None], 0.0)",
+        "share = tl.where(x == m[:, None], g_max[:, None], 0.0)",
+        "mean_max_bwd gives every tied maximum the whole gradient instead of grad / count",
+        ("tests/test_ops.py::test_max_gradient_is_split_between_ties_like_amax",),
+    ),
+    Mutant(
+        "max_tie_count_forgets_earlier_tiles", "kernels/mean_max.py",
+        "tl.where(tile_max == run_max, run_count + tile_count, run_count)",
+        "tl.where(tile_max == run_max, tile_count, run_count)",
+        "mean_max_fwd's tie count keeps only the last tile's ties when the max recurs in a later tile",
+        # caught by test_max_ties_in_different_tiles_share_the_gradient (tiny tiles, ties 15 apart)
+        ("tests/test_ops.py", "-k", "ties"),
+    ),
+    Mutant(
+        "max_masked_tail_reads_zero", "kernels/mean_max.py",
+        'v = tl.where(mask, v, float("-inf"))',
+        "v = tl.where(mask, v, 0.0)",
+        "mean_max_fwd's masked (ragged) tail enters the max as 0.0, not -inf: an all-negative row's max becomes 0",
+        ("tests/test_ops.py", "-k", "test_spatial_pool and 3x3x3x5"),
+    ),
+    Mutant(
+        "gated_scale_fwd_drops_residual", "kernels/gated_scale.py",
+        "y += tl.load(res_ptr",
+        "y += 0.0 * tl.load(res_ptr",
+        "gated_scale_fwd loads the residual but does not add it",
+        (ops_case("test_excite_scale", "2x6x7x7-default_tiles-float32-nchw-sigmoid-residual"),),
+    ),
+    Mutant(
+        "relu_backward_mask_strict", "kernels/gated_scale.py",
+        "d = tl.where(y <= 0.0, 0.0, d)",
+        "d = tl.where(y < 0.0, 0.0, d)",
+        "gated_scale_bwd's ReLU mask tests y < 0: the gradient passes where the ReLU clamped to 0",
+        (ops_case("test_excite_scale", "2x6x7x7-default_tiles-float32-nchw-hard_sigmoid-residual_relu"),),
+    ),
+    Mutant(
+        "sigmoid_derivative_is_g", "kernels/gates.py",
+        "d = grad * (e / ((1.0 + e) * (1.0 + e)))",
+        "d = grad * (1.0 / (1.0 + e))",
+        "grad_s / grad_t use the gate itself (for |s|) instead of its derivative",
+        (ops_case("test_excite_scale", "2x6x7x7-default_tiles-float32-nchw-sigmoid-plain"),),
+    ),
+    Mutant(
+        "sigmoid_derivative_by_cancellation", "kernels/gates.py",
+        "d = grad * (e / ((1.0 + e) * (1.0 + e)))",
+        "g = 1.0 / (1.0 + tl.exp(-s))\n        d = grad * (1.0 - g) * g",
+        "the sigmoid's derivative as g·(1-g), which cancels for large logits (torch's float32 way)",
+        ("tests/test_numerics.py", "-k", "saturated"),
+    ),
+    Mutant(
+        "hard_sigmoid_divides_by_5", "kernels/gates.py",
+        "tl.minimum(tl.maximum(s + 3.0, 0.0), 6.0) / 6.0",
+        "tl.minimum(tl.maximum(s + 3.0, 0.0), 6.0) / 5.0",
+        "hard_sigmoid is clamp(s + 3, 0, 6) / 5: above 1 at the top, wrong slope",
+        (ops_case("test_excite_scale", "2x6x7x7-default_tiles-float32-nchw-hard_sigmoid-plain"),),
+    ),
+    Mutant(
+        "bfloat16_truncated", "kernels/rounding.py",
+        "bits = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) << 16",
+        "bits = (bits >> 16) << 16",
+        "bfloat16 outputs are truncated instead of rounded to nearest-even",
+        ("tests/test_numerics.py::test_16bit_outputs_are_rounded_once[nchw-bfloat16]",),
+    ),
+    # Not in the list: int64 offsets replaced by int32 (e.g. gated_scale_fwd's
+    # ``r64 = offs_r.to(tl.int64)`` -> ``tl.int32``). tests/test_large_offsets.py does reach it, but
+    # under the Triton interpreter the wrapped address (4 GiB before the storage) is unmapped and the
+    # pytest process dies of SIGSEGV: "broken", not a clean catch. (On a GPU the wrapped address
+    # would presumably raise an illegal-memory-access error; not checked here, no GPU.)
+    # --- host side ----------------------------------------------------------------------------
+    Mutant(
+        "launch_swaps_x_batch_row_strides", "tritattn/launch.py",
+        "p, _rows_grid(p), (x, mean, maximum, count, p.R, p.K, *xs, *ms, *Ms),",
+        "p, _rows_grid(p), (x, mean, maximum, count, p.R, p.K, xs[1], xs[0], xs[2], *ms, *Ms),",
+        "launch.mean_max_fwd passes x's batch and row strides swapped",
+        # B = C = 3: the swapped strides still address x in bounds (a transpose of B and C)
+        ("tests/test_ops.py", "-k", "test_squeeze and 3x3x3x5"),
+    ),
+    Mutant(
+        "squeeze_mean_backward_misses_1_over_hw", "tritattn/functional.py",
+        "return (grad_mean / (H * W))[:, :, None, None].expand(ctx.x_shape), None, None",
+        "return grad_mean[:, :, None, None].expand(ctx.x_shape), None, None",
+        "SqueezeFunction.backward for the mean alone forgets the 1/(H·W)",
+        (ops_case("test_squeeze", "2x6x7x7-default_tiles-float32-nchw-mean"),),
+    ),
+    Mutant(
+        "excite_grad_residual_none", "tritattn/functional.py",
+        "grad_res = grad_y  # d(y)/d(residual) is the identity",
+        "grad_res = None  # mutant: should be grad_y",
+        "ExciteScaleFunction.backward returns no gradient for the residual (identity act)",
+        (ops_case("test_excite_scale", "2x6x7x7-default_tiles-float32-nchw-sigmoid-residual"),),
+    ),
+    Mutant(
+        "excite_fallback_drops_residual", "tritattn/modules.py",
+        "            if residual is not None:\n                y = y + residual\n",
+        "            if residual is not None:\n                y = y\n",
+        "ChannelExcitation.excite without a gate kernel (eager fallback) drops the residual",
+        ("tests/test_fallback.py::test_excite_without_a_gate_kernel_adds_residual_and_act",),
+    ),
+    # --- tuner --------------------------------------------------------------------------------
+    Mutant(
+        "tuner_picks_slowest", "tritattn/tuning.py",
+        "best = min(range(len(candidates)), key=timings.__getitem__)",
+        "best = max(range(len(candidates)), key=timings.__getitem__)",
+        "Tuner._benchmark keeps the slowest candidate",
+        ("tests/test_tuning.py::test_the_fastest_candidate_wins",),
+    ),
+    Mutant(
+        "tuner_tunes_in_deterministic_mode", "tritattn/tuning.py",
+        "    if torch.are_deterministic_algorithms_enabled():",
+        "    if False and torch.are_deterministic_algorithms_enabled():",
+        "torch.use_deterministic_algorithms(True) no longer switches tuning off",
+        ("tests/test_tuning.py::test_tuning_switched_off_uses_the_default_without_benchmarking"
+         "[torch.use_deterministic_algorithms(True)]",),
+    ),
+    Mutant(
+        "tuner_shipped_table_before_user_cache", "tritattn/tuning.py",
+        '((_user_table, "user cache", False), (_shipped_table, "shipped table", True))',
+        '((_shipped_table, "shipped table", True), (_user_table, "user cache", False))',
+        "the shipped table is consulted before the user cache",
+        ("tests/test_tuning.py::test_the_user_cache_beats_the_shipped_table",),
+    ),
+    Mutant(
+        "tuning_cache_format_unchecked", "tritattn/tuning.py",
+        'if data.get("format") != FORMAT_VERSION:',
+        "if False:  # mutant: format version not checked",
+        "ConfigTable.load reads a cache of another format version",
+        ("tests/test_tuning.py::test_a_cache_of_another_format_is_ignored_with_a_warning",),
+    ),
+    # --- convert and fusion -------------------------------------------------------------------
+    Mutant(
+        "fused_basic_tail_drops_residual", "tritattn/fusion.py",
+        "x = self.bn2(self.conv2(x))\n    if self.downsample is not None:\n"
+        "        shortcut = self.downsample(shortcut)\n    return self.se.excite(x, shortcut, \"relu\")",
+        "x = self.bn2(self.conv2(x))\n    if self.downsample is not None:\n"
+        "        shortcut = self.downsample(shortcut)\n    return self.se.excite(x, None, \"relu\")",
+        "the fused BasicBlock tail is relu(se(x)): the shortcut is not added",
+        ("tests/test_convert_fusion.py::test_fused_model_falls_back_when_a_hook_is_added",),
+    ),
+    Mutant(
+        "fused_bottleneck_tail_drops_relu", "tritattn/fusion.py",
+        "x = self.bn3(self.conv3(x))\n    if self.downsample is not None:\n"
+        "        shortcut = self.downsample(shortcut)\n    return self.se.excite(x, shortcut, \"relu\")",
+        "x = self.bn3(self.conv3(x))\n    if self.downsample is not None:\n"
+        "        shortcut = self.downsample(shortcut)\n    return self.se.excite(x, shortcut, \"identity\")",
+        "the fused Bottleneck tail is se(x) + shortcut: the final ReLU is dropped",
+        ("tests/test_convert_models.py::test_converted_model_matches_peer[timm/seresnet50]",),
+    ),
+    Mutant(
+        "fusion_allows_drop_path", "tritattn/fusion.py",
+        "if block.drop_path is not None and type(block.drop_path) is not nn.Identity:",
+        "if False:  # mutant: a drop path no longer blocks fusion",
+        "fusion_blocker no longer refuses a block with a drop path (the fused tail would skip it)",
+        ("tests/test_convert_fusion.py::test_unsafe_tails_are_not_fused[drop_path]",),
+    ),
+    Mutant(
+        "fusion_module_getattr_removed", "tritattn/fusion.py",
+        "def __getattr__(name: str) -> type[nn.Module]:",
+        "def _module_getattr_removed(name: str) -> type[nn.Module]:",
+        "tritattn.fusion has no module __getattr__: a fused model cannot be unpickled in a fresh process",
+        ("tests/test_convert_fusion.py::test_fused_model_loads_in_a_fresh_process",),
+    ),
+    Mutant(
+        "convert_skips_torchvision_se", "tritattn/convert.py",
+        "pool.output_size in (1, (1, 1))",
+        "pool.output_size in ((1, 1),)",
+        "convert skips torchvision's SqueezeExcitation (its AdaptiveAvgPool2d(1) no longer counts as global)",
+        ("tests/test_convert_modules.py::test_convert_keeps_parameters_hooks_and_training_mode",),
+    ),
+    Mutant(
+        "convert_makes_new_parameters", "tritattn/convert.py",
+        "            module.__class__ = twin\n",
+        "            module.__class__ = twin\n"
+        "            for m in module.modules():  # mutant: same values, new Parameter objects\n"
+        "                m._parameters = {k: v if v is None else nn.Parameter(v.detach().clone())"
+        " for k, v in m._parameters.items()}\n",
+        "convert gives a replaced block new Parameter objects: an optimizer built before no longer updates it",
+        ("tests/test_convert_modules.py::test_convert_keeps_parameters_hooks_and_training_mode",),
+    ),
+]
