@@ -238,15 +238,16 @@ def test_sigmoid_derivative_is_exact_for_saturated_logits(op):
     """float32 logits far out on the sigmoid's tails: each grad_s (grad_t) element within float32
     rounding of its own value (no floor at the tensor's scale) of the exact e^-|s| / (1 + e^-|s|)^2
     · Σ x · cotangent. g·(1 - g) would lose 1 - g to cancellation (2e-4 relative at s = 8) and give
-    0 from s ≈ 17 on (float64's from s ≈ 37 on, so the reference is not torch's backward)."""
+    0 from s ≈ 17 on (float64's from s ≈ 37 on, so the reference is not torch's backward). x and
+    the cotangent are positive, so the sum cannot cancel: its float32 error stays a few ulps of it."""
     logits = torch.tensor([8.0, -9.5, 12.0, 16.5, 20.0, -30.0, 60.0], dtype=torch.float64)
     n = logits.numel()
     shape = (1, n, 3, 5) if op == "excite_scale" else (1, 4, 1, n)
-    x = make_input(shape, torch.float32, requires_grad=True)
+    x = make_input(shape, torch.float32).abs().requires_grad_()
     s = (logits.reshape(1, n) if op == "excite_scale" else logits.reshape(1, 1, 1, n)).to(DEVICE, torch.float32)
     s.requires_grad_()
     y = tritattn.excite_scale(x, s) if op == "excite_scale" else tritattn.spatial_scale(x, s)
-    cot = finite_cotangent(y)
+    cot = finite_cotangent(y).abs()
     y.backward(cot)
     e = torch.exp(-logits.abs())
     products = x.detach().double() * cot.double()
