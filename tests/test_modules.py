@@ -67,7 +67,7 @@ def errors(out, ref):
 def test_fast_module_matches_reference_in_float64(name, args, kwargs, channels_last, train):
     ref, fast = build_pair(name, args, kwargs, torch.float64)
     ref.train(train), fast.train(train)
-    x = make_input((2, C, 7, 5), torch.float64, channels_last)
+    x = make_input((4, C, 7, 5), torch.float64, channels_last)  # batch 4: see ACCURACY_SHAPE
     cot = torch.randn(x.shape, dtype=torch.float64, device=DEVICE)
     with exact_hardsigmoid_backward():
         y_ref, g_ref = run(ref, x, cot)
@@ -87,11 +87,16 @@ def test_fast_module_matches_reference_in_float64(name, args, kwargs, channels_l
 #: probability ≥ 0.5 at factor 2 (eager rounds x · gate twice where the kernels round once, so its
 #: deviation bounds theirs).
 KINK_REACH_FACTOR = {torch.float32: 8.0, torch.bfloat16: 2.0}
-#: Weights can hold a kink in place whatever the input: a training BatchNorm over a batch of 2
-#: maps each channel to bias ± weight, so a ReLU after it sits near 0 when |bias| ≈ |weight|.
-#: Then the weights are drawn again too.
+#: Weights can hold a kink within reach whatever the input (a ReLU whose bias dwarfs what x adds
+#: to it); then the weights are drawn again too.
 WEIGHT_DRAWS = 10
-ACCURACY_SHAPE = (2, C, 3, 3)
+#: A batch of 4, not 2: a training BatchNorm over 2 samples (the SE MLP's, on pooled 1×1 maps) is
+#: degenerate — it maps each channel to bias ± weight whatever its input, so the gradient into it
+#: is only eps's small contribution, the cancellation of terms σ²/eps times larger, and any float32
+#: rounding before it is amplified that much. There the parameter-gradient check was a coin toss
+#: (fast beyond 2× eager's error in ~4 % of draws, both ~1e-5 relative); at batch 4 the worst of
+#: 150 draws used 0.09 of the bound.
+ACCURACY_SHAPE = (4, C, 3, 3)
 
 
 @pytest.mark.parametrize("name, args, kwargs", CASES, ids=IDS)
