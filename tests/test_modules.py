@@ -88,8 +88,9 @@ def test_fast_module_matches_reference_in_float64(name, args, kwargs, channels_l
 #: deviation bounds theirs).
 KINK_REACH_FACTOR = {torch.float32: 8.0, torch.bfloat16: 2.0}
 #: Weights can hold a kink within reach whatever the input (a ReLU whose bias dwarfs what x adds
-#: to it); then the weights are drawn again too.
-WEIGHT_DRAWS = 10
+#: to it); then the weights are drawn again too, up to WEIGHT_DRAWS times, each with up to
+#: INPUT_DRAWS inputs.
+WEIGHT_DRAWS, INPUT_DRAWS = 10, 40
 #: A batch of 4, not 2: a training BatchNorm over 2 samples (the SE MLP's, on pooled 1×1 maps) is
 #: degenerate — it maps each channel to bias ± weight whatever its input, so the gradient into it
 #: is only eps's small contribution, the cancellation of terms σ²/eps times larger, and any float32
@@ -108,13 +109,13 @@ def test_fast_module_is_as_accurate_as_eager(name, args, kwargs, dtype):
         try:
             x64, _ = draw_away_from_kinks(
                 lambda: torch.randn(ACCURACY_SHAPE, dtype=torch.float64, device=DEVICE).to(dtype).double(),
-                ref64, lambda x: eager(x.to(dtype)), KINK_REACH_FACTOR[dtype], attempts=40,
+                ref64, lambda x: eager(x.to(dtype)), KINK_REACH_FACTOR[dtype], attempts=INPUT_DRAWS,
             )
             break
         except KinksWithinReach:
             continue  # these weights hold a kink within reach whatever x is: draw them again
     else:
-        raise KinksWithinReach(f"{name}: no weights and input out of every kink's reach in {WEIGHT_DRAWS} × 40 draws")
+        raise KinksWithinReach(f"{name}: no weights and input out of every kink's reach in {WEIGHT_DRAWS} × {INPUT_DRAWS} draws")
     x = x64.to(dtype).contiguous(memory_format=torch.channels_last)
     cot = torch.randn(x.shape, dtype=torch.float64, device=DEVICE).to(dtype).double()
     y_ref, g_ref = run(ref64, x.double(), cot)
