@@ -3,12 +3,17 @@
 - :mod:`tritattn.functional`: the ops (``squeeze``, ``excite_scale``, ``spatial_pool``, ``spatial_scale``)
 - :mod:`tritattn.modules`: drop-in blocks with timm's / torchvision's constructors and weights
 - :mod:`tritattn.reference`: the eager reference blocks that define the truth
-- :func:`convert`: swap a timm / torchvision model's attention blocks for these (:mod:`tritattn.convert`)
-- :func:`backend_for`: which implementation runs for a tensor
+- :func:`convert`: swap a timm / torchvision model's attention blocks for these (:mod:`tritattn.convert`);
+  :func:`revert` undoes it
+- :func:`backend_for` / :func:`backend_reason`: which implementation runs for a tensor, and why;
+  :func:`disabled`: a scope in which no kernel runs (``TRITATTN_DISABLE=1``: the whole process)
+
+``python -m tritattn`` prints an environment report for bug reports. The library never prints:
+what it does is logged on ``logging.getLogger("tritattn")``.
 """
 from . import reference
-from .backend import backend_for
-from .convert import ConvertReport, convert
+from .backend import backend_for, backend_reason, disabled
+from .convert import convert, revert
 from .functional import excite_scale, spatial_pool, spatial_scale, squeeze
 from .modules import (
     CbamModule,
@@ -20,9 +25,10 @@ from .modules import (
     SqueezeExcitation,
     SqueezeExcite,
 )
+from .report import ConvertReport, RevertReport
 
 __all__ = [
-    "CbamModule", "CecaModule", "ConvertReport", "EcaModule", "EffectiveSEModule", "LightCbamModule", "SEModule",
-    "SqueezeExcitation", "SqueezeExcite", "backend_for", "convert", "excite_scale", "reference", "spatial_pool",
-    "spatial_scale", "squeeze",
+    "CbamModule", "CecaModule", "ConvertReport", "EcaModule", "EffectiveSEModule", "LightCbamModule", "RevertReport",
+    "SEModule", "SqueezeExcitation", "SqueezeExcite", "backend_for", "backend_reason", "convert", "disabled",
+    "excite_scale", "reference", "revert", "spatial_pool", "spatial_scale", "squeeze",
 ]

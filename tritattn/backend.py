@@ -1,14 +1,26 @@
-"""Which implementation runs for a given tensor.
+"""Which implementation runs for a given tensor, and the switch that turns the kernels off.
 
 - ``"triton"``              CUDA tensor: the Triton kernels on the GPU.
 - ``"triton-interpreter"``  CPU tensor while Triton's interpreter is on (``TRITON_INTERPRET=1``
                             set before triton was imported): the same kernels, executed on the CPU.
-- ``"torch"``               anything else (CPU without the interpreter, or no usable triton):
-                            the eager torch implementation in :mod:`tritattn.eager_ops`.
+- ``"torch"``               anything else (CPU without the interpreter, no usable triton, another
+                            device type) and everything while the kernels are disabled: the eager
+                            torch implementation in :mod:`tritattn.eager_ops`.
+
+The kernels are disabled process-wide by ``TRITATTN_DISABLE=1`` (read at import) or for a scope
+by ``with tritattn.disabled():`` — the switch to reach for when a number looks wrong. It is
+process-wide rather than per thread because autograd runs CUDA backward passes on its own
+threads. It is read on every op call, so it applies to modules converted before it was set and to
+``torch.compile``'d models (the ops are opaque to the compiler), but not to kernels already
+recorded in a CUDA graph.
 """
 from __future__ import annotations
 
-from typing import Literal
+import contextlib
+import os
+import threading
+import warnings
+from typing import Iterator, Literal
 
 import torch
 
@@ -22,18 +34,76 @@ try:
     from .kernels.mean_max import mean_max_fwd as _probe_kernel
 
     TRITON_AVAILABLE = True
+    TRITON_IMPORT_ERROR: str | None = None
     INTERPRETER = isinstance(_probe_kernel, InterpretedFunction)
-except ImportError:  # triton missing (e.g. macOS wheels): eager path everywhere
+except ImportError as error:  # triton missing (e.g. macOS wheels, ROCm without its triton): eager path everywhere
     TRITON_AVAILABLE = False
+    TRITON_IMPORT_ERROR = f"{type(error).__name__}: {error}"
     INTERPRETER = False
+
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
+
+
+def _disabled_by_environment() -> bool:
+    value = os.environ.get("TRITATTN_DISABLE", "").strip().lower()
+    if value not in _TRUE + _FALSE:
+        warnings.warn(f"TRITATTN_DISABLE={value!r} is neither 1 nor 0: tritattn's kernels are disabled", stacklevel=2)
+    return value not in _FALSE
+
+
+#: True when ``TRITATTN_DISABLE`` was set (to 1, true, yes or on) at import.
+DISABLED_BY_ENVIRONMENT: bool = _disabled_by_environment()
+_disabled_scopes = 0
+_scopes_lock = threading.Lock()
+
+
+def kernels_disabled() -> bool:
+    """Whether every op takes the eager torch path now (``TRITATTN_DISABLE`` or a :func:`disabled` scope)."""
+    return DISABLED_BY_ENVIRONMENT or _disabled_scopes > 0
+
+
+@contextlib.contextmanager
+def disabled() -> Iterator[None]:
+    """``with tritattn.disabled():`` every tritattn op in the scope, in any thread, runs the eager
+    torch path and no Triton kernel is launched. Scopes nest."""
+    global _disabled_scopes
+    with _scopes_lock:
+        _disabled_scopes += 1
+    try:
+        yield
+    finally:
+        with _scopes_lock:
+            _disabled_scopes -= 1
 
 
 def backend_for(x: torch.Tensor) -> Backend:
-    """The implementation tritattn's ops run for tensors on ``x``'s device."""
-    if not TRITON_AVAILABLE:
+    """The implementation tritattn's ops run for tensors on ``x``'s device (see :func:`backend_reason`)."""
+    if kernels_disabled() or not TRITON_AVAILABLE:
         return "torch"
     if x.device.type == "cuda" and not INTERPRETER:
         return "triton"
     if x.device.type == "cpu" and INTERPRETER:
         return "triton-interpreter"
     return "torch"
+
+
+def backend_reason(x: torch.Tensor) -> str:
+    """:func:`backend_for` for ``x`` and why, in a sentence."""
+    backend, device = backend_for(x), x.device.type
+    if DISABLED_BY_ENVIRONMENT:
+        why = "kernels disabled by TRITATTN_DISABLE"
+    elif kernels_disabled():
+        why = "kernels disabled in a tritattn.disabled() scope"
+    elif not TRITON_AVAILABLE:
+        why = f"triton could not be imported ({TRITON_IMPORT_ERROR})"
+    elif backend == "triton":
+        why = f"Triton kernels on the GPU (triton {triton.__version__})"
+    elif backend == "triton-interpreter":
+        why = "Triton kernels in Triton's interpreter on the CPU (TRITON_INTERPRET=1)"
+    elif device == "cpu":
+        why = "CPU tensor and Triton's interpreter is off (TRITON_INTERPRET=1 before importing triton turns it on)"
+    elif device == "cuda":
+        why = "Triton's interpreter is on (TRITON_INTERPRET=1), and it runs kernels on CPU tensors only"
+    else:
+        why = f"no Triton kernels for {device} tensors"
+    return f"{backend}: {why}"

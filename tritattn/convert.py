@@ -8,6 +8,10 @@ the attributes the peer classes set (same names, same submodules), which is what
 safe. Then each timm ResNet block whose SE was converted gets its tail fused
 (:mod:`tritattn.fusion`).
 
+A re-classed block remembers its class before (in its ``__dict__``, not its ``state_dict``), so
+:func:`revert` can give it back, and a second :func:`convert` reports it as the first did and
+changes nothing. ``dry_run=True`` makes the same report without touching the model.
+
 A block is left as it is, and listed in the report with the reason, when its gate has no kernel,
 when it is a subclass of a peer (which may compute something else), when its ``forward`` was
 replaced on the instance, or when tritattn has no twin for it (timm's other attention blocks).
@@ -16,62 +20,21 @@ A CBAM block is converted with both its parts or not at all.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+import logging
 
 from torch import nn
 
 from . import modules
-from .fusion import MIRRORED_FORWARDS, fuse_residual
-from .modules import FAST_TWINS, kernel_for_gate
+from .backend import kernels_disabled
+from .fusion import MIRRORED_FORWARDS, fused_class, fusion_refusal, is_fused, unfuse, unfused_class
+from .modules import FAST_TWINS, kernel_gate_as
 from .peers import PEER_TWINS, WITHOUT_TWIN, qualified_name
+from .report import ConvertReport, Replaced, Restored, RevertReport, Skipped
 
+log = logging.getLogger("tritattn")
 
-@dataclass(frozen=True)
-class Replaced:
-    """A block now running on the kernels."""
-
-    path: str  #: its name in ``model.named_modules()`` ("" for the model itself)
-    peer: str  #: its class before, qualified
-    twin: str  #: its tritattn class now
-    gate: str | None  #: the kernel gate it applies (None for a container such as CbamModule)
-
-
-@dataclass(frozen=True)
-class Skipped:
-    """A block left as it was (or a block tail left unfused), and why."""
-
-    path: str
-    cls: str
-    reason: str
-
-
-@dataclass
-class ConvertReport:
-    """What :func:`convert` did to ``model``; ``print(report)`` shows it as a table."""
-
-    model: nn.Module  #: the converted model (the one passed in, unless ``inplace=False``)
-    replaced: list[Replaced] = field(default_factory=list)
-    fused: list[Replaced] = field(default_factory=list)  #: blocks whose SE + residual add + ReLU is one pass
-    skipped: list[Skipped] = field(default_factory=list)  #: attention blocks left eager
-    not_fused: list[Skipped] = field(default_factory=list)  #: ResNet blocks with attention, tail left unfused
-
-    def __str__(self) -> str:
-        lines = [
-            f"tritattn.convert: {len(self.replaced)} replaced, {len(self.fused)} fused, "
-            f"{len(self.skipped)} skipped, {len(self.not_fused)} not fused"
-        ]
-        for title, rows in (
-            ("replaced", [(r.path, f"{r.peer} -> {r.twin}" + (f" (gate {r.gate})" if r.gate else ""))
-                          for r in self.replaced]),
-            ("fused", [(r.path, f"{r.peer}: se + residual add + ReLU in one pass") for r in self.fused]),
-            ("skipped", [(s.path, f"{s.cls}: {s.reason}") for s in self.skipped]),
-            ("not fused", [(s.path, f"{s.cls}: {s.reason}") for s in self.not_fused]),
-        ):
-            if rows:
-                lines.append(f"{title}:")
-                lines += [f"  {path or '(model)'}  {what}" for path, what in rows]
-        return "\n".join(lines)
-
+#: the attribute of a re-classed block holding its class before convert
+ORIGINAL_CLASS_ATTR = "_tritattn_original_class"
 
 _FAST_CLASSES = frozenset(FAST_TWINS.values())
 
@@ -82,14 +45,6 @@ def _twin_of(cls: type[nn.Module]) -> type[nn.Module] | None:
         return FAST_TWINS[cls]
     twin_name = PEER_TWINS.get(qualified_name(cls))
     return getattr(modules, twin_name) if twin_name else None
-
-
-def _twin_gate(module: nn.Module, twin: type[nn.Module]) -> str | None:
-    """The kernel gate ``module`` will apply as a ``twin`` (None: no kernel, or no gate of its own)."""
-    gate_attr = getattr(twin, "gate_attr", None)
-    if gate_attr is None:
-        return "sigmoid" if twin is modules.LightChannelAttn else None  # timm: always F.sigmoid
-    return kernel_for_gate(getattr(module, gate_attr))
 
 
 def _skip_reason(module: nn.Module, twin: type[nn.Module] | None) -> str | None:
@@ -105,7 +60,7 @@ def _skip_reason(module: nn.Module, twin: type[nn.Module] | None) -> str | None:
     if "forward" in module.__dict__:
         return "its forward is replaced on the instance"
     gate_attr = getattr(twin, "gate_attr", None)
-    if gate_attr is not None and _twin_gate(module, twin) is None:
+    if gate_attr is not None and kernel_gate_as(module, twin) is None:
         gate = type(getattr(module, gate_attr)).__name__
         return f"gate {gate} has no kernel (sigmoid and hard-sigmoid do); left eager"
     pool = getattr(module, "avgpool", None)  # torchvision's SqueezeExcitation: the twin takes the mean itself
@@ -119,37 +74,100 @@ def _skip_reason(module: nn.Module, twin: type[nn.Module] | None) -> str | None:
     return None
 
 
-def convert(model: nn.Module, *, inplace: bool = True, fuse: bool = True) -> ConvertReport:
-    """Replace every supported timm / torchvision attention block in ``model`` by its tritattn
-    twin, carrying the same parameters and buffers; with ``fuse``, also run the SE, residual add
-    and ReLU of timm's SE-ResNet blocks as one pass. ``inplace=False`` converts a deep copy.
-    Returns the :class:`ConvertReport`; the converted model is ``report.model``."""
-    if not inplace:
-        model = copy.deepcopy(model)
-    report = ConvertReport(model)
+def _plan_replacements(model: nn.Module, report: ConvertReport) -> dict[nn.Module, type[nn.Module]]:
+    """Fill ``report.replaced`` / ``report.skipped``; returns the blocks to re-class → their twin."""
+    planned: dict[nn.Module, type[nn.Module]] = {}
     left_eager: list[str] = []  # path prefixes of skipped blocks: their parts stay as they are too
     for path, module in model.named_modules():
         cls = type(module)
-        if cls in _FAST_CLASSES or any(path.startswith(prefix) for prefix in left_eager):
-            continue  # already converted, or part of a block left eager
+        if any(path.startswith(prefix) for prefix in left_eager):
+            continue
+        if cls in _FAST_CLASSES:  # converted before (reported as then), or built as a tritattn block
+            original = module.__dict__.get(ORIGINAL_CLASS_ATTR)
+            if original is not None:
+                report.replaced.append(Replaced(path, qualified_name(original), f"tritattn.{cls.__name__}",
+                                                kernel_gate_as(module, cls)))
+            continue
         twin = _twin_of(cls)
         reason = _skip_reason(module, twin)
         if reason is not None:
             report.skipped.append(Skipped(path, qualified_name(cls), reason))
             left_eager.append(f"{path}." if path else "")
         elif twin is not None:
+            planned[module] = twin
+            report.replaced.append(Replaced(path, qualified_name(cls), f"tritattn.{twin.__name__}",
+                                            kernel_gate_as(module, twin)))
+    return planned
+
+
+def _plan_fusion(model: nn.Module, report: ConvertReport, planned: dict[nn.Module, type[nn.Module]]) -> list[nn.Module]:
+    """Fill ``report.fused`` / ``report.not_fused``; returns the blocks to fuse."""
+    to_fuse = []
+    for path, block in model.named_modules():
+        timm_class = unfused_class(block)
+        se = getattr(block, "se", None)
+        if qualified_name(timm_class) not in MIRRORED_FORWARDS or se is None:
+            continue
+        fused = Replaced(path, qualified_name(timm_class), f"tritattn.fusion.{fused_class(timm_class).__name__}", None)
+        if is_fused(block):
+            report.fused.append(fused)
+            continue
+        reason = fusion_refusal(block, planned.get(se))
+        if reason is None:
+            to_fuse.append(block)
+            report.fused.append(fused)
+        else:
+            report.not_fused.append(Skipped(path, qualified_name(timm_class), reason))
+    return to_fuse
+
+
+def _log(report: ConvertReport) -> None:
+    log.info("%s", report.summary())
+    for s in report.skipped:
+        log.debug("left eager: %s (%s): %s", s.path or "(model)", s.cls, s.reason)
+    for s in report.not_fused:
+        log.debug("not fused: %s (%s): %s", s.path or "(model)", s.cls, s.reason)
+
+
+def convert(model: nn.Module, *, inplace: bool = True, fuse: bool = True, dry_run: bool = False) -> ConvertReport:
+    """Replace every supported timm / torchvision attention block in ``model`` by its tritattn
+    twin, carrying the same parameters and buffers; with ``fuse``, also run the SE, residual add
+    and ReLU of timm's SE-ResNet blocks as one pass. ``inplace=False`` converts a deep copy.
+    ``dry_run=True`` changes nothing (and copies nothing) and reports what would be done.
+    Converting a converted model changes nothing and reports the same. Returns the
+    :class:`~tritattn.ConvertReport` (its summary line is logged at INFO on the ``tritattn``
+    logger); the converted model is ``report.model``."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"tritattn.convert takes an nn.Module, not {type(model).__name__}")
+    if not (inplace or dry_run):
+        model = copy.deepcopy(model)
+    report = ConvertReport(model, dry_run=dry_run, kernels_disabled=kernels_disabled())
+    planned = _plan_replacements(model, report)
+    to_fuse = _plan_fusion(model, report, planned) if fuse else []
+    if not dry_run:
+        for module, twin in planned.items():
+            setattr(module, ORIGINAL_CLASS_ATTR, type(module))
             module.__class__ = twin
-            gate = _twin_gate(module, twin)
-            report.replaced.append(Replaced(path, qualified_name(cls), f"tritattn.{twin.__name__}", gate))
-    if fuse:
-        for path, block in model.named_modules():
-            cls = type(block)
-            if qualified_name(cls) not in MIRRORED_FORWARDS or getattr(block, "se", None) is None:
-                continue
-            reason = fuse_residual(block)
-            if reason is None:
-                fused_name = f"tritattn.fusion.{type(block).__name__}"
-                report.fused.append(Replaced(path, qualified_name(cls), fused_name, None))
-            else:
-                report.not_fused.append(Skipped(path, qualified_name(cls), reason))
+        for block in to_fuse:
+            block.__class__ = fused_class(type(block))
+    _log(report)
+    return report
+
+
+def revert(model: nn.Module) -> RevertReport:
+    """Undo :func:`convert` in place: every re-classed block gets its class back (the same object,
+    the same parameters), every fused block its timm forward. A model that was never converted
+    is left as it is. Returns the :class:`~tritattn.RevertReport` (summary logged at INFO)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"tritattn.revert takes an nn.Module, not {type(model).__name__}")
+    report = RevertReport(model)
+    for path, module in model.named_modules():
+        was = qualified_name(type(module))
+        if unfuse(module):
+            report.unfused.append(Restored(path, was, qualified_name(type(module))))
+        original = module.__dict__.pop(ORIGINAL_CLASS_ATTR, None)
+        if original is not None:
+            module.__class__ = original
+            report.restored.append(Restored(path, was, qualified_name(original)))
+    log.info("%s", report.summary())
     return report

@@ -23,19 +23,22 @@ from __future__ import annotations
 import hashlib
 import importlib
 import inspect
+import logging
 import textwrap
 from typing import Callable
 
 from torch import Tensor, nn
 
-from .modules import ChannelExcitation
+from .modules import ChannelExcitation, kernel_gate_as
 from .peers import qualified_name
+
+log = logging.getLogger("tritattn")
 
 
 def _basic_block_forward(self, x: Tensor) -> Tensor:
     """timm's ``BasicBlock.forward`` with the SE, residual add and act2 fused."""
-    if fusion_blocker(self) is not None:
-        return _block_class(self).forward(self, x)
+    if _unfused_now(self):
+        return unfused_class(self).forward(self, x)
     shortcut = x
     x = self.aa(self.act1(self.drop_block(self.bn1(self.conv1(x)))))
     x = self.bn2(self.conv2(x))
@@ -46,8 +49,8 @@ def _basic_block_forward(self, x: Tensor) -> Tensor:
 
 def _bottleneck_forward(self, x: Tensor) -> Tensor:
     """timm's ``Bottleneck.forward`` with the SE, residual add and act3 fused."""
-    if fusion_blocker(self) is not None:
-        return _block_class(self).forward(self, x)
+    if _unfused_now(self):
+        return unfused_class(self).forward(self, x)
     shortcut = x
     x = self.act1(self.bn1(self.conv1(x)))
     x = self.aa(self.act2(self.drop_block(self.bn2(self.conv2(x)))))
@@ -78,7 +81,7 @@ def _has_hooks(module: nn.Module) -> bool:
     )
 
 
-def _block_class(block: nn.Module) -> type[nn.Module]:
+def unfused_class(block: nn.Module) -> type[nn.Module]:
     """The timm class of a block, fused or not."""
     cls = type(block)
     return cls.__base__ if cls.__name__.startswith(_FUSED_PREFIX) and cls.__module__ == __name__ else cls
@@ -92,16 +95,32 @@ def _source_hash(function: Callable) -> str | None:
     return hashlib.sha256(source.encode()).hexdigest()
 
 
-def fusion_blocker(block: nn.Module) -> str | None:
+_logged_refusals: set[tuple[str, str]] = set()
+
+
+def _unfused_now(block: nn.Module) -> bool:
+    """Whether a fused block must run timm's forward on this call (logged once per class and reason)."""
+    reason = fusion_blocker(block)
+    if reason is not None:
+        key = (type(block).__name__, reason)
+        if key not in _logged_refusals:
+            _logged_refusals.add(key)
+            log.debug("a fused %s runs timm's unfused forward: %s", unfused_class(block).__name__, reason)
+    return reason is not None
+
+
+def fusion_blocker(block: nn.Module, se_class: type[nn.Module] | None = None) -> str | None:
     """Why ``block``'s tail cannot run fused now, or None when it can (the block's own class,
-    its ``se`` and its last activation are not inspected for anything else)."""
-    cls = _block_class(block)
+    its ``se`` and its last activation are not inspected for anything else). ``se_class``: the
+    class its ``se`` is about to be given (default: its class now), for a plan made before."""
+    cls = unfused_class(block)
     mirrored = MIRRORED_FORWARDS.get(qualified_name(cls))
     if mirrored is None:
         return f"{qualified_name(cls)} is not a timm ResNet block"
     _, act_name, _ = mirrored
     se, act = getattr(block, "se", None), getattr(block, act_name, None)
-    if not isinstance(se, ChannelExcitation):
+    se_class = se_class or type(se)
+    if not issubclass(se_class, ChannelExcitation):
         return f"its attention ({type(se).__name__}) is not a converted channel-attention block"
     if block.drop_path is not None and type(block.drop_path) is not nn.Identity:
         return f"it has a drop path ({type(block.drop_path).__name__})"
@@ -109,9 +128,14 @@ def fusion_blocker(block: nn.Module) -> str | None:
         return f"its last activation is {type(act).__name__}, not nn.ReLU"
     if _has_hooks(se) or _has_hooks(act) or "forward" in block.__dict__:
         return "a hook or an instance forward on the block, its attention or its last activation would be bypassed"
-    if se.kernel_gate_name() is None:
-        return f"its attention's gate ({type(getattr(se, se.gate_attr)).__name__}) has no kernel"
+    if kernel_gate_as(se, se_class) is None:
+        return f"its attention's gate ({type(getattr(se, se_class.gate_attr)).__name__}) has no kernel"
     return None
+
+
+def is_fused(block: nn.Module) -> bool:
+    """Whether ``block`` was re-classed by :func:`fuse_residual`."""
+    return type(block) is not unfused_class(block)
 
 
 def fused_class(cls: type[nn.Module]) -> type[nn.Module]:
@@ -130,20 +154,35 @@ def fused_class(cls: type[nn.Module]) -> type[nn.Module]:
     return fused
 
 
-def fuse_residual(block: nn.Module) -> str | None:
-    """Re-class ``block`` (a timm ResNet block whose ``se`` is already converted) so that its SE,
-    residual add and ReLU run as one pass. Returns None when fused, else why not."""
-    cls = type(block)
-    if cls.__module__ == __name__:
-        return "already fused"
-    reason = fusion_blocker(block)
+def fusion_refusal(block: nn.Module, se_class: type[nn.Module] | None = None) -> str | None:
+    """Why :func:`fuse_residual` would not fuse ``block`` (an unfused timm ResNet block), or None
+    when it would; ``se_class`` as in :func:`fusion_blocker`."""
+    reason = fusion_blocker(block, se_class)
     if reason is not None:
         return reason
+    cls = type(block)
     expected_hash, _, _ = MIRRORED_FORWARDS[qualified_name(cls)]
     if _source_hash(cls.forward) != expected_hash:
         return f"{qualified_name(cls)}.forward is not the one tritattn mirrors (timm 1.0.31's)"
-    block.__class__ = fused_class(cls)
     return None
+
+
+def fuse_residual(block: nn.Module) -> str | None:
+    """Re-class ``block`` (a timm ResNet block whose ``se`` is already converted) so that its SE,
+    residual add and ReLU run as one pass. Returns None when fused (or already), else why not."""
+    if is_fused(block):
+        return None
+    reason = fusion_refusal(block)
+    if reason is None:
+        block.__class__ = fused_class(type(block))
+    return reason
+
+
+def unfuse(block: nn.Module) -> bool:
+    """Give a fused block its timm class back; whether it was fused."""
+    fused = is_fused(block)
+    block.__class__ = unfused_class(block)
+    return fused
 
 
 def __getattr__(name: str) -> type[nn.Module]:

@@ -227,6 +227,15 @@ class SqueezeExcitation(ChannelExcitation, reference.SqueezeExcitation):
         return self.excite(input)
 
 
+def kernel_gate_as(module: nn.Module, twin: type[nn.Module]) -> str | None:
+    """The kernel gate ``module`` applies as a ``twin`` (once re-classed, or already), without
+    warning; None when its gate has no kernel or ``twin`` has no gate of its own (CBAM)."""
+    if issubclass(twin, LightChannelAttn):
+        return "sigmoid"  # timm: always F.sigmoid
+    gate_attr = getattr(twin, "gate_attr", None)
+    return kernel_for_gate(getattr(module, gate_attr)) if gate_attr else None
+
+
 #: reference class → its fast twin (the same parameters and buffers, so a module can be re-classed)
 FAST_TWINS: dict[type[nn.Module], type[nn.Module]] = {
     getattr(reference, cls.__name__): cls

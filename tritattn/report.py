@@ -1,0 +1,126 @@
+"""What :func:`tritattn.convert` and :func:`tritattn.revert` did to a model, as data and as text.
+
+``str(report)`` starts with a one-line summary (also logged at INFO on the ``tritattn`` logger by
+the function that made the report), then lists each block.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from torch import nn
+
+#: tritattn twin class name → the kind of block the summary line counts
+BLOCK_KINDS: dict[str, str] = {
+    "SEModule": "SE", "SqueezeExcite": "SE", "SqueezeExcitation": "SE", "EffectiveSEModule": "ESE",
+    "EcaModule": "ECA", "CecaModule": "CECA", "CbamModule": "CBAM", "LightCbamModule": "light CBAM",
+    "ChannelAttn": "CBAM channel", "LightChannelAttn": "light CBAM channel",
+    "SpatialAttn": "CBAM spatial", "LightSpatialAttn": "light CBAM spatial",
+}
+
+
+@dataclass(frozen=True)
+class Replaced:
+    """A block now running on the kernels."""
+
+    path: str  #: its name in ``model.named_modules()`` ("" for the model itself)
+    peer: str  #: its class before, qualified
+    twin: str  #: its tritattn class now
+    gate: str | None  #: the kernel gate it applies (None for a container such as CbamModule)
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A block left as it was (or a block tail left unfused), and why."""
+
+    path: str
+    cls: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Restored:
+    """A block given its own class back by :func:`tritattn.revert`."""
+
+    path: str
+    was: str  #: its tritattn class, qualified
+    now: str  #: its class before convert, qualified
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _table(sections: list[tuple[str, list[tuple[str, str]]]]) -> list[str]:
+    lines = []
+    for title, rows in sections:
+        if rows:
+            lines.append(f"{title}:")
+            lines += [f"  {path or '(model)'}  {what}" for path, what in rows]
+    return lines
+
+
+@dataclass
+class ConvertReport:
+    """What :func:`~tritattn.convert` did to ``model`` (or would do, with ``dry_run``);
+    ``print(report)`` shows the summary line and a table."""
+
+    model: nn.Module  #: the converted model (the one passed in, unless ``inplace=False``)
+    replaced: list[Replaced] = field(default_factory=list)  #: every block on the kernels, parts of CBAM included
+    fused: list[Replaced] = field(default_factory=list)  #: blocks whose SE + residual add + ReLU is one pass
+    skipped: list[Skipped] = field(default_factory=list)  #: attention blocks left eager
+    not_fused: list[Skipped] = field(default_factory=list)  #: ResNet blocks with attention, tail left unfused
+    dry_run: bool = False  #: nothing was changed: the report says what convert would do
+    kernels_disabled: bool = False  #: TRITATTN_DISABLE or a tritattn.disabled() scope was in force
+
+    def blocks(self) -> list[Replaced]:
+        """The replaced blocks that are not parts of another replaced block (a CBAM counts once)."""
+        paths = [r.path for r in self.replaced]
+        return [r for r in self.replaced
+                if not any(p != r.path and (p == "" or r.path.startswith(p + ".")) for p in paths)]
+
+    def summary(self) -> str:
+        """One line: e.g. ``tritattn: 16 blocks on the kernels (16 SE), 16 fused, 0 left eager``."""
+        blocks = self.blocks()
+        kinds = Counter(BLOCK_KINDS.get(r.twin.rpartition(".")[2], r.twin) for r in blocks)
+        by_kind = f" ({', '.join(f'{n} {kind}' for kind, n in kinds.items())})" if kinds else ""
+        if self.dry_run:
+            line = (f"tritattn (dry run, model untouched): {_count(len(blocks), 'block')} would go on the "
+                    f"kernels{by_kind}, {len(self.fused)} would be fused, {len(self.skipped)} left eager")
+        else:
+            line = (f"tritattn: {_count(len(blocks), 'block')} on the kernels{by_kind}, "
+                    f"{len(self.fused)} fused, {len(self.skipped)} left eager")
+        if self.not_fused:
+            line += f" ({_count(len(self.not_fused), 'block tail')} not fused)"
+        if self.kernels_disabled:
+            line += "; kernels disabled (TRITATTN_DISABLE / tritattn.disabled()): the eager torch path runs until enabled"
+        return line
+
+    def __str__(self) -> str:
+        would = "would be " if self.dry_run else ""
+        return "\n".join([self.summary()] + _table([
+            (f"{would}replaced", [(r.path, f"{r.peer} -> {r.twin}" + (f" (gate {r.gate})" if r.gate else ""))
+                                  for r in self.replaced]),
+            (f"{would}fused", [(r.path, f"{r.peer}: se + residual add + ReLU in one pass") for r in self.fused]),
+            ("left eager", [(s.path, f"{s.cls}: {s.reason}") for s in self.skipped]),
+            ("not fused", [(s.path, f"{s.cls}: {s.reason}") for s in self.not_fused]),
+        ]))
+
+
+@dataclass
+class RevertReport:
+    """What :func:`~tritattn.revert` did to ``model``."""
+
+    model: nn.Module
+    restored: list[Restored] = field(default_factory=list)  #: attention blocks back to their own class
+    unfused: list[Restored] = field(default_factory=list)  #: ResNet blocks back to timm's forward
+
+    def summary(self) -> str:
+        return (f"tritattn.revert: {_count(len(self.restored), 'block')} back to their own classes, "
+                f"{_count(len(self.unfused), 'block tail')} unfused")
+
+    def __str__(self) -> str:
+        return "\n".join([self.summary()] + _table([
+            ("restored", [(r.path, f"{r.was} -> {r.now}") for r in self.restored]),
+            ("unfused", [(r.path, f"{r.was} -> {r.now}") for r in self.unfused]),
+        ]))
