@@ -27,6 +27,8 @@ from .modules import (
 )
 from .report import ConvertReport, RevertReport
 
+__version__ = "0.1.0"
+
 __all__ = [
     "CbamModule", "CecaModule", "ConvertReport", "EcaModule", "EffectiveSEModule", "LightCbamModule", "RevertReport",
     "SEModule", "SqueezeExcitation", "SqueezeExcite", "backend_for", "backend_reason", "convert", "disabled",

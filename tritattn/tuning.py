@@ -141,6 +141,10 @@ class ConfigTable:
             for version, keys in versions.items():
                 self.entries.setdefault(gpu, {}).setdefault(version, {}).update(keys)
 
+    def sizes(self) -> dict[str, dict[str, int]]:
+        """GPU name → triton version → number of configs."""
+        return {gpu: {version: len(keys) for version, keys in versions.items()} for gpu, versions in self.entries.items()}
+
     def only(self, gpu: str, version: str) -> "ConfigTable":
         return ConfigTable({gpu: {version: dict(self.entries.get(gpu, {}).get(version, {}))}})
 
@@ -163,6 +167,11 @@ def _load_shipped() -> ConfigTable:
 
 _user_table = ConfigTable.load(cache_file())  # loaded at import: a second process pays no tuning
 _shipped_table = _load_shipped()
+
+
+def shipped_table() -> ConfigTable:
+    """The tuned tables shipped in the package (``tritattn/tuned/*.json``), merged."""
+    return _shipped_table
 
 
 @dataclass(frozen=True)
@@ -286,6 +295,7 @@ class Tuner:
         for table, source, any_version in ((_user_table, "user cache", False), (_shipped_table, "shipped table", True)):
             cfg = table.get(gpu, version, full_key, any_version)
             if cfg is not None:
+                log.debug("%s %s: %s from the %s", self.name, problem.key, config_to_json(cfg), source)
                 return self._remember(problem, cfg, source, 0)
         if torch.cuda.is_current_stream_capturing():
             return self._default(problem)  # cannot benchmark inside a capture; tune on a later call
@@ -298,6 +308,7 @@ class Tuner:
         _user_table.put(gpu, version, full_key, cfg)
         try:
             _user_table.only(gpu, version).save(cache_file())
+            log.debug("wrote %s %s to the tuning cache %s", self.name, problem.key, cache_file())
         except OSError as e:
             log.warning("could not write the tuning cache %s (%s)", cache_file(), e)
         return self._remember(problem, cfg, "tuned", len(candidates))
