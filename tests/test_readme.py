@@ -19,4 +19,6 @@ def test_readme_examples_run(interpreter_friendly, capsys):
     namespace: dict = {}
     for example in examples:
         exec(compile(example, str(README), "exec"), namespace)
-    assert "tritattn: 16 blocks on the kernels (16 SE), 16 fused, 0 left eager" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "tritattn: 16 blocks on the kernels (16 SE), 16 fused, 0 left eager" in printed
+    assert "tritattn (dry run, model untouched): 8 blocks would go on the kernels (8 SE), 8 would be fused" in printed

@@ -7,6 +7,7 @@
   :func:`revert` undoes it
 - :func:`backend_for` / :func:`backend_reason`: which implementation runs for a tensor, and why;
   :func:`disabled`: a scope in which no kernel runs (``TRITATTN_DISABLE=1``: the whole process)
+- :func:`tune`: tune every kernel a model launches, before CUDA-graph capture or serving
 
 ``python -m tritattn`` prints an environment report for bug reports. The library never prints:
 what it does is logged on ``logging.getLogger("tritattn")``.
@@ -26,11 +27,12 @@ from .modules import (
     SqueezeExcite,
 )
 from .report import ConvertReport, RevertReport
+from .tune_model import TuneReport, tune
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CbamModule", "CecaModule", "ConvertReport", "EcaModule", "EffectiveSEModule", "LightCbamModule", "RevertReport",
-    "SEModule", "SqueezeExcitation", "SqueezeExcite", "backend_for", "backend_reason", "convert", "disabled",
-    "excite_scale", "reference", "revert", "spatial_pool", "spatial_scale", "squeeze",
+    "SEModule", "SqueezeExcitation", "SqueezeExcite", "TuneReport", "backend_for", "backend_reason", "convert", "disabled",
+    "excite_scale", "reference", "revert", "spatial_pool", "spatial_scale", "squeeze", "tune",
 ]

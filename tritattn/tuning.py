@@ -40,6 +40,7 @@ the same pieces, stable across those versions — and keeps the cache in a forma
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -49,7 +50,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 import triton
@@ -211,6 +212,25 @@ _tuning_seconds = 0.0
 _said_skipped = False
 
 
+_recorders: list[set[str]] = []  # the open recording() scopes
+
+
+@contextlib.contextmanager
+def recording() -> Iterator[set[str]]:
+    """Collects the ``"kernel/problem key"`` of every launch made in the scope."""
+    keys: set[str] = set()
+    _recorders.append(keys)
+    try:
+        yield keys
+    finally:
+        _recorders.remove(keys)
+
+
+def decision(full_key: str) -> Decision | None:
+    """The decision for one ``"kernel/problem key"``, if the process has seen it."""
+    return _decisions.get(full_key)
+
+
 def decisions() -> list[Decision]:
     """Every (kernel, problem key) seen by this process, with its config and its source."""
     return list(_decisions.values())
@@ -263,6 +283,8 @@ class Tuner:
 
     def launch(self, problem: Problem, grid: Callable[[dict], tuple[int, ...]], args: tuple, constexprs: dict[str, Any], device: torch.device) -> None:
         """Run the kernel on ``args`` with the config chosen for ``problem``."""
+        for keys in _recorders:
+            keys.add(f"{self.name}/{problem.key}")
         cfg = self._config(problem, grid, args, constexprs, device)
         self._run(cfg, grid, args, constexprs)
 

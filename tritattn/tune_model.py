@@ -1,0 +1,106 @@
+"""``tritattn.tune(model, example_input)``: tune every kernel a model will launch, ahead of time.
+
+The tuner (:mod:`tritattn.tuning`) picks a config the first time it meets a problem (kernel,
+shape bucket, layout, dtype), by benchmarking candidates — which it cannot do inside a CUDA-graph
+capture (there it runs the default config), and which makes the first training step or the first
+request slow. :func:`tune` runs the model once, forward and backward, on an example input of the
+shapes it will see, so that every problem is decided (tuned now, or read from the caches) before
+capture or serving. It leaves no trace on the model: no ``.grad`` is written (the backward is
+``torch.autograd.grad``), buffers such as BatchNorm's running statistics are restored, and the
+random number generators are forked (dropout draws nothing from the caller's stream).
+
+On a backend without tuning (CPU, Triton's interpreter, kernels disabled, ``TRITATTN_AUTOTUNE=0``,
+deterministic mode) it runs nothing and says why.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils._pytree import tree_leaves, tree_map
+
+from .backend import backend_for, backend_reason
+
+if TYPE_CHECKING:
+    from .tuning import Decision
+
+log = logging.getLogger("tritattn")
+
+
+@dataclass
+class TuneReport:
+    """What :func:`tune` did: every kernel problem the model launched, and where its config came from."""
+
+    device: str
+    decisions: list["Decision"] = field(default_factory=list)  #: one per (kernel, problem key) the model hit
+    tuned_now: int = 0  #: problems benchmarked by this call (the rest came from memory or the caches)
+    seconds: float = 0.0  #: wall time of the call
+    benchmark_seconds: float = 0.0  #: of which spent benchmarking candidate configs
+    skipped: str | None = None  #: why nothing was run (no tuning on this backend)
+
+    def summary(self) -> str:
+        if self.skipped is not None:
+            return f"tritattn.tune: nothing to tune on {self.device} ({self.skipped})"
+        return (f"tritattn.tune: {len(self.decisions)} kernel problems on {self.device}, {self.tuned_now} tuned now, "
+                f"{len(self.decisions) - self.tuned_now} already decided; {self.seconds:.1f} s "
+                f"({self.benchmark_seconds:.1f} s benchmarking)")
+
+    def __str__(self) -> str:
+        rows = [f"  {d.kernel} {d.key}: {d.config} ({d.source})" for d in self.decisions]
+        return "\n".join([self.summary()] + rows)
+
+
+def _with_grad(t: Any) -> Any:
+    return t.detach().requires_grad_(t.is_floating_point()) if isinstance(t, Tensor) else t
+
+
+def _forward_backward(model: nn.Module, inputs: tuple, backward: bool) -> None:
+    inputs = tree_map(_with_grad, inputs) if backward else inputs
+    with torch.set_grad_enabled(backward):
+        outputs = [o for o in tree_leaves(model(*inputs)) if isinstance(o, Tensor) and o.requires_grad]
+    wrt = [p for p in model.parameters() if p.requires_grad]
+    wrt += [t for t in tree_leaves(inputs) if isinstance(t, Tensor) and t.requires_grad]
+    if outputs and wrt:
+        torch.autograd.grad(outputs, wrt, [torch.ones_like(o) for o in outputs], allow_unused=True)
+
+
+def tune(model: nn.Module, example_input: Tensor | tuple, *, backward: bool = True) -> TuneReport:
+    """Run ``model(example_input)`` (a tuple: ``model(*example_input)``) once, and its backward
+    unless ``backward=False``, so that every kernel problem it launches has its config before a
+    CUDA graph is captured or traffic is served. Returns a :class:`TuneReport` (summary logged at
+    INFO). A no-op, saying why, where nothing is tuned (CPU, interpreter, tuning off)."""
+    start = time.perf_counter()
+    inputs = example_input if isinstance(example_input, tuple) else (example_input,)
+    tensors = [t for t in tree_leaves(inputs) if isinstance(t, Tensor)]
+    if not tensors:
+        raise TypeError("tritattn.tune needs an example input with at least one tensor")
+    device = tensors[0].device
+    report = TuneReport(str(device))
+    if backend_for(tensors[0]) == "torch":
+        report.skipped = backend_reason(tensors[0])
+    else:
+        from . import tuning
+        report.skipped = tuning.skip_reason(device)
+        if report.skipped is None:
+            if torch.cuda.is_current_stream_capturing():  # asked only where tuning runs: on a GPU
+                raise RuntimeError("tritattn.tune cannot benchmark inside a CUDA graph capture: call it before capturing")
+            benchmarked = tuning.tuning_seconds()
+            before = {d.kernel + "/" + d.key: d for d in tuning.decisions()}
+            saved = [b.detach().clone() for b in model.buffers()]
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), tuning.recording() as keys:
+                _forward_backward(model, inputs, backward)
+            with torch.no_grad():
+                for buffer, value in zip(model.buffers(), saved):
+                    buffer.copy_(value)
+            report.decisions = [tuning.decision(key) for key in sorted(keys)]
+            report.tuned_now = sum(d.source == "tuned" and before.get(key) != d for key, d in zip(sorted(keys), report.decisions))
+            report.benchmark_seconds = tuning.tuning_seconds() - benchmarked
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+    report.seconds = time.perf_counter() - start
+    log.info("%s", report.summary())
+    return report
