@@ -208,4 +208,33 @@ MUTANTS: list[Mutant] = [
         "convert gives a replaced block new Parameter objects: an optimizer built before no longer updates it",
         ("tests/test_convert_modules.py::test_convert_keeps_parameters_hooks_and_training_mode",),
     ),
+    Mutant(
+        "revert_leaves_tails_fused", "tritattn/convert.py",
+        "        if unfuse(module):\n",
+        "        if False:  # mutant: fused tails stay fused\n",
+        "revert gives the attention blocks their classes back but leaves the SE-ResNet tails fused",
+        ("tests/test_convert_revert.py::test_revert_gives_back_the_model_before_convert[timm/seresnet18]",),
+    ),
+    Mutant(
+        "dry_run_converts", "tritattn/convert.py",
+        "    if not dry_run:\n",
+        "    if True:  # mutant: a dry run converts the model\n",
+        "convert(dry_run=True) re-classes the blocks it reports",
+        ("tests/test_convert_revert.py::test_dry_run_reports_what_convert_does_and_touches_nothing[every_peer_block]",),
+    ),
+    # --- the kill switch and tune ---------------------------------------------------------------
+    Mutant(
+        "backend_ignores_disable", "tritattn/backend.py",
+        "    if kernels_disabled() or not TRITON_AVAILABLE:\n        return \"torch\"",
+        "    if not TRITON_AVAILABLE:  # mutant: the kill switch is ignored\n        return \"torch\"",
+        "with tritattn.disabled() / TRITATTN_DISABLE=1 the Triton kernels still run",
+        ("tests/test_disable.py::test_disabled_scope_runs_the_eager_path_and_no_kernel",),
+    ),
+    Mutant(
+        "tune_keeps_running_statistics", "tritattn/tune_model.py",
+        "                    buffer.copy_(value)",
+        "                    pass  # mutant: buffers not restored",
+        "tune leaves the BatchNorm running statistics of its example run in the model",
+        ("tests/test_tune_model.py::test_tune_decides_every_problem_and_leaves_no_trace",),
+    ),
 ]
