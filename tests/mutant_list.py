@@ -108,17 +108,17 @@ MUTANTS: list[Mutant] = [
         ("tests/test_ops.py", "-k", "test_squeeze and 3x3x3x5"),
     ),
     Mutant(
-        "squeeze_mean_backward_misses_1_over_hw", "tritattn/functional.py",
+        "squeeze_mean_backward_misses_1_over_hw", "tritattn/autograd.py",
         "return (grad_mean / (H * W))[:, :, None, None].expand(ctx.x_shape), None, None",
         "return grad_mean[:, :, None, None].expand(ctx.x_shape), None, None",
-        "SqueezeFunction.backward for the mean alone forgets the 1/(H·W)",
+        "squeeze's autograd formula for the mean alone forgets the 1/(H·W)",
         (ops_case("test_squeeze", "2x6x7x7-default_tiles-float32-nchw-mean"),),
     ),
     Mutant(
-        "excite_grad_residual_none", "tritattn/functional.py",
+        "excite_grad_residual_none", "tritattn/autograd.py",
         "grad_res = grad_y  # d(y)/d(residual) is the identity",
         "grad_res = None  # mutant: should be grad_y",
-        "ExciteScaleFunction.backward returns no gradient for the residual (identity act)",
+        "excite_scale's autograd formula returns no gradient for the residual (identity act)",
         (ops_case("test_excite_scale", "2x6x7x7-default_tiles-float32-nchw-sigmoid-residual"),),
     ),
     Mutant(

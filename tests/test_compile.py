@@ -6,7 +6,13 @@
   ``aot_eager`` backend (AOTAutograd traces forward and backward through the custom ops, then
   runs the graph eagerly) for both models, and with the default ``inductor`` backend for the
   every-block model;
-- batch sizes 2, 3, 4 compile twice at most (the first size, then one dynamic-batch graph).
+- batch sizes 2, 3, 4 compile twice at most (the first size, then one dynamic-batch graph);
+- ``dynamic=True`` (``aot_eager``): one graph, compiled on the first call, serves batch sizes 2
+  and 5 at 32×32 and batch 3 at 16×16 with eager's output and gradients: no recompile
+  (``error_on_recompile``), no later backend call, one graph in ``torch._dynamo.utils.counters``;
+- ``mode="reduce-overhead"`` with ``dynamic=True`` (Inductor and CUDA graphs; CUDA only, skipped
+  with its reason on the CPU): eager's output and gradients on every call, the recorded graphs
+  replayed on fresh inputs of two batch sizes, one compile, no call skipped out of CUDA graphs.
 
 The float32 gradients of compiled and eager runs are compared element-wise, so the inputs are
 fresh draws that keep every ReLU / hard-sigmoid input and every max's top-two gap out of float32's
@@ -40,12 +46,13 @@ def _input(batch: int = 2) -> torch.Tensor:
     return torch.randn(batch, 3, 32, 32).to(DEVICE)
 
 
-def _input_away_from_kinks(name: str, batch: int = 2) -> torch.Tensor:
-    """A fresh float32 input whose float64 run of the peer model keeps every kink out of reach."""
+def _input_away_from_kinks(name: str, batch: int = 2, size: int = 32) -> torch.Tensor:
+    """A fresh float32 [batch, 3, size, size] input whose float64 run of the peer model keeps
+    every kink out of reach."""
     peer = build(name).eval().to(DEVICE)
     peer64 = copy.deepcopy(peer).double()
     x, _ = draw_away_from_kinks(
-        lambda: torch.randn(batch, 3, 32, 32, dtype=torch.float64, device=DEVICE).float().double(),
+        lambda: torch.randn(batch, 3, size, size, dtype=torch.float64, device=DEVICE).float().double(),
         peer64, lambda x: peer(x.float()), KINK_REACH_FACTOR,
     )
     return x.float()
@@ -87,3 +94,64 @@ def test_batch_size_changes_do_not_recompile_per_batch(interpreter_friendly):
         assert_runs_close(run, eager, TOLERANCES[torch.float32], f"batch {batch}")
         compiles.append(counter.frame_count)
     assert compiles == [1, 2, 2], f"compiles after batches 2, 3, 4: {compiles}"
+
+
+#: (batch, spatial size) of the successive calls of the dynamic-shape test: the batch grows, then
+#: shrinks as the spatial size changes (all sizes ≥ 2: dynamo specialises 0 and 1)
+DYNAMIC_SHAPES = [(2, 32), (5, 32), (3, 16)]
+
+
+def test_dynamic_compile_serves_every_shape_with_one_graph(interpreter_friendly):
+    """``torch.compile(dynamic=True, fullgraph=True)`` with ``aot_eager``: eager's output and
+    parameter gradients for every shape of :data:`DYNAMIC_SHAPES`, all from the graph compiled on
+    the first call: a recompile raises (``error_on_recompile``, with dynamo's guard failure), the
+    backend is not called again after the first call, and dynamo counts one graph.
+
+    The first call may call the backend twice: with ``dynamic=True`` dynamo first traces the
+    BatchNorms' eps and momentum as symbolic floats, specialises them and restarts the analysis
+    (torch 2.13); the restart is no recompile and installs no second graph."""
+    model = _model("every_peer_block")
+    counter = torch._dynamo.testing.CompileCounterWithBackend("aot_eager")
+    compiled = torch.compile(copy.deepcopy(model), dynamic=True, fullgraph=True, backend=counter)
+    counters = torch._dynamo.utils.counters
+    counters.clear()
+    backend_calls = []
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        for batch, size in DYNAMIC_SHAPES:
+            x = _input_away_from_kinks("every_peer_block", batch, size)
+            run, eager = forward_backward(compiled, x), forward_backward(model, x)
+            assert_runs_close(run, eager, TOLERANCES[torch.float32], f"batch {batch}, {size}×{size}")
+            backend_calls.append(counter.frame_count)
+    assert backend_calls == backend_calls[:1] * len(DYNAMIC_SHAPES), f"backend calls after each shape: {backend_calls}"
+    assert counters["stats"]["unique_graphs"] == 1, dict(counters["stats"])
+
+
+@pytest.mark.skipif(
+    not torch.cuda.is_available(),
+    reason="needs a CUDA GPU: mode='reduce-overhead' records and replays CUDA graphs, which the CPU does not have "
+    "(test_dynamic_compile_serves_every_shape_with_one_graph checks dynamic=True there)",
+)
+def test_reduce_overhead_replays_cuda_graphs_with_eager_numbers(monkeypatch):
+    """``torch.compile(mode="reduce-overhead", dynamic=True, fullgraph=True)`` (Inductor with CUDA
+    graph trees): every call (the warm-up, the recording and the replays of each batch size, each
+    on a fresh input) gives eager's output and parameter gradients; the model compiles once (a
+    recompile raises), and no graph is left out of CUDA graphs (Inductor's cudagraph_skips).
+
+    cuDNN's TF32 (on by default; cuBLAS's is off by default) is off for both runs: Inductor may
+    change a convolution's layout, and a TF32 convolution in another layout differs from eager's
+    by far more than float32 rounding."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    calls = [2, 2, 2, 3, 3, 3, 2]  # per batch size: warm-up, recording, replay; then batch 2's replay again
+    model = _model("every_peer_block")
+    compiled = torch.compile(copy.deepcopy(model), mode="reduce-overhead", dynamic=True, fullgraph=True)
+    counters = torch._dynamo.utils.counters
+    counters.clear()
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        for i, batch in enumerate(calls):
+            x = _input_away_from_kinks("every_peer_block", batch)
+            torch.compiler.cudagraph_mark_step_begin()
+            run = forward_backward(compiled, x)
+            # compared before the next compiled call, which may overwrite the output in the graphs' memory pool
+            assert_runs_close(run, forward_backward(model, x), TOLERANCES[torch.float32], f"call {i}, batch {batch}")
+    assert counters["stats"]["unique_graphs"] == 1, dict(counters["stats"])
+    assert counters["inductor"]["cudagraph_skips"] == 0, "a graph ran without CUDA graphs (TORCH_LOGS=cudagraphs says why)"

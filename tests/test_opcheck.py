@@ -1,0 +1,206 @@
+"""``torch.library.opcheck`` on every custom op in the ``tritattn`` namespace: the checks PyTorch
+itself makes of an op's registration, opcheck's default set:
+
+- test_schema: the op mutates nothing and returns fresh tensors, as its schema says;
+- test_autograd_registration: an input that requires grad meets an autograd kernel;
+- test_faketensor: the fake (meta) implementation gives the real outputs' shapes, strides, dtypes;
+- test_aot_dispatch_dynamic: AOTAutograd traces the op with symbolic shapes, and the compiled
+  graph gives eager's outputs (and, for inputs that require grad, eager's gradients).
+
+Every op runs on NCHW and channels_last feature maps of batch 0 and 1 (C=5, H×W=3×5, float32),
+and of batch 2 in float16 and bfloat16 (so a fake output of the wrong dtype shows), with the
+arguments the autograd Functions of :mod:`tritattn.functional` give it: a backward op gets what
+its forward op saved (max and tie count from squeeze, y from a ReLU excite_scale, ...). The ops
+are enumerated from the dispatcher, so an op registered without cases here fails
+:func:`test_every_registered_op_is_checked`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import pytest
+import torch
+from torch.library import opcheck
+
+from conftest import make_input
+from tritattn import ops  # noqa: F401  (registers torch.ops.tritattn.*)
+
+tritattn = torch.ops.tritattn
+
+C, H, W = 5, 3, 5
+
+
+@dataclass(frozen=True)
+class Sample:
+    """The tensors' batch size, layout and dtype."""
+
+    batch: int
+    channels_last: bool
+    dtype: torch.dtype
+
+    def feature_map(self, channels: int = C, requires_grad: bool = False) -> torch.Tensor:
+        return make_input((self.batch, channels, H, W), self.dtype, self.channels_last, requires_grad)
+
+    def rows(self, requires_grad: bool = False) -> torch.Tensor:
+        """A [B, C] per-channel vector (excitation logits, or the gradient of a squeeze output)."""
+        return make_input((self.batch, C), self.dtype, requires_grad=requires_grad, scale=2.0)
+
+
+#: batch 0 and 1 (which dynamic shapes specialise) in float32, batch 2 in the 16-bit types; each
+#: in both layouts except batch 2, which takes one per 16-bit type
+SAMPLES = [
+    pytest.param(
+        Sample(batch, channels_last, dtype),
+        id=f"b{batch}-{'channels_last' if channels_last else 'nchw'}-{str(dtype).removeprefix('torch.')}",
+    )
+    for batch, channels_last, dtype in (
+        (0, False, torch.float32), (0, True, torch.float32), (1, False, torch.float32), (1, True, torch.float32),
+        (2, False, torch.float16), (2, True, torch.bfloat16),
+    )
+]
+
+
+@dataclass(frozen=True)
+class Case:
+    """One call of ``op``: ``args(sample, requires_grad)`` builds its arguments; only a forward op
+    (``differentiable``) gets inputs that require grad."""
+
+    op: torch._ops.OpOverload
+    variant: str
+    args: Callable[[Sample, bool], tuple]
+    differentiable: bool
+
+    @property
+    def id(self) -> str:
+        return f"{self.op._opname}-{self.variant}" if self.variant else self.op._opname
+
+
+def squeeze_case(want_mean: bool, want_max: bool) -> Case:
+    def args(p: Sample, requires_grad: bool) -> tuple:
+        return p.feature_map(requires_grad=requires_grad), want_mean, want_max
+
+    return Case(tritattn.squeeze.default, _squeeze_variant(want_mean, want_max), args, True)
+
+
+def squeeze_backward_case(want_mean: bool, want_max: bool) -> Case:
+    """As squeeze's autograd formula (tritattn/autograd.py) calls it: max and tie count from squeeze when the max was taken."""
+
+    def args(p: Sample, requires_grad: bool) -> tuple:
+        x = p.feature_map()
+        _, maximum, count = tritattn.squeeze(x, want_mean, want_max)
+        grad_mean, grad_max = (p.rows() if wanted else None for wanted in (want_mean, want_max))
+        return x, grad_mean, grad_max, maximum if want_max else None, count if want_max else None
+
+    return Case(tritattn.squeeze_backward.default, _squeeze_variant(want_mean, want_max), args, False)
+
+
+def _squeeze_variant(want_mean: bool, want_max: bool) -> str:
+    return "_".join(name for name, wanted in (("mean", want_mean), ("max", want_max)) if wanted)
+
+
+def spatial_pool_case() -> Case:
+    def args(p: Sample, requires_grad: bool) -> tuple:
+        return (p.feature_map(requires_grad=requires_grad),)
+
+    return Case(tritattn.spatial_pool.default, "", args, True)
+
+
+def spatial_pool_backward_case() -> Case:
+    def args(p: Sample, requires_grad: bool) -> tuple:
+        x = p.feature_map()
+        pooled, count = tritattn.spatial_pool(x)
+        return x, p.feature_map(channels=2), pooled, count
+
+    return Case(tritattn.spatial_pool_backward.default, "", args, False)
+
+
+#: (gate, act, residual): every pair of two settings' values occurs once
+EXCITE_SETTINGS = [
+    ("sigmoid", "identity", False), ("hard_sigmoid", "relu", False),
+    ("sigmoid", "relu", True), ("hard_sigmoid", "identity", True),
+]
+
+
+def _excite_variant(gate: str, act: str, residual: bool) -> str:
+    return f"{gate}-{act}" + ("-residual" if residual else "")
+
+
+def excite_scale_case(gate: str, act: str, residual: bool) -> Case:
+    def args(p: Sample, requires_grad: bool) -> tuple:
+        res = p.feature_map(requires_grad=requires_grad) if residual else None
+        return p.feature_map(requires_grad=requires_grad), p.rows(requires_grad), res, gate, act
+
+    return Case(tritattn.excite_scale.default, _excite_variant(gate, act, residual), args, True)
+
+
+def excite_scale_backward_case(gate: str, act: str, residual: bool) -> Case:
+    """As excite_scale's autograd formula calls it: y only for act="relu", grad_residual wanted only
+    where it is not grad_y itself (a residual under a ReLU)."""
+
+    def args(p: Sample, requires_grad: bool) -> tuple:
+        x, s = p.feature_map(), p.rows()
+        y = tritattn.excite_scale(x, s, p.feature_map() if residual else None, gate, act)
+        return p.feature_map(), x, s, y if act == "relu" else None, gate, act, residual and act != "identity"
+
+    return Case(tritattn.excite_scale_backward.default, _excite_variant(gate, act, residual), args, False)
+
+
+def spatial_scale_case(gate: str) -> Case:
+    def args(p: Sample, requires_grad: bool) -> tuple:
+        return p.feature_map(requires_grad=requires_grad), p.feature_map(channels=1, requires_grad=requires_grad), gate
+
+    return Case(tritattn.spatial_scale.default, gate, args, True)
+
+
+def spatial_scale_backward_case(gate: str) -> Case:
+    def args(p: Sample, requires_grad: bool) -> tuple:
+        return p.feature_map(), p.feature_map(), p.feature_map(channels=1), gate
+
+    return Case(tritattn.spatial_scale_backward.default, gate, args, False)
+
+
+SQUEEZE_WANTS = [(True, False), (False, True), (True, True)]
+CASES: list[Case] = [
+    *(squeeze_case(*wants) for wants in SQUEEZE_WANTS),
+    *(squeeze_backward_case(*wants) for wants in SQUEEZE_WANTS),
+    spatial_pool_case(),
+    spatial_pool_backward_case(),
+    *(excite_scale_case(*settings) for settings in EXCITE_SETTINGS),
+    *(excite_scale_backward_case(*settings) for settings in EXCITE_SETTINGS),
+    *(spatial_scale_case(gate) for gate in ("sigmoid", "hard_sigmoid")),
+    *(spatial_scale_backward_case(gate) for gate in ("sigmoid", "hard_sigmoid")),
+]
+
+
+def _params(cases: list[Case]) -> list:
+    return [pytest.param(case, id=case.id) for case in cases]
+
+
+def test_every_registered_op_is_checked():
+    """The ops with cases here are exactly the ops (every overload) registered under ``tritattn::``."""
+    registered = {name for name in torch._C._dispatch_get_all_op_names() if name.startswith("tritattn::")}
+    checked = {case.op.name() for case in CASES}
+    assert checked == registered, (
+        f"registered without cases: {sorted(registered - checked)}; cases of no op: {sorted(checked - registered)}"
+    )
+
+
+@pytest.mark.parametrize("sample", SAMPLES)
+@pytest.mark.parametrize("case", _params(CASES))
+def test_opcheck(case, sample):
+    """opcheck's checks on inputs that do not require grad: schema, fake implementation (shapes,
+    strides and dtypes of every output, batch 0 included), and the op traced by AOTAutograd
+    with dynamic shapes against eager. (test_autograd_registration needs inputs that require
+    grad: the next test.)"""
+    opcheck(case.op, case.args(sample, False))
+
+
+@pytest.mark.parametrize("sample", SAMPLES)
+@pytest.mark.parametrize("case", _params([case for case in CASES if case.differentiable]))
+def test_opcheck_with_inputs_that_require_grad(case, sample):
+    """opcheck's checks on a forward op whose floating inputs require grad: its autograd kernel
+    is registered at an autograd key, and AOTAutograd's gradients (of the sum of the outputs)
+    are eager's. (The backward ops are not differentiable: the formulas of tritattn/autograd.py
+    have no double backward.)"""
+    opcheck(case.op, case.args(sample, True))
