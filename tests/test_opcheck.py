@@ -9,7 +9,7 @@ itself makes of an op's registration, opcheck's default set:
 
 Every op runs on NCHW and channels_last feature maps of batch 0 and 1 (C=5, H×W=3×5, float32),
 and of batch 2 in float16 and bfloat16 (so a fake output of the wrong dtype shows), with the
-arguments the autograd Functions of :mod:`tritattn.functional` give it: a backward op gets what
+arguments the autograd formulas of :mod:`tritattn.autograd` give it: a backward op gets what
 its forward op saved (max and tie count from squeeze, y from a ReLU excite_scale, ...). The ops
 are enumerated from the dispatcher, so an op registered without cases here fails
 :func:`test_every_registered_op_is_checked`.
