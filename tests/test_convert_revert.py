@@ -20,6 +20,7 @@ import tritattn
 from fixtures.model_runs import forward_backward, interpreter_friendly  # noqa: F401
 from fixtures.peer_models import build
 from fixtures.peers import timm
+from tritattn import fusion
 from tritattn.convert import ORIGINAL_CLASS_ATTR
 
 MODELS = ["every_peer_block", "timm/seresnet18", "timm/cbam_resnet18", "torchvision/mobilenet_v3_small"]
@@ -134,7 +135,8 @@ def test_convert_logs_its_summary_and_prints_nothing(caplog, capsys):
     assert all(level <= logging.INFO for level, _ in records)
 
 
-def test_a_fused_block_logs_once_when_it_runs_unfused(caplog, interpreter_friendly):
+def test_a_fused_block_logs_once_when_it_runs_unfused(caplog, monkeypatch, interpreter_friendly):
+    monkeypatch.setattr(fusion, "_logged_refusals", set())  # once per process: forget earlier tests' runs
     model = timm.create_model("seresnet18", layers=(1, 1, 1, 1), num_classes=10).eval()
     tritattn.convert(model)
     model.layer1[0].se.register_forward_hook(lambda *_: None)  # the fused tail would bypass it

@@ -96,8 +96,9 @@ def tune(model: nn.Module, example_input: Tensor | tuple, *, backward: bool = Tr
             with torch.no_grad():
                 for buffer, value in zip(model.buffers(), saved):
                     buffer.copy_(value)
-            report.decisions = [tuning.decision(key) for key in sorted(keys)]
-            report.tuned_now = sum(d.source == "tuned" and before.get(key) != d for key, d in zip(sorted(keys), report.decisions))
+            decided = {key: tuning.decision(key) for key in sorted(keys)}  # None: no candidate built (logged)
+            report.decisions = [d for d in decided.values() if d is not None]
+            report.tuned_now = sum(d is not None and d.source == "tuned" and before.get(key) != d for key, d in decided.items())
             report.benchmark_seconds = tuning.tuning_seconds() - benchmarked
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
