@@ -77,3 +77,12 @@ def test_tune_is_a_no_op_where_nothing_is_tuned():
 def test_tune_needs_a_tensor():
     with pytest.raises(TypeError, match="at least one tensor"):
         tritattn.tune(_model(), (1, 2))
+
+
+def test_tune_restores_the_buffers_when_the_model_fails(simulated_gpu):
+    model = _model()
+    model.append(nn.Conv2d(99, 1, 1))  # a channel mismatch: the forward raises after the BatchNorms ran
+    buffers = [b.clone() for b in model.buffers()]
+    with pytest.raises(RuntimeError):
+        tritattn.tune(model, torch.randn(2, 3, 4, 4))
+    assert all(torch.equal(a, b) for a, b in zip(model.buffers(), buffers, strict=True))

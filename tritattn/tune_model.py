@@ -68,6 +68,30 @@ def _forward_backward(model: nn.Module, inputs: tuple, backward: bool) -> None:
         torch.autograd.grad(outputs, wrt, [torch.ones_like(o) for o in outputs], allow_unused=True)
 
 
+def _run_and_collect(model: nn.Module, inputs: tuple, backward: bool, device: torch.device, report: TuneReport) -> None:
+    """One tuning pass: the model's buffers and the RNG as they were afterwards, even on an error."""
+    from . import tuning
+
+    if torch.cuda.is_current_stream_capturing():  # asked only where tuning runs: on a GPU
+        raise RuntimeError("tritattn.tune cannot benchmark inside a CUDA graph capture: call it before capturing")
+    benchmarked = tuning.tuning_seconds()
+    before = {d.kernel + "/" + d.key: d for d in tuning.decisions()}
+    saved = [b.detach().clone() for b in model.buffers()]
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), tuning.recording() as keys:
+            _forward_backward(model, inputs, backward)
+    finally:
+        with torch.no_grad():
+            for buffer, value in zip(model.buffers(), saved):
+                buffer.copy_(value)
+    decided = {key: tuning.decision(key) for key in sorted(keys)}  # None: no candidate built (logged)
+    report.decisions = [d for d in decided.values() if d is not None]
+    report.tuned_now = sum(d is not None and d.source == "tuned" and before.get(key) != d for key, d in decided.items())
+    report.benchmark_seconds = tuning.tuning_seconds() - benchmarked
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def tune(model: nn.Module, example_input: Tensor | tuple, *, backward: bool = True) -> TuneReport:
     """Run ``model(example_input)`` (a tuple: ``model(*example_input)``) once, and its backward
     unless ``backward=False``, so that every kernel problem it launches has its config before a
@@ -84,24 +108,10 @@ def tune(model: nn.Module, example_input: Tensor | tuple, *, backward: bool = Tr
         report.skipped = backend_reason(tensors[0])
     else:
         from . import tuning
+
         report.skipped = tuning.skip_reason(device)
         if report.skipped is None:
-            if torch.cuda.is_current_stream_capturing():  # asked only where tuning runs: on a GPU
-                raise RuntimeError("tritattn.tune cannot benchmark inside a CUDA graph capture: call it before capturing")
-            benchmarked = tuning.tuning_seconds()
-            before = {d.kernel + "/" + d.key: d for d in tuning.decisions()}
-            saved = [b.detach().clone() for b in model.buffers()]
-            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), tuning.recording() as keys:
-                _forward_backward(model, inputs, backward)
-            with torch.no_grad():
-                for buffer, value in zip(model.buffers(), saved):
-                    buffer.copy_(value)
-            decided = {key: tuning.decision(key) for key in sorted(keys)}  # None: no candidate built (logged)
-            report.decisions = [d for d in decided.values() if d is not None]
-            report.tuned_now = sum(d is not None and d.source == "tuned" and before.get(key) != d for key, d in decided.items())
-            report.benchmark_seconds = tuning.tuning_seconds() - benchmarked
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
+            _run_and_collect(model, inputs, backward, device, report)
     report.seconds = time.perf_counter() - start
     log.info("%s", report.summary())
     return report
