@@ -232,8 +232,8 @@ MUTANTS: list[Mutant] = [
     ),
     Mutant(
         "tune_keeps_running_statistics", "tritattn/tune_model.py",
-        "                    buffer.copy_(value)",
-        "                    pass  # mutant: buffers not restored",
+        "                buffer.copy_(value)",
+        "                pass  # mutant: buffers not restored",
         "tune leaves the BatchNorm running statistics of its example run in the model",
         ("tests/test_tune_model.py::test_tune_decides_every_problem_and_leaves_no_trace",),
     ),
