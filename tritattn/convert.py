@@ -26,7 +26,7 @@ from torch import nn
 
 from . import modules
 from .backend import kernels_disabled
-from .fusion import MIRRORED_FORWARDS, fused_class, fusion_refusal, is_fused, unfuse, unfused_class
+from .fusion import MIRRORED_FORWARDS, fuse_tail, fused_class, fusion_refusal, is_fused, unfuse, unfused_class
 from .modules import FAST_TWINS, kernel_gate_as
 from .peers import PEER_TWINS, WITHOUT_TWIN, qualified_name
 from .report import ConvertReport, Replaced, Restored, RevertReport, Skipped
@@ -149,7 +149,7 @@ def convert(model: nn.Module, *, inplace: bool = True, fuse: bool = True, dry_ru
             setattr(module, ORIGINAL_CLASS_ATTR, type(module))
             module.__class__ = twin
         for block in to_fuse:
-            block.__class__ = fused_class(type(block))
+            fuse_tail(block)
     _log(report)
     return report
 

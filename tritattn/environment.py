@@ -17,7 +17,7 @@ import torch
 
 import tritattn
 
-from .backend import TRITON_AVAILABLE, backend_reason
+from .backend import TRITON_AVAILABLE, TRITON_IMPORT_ERROR, backend_reason
 from .peers import PEER_TWINS, WITHOUT_TWIN
 
 #: the environment variables that change what tritattn (or triton under it) does
@@ -29,7 +29,6 @@ def _versions() -> list[str]:
         import triton
         triton_line = f"triton {triton.__version__} ({Path(triton.__file__).parent})"
     else:
-        from .backend import TRITON_IMPORT_ERROR
         triton_line = f"triton: not importable ({TRITON_IMPORT_ERROR})"
     build = [f"CUDA {torch.version.cuda}" if torch.version.cuda else None,
              f"ROCm/HIP {torch.version.hip}" if torch.version.hip else None]

@@ -9,10 +9,11 @@ timm's ``BasicBlock`` and ``Bottleneck`` (``timm.models.resnet``) end in::
 With ``se`` a fast channel-attention block (:class:`~tritattn.modules.ChannelExcitation`), no
 ``drop_path`` and a plain ``nn.ReLU``, the excitation, the residual add and the ReLU are one
 :meth:`~tritattn.modules.ChannelExcitation.excite` pass (one read of x and of the shortcut, one
-write). :func:`fuse_residual` re-classes such a block to a subclass of its own class whose
+write). :func:`fuse_tail` re-classes such a block to a subclass of its own class whose
 ``forward`` does that; the forwards here mirror timm's line for line up to the SE, and a block
-is fused only when its class's ``forward`` is the one they mirror (:data:`MIRRORED_FORWARDS`,
-checked by a hash of its source). The fused forward re-checks :func:`fusion_blocker` on every
+is fused only when :func:`fusion_refusal` finds no reason against it — among them, its class's
+``forward`` must be the one they mirror (:data:`MIRRORED_FORWARDS`, checked by a hash of its
+source). The fused forward re-checks :func:`fusion_blocker` on every
 call and runs timm's own forward when something changed since (a drop path set, a hook added).
 
 The fused classes are attributes of this module (created on first use, also by attribute
@@ -134,7 +135,7 @@ def fusion_blocker(block: nn.Module, se_class: type[nn.Module] | None = None) ->
 
 
 def is_fused(block: nn.Module) -> bool:
-    """Whether ``block`` was re-classed by :func:`fuse_residual`."""
+    """Whether ``block`` was re-classed by :func:`fuse_tail`."""
     return type(block) is not unfused_class(block)
 
 
@@ -155,8 +156,8 @@ def fused_class(cls: type[nn.Module]) -> type[nn.Module]:
 
 
 def fusion_refusal(block: nn.Module, se_class: type[nn.Module] | None = None) -> str | None:
-    """Why :func:`fuse_residual` would not fuse ``block`` (an unfused timm ResNet block), or None
-    when it would; ``se_class`` as in :func:`fusion_blocker`."""
+    """Why ``block`` (an unfused timm ResNet block) may not be fused, or None when it may;
+    ``se_class`` as in :func:`fusion_blocker`."""
     reason = fusion_blocker(block, se_class)
     if reason is not None:
         return reason
@@ -167,15 +168,10 @@ def fusion_refusal(block: nn.Module, se_class: type[nn.Module] | None = None) ->
     return None
 
 
-def fuse_residual(block: nn.Module) -> str | None:
-    """Re-class ``block`` (a timm ResNet block whose ``se`` is already converted) so that its SE,
-    residual add and ReLU run as one pass. Returns None when fused (or already), else why not."""
-    if is_fused(block):
-        return None
-    reason = fusion_refusal(block)
-    if reason is None:
-        block.__class__ = fused_class(type(block))
-    return reason
+def fuse_tail(block: nn.Module) -> None:
+    """Re-class ``block`` (an unfused timm ResNet block :func:`fusion_refusal` accepts) so that
+    its SE, residual add and ReLU run as one pass."""
+    block.__class__ = fused_class(type(block))
 
 
 def unfuse(block: nn.Module) -> bool:

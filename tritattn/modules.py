@@ -68,6 +68,8 @@ class ChannelExcitation(nn.Module):
 
     gate_attr: str | None = "gate"
     channels_attr: str | None = None
+    #: the kernel gate the block always applies, whatever its gate module (None: ask the module)
+    fixed_gate: str | None = None
 
     def logits(self, x: Tensor) -> Tensor:
         """The excitation logits [B, C] (or [B, C, 1, 1]) for x, before the gate."""
@@ -75,7 +77,7 @@ class ChannelExcitation(nn.Module):
 
     def kernel_gate_name(self) -> str | None:
         """The kernel gate this block applies, or None (after a one-time warning): no kernel."""
-        return kernel_gate(self, getattr(self, self.gate_attr))
+        return self.fixed_gate or kernel_gate(self, getattr(self, self.gate_attr))
 
     def excite(self, x: Tensor, residual: Tensor | None = None, act: str = "identity") -> Tensor:
         """``act(self(x) + residual)`` in one pass over x (act: "identity" or "relu")."""
@@ -145,9 +147,7 @@ class ChannelAttn(ChannelExcitation, reference.ChannelAttn):
 class LightChannelAttn(ChannelAttn, reference.LightChannelAttn):
     __doc__ = reference.LightChannelAttn.__doc__
     gate_attr = None  # timm builds self.gate but never uses it
-
-    def kernel_gate_name(self) -> str:
-        return "sigmoid"  # timm: always F.sigmoid, whatever self.gate is
+    fixed_gate = "sigmoid"  # timm: always F.sigmoid, whatever self.gate is
 
     def logits(self, x: Tensor) -> Tensor:
         mean, maximum = squeeze(x, "mean_max")
@@ -230,8 +230,9 @@ class SqueezeExcitation(ChannelExcitation, reference.SqueezeExcitation):
 def kernel_gate_as(module: nn.Module, twin: type[nn.Module]) -> str | None:
     """The kernel gate ``module`` applies as a ``twin`` (once re-classed, or already), without
     warning; None when its gate has no kernel or ``twin`` has no gate of its own (CBAM)."""
-    if issubclass(twin, LightChannelAttn):
-        return "sigmoid"  # timm: always F.sigmoid
+    fixed_gate = getattr(twin, "fixed_gate", None)
+    if fixed_gate is not None:
+        return fixed_gate
     gate_attr = getattr(twin, "gate_attr", None)
     return kernel_for_gate(getattr(module, gate_attr)) if gate_attr else None
 

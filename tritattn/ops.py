@@ -2,8 +2,9 @@
 
 Each forward and backward is an opaque custom op with a fake (meta) implementation, so
 ``torch.compile(fullgraph=True)`` and ``torch.export`` trace them without graph breaks; the
-forward ops' autograd formulas are registered in :mod:`tritattn.autograd`. Every op allocates its outputs here — the fake
-implementations call the same allocation code, so shapes and strides agree — then runs on the
+forward ops' autograd formulas are registered in :mod:`tritattn.autograd`. Every op allocates
+its outputs here — the fake implementations call the same allocation code, so shapes and
+strides agree — then runs on the
 backend :func:`tritattn.backend_for` names: :mod:`tritattn.launch` (Triton kernels) or
 :mod:`tritattn.eager_ops` (torch). Outputs take x's memory format.
 """
