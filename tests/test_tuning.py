@@ -411,6 +411,30 @@ def test_a_cache_of_another_format_is_ignored_with_a_warning(tmp_path, caplog):
     assert data == {"format": tuning.FORMAT_VERSION, "configs": {GPU: {triton.__version__: {"k/q": entry}}}}
 
 
+def test_a_shipped_table_file_is_used_on_its_gpu_only(simulated_gpu, tmp_path, monkeypatch):
+    """A file in the package's tuned/ folder (read as at import) holding the problem's config
+    for this GPU's name is used on a fresh machine; the same file for another GPU is ignored
+    and the problem is tuned."""
+    gpu = simulated_gpu
+    x = torch.randn(SIM_SHAPE)
+    key, candidates = learn_candidates(gpu, x)
+    shipped_cfg = candidates[1]
+    for name, expected in ((GPU, ("shipped table", shipped_cfg)), ("Another GPU 141GB", ("tuned", None))):
+        table = tuning.ConfigTable()
+        table.put(name, triton.__version__, key, tuning.config_from_json(shipped_cfg))
+        monkeypatch.setattr(tuning, "SHIPPED_DIR", tmp_path / tuning.gpu_slug(name))
+        table.save(tuning.SHIPPED_DIR / f"{tuning.gpu_slug(name)}.json")
+        gpu.new_process(user=tuning.ConfigTable(), shipped=tuning._load_shipped())
+        assert tuning.shipped_table().sizes() == {name: {triton.__version__: 1}}
+        checked_squeeze(x)
+        (decision,) = tuning.decisions()
+        assert decision.source == expected[0], name
+        if expected[1] is not None:
+            assert decision.config == expected[1] and not gpu.timed
+        else:
+            assert len(gpu.timed) == len(candidates)
+
+
 def test_the_user_cache_beats_the_shipped_table(simulated_gpu):
     """User cache and shipped table both have the problem, with different configs: the user
     cache wins. The user cache is read for this triton version only; the shipped table's entry

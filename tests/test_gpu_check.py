@@ -1,0 +1,147 @@
+"""perf/gpu_check.py, so that it cannot rot between GPU runs: a CPU dry run of every stage that
+can run without a GPU (tiny budget, the kernels in the interpreter), the time-boxing of stages,
+and the summary's parsing and tables. Nothing here asserts on how fast anything is."""
+import csv
+import json
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import DEVICE
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "perf"))  # perf/ is a folder of scripts
+
+import gpu_check  # noqa: E402
+import gpu_summary  # noqa: E402
+import stage_runner  # noqa: E402
+
+CPU_ONLY = pytest.mark.skipif(DEVICE == "cuda", reason="the CPU dry run: on a GPU, perf/gpu_check.py itself is the run")
+QUICK_TEST = "tests/test_sweep.py::test_launch_census_counts_kernels_not_views_or_allocations"
+
+
+def read_csv(path: Path) -> list[dict]:
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+@CPU_ONLY
+def test_cpu_dry_run_writes_the_results_folder(tmp_path, capsys):
+    argv = ["--out", str(tmp_path), "--budget-min", "5", "--workers", "0", "--quiet", "--models", "seresnet50",
+            "--pytest-args", QUICK_TEST, "--sweep-args", "--quick --shrink 16,4 --compile none --census-batch 2",
+            "--kernels-args", "--impls tritattn,eager"]
+    assert gpu_check.main(argv) == 0
+    printed = capsys.readouterr().out
+    (folder,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    assert folder.name.startswith("cpu-")
+    for name in ("summary.md", "env.json", "env.txt", "tests.txt", "timings.csv", "blocks.csv", "sweep.json",
+                 "kernels.csv", "stages.json"):
+        assert (folder / name).is_file(), name
+
+    stages = {s["name"]: s for s in json.loads((folder / "stages.json").read_text())}
+    assert [s for s in stages] == gpu_check.STAGE_NAMES
+    assert all(stages[n]["status"] == "passed" for n in ("env", "tests", "sweep", "kernels")), stages
+    assert stages["sanitizer"]["status"] == "skipped" and stages["sanitizer"]["detail"] == "no GPU"
+
+    env = json.loads((folder / "env.json").read_text())
+    assert env["device"]["kind"] == "cpu" and env["copy_bandwidth_gbs"] > 0 and "not a GPU figure" in env["copy_bandwidth_note"]
+    summary = (folder / "summary.md").read_text()
+    assert summary in printed and "1 passed" in summary
+    assert "no GPU: every timing is a CPU timing, not GPU performance" in summary
+
+    # the measured table quotes the sweep's own numbers: tritattn's and eager's ms of the block's inference row
+    timings = [r for r in read_csv(folder / "timings.csv") if r["block"] == "seresnet50/s3" and r["pass"] == "fwd"]
+    kernels = {(r["impl"], r["pass"]): r for r in read_csv(folder / "kernels.csv")}
+    assert {k for k in kernels} == {(i, p) for i in ("tritattn", "eager") for p in ("fwd", "fwd+bwd")}
+    assert all(int(r["kernels"]) > 0 and not r["error"] and "not a kernel count" in r["counted"] for r in kernels.values())
+    row = next(line for line in summary.splitlines() if line.startswith("| seresnet50/s3 ") and "| inference |" in line)
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    ms = {r["impl"]: float(r["ms"]) for r in timings}
+    assert float(cells[3]) == pytest.approx(ms["tritattn"], rel=5e-3) and float(cells[4]) == pytest.approx(ms["eager"], rel=5e-3)
+    assert cells[-1] == f"{kernels['tritattn', 'fwd']['kernels']} / {kernels['eager', 'fwd']['kernels']} / -"
+
+    with tarfile.open(folder.with_name(folder.name + ".tar.gz")) as tar:
+        assert {f"{folder.name}/summary.md", f"{folder.name}/timings.csv", f"{folder.name}/kernels.csv"} <= set(tar.getnames())
+
+    # a stage rerun alone lands in the same folder, the other stages' results kept
+    assert gpu_check.main(["--out", str(tmp_path), "--stages", "env", "--quiet"]) == 0
+    again = json.loads((folder / "stages.json").read_text())
+    assert [s["name"] for s in again] == gpu_check.STAGE_NAMES and again[1] == stages["tests"]
+
+
+def _python(code: str) -> list[str]:
+    return [sys.executable, "-c", code]
+
+
+def test_a_stage_past_its_time_is_interrupted_and_the_next_one_runs(tmp_path, monkeypatch):
+    """Stage "slow" outlives its share and is interrupted (it prints first, and handles the
+    interrupt like pytest would); "broken" fails; "last" still runs and gets the time left."""
+    slow = "import time\nprint('started', flush=True)\ntry:\n    time.sleep(120)\nexcept KeyboardInterrupt:\n    print('interrupted')\n    raise SystemExit(2)"
+    stages = [
+        gpu_check.Stage("slow", 1.0, 0, "slow.txt", lambda a, f, t: _python(slow)),
+        gpu_check.Stage("broken", 1.0, 0, "broken.txt", lambda a, f, t: _python("raise SystemExit(3)")),
+        gpu_check.Stage("cannot", 1.0, 0, "cannot.txt", lambda a, f, t: "not on this machine"),
+        gpu_check.Stage("last", 1.0, 0, "last.txt", lambda a, f, t: _python(f"print({t!r})")),
+    ]
+    monkeypatch.setattr(gpu_check, "STAGES", stages)
+    args = gpu_check.parse_args(["--budget-min", str(8 / 60), "--quiet"])
+    args.stages = [s.name for s in stages]
+    start = time.monotonic()
+    slow_r, broken_r, cannot_r, last_r = gpu_check.run_stages(args, tmp_path)
+    assert time.monotonic() - start < 8 + stage_runner.GRACE_S
+    assert (slow_r.status, slow_r.returncode) == ("timed out", 2) and 1.5 < slow_r.allotted_s <= 2.1
+    assert (tmp_path / "slow.txt").read_text().splitlines()[-2:] == ["started", "interrupted"]
+    assert (broken_r.status, broken_r.detail) == ("failed", "exit code 3")
+    assert (cannot_r.status, cannot_r.detail) == ("skipped", "not on this machine")
+    assert last_r.status == "passed" and last_r.allotted_s > slow_r.allotted_s  # the unused shares went to it
+    assert float((tmp_path / "last.txt").read_text().splitlines()[-1]) == pytest.approx(last_r.allotted_s)
+
+
+def test_a_stage_with_too_little_time_left_is_skipped(tmp_path, monkeypatch):
+    stages = [gpu_check.Stage("greedy", 1.0, 3600, "g.txt", lambda a, f, t: _python("pass"))]
+    monkeypatch.setattr(gpu_check, "STAGES", stages)
+    args = gpu_check.parse_args(["--budget-min", "0.1", "--quiet"])
+    args.stages = ["greedy"]
+    (result,) = gpu_check.run_stages(args, tmp_path)
+    assert result.status == "skipped" and "under the 3600 s it needs" in result.detail
+    assert not (tmp_path / "g.txt").exists()
+
+
+def test_unknown_stage_is_an_error(capsys):
+    with pytest.raises(SystemExit):
+        gpu_check.parse_args(["--stages", "env,benchmark"])
+    assert "benchmark" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text, counts", [
+    ("....\n===== 3 failed, 120 passed, 4 skipped in 61.20s (0:01:01) =====", {"failed": 3, "passed": 120, "skipped": 4}),
+    ("x\n1 passed, 1 error in 2.0s", {"passed": 1, "errors": 1}),
+    ("!!!!! KeyboardInterrupt !!!!!\n==== 17 passed, 2 deselected in 30.01s ====", {"passed": 17, "deselected": 2}),
+    ("collected 0 items\nno tests ran in 0.01s", {}),
+])
+def test_pytest_counts_are_read_from_the_last_summary_line(text, counts):
+    assert gpu_summary.test_counts(text) == counts
+
+
+def test_failing_tests_are_listed():
+    text = "FAILED tests/a.py::t1 - AssertionError\nsome FAILED line\nERROR tests/b.py::t2 - RuntimeError\n"
+    assert gpu_summary.failing_tests(text) == ["FAILED tests/a.py::t1 - AssertionError", "ERROR tests/b.py::t2 - RuntimeError"]
+
+
+def test_measured_table_takes_the_compiled_case_and_leaves_cuda_graphs_out():
+    """On a GPU the sweep times compile at one case (largest batch); the table shows that case,
+    every implementation's ms, tritattn's ratios, and the profiler's kernel counts."""
+    def row(impl, batch, ms, graph=False, **extra):
+        return {"block": "seresnet50/s3", "module": "SEModule(channels=1024)", "batch": batch, "dtype": "bf16",
+                "layout": "channels_last", "pass": "fwd", "impl": impl, "cuda_graph": graph, "ms": ms, **extra}
+    timings = [row("tritattn", 32, 0.1), row("eager", 32, 0.3), row("tritattn", 128, 0.25, gbps=1000.0, pct_copy_bw=33.0,
+               speedup_vs_eager=3.2, speedup_vs_compile=1.4), row("eager", 128, 0.8), row("compile", 128, 0.35),
+               row("tritattn", 128, 0.2, graph=True), row("eager", 128, 0.1, graph=True)]
+    kernels = [{"block": "seresnet50/s3", "pass": "fwd", "impl": i, "kernels": str(n), "error": ""}
+               for i, n in (("tritattn", 5), ("eager", 6), ("compile", 3))]
+    table = gpu_summary.measured_table(timings, kernels).splitlines()
+    assert len(table) == 3  # header, rule, the one inference row
+    cells = [c.strip() for c in table[2].strip("|").split("|")]
+    assert cells[1:] == ["inference", "128, bf16, channels_last", "0.25", "0.8", "0.35", "-", "1000", "33", "3.2", "1.4", "-", "5 / 6 / 3"]
