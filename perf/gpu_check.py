@@ -12,9 +12,10 @@ a stage that fails or runs out of time is reported and the next one runs:
 2. ``tests``     the test suite on this device (pytest-xdist workers where installed, a per-test
                  timeout where pytest-timeout is; autotuning off and a private tuning cache, so
                  the suite's odd shapes neither cost tuning time nor reach the shipped table);
-3. ``sweep``     perf/sweep.py's preset for this machine under the stage's budget, tuning as it
-                 goes; on a GPU the tuned table is written (tritattn/tuned/<gpu>.json, copied
-                 into the results as tuned/<gpu>.json);
+3. ``sweep``     perf/sweep.py's preset for this machine on each model's representative block
+                 (``--sweep-args ""``: every block) under the stage's budget, tuning as it goes;
+                 on a GPU the tuned table is written (tritattn/tuned/<gpu>.json, copied into the
+                 results as tuned/<gpu>.json);
 4. ``kernels``   perf/gpu_kernels.py: the kernels that run in each model's representative block,
                  tritattn / eager / torch.compile, forward and training step (torch.profiler);
 5. ``sanitizer`` ``compute-sanitizer --tool memcheck`` over the op tests on small shapes
@@ -200,7 +201,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="pytest-xdist workers (0: none)")
     p.add_argument("--test-timeout-s", type=int, default=300, help="per-test timeout where pytest-timeout is installed")
     p.add_argument("--pytest-args", default="tests", help="what pytest runs (default: tests)")
-    p.add_argument("--sweep-args", default="", help="extra perf/sweep.py arguments")
+    p.add_argument("--sweep-args", default="--blocks representative",
+                   help="perf/sweep.py arguments beside the out folder, budget and models (default: each model's "
+                        "representative block, the README table's; \"\" for the machine's whole preset)")
     p.add_argument("--kernels-args", default="", help="extra perf/gpu_kernels.py arguments")
     p.add_argument("--quiet", action="store_true", help="stages' output to their logs only")
     args = p.parse_args(argv)

@@ -72,9 +72,14 @@ def count_kernels(fn: Callable[[], Any], device: torch.device) -> tuple[int, int
     if device.type != "cuda":
         names = _outermost_ops(events)
         return len(names), 0, names
+    return gpu_kernels(events)
+
+
+def gpu_kernels(events: list) -> tuple[int, int, list[str]]:
+    """(kernels, memcpy/memset count, kernel names in start order) among profiler events."""
     gpu = sorted((e for e in events if e.device_type == DeviceType.CUDA), key=lambda e: e.time_range.start)
-    copies = [e for e in gpu if e.name.startswith(("Memcpy", "Memset"))]
-    return len(gpu) - len(copies), len(copies), [e.name for e in gpu if e not in copies]
+    names = [e.name for e in gpu if not e.name.startswith(("Memcpy", "Memset"))]
+    return len(names), len(gpu) - len(names), names
 
 
 def block_rows(case: Case, impls: list[str], device: torch.device) -> list[dict]:

@@ -136,11 +136,13 @@ def _stages(stages: list[dict]) -> list[str]:
     return lines
 
 
-def _tests(text: str | None) -> list[str]:
+def _tests(text: str | None, stage: dict | None) -> list[str]:
     if text is None:
         return ["(tests.txt not written)"]
     counts = test_counts(text)
     lines = [", ".join(f"{n} {w}" for w, n in counts.items()) if counts else "(no pytest summary line: see tests.txt)"]
+    if stage and stage["status"] == "timed out":
+        lines[0] += " — the run was interrupted at the stage's time limit: the tests not counted did not run"
     fails = failing_tests(text)
     if fails:
         lines += ["", "Failing (tracebacks in tests.txt):", ""] + [f"- `{f}`" for f in fails[:50]]
@@ -174,7 +176,7 @@ def write_summary(folder: Path, stages: list[dict]) -> str:
     gpu = env["device"]["name"] if env else folder.name
     text = "\n".join([
         f"# perf/gpu_check.py on {gpu}", "", "## Machine", "", *_machine(env), "", "## Stages", "", *_stages(stages), "",
-        "## Tests", "", *_tests(_read(folder, "tests.txt")), "", f"## Measured on {gpu}", "", *_sweep(sweep, kernels), "",
+        "## Tests", "", *_tests(_read(folder, "tests.txt"), next((s for s in stages if s["name"] == "tests"), None)), "", f"## Measured on {gpu}", "", *_sweep(sweep, kernels), "",
         "## Kernels per block", "", kernels_section(kernels, _csv(folder, "blocks.csv")), "",
     ])
     (folder / "summary.md").write_text(text)

@@ -7,14 +7,17 @@ import sys
 import tarfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from torch.autograd import DeviceType
 
 from conftest import DEVICE
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "perf"))  # perf/ is a folder of scripts
 
 import gpu_check  # noqa: E402
+import gpu_kernels  # noqa: E402
 import gpu_summary  # noqa: E402
 import stage_runner  # noqa: E402
 
@@ -145,3 +148,21 @@ def test_measured_table_takes_the_compiled_case_and_leaves_cuda_graphs_out():
     assert len(table) == 3  # header, rule, the one inference row
     cells = [c.strip() for c in table[2].strip("|").split("|")]
     assert cells[1:] == ["inference", "128, bf16, channels_last", "0.25", "0.8", "0.35", "-", "1000", "33", "3.2", "1.4", "-", "5 / 6 / 3"]
+
+
+def test_gpu_kernels_are_the_device_events_in_start_order_copies_apart():
+    def event(name, device, start):
+        return SimpleNamespace(name=name, device_type=device, time_range=SimpleNamespace(start=start))
+    events = [event("aten::mul", DeviceType.CPU, 0), event("_gated_scale_fwd", DeviceType.CUDA, 30),
+              event("Memset (Device)", DeviceType.CUDA, 5), event("_mean_max_fwd", DeviceType.CUDA, 10),
+              event("Memcpy DtoD (Device -> Device)", DeviceType.CUDA, 40)]
+    assert gpu_kernels.gpu_kernels(events) == (2, 2, ["_mean_max_fwd", "_gated_scale_fwd"])
+
+
+def test_summary_says_when_the_test_run_was_cut_short(tmp_path):
+    (tmp_path / "tests.txt").write_text("....\n!!! KeyboardInterrupt !!!\n12 passed, 1 failed in 90.1s\nFAILED tests/t.py::x - boom\n")
+    stage = stage_runner.StageResult("tests", "timed out", 95.0, 90.0, 2, "tests.txt", "interrupted after its 90 s")
+    summary = gpu_summary.write_summary(tmp_path, [stage.as_dict()])
+    assert "12 passed, 1 failed — the run was interrupted" in summary and "- `FAILED tests/t.py::x - boom`" in summary
+    assert "| tests | timed out | 95 (90) | interrupted after its 90 s |" in summary
+    assert "(sweep.json not written)" in summary and (tmp_path / "summary.md").read_text() == summary
