@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "perf"))  # perf/ i
 import gpu_check  # noqa: E402
 import gpu_kernels  # noqa: E402
 import gpu_summary  # noqa: E402
+import land_results  # noqa: E402
 import stage_runner  # noqa: E402
 
 CPU_ONLY = pytest.mark.skipif(DEVICE == "cuda", reason="the CPU dry run: on a GPU, perf/gpu_check.py itself is the run")
@@ -65,8 +66,14 @@ def test_cpu_dry_run_writes_the_results_folder(tmp_path, capsys):
     assert float(cells[3]) == pytest.approx(ms["tritattn"], rel=5e-3) and float(cells[4]) == pytest.approx(ms["eager"], rel=5e-3)
     assert cells[-1] == f"{kernels['tritattn', 'fwd']['kernels']} / {kernels['eager', 'fwd']['kernels']} / -"
 
-    with tarfile.open(folder.with_name(folder.name + ".tar.gz")) as tar:
+    tarball = folder.with_name(folder.name + ".tar.gz")
+    with tarfile.open(tarball) as tar:
         assert {f"{folder.name}/summary.md", f"{folder.name}/timings.csv", f"{folder.name}/kernels.csv"} <= set(tar.getnames())
+    readme = tmp_path / "README.md"
+    readme.write_text(f"a\n{land_results.BEGIN}\nold\n{land_results.END}\nb\n")
+    with pytest.raises(land_results.LandingError, match="not a GPU run"):  # a CPU run's timings never land
+        land_results.land(tarball, tmp_path / "results", tmp_path / "tuned", readme)
+    assert not (tmp_path / "results").exists() and "old" in readme.read_text()
 
     # a stage rerun alone lands in the same folder, the other stages' results kept
     assert gpu_check.main(["--out", str(tmp_path), "--stages", "env", "--quiet"]) == 0
@@ -166,3 +173,44 @@ def test_summary_says_when_the_test_run_was_cut_short(tmp_path):
     assert "12 passed, 1 failed — the run was interrupted" in summary and "- `FAILED tests/t.py::x - boom`" in summary
     assert "| tests | timed out | 95 (90) | interrupted after its 90 s |" in summary
     assert "(sweep.json not written)" in summary and (tmp_path / "summary.md").read_text() == summary
+
+
+def _fake_gpu_run(folder: Path) -> None:
+    """The files land_results reads, as a GPU run of gpu_check.py would leave them."""
+    folder.mkdir(parents=True)
+    env = {"date": "2026-11-26T10:00:00+00:00", "device": {"name": "NVIDIA H100 80GB HBM3", "kind": "cuda"},
+           "versions": {"tritattn": "0.1.0", "torch": "2.11.0+cu130", "triton": "3.6.0"}}
+    (folder / "env.json").write_text(json.dumps(env))
+    (folder / "summary.md").write_text("# x\n\n## Stages\n\nfoo\n\n## Measured on NVIDIA H100 80GB HBM3\n\nTimings: GPU timing.\n\n"
+                                       "| block | ms |\n|---|---|\n| se | 0.1 |\n\n## Kernels per block\n\nbar\n")
+    (folder / "speedup_bf16_channels_last.png").write_bytes(b"png")
+    (folder / "tuned").mkdir()
+    (folder / "tuned" / "nvidia-h100-80gb-hbm3.json").write_text("{}")
+
+
+def test_landing_a_gpu_run_fills_the_readme_section_and_ships_the_tuned_table(tmp_path):
+    run = tmp_path / "runs" / "nvidia-h100-80gb-hbm3-2026-11-26"
+    _fake_gpu_run(run)
+    with tarfile.open(tmp_path / "run.tar.gz", "w:gz") as tar:
+        tar.add(run, arcname=run.name)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{land_results.BEGIN}\nno figure yet\n{land_results.END}\nafter\n")
+    results = tmp_path / "perf" / "results"
+    target = land_results.land(tmp_path / "run.tar.gz", results, tmp_path / "tuned", readme)
+    assert target == results / run.name and (target / "summary.md").read_text() == (run / "summary.md").read_text()
+    assert (tmp_path / "tuned" / "nvidia-h100-80gb-hbm3.json").read_text() == "{}"
+    text = readme.read_text()
+    where = "perf/results/nvidia-h100-80gb-hbm3-2026-11-26"
+    assert text.startswith(f"intro\n{land_results.BEGIN}\n### Measured on NVIDIA H100 80GB HBM3\n") and text.endswith(f"{land_results.END}\nafter\n")
+    assert "no figure yet" not in text and "| se | 0.1 |" in text and "Kernels per block" not in text and "Stages" not in text
+    assert "torch 2.11.0+cu130, triton 3.6.0" in text and f"![tritattn speed-ups]({where}/speedup_bf16_channels_last.png)" in text
+    with pytest.raises(land_results.LandingError, match="exists"):  # landing twice needs --replace
+        land_results.land(run, results, tmp_path / "tuned", readme)
+    land_results.land(run, results, tmp_path / "tuned", readme, replace=True)
+    assert readme.read_text() == text
+
+
+def test_the_readme_has_one_place_for_the_measured_table():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    landed = land_results.replace_between_markers(readme, "### Measured on X\n")
+    assert landed.count("### Measured on X") == 1 and "No GPU figure is committed yet" not in landed
