@@ -142,7 +142,8 @@ def child_env(stage: str, private_cache: Path) -> dict[str, str]:
 def run_stages(args: argparse.Namespace, folder: Path) -> list[StageResult]:
     """The chosen stages in order, each given its share of the time left (see the module docstring)."""
     chosen = [s for s in STAGES if s.name in args.stages]
-    deadline = time.monotonic() + 60 * args.budget_min
+    start = time.monotonic()
+    deadline = start + 60 * args.budget_min
     results = []
     with tempfile.TemporaryDirectory(prefix="tritattn-gpu-check-") as private_cache:
         for i, stage in enumerate(chosen):
@@ -155,7 +156,7 @@ def run_stages(args: argparse.Namespace, folder: Path) -> list[StageResult]:
                 result = StageResult(stage.name, "skipped", allotted_s=allotted,
                                      detail=f"{allotted:.0f} s left of the budget, under the {stage.min_s:.0f} s it needs")
             else:
-                print(f"== {stage.name}: up to {allotted:.0f} s ({time.monotonic() - deadline + 60 * args.budget_min:.0f} s in)", flush=True)
+                print(f"== {stage.name}: up to {allotted:.0f} s ({time.monotonic() - start:.0f} s in)", flush=True)
                 result = run_stage(stage.name, command, folder / stage.log, allotted, child_env(stage.name, Path(private_cache)),
                                    cwd=ROOT, echo=not args.quiet)
             if stage.name == "sweep":
@@ -211,6 +212,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = [s for s in args.stages if s not in STAGE_NAMES]
     if unknown or not args.stages:
         p.error(f"--stages: expected a comma list from {', '.join(STAGE_NAMES)}, got {unknown or 'nothing'}")
+    if args.budget_min <= 0:
+        p.error("--budget-min must be positive")
     return args
 
 
