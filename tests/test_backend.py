@@ -9,10 +9,12 @@ here, in a child pytest.
 import re
 import textwrap
 
+import pytest
 import torch
 
 import tritattn
 from conftest import DEVICE, expected_backend
+from tritattn.backend import interpreter_problem
 from fixtures.subprocesses import child_env, output_tail, run_python
 
 FALLBACK_SCRIPT = textwrap.dedent(
@@ -39,6 +41,18 @@ FALLBACK_SCRIPT = textwrap.dedent(
 
 def test_backend_for_reports_the_path():
     assert tritattn.backend_for(torch.empty(1, device=DEVICE)) == expected_backend()
+
+
+@pytest.mark.parametrize("triton_version, numpy_version, fails", [
+    ("3.6.0", "2.4.6", True), ("3.1.0", "2.4.0", True), ("3.6.0", "2.3.5", False), ("3.7.0", "2.4.6", False),
+    ("3.9.0", "3.0.0", False), ("3.10.0", "2.4.0", False), ("3.6.0+git1234", "2.10.1", True),
+])
+def test_interpreter_problem_names_the_broken_version_pairs(triton_version, numpy_version, fails):
+    """triton < 3.7's interpreter and NumPy >= 2.4 fail on every kernel (triton-lang/triton#9171)."""
+    problem = interpreter_problem(triton_version, numpy_version)
+    assert (problem is not None) == fails
+    if fails:
+        assert triton_version in problem and "triton>=3.7 or numpy<2.4" in problem
 
 
 def test_cpu_without_interpreter_falls_back_to_torch():

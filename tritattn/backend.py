@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import threading
 import warnings
 from typing import Iterator, Literal
@@ -40,6 +41,31 @@ except ImportError as error:  # triton missing (e.g. macOS wheels, ROCm without 
     TRITON_AVAILABLE = False
     TRITON_IMPORT_ERROR = f"{type(error).__name__}: {error}"
     INTERPRETER = False
+
+
+
+def _major_minor(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", version)[:2])
+
+
+def interpreter_problem(triton_version: str, numpy_version: str) -> str | None:
+    """Why Triton's interpreter cannot run tritattn's kernels with these versions (None: it can)."""
+    if _major_minor(triton_version) < (3, 7) and _major_minor(numpy_version) >= (2, 4):
+        return (f"triton {triton_version}'s interpreter fails with NumPy {numpy_version} (a runtime loop bound "
+                "becomes int() of a 1-element array: triton-lang/triton#9171, fixed in triton 3.7); "
+                "install triton>=3.7 or numpy<2.4")
+    return None
+
+
+if INTERPRETER:
+    import numpy
+
+    #: Why the interpreter will fail on every kernel here (None: it will not); warned at import.
+    INTERPRETER_PROBLEM = interpreter_problem(triton.__version__, numpy.__version__)
+    if INTERPRETER_PROBLEM:
+        warnings.warn(INTERPRETER_PROBLEM, stacklevel=2)
+else:
+    INTERPRETER_PROBLEM = None
 
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
 
@@ -100,6 +126,7 @@ def backend_reason(x: torch.Tensor) -> str:
         why = f"Triton kernels on the GPU (triton {triton.__version__})"
     elif backend == "triton-interpreter":
         why = "Triton kernels in Triton's interpreter on the CPU (TRITON_INTERPRET=1)"
+        why += f", but {INTERPRETER_PROBLEM}" if INTERPRETER_PROBLEM else ""
     elif device == "cpu":
         why = "CPU tensor and Triton's interpreter is off (TRITON_INTERPRET=1 before importing triton turns it on)"
     elif device == "cuda":
