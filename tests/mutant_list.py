@@ -237,4 +237,33 @@ MUTANTS: list[Mutant] = [
         "tune leaves the BatchNorm running statistics of its example run in the model",
         ("tests/test_tune_model.py::test_tune_decides_every_problem_and_leaves_no_trace",),
     ),
+    # --- perf/gpu_check.py ----------------------------------------------------------------------
+    Mutant(
+        "stage_failure_reported_as_passed", "perf/stage_runner.py",
+        'status = "passed" if proc.returncode == 0 else "failed"',
+        'status = "passed"  # mutant: the exit code is ignored',
+        "gpu_check reports a stage that exited with an error as passed",
+        ("tests/test_gpu_check.py::test_a_stage_past_its_time_is_interrupted_and_the_next_one_runs",),
+    ),
+    Mutant(
+        "unused_stage_time_is_lost", "perf/gpu_check.py",
+        "allotted = left * stage.share / sum(s.share for s in chosen[i:])",
+        "allotted = 60 * args.budget_min * stage.share / sum(s.share for s in chosen)",
+        "a stage's share is fixed up front: the time an earlier stage left unused never reaches later ones",
+        ("tests/test_gpu_check.py::test_a_stage_past_its_time_is_interrupted_and_the_next_one_runs",),
+    ),
+    Mutant(
+        "measured_table_takes_graph_timings", "perf/gpu_summary.py",
+        'if r["block"] in reps and not r["cuda_graph"] and r["ms"] is not None]',
+        'if r["block"] in reps and r["ms"] is not None]',
+        "the README's measured table mixes CUDA-graph replays into the plain timings",
+        ("tests/test_gpu_check.py::test_measured_table_takes_the_compiled_case_and_leaves_cuda_graphs_out",),
+    ),
+    Mutant(
+        "cpu_run_lands_as_gpu_figures", "perf/land_results.py",
+        'if env["device"]["kind"] != "cuda":',
+        'if env["device"]["kind"] == "none":',
+        "land_results puts a CPU run's timings in README as GPU figures",
+        ("tests/test_gpu_check.py::test_cpu_dry_run_writes_the_results_folder",),
+    ),
 ]

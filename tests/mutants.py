@@ -130,7 +130,7 @@ def make_copy(mutant: Mutant | None) -> Path:
 def child_env(tree: Path) -> dict[str, str]:
     env = dict(os.environ)
     rest = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-    env["PYTHONPATH"] = os.pathsep.join([str(tree), str(tree / "tests"), *rest])
+    env["PYTHONPATH"] = os.pathsep.join([str(tree), str(tree / "tests"), str(tree / "perf"), *rest])
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     return env
 
@@ -152,8 +152,11 @@ print(json.dumps(files))
 
 
 def module_name(path: str) -> str:
-    """tritattn/x.py → tritattn.x; kernels/x.py → tritattn.kernels.x (installed there)."""
+    """tritattn/x.py → tritattn.x; kernels/x.py → tritattn.kernels.x (installed there); perf/x.py
+    → x (perf/ is a folder of scripts, on the path)."""
     stem = path.removesuffix(".py").replace("/", ".")
+    if path.startswith("perf/"):
+        return stem.removeprefix("perf.")
     return "tritattn." + stem if path.startswith("kernels/") else stem
 
 
