@@ -1,6 +1,6 @@
 #!/usr/bin/env python
-"""Mutation check: deliberate breaks of the kernels, the tuner and convert, each of which some
-test must catch.
+"""Mutation check: deliberate breaks of the kernels, the tuner, convert and the GPU-run tools
+(perf/gpu_check.py and its helpers), each of which some test must catch.
 
     python tests/mutants.py [--list] [--only NAME ...] [--jobs N] [--timeout S] [--keep]
 
