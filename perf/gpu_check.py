@@ -51,6 +51,7 @@ from typing import Callable
 import torch
 
 import gpu_summary
+import model_shapes
 from stage_runner import StageResult, run_stage
 
 PERF = Path(__file__).resolve().parent
@@ -197,7 +198,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--budget-min", type=float, default=8.0, help="total wall-clock budget of all stages (default 8)")
     p.add_argument("--stages", default=",".join(STAGE_NAMES), help=f"comma list from {', '.join(STAGE_NAMES)} (default: all)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="parent of the results folder (default perf/out/gpu_check)")
-    p.add_argument("--models", default="seresnet50,ecaresnet50d,efficientnet_b0,mobilenetv3_large,regnety_016,cbam_resnet50",
+    p.add_argument("--models", default=",".join(model_shapes.MODELS),
                    help="comma list of perf/model_shapes.py models for the sweep and kernels stages")
     p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="pytest-xdist workers (0: none)")
     p.add_argument("--test-timeout-s", type=int, default=300, help="per-test timeout where pytest-timeout is installed")

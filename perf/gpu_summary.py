@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import re
 from pathlib import Path
-from typing import Any
 
 import model_shapes
 import report
@@ -53,19 +51,6 @@ def _csv(folder: Path, name: str) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def _num(v: Any) -> float | None:
-    try:
-        x = float(v)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(x) else x
-
-
-def _fmt(v: Any, digits: int = 3) -> str:
-    x = _num(v)
-    return "-" if x is None else (f"{x:.{digits}g}" if abs(x) < 1000 else f"{x:.0f}")
-
-
 def measured_table(timings: list[dict], kernels: list[dict]) -> str:
     """Markdown: each model's representative block, at the case torch.compile was timed in (else
     tritattn's largest batch), forward and training step, without CUDA graphs."""
@@ -87,9 +72,9 @@ def measured_table(timings: list[dict], kernels: list[dict]) -> str:
             counts = " / ".join(str(kernel_counts.get((block, pass_, i), "-")) for i in ("tritattn", "eager", "compile"))
             lines.append("| " + " | ".join([
                 f"{block} `{rows[0]['module']}`", "inference" if pass_ == "fwd" else "training step", ", ".join(map(str, key)),
-                *(_fmt(at.get(i, {}).get("ms")) for i in ("tritattn", "eager", "compile", "compile-max-autotune")),
-                _fmt(t.get("gbps"), 4), _fmt(t.get("pct_copy_bw")),
-                *(_fmt(t.get(f"speedup_vs_{b}")) for b in report.BASELINES), counts]) + " |")
+                *(report.format_value(at.get(i, {}).get("ms")) for i in ("tritattn", "eager", "compile", "compile-max-autotune")),
+                report.format_value(t.get("gbps")), report.format_value(t.get("pct_copy_bw")),
+                *(report.format_value(t.get(f"speedup_vs_{b}")) for b in report.BASELINES), counts]) + " |")
     return "\n".join(lines) if len(lines) > 2 else "(no timings of the representative blocks)"
 
 
@@ -176,7 +161,8 @@ def write_summary(folder: Path, stages: list[dict]) -> str:
     gpu = env["device"]["name"] if env else folder.name
     text = "\n".join([
         f"# perf/gpu_check.py on {gpu}", "", "## Machine", "", *_machine(env), "", "## Stages", "", *_stages(stages), "",
-        "## Tests", "", *_tests(_read(folder, "tests.txt"), next((s for s in stages if s["name"] == "tests"), None)), "", f"## Measured on {gpu}", "", *_sweep(sweep, kernels), "",
+        "## Tests", "", *_tests(_read(folder, "tests.txt"), next((s for s in stages if s["name"] == "tests"), None)), "",
+        f"## Measured on {gpu}", "", *_sweep(sweep, kernels), "",
         "## Kernels per block", "", kernels_section(kernels, _csv(folder, "blocks.csv")), "",
     ])
     (folder / "summary.md").write_text(text)

@@ -50,7 +50,8 @@ def write_json(path: Path, payload: dict[str, Any]) -> None:
     path.write_text(json.dumps(payload, indent=1, default=str))
 
 
-def _fmt(v: Any) -> str:
+def format_value(v: Any) -> str:
+    """A table cell: None / NaN as "-", floats to 3 significant digits, whole from 1000 up."""
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "-"
     if isinstance(v, float):
@@ -59,7 +60,7 @@ def _fmt(v: Any) -> str:
 
 
 def format_table(headers: list[str], rows: Iterable[list[Any]]) -> str:
-    cells = [headers] + [[_fmt(v) for v in row] for row in rows]
+    cells = [headers] + [[format_value(v) for v in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     lines = ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))

@@ -43,7 +43,6 @@ except ImportError as error:  # triton missing (e.g. macOS wheels, ROCm without 
     INTERPRETER = False
 
 
-
 def _major_minor(version: str) -> tuple[int, ...]:
     return tuple(int(part) for part in re.findall(r"\d+", version)[:2])
 
