@@ -21,28 +21,13 @@ MEAN_MAX_BWD_CONFIGS = oriented_configs(ELEMENTWISE_TILES, num_warps=(2, 4, 8), 
 
 
 @triton.jit
-def mean_max_fwd(
-    x_ptr, mean_ptr, max_ptr, count_ptr,
-    R, K,
-    sxb, sxr, sxk,
-    smb, smr, sMb, sMr,
+def pool_rows(
+    row_ptrs, sxk, mask_r, K,
     WANT_MEAN: tl.constexpr, WANT_MAX: tl.constexpr,
     ACC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
-    """One pass over x computing, per (b, r):
-
-      mean[b, r]  = Σ_k x[b, r, k] / K                  ACC sum (float32; float64 for float64 x)
-      max[b, r]   = max_k x[b, r, k]                    NaN if any x[b, r, k] is NaN (as torch.amax)
-      count[b, r] = #{k : x[b, r, k] == max[b, r]}      int32, contiguous [B, R]; the ties over
-                                                        which torch.amax's backward spreads grad
-    Reads B·R·K elements once; writes B·R values per wanted output (+ 4 bytes each for count).
-    Grid: rows_grid — one program per (b, BLOCK_R rows), looping over K in BLOCK_K steps.
-    """
-    b, offs_r = row_block(R, BLOCK_R)
-    mask_r = offs_r < R
-    r64 = offs_r.to(tl.int64)
-    row_ptrs = x_ptr + b * sxb + r64[:, None] * sxr
-
+    """The loop over K of one program's BLOCK_R rows (``row_ptrs`` [BLOCK_R, 1] point at k = 0):
+    (Σ_k x, max_k x — NaN if any x is NaN, as torch.amax — and #{k : x == max}), in ACC."""
     total = tl.zeros([BLOCK_R], dtype=ACC)
     run_max = tl.full([BLOCK_R], float("-inf"), dtype=ACC)
     run_count = tl.zeros([BLOCK_R], dtype=tl.int32)
@@ -63,11 +48,35 @@ def mean_max_fwd(
                 tl.where(tile_max == run_max, run_count + tile_count, run_count),
             )
             run_max = tl.maximum(run_max, tile_max)
+    return total, tl.where(has_nan > 0, float("nan"), run_max), run_count
 
+
+@triton.jit
+def mean_max_fwd(
+    x_ptr, mean_ptr, max_ptr, count_ptr,
+    R, K,
+    sxb, sxr, sxk,
+    smb, smr, sMb, sMr,
+    WANT_MEAN: tl.constexpr, WANT_MAX: tl.constexpr,
+    ACC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    """One pass over x computing, per (b, r):
+
+      mean[b, r]  = Σ_k x[b, r, k] / K                  ACC sum (float32; float64 for float64 x)
+      max[b, r]   = max_k x[b, r, k]                    NaN if any x[b, r, k] is NaN (as torch.amax)
+      count[b, r] = #{k : x[b, r, k] == max[b, r]}      int32, contiguous [B, R]; the ties over
+                                                        which torch.amax's backward spreads grad
+    Reads B·R·K elements once; writes B·R values per wanted output (+ 4 bytes each for count).
+    Grid: rows_grid — one program per (b, BLOCK_R rows), looping over K in BLOCK_K steps.
+    """
+    b, offs_r = row_block(R, BLOCK_R)
+    mask_r = offs_r < R
+    r64 = offs_r.to(tl.int64)
+    total, run_max, run_count = pool_rows(x_ptr + b * sxb + r64[:, None] * sxr, sxk, mask_r, K,
+                                          WANT_MEAN, WANT_MAX, ACC, BLOCK_R, BLOCK_K)
     if WANT_MEAN:
         tl.store(mean_ptr + b * smb + r64 * smr, to_output(total / K, mean_ptr), mask=mask_r)
     if WANT_MAX:
-        run_max = tl.where(has_nan > 0, float("nan"), run_max)
         # no rounding: the max is one of x's values
         tl.store(max_ptr + b * sMb + r64 * sMr, run_max.to(max_ptr.dtype.element_ty), mask=mask_r)
         tl.store(count_ptr + b * R + r64, run_count, mask=mask_r)
@@ -97,17 +106,32 @@ def mean_max_bwd(
     r64 = offs_r.to(tl.int64)
     k64 = offs_k.to(tl.int64)[None, :]
 
-    g = tl.zeros([BLOCK_R, BLOCK_K], dtype=ACC)
+    g_mean = tl.zeros([BLOCK_R], dtype=ACC)
+    g_max = tl.zeros([BLOCK_R], dtype=ACC)
+    m = tl.zeros([BLOCK_R], dtype=ACC)
+    n = tl.full([BLOCK_R], 1.0, dtype=ACC)
+    x = tl.zeros([BLOCK_R, BLOCK_K], dtype=ACC)
     if HAS_MEAN:
         g_mean = tl.load(grad_mean_ptr + b * sgmb + r64 * sgmr, mask=mask_r, other=0.0).to(ACC)
-        g += (g_mean / K)[:, None]
     if HAS_MAX:
         g_max = tl.load(grad_max_ptr + b * sgMb + r64 * sgMr, mask=mask_r, other=0.0).to(ACC)
         m = tl.load(max_ptr + b * sMb + r64 * sMr, mask=mask_r, other=0.0).to(ACC)
         n = tl.load(count_ptr + b * R + r64, mask=mask_r, other=1).to(ACC)
         x = tl.load(x_ptr + b * sxb + r64[:, None] * sxr + k64 * sxk, mask=mask, other=0.0).to(ACC)
-        share = tl.where(x == m[:, None], (g_max / n)[:, None], 0.0)
-        # A NaN max (the row holds a NaN) makes the whole row's gradient NaN, as in torch.amax's
-        # backward ((grad / 0) · 0 there: no element equals NaN).
-        g += tl.where((m != m)[:, None], float("nan"), share)
+    g = add_pool_grad(tl.zeros([BLOCK_R, BLOCK_K], dtype=ACC), x, g_mean, g_max, m, n, K, HAS_MEAN, HAS_MAX)
     tl.store(grad_x_ptr + b * sgxb + r64[:, None] * sgxr + k64 * sgxk, to_output(g, grad_x_ptr), mask=mask)
+
+
+@triton.jit
+def add_pool_grad(g, x, g_mean, g_max, m, n, K, HAS_MEAN: tl.constexpr, HAS_MAX: tl.constexpr):
+    """g + the gradient of the pooling of a tile of x [BLOCK_R, BLOCK_K] over K, given the
+    per-row gradients of the mean and max, the max m and its tie count n:
+    g_mean / K + [x == m] · g_max / n. The max term spreads the gradient evenly over tied maxima,
+    exactly as torch.amax's backward, and is NaN over a whole row whose max is NaN (torch.amax's
+    backward too: (grad / 0) · 0 there, no element equals NaN)."""
+    if HAS_MEAN:
+        g += (g_mean / K)[:, None]
+    if HAS_MAX:
+        share = tl.where(x == m[:, None], (g_max / n)[:, None], 0.0)
+        g += tl.where((m != m)[:, None], float("nan"), share)
+    return g

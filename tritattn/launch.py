@@ -4,7 +4,9 @@ Each function takes already-validated, kernel-addressable tensors (see :mod:`tri
 and preallocated outputs, describes the problem (B, R, K, layout, dtype, flags) and launches one
 kernel through its :class:`~tritattn.tuning.Tuner`, which picks the block sizes, num_warps and
 num_stages (tuned per GPU on CUDA, the tile heuristic under the interpreter); the grid is a
-callable of the chosen config's META. The functions mirror :mod:`tritattn.eager_ops` name for name.
+callable of the chosen config's META. The per-op functions mirror :mod:`tritattn.eager_ops` name
+for name; the block pipeline's (``squeeze_excite_fwd``, ``excitation_bwd``) have no eager twin: a
+block whose tensors the kernels cannot take runs the per-op path instead (tritattn/modules.py).
 """
 from __future__ import annotations
 
@@ -12,9 +14,10 @@ import contextlib
 from typing import Callable
 
 import torch
+import triton
 import triton.language as tl
 
-from .kernels import gated_scale, mean_max, tiling
+from .kernels import excitation, gated_scale, mean_max, tiling
 from .layout import Axis, plane_strides, vector_strides
 from .tuning import Problem, Tuner
 
@@ -23,6 +26,11 @@ MEAN_MAX_FWD = Tuner("mean_max_fwd", mean_max.mean_max_fwd, mean_max.MEAN_MAX_FW
 MEAN_MAX_BWD = Tuner("mean_max_bwd", mean_max.mean_max_bwd, mean_max.MEAN_MAX_BWD_CONFIGS, num_stages=1)
 GATED_SCALE_FWD = Tuner("gated_scale_fwd", gated_scale.gated_scale_fwd, gated_scale.GATED_SCALE_FWD_CONFIGS, num_stages=1)
 GATED_SCALE_BWD = Tuner("gated_scale_bwd", gated_scale.gated_scale_bwd, gated_scale.GATED_SCALE_BWD_CONFIGS, num_stages=3)
+SQUEEZE_EXCITE_FWD = Tuner("squeeze_excite_fwd", excitation.squeeze_excite_fwd, excitation.SQUEEZE_EXCITE_FWD_CONFIGS, num_stages=3)
+EXCITATION_BWD_REDUCE = Tuner(
+    "excitation_bwd_reduce", excitation.excitation_bwd_reduce, excitation.EXCITATION_BWD_REDUCE_CONFIGS, num_stages=3)
+EXCITATION_BWD_APPLY = Tuner(
+    "excitation_bwd_apply", excitation.excitation_bwd_apply, excitation.EXCITATION_BWD_APPLY_CONFIGS, num_stages=1)
 
 Grid = Callable[[dict], tuple[int]]
 
@@ -121,3 +129,89 @@ def gated_scale_bwd(
              *plane_strides(grad_x, axis), *grs, *vector_strides(grad_s, axis)),
             dict(p.flags, GATE=gate, ACC=_acc_dtype(x)), x.device,
         )
+
+
+# --- the channel-attention block pipeline (kernels/excitation.py) ------------------------------
+
+def _strides2(t: torch.Tensor | None) -> tuple[int, int]:
+    """Strides of a 2-D weight (a 1-D one: (0, its stride)); (0, 0) for None."""
+    if t is None:
+        return 0, 0
+    return (0, t.stride(0)) if t.dim() == 1 else (t.stride(0), t.stride(1))
+
+
+def excitation_geometry(C: int, RD: int) -> dict[str, int]:
+    """The per-sample MLP's tile: BLOCK_J ≥ RD (the hidden width; C for "fc"; 1 for the taps) and
+    MLP_BLOCK_C channels per step, BLOCK_J × MLP_BLOCK_C ≤ excitation.MLP_TILE_ELEMENTS."""
+    block_j = triton.next_power_of_2(max(RD, 1))
+    block_c = max(1, min(triton.next_power_of_2(C), excitation.MLP_TILE_ELEMENTS // block_j))
+    return dict(BLOCK_J=block_j, MLP_BLOCK_C=block_c)
+
+
+def _excitation_flags(spec: dict, C: int, RD: int) -> dict:
+    return dict(POOL=spec["pool"], MLP=spec["mlp"], ACT=spec["act"], PAD=spec["pad"], TAPS=spec["taps"],
+                **excitation_geometry(C, RD))
+
+
+def squeeze_excite_fwd(
+    x: torch.Tensor, w1, b1, w2, b2, spec: dict, RD: int,
+    mean: torch.Tensor, maximum: torch.Tensor | None, count: torch.Tensor | None, s: torch.Tensor, counter: torch.Tensor,
+) -> None:
+    """Pooled vectors and the excitation logits s [B, C] of x in one launch (kernels/excitation.py)."""
+    xs = plane_strides(x, "channel")
+    p = _problem(x, "channel", xs, POOL=spec["pool"], MLP=spec["mlp"], RD=RD)
+    with _device_guard(x):
+        SQUEEZE_EXCITE_FWD.launch(
+            p, _rows_grid(p),
+            (x, mean, maximum, count, counter, w1, b1, w2, b2, s, p.R, p.K, RD, *xs, *_strides2(w1), *_strides2(w2)),
+            dict(_excitation_flags(spec, p.R, RD), HAS_B1=b1 is not None, HAS_B2=b2 is not None, ACC=_acc_dtype(x)),
+            x.device,
+        )
+
+
+def excitation_bwd(
+    grad_y: torch.Tensor, x: torch.Tensor, y: torch.Tensor | None, s: torch.Tensor,
+    mean: torch.Tensor, maximum: torch.Tensor | None, count: torch.Tensor | None,
+    w1, b1, w2, b2, spec: dict, RD: int, gate: str, act_out: str,
+    work: dict[str, torch.Tensor], counter: torch.Tensor,
+    grad_x: torch.Tensor, grad_res: torch.Tensor | None, grads: dict[str, torch.Tensor | None],
+) -> None:
+    """The block's backward in two launches: excitation_bwd_reduce (Σ_k dy·x, then the MLP
+    backward per sample into ``work``), then excitation_bwd_apply (grad_x, grad_residual and the
+    weight gradients ``grads`` "w1", "b1", "w2", "b2")."""
+    xs = plane_strides(x, "channel")
+    gys = plane_strides(grad_y, "channel")
+    ys = plane_strides(y, "channel") if y is not None else (0, 0, 0)
+    flags = _excitation_flags(spec, x.shape[1], RD)
+    acc = _acc_dtype(x)
+    p = _problem(x, "channel", xs, POOL=spec["pool"], MLP=spec["mlp"], RD=RD, ACT_OUT=act_out)
+    with _device_guard(x):
+        EXCITATION_BWD_REDUCE.launch(
+            p, _rows_grid(p),
+            (grad_y, x, y, s, work["grad_s"], counter, mean, maximum, w1, b1, w2,
+             work["hidden"], work["grad_h"], work["grad_mean"], work["grad_max"],
+             p.R, p.K, RD, *gys, *xs, *ys, *_strides2(w1), *_strides2(w2)),
+            dict(flags, GATE=gate, ACT_OUT=act_out, HAS_B1=b1 is not None, ACC=acc), x.device,
+        )
+        n_weight_programs = weight_programs(spec, x.shape[1], RD, b2 is not None)
+        pa = _problem(x, "channel", xs, POOL=spec["pool"], MLP=spec["mlp"], ACT_OUT=act_out,
+                      WRITE_GRAD_RES=grad_res is not None)
+        grs = plane_strides(grad_res, "channel") if grad_res is not None else (0, 0, 0)
+        EXCITATION_BWD_APPLY.launch(
+            pa, lambda META: (_elementwise_grid(pa)(META)[0] + n_weight_programs,),
+            (grad_y, x, y, s, grad_x, grad_res, work["grad_mean"], work["grad_max"], maximum, count,
+             work["grad_s"], mean, work["hidden"], work["grad_h"],
+             grads["w1"], grads["b1"], grads["w2"], grads["b2"],
+             pa.B, pa.R, pa.K, RD, *gys, *xs, *ys, *plane_strides(grad_x, "channel"), *grs,
+             *_strides2(grads["w1"]), *_strides2(grads["w2"])),
+            dict(flags, GATE=gate, ACT_OUT=act_out, WRITE_GRAD_RES=grad_res is not None,
+                 HAS_B1=b1 is not None, HAS_B2=b2 is not None, ACC=acc), x.device,
+        )
+
+
+def weight_programs(spec: dict, C: int, RD: int, has_b2: bool) -> int:
+    """Programs excitation_bwd_apply runs after its grad_x tiles for the weight gradients: one per
+    MLP_BLOCK_C channels (the MLPs), or one per tap plus one for the bias (ECA / CECA)."""
+    if spec["mlp"] in ("fc_act_fc", "fc"):
+        return triton.cdiv(C, excitation_geometry(C, RD)["MLP_BLOCK_C"])
+    return spec["taps"] + has_b2

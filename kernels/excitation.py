@@ -1,0 +1,480 @@
+"""A channel-attention block as one pipeline: the squeeze and the excitation MLP in one launch,
+and the block's backward in two.
+
+The block (SE, Effective-SE, ECA / CECA, CBAM's channel branch) is, per sample b,
+
+    v      = pool(x[b])                 mean over H×W; with POOL = "mean_max_avg" 0.5·mean + 0.5·max
+    s[b]   = excitation(v)              MLP = "fc_act_fc": W2 · act(W1 · v + b1) + b2   (SE)
+                                        MLP = "fc":        W · v + b                      (Effective-SE)
+                                        MLP = "taps_zero" / "taps_circular":
+                                            s[c] = Σ_t w[t] · v[c + t - PAD] (+ b), zero or circular
+                                            padding of the channel axis                   (ECA / CECA)
+    y      = act_out(x · gate(s) + residual)                   (gated_scale.gated_scale_fwd)
+
+POOL = "mean_max_both" is CBAM's channel branch: s = mlp(mean) + mlp(max), i.e.
+W2 · (act(h_mean) + act(h_max)) + 2·b2.
+
+The per-sample MLP needs the whole pooled vector of its sample, which programs over different
+channel blocks produce. Each program stores its rows' pooled values, then takes a ticket from an
+int32 counter per sample (``tl.atomic_add``, acquire-release, after a barrier so the program's
+stores are all issued first); the program that draws the last ticket of its sample reads the
+complete vector back and computes that sample's MLP, then resets the counter to 0 for the next
+launch (so a CUDA graph replays it, and the tuner can re-run the kernel). Which program is last
+varies from run to run, but it reads the vector in a fixed order: the result is bitwise
+repeatable. No program waits for another, so the interpreter (programs run one after the other)
+runs it as the GPU does.
+
+The workspaces (``mean``, ``max``, ``count``, ``s``, the backward's per-sample vectors) are
+contiguous [B, C] (hidden ones [B, RD]) in ACC (float32; float64 for float64 x); weights are read
+with their strides in their own dtype and accumulated in ACC.
+"""
+import triton
+import triton.language as tl
+
+from .gates import gate_backward, gate_value
+from .mean_max import add_pool_grad, pool_rows
+from .program_tiles import elementwise_tile, row_block
+from .rounding import to_output
+from .tiling import ELEMENTWISE_TILES, ROW_TILES, oriented_configs
+
+#: squeeze_excite_fwd and excitation_bwd_reduce loop over K (pipeline depth matters); the tile is
+#: that of the pooling loop — the per-sample MLP's tile (BLOCK_J × MLP_BLOCK_C) is set by the
+#: problem (launch.py), not tuned. Both store every output element once and leave the counters
+#: at 0, so a config can be re-run on the real arguments.
+SQUEEZE_EXCITE_FWD_CONFIGS = oriented_configs(ROW_TILES, num_warps=(2, 4, 8), num_stages=(1, 2, 3))
+EXCITATION_BWD_REDUCE_CONFIGS = SQUEEZE_EXCITE_FWD_CONFIGS
+#: excitation_bwd_apply: one tile per program, no loop.
+EXCITATION_BWD_APPLY_CONFIGS = oriented_configs(ELEMENTWISE_TILES, num_warps=(2, 4, 8), num_stages=(1,))
+
+#: Elements of the per-sample MLP's weight tile (BLOCK_J × MLP_BLOCK_C).
+MLP_TILE_ELEMENTS = 4096
+
+
+@triton.jit
+def mlp_act(h, ACT: tl.constexpr):
+    """The hidden activation: "relu" (NaN stays NaN, as torch.relu), "silu" or "identity"."""
+    if ACT == "relu":
+        h = tl.where(h < 0.0, 0.0, h)
+    elif ACT == "silu":
+        h = h / (1.0 + tl.exp(-h))
+    return h
+
+
+@triton.jit
+def mlp_act_backward(h, grad, ACT: tl.constexpr):
+    """grad · act'(h): relu as torch's threshold_backward (0 where relu(h) ≤ 0), silu'(h) =
+    σ(h) · (1 + h · (1 - σ(h)))."""
+    if ACT == "relu":
+        grad = tl.where(h > 0.0, grad, 0.0)
+    elif ACT == "silu":
+        sig = 1.0 / (1.0 + tl.exp(-h))
+        grad = grad * (sig * (1.0 + h * (1.0 - sig)))
+    return grad
+
+
+@triton.jit
+def pooled_input(mean_ptr, max_ptr, offs, mask, POOL: tl.constexpr):
+    """The MLP's input v at flat workspace offsets: the mean, or 0.5·mean + 0.5·max."""
+    v = tl.load(mean_ptr + offs, mask=mask, other=0.0, cache_modifier=".cg")
+    if POOL == "mean_max_avg":
+        v = 0.5 * v + 0.5 * tl.load(max_ptr + offs, mask=mask, other=0.0, cache_modifier=".cg")
+    return v
+
+
+@triton.jit
+def channel_tap(offs_c, mask_c, C, shift, CIRCULAR: tl.constexpr):
+    """(index, valid) of channel c + shift: wrapped around for circular padding, else masked out
+    beyond the ends (zero padding). Circular padding assumes |shift| ≤ C, as F.pad does."""
+    idx = offs_c + shift
+    if CIRCULAR:
+        idx = tl.where(idx < 0, idx + C, tl.where(idx >= C, idx - C, idx))
+        valid = mask_c
+    else:
+        valid = mask_c & (idx >= 0) & (idx < C)
+    return idx, valid
+
+
+@triton.jit
+def hidden_pre_activation(
+    b, mean_ptr, max_ptr, w1_ptr, b1_ptr, C, RD, sw1j, sw1c,
+    POOL: tl.constexpr, HAS_B1: tl.constexpr, ACC: tl.constexpr, BLOCK_J: tl.constexpr, MLP_BLOCK_C: tl.constexpr,
+):
+    """(h, h_max) [BLOCK_J]: W1 · v + b1 for sample b, and W1 · max + b1 for POOL = "mean_max_both"
+    (else zeros). Σ over C in a fixed order, MLP_BLOCK_C channels at a time."""
+    offs_j = tl.arange(0, BLOCK_J)
+    mask_j = offs_j < RD
+    h = tl.zeros([BLOCK_J], dtype=ACC)
+    h_max = tl.zeros([BLOCK_J], dtype=ACC)
+    for c0 in range(0, C, MLP_BLOCK_C):
+        offs_c = c0 + tl.arange(0, MLP_BLOCK_C)
+        mask_c = offs_c < C
+        w1 = tl.load(w1_ptr + offs_j[:, None] * sw1j + offs_c[None, :] * sw1c,
+                     mask=mask_j[:, None] & mask_c[None, :], other=0.0).to(ACC)
+        v = pooled_input(mean_ptr, max_ptr, b * C + offs_c, mask_c, POOL)
+        h += tl.sum(w1 * v[None, :], axis=1)
+        if POOL == "mean_max_both":
+            v_max = tl.load(max_ptr + b * C + offs_c, mask=mask_c, other=0.0, cache_modifier=".cg")
+            h_max += tl.sum(w1 * v_max[None, :], axis=1)
+    if HAS_B1:
+        bias = tl.load(b1_ptr + offs_j, mask=mask_j, other=0.0).to(ACC)
+        h += bias
+        h_max += bias
+    return h, h_max
+
+
+@triton.jit
+def sample_logits(
+    b, mean_ptr, max_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, s_ptr,
+    C, RD, sw1j, sw1c, sw2c, sw2j,
+    POOL: tl.constexpr, MLP: tl.constexpr, ACT: tl.constexpr, PAD: tl.constexpr, TAPS: tl.constexpr,
+    HAS_B1: tl.constexpr, HAS_B2: tl.constexpr,
+    ACC: tl.constexpr, BLOCK_J: tl.constexpr, MLP_BLOCK_C: tl.constexpr,
+):
+    """s[b, :] = excitation(v) for one sample, from the complete pooled vectors (module docstring).
+    For the taps, w1_ptr is the conv's k weights (stride sw1c) and b2_ptr its scalar bias."""
+    offs_j = tl.arange(0, BLOCK_J)
+    mask_j = offs_j < RD
+    if MLP == "fc_act_fc":
+        h, h_max = hidden_pre_activation(b, mean_ptr, max_ptr, w1_ptr, b1_ptr, C, RD, sw1j, sw1c,
+                                         POOL, HAS_B1, ACC, BLOCK_J, MLP_BLOCK_C)
+        a = mlp_act(h, ACT)
+        if POOL == "mean_max_both":
+            a += mlp_act(h_max, ACT)
+        a = tl.where(mask_j, a, 0.0)
+    elif MLP == "fc":
+        a = pooled_input(mean_ptr, max_ptr, b * C + offs_j, mask_j, POOL)  # RD = C
+    for c0 in range(0, C, MLP_BLOCK_C):
+        offs_c = c0 + tl.arange(0, MLP_BLOCK_C)
+        mask_c = offs_c < C
+        if MLP == "fc_act_fc" or MLP == "fc":
+            w2 = tl.load(w2_ptr + offs_c[:, None] * sw2c + offs_j[None, :] * sw2j,
+                         mask=mask_c[:, None] & mask_j[None, :], other=0.0).to(ACC)
+            s = tl.sum(w2 * a[None, :], axis=1)
+            if HAS_B2:
+                bias = tl.load(b2_ptr + offs_c, mask=mask_c, other=0.0).to(ACC)
+                s += 2.0 * bias if POOL == "mean_max_both" else bias
+        else:
+            s = tl.zeros([MLP_BLOCK_C], dtype=ACC)
+            for t in tl.static_range(TAPS):
+                idx, valid = channel_tap(offs_c, mask_c, C, t - PAD, MLP == "taps_circular")
+                w = tl.load(w1_ptr + t * sw1c).to(ACC)
+                s += w * pooled_input(mean_ptr, max_ptr, b * C + idx, valid, POOL)
+            if HAS_B2:
+                s += tl.load(b2_ptr).to(ACC)
+        tl.store(s_ptr + b * C + offs_c, s, mask=mask_c)
+
+
+@triton.jit
+def last_of_sample(counter_ptr, b, n_programs):
+    """True in the program that draws the last ticket of sample b's counter (see the module
+    docstring); that program resets the counter with :func:`release_counter` when done."""
+    tl.debug_barrier()  # every thread's stores issued before the ticket is taken (release)
+    ticket = tl.atomic_add(counter_ptr + b, 1, sem="acq_rel")
+    return ticket == n_programs - 1
+
+
+@triton.jit
+def squeeze_excite_fwd(
+    x_ptr, mean_ptr, max_ptr, count_ptr, counter_ptr,
+    w1_ptr, b1_ptr, w2_ptr, b2_ptr, s_ptr,
+    R, K, RD,
+    sxb, sxr, sxk,
+    sw1j, sw1c, sw2c, sw2j,
+    POOL: tl.constexpr, MLP: tl.constexpr, ACT: tl.constexpr, PAD: tl.constexpr, TAPS: tl.constexpr,
+    HAS_B1: tl.constexpr, HAS_B2: tl.constexpr,
+    ACC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr,
+    BLOCK_J: tl.constexpr, MLP_BLOCK_C: tl.constexpr,
+):
+    """Squeeze and excitation in one launch: pooled vectors and the logits s [B, C] (R = C, K = H×W).
+
+      mean[b, c] = Σ_k x[b, c, k] / K;  max[b, c], count[b, c] = max_k x and its ties (POOL ≠ "mean")
+      s[b, :]    = excitation of the pooled vectors (module docstring), by the sample's last program
+
+    Minimum bytes: x read once (B·C·K·itemsize) + the weights read once per sample + the [B, C]
+    vectors written (mean, s in ACC; max in ACC and count int32 with max pooling).
+    Grid: rows_grid — one program per (b, BLOCK_R channels) looping over K; the sample's last
+    program then runs its MLP with a BLOCK_J × MLP_BLOCK_C weight tile (BLOCK_J ≥ RD).
+    """
+    b, offs_r = row_block(R, BLOCK_R)
+    mask_r = offs_r < R
+    r64 = offs_r.to(tl.int64)
+    want_max: tl.constexpr = POOL != "mean"
+    total, run_max, run_count = pool_rows(x_ptr + b * sxb + r64[:, None] * sxr, sxk, mask_r, K,
+                                          True, want_max, ACC, BLOCK_R, BLOCK_K)
+    tl.store(mean_ptr + b * R + r64, total / K, mask=mask_r)
+    if want_max:
+        tl.store(max_ptr + b * R + r64, run_max, mask=mask_r)
+        tl.store(count_ptr + b * R + r64, run_count, mask=mask_r)
+    if last_of_sample(counter_ptr, b, tl.cdiv(R, BLOCK_R)):
+        sample_logits(b, mean_ptr, max_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, s_ptr, R, RD,
+                      sw1j, sw1c, sw2c, sw2j, POOL, MLP, ACT, PAD, TAPS, HAS_B1, HAS_B2, ACC, BLOCK_J, MLP_BLOCK_C)
+        tl.store(counter_ptr + b, 0)
+
+
+@triton.jit
+def sample_pool_grads(
+    b, grad_s_ptr, mean_ptr, max_ptr, w1_ptr, b1_ptr, w2_ptr,
+    hidden_ptr, grad_h_ptr, grad_mean_ptr, grad_max_ptr,
+    C, RD, sw1j, sw1c, sw2c, sw2j,
+    POOL: tl.constexpr, MLP: tl.constexpr, ACT: tl.constexpr, PAD: tl.constexpr, TAPS: tl.constexpr,
+    HAS_B1: tl.constexpr, ACC: tl.constexpr, BLOCK_J: tl.constexpr, MLP_BLOCK_C: tl.constexpr,
+):
+    """The excitation's backward for one sample, from the complete grad_s[b, :]:
+
+      "fc_act_fc": h recomputed; da = W2ᵀ · grad_s; grad_h = act'(h) · da (and grad_h_max);
+                   hidden[b] = act(h) (+ act(h_max)), grad_h[b] (and grad_h_max[b] at + RD) stored
+                   for the weight gradients; grad_v = W1ᵀ · grad_h (grad of max: W1ᵀ · grad_h_max)
+      "fc":        grad_v = Wᵀ · grad_s
+      taps:        grad_v[c] = Σ_t w[t] · grad_s[c - t + PAD] (the transposed conv, same padding)
+    then grad_mean = grad_v (and grad_max), or both 0.5 · grad_v for POOL = "mean_max_avg".
+    """
+    offs_j = tl.arange(0, BLOCK_J)
+    mask_j = offs_j < RD
+    if MLP == "fc_act_fc":
+        h, h_max = hidden_pre_activation(b, mean_ptr, max_ptr, w1_ptr, b1_ptr, C, RD, sw1j, sw1c,
+                                         POOL, HAS_B1, ACC, BLOCK_J, MLP_BLOCK_C)
+        da = tl.zeros([BLOCK_J], dtype=ACC)
+        for c0 in range(0, C, MLP_BLOCK_C):
+            offs_c = c0 + tl.arange(0, MLP_BLOCK_C)
+            mask_c = offs_c < C
+            w2 = tl.load(w2_ptr + offs_c[:, None] * sw2c + offs_j[None, :] * sw2j,
+                         mask=mask_c[:, None] & mask_j[None, :], other=0.0).to(ACC)
+            ds = tl.load(grad_s_ptr + b * C + offs_c, mask=mask_c, other=0.0, cache_modifier=".cg")
+            da += tl.sum(w2 * ds[:, None], axis=0)
+        grad_h = mlp_act_backward(h, da, ACT)
+        a = mlp_act(h, ACT)
+        grad_h_max = tl.zeros([BLOCK_J], dtype=ACC)
+        if POOL == "mean_max_both":
+            grad_h_max = mlp_act_backward(h_max, da, ACT)
+            a += mlp_act(h_max, ACT)
+            tl.store(grad_h_ptr + b * 2 * RD + RD + offs_j, grad_h_max, mask=mask_j)
+            tl.store(grad_h_ptr + b * 2 * RD + offs_j, grad_h, mask=mask_j)
+        else:
+            tl.store(grad_h_ptr + b * RD + offs_j, grad_h, mask=mask_j)
+        tl.store(hidden_ptr + b * RD + offs_j, a, mask=mask_j)
+    elif MLP == "fc":
+        grad_v_all = tl.zeros([BLOCK_J], dtype=ACC)  # RD = C: the whole input vector
+        for c0 in range(0, C, MLP_BLOCK_C):
+            offs_c = c0 + tl.arange(0, MLP_BLOCK_C)
+            mask_c = offs_c < C
+            w = tl.load(w2_ptr + offs_c[:, None] * sw2c + offs_j[None, :] * sw2j,
+                        mask=mask_c[:, None] & mask_j[None, :], other=0.0).to(ACC)
+            ds = tl.load(grad_s_ptr + b * C + offs_c, mask=mask_c, other=0.0, cache_modifier=".cg")
+            grad_v_all += tl.sum(w * ds[:, None], axis=0)
+        scale = 0.5 if POOL == "mean_max_avg" else 1.0
+        tl.store(grad_mean_ptr + b * C + offs_j, scale * grad_v_all, mask=mask_j)
+        if POOL == "mean_max_avg":
+            tl.store(grad_max_ptr + b * C + offs_j, scale * grad_v_all, mask=mask_j)
+
+    if MLP != "fc":
+        for c0 in range(0, C, MLP_BLOCK_C):
+            offs_c = c0 + tl.arange(0, MLP_BLOCK_C)
+            mask_c = offs_c < C
+            grad_max = tl.zeros([MLP_BLOCK_C], dtype=ACC)
+            if MLP == "fc_act_fc":
+                w1 = tl.load(w1_ptr + offs_j[:, None] * sw1j + offs_c[None, :] * sw1c,
+                             mask=mask_j[:, None] & mask_c[None, :], other=0.0).to(ACC)
+                grad_v = tl.sum(w1 * grad_h[:, None], axis=0)
+                if POOL == "mean_max_both":
+                    grad_max = tl.sum(w1 * grad_h_max[:, None], axis=0)
+            else:
+                grad_v = tl.zeros([MLP_BLOCK_C], dtype=ACC)
+                for t in tl.static_range(TAPS):
+                    idx, valid = channel_tap(offs_c, mask_c, C, PAD - t, MLP == "taps_circular")
+                    w = tl.load(w1_ptr + t * sw1c).to(ACC)
+                    grad_v += w * tl.load(grad_s_ptr + b * C + idx, mask=valid, other=0.0, cache_modifier=".cg")
+            if POOL == "mean_max_avg":
+                grad_v = 0.5 * grad_v
+                grad_max = grad_v
+            tl.store(grad_mean_ptr + b * C + offs_c, grad_v, mask=mask_c)
+            if POOL != "mean":
+                tl.store(grad_max_ptr + b * C + offs_c, grad_max, mask=mask_c)
+
+
+@triton.jit
+def excitation_bwd_reduce(
+    grad_y_ptr, x_ptr, y_ptr, s_ptr, grad_s_ptr, counter_ptr,
+    mean_ptr, max_ptr, w1_ptr, b1_ptr, w2_ptr,
+    hidden_ptr, grad_h_ptr, grad_mean_ptr, grad_max_ptr,
+    R, K, RD,
+    sgyb, sgyr, sgyk,
+    sxb, sxr, sxk,
+    syb, syr, syk,
+    sw1j, sw1c, sw2c, sw2j,
+    GATE: tl.constexpr, ACT_OUT: tl.constexpr,
+    POOL: tl.constexpr, MLP: tl.constexpr, ACT: tl.constexpr, PAD: tl.constexpr, TAPS: tl.constexpr,
+    HAS_B1: tl.constexpr,
+    ACC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr,
+    BLOCK_J: tl.constexpr, MLP_BLOCK_C: tl.constexpr,
+):
+    """Backward, first launch (R = C, K = H×W): one pass over grad_y and x, then the MLP backward.
+
+      d[b, c, k]    = grad_y · [not y ≤ 0] (ACT_OUT = "relu"; d = grad_y for identity)
+      grad_s[b, c]  = gate'(s[b, c]) · Σ_k d · x                       fixed order, ACC
+      per sample, by its last program: :func:`sample_pool_grads` → grad_mean, grad_max [B, C]
+      (and hidden, grad_h [B, RD] for the weight gradients)
+
+    Minimum bytes: grad_y and x read (+ y for relu) + the weights read once per sample + the
+    per-sample vectors (s, mean, max read; grad_s, grad_mean, grad_max, hidden, grad_h written).
+    Grid: rows_grid — one program per (b, BLOCK_R channels) looping over K.
+    """
+    b, offs_r = row_block(R, BLOCK_R)
+    mask_r = offs_r < R
+    r64 = offs_r.to(tl.int64)
+    rows = r64[:, None]
+    acc = tl.zeros([BLOCK_R], dtype=ACC)
+    for start in range(0, K, BLOCK_K):
+        offs_k = start + tl.arange(0, BLOCK_K)
+        mask = mask_r[:, None] & (offs_k < K)[None, :]
+        k64 = offs_k.to(tl.int64)[None, :]
+        d = tl.load(grad_y_ptr + b * sgyb + rows * sgyr + k64 * sgyk, mask=mask, other=0.0).to(ACC)
+        if ACT_OUT == "relu":
+            y = tl.load(y_ptr + b * syb + rows * syr + k64 * syk, mask=mask, other=0.0).to(ACC)
+            d = tl.where(y <= 0.0, 0.0, d)  # as torch's threshold_backward: a NaN y passes grad_y
+        x = tl.load(x_ptr + b * sxb + rows * sxr + k64 * sxk, mask=mask, other=0.0).to(ACC)
+        acc += tl.sum(d * x, axis=1)
+    s = tl.load(s_ptr + b * R + r64, mask=mask_r, other=0.0)
+    tl.store(grad_s_ptr + b * R + r64, gate_backward(s, acc, GATE), mask=mask_r)
+    if last_of_sample(counter_ptr, b, tl.cdiv(R, BLOCK_R)):
+        sample_pool_grads(b, grad_s_ptr, mean_ptr, max_ptr, w1_ptr, b1_ptr, w2_ptr,
+                          hidden_ptr, grad_h_ptr, grad_mean_ptr, grad_max_ptr, R, RD,
+                          sw1j, sw1c, sw2c, sw2j, POOL, MLP, ACT, PAD, TAPS, HAS_B1, ACC, BLOCK_J, MLP_BLOCK_C)
+        tl.store(counter_ptr + b, 0)
+
+
+@triton.jit
+def weight_grads(
+    q, B, grad_s_ptr, mean_ptr, max_ptr, hidden_ptr, grad_h_ptr,
+    gw1_ptr, gb1_ptr, gw2_ptr, gb2_ptr,
+    C, RD, sgw1j, sgw1c, sgw2c, sgw2j,
+    POOL: tl.constexpr, MLP: tl.constexpr, PAD: tl.constexpr, TAPS: tl.constexpr,
+    HAS_B1: tl.constexpr, HAS_B2: tl.constexpr,
+    ACC: tl.constexpr, BLOCK_J: tl.constexpr, MLP_BLOCK_C: tl.constexpr,
+):
+    """Weight-gradient program q: sums over the batch in a fixed order (b = 0, 1, …), no atomics.
+
+      "fc_act_fc": channel tile q: grad_W1[:, tile] = Σ_b grad_h[b] ⊗ v[b, tile] (+ grad_h_max ⊗ max),
+                   grad_W2[tile, :] = Σ_b grad_s[b, tile] ⊗ hidden[b], grad_b2[tile] = Σ_b grad_s
+                   (× 2 for "mean_max_both"); tile 0 also grad_b1 = Σ_b grad_h (+ grad_h_max)
+      "fc":        channel tile q: grad_W[tile, :] = Σ_b grad_s[b, tile] ⊗ v[b], grad_b[tile] = Σ_b grad_s
+      taps:        q < TAPS: grad_w[q] = Σ_b Σ_c grad_s[b, c] · v[b, c + q - PAD]; q = TAPS: grad_b
+    """
+    offs_j = tl.arange(0, BLOCK_J)
+    mask_j = offs_j < RD
+    if MLP == "fc_act_fc" or MLP == "fc":
+        offs_c = q * MLP_BLOCK_C + tl.arange(0, MLP_BLOCK_C)
+        mask_c = offs_c < C
+        gw2 = tl.zeros([MLP_BLOCK_C, BLOCK_J], dtype=ACC)
+        gb2 = tl.zeros([MLP_BLOCK_C], dtype=ACC)
+        gw1 = tl.zeros([BLOCK_J, MLP_BLOCK_C], dtype=ACC)
+        gb1 = tl.zeros([BLOCK_J], dtype=ACC)
+        for b in range(0, B):
+            ds = tl.load(grad_s_ptr + b * C + offs_c, mask=mask_c, other=0.0)
+            gb2 += ds
+            if MLP == "fc":
+                a = pooled_input(mean_ptr, max_ptr, b * C + offs_j, mask_j, POOL)
+            else:
+                a = tl.load(hidden_ptr + b * RD + offs_j, mask=mask_j, other=0.0)
+                if POOL == "mean_max_both":
+                    dh = tl.load(grad_h_ptr + b * 2 * RD + offs_j, mask=mask_j, other=0.0)
+                    dh_max = tl.load(grad_h_ptr + b * 2 * RD + RD + offs_j, mask=mask_j, other=0.0)
+                    v = tl.load(mean_ptr + b * C + offs_c, mask=mask_c, other=0.0)
+                    v_max = tl.load(max_ptr + b * C + offs_c, mask=mask_c, other=0.0)
+                    gw1 += dh[:, None] * v[None, :] + dh_max[:, None] * v_max[None, :]
+                    gb1 += dh + dh_max
+                else:
+                    dh = tl.load(grad_h_ptr + b * RD + offs_j, mask=mask_j, other=0.0)
+                    v = pooled_input(mean_ptr, max_ptr, b * C + offs_c, mask_c, POOL)
+                    gw1 += dh[:, None] * v[None, :]
+                    gb1 += dh
+            gw2 += ds[:, None] * a[None, :]
+        tile = mask_c[:, None] & mask_j[None, :]
+        tl.store(gw2_ptr + offs_c[:, None] * sgw2c + offs_j[None, :] * sgw2j, to_output(gw2, gw2_ptr), mask=tile)
+        if HAS_B2:
+            gb2 = 2.0 * gb2 if POOL == "mean_max_both" else gb2
+            tl.store(gb2_ptr + offs_c, to_output(gb2, gb2_ptr), mask=mask_c)
+        if MLP == "fc_act_fc":
+            tl.store(gw1_ptr + offs_j[:, None] * sgw1j + offs_c[None, :] * sgw1c, to_output(gw1, gw1_ptr),
+                     mask=mask_j[:, None] & mask_c[None, :])
+            if HAS_B1 and q == 0:
+                tl.store(gb1_ptr + offs_j, to_output(gb1, gb1_ptr), mask=mask_j)
+    else:
+        total = tl.zeros([MLP_BLOCK_C], dtype=ACC)
+        for b in range(0, B):
+            for c0 in range(0, C, MLP_BLOCK_C):
+                offs_c = c0 + tl.arange(0, MLP_BLOCK_C)
+                mask_c = offs_c < C
+                ds = tl.load(grad_s_ptr + b * C + offs_c, mask=mask_c, other=0.0)
+                if q < TAPS:
+                    idx, valid = channel_tap(offs_c, mask_c, C, q - PAD, MLP == "taps_circular")
+                    ds = ds * pooled_input(mean_ptr, max_ptr, b * C + idx, valid, POOL)
+                total += ds
+        if q < TAPS:
+            tl.store(gw1_ptr + q * sgw1c, to_output(tl.sum(total, axis=0), gw1_ptr))
+        else:
+            tl.store(gb2_ptr, to_output(tl.sum(total, axis=0), gb2_ptr))
+
+
+@triton.jit
+def excitation_bwd_apply(
+    grad_y_ptr, x_ptr, y_ptr, s_ptr, grad_x_ptr, grad_res_ptr,
+    grad_mean_ptr, grad_max_ptr, max_ptr, count_ptr,
+    grad_s_ptr, mean_ptr, hidden_ptr, grad_h_ptr,
+    gw1_ptr, gb1_ptr, gw2_ptr, gb2_ptr,
+    B, R, K, RD,
+    sgyb, sgyr, sgyk,
+    sxb, sxr, sxk,
+    syb, syr, syk,
+    sgxb, sgxr, sgxk,
+    sgrb, sgrr, sgrk,
+    sgw1j, sgw1c, sgw2c, sgw2j,
+    GATE: tl.constexpr, ACT_OUT: tl.constexpr, WRITE_GRAD_RES: tl.constexpr,
+    POOL: tl.constexpr, MLP: tl.constexpr, PAD: tl.constexpr, TAPS: tl.constexpr,
+    HAS_B1: tl.constexpr, HAS_B2: tl.constexpr,
+    ACC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr,
+    BLOCK_J: tl.constexpr, MLP_BLOCK_C: tl.constexpr,
+):
+    """Backward, second launch: grad_x (and grad_residual) elementwise, and the weight gradients.
+
+      d             = grad_y · [not y ≤ 0] (relu) or grad_y
+      grad_x        = d · gate(s[b, c]) + grad_mean[b, c] / K + [x == max] · grad_max[b, c] / count
+      grad_residual = d                                              (WRITE_GRAD_RES)
+
+    Programs [0, B·⌈R/BLOCK_R⌉·⌈K/BLOCK_K⌉) each own one tile of grad_x (elementwise_grid order);
+    the programs after them compute the weight gradients (:func:`weight_grads`).
+    Minimum bytes: grad_y read, grad_x written (+ y read and grad_residual written for relu, + x
+    read with max pooling) + the per-sample vectors + the weight gradients written once.
+    """
+    n_tiles = B * tl.cdiv(R, BLOCK_R) * tl.cdiv(K, BLOCK_K)
+    pid = tl.program_id(0)
+    if pid < n_tiles:
+        b, offs_r, offs_k = elementwise_tile(R, K, BLOCK_R, BLOCK_K)
+        mask_r = offs_r < R
+        mask = mask_r[:, None] & (offs_k < K)[None, :]
+        r64 = offs_r.to(tl.int64)
+        rows = r64[:, None]
+        k64 = offs_k.to(tl.int64)[None, :]
+        d = tl.load(grad_y_ptr + b * sgyb + rows * sgyr + k64 * sgyk, mask=mask, other=0.0).to(ACC)
+        if ACT_OUT == "relu":
+            y = tl.load(y_ptr + b * syb + rows * syr + k64 * syk, mask=mask, other=0.0).to(ACC)
+            d = tl.where(y <= 0.0, 0.0, d)
+        if WRITE_GRAD_RES:
+            tl.store(grad_res_ptr + b * sgrb + rows * sgrr + k64 * sgrk, to_output(d, grad_res_ptr), mask=mask)
+        g = gate_value(tl.load(s_ptr + b * R + r64, mask=mask_r, other=0.0), GATE)
+        has_max: tl.constexpr = POOL != "mean"
+        g_mean = tl.load(grad_mean_ptr + b * R + r64, mask=mask_r, other=0.0)
+        g_max = g_mean
+        m = g_mean
+        n = g_mean
+        x = d
+        if has_max:
+            g_max = tl.load(grad_max_ptr + b * R + r64, mask=mask_r, other=0.0)
+            m = tl.load(max_ptr + b * R + r64, mask=mask_r, other=0.0)
+            n = tl.load(count_ptr + b * R + r64, mask=mask_r, other=1).to(ACC)
+            x = tl.load(x_ptr + b * sxb + rows * sxr + k64 * sxk, mask=mask, other=0.0).to(ACC)
+        grad_x = add_pool_grad(d * g[:, None], x, g_mean, g_max, m, n, K, True, has_max)
+        tl.store(grad_x_ptr + b * sgxb + rows * sgxr + k64 * sgxk, to_output(grad_x, grad_x_ptr), mask=mask)
+    else:
+        weight_grads(pid - n_tiles, B, grad_s_ptr, mean_ptr, max_ptr, hidden_ptr, grad_h_ptr,
+                     gw1_ptr, gb1_ptr, gw2_ptr, gb2_ptr, R, RD, sgw1j, sgw1c, sgw2c, sgw2j,
+                     POOL, MLP, PAD, TAPS, HAS_B1, HAS_B2, ACC, BLOCK_J, MLP_BLOCK_C)

@@ -1,0 +1,183 @@
+"""A channel-attention block (SE, Effective-SE, ECA / CECA, CBAM's channel branch) as one
+differentiable unit: ``tritattn::excitation_block`` (2 kernels) and its backward (2 kernels).
+
+Forward: squeeze_excite_fwd (pool over H×W, then each sample's MLP or channel conv, computed in
+Triton) → gated_scale_fwd (y = act_out(x · gate(s) + residual)). Backward:
+excitation_bwd_reduce (Σ_hw dy·x → grad of the logits, then the MLP's backward per sample) →
+excitation_bwd_apply (grad_x = dy · gate + grad of the pooling, grad_residual, the weight
+gradients). See kernels/excitation.py for the math.
+
+Saved for backward: x, the logits s and the pooled vectors (per sample), and y only with the
+ReLU epilogue (as eager's ReLU saves its output); never an x-sized intermediate. The weights are
+inputs of the op, so optimizers, DDP, AMP (the MLP accumulates in float32 whatever x's dtype)
+and strict ``state_dict`` see the module's own parameters.
+
+Both ops are custom ops with fake implementations (``torch.compile(fullgraph=True)``,
+``torch.export``). They run on the Triton kernels only (GPU or interpreter): a module whose input
+the kernels cannot take (the eager fallback, :func:`tritattn.backend_for`) uses the per-op path.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from .layout import addressable
+from .ops import _empty_like_4d, _new, _nothing, _optional
+
+#: Pooling of the block's input: "mean"; "mean_max_avg" (0.5·mean + 0.5·max, timm's add_maxpool
+#: and LightChannelAttn); "mean_max_both" (CBAM's ChannelAttn: mlp(mean) + mlp(max)).
+POOLS = ("mean", "mean_max_avg", "mean_max_both")
+#: The excitation: "fc_act_fc" (SE's MLP), "fc" (Effective-SE), "taps_zero" / "taps_circular" (ECA / CECA).
+MLPS = ("fc_act_fc", "fc", "taps_zero", "taps_circular")
+#: The MLP's hidden activations with a kernel.
+MLP_ACTS = ("relu", "silu", "identity")
+#: The largest hidden width (C for "fc") whose vector a program keeps in registers.
+MAX_HIDDEN = 4096
+
+_counters: dict[tuple, Tensor] = {}
+
+
+def counters(device: torch.device, n: int) -> Tensor:
+    """A zeroed int32 buffer of at least ``n`` per-sample counters for ``device``'s current stream.
+
+    The kernels leave every counter they use at 0, so the buffer is allocated (and zeroed) once
+    and reused by every launch on that stream — and by a CUDA graph's replays. One buffer per
+    stream: launches on two streams may overlap."""
+    stream = torch.cuda.current_stream(device).cuda_stream if device.type == "cuda" else 0
+    key = (str(device), stream)
+    buf = _counters.get(key)
+    if buf is None or buf.numel() < n:
+        buf = torch.zeros(max(n, 2 * (buf.numel() if buf is not None else 0), 64), dtype=torch.int32, device=device)
+        _counters[key] = buf
+    return buf
+
+
+def hidden_width(mlp: str, C: int, w1: Optional[Tensor]) -> int:
+    """RD: the MLP's hidden width (fc1's outputs), C for "fc", 1 for the taps."""
+    if mlp == "fc_act_fc":
+        return w1.shape[0]
+    return C if mlp == "fc" else 1
+
+
+def _acc(x: Tensor) -> torch.dtype:
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def _alloc_forward(x: Tensor, pool: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    B, C = x.shape[:2]
+    acc = _acc(x)
+    with_max = pool != "mean"
+    maximum = _new((B, C), acc, x.device) if with_max else _nothing(x, acc)
+    count = _new((B, C), torch.int32, x.device) if with_max else _nothing(x, torch.int32)
+    return _empty_like_4d(x), _new((B, C), acc, x.device), _new((B, C), acc, x.device), maximum, count
+
+
+def _spec(pool: str, mlp: str, act: str, taps: int) -> dict:
+    return dict(pool=pool, mlp=mlp, act=act, taps=taps, pad=(taps - 1) // 2)
+
+
+@torch.library.custom_op("tritattn::excitation_block", mutates_args=())
+def excitation_block(
+    x: Tensor, residual: Optional[Tensor], w1: Optional[Tensor], b1: Optional[Tensor], w2: Optional[Tensor],
+    b2: Optional[Tensor], pool: str, mlp: str, act: str, gate: str, act_out: str,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(y, s, mean, max, count): y = act_out(x · gate(s) + residual) with s = excitation(pool(x)).
+
+    Weights: "fc_act_fc" w1 [RD, C], b1 [RD], w2 [C, RD], b2 [C]; "fc" w2 [C, C], b2 [C]; taps
+    w1 [k] (k odd; padding (k-1)/2), b2 [1]. s [B, C] and the pooled mean / max / tie count (empty
+    without max pooling) are in float32 (float64 for float64 x), kept for the backward."""
+    from . import launch
+
+    x = addressable(x)
+    residual = addressable(residual) if residual is not None else None
+    y, s, mean, maximum, count = _alloc_forward(x, pool)
+    B, C = x.shape[:2]
+    if x.numel():
+        taps = w1.shape[0] if mlp.startswith("taps") else 1
+        RD = hidden_width(mlp, C, w1)
+        launch.squeeze_excite_fwd(x, w1, b1, w2, b2, _spec(pool, mlp, act, taps), RD, mean, _optional(maximum),
+                                  _optional(count), s, counters(x.device, B))
+        launch.gated_scale_fwd(x, s, residual, y, "channel", gate, act_out)
+    else:
+        s.zero_()
+    return y, s, mean, maximum, count
+
+
+@excitation_block.register_fake
+def _(x, residual, w1, b1, w2, b2, pool, mlp, act, gate, act_out):
+    return _alloc_forward(addressable(x), pool)
+
+
+def _alloc_backward(x: Tensor, want_grad_res: bool, w1, b1, w2, b2) -> tuple[Tensor, ...]:
+    grad_res = _empty_like_4d(x) if want_grad_res else _nothing(x)
+    return (_empty_like_4d(x), grad_res) + tuple(
+        _new(t.shape, t.dtype, t.device) if t is not None else _nothing(x) for t in (w1, b1, w2, b2))
+
+
+@torch.library.custom_op("tritattn::excitation_block_backward", mutates_args=())
+def excitation_block_backward(
+    grad_y: Tensor, x: Tensor, y: Optional[Tensor], s: Tensor, mean: Tensor, maximum: Tensor, count: Tensor,
+    w1: Optional[Tensor], b1: Optional[Tensor], w2: Optional[Tensor], b2: Optional[Tensor],
+    pool: str, mlp: str, act: str, gate: str, act_out: str, want_grad_residual: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(grad_x, grad_residual, grad_w1, grad_b1, grad_w2, grad_b2); an absent one is empty."""
+    from . import launch
+
+    x, grad_y = addressable(x), addressable(grad_y)
+    y = addressable(y) if y is not None else None
+    out = _alloc_backward(x, want_grad_residual, w1, b1, w2, b2)
+    grad_x, grad_res, gw1, gb1, gw2, gb2 = out
+    B, C = x.shape[:2]
+    if not x.numel():
+        for g in out[2:]:
+            g.zero_()
+        return out
+    taps = w1.shape[0] if mlp.startswith("taps") else 1
+    RD = hidden_width(mlp, C, w1)
+    acc = _acc(x)
+    with_max = pool != "mean"
+    work = dict(
+        grad_s=_new((B, C), acc, x.device),
+        grad_mean=_new((B, C), acc, x.device),
+        grad_max=_new((B, C), acc, x.device) if with_max else None,
+        hidden=_new((B, RD), acc, x.device) if mlp == "fc_act_fc" else None,
+        grad_h=_new((B, (2 if pool == "mean_max_both" else 1) * RD), acc, x.device) if mlp == "fc_act_fc" else None,
+    )
+    launch.excitation_bwd(
+        grad_y, x, y, s, mean, _optional(maximum), _optional(count), w1, b1, w2, b2, _spec(pool, mlp, act, taps), RD,
+        gate, act_out, work, counters(x.device, B), grad_x, _optional(grad_res),
+        dict(w1=_optional(gw1), b1=_optional(gb1), w2=_optional(gw2), b2=_optional(gb2)),
+    )
+    return out
+
+
+@excitation_block_backward.register_fake
+def _(grad_y, x, y, s, mean, maximum, count, w1, b1, w2, b2, pool, mlp, act, gate, act_out, want_grad_residual):
+    return _alloc_backward(addressable(x), want_grad_residual, w1, b1, w2, b2)
+
+
+def _setup(ctx, inputs, output) -> None:
+    x, residual, w1, b1, w2, b2, pool, mlp, act, gate, act_out = inputs
+    y, s, mean, maximum, count = output
+    ctx.config = (pool, mlp, act, gate, act_out)
+    ctx.has_residual = residual is not None
+    ctx.save_for_backward(x, y if act_out == "relu" else None, s, mean, maximum, count, w1, b1, w2, b2)
+
+
+def _backward(ctx, grad_y, grad_s, grad_mean, grad_max, grad_count):
+    x, y, s, mean, maximum, count, w1, b1, w2, b2 = ctx.saved_tensors
+    pool, mlp, act, gate, act_out = ctx.config
+    want_grad_res = ctx.has_residual and act_out != "identity" and ctx.needs_input_grad[1]
+    grad_x, grad_res, gw1, gb1, gw2, gb2 = torch.ops.tritattn.excitation_block_backward(
+        grad_y, x, y, s, mean, maximum, count, w1, b1, w2, b2, pool, mlp, act, gate, act_out, want_grad_res)
+    if not ctx.has_residual:
+        grad_res = None
+    elif act_out == "identity":
+        grad_res = grad_y
+    return (grad_x, grad_res, *(g if t is not None else None for g, t in zip((gw1, gb1, gw2, gb2), (w1, b1, w2, b2))),
+            None, None, None, None, None)
+
+
+excitation_block.register_autograd(_backward, setup_context=_setup)
