@@ -18,6 +18,8 @@ the kernels cannot take (the eager fallback, :func:`tritattn.backend_for`) uses 
 """
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
@@ -36,7 +38,31 @@ MLP_ACTS = ("relu", "silu", "identity")
 #: The largest hidden width (C for "fc") whose vector a program keeps in registers.
 MAX_HIDDEN = 4096
 
+#: Set TRITATTN_BLOCK_PIPELINE=0 (or this to False) to run every block on the per-op path
+#: (squeeze, the MLP in torch, excite_scale): for comparisons and for bisecting a suspected bug.
+enabled: bool = os.environ.get("TRITATTN_BLOCK_PIPELINE", "1") != "0"
+
 _counters: dict[tuple, Tensor] = {}
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    """What a module's excitation is, for :func:`excitation`: pool, mlp, act as in POOLS, MLPS,
+    MLP_ACTS, and the module's own weight tensors (shapes in :func:`excitation_block`)."""
+
+    pool: str
+    mlp: str
+    act: str = "identity"
+    w1: Tensor | None = None
+    b1: Tensor | None = None
+    w2: Tensor | None = None
+    b2: Tensor | None = None
+
+
+def excitation(x: Tensor, spec: BlockSpec, gate: str, residual: Tensor | None = None, act_out: str = "identity") -> Tensor:
+    """y = act_out(x · gate(excitation(pool(x))) + residual) through the block pipeline."""
+    return torch.ops.tritattn.excitation_block(
+        x, residual, spec.w1, spec.b1, spec.w2, spec.b2, spec.pool, spec.mlp, spec.act, gate, act_out)[0]
 
 
 def counters(device: torch.device, n: int) -> Tensor:
@@ -164,6 +190,9 @@ def _setup(ctx, inputs, output) -> None:
     ctx.config = (pool, mlp, act, gate, act_out)
     ctx.has_residual = residual is not None
     ctx.save_for_backward(x, y if act_out == "relu" else None, s, mean, maximum, count, w1, b1, w2, b2)
+    # the workspaces are not differentiable outputs: autograd allocates no zero gradients for them
+    ctx.mark_non_differentiable(s, mean, maximum, count)
+    ctx.set_materialize_grads(False)
 
 
 def _backward(ctx, grad_y, grad_s, grad_mean, grad_max, grad_count):

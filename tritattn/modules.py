@@ -11,6 +11,13 @@ the reference forward, with a one-time warning naming the module and the gate.
 The channel-attention blocks (:class:`ChannelExcitation` subclasses) also take a residual and a
 ReLU into the same pass: ``block.excite(x, residual, "relu")`` is ``relu(block(x) + residual)``,
 the tail of an SE-ResNet block (:mod:`tritattn.fusion`).
+
+On the Triton kernels, a channel-attention block runs as one pipeline
+(:mod:`tritattn.excitation_block`): the squeeze and its MLP / channel conv in one kernel, the
+scaling in a second; two kernels for the backward. :meth:`ChannelExcitation.block_refusal` says
+why a block cannot (a BatchNorm in its MLP, a hidden activation without a kernel, ECA's
+``use_mlp``, ...); such a block, and every block on the eager fallback, takes the per-op path:
+the squeeze kernel, the MLP in torch, the scaling kernel.
 """
 from __future__ import annotations
 
@@ -20,10 +27,12 @@ import warnings
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import reference
+from . import excitation_block, reference
+from .backend import backend_for
 from .checks import check_channels, check_feature_map
 from .functional import excite_scale, spatial_pool, spatial_scale, squeeze
 from .peers import peer_gate_kind
+from .excitation_block import MAX_HIDDEN, BlockSpec
 from .reference import gate_kind
 
 _warned: set[tuple[str, str]] = set()
@@ -49,6 +58,28 @@ def kernel_gate(module: nn.Module, gate: nn.Module) -> str | None:
     return kind
 
 
+#: hidden activation modules the block pipeline computes (exact types: a subclass may differ)
+_MLP_ACTS: dict[type[nn.Module], str] = {nn.ReLU: "relu", nn.SiLU: "silu", nn.Identity: "identity"}
+
+
+def mlp_act_kind(act: nn.Module) -> str | None:
+    """The block pipeline's name for a hidden activation module, or None: no kernel for it."""
+    return _MLP_ACTS.get(type(act))
+
+
+def _mlp_refusal(act: nn.Module, fc1: nn.Module) -> str | None:
+    """Why an fc -> act -> fc MLP cannot run in the block pipeline, or None."""
+    if mlp_act_kind(act) is None:
+        return f"hidden activation {type(act).__name__} has no kernel (ReLU, SiLU and Identity do)"
+    if fc1.out_channels > MAX_HIDDEN:
+        return f"hidden width {fc1.out_channels} > {MAX_HIDDEN}"
+    return None
+
+
+def _fc_act_fc(pool: str, fc1: nn.Conv2d, act: nn.Module, fc2: nn.Conv2d) -> BlockSpec:
+    return BlockSpec(pool, "fc_act_fc", mlp_act_kind(act), fc1.weight.flatten(1), fc1.bias, fc2.weight.flatten(1), fc2.bias)
+
+
 def _pooled(x: Tensor, add_maxpool: bool) -> Tensor:
     """timm's SE pooling: the mean over H×W, or (mean + max) / 2 with add_maxpool; [B, C, 1, 1]."""
     if add_maxpool:
@@ -72,8 +103,20 @@ class ChannelExcitation(nn.Module):
     fixed_gate: str | None = None
 
     def logits(self, x: Tensor) -> Tensor:
-        """The excitation logits [B, C] (or [B, C, 1, 1]) for x, before the gate."""
+        """The excitation logits [B, C] (or [B, C, 1, 1]) for x, before the gate (per-op path)."""
         raise NotImplementedError
+
+    def block_refusal(self) -> str | None:
+        """Why this block cannot run as one pipeline (and takes the per-op path), or None."""
+        return None
+
+    def block_spec(self) -> BlockSpec:
+        """The block's excitation for the pipeline (when :meth:`block_refusal` is None)."""
+        raise NotImplementedError
+
+    def uses_block_pipeline(self, x: Tensor) -> bool:
+        """Whether ``self(x)`` runs as one pipeline: Triton kernels for x, no refusal, not switched off."""
+        return excitation_block.enabled and backend_for(x) != "torch" and self.block_refusal() is None
 
     def kernel_gate_name(self) -> str | None:
         """The kernel gate this block applies, or None (after a one-time warning): no kernel."""
@@ -90,6 +133,8 @@ class ChannelExcitation(nn.Module):
             if residual is not None:
                 y = y + residual
             return F.relu(y) if act == "relu" else y
+        if self.uses_block_pipeline(x):
+            return excitation_block.excitation(x, self.block_spec(), gate, residual, act)
         return excite_scale(x, self.logits(x), gate, residual, act)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -103,6 +148,14 @@ class SEModule(ChannelExcitation, reference.SEModule):
     def logits(self, x: Tensor) -> Tensor:
         return self.fc2(self.act(self.bn(self.fc1(_pooled(x, self.add_maxpool)))))
 
+    def block_refusal(self) -> str | None:
+        if type(self.bn) is not nn.Identity:
+            return "a BatchNorm in the MLP (kept exact on the per-op path)"
+        return _mlp_refusal(self.act, self.fc1)
+
+    def block_spec(self) -> BlockSpec:
+        return _fc_act_fc("mean_max_avg" if self.add_maxpool else "mean", self.fc1, self.act, self.fc2)
+
 
 class EffectiveSEModule(ChannelExcitation, reference.EffectiveSEModule):
     __doc__ = reference.EffectiveSEModule.__doc__
@@ -110,6 +163,13 @@ class EffectiveSEModule(ChannelExcitation, reference.EffectiveSEModule):
 
     def logits(self, x: Tensor) -> Tensor:
         return self.fc(_pooled(x, self.add_maxpool))
+
+    def block_refusal(self) -> str | None:
+        return f"{self.fc.in_channels} channels > {MAX_HIDDEN}" if self.fc.in_channels > MAX_HIDDEN else None
+
+    def block_spec(self) -> BlockSpec:
+        pool = "mean_max_avg" if self.add_maxpool else "mean"
+        return BlockSpec(pool, "fc", w2=self.fc.weight.flatten(1), b2=self.fc.bias)
 
 
 class EcaModule(ChannelExcitation, reference.EcaModule):
@@ -122,6 +182,12 @@ class EcaModule(ChannelExcitation, reference.EcaModule):
             y = self.conv2(self.act(y))
         return y.view(B, C)
 
+    def block_refusal(self) -> str | None:
+        return "use_mlp (conv -> act -> conv2) has no pipeline" if self.conv2 is not None else None
+
+    def block_spec(self) -> BlockSpec:
+        return BlockSpec("mean", "taps_zero", w1=self.conv.weight.flatten(), b2=self.conv.bias)
+
 
 class CecaModule(ChannelExcitation, reference.CecaModule):
     __doc__ = reference.CecaModule.__doc__
@@ -130,6 +196,13 @@ class CecaModule(ChannelExcitation, reference.CecaModule):
         B, C = x.shape[:2]
         y = F.pad(squeeze(x, "mean").view(B, 1, C), (self.padding, self.padding), mode="circular")
         return self.conv(y).view(B, C)
+
+    def uses_block_pipeline(self, x: Tensor) -> bool:
+        # circular padding wraps at most once (F.pad refuses more: the per-op path raises its error)
+        return x.shape[1] >= self.padding and super().uses_block_pipeline(x)
+
+    def block_spec(self) -> BlockSpec:
+        return BlockSpec("mean", "taps_circular", w1=self.conv.weight.flatten(), b2=self.conv.bias)
 
 
 class ChannelAttn(ChannelExcitation, reference.ChannelAttn):
@@ -143,11 +216,22 @@ class ChannelAttn(ChannelExcitation, reference.ChannelAttn):
         mean, maximum = squeeze(x, "mean_max")
         return self._mlp(mean) + self._mlp(maximum)
 
+    #: CBAM's channel pooling: the MLP of the mean plus the MLP of the max
+    block_pool = "mean_max_both"
+
+    def block_refusal(self) -> str | None:
+        return _mlp_refusal(self.act, self.fc1)
+
+    def block_spec(self) -> BlockSpec:
+        return _fc_act_fc(self.block_pool, self.fc1, self.act, self.fc2)
+
 
 class LightChannelAttn(ChannelAttn, reference.LightChannelAttn):
     __doc__ = reference.LightChannelAttn.__doc__
     gate_attr = None  # timm builds self.gate but never uses it
     fixed_gate = "sigmoid"  # timm: always F.sigmoid, whatever self.gate is
+
+    block_pool = "mean_max_avg"  # the MLP of 0.5 · mean + 0.5 · max
 
     def logits(self, x: Tensor) -> Tensor:
         mean, maximum = squeeze(x, "mean_max")
@@ -214,6 +298,12 @@ class SqueezeExcite(ChannelExcitation, reference.SqueezeExcite):
     def logits(self, x: Tensor) -> Tensor:
         return self.conv_expand(self.act1(self.conv_reduce(squeeze(x, "mean")[:, :, None, None])))
 
+    def block_refusal(self) -> str | None:
+        return _mlp_refusal(self.act1, self.conv_reduce)
+
+    def block_spec(self) -> BlockSpec:
+        return _fc_act_fc("mean", self.conv_reduce, self.act1, self.conv_expand)
+
 
 class SqueezeExcitation(ChannelExcitation, reference.SqueezeExcitation):
     __doc__ = reference.SqueezeExcitation.__doc__
@@ -222,6 +312,12 @@ class SqueezeExcitation(ChannelExcitation, reference.SqueezeExcitation):
 
     def logits(self, input: Tensor) -> Tensor:
         return self.fc2(self.activation(self.fc1(squeeze(input, "mean")[:, :, None, None])))
+
+    def block_refusal(self) -> str | None:
+        return _mlp_refusal(self.activation, self.fc1)
+
+    def block_spec(self) -> BlockSpec:
+        return _fc_act_fc("mean", self.fc1, self.activation, self.fc2)
 
     def forward(self, input: Tensor) -> Tensor:  # torchvision's argument name
         return self.excite(input)
