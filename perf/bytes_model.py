@@ -2,18 +2,22 @@
 written once — the denominator of every achieved-GB/s figure in the sweep.
 
 One function per kernel, mirroring the "Minimum bytes" line of its docstring in
-``kernels/mean_max.py`` and ``kernels/gated_scale.py``. B, R, K as the kernels see x:
-R = C, K = H×W for the channel ops; R = H×W, K = C for CBAM's spatial ops. ``itemsize`` is x's
-(every plane and per-row vector has x's dtype, except ``s``, of ``s_itemsize``, and the int32 tie
-counts). :func:`op_min_bytes` maps one call of a tritattn custom op to the kernel it launches;
-a block's minimum is the sum over the kernels it launches plus its parameters (read once; in a
-training step also their gradients written once), :func:`block_min_bytes`. The same minimum is
+``kernels/mean_max.py``, ``kernels/gated_scale.py`` and ``kernels/excitation.py``. B, R, K as the
+kernels see x: R = C, K = H×W for the channel ops; R = H×W, K = C for CBAM's spatial ops.
+``itemsize`` is x's (every plane and per-row vector of the per-op kernels has x's dtype, except
+``s``, of ``s_itemsize``, and the int32 tie counts); the block pipeline's per-sample vectors are
+in the accumulator dtype (``acc``: 4, or 8 for float64 x), and its weights are not counted per
+kernel. :func:`op_kernels` maps one call of a tritattn custom op to the kernels it launches (one
+for the per-op ops, two for the block pipeline's); a block's minimum is the sum over those
+kernels plus its parameters (read once; in a training step also their gradients written once),
+:func:`block_min_bytes`. The same minimum is
 the denominator for tritattn, eager and torch.compile: it is the work, not an implementation.
 """
 from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 INT32 = 4
@@ -40,6 +44,32 @@ def gated_scale_bwd(B: int, R: int, K: int, itemsize: int, s_itemsize: int, relu
     return (3 + relu + write_grad_res) * B * R * K * itemsize + 2 * B * R * s_itemsize
 
 
+def squeeze_excite_fwd(B: int, C: int, K: int, itemsize: int, acc: int, with_max: bool) -> int:
+    """x read; mean and s written (+ max and its int32 tie count with max pooling)."""
+    return B * C * K * itemsize + B * C * (2 * acc + (acc + INT32) * with_max)
+
+
+def excitation_bwd_reduce(B: int, C: int, K: int, RD: int, itemsize: int, acc: int, relu: bool, with_max: bool,
+                          hidden_vectors: int) -> int:
+    """grad_y and x read (+ y for relu); s, mean read, grad_s, grad_mean written (+ max read, grad_max
+    written); ``hidden_vectors`` [B, RD] vectors written (hidden and grad_h: 2, 3 for CBAM's two branches, 0 without a hidden layer)."""
+    return (2 + relu) * B * C * K * itemsize + B * C * acc * (4 + 2 * with_max) + B * RD * acc * hidden_vectors
+
+
+def excitation_bwd_apply(B: int, C: int, K: int, RD: int, itemsize: int, acc: int, relu: bool, write_grad_res: bool,
+                         with_max: bool, hidden_vectors: int) -> int:
+    """grad_y read, grad_x written (+ y read for relu, + grad_residual written, + x read with max
+    pooling); s, grad_mean, grad_s, mean read (+ max, grad_max, count); the hidden vectors read."""
+    planes = (2 + relu + write_grad_res + with_max) * B * C * K * itemsize
+    return planes + B * C * (4 * acc + (2 * acc + INT32) * with_max) + B * RD * acc * hidden_vectors
+
+
+def hidden_vectors(mlp: str, pool: str) -> int:
+    """The [B, RD] vectors the block's backward keeps between its kernels: hidden and grad_h (and
+    grad_h of the max branch for CBAM's "mean_max_both"); none without a hidden layer."""
+    return (3 if pool == "mean_max_both" else 2) if mlp == "fc_act_fc" else 0
+
+
 def _channel(x: Tensor) -> tuple[int, int, int, int]:
     B, C, H, W = x.shape
     return B, C, H * W, x.element_size()
@@ -50,8 +80,28 @@ def _spatial(x: Tensor) -> tuple[int, int, int, int]:
     return B, H * W, C, x.element_size()
 
 
-def op_min_bytes(op: str, a: dict[str, Any]) -> tuple[str, int]:
-    """(kernel, minimum bytes) of one call of ``torch.ops.tritattn.<op>`` with arguments ``a`` by name."""
+def _block_kernels(op: str, a: dict[str, Any]) -> list[tuple[str, int]]:
+    B, C, K, size = _channel(a["x"])
+    acc = 8 if a["x"].dtype == torch.float64 else 4
+    with_max, hidden = a["pool"] != "mean", hidden_vectors(a["mlp"], a["pool"])
+    RD = a["w1"].shape[0] if a["mlp"] == "fc_act_fc" else 0
+    relu = a["act_out"] == "relu"
+    if op == "excitation_block":
+        return [("squeeze_excite_fwd", squeeze_excite_fwd(B, C, K, size, acc, with_max)),
+                ("gated_scale_fwd", gated_scale_fwd(B, C, K, size, acc, a["residual"] is not None))]
+    return [("excitation_bwd_reduce", excitation_bwd_reduce(B, C, K, RD, size, acc, relu, with_max, hidden)),
+            ("excitation_bwd_apply", excitation_bwd_apply(B, C, K, RD, size, acc, relu, a["want_grad_residual"], with_max, hidden))]
+
+
+def op_kernels(op: str, a: dict[str, Any]) -> list[tuple[str, int]]:
+    """[(kernel, minimum bytes)] of the kernels one call of ``torch.ops.tritattn.<op>`` launches,
+    with arguments ``a`` by name, in launch order."""
+    if op in ("excitation_block", "excitation_block_backward"):
+        return _block_kernels(op, a)
+    return [_op_min_bytes(op, a)]
+
+
+def _op_min_bytes(op: str, a: dict[str, Any]) -> tuple[str, int]:
     if op == "squeeze":
         return "mean_max_fwd", mean_max_fwd(*_channel(a["x"]), a["want_mean"], a["want_max"])
     if op == "squeeze_backward":
@@ -79,5 +129,5 @@ def param_bytes(module: nn.Module) -> int:
 def block_min_bytes(op_calls: list[tuple[str, dict[str, Any]]], module: nn.Module, training: bool) -> int:
     """Σ over the tritattn kernels a block launched, plus its parameters read once (and, for a
     training step, their gradients written once)."""
-    kernels = sum(op_min_bytes(op, a)[1] for op, a in op_calls)
+    kernels = sum(n for op, a in op_calls for _, n in op_kernels(op, a))
     return kernels + param_bytes(module) * (2 if training else 1)

@@ -7,8 +7,9 @@ full model table takes seconds on a CPU.
 Launch rule (:class:`LaunchCensus`, a ``TorchDispatchMode``: it sees each operator call below
 autograd once, not the calls inside an operator's implementation):
 
-- a tritattn custom op (``torch.ops.tritattn.*``) counts as one Triton kernel launch: each runs
-  exactly one kernel (tests/test_sweep.py checks this against tritattn/launch.py);
+- a tritattn custom op (``torch.ops.tritattn.*``) counts as the Triton kernels it launches, as
+  listed by ``bytes_model.op_kernels``: one for the per-op ops, two for the block pipeline's
+  ``excitation_block`` and its backward (tests/test_sweep.py checks this against tritattn/launch.py);
 - an aten op counts as one kernel launch, except views and metadata ops — ops whose schema
   returns an alias they do not write (view, expand, permute, …) and the ops in :data:`NO_KERNEL`
   (allocation, detach, …);
@@ -32,6 +33,8 @@ from torch import nn
 from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
+
+from bytes_model import op_kernels
 
 aten = torch.ops.aten
 
@@ -70,7 +73,7 @@ class LaunchCensus(TorchDispatchMode):
             self.tritattn_calls.append((func._opname, named))
         if _launches_kernel(func, out):
             if namespace == "tritattn":
-                self.triton += 1
+                self.triton += len(op_kernels(func._opname, named))
             else:
                 self.aten += 1
         return out

@@ -90,7 +90,19 @@ def test_tiny_sweep_writes_valid_csv_json_png(tmp_path, capsys):
 
 def _pointers_moved(kernel: str, f: dict) -> list[str]:
     """The pointer arguments a kernel reads or writes (each once), given its flags, as its
-    docstring in kernels/mean_max.py or kernels/gated_scale.py says — not from bytes_model."""
+    docstring in kernels/mean_max.py, kernels/gated_scale.py or kernels/excitation.py says — not
+    from bytes_model. The block pipeline's weights are left out (block_min_bytes adds the parameters)."""
+    with_max = f.get("POOL", "mean") != "mean"
+    hidden = ["hidden_ptr", "grad_h_ptr"] * (f.get("MLP") == "fc_act_fc")
+    if kernel == "squeeze_excite_fwd":  # x read; mean, s written (+ max, count)
+        return ["x_ptr", "mean_ptr", "s_ptr"] + ["max_ptr", "count_ptr"] * with_max
+    if kernel == "excitation_bwd_reduce":  # grad_y, x (y) read; s, mean (max) read; grad_s, grad_mean (grad_max), hidden written
+        return (["grad_y_ptr", "x_ptr", "s_ptr", "mean_ptr", "grad_s_ptr", "grad_mean_ptr"] + ["y_ptr"] * (f["ACT_OUT"] == "relu")
+                + ["max_ptr", "grad_max_ptr"] * with_max + hidden)
+    if kernel == "excitation_bwd_apply":  # grad_y read, grad_x written (y, grad_res; x, max, count, grad_max); vectors read
+        return (["grad_y_ptr", "grad_x_ptr", "s_ptr", "grad_mean_ptr", "grad_s_ptr", "mean_ptr"]
+                + ["y_ptr"] * (f["ACT_OUT"] == "relu") + ["grad_res_ptr"] * f["WRITE_GRAD_RES"]
+                + ["x_ptr", "max_ptr", "count_ptr", "grad_max_ptr"] * with_max + hidden)
     if kernel == "mean_max_fwd":  # x read; mean written if wanted; max and its int32 tie count if wanted
         return ["x_ptr"] + ["mean_ptr"] * f["WANT_MEAN"] + ["max_ptr", "count_ptr"] * f["WANT_MAX"]
     if kernel == "mean_max_bwd":  # grad_x written; grad_mean read; x, grad_max, max, count read for the max term
@@ -123,14 +135,15 @@ def test_byte_model_counts_the_tensors_each_kernel_moves(monkeypatch):
 
     counts = []  # (call, kernel, byte model, bytes of the tensors moved)
 
-    def check(what: str, kernel: str, modelled: int, op, *args):
+    def check(what: str, kernel: str | list[str], modelled: int | list[int], op, *args):
+        kernels, models = ([kernel], [modelled]) if isinstance(kernel, str) else (kernel, modelled)
         before = len(launched)
         out = op(*args)
-        assert [name for name, _, _ in launched[before:]] == [kernel], what
-        _, pointers, flags = launched[-1]
-        moved = [pointers[name] for name in _pointers_moved(kernel, flags)]
-        assert all(isinstance(t, torch.Tensor) for t in moved), f"{what}: {_pointers_moved(kernel, flags)} not all passed"
-        counts.append((what, kernel, modelled, sum(t.nbytes for t in moved)))
+        assert [name for name, _, _ in launched[before:]] == kernels, what
+        for name, model, (_, pointers, flags) in zip(kernels, models, launched[before:]):
+            moved = [pointers[p] for p in _pointers_moved(name, flags)]
+            assert all(isinstance(t, torch.Tensor) for t in moved), f"{what}: {_pointers_moved(name, flags)} not all passed"
+            counts.append((what, name, model, sum(t.nbytes for t in moved)))
         return out
 
     x = rand(B, C, H, W)
@@ -163,19 +176,43 @@ def test_byte_model_counts_the_tensors_each_kernel_moves(monkeypatch):
         check(f"spatial_scale_backward t={s_dtype}", "gated_scale_bwd", bm.gated_scale_bwd(B, HW, C, 2, size, False, False),
               ops.spatial_scale_backward, rand(B, C, H, W), x, t, "sigmoid")
 
-    assert len(counts) == 8 + 2 * 10
+    # the block pipeline: every pooling × excitation kind, with and without the ReLU epilogue
+    RD, f32 = 2, 4
+    weights = {
+        "fc_act_fc": (rand(RD, C), rand(RD), rand(C, RD), rand(C)), "fc": (None, None, rand(C, C), rand(C)),
+        "taps_zero": (rand(3), None, None, None), "taps_circular": (rand(3), None, None, rand(1)),
+    }
+    blocks = [("mean", "fc_act_fc"), ("mean_max_avg", "fc_act_fc"), ("mean_max_both", "fc_act_fc"), ("mean_max_avg", "fc"),
+              ("mean", "taps_zero"), ("mean", "taps_circular")]
+    for pool, mlp in blocks:
+        with_max, hidden = pool != "mean", bm.hidden_vectors(mlp, pool)
+        rd = RD if mlp == "fc_act_fc" else 0
+        for act_out, residual in (("identity", False), ("relu", True)):
+            what = f"excitation_block {pool} {mlp} {act_out}"
+            y, s_, mean, maximum, cnt = check(
+                what, ["squeeze_excite_fwd", "gated_scale_fwd"],
+                [bm.squeeze_excite_fwd(B, C, HW, 2, f32, with_max), bm.gated_scale_fwd(B, C, HW, 2, f32, residual)],
+                ops.excitation_block, x, rand(B, C, H, W) if residual else None, *weights[mlp], pool, mlp, "relu", "sigmoid", act_out)
+            relu = act_out == "relu"
+            check(what + " backward", ["excitation_bwd_reduce", "excitation_bwd_apply"],
+                  [bm.excitation_bwd_reduce(B, C, HW, rd, 2, f32, relu, with_max, hidden),
+                   bm.excitation_bwd_apply(B, C, HW, rd, 2, f32, relu, residual, with_max, hidden)],
+                  ops.excitation_block_backward, rand(B, C, H, W), x, y if relu else None, s_, mean, maximum, cnt,
+                  *weights[mlp], pool, mlp, "relu", "sigmoid", act_out, residual)
+
+    assert len(counts) == 8 + 2 * 10 + 4 * 2 * len(blocks)
     wrong = [c for c in counts if c[2] != c[3]]
     assert not wrong, "\n".join(f"{what} ({kernel}): byte model {m}, tensors moved {n}" for what, kernel, m, n in wrong)
 
 
 def test_op_byte_model_uses_the_right_axis():
     x = torch.empty(2, 3, 4, 5, dtype=torch.float16, device="meta")  # channel: R=3, K=20; spatial: R=20, K=3
-    assert bytes_model.op_min_bytes("squeeze", {"x": x, "want_mean": True, "want_max": False}) == \
-        ("mean_max_fwd", bytes_model.mean_max_fwd(2, 3, 20, 2, True, False))
-    assert bytes_model.op_min_bytes("spatial_pool", {"x": x}) == ("mean_max_fwd", bytes_model.mean_max_fwd(2, 20, 3, 2, True, True))
+    assert bytes_model.op_kernels("squeeze", {"x": x, "want_mean": True, "want_max": False}) == \
+        [("mean_max_fwd", bytes_model.mean_max_fwd(2, 3, 20, 2, True, False))]
+    assert bytes_model.op_kernels("spatial_pool", {"x": x}) == [("mean_max_fwd", bytes_model.mean_max_fwd(2, 20, 3, 2, True, True))]
     t = torch.empty(2, 1, 4, 5, dtype=torch.float32, device="meta")
-    assert bytes_model.op_min_bytes("spatial_scale_backward", {"grad_y": x, "x": x, "t": t, "gate": "sigmoid"}) == \
-        ("gated_scale_bwd", bytes_model.gated_scale_bwd(2, 20, 3, 2, 4, False, False))
+    assert bytes_model.op_kernels("spatial_scale_backward", {"grad_y": x, "x": x, "t": t, "gate": "sigmoid"}) == \
+        [("gated_scale_bwd", bytes_model.gated_scale_bwd(2, 20, 3, 2, 4, False, False))]
 
 
 def _bytes_of_launch(name: str, p: tuning.Problem) -> int:
@@ -187,6 +224,15 @@ def _bytes_of_launch(name: str, p: tuning.Problem) -> int:
         return bytes_model.mean_max_bwd(p.B, p.R, p.K, size, f["HAS_MEAN"], f["HAS_MAX"])
     if name == "gated_scale_fwd":
         return bytes_model.gated_scale_fwd(p.B, p.R, p.K, size, size, f["HAS_RESIDUAL"])
+    acc = 8 if p.dtype == torch.float64 else 4
+    with_max, hidden = f.get("POOL") != "mean", bytes_model.hidden_vectors(f.get("MLP"), f.get("POOL"))
+    if name == "squeeze_excite_fwd":
+        return bytes_model.squeeze_excite_fwd(p.B, p.R, p.K, size, acc, with_max)
+    if name == "excitation_bwd_reduce":
+        return bytes_model.excitation_bwd_reduce(p.B, p.R, p.K, f["RD"], size, acc, f["ACT_OUT"] == "relu", with_max, hidden)
+    if name == "excitation_bwd_apply":
+        return bytes_model.excitation_bwd_apply(p.B, p.R, p.K, f["RD"], size, acc, f["ACT_OUT"] == "relu",
+                                                f["WRITE_GRAD_RES"], with_max, hidden)
     return bytes_model.gated_scale_bwd(p.B, p.R, p.K, size, size, f["ACT"] == "relu", f["WRITE_GRAD_RES"])
 
 
@@ -196,7 +242,7 @@ def _bytes_of_launch(name: str, p: tuning.Problem) -> int:
     model_shapes.Block("t", "mbv3", "SqueezeExcitation", 8, 3, 5, rd=4, extra={"scale_activation": nn.Hardsigmoid}),
     model_shapes.Block("t", "cbam", "CbamModule", 8, 4, 4, rd=2),
 ], ids=lambda b: b.name)
-def test_each_tritattn_op_launches_the_one_kernel_the_byte_model_names(block, monkeypatch):
+def test_each_tritattn_op_launches_the_kernels_the_byte_model_names(block, monkeypatch):
     launched = []
     real_launch = tuning.Tuner.launch
 
@@ -209,8 +255,9 @@ def test_each_tritattn_op_launches_the_one_kernel_the_byte_model_names(block, mo
     module = build("tritattn", build_eager(block, torch.device(DEVICE), torch.float32), block)
     c = census.take_census(module, case.input(torch.device(DEVICE)))
     calls = c.fwd.tritattn_calls + c.bwd.tritattn_calls
-    assert c.fwd.triton + c.bwd.triton == len(calls) == len(launched)
-    assert [bytes_model.op_min_bytes(op, a) for op, a in calls] == [(n, _bytes_of_launch(n, p)) for n, p in launched]
+    modelled = [k for op, a in calls for k in bytes_model.op_kernels(op, a)]
+    assert c.fwd.triton + c.bwd.triton == len(modelled) == len(launched)
+    assert modelled == [(n, _bytes_of_launch(n, p)) for n, p in launched]
 
 
 def test_launch_census_counts_kernels_not_views_or_allocations():

@@ -194,7 +194,7 @@ def excitation_bwd(
             dict(flags, GATE=gate, ACT_OUT=act_out, HAS_B1=b1 is not None, ACC=acc), x.device,
         )
         n_weight_programs = weight_programs(spec, x.shape[1], RD, b2 is not None)
-        pa = _problem(x, "channel", xs, POOL=spec["pool"], MLP=spec["mlp"], ACT_OUT=act_out,
+        pa = _problem(x, "channel", xs, POOL=spec["pool"], MLP=spec["mlp"], RD=RD, ACT_OUT=act_out,
                       WRITE_GRAD_RES=grad_res is not None)
         grs = plane_strides(grad_res, "channel") if grad_res is not None else (0, 0, 0)
         EXCITATION_BWD_APPLY.launch(
