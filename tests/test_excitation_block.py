@@ -1,0 +1,209 @@
+"""The block pipeline (``tritattn::excitation_block`` and its backward) against a float64 torch
+reference written here from the math: every pooling × excitation kind, both epilogues, odd C and
+H×W, batch 1, hidden width 1, NCHW and channels_last, three dtypes of x (float32 weights, as
+under AMP), default and tiny tiles (many programs per sample: the per-sample counters and the
+last program's MLP), and the properties the pipeline promises: bitwise repeatable, counters left
+at zero, 2 kernels forward and 2 backward, nothing x-sized saved beyond eager's.
+"""
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import tritattn
+from tritattn import excitation_block
+from conftest import DEVICE, TOLERANCES, assert_close, assert_same_layout, make_input, relu_kink_near, use_small_tiles
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "perf"))
+import census  # noqa: E402
+
+#: (pool, mlp, hidden act): every combination a module uses
+KINDS = [
+    ("mean", "fc_act_fc", "relu"), ("mean_max_avg", "fc_act_fc", "silu"), ("mean_max_both", "fc_act_fc", "relu"),
+    ("mean", "fc_act_fc", "identity"), ("mean", "fc", "identity"), ("mean_max_avg", "fc", "identity"),
+    ("mean", "taps_zero", "identity"), ("mean", "taps_circular", "identity"),
+]
+KIND_IDS = ["-".join(k) for k in KINDS]
+SHAPES = [(2, 37, 7, 7), (1, 130, 1, 1), (3, 6, 3, 5)]
+ACTS = {"relu": F.relu, "silu": F.silu, "identity": lambda t: t}
+#: hard-sigmoid as relu6(s + 3) / 6, timm's form: torch's own hardsigmoid backward multiplies by a
+#: float32 1/6 even in float64 (fixtures.model_runs.exact_hardsigmoid_backward)
+GATES = {"sigmoid": torch.sigmoid, "hard_sigmoid": lambda s: F.relu6(s + 3) / 6}
+
+
+def make_weights(mlp: str, C: int, rd: int, taps: int = 5, bias: bool = True) -> tuple:
+    """(w1, b1, w2, b2) in float32, fresh, the shapes excitation_block takes."""
+    def w(*shape):
+        return (torch.randn(shape, dtype=torch.float64) * 0.5).float().to(DEVICE).requires_grad_()
+    if mlp == "fc_act_fc":
+        return w(rd, C), w(rd) if bias else None, w(C, rd), w(C) if bias else None
+    if mlp == "fc":
+        return None, None, w(C, C), w(C) if bias else None
+    return w(taps), None, None, w(1) if bias else None
+
+
+def pre_activations(x, weights, pool, mlp):
+    """float64 (pooled input v, hidden pre-activations h and their term magnitudes, logits s)."""
+    w1, b1, w2, b2 = (t.double() if t is not None else None for t in weights)
+    mean, maximum = x.mean((2, 3)), x.amax((2, 3))
+    v = 0.5 * mean + 0.5 * maximum if pool == "mean_max_avg" else mean
+    return mean, maximum, v, w1, b1, w2, b2
+
+
+def reference(x, residual, weights, pool, mlp, act, gate, act_out):
+    """The block in float64 torch ops (x, residual, weights float64 leaves)."""
+    mean, maximum, v, w1, b1, w2, b2 = pre_activations(x, weights, pool, mlp)
+    if mlp == "fc_act_fc":
+        def m(u):
+            return F.linear(ACTS[act](F.linear(u, w1, b1)), w2, b2)
+        s = m(mean) + m(maximum) if pool == "mean_max_both" else m(v)
+    elif mlp == "fc":
+        s = F.linear(v, w2, b2)
+    else:
+        k = w1.shape[0]
+        u = v[:, None, :]
+        if mlp == "taps_circular":
+            s = F.conv1d(F.pad(u, ((k - 1) // 2,) * 2, mode="circular"), w1.view(1, 1, k), b2)[:, 0]
+        else:
+            s = F.conv1d(u, w1.view(1, 1, k), b2, padding=(k - 1) // 2)[:, 0]
+    y = x * GATES[gate](s)[:, :, None, None]
+    if residual is not None:
+        y = y + residual
+    return (F.relu(y) if act_out == "relu" else y), s
+
+
+def kinks_within_reach(x, residual, weights, pool, mlp, act, gate, act_out) -> bool:
+    """Whether an input of a kinked function (hidden ReLU, hard-sigmoid's ±3, epilogue ReLU) is
+    within float32 rounding of its kink: then the kernel's branch is luck (conftest.relu_kink_near)."""
+    with torch.no_grad():
+        mean, maximum, v, w1, b1, *_ = pre_activations(x.double(), weights, pool, mlp)
+        if mlp == "fc_act_fc" and act == "relu":
+            for u in (mean, maximum) if pool == "mean_max_both" else (v,):
+                h = F.linear(u, w1, b1)
+                if relu_kink_near(h, F.linear(u.abs(), w1.abs(), b1.abs() if b1 is not None else None)).any():
+                    return True
+        y, s = reference(x.double(), residual.double() if residual is not None else None,
+                         weights, pool, mlp, act, gate, "identity")
+        if gate == "hard_sigmoid" and (relu_kink_near(s - 3, s.abs() + 3) | relu_kink_near(s + 3, s.abs() + 3)).any():
+            return True
+        return act_out == "relu" and bool(relu_kink_near(y, y.abs() + x.double().abs()).any())
+
+
+def draw(shape, dtype, channels_last, pool, mlp, act, gate, act_out, rd=5, bias=True):
+    """Inputs, residual and weights with no kink within reach."""
+    B, C, H, W = shape
+    for _ in range(50):
+        x = make_input(shape, dtype, channels_last, requires_grad=True)
+        residual = make_input(shape, dtype, channels_last, requires_grad=True) if act_out == "relu" else None
+        weights = make_weights(mlp, C, rd, bias=bias)
+        if not kinks_within_reach(x, residual, weights, pool, mlp, act, gate, act_out):
+            return x, residual, weights
+    raise AssertionError("no draw kept every kink out of reach")
+
+
+def run_block(x, residual, weights, pool, mlp, act, gate, act_out):
+    return torch.ops.tritattn.excitation_block(x, residual, *weights, pool, mlp, act, gate, act_out)[0]
+
+
+def check_block(shape, dtype, channels_last, pool, mlp, act, gate="sigmoid", act_out="identity", rd=5, bias=True):
+    x, residual, weights = draw(shape, dtype, channels_last, pool, mlp, act, gate, act_out, rd, bias)
+    leaves = [t for t in (x, residual, *weights) if t is not None]
+    refs = [t.detach().double().requires_grad_() for t in leaves]
+    it = iter(refs)
+    x64 = next(it)
+    res64 = next(it) if residual is not None else None
+    w64 = tuple(next(it) if t is not None else None for t in weights)
+
+    y = run_block(x, residual, weights, pool, mlp, act, gate, act_out)
+    y_ref, _ = reference(x64, res64, w64, pool, mlp, act, gate, act_out)
+    what = f"{pool}/{mlp}/{act} {gate} {act_out} {tuple(shape)} {dtype}"
+    assert y.dtype == dtype
+    assert_same_layout(y, x)
+    assert_close(y, y_ref, what=what + " output")
+
+    cot = torch.randn(shape, dtype=torch.float64, device=DEVICE).to(dtype)
+    grads = torch.autograd.grad(y, leaves, cot)
+    grads_ref = torch.autograd.grad(y_ref, refs, cot.double())
+    names = ["x"] + ["residual"] * (residual is not None) + [n for n, t in zip(("w1", "b1", "w2", "b2"), weights) if t is not None]
+    # A parameter gradient is a sum over the batch (and channels) that can cancel to far below its
+    # terms (ECA's bias: Σ_b Σ_c grad_s): parameter gradients are measured against the largest
+    # gradient of the block, as tests/test_modules.py does; x's and the residual's on their own.
+    group = max(g.abs().max().item() for g in grads_ref)
+    for name, g, g_ref, leaf in zip(names, grads, grads_ref, leaves):
+        assert g.dtype == leaf.dtype, name
+        assert_close(g, g_ref, what=f"{what} grad {name}", scale=None if name in ("x", "residual") else group)
+
+
+@pytest.mark.parametrize("pool, mlp, act", KINDS, ids=KIND_IDS)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("tiles", ["default_tiles", "small_tiles"])
+def test_block_matches_float64_reference(pool, mlp, act, shape, tiles, channels_last, monkeypatch):
+    if tiles == "small_tiles":
+        use_small_tiles(monkeypatch)
+    check_block(shape, torch.float64, channels_last, pool, mlp, act, act_out="relu" if shape[0] == 2 else "identity")
+
+
+@pytest.mark.parametrize("pool, mlp, act", KINDS, ids=KIND_IDS)
+def test_block_in_each_dtype_with_float32_weights(pool, mlp, act, dtype, channels_last):
+    check_block((2, 37, 5, 3), dtype, channels_last, pool, mlp, act, act_out="relu")
+
+
+@pytest.mark.parametrize("gate", ["sigmoid", "hard_sigmoid"])
+@pytest.mark.parametrize("act_out", ["identity", "relu"])
+def test_block_gates_epilogues_hidden_width_one_and_no_bias(gate, act_out, monkeypatch):
+    use_small_tiles(monkeypatch)
+    check_block((3, 6, 4, 4), torch.float64, True, "mean", "fc_act_fc", "relu", gate, act_out, rd=1, bias=False)
+    check_block((1, 9, 2, 3), torch.float64, False, "mean", "taps_zero", "identity", gate, act_out, bias=False)
+
+
+def test_block_is_bitwise_repeatable_and_leaves_the_counters_at_zero(monkeypatch):
+    use_small_tiles(monkeypatch)  # several programs per sample: which one runs the MLP is not fixed on a GPU
+    x, residual, weights = draw((2, 37, 5, 5), torch.float32, True, "mean_max_both", "fc_act_fc", "relu", "sigmoid", "relu")
+    cot = torch.randn(x.shape, device=DEVICE)
+    runs = []
+    for _ in range(2):
+        y = run_block(x, residual, weights, "mean_max_both", "fc_act_fc", "relu", "sigmoid", "relu")
+        leaves = [x, residual, *weights]
+        runs.append([y] + list(torch.autograd.grad(y, leaves, cot)))
+    for a, b in zip(*runs):
+        assert torch.equal(a, b)
+    assert not excitation_block.counters(x.device, 64).any()
+
+
+def _census(module, x):
+    return census.take_census(module, x)
+
+
+@pytest.mark.parametrize("name, args, kwargs, step_max", [
+    ("SEModule", (40,), {}, 6), ("SqueezeExcite", (40,), {"rd_ratio": 0.25}, 6), ("SqueezeExcitation", (40, 10), {}, 6),
+    ("EffectiveSEModule", (40,), {}, 5), ("EcaModule", (40,), {}, 5), ("CecaModule", (40,), {}, 5),
+])
+def test_channel_blocks_run_two_kernels_forward_and_save_no_more_than_eager(name, args, kwargs, step_max):
+    fast = getattr(tritattn, name)(*args, **kwargs)
+    eager = getattr(tritattn.reference, name)(*args, **kwargs)
+    x = torch.randn(2, 40, 6, 6)
+    c, e = _census(fast, x), _census(eager, x)
+    assert (c.fwd.triton, c.fwd.aten) == (2, 0), [op for op, _ in c.fwd.tritattn_calls]
+    assert c.fwd.total + c.bwd.total <= step_max
+    assert c.saved_bytes <= e.saved_bytes
+
+
+def test_switching_the_pipeline_off_gives_the_per_op_path(monkeypatch):
+    block = tritattn.SEModule(24)
+    x = torch.randn(2, 24, 5, 5, device=DEVICE, dtype=torch.float64)
+    block = block.to(DEVICE, torch.float64)
+    assert block.uses_block_pipeline(x)
+    monkeypatch.setattr(excitation_block, "enabled", False)
+    assert not block.uses_block_pipeline(x)
+    with census.LaunchCensus() as c:
+        block(x)
+    assert [op for op, _ in c.tritattn_calls] == ["squeeze", "excite_scale"]
+
+
+def test_block_refusals_say_why():
+    assert "BatchNorm" in tritattn.SEModule(16, norm_layer=torch.nn.BatchNorm2d).block_refusal()
+    assert "GELU" in tritattn.SEModule(16, act_layer=torch.nn.GELU).block_refusal()
+    assert "use_mlp" in tritattn.EcaModule(16, use_mlp=True).block_refusal()
+    assert tritattn.SEModule(16).block_refusal() is None
