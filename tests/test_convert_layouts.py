@@ -20,7 +20,7 @@ import tritattn
 from conftest import DEVICE, TOLERANCES, assert_same_layout
 from fixtures.model_runs import RunErrors, errors, forward_backward, interpreter_friendly  # noqa: F401
 from fixtures.peer_models import build
-from tritattn import modules, ops
+from tritattn import excitation_block, modules, ops
 from tritattn.modules import FAST_TWINS
 
 MODELS = ["every_peer_block", "timm/seresnet18"]
@@ -133,6 +133,8 @@ def test_channels_last_in_channels_last_out_without_copies(name, interpreter_fri
 
     for scaling in ("excite_scale", "spatial_scale"):  # the names modules.py calls
         monkeypatch.setattr(modules, scaling, checked(getattr(modules, scaling)))
+    # the block pipeline: modules.py calls excitation_block.excitation(x, spec, gate, residual, act)
+    monkeypatch.setattr(excitation_block, "excitation", checked(excitation_block.excitation))
 
     addressable = ops.addressable
 
@@ -143,6 +145,7 @@ def test_channels_last_in_channels_last_out_without_copies(name, interpreter_fri
         return result
 
     monkeypatch.setattr(ops, "addressable", spy)
+    monkeypatch.setattr(excitation_block, "addressable", spy)
     x = _input().to(memory_format=torch.channels_last).requires_grad_()
     with _CopyLog() as log:
         converted(x).square().sum().backward()

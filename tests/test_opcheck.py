@@ -24,7 +24,7 @@ import torch
 from torch.library import opcheck
 
 from conftest import make_input
-from tritattn import ops  # noqa: F401  (registers torch.ops.tritattn.*)
+from tritattn import excitation_block, ops  # noqa: F401  (registers torch.ops.tritattn.*)
 
 tritattn = torch.ops.tritattn
 
@@ -160,6 +160,50 @@ def spatial_scale_backward_case(gate: str) -> Case:
     return Case(tritattn.spatial_scale_backward.default, gate, args, False)
 
 
+#: (pool, mlp, act, gate, act_out, residual) of the block pipeline: each pooling and excitation kind once
+BLOCK_SETTINGS = [
+    ("mean", "fc_act_fc", "relu", "sigmoid", "identity", False),
+    ("mean_max_both", "fc_act_fc", "silu", "hard_sigmoid", "relu", True),
+    ("mean_max_avg", "fc", "identity", "sigmoid", "relu", True),
+    ("mean", "taps_circular", "identity", "hard_sigmoid", "identity", True),
+]
+
+
+def _block_weights(mlp: str, requires_grad: bool) -> tuple:
+    """(w1, b1, w2, b2) in float32 whatever x's dtype (as under AMP), hidden width 2, 3 taps."""
+    def w(*shape):
+        return torch.randn(shape).requires_grad_(requires_grad)
+    return {"fc_act_fc": lambda: (w(2, C), w(2), w(C, 2), w(C)), "fc": lambda: (None, None, w(C, C), w(C)),
+            "taps_circular": lambda: (w(3), None, None, w(1))}[mlp]()
+
+
+def _block_variant(pool, mlp, act, gate, act_out, residual) -> str:
+    return f"{pool}-{mlp}-{act}-{gate}-{act_out}" + ("-residual" if residual else "")
+
+
+def excitation_block_case(pool, mlp, act, gate, act_out, residual) -> Case:
+    def args(p: Sample, requires_grad: bool) -> tuple:
+        res = p.feature_map(requires_grad=requires_grad) if residual else None
+        return (p.feature_map(requires_grad=requires_grad), res, *_block_weights(mlp, requires_grad),
+                pool, mlp, act, gate, act_out)
+
+    return Case(tritattn.excitation_block.default, _block_variant(pool, mlp, act, gate, act_out, residual), args, True)
+
+
+def excitation_block_backward_case(pool, mlp, act, gate, act_out, residual) -> Case:
+    """As the block's autograd formula calls it: what the forward saved, y only for the ReLU epilogue."""
+
+    def args(p: Sample, requires_grad: bool) -> tuple:
+        x, weights = p.feature_map(), _block_weights(mlp, False)
+        y, s, mean, maximum, count = tritattn.excitation_block(
+            x, p.feature_map() if residual else None, *weights, pool, mlp, act, gate, act_out)
+        return (p.feature_map(), x, y if act_out == "relu" else None, s, mean, maximum, count, *weights,
+                pool, mlp, act, gate, act_out, residual and act_out != "identity")
+
+    return Case(tritattn.excitation_block_backward.default, _block_variant(pool, mlp, act, gate, act_out, residual),
+                args, False)
+
+
 SQUEEZE_WANTS = [(True, False), (False, True), (True, True)]
 CASES: list[Case] = [
     *(squeeze_case(*wants) for wants in SQUEEZE_WANTS),
@@ -170,6 +214,8 @@ CASES: list[Case] = [
     *(excite_scale_backward_case(*settings) for settings in EXCITE_SETTINGS),
     *(spatial_scale_case(gate) for gate in ("sigmoid", "hard_sigmoid")),
     *(spatial_scale_backward_case(gate) for gate in ("sigmoid", "hard_sigmoid")),
+    *(excitation_block_case(*settings) for settings in BLOCK_SETTINGS),
+    *(excitation_block_backward_case(*settings) for settings in BLOCK_SETTINGS),
 ]
 
 

@@ -47,6 +47,19 @@ def _twin_of(cls: type[nn.Module]) -> type[nn.Module] | None:
     return getattr(modules, twin_name) if twin_name else None
 
 
+def pipeline_as(module: nn.Module, twin: type[nn.Module]) -> str:
+    """How ``module`` runs as a ``twin`` on the Triton kernels: "block pipeline", or "per-op" and
+    why; a CBAM lists its two parts. (On the eager fallback every block runs the per-op path.)"""
+    if issubclass(twin, modules.ChannelExcitation):
+        refusal = twin.block_refusal(module)  # reads only the parameters and submodules twin and peer share
+        return "block pipeline" if refusal is None else f"per-op: {refusal}"
+    if issubclass(twin, modules.SpatialScaling):
+        return "per-op: spatial pool, conv, spatial scale"
+    parts = [(name, child, type(child) if type(child) in _FAST_CLASSES else _twin_of(type(child)))
+             for name, child in module.named_children()]
+    return "; ".join(f"{name} {pipeline_as(child, t)}" for name, child, t in parts if t is not None)
+
+
 def _skip_reason(module: nn.Module, twin: type[nn.Module] | None) -> str | None:
     """Why ``module`` is not converted (None: convert it, or it is no attention block at all)."""
     cls = type(module)
@@ -86,7 +99,7 @@ def _plan_replacements(model: nn.Module, report: ConvertReport) -> dict[nn.Modul
             original = module.__dict__.get(ORIGINAL_CLASS_ATTR)
             if original is not None:
                 report.replaced.append(Replaced(path, qualified_name(original), f"tritattn.{cls.__name__}",
-                                                kernel_gate_as(module, cls)))
+                                                kernel_gate_as(module, cls), pipeline_as(module, cls)))
             continue
         twin = _twin_of(cls)
         reason = _skip_reason(module, twin)
@@ -96,7 +109,7 @@ def _plan_replacements(model: nn.Module, report: ConvertReport) -> dict[nn.Modul
         elif twin is not None:
             planned[module] = twin
             report.replaced.append(Replaced(path, qualified_name(cls), f"tritattn.{twin.__name__}",
-                                            kernel_gate_as(module, twin)))
+                                            kernel_gate_as(module, twin), pipeline_as(module, twin)))
     return planned
 
 

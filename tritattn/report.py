@@ -27,6 +27,9 @@ class Replaced:
     peer: str  #: its class before, qualified
     twin: str  #: its tritattn class now
     gate: str | None  #: the kernel gate it applies (None for a container such as CbamModule)
+    #: how it runs on the kernels: "block pipeline" (squeeze + MLP, scale: 2 kernels forward, 2
+    #: backward) or "per-op" with the reason (a container lists its parts')
+    pipeline: str = ""
 
 
 @dataclass(frozen=True)
@@ -99,8 +102,8 @@ class ConvertReport:
     def __str__(self) -> str:
         would = "would be " if self.dry_run else ""
         return "\n".join([self.summary()] + _table([
-            (f"{would}replaced", [(r.path, f"{r.peer} -> {r.twin}" + (f" (gate {r.gate})" if r.gate else ""))
-                                  for r in self.replaced]),
+            (f"{would}replaced", [(r.path, f"{r.peer} -> {r.twin}" + (f" (gate {r.gate})" if r.gate else "")
+                                   + (f": {r.pipeline}" if r.pipeline else "")) for r in self.replaced]),
             (f"{would}fused", [(r.path, f"{r.peer}: se + residual add + ReLU in one pass") for r in self.fused]),
             ("left eager", [(s.path, f"{s.cls}: {s.reason}") for s in self.skipped]),
             ("not fused", [(s.path, f"{s.cls}: {s.reason}") for s in self.not_fused]),
