@@ -33,7 +33,10 @@ def test_tune_decides_every_problem_and_leaves_no_trace(simulated_gpu, caplog):
         report = tritattn.tune(model, x)
     assert report.skipped is None and report.tuned_now == len(report.decisions) > 0, str(report)
     kernels = {d.kernel for d in report.decisions}
-    assert kernels == {"mean_max_fwd", "mean_max_bwd", "gated_scale_fwd", "gated_scale_bwd"}, kernels
+    # the SE with a BatchNorm in its MLP and CBAM's spatial branch run the per-op kernels, CBAM's
+    # channel branch the block pipeline's
+    assert kernels == {"mean_max_fwd", "mean_max_bwd", "gated_scale_fwd", "gated_scale_bwd",
+                       "squeeze_excite_fwd", "excitation_bwd_reduce", "excitation_bwd_apply"}, kernels
     assert all(d.source == "tuned" for d in report.decisions), str(report)
     assert simulated_gpu.timed, "configs were benchmarked"
     assert all(p.grad is None for p in model.parameters()), "tune writes no .grad"
@@ -50,7 +53,7 @@ def test_tune_decides_every_problem_and_leaves_no_trace(simulated_gpu, caplog):
 
 def test_tune_forward_only(simulated_gpu):
     report = tritattn.tune(_model().eval(), torch.randn(1, 3, 4, 4), backward=False)
-    assert {d.kernel for d in report.decisions} == {"mean_max_fwd", "gated_scale_fwd"}, str(report)
+    assert {d.kernel for d in report.decisions} == {"mean_max_fwd", "gated_scale_fwd", "squeeze_excite_fwd"}, str(report)
 
 
 def test_tune_refuses_inside_a_capture(simulated_gpu):
