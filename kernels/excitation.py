@@ -32,7 +32,7 @@ import triton
 import triton.language as tl
 
 from .gates import gate_backward, gate_value
-from .mean_max import add_pool_grad, pool_rows
+from .mean_max import add_pool_grad, pool_rows, pool_tile, pooled_max
 from .program_tiles import elementwise_tile, row_block
 from .rounding import to_output
 from .tiling import ELEMENTWISE_TILES, ROW_TILES, oriented_configs
@@ -294,7 +294,7 @@ def sample_pool_grads(
 @triton.jit
 def excitation_bwd_reduce(
     grad_y_ptr, x_ptr, y_ptr, s_ptr, grad_s_ptr, counter_ptr,
-    mean_ptr, max_ptr, w1_ptr, b1_ptr, w2_ptr,
+    mean_ptr, max_ptr, count_ptr, w1_ptr, b1_ptr, w2_ptr,
     hidden_ptr, grad_h_ptr, grad_mean_ptr, grad_max_ptr,
     R, K, RD,
     sgyb, sgyr, sgyk,
@@ -311,18 +311,24 @@ def excitation_bwd_reduce(
 
       d[b, c, k]    = grad_y · [not y ≤ 0] (ACT_OUT = "relu"; d = grad_y for identity)
       grad_s[b, c]  = gate'(s[b, c]) · Σ_k d · x                       fixed order, ACC
+      mean, max, count [B, C] of x recomputed in the same pass (the forward does not save them)
       per sample, by its last program: :func:`sample_pool_grads` → grad_mean, grad_max [B, C]
       (and hidden, grad_h [B, RD] for the weight gradients)
 
-    Minimum bytes: grad_y and x read (+ y for relu) + the weights read once per sample + the
-    per-sample vectors (s, mean, max read; grad_s, grad_mean, grad_max, hidden, grad_h written).
+    Minimum bytes: grad_y and x read (+ y for relu) + the per-sample vectors (s read; grad_s,
+    mean, grad_mean written, + max, count, grad_max with max pooling; hidden, grad_h written).
     Grid: rows_grid — one program per (b, BLOCK_R channels) looping over K.
     """
     b, offs_r = row_block(R, BLOCK_R)
     mask_r = offs_r < R
     r64 = offs_r.to(tl.int64)
     rows = r64[:, None]
+    want_max: tl.constexpr = POOL != "mean"
     acc = tl.zeros([BLOCK_R], dtype=ACC)
+    total = tl.zeros([BLOCK_R], dtype=ACC)
+    run_max = tl.full([BLOCK_R], float("-inf"), dtype=ACC)
+    run_count = tl.zeros([BLOCK_R], dtype=tl.int32)
+    has_nan = tl.zeros([BLOCK_R], dtype=tl.int32)
     for start in range(0, K, BLOCK_K):
         offs_k = start + tl.arange(0, BLOCK_K)
         mask = mask_r[:, None] & (offs_k < K)[None, :]
@@ -333,8 +339,13 @@ def excitation_bwd_reduce(
             d = tl.where(y <= 0.0, 0.0, d)  # as torch's threshold_backward: a NaN y passes grad_y
         x = tl.load(x_ptr + b * sxb + rows * sxr + k64 * sxk, mask=mask, other=0.0).to(ACC)
         acc += tl.sum(d * x, axis=1)
+        total, run_max, run_count, has_nan = pool_tile(x, mask, total, run_max, run_count, has_nan, True, want_max)
     s = tl.load(s_ptr + b * R + r64, mask=mask_r, other=0.0)
     tl.store(grad_s_ptr + b * R + r64, gate_backward(s, acc, GATE), mask=mask_r)
+    tl.store(mean_ptr + b * R + r64, total / K, mask=mask_r)
+    if want_max:
+        tl.store(max_ptr + b * R + r64, pooled_max(run_max, has_nan), mask=mask_r)
+        tl.store(count_ptr + b * R + r64, run_count, mask=mask_r)
     if last_of_sample(counter_ptr, b, tl.cdiv(R, BLOCK_R)):
         sample_pool_grads(b, grad_s_ptr, mean_ptr, max_ptr, w1_ptr, b1_ptr, w2_ptr,
                           hidden_ptr, grad_h_ptr, grad_mean_ptr, grad_max_ptr, R, RD,

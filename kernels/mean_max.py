@@ -21,6 +21,25 @@ MEAN_MAX_BWD_CONFIGS = oriented_configs(ELEMENTWISE_TILES, num_warps=(2, 4, 8), 
 
 
 @triton.jit
+def pool_tile(v, mask, total, run_max, run_count, has_nan, WANT_MEAN: tl.constexpr, WANT_MAX: tl.constexpr):
+    """Fold one [BLOCK_R, BLOCK_K] tile of x (in ACC, loaded with 0 where masked) into the running
+    per-row (Σ x, max x, #{x == max}, NaN seen) of :func:`pool_rows`."""
+    if WANT_MEAN:
+        total += tl.sum(v, axis=1)
+    if WANT_MAX:
+        v = tl.where(mask, v, float("-inf"))
+        has_nan = tl.maximum(has_nan, tl.max((v != v).to(tl.int32), axis=1))
+        tile_max = tl.max(v, axis=1)
+        tile_count = tl.sum(((v == tile_max[:, None]) & mask).to(tl.int32), axis=1)
+        run_count = tl.where(
+            tile_max > run_max, tile_count,
+            tl.where(tile_max == run_max, run_count + tile_count, run_count),
+        )
+        run_max = tl.maximum(run_max, tile_max)
+    return total, run_max, run_count, has_nan
+
+
+@triton.jit
 def pool_rows(
     row_ptrs, sxk, mask_r, K,
     WANT_MEAN: tl.constexpr, WANT_MAX: tl.constexpr,
@@ -36,19 +55,14 @@ def pool_rows(
         offs_k = start + tl.arange(0, BLOCK_K)
         mask = mask_r[:, None] & (offs_k < K)[None, :]
         v = tl.load(row_ptrs + offs_k.to(tl.int64)[None, :] * sxk, mask=mask, other=0.0).to(ACC)
-        if WANT_MEAN:
-            total += tl.sum(v, axis=1)
-        if WANT_MAX:
-            v = tl.where(mask, v, float("-inf"))
-            has_nan = tl.maximum(has_nan, tl.max((v != v).to(tl.int32), axis=1))
-            tile_max = tl.max(v, axis=1)
-            tile_count = tl.sum(((v == tile_max[:, None]) & mask).to(tl.int32), axis=1)
-            run_count = tl.where(
-                tile_max > run_max, tile_count,
-                tl.where(tile_max == run_max, run_count + tile_count, run_count),
-            )
-            run_max = tl.maximum(run_max, tile_max)
-    return total, tl.where(has_nan > 0, float("nan"), run_max), run_count
+        total, run_max, run_count, has_nan = pool_tile(v, mask, total, run_max, run_count, has_nan, WANT_MEAN, WANT_MAX)
+    return total, pooled_max(run_max, has_nan), run_count
+
+
+@triton.jit
+def pooled_max(run_max, has_nan):
+    """The running max, NaN where a NaN was seen (torch.amax propagates NaN)."""
+    return tl.where(has_nan > 0, float("nan"), run_max)
 
 
 @triton.jit

@@ -51,9 +51,11 @@ def squeeze_excite_fwd(B: int, C: int, K: int, itemsize: int, acc: int, with_max
 
 def excitation_bwd_reduce(B: int, C: int, K: int, RD: int, itemsize: int, acc: int, relu: bool, with_max: bool,
                           hidden_vectors: int) -> int:
-    """grad_y and x read (+ y for relu); s, mean read, grad_s, grad_mean written (+ max read, grad_max
-    written); ``hidden_vectors`` [B, RD] vectors written (hidden and grad_h: 2, 3 for CBAM's two branches, 0 without a hidden layer)."""
-    return (2 + relu) * B * C * K * itemsize + B * C * acc * (4 + 2 * with_max) + B * RD * acc * hidden_vectors
+    """grad_y and x read (+ y for relu); s read, grad_s, mean, grad_mean written (+ max, its int32
+    tie count and grad_max written); ``hidden_vectors`` [B, RD] vectors written (hidden and
+    grad_h: 2, 3 for CBAM's two branches, 0 without a hidden layer)."""
+    vectors = B * C * (4 * acc + (2 * acc + INT32) * with_max)
+    return (2 + relu) * B * C * K * itemsize + vectors + B * RD * acc * hidden_vectors
 
 
 def excitation_bwd_apply(B: int, C: int, K: int, RD: int, itemsize: int, acc: int, relu: bool, write_grad_res: bool,

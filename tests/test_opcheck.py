@@ -195,9 +195,8 @@ def excitation_block_backward_case(pool, mlp, act, gate, act_out, residual) -> C
 
     def args(p: Sample, requires_grad: bool) -> tuple:
         x, weights = p.feature_map(), _block_weights(mlp, False)
-        y, s, mean, maximum, count = tritattn.excitation_block(
-            x, p.feature_map() if residual else None, *weights, pool, mlp, act, gate, act_out)
-        return (p.feature_map(), x, y if act_out == "relu" else None, s, mean, maximum, count, *weights,
+        y, s = tritattn.excitation_block(x, p.feature_map() if residual else None, *weights, pool, mlp, act, gate, act_out)
+        return (p.feature_map(), x, y if act_out == "relu" else None, s, *weights,
                 pool, mlp, act, gate, act_out, residual and act_out != "identity")
 
     return Case(tritattn.excitation_block_backward.default, _block_variant(pool, mlp, act, gate, act_out, residual),

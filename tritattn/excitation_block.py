@@ -7,8 +7,10 @@ excitation_bwd_reduce (Σ_hw dy·x → grad of the logits, then the MLP's backwa
 excitation_bwd_apply (grad_x = dy · gate + grad of the pooling, grad_residual, the weight
 gradients). See kernels/excitation.py for the math.
 
-Saved for backward: x, the logits s and the pooled vectors (per sample), and y only with the
-ReLU epilogue (as eager's ReLU saves its output); never an x-sized intermediate. The weights are
+Saved for backward: x and the logits s [B, C] (float32), and y only with the ReLU epilogue (as
+eager's ReLU saves its output); never an x-sized intermediate. The pooled vectors are not saved:
+the backward's pass over x recomputes them. So a block saves at most what eager saves (x, the
+pooled vector, the hidden activations and the gate, each in x's dtype). The weights are
 inputs of the op, so optimizers, DDP, AMP (the MLP accumulates in float32 whatever x's dtype)
 and strict ``state_dict`` see the module's own parameters.
 
@@ -91,13 +93,16 @@ def _acc(x: Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
-def _alloc_forward(x: Tensor, pool: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+def _alloc_forward(x: Tensor) -> tuple[Tensor, Tensor]:
+    return _empty_like_4d(x), _new(x.shape[:2], _acc(x), x.device)
+
+
+def _pooled_workspace(x: Tensor, pool: str) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """mean, max and tie count [B, C] (ACC, ACC, int32): written by the kernels, read by the same op."""
     B, C = x.shape[:2]
-    acc = _acc(x)
     with_max = pool != "mean"
-    maximum = _new((B, C), acc, x.device) if with_max else _nothing(x, acc)
-    count = _new((B, C), torch.int32, x.device) if with_max else _nothing(x, torch.int32)
-    return _empty_like_4d(x), _new((B, C), acc, x.device), _new((B, C), acc, x.device), maximum, count
+    return (_new((B, C), _acc(x), x.device), _new((B, C), _acc(x), x.device) if with_max else None,
+            _new((B, C), torch.int32, x.device) if with_max else None)
 
 
 def _spec(pool: str, mlp: str, act: str, taps: int) -> dict:
@@ -108,32 +113,32 @@ def _spec(pool: str, mlp: str, act: str, taps: int) -> dict:
 def excitation_block(
     x: Tensor, residual: Optional[Tensor], w1: Optional[Tensor], b1: Optional[Tensor], w2: Optional[Tensor],
     b2: Optional[Tensor], pool: str, mlp: str, act: str, gate: str, act_out: str,
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """(y, s, mean, max, count): y = act_out(x · gate(s) + residual) with s = excitation(pool(x)).
+) -> tuple[Tensor, Tensor]:
+    """(y, s): y = act_out(x · gate(s) + residual) with s = excitation(pool(x)), the logits [B, C]
+    in float32 (float64 for float64 x), kept for the backward.
 
     Weights: "fc_act_fc" w1 [RD, C], b1 [RD], w2 [C, RD], b2 [C]; "fc" w2 [C, C], b2 [C]; taps
-    w1 [k] (k odd; padding (k-1)/2), b2 [1]. s [B, C] and the pooled mean / max / tie count (empty
-    without max pooling) are in float32 (float64 for float64 x), kept for the backward."""
+    w1 [k] (k odd; padding (k-1)/2), b2 [1]."""
     from . import launch
 
     x = addressable(x)
     residual = addressable(residual) if residual is not None else None
-    y, s, mean, maximum, count = _alloc_forward(x, pool)
+    y, s = _alloc_forward(x)
     B, C = x.shape[:2]
     if x.numel():
         taps = w1.shape[0] if mlp.startswith("taps") else 1
         RD = hidden_width(mlp, C, w1)
-        launch.squeeze_excite_fwd(x, w1, b1, w2, b2, _spec(pool, mlp, act, taps), RD, mean, _optional(maximum),
-                                  _optional(count), s, counters(x.device, B))
+        launch.squeeze_excite_fwd(x, w1, b1, w2, b2, _spec(pool, mlp, act, taps), RD, *_pooled_workspace(x, pool),
+                                  s, counters(x.device, B))
         launch.gated_scale_fwd(x, s, residual, y, "channel", gate, act_out)
     else:
         s.zero_()
-    return y, s, mean, maximum, count
+    return y, s
 
 
 @excitation_block.register_fake
 def _(x, residual, w1, b1, w2, b2, pool, mlp, act, gate, act_out):
-    return _alloc_forward(addressable(x), pool)
+    return _alloc_forward(addressable(x))
 
 
 def _alloc_backward(x: Tensor, want_grad_res: bool, w1, b1, w2, b2) -> tuple[Tensor, ...]:
@@ -144,8 +149,7 @@ def _alloc_backward(x: Tensor, want_grad_res: bool, w1, b1, w2, b2) -> tuple[Ten
 
 @torch.library.custom_op("tritattn::excitation_block_backward", mutates_args=())
 def excitation_block_backward(
-    grad_y: Tensor, x: Tensor, y: Optional[Tensor], s: Tensor, mean: Tensor, maximum: Tensor, count: Tensor,
-    w1: Optional[Tensor], b1: Optional[Tensor], w2: Optional[Tensor], b2: Optional[Tensor],
+    grad_y: Tensor, x: Tensor, y: Optional[Tensor], s: Tensor, w1: Optional[Tensor], b1: Optional[Tensor], w2: Optional[Tensor], b2: Optional[Tensor],
     pool: str, mlp: str, act: str, gate: str, act_out: str, want_grad_residual: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """(grad_x, grad_residual, grad_w1, grad_b1, grad_w2, grad_b2); an absent one is empty."""
@@ -164,6 +168,7 @@ def excitation_block_backward(
     RD = hidden_width(mlp, C, w1)
     acc = _acc(x)
     with_max = pool != "mean"
+    mean, maximum, count = _pooled_workspace(x, pool)
     work = dict(
         grad_s=_new((B, C), acc, x.device),
         grad_mean=_new((B, C), acc, x.device),
@@ -172,7 +177,7 @@ def excitation_block_backward(
         grad_h=_new((B, (2 if pool == "mean_max_both" else 1) * RD), acc, x.device) if mlp == "fc_act_fc" else None,
     )
     launch.excitation_bwd(
-        grad_y, x, y, s, mean, _optional(maximum), _optional(count), w1, b1, w2, b2, _spec(pool, mlp, act, taps), RD,
+        grad_y, x, y, s, mean, maximum, count, w1, b1, w2, b2, _spec(pool, mlp, act, taps), RD,
         gate, act_out, work, counters(x.device, B), grad_x, _optional(grad_res),
         dict(w1=_optional(gw1), b1=_optional(gb1), w2=_optional(gw2), b2=_optional(gb2)),
     )
@@ -180,27 +185,27 @@ def excitation_block_backward(
 
 
 @excitation_block_backward.register_fake
-def _(grad_y, x, y, s, mean, maximum, count, w1, b1, w2, b2, pool, mlp, act, gate, act_out, want_grad_residual):
+def _(grad_y, x, y, s, w1, b1, w2, b2, pool, mlp, act, gate, act_out, want_grad_residual):
     return _alloc_backward(addressable(x), want_grad_residual, w1, b1, w2, b2)
 
 
 def _setup(ctx, inputs, output) -> None:
     x, residual, w1, b1, w2, b2, pool, mlp, act, gate, act_out = inputs
-    y, s, mean, maximum, count = output
+    y, s = output
     ctx.config = (pool, mlp, act, gate, act_out)
     ctx.has_residual = residual is not None
-    ctx.save_for_backward(x, y if act_out == "relu" else None, s, mean, maximum, count, w1, b1, w2, b2)
-    # the workspaces are not differentiable outputs: autograd allocates no zero gradients for them
-    ctx.mark_non_differentiable(s, mean, maximum, count)
+    ctx.save_for_backward(x, y if act_out == "relu" else None, s, w1, b1, w2, b2)
+    # s is not a differentiable output: autograd allocates no zero gradient for it
+    ctx.mark_non_differentiable(s)
     ctx.set_materialize_grads(False)
 
 
-def _backward(ctx, grad_y, grad_s, grad_mean, grad_max, grad_count):
-    x, y, s, mean, maximum, count, w1, b1, w2, b2 = ctx.saved_tensors
+def _backward(ctx, grad_y, grad_s):
+    x, y, s, w1, b1, w2, b2 = ctx.saved_tensors
     pool, mlp, act, gate, act_out = ctx.config
     want_grad_res = ctx.has_residual and act_out != "identity" and ctx.needs_input_grad[1]
     grad_x, grad_res, gw1, gb1, gw2, gb2 = torch.ops.tritattn.excitation_block_backward(
-        grad_y, x, y, s, mean, maximum, count, w1, b1, w2, b2, pool, mlp, act, gate, act_out, want_grad_res)
+        grad_y, x, y, s, w1, b1, w2, b2, pool, mlp, act, gate, act_out, want_grad_res)
     if not ctx.has_residual:
         grad_res = None
     elif act_out == "identity":

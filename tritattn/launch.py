@@ -176,8 +176,9 @@ def excitation_bwd(
     work: dict[str, torch.Tensor], counter: torch.Tensor,
     grad_x: torch.Tensor, grad_res: torch.Tensor | None, grads: dict[str, torch.Tensor | None],
 ) -> None:
-    """The block's backward in two launches: excitation_bwd_reduce (Σ_k dy·x, then the MLP
-    backward per sample into ``work``), then excitation_bwd_apply (grad_x, grad_residual and the
+    """The block's backward in two launches: excitation_bwd_reduce (Σ_k dy·x and the pooled
+    vectors into ``mean`` / ``maximum`` / ``count``, then the MLP backward per sample into
+    ``work``), then excitation_bwd_apply (grad_x, grad_residual and the
     weight gradients ``grads`` "w1", "b1", "w2", "b2")."""
     xs = plane_strides(x, "channel")
     gys = plane_strides(grad_y, "channel")
@@ -188,7 +189,7 @@ def excitation_bwd(
     with _device_guard(x):
         EXCITATION_BWD_REDUCE.launch(
             p, _rows_grid(p),
-            (grad_y, x, y, s, work["grad_s"], counter, mean, maximum, w1, b1, w2,
+            (grad_y, x, y, s, work["grad_s"], counter, mean, maximum, count, w1, b1, w2,
              work["hidden"], work["grad_h"], work["grad_mean"], work["grad_max"],
              p.R, p.K, RD, *gys, *xs, *ys, *_strides2(w1), *_strides2(w2)),
             dict(flags, GATE=gate, ACT_OUT=act_out, HAS_B1=b1 is not None, ACC=acc), x.device,
