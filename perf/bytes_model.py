@@ -66,6 +66,16 @@ def excitation_bwd_apply(B: int, C: int, K: int, RD: int, itemsize: int, acc: in
     return planes + B * C * (4 * acc + (2 * acc + INT32) * with_max) + B * RD * acc * hidden_vectors
 
 
+def gated_spatial_pool_fwd(B: int, C: int, P: int, D: int, itemsize: int, acc: int) -> int:
+    """x read, s [B, C] read; the descriptor d [B, D, P] and the logits t [B, P] written (ACC)."""
+    return B * C * P * itemsize + B * C * acc + B * P * (D + 1) * acc
+
+
+def doubly_gated_scale_fwd(B: int, C: int, P: int, itemsize: int, acc: int) -> int:
+    """x read, y written; s [B, C] and t [B, P] read (ACC)."""
+    return 2 * B * C * P * itemsize + B * (C + P) * acc
+
+
 def hidden_vectors(mlp: str, pool: str) -> int:
     """The [B, RD] vectors the block's backward keeps between its kernels: hidden and grad_h (and
     grad_h of the max branch for CBAM's "mean_max_both"); none without a hidden layer."""
@@ -100,6 +110,12 @@ def op_kernels(op: str, a: dict[str, Any]) -> list[tuple[str, int]]:
     with arguments ``a`` by name, in launch order."""
     if op in ("excitation_block", "excitation_block_backward"):
         return _block_kernels(op, a)
+    if op == "cbam_eval":
+        B, C, P, size = _channel(a["x"])
+        acc = 8 if a["x"].dtype == torch.float64 else 4
+        return [("squeeze_excite_fwd", squeeze_excite_fwd(B, C, P, size, acc, True)),
+                ("gated_spatial_pool_fwd", gated_spatial_pool_fwd(B, C, P, a["conv_w"].shape[1], size, acc)),
+                ("doubly_gated_scale_fwd", doubly_gated_scale_fwd(B, C, P, size, acc))]
     return [_op_min_bytes(op, a)]
 
 

@@ -24,7 +24,7 @@ import torch
 from torch.library import opcheck
 
 from conftest import make_input
-from tritattn import excitation_block, ops  # noqa: F401  (registers torch.ops.tritattn.*)
+from tritattn import cbam_block, excitation_block, ops  # noqa: F401  (registers torch.ops.tritattn.*)
 
 tritattn = torch.ops.tritattn
 
@@ -203,6 +203,19 @@ def excitation_block_backward_case(pool, mlp, act, gate, act_out, residual) -> C
                 args, False)
 
 
+def cbam_eval_case(light: bool) -> Case:
+    """CBAM (2-channel descriptor) or light CBAM (1 channel) in inference; float32 parameters."""
+
+    def args(p: Sample, requires_grad: bool) -> tuple:
+        w1, b1, w2, b2 = _block_weights("fc_act_fc", False)
+        d = 1 if light else 2
+        bn = (torch.randn(1), torch.randn(1), torch.randn(1), torch.rand(1) + 0.5)
+        return (p.feature_map(), w1, b1, w2, b2, "mean_max_avg" if light else "mean_max_both", "relu", "sigmoid",
+                torch.randn(1, d, 3, 3), *bn, 1e-5, "hard_sigmoid")
+
+    return Case(tritattn.cbam_eval.default, "light" if light else "", args, False)
+
+
 SQUEEZE_WANTS = [(True, False), (False, True), (True, True)]
 CASES: list[Case] = [
     *(squeeze_case(*wants) for wants in SQUEEZE_WANTS),
@@ -215,6 +228,8 @@ CASES: list[Case] = [
     *(spatial_scale_backward_case(gate) for gate in ("sigmoid", "hard_sigmoid")),
     *(excitation_block_case(*settings) for settings in BLOCK_SETTINGS),
     *(excitation_block_backward_case(*settings) for settings in BLOCK_SETTINGS),
+    cbam_eval_case(False),
+    cbam_eval_case(True),
 ]
 
 

@@ -94,6 +94,10 @@ def _pointers_moved(kernel: str, f: dict) -> list[str]:
     from bytes_model. The block pipeline's weights are left out (block_min_bytes adds the parameters)."""
     with_max = f.get("POOL", "mean") != "mean"
     hidden = ["hidden_ptr", "grad_h_ptr"] * (f.get("MLP") == "fc_act_fc")
+    if kernel == "gated_spatial_pool_fwd":  # x, s read; descriptor d and logits t written
+        return ["x_ptr", "s_ptr", "d_ptr", "t_ptr"]
+    if kernel == "doubly_gated_scale_fwd":  # x, s, t read; y written
+        return ["x_ptr", "s_ptr", "t_ptr", "y_ptr"]
     if kernel == "squeeze_excite_fwd":  # x read; mean, s written (+ max, count)
         return ["x_ptr", "mean_ptr", "s_ptr"] + ["max_ptr", "count_ptr"] * with_max
     if kernel == "excitation_bwd_reduce":  # grad_y, x (y), s read; grad_s, mean, grad_mean (max, count, grad_max), hidden written
@@ -200,7 +204,16 @@ def test_byte_model_counts_the_tensors_each_kernel_moves(monkeypatch):
                   ops.excitation_block_backward, rand(B, C, H, W), x, y if relu else None, s_,
                   *weights[mlp], pool, mlp, "relu", "sigmoid", act_out, residual)
 
-    assert len(counts) == 8 + 2 * 10 + 4 * 2 * len(blocks)
+    # CBAM (2-channel descriptor) and light CBAM (1 channel) in inference
+    for d, pool in ((2, "mean_max_both"), (1, "mean_max_avg")):
+        bn = (rand(1, dtype=torch.float32), rand(1, dtype=torch.float32), rand(1, dtype=torch.float32),
+              torch.rand(1, device=DEVICE) + 0.5)
+        check(f"cbam_eval D={d}", ["squeeze_excite_fwd", "gated_spatial_pool_fwd", "doubly_gated_scale_fwd"],
+              [bm.squeeze_excite_fwd(B, C, HW, 2, f32, True), bm.gated_spatial_pool_fwd(B, C, HW, d, 2, f32),
+               bm.doubly_gated_scale_fwd(B, C, HW, 2, f32)],
+              ops.cbam_eval, x, *weights["fc_act_fc"], pool, "relu", "sigmoid", rand(1, d, 3, 3), *bn, 1e-5, "sigmoid")
+
+    assert len(counts) == 8 + 2 * 10 + 4 * 2 * len(blocks) + 2 * 3
     wrong = [c for c in counts if c[2] != c[3]]
     assert not wrong, "\n".join(f"{what} ({kernel}): byte model {m}, tensors moved {n}" for what, kernel, m, n in wrong)
 

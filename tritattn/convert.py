@@ -55,9 +55,14 @@ def pipeline_as(module: nn.Module, twin: type[nn.Module]) -> str:
         return "block pipeline" if refusal is None else f"per-op: {refusal}"
     if issubclass(twin, modules.SpatialScaling):
         return "per-op: spatial pool, conv, spatial scale"
-    parts = [(name, child, type(child) if type(child) in _FAST_CLASSES else _twin_of(type(child)))
-             for name, child in module.named_children()]
-    return "; ".join(f"{name} {pipeline_as(child, t)}" for name, child, t in parts if t is not None)
+    if issubclass(twin, modules.CbamPipeline):
+        refusal = twin.eval_refusal(module)
+        inference = "3-kernel pipeline" if refusal is None else f"as in training ({refusal})"
+        parts = [(name, child, type(child) if type(child) in _FAST_CLASSES else _twin_of(type(child)))
+                 for name, child in module.named_children()]
+        training = "; ".join(f"{name} {pipeline_as(child, t)}" for name, child, t in parts if t is not None)
+        return f"inference {inference}; training: {training}"
+    return ""
 
 
 def _skip_reason(module: nn.Module, twin: type[nn.Module] | None) -> str | None:

@@ -89,23 +89,23 @@ def hidden_width(mlp: str, C: int, w1: Optional[Tensor]) -> int:
     return C if mlp == "fc" else 1
 
 
-def _acc(x: Tensor) -> torch.dtype:
+def acc_dtype(x: Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
 def _alloc_forward(x: Tensor) -> tuple[Tensor, Tensor]:
-    return _empty_like_4d(x), _new(x.shape[:2], _acc(x), x.device)
+    return _empty_like_4d(x), _new(x.shape[:2], acc_dtype(x), x.device)
 
 
-def _pooled_workspace(x: Tensor, pool: str) -> tuple[Tensor, Tensor | None, Tensor | None]:
+def pooled_workspace(x: Tensor, pool: str) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """mean, max and tie count [B, C] (ACC, ACC, int32): written by the kernels, read by the same op."""
     B, C = x.shape[:2]
     with_max = pool != "mean"
-    return (_new((B, C), _acc(x), x.device), _new((B, C), _acc(x), x.device) if with_max else None,
+    return (_new((B, C), acc_dtype(x), x.device), _new((B, C), acc_dtype(x), x.device) if with_max else None,
             _new((B, C), torch.int32, x.device) if with_max else None)
 
 
-def _spec(pool: str, mlp: str, act: str, taps: int) -> dict:
+def pipeline_spec(pool: str, mlp: str, act: str, taps: int) -> dict:
     return dict(pool=pool, mlp=mlp, act=act, taps=taps, pad=(taps - 1) // 2)
 
 
@@ -128,7 +128,7 @@ def excitation_block(
     if x.numel():
         taps = w1.shape[0] if mlp.startswith("taps") else 1
         RD = hidden_width(mlp, C, w1)
-        launch.squeeze_excite_fwd(x, w1, b1, w2, b2, _spec(pool, mlp, act, taps), RD, *_pooled_workspace(x, pool),
+        launch.squeeze_excite_fwd(x, w1, b1, w2, b2, pipeline_spec(pool, mlp, act, taps), RD, *pooled_workspace(x, pool),
                                   s, counters(x.device, B))
         launch.gated_scale_fwd(x, s, residual, y, "channel", gate, act_out)
     else:
@@ -166,9 +166,9 @@ def excitation_block_backward(
         return out
     taps = w1.shape[0] if mlp.startswith("taps") else 1
     RD = hidden_width(mlp, C, w1)
-    acc = _acc(x)
+    acc = acc_dtype(x)
     with_max = pool != "mean"
-    mean, maximum, count = _pooled_workspace(x, pool)
+    mean, maximum, count = pooled_workspace(x, pool)
     work = dict(
         grad_s=_new((B, C), acc, x.device),
         grad_mean=_new((B, C), acc, x.device),
@@ -177,7 +177,7 @@ def excitation_block_backward(
         grad_h=_new((B, (2 if pool == "mean_max_both" else 1) * RD), acc, x.device) if mlp == "fc_act_fc" else None,
     )
     launch.excitation_bwd(
-        grad_y, x, y, s, mean, maximum, count, w1, b1, w2, b2, _spec(pool, mlp, act, taps), RD,
+        grad_y, x, y, s, mean, maximum, count, w1, b1, w2, b2, pipeline_spec(pool, mlp, act, taps), RD,
         gate, act_out, work, counters(x.device, B), grad_x, _optional(grad_res),
         dict(w1=_optional(gw1), b1=_optional(gb1), w2=_optional(gw2), b2=_optional(gb2)),
     )

@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .kernels import excitation, gated_scale, mean_max, tiling
+from .kernels import cbam_spatial, excitation, gated_scale, mean_max, tiling
 from .layout import Axis, plane_strides, vector_strides
 from .tuning import Problem, Tuner
 
@@ -29,6 +29,10 @@ GATED_SCALE_BWD = Tuner("gated_scale_bwd", gated_scale.gated_scale_bwd, gated_sc
 SQUEEZE_EXCITE_FWD = Tuner("squeeze_excite_fwd", excitation.squeeze_excite_fwd, excitation.SQUEEZE_EXCITE_FWD_CONFIGS, num_stages=3)
 EXCITATION_BWD_REDUCE = Tuner(
     "excitation_bwd_reduce", excitation.excitation_bwd_reduce, excitation.EXCITATION_BWD_REDUCE_CONFIGS, num_stages=3)
+GATED_SPATIAL_POOL_FWD = Tuner(
+    "gated_spatial_pool_fwd", cbam_spatial.gated_spatial_pool_fwd, cbam_spatial.GATED_SPATIAL_POOL_FWD_CONFIGS, num_stages=3)
+DOUBLY_GATED_SCALE_FWD = Tuner(
+    "doubly_gated_scale_fwd", cbam_spatial.doubly_gated_scale_fwd, cbam_spatial.DOUBLY_GATED_SCALE_FWD_CONFIGS, num_stages=1)
 EXCITATION_BWD_APPLY = Tuner(
     "excitation_bwd_apply", excitation.excitation_bwd_apply, excitation.EXCITATION_BWD_APPLY_CONFIGS, num_stages=1)
 
@@ -216,3 +220,33 @@ def weight_programs(spec: dict, C: int, RD: int, has_b2: bool) -> int:
     if spec["mlp"] in ("fc_act_fc", "fc"):
         return triton.cdiv(C, excitation_geometry(C, RD)["MLP_BLOCK_C"])
     return spec["taps"] + has_b2
+
+
+# --- CBAM's spatial half in inference (kernels/cbam_spatial.py) --------------------------------
+
+#: pixels per step of the per-sample k×k conv
+CONV_BLOCK_P = 256
+
+
+def cbam_spatial_eval(
+    x: torch.Tensor, s: torch.Tensor, gate_c: str, gate_s: str, conv_w: torch.Tensor, bn: tuple, bn_eps: float,
+    d: torch.Tensor, t: torch.Tensor, counter: torch.Tensor, y: torch.Tensor,
+) -> None:
+    """CBAM's spatial half on z = x · gate_c(s): the descriptor d and t = bn(conv(d)) in one launch,
+    then y = z · gate_s(t) in a second. ``bn`` = (weight, bias, running mean, running var)."""
+    B, C, H, W = x.shape
+    xs_spatial = plane_strides(x, "spatial")
+    D, KS = conv_w.shape[1], conv_w.shape[2]
+    p = _problem(x, "spatial", xs_spatial, GATE=gate_c, D=D, KS=KS)
+    acc = _acc_dtype(x)
+    with _device_guard(x):
+        GATED_SPATIAL_POOL_FWD.launch(
+            p, _rows_grid(p), (x, s, d, t, counter, conv_w, *bn, p.R, p.K, H, W, bn_eps, *xs_spatial),
+            dict(GATE=gate_c, D=D, KS=KS, ACC=acc, CONV_BLOCK_P=CONV_BLOCK_P), x.device,
+        )
+        xs = plane_strides(x, "channel")
+        pc = _problem(x, "channel", xs, GATE_C=gate_c, GATE_S=gate_s)
+        DOUBLY_GATED_SCALE_FWD.launch(
+            pc, _elementwise_grid(pc), (x, s, t, y, pc.R, pc.K, *xs, *plane_strides(y, "channel")),
+            dict(GATE_C=gate_c, GATE_S=gate_s, ACC=acc), x.device,
+        )

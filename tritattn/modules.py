@@ -24,10 +24,11 @@ from __future__ import annotations
 import functools
 import warnings
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import excitation_block, reference
+from . import cbam_block, excitation_block, reference
 from .backend import backend_for
 from .checks import check_channels, check_feature_map
 from .functional import excite_scale, spatial_pool, spatial_scale, squeeze
@@ -270,9 +271,51 @@ class LightSpatialAttn(SpatialScaling, reference.LightSpatialAttn):
         return 0.5 * pooled[:, 0:1] + 0.5 * pooled[:, 1:2]
 
 
-class CbamModule(reference.CbamModule):
+class CbamPipeline:
+    """The forward shared by CBAM and light CBAM: in inference, one pipeline of 3 kernels
+    (:mod:`tritattn.cbam_block`); otherwise the channel part, then the spatial part."""
+
+    def eval_refusal(self) -> str | None:
+        """Why this CBAM cannot take the 3-kernel inference pipeline even in eval, or None."""
+        channel_refusal = self.channel.block_refusal()
+        if channel_refusal is not None:
+            return f"channel part: {channel_refusal}"
+        if self.channel.kernel_gate_name() is None or kernel_for_gate(self.spatial.gate) is None:
+            return "a gate without a kernel"
+        conv, bn = self.spatial.conv.conv, self.spatial.conv.bn
+        k = conv.kernel_size[0]
+        if (conv.bias is not None or conv.stride != (1, 1) or conv.dilation != (1, 1) or conv.groups != 1
+                or conv.kernel_size != (k, k) or conv.padding != ((k - 1) // 2,) * 2 or k % 2 == 0):
+            return "the spatial conv is not a k×k 'same' conv without bias"
+        if type(bn) is not torch.nn.BatchNorm2d or not bn.affine or bn.running_mean is None:
+            return "the spatial BatchNorm keeps no running statistics"
+        return None
+
+    def uses_eval_pipeline(self, x: Tensor) -> bool:
+        """Whether ``self(x)`` runs as the 3-kernel pipeline: inference (no gradient wanted, the
+        BatchNorm in eval), Triton kernels for x, nothing refused, the pipelines switched on."""
+        wants_grad = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
+        return (excitation_block.enabled and not wants_grad and not self.spatial.conv.bn.training
+                and backend_for(x) != "torch" and self.eval_refusal() is None)
+
+    def forward(self, x: Tensor) -> Tensor:
+        check_feature_map(x)
+        if not self.uses_eval_pipeline(x):
+            return self.spatial(self.channel(x))
+        check_channels(x, self.channel.fc1.in_channels, type(self).__name__)
+        spec = self.channel.block_spec()
+        bn = self.spatial.conv.bn
+        return cbam_block.cbam_eval(
+            x, spec.w1, spec.b1, spec.w2, spec.b2, spec.pool, spec.act, self.channel.kernel_gate_name(),
+            self.spatial.conv.conv.weight, bn.weight, bn.bias, bn.running_mean, bn.running_var, bn.eps,
+            kernel_for_gate(self.spatial.gate),
+        )
+
+
+class CbamModule(CbamPipeline, reference.CbamModule):
     """CBAM on tritattn's kernels: the reference :class:`~tritattn.reference.CbamModule` with fast
-    :class:`ChannelAttn` and :class:`SpatialAttn` parts (same parameters, same keys)."""
+    :class:`ChannelAttn` and :class:`SpatialAttn` parts (same parameters, same keys), and the
+    3-kernel pipeline in inference."""
 
     @functools.wraps(reference.CbamModule.__init__)  # so inspect.signature shows timm's arguments
     def __init__(self, *args, **kwargs) -> None:
@@ -281,8 +324,9 @@ class CbamModule(reference.CbamModule):
         self.spatial.__class__ = SpatialAttn
 
 
-class LightCbamModule(reference.LightCbamModule):
-    """Light CBAM on tritattn's kernels: fast :class:`LightChannelAttn` and :class:`LightSpatialAttn`."""
+class LightCbamModule(CbamPipeline, reference.LightCbamModule):
+    """Light CBAM on tritattn's kernels: fast :class:`LightChannelAttn` and :class:`LightSpatialAttn`,
+    and the 3-kernel pipeline in inference."""
 
     @functools.wraps(reference.LightCbamModule.__init__)
     def __init__(self, *args, **kwargs) -> None:
