@@ -34,7 +34,7 @@ def timing_label(device: torch.device, impl: str) -> str:
     """What a timing on ``device`` measures, in words that go with it into every report."""
     if device.type == "cuda":
         return "GPU timing"
-    if impl != "tritattn":
+    if not impl.startswith("tritattn"):
         return "CPU timing, not GPU performance"
     if backend_for(torch.empty(0, device=device)) == "triton-interpreter":
         return "CPU interpreter timing, not GPU performance"

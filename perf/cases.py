@@ -4,6 +4,8 @@ Implementations of a block, all with the same weights:
 
 - ``eager``                 the reference module (:mod:`tritattn.reference`, timm / torchvision math)
 - ``tritattn``              the fast module (:mod:`tritattn.modules`), the same class name
+- ``tritattn-per-op``       the fast module with the block pipelines switched off
+                            (``tritattn.excitation_block.pipelines(False)``): one kernel per op
 - ``compile``               ``torch.compile(eager, dynamic=False)``
 - ``compile-max-autotune``  ``torch.compile(eager, mode="max-autotune-no-cudagraphs", dynamic=False)``
                             (the CUDA-graph variant of every implementation is timed separately,
@@ -24,7 +26,7 @@ import torch
 from torch import nn
 
 from model_shapes import Block
-from tritattn import modules, reference
+from tritattn import excitation_block, modules, reference
 
 COMPILE_MODES = {"compile": "default", "compile-max-autotune": "max-autotune-no-cudagraphs"}
 PASSES = ("fwd", "fwd+bwd")
@@ -60,12 +62,24 @@ def build(impl: str, eager: nn.Module, block: Block) -> nn.Module:
     """``impl`` of ``block`` with ``eager``'s weights (a fresh copy for each compile mode)."""
     if impl == "eager":
         return eager
-    if impl == "tritattn":
+    if impl in ("tritattn", "tritattn-per-op"):
         p = next(eager.parameters())
         fast = getattr(modules, block.module)(**block.constructor_kwargs()).to(device=p.device, dtype=p.dtype)
         fast.load_state_dict(eager.state_dict())
-        return fast
+        return fast if impl == "tritattn" else PerOpPath(fast)
     return torch.compile(copy.deepcopy(eager), mode=COMPILE_MODES[impl], dynamic=False)
+
+
+class PerOpPath(nn.Module):
+    """A fast module run with the block pipelines switched off (its parameters are the module's)."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with excitation_block.pipelines(False):  # the forward picks the ops; the backward follows them
+            return self.module(x)
 
 
 def forward_fn(module: nn.Module, inputs: list[torch.Tensor]) -> Callable[[], Any]:

@@ -121,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, required=True, help="results folder")
     p.add_argument("--models", default=",".join(model_shapes.MODELS), help="comma list (default: all)")
-    p.add_argument("--impls", default="tritattn,eager,compile", help="comma list from tritattn, eager, compile, compile-max-autotune")
+    p.add_argument("--impls", default="tritattn,tritattn-per-op,eager,compile",
+                   help="comma list from tritattn, tritattn-per-op, eager, compile, compile-max-autotune")
     p.add_argument("--dtype", choices=list(DTYPES), default="bf16" if gpu else "fp32")
     p.add_argument("--layout", choices=list(LAYOUTS), default="channels_last")
     p.add_argument("--batch", type=int, default=32 if gpu else 2)
@@ -130,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     device = torch.device("cuda" if gpu else "cpu")
     impls = [i for i in args.impls.split(",") if i]
-    unknown = [i for i in impls if i not in ("tritattn", "eager", *COMPILE_MODES)]
+    unknown = [i for i in impls if i not in ("tritattn", "tritattn-per-op", "eager", *COMPILE_MODES)]
     if unknown:
         p.error(f"unknown implementations: {unknown}")
     args.out.mkdir(parents=True, exist_ok=True)

@@ -57,9 +57,9 @@ def measured_table(timings: list[dict], kernels: list[dict]) -> str:
     reps = {model_shapes.representative(m).id for m in model_shapes.MODELS}
     plain = [r for r in timings if r["block"] in reps and not r["cuda_graph"] and r["ms"] is not None]
     kernel_counts = {(k["block"], k["pass"], k["impl"]): k["kernels"] for k in kernels if not k["error"]}
-    lines = ["| block | pass | batch, dtype, layout | tritattn ms | eager ms | compile ms | max-autotune ms | "
-             "tritattn GB/s | % of copy | × eager | × compile | × max-autotune | kernels tritattn / eager / compile |",
-             "|" + "---|" * 13]
+    lines = ["| block | pass | batch, dtype, layout | tritattn ms | eager ms | compile ms | max-autotune ms | per-op ms | "
+             "tritattn GB/s | % of copy | × eager | × compile | × max-autotune | × per-op | kernels tritattn / eager / compile |",
+             "|" + "---|" * 15]
     for block in sorted({r["block"] for r in plain}):
         rows = [r for r in plain if r["block"] == block]
         compiled = [r for r in rows if r["impl"].startswith("compile")]
@@ -72,7 +72,7 @@ def measured_table(timings: list[dict], kernels: list[dict]) -> str:
             counts = " / ".join(str(kernel_counts.get((block, pass_, i), "-")) for i in ("tritattn", "eager", "compile"))
             lines.append("| " + " | ".join([
                 f"{block} `{rows[0]['module']}`", "inference" if pass_ == "fwd" else "training step", ", ".join(map(str, key)),
-                *(report.format_value(at.get(i, {}).get("ms")) for i in ("tritattn", "eager", "compile", "compile-max-autotune")),
+                *(report.format_value(at.get(i, {}).get("ms")) for i in ("tritattn", *report.BASELINES)),
                 report.format_value(t.get("gbps")), report.format_value(t.get("pct_copy_bw")),
                 *(report.format_value(t.get(f"speedup_vs_{b}")) for b in report.BASELINES), counts]) + " |")
     return "\n".join(lines) if len(lines) > 2 else "(no timings of the representative blocks)"

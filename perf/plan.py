@@ -60,6 +60,8 @@ def work_items(
     """In priority order (a time budget cuts the tail):
 
     1. tritattn and eager on every case of the first dtype (block × layout × batch size);
+    1b. tritattn's per-op path (the block pipelines off) on the compile blocks, first dtype,
+        every layout and batch size: what the pipelines gain;
     2. torch.compile (default) on the compile blocks (``compile_scope``: each model's
        representative block, the first block, or all), first dtype, every layout, largest batch;
     3. torch.compile (max-autotune) on the compile blocks, first dtype, last layout, largest batch;
@@ -70,6 +72,7 @@ def work_items(
 
     targets, first, largest = _compile_blocks(blocks, compile_scope), dtypes[0], max(batch_sizes)
     items = base(first)
+    items += [WorkItem(Case(b, n, first, lay), ("tritattn-per-op",)) for lay in layouts for b in targets for n in batch_sizes]
     if "default" in compile_modes:
         items += [WorkItem(Case(b, largest, first, lay), ("compile",)) for lay in layouts for b in targets]
     if "max-autotune" in compile_modes:

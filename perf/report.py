@@ -10,7 +10,7 @@ from typing import Any, Iterable
 TIMING_COLUMNS = [
     "model", "block", "module", "C", "H", "W", "batch", "dtype", "layout", "pass", "impl", "cuda_graph",
     "ms", "min_bytes", "gbps", "pct_copy_bw", "speedup_vs_eager", "speedup_vs_compile",
-    "speedup_vs_compile-max-autotune", "max_rel_err", "timing", "error",
+    "speedup_vs_compile-max-autotune", "speedup_vs_tritattn-per-op", "max_rel_err", "timing", "error",
 ]
 BLOCK_COLUMNS = [
     "model", "block", "module", "C", "H", "W", "count", "batch", "dtype",
@@ -18,7 +18,8 @@ BLOCK_COLUMNS = [
     "launches_bwd_tritattn", "triton_launches_bwd", "launches_bwd_eager",
     "saved_bytes_tritattn", "saved_bytes_eager", "min_bytes_fwd", "min_bytes_fwd+bwd",
 ]
-BASELINES = ("eager", "compile", "compile-max-autotune")
+#: what tritattn's rows are rated against; "tritattn-per-op" is tritattn with its block pipelines off
+BASELINES = ("eager", "compile", "compile-max-autotune", "tritattn-per-op")
 
 
 def _case_key(r: dict) -> tuple:
@@ -74,8 +75,8 @@ def timing_table(rows: list[dict]) -> str:
     for r in rows:
         by_case.setdefault(_case_key(r)[:5], {})[(r["impl"], r["cuda_graph"])] = r
     graphs = any(r["cuda_graph"] for r in rows)
-    headers = ["block", "B", "dtype", "layout", "pass", "tritattn ms", "eager ms", "compile ms", "max-at ms",
-               "GB/s", "% copy", "x eager", "x compile", "x max-at"] + (["graph ms", "graph x eager"] if graphs else [])
+    headers = ["block", "B", "dtype", "layout", "pass", "tritattn ms", "eager ms", "compile ms", "max-at ms", "per-op ms",
+               "GB/s", "% copy", "x eager", "x compile", "x max-at", "x per-op"] + (["graph ms", "graph x eager"] if graphs else [])
     lines = []
     for key, impls in by_case.items():
         t, tg = impls.get(("tritattn", False), {}), impls.get(("tritattn", True), {})
@@ -95,7 +96,7 @@ def geomean_speedups(rows: list[dict]) -> str:
                 s = [r[f"speedup_vs_{base}"] for r in rows if r["pass"] == p and r["cuda_graph"] == g and r.get(f"speedup_vs_{base}")]
                 line.append(math.exp(sum(map(math.log, s)) / len(s)) if s else None)
             lines.append(line)
-    return format_table(["pass", "cuda graph", "x eager", "x compile", "x max-at"], lines)
+    return format_table(["pass", "cuda graph", "x eager", "x compile", "x max-at", "x per-op"], lines)
 
 
 def census_table(blocks: list[dict]) -> str:

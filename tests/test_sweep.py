@@ -46,7 +46,11 @@ def test_tiny_sweep_writes_valid_csv_json_png(tmp_path, capsys):
 
     columns, timings = read_csv(tmp_path / "timings.csv")
     assert columns == report.TIMING_COLUMNS
-    assert len(timings) == 2 * 2 * 2 * 2 * graph_modes  # blocks × layouts × passes × impls × graph modes
+    # blocks × layouts × passes × (tritattn, eager), + tritattn-per-op on the first block (the CPU
+    # preset's compile scope) × layouts × passes; × graph modes
+    assert len(timings) == (2 * 2 * 2 * 2 + 2 * 2) * graph_modes
+    per_op = [r for r in timings if r["impl"] == "tritattn-per-op"]
+    assert {r["block"] for r in per_op} == {"seresnet50/s3"} and all(float(r["ms"]) > 0 for r in per_op)
     for r in timings:
         assert float(r["ms"]) > 0 and int(r["min_bytes"]) > 0 and float(r["gbps"]) > 0 and not r["error"]
         assert (r["timing"] == "GPU timing") if DEVICE == "cuda" else r["timing"].endswith("not GPU performance")
@@ -56,10 +60,14 @@ def test_tiny_sweep_writes_valid_csv_json_png(tmp_path, capsys):
     # (csv writes floats with repr: no rounding beyond float64's)
     case = ("block", "batch", "dtype", "layout", "pass", "cuda_graph")
     eager_ms = {tuple(r[k] for k in case): float(r["ms"]) for r in timings if r["impl"] == "eager"}
+    per_op_ms = {tuple(r[k] for k in case): float(r["ms"]) for r in per_op}
     assert len(eager_ms) == len(tri)
     for r in tri:
         expected = eager_ms[tuple(r[k] for k in case)] / float(r["ms"])
         assert r["speedup_vs_eager"] and float(r["speedup_vs_eager"]) == pytest.approx(expected, rel=1e-6), r
+        key = tuple(r[k] for k in case)
+        if key in per_op_ms:
+            assert float(r["speedup_vs_tritattn-per-op"]) == pytest.approx(per_op_ms[key] / float(r["ms"]), rel=1e-6), r
 
     columns, blocks = read_csv(tmp_path / "blocks.csv")
     assert columns == report.BLOCK_COLUMNS
@@ -312,8 +320,12 @@ def test_work_items_come_in_priority_order_with_compile_subsets():
     blocks = plan.pick_blocks(["seresnet50", "efficientnet_b0"], ["all"], shrink=None)
     items = plan.work_items(blocks, ["bf16", "fp32"], ["nchw", "channels_last"], [32, 128], ["default", "max-autotune"], "representative")
     per_dtype = 2 * len(blocks) * 2  # layouts × blocks × batch sizes
-    first, compiled, rest = items[:per_dtype], items[per_dtype:-per_dtype], items[-per_dtype:]
+    per_op = 2 * 2 * 2  # layouts × representative blocks × batch sizes
+    first, per_op_items = items[:per_dtype], items[per_dtype:per_dtype + per_op]
+    compiled, rest = items[per_dtype + per_op:-per_dtype], items[-per_dtype:]
     assert all(i.impls == ("tritattn", "eager") and i.case.dtype == "bf16" for i in first)
+    assert all(i.impls == ("tritattn-per-op",) and i.case.dtype == "bf16" for i in per_op_items)
+    assert {i.case.block.id for i in per_op_items} == {"seresnet50/s3", "efficientnet_b0/se1152@7"}
     assert all(i.impls == ("tritattn", "eager") and i.case.dtype == "fp32" for i in rest)
     assert {i.case.block.id for i in compiled} == {"seresnet50/s3", "efficientnet_b0/se1152@7"}
     assert {(i.case.dtype, i.case.batch) for i in compiled} == {("bf16", 128)}

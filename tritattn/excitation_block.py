@@ -20,9 +20,10 @@ the kernels cannot take (the eager fallback, :func:`tritattn.backend_for`) uses 
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
-from typing import Optional
+from typing import Iterator, Optional
 
 import torch
 from torch import Tensor
@@ -45,6 +46,18 @@ MAX_HIDDEN = 4096
 enabled: bool = os.environ.get("TRITATTN_BLOCK_PIPELINE", "1") != "0"
 
 _counters: dict[tuple, Tensor] = {}
+
+
+@contextlib.contextmanager
+def pipelines(on: bool) -> Iterator[None]:
+    """Within the scope, the block pipelines are switched on or off (:data:`enabled`); the modules
+    choose their path at each forward, so a backward follows the forward's choice."""
+    global enabled
+    before, enabled = enabled, on
+    try:
+        yield
+    finally:
+        enabled = before
 
 
 @dataclass(frozen=True)
