@@ -90,3 +90,23 @@ def test_cbam_eval_refusals_say_why():
     cbam.spatial.conv.bn.running_mean = None
     assert "running statistics" in cbam.eval_refusal()
     assert "Mish" in tritattn.CbamModule(16, act_layer=nn.Mish).eval_refusal()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_converted_timm_cbam_takes_the_pipeline_in_inference(name):
+    from fixtures.peers import timm
+
+    peer = getattr(timm.layers.cbam, name)(24, rd_ratio=0.25)
+    for p in peer.parameters():
+        nn.init.normal_(p, std=0.3)
+    peer.spatial.conv.bn.running_var.uniform_(0.5, 2.0)
+    peer = peer.to(DEVICE, torch.float64).eval()
+    x = make_input((2, 24, 5, 7), torch.float64, channels_last=True)
+    with torch.no_grad():
+        expected = peer(x)
+    report = tritattn.convert(peer)
+    assert "inference 3-kernel pipeline" in str(report)
+    with torch.no_grad(), census.LaunchCensus() as c:
+        y = peer(x)
+    assert [op for op, _ in c.tritattn_calls] == ["cbam_eval"]
+    assert_close(y, expected, what=f"converted timm {name}")

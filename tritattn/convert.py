@@ -56,7 +56,7 @@ def pipeline_as(module: nn.Module, twin: type[nn.Module]) -> str:
     if issubclass(twin, modules.SpatialScaling):
         return "per-op: spatial pool, conv, spatial scale"
     if issubclass(twin, modules.CbamPipeline):
-        refusal = twin.eval_refusal(module)
+        refusal = twin.inference_refusal(module)
         inference = "3-kernel pipeline" if refusal is None else f"as in training ({refusal})"
         parts = [(name, child, type(child) if type(child) in _FAST_CLASSES else _twin_of(type(child)))
                  for name, child in module.named_children()]

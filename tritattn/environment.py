@@ -21,7 +21,7 @@ from .backend import TRITON_AVAILABLE, TRITON_IMPORT_ERROR, backend_reason
 from .peers import PEER_TWINS, WITHOUT_TWIN
 
 #: the environment variables that change what tritattn (or triton under it) does
-SWITCHES = ("TRITATTN_DISABLE", "TRITATTN_AUTOTUNE", "TRITATTN_CACHE_DIR", "TRITATTN_POISON_OUTPUTS", "TRITON_INTERPRET")
+SWITCHES = ("TRITATTN_DISABLE", "TRITATTN_BLOCK_PIPELINE", "TRITATTN_AUTOTUNE", "TRITATTN_CACHE_DIR", "TRITATTN_POISON_OUTPUTS", "TRITON_INTERPRET")
 
 
 def _versions() -> list[str]:

@@ -32,7 +32,7 @@ from . import cbam_block, excitation_block, reference
 from .backend import backend_for
 from .checks import check_channels, check_feature_map
 from .functional import excite_scale, spatial_pool, spatial_scale, squeeze
-from .peers import peer_gate_kind
+from .peers import peer_gate_kind, qualified_name
 from .excitation_block import MAX_HIDDEN, BlockSpec
 from .reference import gate_kind
 
@@ -271,23 +271,45 @@ class LightSpatialAttn(SpatialScaling, reference.LightSpatialAttn):
         return 0.5 * pooled[:, 0:1] + 0.5 * pooled[:, 1:2]
 
 
+def _plain_batchnorm(bn: nn.Module) -> bool:
+    """torch's BatchNorm2d, or timm's BatchNormAct2d with identity drop and act (ConvNormAct's
+    ``apply_act=False``, as in timm's CBAM)."""
+    if type(bn) is nn.BatchNorm2d:
+        return True
+    return (qualified_name(type(bn)) == "timm.layers.norm_act.BatchNormAct2d"
+            and all(type(child) is nn.Identity for child in bn.children()))
+
+
 class CbamPipeline:
     """The forward shared by CBAM and light CBAM: in inference, one pipeline of 3 kernels
     (:mod:`tritattn.cbam_block`); otherwise the channel part, then the spatial part."""
 
+    #: the fast class of the channel part
+    channel_twin: type[ChannelAttn]
+
     def eval_refusal(self) -> str | None:
         """Why this CBAM cannot take the 3-kernel inference pipeline even in eval, or None."""
-        channel_refusal = self.channel.block_refusal()
+        return self.inference_refusal(self)
+
+    @classmethod
+    def inference_refusal(cls, module: nn.Module) -> str | None:
+        """:meth:`eval_refusal` of ``module``, this class or its timm peer (convert asks before
+        re-classing): reads only the parts twin and peer share."""
+        channel_refusal = cls.channel_twin.block_refusal(module.channel)
         if channel_refusal is not None:
             return f"channel part: {channel_refusal}"
-        if self.channel.kernel_gate_name() is None or kernel_for_gate(self.spatial.gate) is None:
+        if kernel_gate_as(module.channel, cls.channel_twin) is None or kernel_for_gate(module.spatial.gate) is None:
             return "a gate without a kernel"
-        conv, bn = self.spatial.conv.conv, self.spatial.conv.bn
+        conv, bn = module.spatial.conv.conv, module.spatial.conv.bn
         k = conv.kernel_size[0]
         if (conv.bias is not None or conv.stride != (1, 1) or conv.dilation != (1, 1) or conv.groups != 1
                 or conv.kernel_size != (k, k) or conv.padding != ((k - 1) // 2,) * 2 or k % 2 == 0):
             return "the spatial conv is not a k×k 'same' conv without bias"
-        if type(bn) is not torch.nn.BatchNorm2d or not bn.affine or bn.running_mean is None:
+        if any(name not in ("conv", "bn") and type(child) is not nn.Identity for name, child in module.spatial.conv.named_children()):
+            return "the spatial conv block holds more than a conv and a BatchNorm"
+        if not _plain_batchnorm(bn):
+            return f"the spatial norm {type(bn).__name__} is not a plain BatchNorm2d"
+        if not bn.affine or bn.running_mean is None:
             return "the spatial BatchNorm keeps no running statistics"
         return None
 
@@ -317,6 +339,8 @@ class CbamModule(CbamPipeline, reference.CbamModule):
     :class:`ChannelAttn` and :class:`SpatialAttn` parts (same parameters, same keys), and the
     3-kernel pipeline in inference."""
 
+    channel_twin = ChannelAttn
+
     @functools.wraps(reference.CbamModule.__init__)  # so inspect.signature shows timm's arguments
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -327,6 +351,8 @@ class CbamModule(CbamPipeline, reference.CbamModule):
 class LightCbamModule(CbamPipeline, reference.LightCbamModule):
     """Light CBAM on tritattn's kernels: fast :class:`LightChannelAttn` and :class:`LightSpatialAttn`,
     and the 3-kernel pipeline in inference."""
+
+    channel_twin = LightChannelAttn
 
     @functools.wraps(reference.LightCbamModule.__init__)
     def __init__(self, *args, **kwargs) -> None:
