@@ -17,7 +17,7 @@ import triton.language as tl
 
 from .excitation import last_of_sample
 from .gates import gate_value
-from .mean_max import pool_tile, pooled_max
+from .mean_max import pool_start, pool_tile, pooled_max
 from .program_tiles import elementwise_tile, row_block
 from .rounding import to_output
 from .tiling import ELEMENTWISE_TILES, ROW_TILES, oriented_configs
@@ -78,10 +78,7 @@ def gated_spatial_pool_fwd(
     mask_r = offs_r < R
     r64 = offs_r.to(tl.int64)
     row_ptrs = x_ptr + b * sxb + r64[:, None] * sxr
-    total = tl.zeros([BLOCK_R], dtype=ACC)
-    run_max = tl.full([BLOCK_R], float("-inf"), dtype=ACC)
-    run_count = tl.zeros([BLOCK_R], dtype=tl.int32)
-    has_nan = tl.zeros([BLOCK_R], dtype=tl.int32)
+    total, run_max, run_count, has_nan = pool_start(BLOCK_R, ACC)
     for start in range(0, K, BLOCK_K):
         offs_k = start + tl.arange(0, BLOCK_K)
         mask_k = offs_k < K

@@ -32,7 +32,7 @@ import triton
 import triton.language as tl
 
 from .gates import gate_backward, gate_value
-from .mean_max import add_pool_grad, pool_rows, pool_tile, pooled_max
+from .mean_max import add_pool_grad, pool_rows, pool_start, pool_tile, pooled_max
 from .program_tiles import elementwise_tile, row_block
 from .rounding import to_output
 from .tiling import ELEMENTWISE_TILES, ROW_TILES, oriented_configs
@@ -325,10 +325,7 @@ def excitation_bwd_reduce(
     rows = r64[:, None]
     want_max: tl.constexpr = POOL != "mean"
     acc = tl.zeros([BLOCK_R], dtype=ACC)
-    total = tl.zeros([BLOCK_R], dtype=ACC)
-    run_max = tl.full([BLOCK_R], float("-inf"), dtype=ACC)
-    run_count = tl.zeros([BLOCK_R], dtype=tl.int32)
-    has_nan = tl.zeros([BLOCK_R], dtype=tl.int32)
+    total, run_max, run_count, has_nan = pool_start(BLOCK_R, ACC)
     for start in range(0, K, BLOCK_K):
         offs_k = start + tl.arange(0, BLOCK_K)
         mask = mask_r[:, None] & (offs_k < K)[None, :]

@@ -21,6 +21,13 @@ MEAN_MAX_BWD_CONFIGS = oriented_configs(ELEMENTWISE_TILES, num_warps=(2, 4, 8), 
 
 
 @triton.jit
+def pool_start(BLOCK_R: tl.constexpr, ACC: tl.constexpr):
+    """The running per-row (Σ x, max x, #{x == max}, NaN seen) before the first tile."""
+    return (tl.zeros([BLOCK_R], dtype=ACC), tl.full([BLOCK_R], float("-inf"), dtype=ACC),
+            tl.zeros([BLOCK_R], dtype=tl.int32), tl.zeros([BLOCK_R], dtype=tl.int32))
+
+
+@triton.jit
 def pool_tile(v, mask, total, run_max, run_count, has_nan, WANT_MEAN: tl.constexpr, WANT_MAX: tl.constexpr):
     """Fold one [BLOCK_R, BLOCK_K] tile of x (in ACC, loaded with 0 where masked) into the running
     per-row (Σ x, max x, #{x == max}, NaN seen) of :func:`pool_rows`."""
@@ -47,10 +54,7 @@ def pool_rows(
 ):
     """The loop over K of one program's BLOCK_R rows (``row_ptrs`` [BLOCK_R, 1] point at k = 0):
     (Σ_k x, max_k x — NaN if any x is NaN, as torch.amax — and #{k : x == max}), in ACC."""
-    total = tl.zeros([BLOCK_R], dtype=ACC)
-    run_max = tl.full([BLOCK_R], float("-inf"), dtype=ACC)
-    run_count = tl.zeros([BLOCK_R], dtype=tl.int32)
-    has_nan = tl.zeros([BLOCK_R], dtype=tl.int32)
+    total, run_max, run_count, has_nan = pool_start(BLOCK_R, ACC)
     for start in range(0, K, BLOCK_K):
         offs_k = start + tl.arange(0, BLOCK_K)
         mask = mask_r[:, None] & (offs_k < K)[None, :]
