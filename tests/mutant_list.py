@@ -98,6 +98,43 @@ MUTANTS: list[Mutant] = [
     # under the Triton interpreter the wrapped address (4 GiB before the storage) is unmapped and the
     # pytest process dies of SIGSEGV: "broken", not a clean catch. (On a GPU the wrapped address
     # would presumably raise an illegal-memory-access error; not checked here, no GPU.)
+    # --- the block pipelines -----------------------------------------------------------------
+    Mutant(
+        "block_counter_not_reset", "kernels/excitation.py",
+        """                      sw1j, sw1c, sw2c, sw2j, POOL, MLP, ACT, PAD, TAPS, HAS_B1, HAS_B2, ACC, BLOCK_J, MLP_BLOCK_C)
+        tl.store(counter_ptr + b, 0)""",
+        """                      sw1j, sw1c, sw2c, sw2j, POOL, MLP, ACT, PAD, TAPS, HAS_B1, HAS_B2, ACC, BLOCK_J, MLP_BLOCK_C)""",
+        "squeeze_excite_fwd leaves its per-sample counters set: the next launch's MLP runs early or never",
+        ("tests/test_excitation_block.py::test_block_is_bitwise_repeatable_and_leaves_the_counters_at_zero",),
+    ),
+    Mutant(
+        "block_mlp_before_the_last_program", "kernels/excitation.py",
+        "    return ticket == n_programs - 1",
+        "    return ticket == n_programs - 2",
+        "the next-to-last program of a sample runs its MLP, before the last block of its pooled vector is written",
+        ("tests/test_excitation_block.py", "-k", "test_block_matches_float64_reference and small_tiles and 2x37x7x7 and nchw"),
+    ),
+    Mutant(
+        "block_cbam_bias_once", "kernels/excitation.py",
+        'gb2 = 2.0 * gb2 if POOL == "mean_max_both" else gb2',
+        "gb2 = gb2",
+        "the gradient of CBAM's fc2 bias counts one of its two uses (mlp(mean) + mlp(max))",
+        ("tests/test_excitation_block.py", "-k", "test_block_matches_float64_reference and mean_max_both and 2x37x7x7 and default_tiles and nchw"),
+    ),
+    Mutant(
+        "block_taps_backward_not_transposed", "kernels/excitation.py",
+        'idx, valid = channel_tap(offs_c, mask_c, C, PAD - t, MLP == "taps_circular")',
+        'idx, valid = channel_tap(offs_c, mask_c, C, t - PAD, MLP == "taps_circular")',
+        "ECA's backward applies the channel conv instead of its transpose",
+        ("tests/test_excitation_block.py", "-k", "test_block_matches_float64_reference and taps_zero and 2x37x7x7 and default_tiles and nchw"),
+    ),
+    Mutant(
+        "cbam_conv_taps_flipped", "kernels/cbam_spatial.py",
+        "ww = w + (dx - pad)",
+        "ww = w + (pad - dx)",
+        "CBAM's inference conv flips its kernel left-right (a correlation becomes a convolution)",
+        ("tests/test_cbam_block.py", "-k", "test_cbam_inference_matches_float64_reference and 37x5x3 and default_tiles and nchw"),
+    ),
     # --- host side ----------------------------------------------------------------------------
     Mutant(
         "launch_swaps_x_batch_row_strides", "tritattn/launch.py",
