@@ -207,3 +207,28 @@ def test_block_refusals_say_why():
     assert "GELU" in tritattn.SEModule(16, act_layer=torch.nn.GELU).block_refusal()
     assert "use_mlp" in tritattn.EcaModule(16, use_mlp=True).block_refusal()
     assert tritattn.SEModule(16).block_refusal() is None
+
+
+@pytest.mark.parametrize("step", [1, 2])
+def test_forward_over_chunks_of_samples_equals_one_launch_pair(step, monkeypatch):
+    """The L2 chunking (TRITATTN_L2_CHUNK) runs the same kernels over slices of the batch: the
+    result is bitwise that of one launch pair over the whole batch."""
+    x, residual, weights = draw((3, 37, 5, 5), torch.float32, True, "mean_max_both", "fc_act_fc", "relu", "sigmoid", "relu")
+    args = (x, residual, weights, "mean_max_both", "fc_act_fc", "relu", "sigmoid", "relu")
+    whole = run_block(*args)
+    monkeypatch.setattr(excitation_block, "samples_per_launch", lambda t: step)
+    with census.LaunchCensus():
+        chunked = run_block(*args)
+    assert torch.equal(chunked, whole)
+
+
+def test_chunking_is_off_unless_asked_and_sized_from_the_l2_cache(monkeypatch):
+    x = torch.empty(64, 256, 56, 56, dtype=torch.bfloat16, device="meta")
+    monkeypatch.setattr(excitation_block, "l2_fraction", None)
+    assert excitation_block.samples_per_launch(x) == 64
+    monkeypatch.setattr(excitation_block, "l2_fraction", 0.5)
+    assert excitation_block.samples_per_launch(x) == 64, "only CUDA tensors are chunked"
+    sample = 256 * 56 * 56 * 2  # 1.5 MiB of bfloat16
+    assert excitation_block.chunk_samples(64, sample, 50 << 20, 0.5) == 16  # 25 MiB of a 50 MiB L2
+    assert excitation_block.chunk_samples(64, 40 << 20, 50 << 20, 0.5) == 1  # a sample larger than the share
+    assert excitation_block.chunk_samples(4, sample, 50 << 20, 0.5) == 4

@@ -45,7 +45,34 @@ MAX_HIDDEN = 4096
 #: (squeeze, the MLP in torch, excite_scale): for comparisons and for bisecting a suspected bug.
 enabled: bool = os.environ.get("TRITATTN_BLOCK_PIPELINE", "1") != "0"
 
+
+def _l2_fraction_from_environment() -> float | None:
+    value = os.environ.get("TRITATTN_L2_CHUNK", "")
+    return float(value) if value not in ("", "0") else None
+
+
+#: The second read of x from L2 (opt-in: ``TRITATTN_L2_CHUNK=0.5``): the forward runs its two
+#: kernels over chunks of samples whose x fills at most this fraction of the GPU's L2 cache, so
+#: the scale kernel finds x in L2 and HBM moves 2·|x| instead of 3·|x|, at the price of two
+#: launches per chunk. None: one launch pair over the whole batch. Off by default until a GPU run
+#: has measured where it pays (the sweep with and without it).
+l2_fraction: float | None = _l2_fraction_from_environment()
+
 _counters: dict[tuple, Tensor] = {}
+
+
+def samples_per_launch(x: Tensor) -> int:
+    """How many samples each launch pair of the forward covers (see :data:`l2_fraction`)."""
+    B = x.shape[0]
+    if l2_fraction is None or x.device.type != "cuda":
+        return B
+    l2_bytes = torch.cuda.get_device_properties(x.device).L2_cache_size
+    return chunk_samples(B, x[0].numel() * x.element_size(), l2_bytes, l2_fraction)
+
+
+def chunk_samples(batch: int, sample_bytes: int, l2_bytes: int, fraction: float) -> int:
+    """The most samples (at least 1, at most the batch) whose bytes fit in ``fraction`` of L2."""
+    return max(1, min(batch, int(fraction * l2_bytes) // max(1, sample_bytes)))
 
 
 @contextlib.contextmanager
@@ -138,14 +165,20 @@ def excitation_block(
     residual = addressable(residual) if residual is not None else None
     y, s = _alloc_forward(x)
     B, C = x.shape[:2]
-    if x.numel():
-        taps = w1.shape[0] if mlp.startswith("taps") else 1
-        RD = hidden_width(mlp, C, w1)
-        launch.squeeze_excite_fwd(x, w1, b1, w2, b2, pipeline_spec(pool, mlp, act, taps), RD, *pooled_workspace(x, pool),
-                                  s, counters(x.device, B))
-        launch.gated_scale_fwd(x, s, residual, y, "channel", gate, act_out)
-    else:
+    if not x.numel():
         s.zero_()
+        return y, s
+    spec = pipeline_spec(pool, mlp, act, w1.shape[0] if mlp.startswith("taps") else 1)
+    RD = hidden_width(mlp, C, w1)
+    workspace = pooled_workspace(x, pool)
+    counter = counters(x.device, B)
+    step = samples_per_launch(x)
+    for b0 in range(0, B, step):  # one chunk, the whole batch, unless the L2 chunking is on
+        chunk = slice(b0, b0 + step)
+        launch.squeeze_excite_fwd(x[chunk], w1, b1, w2, b2, spec, RD,
+                                  *(t[chunk] if t is not None else None for t in workspace), s[chunk], counter)
+        launch.gated_scale_fwd(x[chunk], s[chunk], residual[chunk] if residual is not None else None, y[chunk],
+                               "channel", gate, act_out)
     return y, s
 
 
@@ -162,8 +195,8 @@ def _alloc_backward(x: Tensor, want_grad_res: bool, w1, b1, w2, b2) -> tuple[Ten
 
 @torch.library.custom_op("tritattn::excitation_block_backward", mutates_args=())
 def excitation_block_backward(
-    grad_y: Tensor, x: Tensor, y: Optional[Tensor], s: Tensor, w1: Optional[Tensor], b1: Optional[Tensor], w2: Optional[Tensor], b2: Optional[Tensor],
-    pool: str, mlp: str, act: str, gate: str, act_out: str, want_grad_residual: bool,
+    grad_y: Tensor, x: Tensor, y: Optional[Tensor], s: Tensor,
+    w1: Optional[Tensor], b1: Optional[Tensor], w2: Optional[Tensor], b2: Optional[Tensor], pool: str, mlp: str, act: str, gate: str, act_out: str, want_grad_residual: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """(grad_x, grad_residual, grad_w1, grad_b1, grad_w2, grad_b2); an absent one is empty."""
     from . import launch
