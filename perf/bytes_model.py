@@ -92,6 +92,36 @@ def _spatial(x: Tensor) -> tuple[int, int, int, int]:
     return B, H * W, C, x.element_size()
 
 
+#: x-sized tensors (planes) each kernel reads or writes, by its flags: the "tensor passes" of the
+#: census (the plane terms of the byte functions above, counted rather than sized)
+PLANES = {
+    "mean_max_fwd": lambda f: 1,
+    "mean_max_bwd": lambda f: 1 + f.get("has_max", True),
+    "gated_scale_fwd": lambda f: 2 + f["has_residual"],
+    "gated_scale_bwd": lambda f: 3 + f["relu"] + f["write_grad_res"],
+    "squeeze_excite_fwd": lambda f: 1,
+    "excitation_bwd_reduce": lambda f: 2 + f["relu"],
+    "excitation_bwd_apply": lambda f: 2 + f["relu"] + f["write_grad_res"] + f["with_max"],
+    "gated_spatial_pool_fwd": lambda f: 1,
+    "doubly_gated_scale_fwd": lambda f: 2,
+}
+
+
+def op_planes(op: str, a: dict[str, Any]) -> int:
+    """x-sized tensors read or written by the kernels one call of ``torch.ops.tritattn.<op>`` launches."""
+    return sum(PLANES[kernel](_flags(op, a)) for kernel, _ in op_kernels(op, a))
+
+
+def _flags(op: str, a: dict[str, Any]) -> dict[str, bool]:
+    """The plane-count flags of an op call (PLANES), from its arguments by name."""
+    act = a.get("act_out", a.get("act"))
+    return {
+        "has_max": a.get("grad_max", 0) is not None if op == "squeeze_backward" else True,
+        "has_residual": a.get("residual") is not None, "relu": act == "relu",
+        "write_grad_res": bool(a.get("want_grad_residual", False)), "with_max": a.get("pool", "mean") != "mean",
+    }
+
+
 def _block_kernels(op: str, a: dict[str, Any]) -> list[tuple[str, int]]:
     B, C, K, size = _channel(a["x"])
     acc = 8 if a["x"].dtype == torch.float64 else 4

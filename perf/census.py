@@ -18,6 +18,11 @@ autograd once, not the calls inside an operator's implementation):
 cuDNN convolutions or multi-pass reductions can launch more than one kernel on a GPU, so the
 eager count is a lower bound.
 
+Tensor passes (``LaunchCensus(plane_numel)``): the x-sized tensors the launched kernels read or
+write — an aten op's inputs and outputs of at least x's size, a tritattn op's planes from the
+byte model (``bytes_model.PLANES``). On the meta device the modules take the path a GPU takes
+(the block pipelines), not the eager fallback of a CPU tensor.
+
 Saved bytes (:func:`saved_activations`): every tensor autograd saves for backward during the
 forward, through ``torch.autograd.graph.saved_tensors_hooks``, counted once per storage (views of
 one buffer count once), parameters excluded: the activation memory a training step keeps.
@@ -34,7 +39,7 @@ from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from bytes_model import op_kernels
+from bytes_model import op_kernels, op_planes
 
 aten = torch.ops.aten
 
@@ -58,10 +63,15 @@ def _launches_kernel(func: torch._ops.OpOverload, out: Any) -> bool:
 class LaunchCensus(TorchDispatchMode):
     """Counts kernel launches (see the module docstring) and records each tritattn op call."""
 
-    def __init__(self) -> None:
+    def __init__(self, plane_numel: int | None = None) -> None:
         super().__init__()
         self.triton = 0
         self.aten = 0
+        #: x-sized tensors read or written by the launched kernels (tensors of at least
+        #: ``plane_numel`` elements: an aten op's inputs and outputs; a tritattn op's kernels'
+        #: planes from the byte model); 0 when ``plane_numel`` is None
+        self.passes = 0
+        self.plane_numel = plane_numel
         self.tritattn_calls: list[tuple[str, dict[str, Any]]] = []
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
@@ -74,8 +84,12 @@ class LaunchCensus(TorchDispatchMode):
         if _launches_kernel(func, out):
             if namespace == "tritattn":
                 self.triton += len(op_kernels(func._opname, named))
+                self.passes += op_planes(func._opname, named) if self.plane_numel else 0
             else:
                 self.aten += 1
+                if self.plane_numel:
+                    tensors = [t for t in tree_leaves((args, kwargs, out)) if isinstance(t, torch.Tensor)]
+                    self.passes += sum(t.numel() >= self.plane_numel for t in tensors)
         return out
 
     @property
@@ -101,20 +115,26 @@ def saved_activations(module: nn.Module) -> Iterator[dict[StorageWeakRef, int]]:
 
 @dataclass(frozen=True)
 class BlockCensus:
-    """One block's launches (forward in training mode, backward) and saved activation bytes."""
+    """One block's launches (forward in training mode, backward; forward in inference: eval mode,
+    no autograd) and saved activation bytes."""
 
     fwd: LaunchCensus
     bwd: LaunchCensus
     saved_bytes: int
+    inference: LaunchCensus
 
 
 def take_census(module: nn.Module, x: torch.Tensor) -> BlockCensus:
-    """Run one training step of ``module`` on ``x`` (forward, then backward of a ones cotangent)."""
+    """Run one training step of ``module`` on ``x`` (forward, then backward of a ones cotangent),
+    then one inference forward (eval mode, ``torch.no_grad()``); the module is left in eval mode."""
     module.train()
     x = x.detach().requires_grad_()
-    with saved_activations(module) as saved, LaunchCensus() as fwd:
+    with saved_activations(module) as saved, LaunchCensus(x.numel()) as fwd:
         y = module(x)
     cotangent = torch.ones_like(y)
-    with LaunchCensus() as bwd:
+    with LaunchCensus(x.numel()) as bwd:
         y.backward(cotangent)
-    return BlockCensus(fwd, bwd, sum(saved.values()))
+    module.eval()
+    with torch.no_grad(), LaunchCensus(x.numel()) as inference:
+        module(x.detach())
+    return BlockCensus(fwd, bwd, sum(saved.values()), inference)

@@ -42,6 +42,9 @@ def census_row(block: Block, batch: int, dtype: str) -> dict:
         "launches_fwd_tritattn": tri.fwd.total, "triton_launches_fwd": tri.fwd.triton, "launches_fwd_eager": eager.fwd.total,
         "launches_bwd_tritattn": tri.bwd.total, "triton_launches_bwd": tri.bwd.triton, "launches_bwd_eager": eager.bwd.total,
         "saved_bytes_tritattn": tri.saved_bytes, "saved_bytes_eager": eager.saved_bytes,
+        "launches_inference_tritattn": tri.inference.total, "launches_inference_eager": eager.inference.total,
+        "passes_inference_tritattn": tri.inference.passes, "passes_inference_eager": eager.inference.passes,
+        "passes_step_tritattn": tri.fwd.passes + tri.bwd.passes, "passes_step_eager": eager.fwd.passes + eager.bwd.passes,
         "min_bytes_fwd": mb["fwd"], "min_bytes_fwd+bwd": mb["fwd+bwd"],
     }
 

@@ -17,6 +17,8 @@ BLOCK_COLUMNS = [
     "launches_fwd_tritattn", "triton_launches_fwd", "launches_fwd_eager",
     "launches_bwd_tritattn", "triton_launches_bwd", "launches_bwd_eager",
     "saved_bytes_tritattn", "saved_bytes_eager", "min_bytes_fwd", "min_bytes_fwd+bwd",
+    "launches_inference_tritattn", "launches_inference_eager", "passes_inference_tritattn", "passes_inference_eager",
+    "passes_step_tritattn", "passes_step_eager",
 ]
 #: what tritattn's rows are rated against; "tritattn-per-op" is tritattn with its block pipelines off
 BASELINES = ("eager", "compile", "compile-max-autotune", "tritattn-per-op")
@@ -100,12 +102,18 @@ def geomean_speedups(rows: list[dict]) -> str:
 
 
 def census_table(blocks: list[dict]) -> str:
-    """Device-independent figures: launches per forward / backward, activation MiB saved."""
-    headers = ["block", "B", "launches fwd tritattn/eager", "launches bwd tritattn/eager", "saved MiB tritattn/eager"]
+    """Device-independent figures, tritattn/eager: kernels and x-sized tensor passes of an
+    inference forward and of a training step (forward + backward), activation MiB saved."""
+    headers = ["block", "B", "inference kernels", "inference passes", "step kernels", "step passes", "saved MiB"]
     mib = 1 << 20
-    return format_table(headers, [
-        [b["block"], b["batch"], f"{b['launches_fwd_tritattn']}/{b['launches_fwd_eager']}",
-         f"{b['launches_bwd_tritattn']}/{b['launches_bwd_eager']}",
-         f"{b['saved_bytes_tritattn'] / mib:.1f}/{b['saved_bytes_eager'] / mib:.1f}"]
-        for b in blocks
-    ])
+
+    def pair(key: str) -> str:
+        return f"{b[key + '_tritattn']}/{b[key + '_eager']}"
+
+    rows = []
+    for b in blocks:
+        step = [b[f"launches_fwd_{i}"] + b[f"launches_bwd_{i}"] for i in ("tritattn", "eager")]
+        rows.append([b["block"], b["batch"], pair("launches_inference"), pair("passes_inference"),
+                     f"{step[0]}/{step[1]}", pair("passes_step"),
+                     f"{b['saved_bytes_tritattn'] / mib:.1f}/{b['saved_bytes_eager'] / mib:.1f}"])
+    return format_table(headers, rows)

@@ -186,8 +186,13 @@ def test_channel_blocks_run_two_kernels_forward_and_save_no_more_than_eager(name
     x = torch.randn(2, 40, 6, 6)
     c, e = _census(fast, x), _census(eager, x)
     assert (c.fwd.triton, c.fwd.aten) == (2, 0), [op for op, _ in c.fwd.tritattn_calls]
+    assert c.inference.total == 2
     assert c.fwd.total + c.bwd.total <= step_max
     assert c.saved_bytes <= e.saved_bytes
+    # x-sized tensor passes: squeeze reads x, scale reads x and writes y; backward reads dy and x,
+    # then reads dy and writes dx
+    assert (c.inference.passes, c.fwd.passes + c.bwd.passes) == (3, 7)
+    assert e.fwd.passes + e.bwd.passes > 7
 
 
 def test_switching_the_pipeline_off_gives_the_per_op_path(monkeypatch):

@@ -249,6 +249,10 @@ def _bytes_of_launch(name: str, p: tuning.Problem) -> int:
     with_max, hidden = f.get("POOL") != "mean", bytes_model.hidden_vectors(f.get("MLP"), f.get("POOL"))
     if name == "squeeze_excite_fwd":
         return bytes_model.squeeze_excite_fwd(p.B, p.R, p.K, size, acc, with_max)
+    if name == "gated_spatial_pool_fwd":  # R = H×W, K = C
+        return bytes_model.gated_spatial_pool_fwd(p.B, p.K, p.R, f["D"], size, acc)
+    if name == "doubly_gated_scale_fwd":
+        return bytes_model.doubly_gated_scale_fwd(p.B, p.R, p.K, size, acc)
     if name == "excitation_bwd_reduce":
         return bytes_model.excitation_bwd_reduce(p.B, p.R, p.K, f["RD"], size, acc, f["ACT_OUT"] == "relu", with_max, hidden)
     if name == "excitation_bwd_apply":
@@ -275,9 +279,9 @@ def test_each_tritattn_op_launches_the_kernels_the_byte_model_names(block, monke
     case = Case(block, 2, "fp32", "channels_last")
     module = build("tritattn", build_eager(block, torch.device(DEVICE), torch.float32), block)
     c = census.take_census(module, case.input(torch.device(DEVICE)))
-    calls = c.fwd.tritattn_calls + c.bwd.tritattn_calls
+    calls = c.fwd.tritattn_calls + c.bwd.tritattn_calls + c.inference.tritattn_calls
     modelled = [k for op, a in calls for k in bytes_model.op_kernels(op, a)]
-    assert c.fwd.triton + c.bwd.triton == len(modelled) == len(launched)
+    assert c.fwd.triton + c.bwd.triton + c.inference.triton == len(modelled) == len(launched)
     assert modelled == [(n, _bytes_of_launch(n, p)) for n, p in launched]
 
 
@@ -290,6 +294,12 @@ def test_launch_census_counts_kernels_not_views_or_allocations():
         w.add_(1)  # in-place: one kernel
         torch.zeros(0) + 1  # empty output: no kernel (the zeros itself is empty too)
     assert (c.aten, c.triton) == (2, 0)
+    assert c.passes == 0, "no plane size given: passes are not counted"
+    with census.LaunchCensus(plane_numel=x.numel()) as p:
+        w = x * 2  # reads x, writes w: 2 passes
+        w.add_(1)  # reads and writes w: 2 passes
+        x.sum()  # reads x; its output is a scalar: 1 pass
+    assert p.passes == 5
     del y, z
 
 

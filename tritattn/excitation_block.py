@@ -28,6 +28,7 @@ from typing import Iterator, Optional
 import torch
 from torch import Tensor
 
+from .backend import backend_for, kernels_disabled
 from .layout import addressable
 from .ops import _empty_like_4d, _new, _nothing, _optional
 
@@ -59,6 +60,12 @@ def _l2_fraction_from_environment() -> float | None:
 l2_fraction: float | None = _l2_fraction_from_environment()
 
 _counters: dict[tuple, Tensor] = {}
+
+
+def runs_for(x: Tensor) -> bool:
+    """Whether a block takes its pipeline for ``x``: switched on, and x on Triton kernels — or on
+    the meta device, where a shape-only run (perf/census.py) takes the path a GPU would."""
+    return enabled and (backend_for(x) != "torch" or (x.device.type == "meta" and not kernels_disabled()))
 
 
 def samples_per_launch(x: Tensor) -> int:

@@ -29,7 +29,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import cbam_block, excitation_block, reference
-from .backend import backend_for
 from .checks import check_channels, check_feature_map
 from .functional import excite_scale, spatial_pool, spatial_scale, squeeze
 from .peers import peer_gate_kind, qualified_name
@@ -117,7 +116,7 @@ class ChannelExcitation(nn.Module):
 
     def uses_block_pipeline(self, x: Tensor) -> bool:
         """Whether ``self(x)`` runs as one pipeline: Triton kernels for x, no refusal, not switched off."""
-        return excitation_block.enabled and backend_for(x) != "torch" and self.block_refusal() is None
+        return excitation_block.runs_for(x) and self.block_refusal() is None
 
     def kernel_gate_name(self) -> str | None:
         """The kernel gate this block applies, or None (after a one-time warning): no kernel."""
@@ -317,8 +316,8 @@ class CbamPipeline:
         """Whether ``self(x)`` runs as the 3-kernel pipeline: inference (no gradient wanted, the
         BatchNorm in eval), Triton kernels for x, nothing refused, the pipelines switched on."""
         wants_grad = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
-        return (excitation_block.enabled and not wants_grad and not self.spatial.conv.bn.training
-                and backend_for(x) != "torch" and self.eval_refusal() is None)
+        return (excitation_block.runs_for(x) and not wants_grad and not self.spatial.conv.bn.training
+                and self.eval_refusal() is None)
 
     def forward(self, x: Tensor) -> Tensor:
         check_feature_map(x)
