@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 import tritattn
 from tritattn import excitation_block
-from conftest import DEVICE, TOLERANCES, assert_close, assert_same_layout, make_input, relu_kink_near, use_small_tiles
+from conftest import DEVICE, assert_close, assert_same_layout, make_input, relu_kink_near, use_small_tiles
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "perf"))
 import census  # noqa: E402
@@ -172,10 +172,6 @@ def test_block_is_bitwise_repeatable_and_leaves_the_counters_at_zero(monkeypatch
     assert not excitation_block.counters(x.device, 64).any()
 
 
-def _census(module, x):
-    return census.take_census(module, x)
-
-
 @pytest.mark.parametrize("name, args, kwargs, step_max", [
     ("SEModule", (40,), {}, 6), ("SqueezeExcite", (40,), {"rd_ratio": 0.25}, 6), ("SqueezeExcitation", (40, 10), {}, 6),
     ("EffectiveSEModule", (40,), {}, 5), ("EcaModule", (40,), {}, 5), ("CecaModule", (40,), {}, 5),
@@ -184,7 +180,7 @@ def test_channel_blocks_run_two_kernels_forward_and_save_no_more_than_eager(name
     fast = getattr(tritattn, name)(*args, **kwargs)
     eager = getattr(tritattn.reference, name)(*args, **kwargs)
     x = torch.randn(2, 40, 6, 6)
-    c, e = _census(fast, x), _census(eager, x)
+    c, e = census.take_census(fast, x), census.take_census(eager, x)
     assert (c.fwd.triton, c.fwd.aten) == (2, 0), [op for op, _ in c.fwd.tritattn_calls]
     assert c.inference.total == 2
     assert c.fwd.total + c.bwd.total <= step_max
