@@ -134,6 +134,9 @@ def test_byte_model_counts_the_tensors_each_kernel_moves(monkeypatch):
     real_launch = tuning.Tuner.launch
 
     def recording_launch(self, problem, grid, args, constexprs, device):
+        # the interpreter ignores a keyword the kernel does not declare; the compiler rejects it
+        unknown = set(constexprs) - set(self.kernel.arg_names)
+        assert not unknown, f"{self.name} is passed {sorted(unknown)}, which it does not declare"
         launched.append((self.name, dict(zip(self.kernel.arg_names, args)), constexprs))
         return real_launch(self, problem, grid, args, constexprs, device)
 

@@ -209,8 +209,8 @@ def excitation_bwd(
              grads["w1"], grads["b1"], grads["w2"], grads["b2"],
              pa.B, pa.R, pa.K, RD, *gys, *xs, *ys, *plane_strides(grad_x, "channel"), *grs,
              *_strides2(grads["w1"]), *_strides2(grads["w2"])),
-            dict(flags, GATE=gate, ACT_OUT=act_out, WRITE_GRAD_RES=grad_res is not None,
-                 HAS_B1=b1 is not None, HAS_B2=b2 is not None, ACC=acc), x.device,
+            dict({k: v for k, v in flags.items() if k != "ACT"}, GATE=gate, ACT_OUT=act_out,  # no hidden act here
+                 WRITE_GRAD_RES=grad_res is not None, HAS_B1=b1 is not None, HAS_B2=b2 is not None, ACC=acc), x.device,
         )
 
 
