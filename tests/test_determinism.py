@@ -30,7 +30,9 @@ from fixtures.simulated_gpu import GPU, simulated_gpu  # noqa: F401
 from tritattn import tuning
 
 SHAPE = (2, 11, 3, 7)  # with small tiles (≤ 8 along K) every reduction loops over 2-3 blocks
-OPS = ["squeeze", "spatial_pool", "excite_scale", "spatial_scale"]
+#: the per-op ops, and the block pipeline (CBAM's channel branch with the SE-ResNet tail: squeeze
+#: and MLP, scale; the backward's two kernels with the per-sample MLP backward)
+OPS = ["squeeze", "spatial_pool", "excite_scale", "spatial_scale", "excitation_block"]
 DETERMINISTIC = "default: torch.use_deterministic_algorithms(True)"
 
 
@@ -65,6 +67,10 @@ def make_inputs(op: str, dtype: torch.dtype, channels_last: bool) -> dict[str, t
         inputs["residual"] = make_input(SHAPE, dtype, channels_last, requires_grad=True)
     elif op == "spatial_scale":
         inputs["t"] = make_input((B, 1, H, W), dtype, channels_last, requires_grad=True)
+    elif op == "excitation_block":
+        inputs["residual"] = make_input(SHAPE, dtype, channels_last, requires_grad=True)
+        for name, shape in (("w1", (3, C)), ("b1", (3,)), ("w2", (C, 3)), ("b2", (C,))):
+            inputs[name] = make_input(shape, torch.float32, requires_grad=True)  # float32, as under AMP
     return inputs
 
 
@@ -78,6 +84,10 @@ def forward(op: str, inputs: dict[str, torch.Tensor], reference: bool = False) -
             return (tritattn.spatial_pool(x),)
         if op == "excite_scale":
             return (tritattn.excite_scale(x, inputs["s"], "sigmoid", inputs["residual"], "relu"),)
+        if op == "excitation_block":
+            weights = [inputs[k] for k in ("w1", "b1", "w2", "b2")]
+            return (torch.ops.tritattn.excitation_block(
+                x, inputs["residual"], *weights, "mean_max_both", "fc_act_fc", "silu", "sigmoid", "relu")[0],)
         return (tritattn.spatial_scale(x, inputs["t"], "hard_sigmoid"),)
     x = inputs["x"]
     if op == "squeeze":
@@ -86,6 +96,11 @@ def forward(op: str, inputs: dict[str, torch.Tensor], reference: bool = False) -
         return (torch.cat([x.mean(1, keepdim=True), x.amax(1, keepdim=True)], dim=1),)
     if op == "excite_scale":
         return (torch.relu(x * torch.sigmoid(inputs["s"])[:, :, None, None] + inputs["residual"]),)
+    if op == "excitation_block":
+        def mlp(v):
+            return F.linear(F.silu(F.linear(v, inputs["w1"], inputs["b1"])), inputs["w2"], inputs["b2"])
+        s = mlp(x.mean((2, 3))) + mlp(x.amax((2, 3)))
+        return (torch.relu(x * torch.sigmoid(s)[:, :, None, None] + inputs["residual"]),)
     return (x * F.hardsigmoid(inputs["t"]),)
 
 
