@@ -419,7 +419,7 @@ def weight_grads(
                 total += ds
         if q < TAPS:
             tl.store(gw1_ptr + q * sgw1c, to_output(tl.sum(total, axis=0), gw1_ptr))
-        else:
+        elif HAS_B2:  # program q = TAPS exists only with a bias; without one gb2_ptr is None
             tl.store(gb2_ptr, to_output(tl.sum(total, axis=0), gb2_ptr))
 
 
