@@ -190,8 +190,9 @@ def squeeze_excite_fwd(
       mean[b, c] = Σ_k x[b, c, k] / K;  max[b, c], count[b, c] = max_k x and its ties (POOL ≠ "mean")
       s[b, :]    = excitation of the pooled vectors (module docstring), by the sample's last program
 
-    Minimum bytes: x read once (B·C·K·itemsize) + the weights read once per sample + the [B, C]
-    vectors written (mean, s in ACC; max in ACC and count int32 with max pooling).
+    Minimum bytes: x read once (B·C·K·itemsize) + the [B, C] vectors written (mean, s in ACC; max
+    in ACC and count int32 with max pooling). The weights are read once per sample, from L2 after
+    the first; perf/bytes_model.py counts them once per block, not per kernel.
     Grid: rows_grid — one program per (b, BLOCK_R channels) looping over K; the sample's last
     program then runs its MLP with a BLOCK_J × MLP_BLOCK_C weight tile (BLOCK_J ≥ RD).
     """
@@ -451,7 +452,8 @@ def excitation_bwd_apply(
     Programs [0, B·⌈R/BLOCK_R⌉·⌈K/BLOCK_K⌉) each own one tile of grad_x (elementwise_grid order);
     the programs after them compute the weight gradients (:func:`weight_grads`).
     Minimum bytes: grad_y read, grad_x written (+ y read and grad_residual written for relu, + x
-    read with max pooling) + the per-sample vectors + the weight gradients written once.
+    read with max pooling) + the per-sample vectors read; the weight gradients, written once, are
+    counted with the parameters per block (perf/bytes_model.py).
     """
     n_tiles = B * tl.cdiv(R, BLOCK_R) * tl.cdiv(K, BLOCK_K)
     pid = tl.program_id(0)
