@@ -31,6 +31,7 @@ with their strides in their own dtype and accumulated in ACC.
 import triton
 import triton.language as tl
 
+from .gated_scale import epilogue_grad
 from .gates import gate_backward, gate_value
 from .mean_max import add_pool_grad, pool_rows, pool_start, pool_tile, pooled_max
 from .program_tiles import elementwise_tile, row_block
@@ -331,10 +332,8 @@ def excitation_bwd_reduce(
         offs_k = start + tl.arange(0, BLOCK_K)
         mask = mask_r[:, None] & (offs_k < K)[None, :]
         k64 = offs_k.to(tl.int64)[None, :]
-        d = tl.load(grad_y_ptr + b * sgyb + rows * sgyr + k64 * sgyk, mask=mask, other=0.0).to(ACC)
-        if ACT_OUT == "relu":
-            y = tl.load(y_ptr + b * syb + rows * syr + k64 * syk, mask=mask, other=0.0).to(ACC)
-            d = tl.where(y <= 0.0, 0.0, d)  # as torch's threshold_backward: a NaN y passes grad_y
+        d = epilogue_grad(grad_y_ptr, y_ptr, b * sgyb + rows * sgyr + k64 * sgyk, b * syb + rows * syr + k64 * syk,
+                          mask, ACT_OUT, ACC)
         x = tl.load(x_ptr + b * sxb + rows * sxr + k64 * sxk, mask=mask, other=0.0).to(ACC)
         acc += tl.sum(d * x, axis=1)
         total, run_max, run_count, has_nan = pool_tile(x, mask, total, run_max, run_count, has_nan, True, want_max)
@@ -464,10 +463,8 @@ def excitation_bwd_apply(
         r64 = offs_r.to(tl.int64)
         rows = r64[:, None]
         k64 = offs_k.to(tl.int64)[None, :]
-        d = tl.load(grad_y_ptr + b * sgyb + rows * sgyr + k64 * sgyk, mask=mask, other=0.0).to(ACC)
-        if ACT_OUT == "relu":
-            y = tl.load(y_ptr + b * syb + rows * syr + k64 * syk, mask=mask, other=0.0).to(ACC)
-            d = tl.where(y <= 0.0, 0.0, d)
+        d = epilogue_grad(grad_y_ptr, y_ptr, b * sgyb + rows * sgyr + k64 * sgyk, b * syb + rows * syr + k64 * syk,
+                          mask, ACT_OUT, ACC)
         if WRITE_GRAD_RES:
             tl.store(grad_res_ptr + b * sgrb + rows * sgrr + k64 * sgrk, to_output(d, grad_res_ptr), mask=mask)
         g = gate_value(tl.load(s_ptr + b * R + r64, mask=mask_r, other=0.0), GATE)

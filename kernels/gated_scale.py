@@ -24,6 +24,17 @@ GATED_SCALE_BWD_CONFIGS = oriented_configs(ROW_TILES, num_warps=(2, 4, 8), num_s
 
 
 @triton.jit
+def epilogue_grad(grad_y_ptr, y_ptr, gy_offs, y_offs, mask, ACT: tl.constexpr, ACC: tl.constexpr):
+    """d, the gradient at the epilogue's input, in ACC: grad_y · [not y ≤ 0] for ACT = "relu" (as
+    torch's threshold_backward: a NaN y passes grad_y), grad_y for "identity" (y not read)."""
+    d = tl.load(grad_y_ptr + gy_offs, mask=mask, other=0.0).to(ACC)
+    if ACT == "relu":
+        y = tl.load(y_ptr + y_offs, mask=mask, other=0.0).to(ACC)
+        d = tl.where(y <= 0.0, 0.0, d)
+    return d
+
+
+@triton.jit
 def gated_scale_fwd(
     x_ptr, s_ptr, res_ptr, y_ptr,
     R, K,
@@ -95,10 +106,8 @@ def gated_scale_bwd(
         offs_k = start + tl.arange(0, BLOCK_K)
         mask = mask_r[:, None] & (offs_k < K)[None, :]
         k64 = offs_k.to(tl.int64)[None, :]
-        d = tl.load(grad_y_ptr + b * sgyb + rows * sgyr + k64 * sgyk, mask=mask, other=0.0).to(ACC)
-        if ACT == "relu":
-            y = tl.load(y_ptr + b * syb + rows * syr + k64 * syk, mask=mask, other=0.0).to(ACC)
-            d = tl.where(y <= 0.0, 0.0, d)  # as torch's threshold_backward: a NaN y passes grad_y
+        d = epilogue_grad(grad_y_ptr, y_ptr, b * sgyb + rows * sgyr + k64 * sgyk, b * syb + rows * syr + k64 * syk,
+                          mask, ACT, ACC)
         x = tl.load(x_ptr + b * sxb + rows * sxr + k64 * sxk, mask=mask, other=0.0).to(ACC)
         grad_x = to_output(d * g[:, None], grad_x_ptr)
         tl.store(grad_x_ptr + b * sgxb + rows * sgxr + k64 * sgxk, grad_x, mask=mask)

@@ -15,7 +15,7 @@ the denominator for tritattn, eager and torch.compile: it is the work, not an im
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -23,30 +23,60 @@ from torch import Tensor, nn
 INT32 = 4
 
 
+def mean_max_fwd_planes() -> int:
+    """x read."""
+    return 1
+
+
 def mean_max_fwd(B: int, R: int, K: int, itemsize: int, want_mean: bool, want_max: bool) -> int:
     """x read; mean written if wanted; max and its int32 tie count written if wanted."""
-    return B * R * K * itemsize + B * R * (itemsize * want_mean + (itemsize + INT32) * want_max)
+    return mean_max_fwd_planes() * B * R * K * itemsize + B * R * (itemsize * want_mean + (itemsize + INT32) * want_max)
+
+
+def mean_max_bwd_planes(has_max: bool) -> int:
+    """grad_x written (+ x read with the max term)."""
+    return 1 + has_max
 
 
 def mean_max_bwd(B: int, R: int, K: int, itemsize: int, has_mean: bool, has_max: bool) -> int:
     """grad_x written (+ x read with the max term); grad_mean read; grad_max, max, count read."""
-    planes = (1 + has_max) * B * R * K * itemsize
+    planes = mean_max_bwd_planes(has_max) * B * R * K * itemsize
     return planes + B * R * (itemsize * has_mean + (2 * itemsize + INT32) * has_max)
+
+
+def gated_scale_fwd_planes(has_residual: bool) -> int:
+    """x read, y written (+ residual read)."""
+    return 2 + has_residual
 
 
 def gated_scale_fwd(B: int, R: int, K: int, itemsize: int, s_itemsize: int, has_residual: bool) -> int:
     """x read, y written (+ residual read); s read."""
-    return (2 + has_residual) * B * R * K * itemsize + B * R * s_itemsize
+    return gated_scale_fwd_planes(has_residual) * B * R * K * itemsize + B * R * s_itemsize
+
+
+def gated_scale_bwd_planes(relu: bool, write_grad_res: bool) -> int:
+    """grad_y and x read, grad_x written (+ y read for relu, + grad_residual written)."""
+    return 3 + relu + write_grad_res
 
 
 def gated_scale_bwd(B: int, R: int, K: int, itemsize: int, s_itemsize: int, relu: bool, write_grad_res: bool) -> int:
     """grad_y and x read, grad_x written (+ y read for relu, + grad_residual written); s read, grad_s written."""
-    return (3 + relu + write_grad_res) * B * R * K * itemsize + 2 * B * R * s_itemsize
+    return gated_scale_bwd_planes(relu, write_grad_res) * B * R * K * itemsize + 2 * B * R * s_itemsize
+
+
+def squeeze_excite_fwd_planes() -> int:
+    """x read."""
+    return 1
 
 
 def squeeze_excite_fwd(B: int, C: int, K: int, itemsize: int, acc: int, with_max: bool) -> int:
     """x read; mean and s written (+ max and its int32 tie count with max pooling)."""
-    return B * C * K * itemsize + B * C * (2 * acc + (acc + INT32) * with_max)
+    return squeeze_excite_fwd_planes() * B * C * K * itemsize + B * C * (2 * acc + (acc + INT32) * with_max)
+
+
+def excitation_bwd_reduce_planes(relu: bool) -> int:
+    """grad_y and x read (+ y for relu)."""
+    return 2 + relu
 
 
 def excitation_bwd_reduce(B: int, C: int, K: int, RD: int, itemsize: int, acc: int, relu: bool, with_max: bool,
@@ -55,25 +85,40 @@ def excitation_bwd_reduce(B: int, C: int, K: int, RD: int, itemsize: int, acc: i
     tie count and grad_max written); ``hidden_vectors`` [B, RD] vectors written (hidden and
     grad_h: 2, 3 for CBAM's two branches, 0 without a hidden layer)."""
     vectors = B * C * (4 * acc + (2 * acc + INT32) * with_max)
-    return (2 + relu) * B * C * K * itemsize + vectors + B * RD * acc * hidden_vectors
+    return excitation_bwd_reduce_planes(relu) * B * C * K * itemsize + vectors + B * RD * acc * hidden_vectors
+
+
+def excitation_bwd_apply_planes(relu: bool, write_grad_res: bool, with_max: bool) -> int:
+    """grad_y read, grad_x written (+ y read for relu, + grad_residual written, + x read with max pooling)."""
+    return 2 + relu + write_grad_res + with_max
 
 
 def excitation_bwd_apply(B: int, C: int, K: int, RD: int, itemsize: int, acc: int, relu: bool, write_grad_res: bool,
                          with_max: bool, hidden_vectors: int) -> int:
     """grad_y read, grad_x written (+ y read for relu, + grad_residual written, + x read with max
     pooling); s, grad_mean, grad_s, mean read (+ max, grad_max, count); the hidden vectors read."""
-    planes = (2 + relu + write_grad_res + with_max) * B * C * K * itemsize
+    planes = excitation_bwd_apply_planes(relu, write_grad_res, with_max) * B * C * K * itemsize
     return planes + B * C * (4 * acc + (2 * acc + INT32) * with_max) + B * RD * acc * hidden_vectors
+
+
+def gated_spatial_pool_fwd_planes() -> int:
+    """x read."""
+    return 1
 
 
 def gated_spatial_pool_fwd(B: int, C: int, P: int, D: int, itemsize: int, acc: int) -> int:
     """x read, s [B, C] read; the descriptor d [B, D, P] and the logits t [B, P] written (ACC)."""
-    return B * C * P * itemsize + B * C * acc + B * P * (D + 1) * acc
+    return gated_spatial_pool_fwd_planes() * B * C * P * itemsize + B * C * acc + B * P * (D + 1) * acc
+
+
+def doubly_gated_scale_fwd_planes() -> int:
+    """x read, y written."""
+    return 2
 
 
 def doubly_gated_scale_fwd(B: int, C: int, P: int, itemsize: int, acc: int) -> int:
     """x read, y written; s [B, C] and t [B, P] read (ACC)."""
-    return 2 * B * C * P * itemsize + B * (C + P) * acc
+    return doubly_gated_scale_fwd_planes() * B * C * P * itemsize + B * (C + P) * acc
 
 
 def hidden_vectors(mlp: str, pool: str) -> int:
@@ -92,82 +137,91 @@ def _spatial(x: Tensor) -> tuple[int, int, int, int]:
     return B, H * W, C, x.element_size()
 
 
-#: x-sized tensors (planes) each kernel reads or writes, by its flags: the "tensor passes" of the
-#: census (the plane terms of the byte functions above, counted rather than sized)
-PLANES = {
-    "mean_max_fwd": lambda f: 1,
-    "mean_max_bwd": lambda f: 1 + f.get("has_max", True),
-    "gated_scale_fwd": lambda f: 2 + f["has_residual"],
-    "gated_scale_bwd": lambda f: 3 + f["relu"] + f["write_grad_res"],
-    "squeeze_excite_fwd": lambda f: 1,
-    "excitation_bwd_reduce": lambda f: 2 + f["relu"],
-    "excitation_bwd_apply": lambda f: 2 + f["relu"] + f["write_grad_res"] + f["with_max"],
-    "gated_spatial_pool_fwd": lambda f: 1,
-    "doubly_gated_scale_fwd": lambda f: 2,
-}
+def _acc_size(x: Tensor) -> int:
+    return 8 if x.dtype == torch.float64 else 4
 
 
-def op_planes(op: str, a: dict[str, Any]) -> int:
-    """x-sized tensors read or written by the kernels one call of ``torch.ops.tritattn.<op>`` launches."""
-    return sum(PLANES[kernel](_flags(op, a)) for kernel, _ in op_kernels(op, a))
+class KernelTraffic(NamedTuple):
+    """One kernel launch of an op: its name, minimum bytes and x-sized tensor passes (planes)."""
+
+    kernel: str
+    bytes: int
+    planes: int
 
 
-def _flags(op: str, a: dict[str, Any]) -> dict[str, bool]:
-    """The plane-count flags of an op call (PLANES), from its arguments by name."""
-    act = a.get("act_out", a.get("act"))
-    return {
-        "has_max": a.get("grad_max", 0) is not None if op == "squeeze_backward" else True,
-        "has_residual": a.get("residual") is not None, "relu": act == "relu",
-        "write_grad_res": bool(a.get("want_grad_residual", False)), "with_max": a.get("pool", "mean") != "mean",
-    }
-
-
-def _block_kernels(op: str, a: dict[str, Any]) -> list[tuple[str, int]]:
+def _block_traffic(op: str, a: dict[str, Any]) -> list[KernelTraffic]:
     B, C, K, size = _channel(a["x"])
-    acc = 8 if a["x"].dtype == torch.float64 else 4
+    acc = _acc_size(a["x"])
     with_max, hidden = a["pool"] != "mean", hidden_vectors(a["mlp"], a["pool"])
     RD = a["w1"].shape[0] if a["mlp"] == "fc_act_fc" else 0
     relu = a["act_out"] == "relu"
     if op == "excitation_block":
-        return [("squeeze_excite_fwd", squeeze_excite_fwd(B, C, K, size, acc, with_max)),
-                ("gated_scale_fwd", gated_scale_fwd(B, C, K, size, acc, a["residual"] is not None))]
-    return [("excitation_bwd_reduce", excitation_bwd_reduce(B, C, K, RD, size, acc, relu, with_max, hidden)),
-            ("excitation_bwd_apply", excitation_bwd_apply(B, C, K, RD, size, acc, relu, a["want_grad_residual"], with_max, hidden))]
+        has_residual = a["residual"] is not None
+        return [KernelTraffic("squeeze_excite_fwd", squeeze_excite_fwd(B, C, K, size, acc, with_max),
+                              squeeze_excite_fwd_planes()),
+                KernelTraffic("gated_scale_fwd", gated_scale_fwd(B, C, K, size, acc, has_residual),
+                              gated_scale_fwd_planes(has_residual))]
+    wgr = a["want_grad_residual"]
+    return [KernelTraffic("excitation_bwd_reduce", excitation_bwd_reduce(B, C, K, RD, size, acc, relu, with_max, hidden),
+                          excitation_bwd_reduce_planes(relu)),
+            KernelTraffic("excitation_bwd_apply", excitation_bwd_apply(B, C, K, RD, size, acc, relu, wgr, with_max, hidden),
+                          excitation_bwd_apply_planes(relu, wgr, with_max))]
+
+
+def _cbam_eval_traffic(a: dict[str, Any]) -> list[KernelTraffic]:
+    B, C, P, size = _channel(a["x"])
+    acc = _acc_size(a["x"])
+    return [KernelTraffic("squeeze_excite_fwd", squeeze_excite_fwd(B, C, P, size, acc, True), squeeze_excite_fwd_planes()),
+            KernelTraffic("gated_spatial_pool_fwd", gated_spatial_pool_fwd(B, C, P, a["conv_w"].shape[1], size, acc),
+                          gated_spatial_pool_fwd_planes()),
+            KernelTraffic("doubly_gated_scale_fwd", doubly_gated_scale_fwd(B, C, P, size, acc),
+                          doubly_gated_scale_fwd_planes())]
+
+
+def _op_traffic(op: str, a: dict[str, Any]) -> list[KernelTraffic]:
+    """The kernels one call of ``torch.ops.tritattn.<op>`` launches, with arguments ``a`` by name, in launch order."""
+    if op in ("excitation_block", "excitation_block_backward"):
+        return _block_traffic(op, a)
+    if op == "cbam_eval":
+        return _cbam_eval_traffic(a)
+    if op == "squeeze":
+        return [KernelTraffic("mean_max_fwd", mean_max_fwd(*_channel(a["x"]), a["want_mean"], a["want_max"]),
+                              mean_max_fwd_planes())]
+    if op == "squeeze_backward":
+        has_max = a["grad_max"] is not None
+        return [KernelTraffic("mean_max_bwd", mean_max_bwd(*_channel(a["x"]), a["grad_mean"] is not None, has_max),
+                              mean_max_bwd_planes(has_max))]
+    if op == "spatial_pool":
+        return [KernelTraffic("mean_max_fwd", mean_max_fwd(*_spatial(a["x"]), True, True), mean_max_fwd_planes())]
+    if op == "spatial_pool_backward":
+        return [KernelTraffic("mean_max_bwd", mean_max_bwd(*_spatial(a["x"]), True, True), mean_max_bwd_planes(True))]
+    if op == "excite_scale":
+        has_residual = a["residual"] is not None
+        return [KernelTraffic("gated_scale_fwd", gated_scale_fwd(*_channel(a["x"]), a["s"].element_size(), has_residual),
+                              gated_scale_fwd_planes(has_residual))]
+    if op == "excite_scale_backward":
+        relu, wgr = a["act"] == "relu", a["want_grad_residual"]
+        return [KernelTraffic("gated_scale_bwd", gated_scale_bwd(*_channel(a["x"]), a["s"].element_size(), relu, wgr),
+                              gated_scale_bwd_planes(relu, wgr))]
+    if op == "spatial_scale":
+        return [KernelTraffic("gated_scale_fwd", gated_scale_fwd(*_spatial(a["x"]), a["t"].element_size(), False),
+                              gated_scale_fwd_planes(False))]
+    if op == "spatial_scale_backward":
+        return [KernelTraffic("gated_scale_bwd", gated_scale_bwd(*_spatial(a["x"]), a["t"].element_size(), False, False),
+                              gated_scale_bwd_planes(False, False))]
+    raise KeyError(f"no byte model for tritattn op {op!r}")
 
 
 def op_kernels(op: str, a: dict[str, Any]) -> list[tuple[str, int]]:
     """[(kernel, minimum bytes)] of the kernels one call of ``torch.ops.tritattn.<op>`` launches,
     with arguments ``a`` by name, in launch order."""
-    if op in ("excitation_block", "excitation_block_backward"):
-        return _block_kernels(op, a)
-    if op == "cbam_eval":
-        B, C, P, size = _channel(a["x"])
-        acc = 8 if a["x"].dtype == torch.float64 else 4
-        return [("squeeze_excite_fwd", squeeze_excite_fwd(B, C, P, size, acc, True)),
-                ("gated_spatial_pool_fwd", gated_spatial_pool_fwd(B, C, P, a["conv_w"].shape[1], size, acc)),
-                ("doubly_gated_scale_fwd", doubly_gated_scale_fwd(B, C, P, size, acc))]
-    return [_op_min_bytes(op, a)]
+    return [(k.kernel, k.bytes) for k in _op_traffic(op, a)]
 
 
-def _op_min_bytes(op: str, a: dict[str, Any]) -> tuple[str, int]:
-    if op == "squeeze":
-        return "mean_max_fwd", mean_max_fwd(*_channel(a["x"]), a["want_mean"], a["want_max"])
-    if op == "squeeze_backward":
-        return "mean_max_bwd", mean_max_bwd(*_channel(a["x"]), a["grad_mean"] is not None, a["grad_max"] is not None)
-    if op == "spatial_pool":
-        return "mean_max_fwd", mean_max_fwd(*_spatial(a["x"]), True, True)
-    if op == "spatial_pool_backward":
-        return "mean_max_bwd", mean_max_bwd(*_spatial(a["x"]), True, True)
-    if op == "excite_scale":
-        return "gated_scale_fwd", gated_scale_fwd(*_channel(a["x"]), a["s"].element_size(), a["residual"] is not None)
-    if op == "excite_scale_backward":
-        return "gated_scale_bwd", gated_scale_bwd(
-            *_channel(a["x"]), a["s"].element_size(), a["act"] == "relu", a["want_grad_residual"])
-    if op == "spatial_scale":
-        return "gated_scale_fwd", gated_scale_fwd(*_spatial(a["x"]), a["t"].element_size(), False)
-    if op == "spatial_scale_backward":
-        return "gated_scale_bwd", gated_scale_bwd(*_spatial(a["x"]), a["t"].element_size(), False, False)
-    raise KeyError(f"no byte model for tritattn op {op!r}")
+def op_planes(op: str, a: dict[str, Any]) -> int:
+    """x-sized tensors read or written by the kernels one call of ``torch.ops.tritattn.<op>``
+    launches: the census's tensor passes (the plane terms of the byte functions, counted)."""
+    return sum(k.planes for k in _op_traffic(op, a))
 
 
 def param_bytes(module: nn.Module) -> int:

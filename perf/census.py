@@ -20,7 +20,7 @@ eager count is a lower bound.
 
 Tensor passes (``LaunchCensus(plane_numel)``): the x-sized tensors the launched kernels read or
 write — an aten op's inputs and outputs of at least x's size, a tritattn op's planes from the
-byte model (``bytes_model.PLANES``). On the meta device the modules take the path a GPU takes
+byte model (``bytes_model.op_planes``). On the meta device the modules take the path a GPU takes
 (the block pipelines), not the eager fallback of a CPU tensor.
 
 Saved bytes (:func:`saved_activations`): every tensor autograd saves for backward during the

@@ -39,7 +39,7 @@ def cbam_eval(
     acc = acc_dtype(x)
     s = _new((B, C), acc, x.device)
     counter = counters(x.device, B)
-    launch.squeeze_excite_fwd(x, w1, b1, w2, b2, pipeline_spec(pool, "fc_act_fc", act, 1), w1.shape[0],
+    launch.squeeze_excite_fwd(x, w1, b1, w2, b2, *pipeline_spec(pool, "fc_act_fc", act, w1, C),
                               *pooled_workspace(x, pool), s, counter)
     d = _new((B, conv_w.shape[1], H * W), acc, x.device)
     t = _new((B, H * W), acc, x.device)

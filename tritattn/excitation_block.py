@@ -129,11 +129,12 @@ def counters(device: torch.device, n: int) -> Tensor:
     return buf
 
 
-def hidden_width(mlp: str, C: int, w1: Optional[Tensor]) -> int:
-    """RD: the MLP's hidden width (fc1's outputs), C for "fc", 1 for the taps."""
-    if mlp == "fc_act_fc":
-        return w1.shape[0]
-    return C if mlp == "fc" else 1
+def pipeline_spec(pool: str, mlp: str, act: str, w1: Optional[Tensor], C: int) -> tuple[dict, int]:
+    """(the kernels' description of the excitation, RD): RD is the MLP's hidden width (fc1's
+    outputs), C for "fc", 1 for the taps, whose count k = w1's length sets the padding (k-1)/2."""
+    taps = w1.shape[0] if mlp.startswith("taps") else 1
+    RD = w1.shape[0] if mlp == "fc_act_fc" else (C if mlp == "fc" else 1)
+    return dict(pool=pool, mlp=mlp, act=act, taps=taps, pad=(taps - 1) // 2), RD
 
 
 def acc_dtype(x: Tensor) -> torch.dtype:
@@ -150,10 +151,6 @@ def pooled_workspace(x: Tensor, pool: str) -> tuple[Tensor, Tensor | None, Tenso
     with_max = pool != "mean"
     return (_new((B, C), acc_dtype(x), x.device), _new((B, C), acc_dtype(x), x.device) if with_max else None,
             _new((B, C), torch.int32, x.device) if with_max else None)
-
-
-def pipeline_spec(pool: str, mlp: str, act: str, taps: int) -> dict:
-    return dict(pool=pool, mlp=mlp, act=act, taps=taps, pad=(taps - 1) // 2)
 
 
 @torch.library.custom_op("tritattn::excitation_block", mutates_args=())
@@ -175,8 +172,7 @@ def excitation_block(
     if not x.numel():
         s.zero_()
         return y, s
-    spec = pipeline_spec(pool, mlp, act, w1.shape[0] if mlp.startswith("taps") else 1)
-    RD = hidden_width(mlp, C, w1)
+    spec, RD = pipeline_spec(pool, mlp, act, w1, C)
     workspace = pooled_workspace(x, pool)
     counter = counters(x.device, B)
     step = samples_per_launch(x)
@@ -203,7 +199,8 @@ def _alloc_backward(x: Tensor, want_grad_res: bool, w1, b1, w2, b2) -> tuple[Ten
 @torch.library.custom_op("tritattn::excitation_block_backward", mutates_args=())
 def excitation_block_backward(
     grad_y: Tensor, x: Tensor, y: Optional[Tensor], s: Tensor,
-    w1: Optional[Tensor], b1: Optional[Tensor], w2: Optional[Tensor], b2: Optional[Tensor], pool: str, mlp: str, act: str, gate: str, act_out: str, want_grad_residual: bool,
+    w1: Optional[Tensor], b1: Optional[Tensor], w2: Optional[Tensor], b2: Optional[Tensor],
+    pool: str, mlp: str, act: str, gate: str, act_out: str, want_grad_residual: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """(grad_x, grad_residual, grad_w1, grad_b1, grad_w2, grad_b2); an absent one is empty."""
     from . import launch
@@ -217,8 +214,7 @@ def excitation_block_backward(
         for g in out[2:]:
             g.zero_()
         return out
-    taps = w1.shape[0] if mlp.startswith("taps") else 1
-    RD = hidden_width(mlp, C, w1)
+    spec, RD = pipeline_spec(pool, mlp, act, w1, C)
     acc = acc_dtype(x)
     with_max = pool != "mean"
     mean, maximum, count = pooled_workspace(x, pool)
@@ -230,7 +226,7 @@ def excitation_block_backward(
         grad_h=_new((B, (2 if pool == "mean_max_both" else 1) * RD), acc, x.device) if mlp == "fc_act_fc" else None,
     )
     launch.excitation_bwd(
-        grad_y, x, y, s, mean, maximum, count, w1, b1, w2, b2, pipeline_spec(pool, mlp, act, taps), RD,
+        grad_y, x, y, s, mean, maximum, count, w1, b1, w2, b2, spec, RD,
         gate, act_out, work, counters(x.device, B), grad_x, _optional(grad_res),
         dict(w1=_optional(gw1), b1=_optional(gb1), w2=_optional(gw2), b2=_optional(gb2)),
     )

@@ -153,8 +153,8 @@ def excitation_geometry(C: int, RD: int) -> dict[str, int]:
 
 
 def _excitation_flags(spec: dict, C: int, RD: int) -> dict:
-    return dict(POOL=spec["pool"], MLP=spec["mlp"], ACT=spec["act"], PAD=spec["pad"], TAPS=spec["taps"],
-                **excitation_geometry(C, RD))
+    """The constexprs every block-pipeline kernel takes (the hidden ACT only the two that run the MLP)."""
+    return dict(POOL=spec["pool"], MLP=spec["mlp"], PAD=spec["pad"], TAPS=spec["taps"], **excitation_geometry(C, RD))
 
 
 def squeeze_excite_fwd(
@@ -168,7 +168,8 @@ def squeeze_excite_fwd(
         SQUEEZE_EXCITE_FWD.launch(
             p, _rows_grid(p),
             (x, mean, maximum, count, counter, w1, b1, w2, b2, s, p.R, p.K, RD, *xs, *_strides2(w1), *_strides2(w2)),
-            dict(_excitation_flags(spec, p.R, RD), HAS_B1=b1 is not None, HAS_B2=b2 is not None, ACC=_acc_dtype(x)),
+            dict(_excitation_flags(spec, p.R, RD), ACT=spec["act"], HAS_B1=b1 is not None, HAS_B2=b2 is not None,
+                 ACC=_acc_dtype(x)),
             x.device,
         )
 
@@ -196,7 +197,7 @@ def excitation_bwd(
             (grad_y, x, y, s, work["grad_s"], counter, mean, maximum, count, w1, b1, w2,
              work["hidden"], work["grad_h"], work["grad_mean"], work["grad_max"],
              p.R, p.K, RD, *gys, *xs, *ys, *_strides2(w1), *_strides2(w2)),
-            dict(flags, GATE=gate, ACT_OUT=act_out, HAS_B1=b1 is not None, ACC=acc), x.device,
+            dict(flags, ACT=spec["act"], GATE=gate, ACT_OUT=act_out, HAS_B1=b1 is not None, ACC=acc), x.device,
         )
         n_weight_programs = weight_programs(spec, x.shape[1], RD, b2 is not None)
         pa = _problem(x, "channel", xs, POOL=spec["pool"], MLP=spec["mlp"], RD=RD, ACT_OUT=act_out,
@@ -209,8 +210,8 @@ def excitation_bwd(
              grads["w1"], grads["b1"], grads["w2"], grads["b2"],
              pa.B, pa.R, pa.K, RD, *gys, *xs, *ys, *plane_strides(grad_x, "channel"), *grs,
              *_strides2(grads["w1"]), *_strides2(grads["w2"])),
-            dict({k: v for k, v in flags.items() if k != "ACT"}, GATE=gate, ACT_OUT=act_out,  # no hidden act here
-                 WRITE_GRAD_RES=grad_res is not None, HAS_B1=b1 is not None, HAS_B2=b2 is not None, ACC=acc), x.device,
+            dict(flags, GATE=gate, ACT_OUT=act_out, WRITE_GRAD_RES=grad_res is not None,
+                 HAS_B1=b1 is not None, HAS_B2=b2 is not None, ACC=acc), x.device,
         )
 
 

@@ -31,8 +31,8 @@ from torch import Tensor, nn
 from . import cbam_block, excitation_block, reference
 from .checks import check_channels, check_feature_map
 from .functional import excite_scale, spatial_pool, spatial_scale, squeeze
-from .peers import peer_gate_kind, qualified_name
 from .excitation_block import MAX_HIDDEN, BlockSpec
+from .peers import peer_gate_kind, qualified_name
 from .reference import gate_kind
 
 _warned: set[tuple[str, str]] = set()
@@ -304,7 +304,8 @@ class CbamPipeline:
         if (conv.bias is not None or conv.stride != (1, 1) or conv.dilation != (1, 1) or conv.groups != 1
                 or conv.kernel_size != (k, k) or conv.padding != ((k - 1) // 2,) * 2 or k % 2 == 0):
             return "the spatial conv is not a k×k 'same' conv without bias"
-        if any(name not in ("conv", "bn") and type(child) is not nn.Identity for name, child in module.spatial.conv.named_children()):
+        extras = [child for name, child in module.spatial.conv.named_children() if name not in ("conv", "bn")]
+        if any(type(child) is not nn.Identity for child in extras):
             return "the spatial conv block holds more than a conv and a BatchNorm"
         if not _plain_batchnorm(bn):
             return f"the spatial norm {type(bn).__name__} is not a plain BatchNorm2d"
