@@ -25,7 +25,7 @@ import torch.nn.functional as F
 import triton
 
 import tritattn
-from conftest import DEVICE, assert_close, make_input, reference_copy, use_small_tiles
+from conftest import DEVICE, assert_close, make_input, reference_copy, residual_away_from_relu_kink, use_small_tiles
 from fixtures.simulated_gpu import GPU, simulated_gpu  # noqa: F401
 from tritattn import tuning
 
@@ -65,13 +65,26 @@ def make_inputs(op: str, dtype: torch.dtype, channels_last: bool) -> dict[str, t
     if op == "excite_scale":
         inputs["s"] = make_input((B, C), dtype, requires_grad=True)
         inputs["residual"] = make_input(SHAPE, dtype, channels_last, requires_grad=True)
+        # the epilogue ReLU's input x · gate + residual kept out of rounding's reach of 0
+        residual_away_from_relu_kink(inputs["x"], torch.sigmoid(inputs["s"].double())[:, :, None, None], inputs["residual"])
     elif op == "spatial_scale":
         inputs["t"] = make_input((B, 1, H, W), dtype, channels_last, requires_grad=True)
     elif op == "excitation_block":
         inputs["residual"] = make_input(SHAPE, dtype, channels_last, requires_grad=True)
         for name, shape in (("w1", (3, C)), ("b1", (3,)), ("w2", (C, 3)), ("b2", (C,))):
             inputs[name] = make_input(shape, torch.float32, requires_grad=True)  # float32, as under AMP
+        with torch.no_grad():
+            gate = torch.sigmoid(block_logits({name: t.double() for name, t in inputs.items()}))
+        residual_away_from_relu_kink(inputs["x"], gate[:, :, None, None], inputs["residual"])
     return inputs
+
+
+def block_logits(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The excitation_block case's logits: CBAM's shared SiLU MLP of the mean and of the max."""
+    def mlp(v):
+        return F.linear(F.silu(F.linear(v, inputs["w1"], inputs["b1"])), inputs["w2"], inputs["b2"])
+    x = inputs["x"]
+    return mlp(x.mean((2, 3))) + mlp(x.amax((2, 3)))
 
 
 def forward(op: str, inputs: dict[str, torch.Tensor], reference: bool = False) -> tuple[torch.Tensor, ...]:
@@ -97,10 +110,7 @@ def forward(op: str, inputs: dict[str, torch.Tensor], reference: bool = False) -
     if op == "excite_scale":
         return (torch.relu(x * torch.sigmoid(inputs["s"])[:, :, None, None] + inputs["residual"]),)
     if op == "excitation_block":
-        def mlp(v):
-            return F.linear(F.silu(F.linear(v, inputs["w1"], inputs["b1"])), inputs["w2"], inputs["b2"])
-        s = mlp(x.mean((2, 3))) + mlp(x.amax((2, 3)))
-        return (torch.relu(x * torch.sigmoid(s)[:, :, None, None] + inputs["residual"]),)
+        return (torch.relu(x * torch.sigmoid(block_logits(inputs))[:, :, None, None] + inputs["residual"]),)
     return (x * F.hardsigmoid(inputs["t"]),)
 
 
