@@ -1,16 +1,18 @@
-"""CBAM's spatial half on the channel-gated map, in inference: z = x · gate_c(s_c[b, c]) is never
-written.
+"""CBAM's spatial half on the channel-gated map, forward: z = x · gate_c(s_c[b, c]) is never written.
 
   gated_spatial_pool_fwd   per pixel p of sample b: mean_c z and max_c z (CBAM) or their average
-                           (light CBAM) → the descriptor map d [B, D, H·W]; then the sample's last
+                           (light CBAM) → the descriptor map d [B, D, H·W]; the sample's last
                            program (kernels/excitation.py's per-sample counter) computes the k×k
-                           conv of d (zero padding (k-1)/2, no bias) and the eval BatchNorm
-                           (t = (conv - mean) · weight / sqrt(var + eps) + bias) → t [B, H·W]
+                           conv of d (zero padding (k-1)/2, no bias) → u [B, H·W]; the launch's
+                           last program the BatchNorm as an affine t = a · u + c — from the batch
+                           statistics of u in training (and the running statistics moved), from
+                           the running statistics in eval
   doubly_gated_scale_fwd   y = x · gate_c(s_c[b, c]) · gate_s(t[b, p])
 
-With squeeze_excite_fwd (s_c) that is CBAM's eval forward in 3 kernels and 4 passes over
-x-sized tensors (x read three times, y written). z is rounded to x's dtype before it is pooled,
-as eager's materialised x · gate does; d, t and s_c stay in ACC (float32; float64 for float64 x).
+With squeeze_excite_fwd (s_c) that is CBAM's forward in 3 kernels and 4 passes over x-sized
+tensors (x read three times, y written), in training as in eval. z is rounded to x's dtype
+before it is pooled, as eager's materialised x · gate does; d, u and s_c stay in ACC (float32;
+float64 for float64 x). The backward is kernels/cbam_spatial_bwd.py.
 """
 import triton
 import triton.language as tl
@@ -29,16 +31,30 @@ DOUBLY_GATED_SCALE_FWD_CONFIGS = oriented_configs(ELEMENTWISE_TILES, num_warps=(
 
 
 @triton.jit
-def sample_spatial_logits(
-    b, d_ptr, t_ptr, w_ptr, bnw_ptr, bnb_ptr, bnm_ptr, bnv_ptr, H, W, bn_eps,
+def acc_zero(ACC: tl.constexpr):
+    """A scalar 0 of type ACC (a loop-carried scalar must keep one type)."""
+    return tl.sum(tl.zeros([2], dtype=ACC), axis=0)
+
+
+@triton.jit
+def chan_combine(n, mean, m2, nb, mean_b, m2_b):
+    """Chan et al.'s pairwise update of (count, mean, Σ (v - mean)²) by a group of nb values."""
+    total = n + nb
+    delta = mean_b - mean
+    return total, mean + delta * (nb / total), m2 + m2_b + delta * delta * (n * nb / total)
+
+
+@triton.jit
+def sample_conv(
+    b, d_ptr, u_ptr, stats_ptr, w_ptr, H, W,
     D: tl.constexpr, KS: tl.constexpr, ACC: tl.constexpr, CONV_BLOCK_P: tl.constexpr,
 ):
-    """t[b, :] = bn(conv(d[b])) for one sample: w [1, D, KS, KS] contiguous, the BatchNorm's one
-    channel of weight, bias, running mean and variance; Σ over (D, KS, KS) in a fixed order."""
+    """u[b, :] = conv(d[b]) for one sample (w [1, D, KS, KS] contiguous, zero padding (KS-1)/2, Σ
+    over (D, KS, KS) in a fixed order), and the sample's (mean, Σ (u - mean)²) into stats[b, 0:2],
+    combined block by block in a fixed order (:func:`chan_combine`)."""
     P = H * W
     pad: tl.constexpr = (KS - 1) // 2
-    scale = tl.load(bnw_ptr).to(ACC) / tl.sqrt(tl.load(bnv_ptr).to(ACC) + bn_eps)
-    shift = tl.load(bnb_ptr).to(ACC) - tl.load(bnm_ptr).to(ACC) * scale
+    n, mean, m2 = acc_zero(ACC), acc_zero(ACC), acc_zero(ACC)
     for p0 in range(0, P, CONV_BLOCK_P):
         offs_p = p0 + tl.arange(0, CONV_BLOCK_P)
         mask_p = offs_p < P
@@ -53,25 +69,68 @@ def sample_spatial_logits(
                     valid = mask_p & (hh >= 0) & (hh < H) & (ww >= 0) & (ww < W)
                     v = tl.load(d_ptr + (b * D + ci) * P + hh * W + ww, mask=valid, other=0.0, cache_modifier=".cg")
                     acc += tl.load(w_ptr + (ci * KS + dy) * KS + dx).to(ACC) * v
-        tl.store(t_ptr + b * P + offs_p, acc * scale + shift, mask=mask_p)
+        tl.store(u_ptr + b * P + offs_p, acc, mask=mask_p)
+        nb = tl.sum(mask_p.to(ACC), axis=0)
+        mean_b = tl.sum(acc, axis=0) / nb  # acc is 0 at masked pixels
+        m2_b = tl.sum(tl.where(mask_p, (acc - mean_b) * (acc - mean_b), 0.0), axis=0)
+        n, mean, m2 = chan_combine(n, mean, m2, nb, mean_b, m2_b)
+    tl.store(stats_ptr + b * 2, mean)
+    tl.store(stats_ptr + b * 2 + 1, m2)
+
+
+@triton.jit
+def batch_norm_affine(
+    stats_ptr, affine_ptr, bnw_ptr, bnb_ptr, rm_ptr, rv_ptr, B, P, bn_eps,
+    BATCH_STATS: tl.constexpr, ACC: tl.constexpr,
+):
+    """The spatial BatchNorm's one channel as t = a · u + c, by the last program of the launch.
+
+    BATCH_STATS: μ, σ² = the mean and biased variance of u over (B, H, W), the per-sample
+    (mean, Σ (u - mean)²) combined in sample order; otherwise the running statistics.
+    a = weight / sqrt(σ² + eps), c = bias - μ · a; affine = (a, c, μ, 1 / sqrt(σ² + eps), v) for
+    the scale kernel and the backward, v = the unbiased batch variance σ² · N / (N - 1) with which
+    the host moves the running variance (the running variance in eval)."""
+    if BATCH_STATS:
+        n, mean, m2 = acc_zero(ACC), acc_zero(ACC), acc_zero(ACC)
+        nb = acc_zero(ACC) + P
+        for b in range(0, B):
+            mean_b = tl.load(stats_ptr + b * 2, cache_modifier=".cg")
+            m2_b = tl.load(stats_ptr + b * 2 + 1, cache_modifier=".cg")
+            n, mean, m2 = chan_combine(n, mean, m2, nb, mean_b, m2_b)
+        var = m2 / n
+        unbiased = m2 / (n - 1.0)
+    else:
+        mean = tl.load(rm_ptr).to(ACC)
+        var = tl.load(rv_ptr).to(ACC)
+        unbiased = var
+    inv_std = 1.0 / tl.sqrt(var + bn_eps)
+    a = tl.load(bnw_ptr).to(ACC) * inv_std
+    tl.store(affine_ptr, a)
+    tl.store(affine_ptr + 1, tl.load(bnb_ptr).to(ACC) - mean * a)
+    tl.store(affine_ptr + 2, mean)
+    tl.store(affine_ptr + 3, inv_std)
+    tl.store(affine_ptr + 4, unbiased)
 
 
 @triton.jit
 def gated_spatial_pool_fwd(
-    x_ptr, s_ptr, d_ptr, t_ptr, counter_ptr, w_ptr, bnw_ptr, bnb_ptr, bnm_ptr, bnv_ptr,
-    R, K, H, W, bn_eps,
+    x_ptr, s_ptr, d_ptr, u_ptr, stats_ptr, affine_ptr, counter_ptr,
+    w_ptr, bnw_ptr, bnb_ptr, rm_ptr, rv_ptr,
+    B, R, K, H, W, bn_eps,
     sxb, sxr, sxk,
-    GATE: tl.constexpr, D: tl.constexpr, KS: tl.constexpr,
+    GATE: tl.constexpr, D: tl.constexpr, KS: tl.constexpr, BATCH_STATS: tl.constexpr,
     ACC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr, CONV_BLOCK_P: tl.constexpr,
 ):
-    """The spatial descriptor of z = x · gate(s[b, k]) and its conv + eval BatchNorm (R = H·W
-    pixels, K = C channels; s [B, C] contiguous):
+    """The spatial descriptor of z = x · gate(s[b, k]), its conv and the BatchNorm's affine
+    (R = H·W pixels, K = C channels; s [B, C] contiguous):
 
       D = 2: d[b, 0, p] = Σ_c z / C, d[b, 1, p] = max_c z         (CBAM)
       D = 1: d[b, 0, p] = 0.5 · Σ_c z / C + 0.5 · max_c z          (light CBAM)
-      t[b, :] = bn(conv(d[b]))  by the sample's last program        (sample_spatial_logits)
+      u[b, :] = conv(d[b]) and its (mean, M2)  by the sample's last program    (sample_conv)
+      affine = (a, c, μ, 1/σ, v)                by the last sample's last program (batch_norm_affine)
 
-    Minimum bytes: x read + s read + d written (ACC) + t written (ACC).
+    Counters: one per sample (slots 0 … B-1) and one for the launch (slot B), all left at 0.
+    Minimum bytes: x read + s read + d written (ACC) + u written (ACC).
     Grid: rows_grid — one program per (b, BLOCK_R pixels) looping over C.
     """
     b, offs_r = row_block(R, BLOCK_R)
@@ -95,22 +154,25 @@ def gated_spatial_pool_fwd(
     else:
         tl.store(d_ptr + b * R + r64, 0.5 * mean + 0.5 * maximum, mask=mask_r)
     if last_of_sample(counter_ptr, b, tl.cdiv(R, BLOCK_R)):
-        sample_spatial_logits(b, d_ptr, t_ptr, w_ptr, bnw_ptr, bnb_ptr, bnm_ptr, bnv_ptr, H, W, bn_eps,
-                              D, KS, ACC, CONV_BLOCK_P)
+        sample_conv(b, d_ptr, u_ptr, stats_ptr, w_ptr, H, W, D, KS, ACC, CONV_BLOCK_P)
         tl.store(counter_ptr + b, 0)
+        if last_of_sample(counter_ptr, B, B):
+            batch_norm_affine(stats_ptr, affine_ptr, bnw_ptr, bnb_ptr, rm_ptr, rv_ptr, B, R, bn_eps, BATCH_STATS, ACC)
+            tl.store(counter_ptr + B, 0)
 
 
 @triton.jit
 def doubly_gated_scale_fwd(
-    x_ptr, s_ptr, t_ptr, y_ptr,
+    x_ptr, s_ptr, u_ptr, affine_ptr, y_ptr,
     R, K,
     sxb, sxr, sxk,
     syb, syr, syk,
     GATE_C: tl.constexpr, GATE_S: tl.constexpr,
     ACC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
-    """y[b, c, p] = x · gate_c(s[b, c]) · gate_s(t[b, p])  (R = C, K = H·W; s [B, C], t [B, H·W]
-    contiguous, in ACC). Minimum bytes: x read + y written + s and t read.
+    """y[b, c, p] = x · gate_c(s[b, c]) · gate_s(t[b, p]), t = a · u[b, p] + c  (R = C, K = H·W;
+    s [B, C], u [B, H·W] contiguous, in ACC; affine = (a, c, …)). Minimum bytes: x read + y
+    written + s and u read.
     Grid: elementwise_grid — one program per (b, row block, column block)."""
     b, offs_r, offs_k = elementwise_tile(R, K, BLOCK_R, BLOCK_K)
     mask_r = offs_r < R
@@ -119,7 +181,8 @@ def doubly_gated_scale_fwd(
     r64 = offs_r.to(tl.int64)
     k64 = offs_k.to(tl.int64)[None, :]
     g_c = gate_value(tl.load(s_ptr + b * R + r64, mask=mask_r, other=0.0), GATE_C)
-    g_s = gate_value(tl.load(t_ptr + b * K + offs_k, mask=mask_k, other=0.0), GATE_S)
+    t = tl.load(u_ptr + b * K + offs_k, mask=mask_k, other=0.0) * tl.load(affine_ptr) + tl.load(affine_ptr + 1)
+    g_s = gate_value(t, GATE_S)
     x = tl.load(x_ptr + b * sxb + r64[:, None] * sxr + k64 * sxk, mask=mask, other=0.0).to(ACC)
     # z = x · g_c rounded to x's dtype, as in gated_spatial_pool_fwd and in eager
     z = to_output(x * g_c[:, None], x_ptr).to(ACC)

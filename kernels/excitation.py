@@ -175,6 +175,36 @@ def last_of_sample(counter_ptr, b, n_programs):
 
 
 @triton.jit
+def block_output_grad(
+    grad_y_ptr, y_ptr, sp_ptr, x_ptr, gy_offs, y_offs, x, g, b, offs_k, mask, K,
+    ACT_OUT: tl.constexpr, ACC: tl.constexpr,
+):
+    """d, the gradient at the excitation's output x · gate(s) for a [BLOCK_R, BLOCK_K] tile (R = C,
+    K = H×W; x in ACC, g = gate(s) per row):
+
+      ACT_OUT = "relu" / "identity": the epilogue's (gated_scale.epilogue_grad)
+      ACT_OUT = "spatial" (CBAM, the spatial half after it): with z = x · g rounded as the forward
+        and the per-pixel sp [B, 4, K] of kernels/cbam_spatial_bwd.py,
+        d = grad_y · sp[0] + sp[1] + [z == sp[3]] · sp[2]   (NaN over a pixel whose max is NaN)
+    """
+    if ACT_OUT == "spatial":
+        dy = tl.load(grad_y_ptr + gy_offs, mask=mask, other=0.0).to(ACC)
+        z = to_output(x * g[:, None], x_ptr).to(ACC)
+        mask_k = offs_k < K
+        base = sp_ptr + b * 4 * K + offs_k
+        g_s = tl.load(base, mask=mask_k, other=0.0)
+        g_mean = tl.load(base + K, mask=mask_k, other=0.0)
+        share = tl.load(base + 2 * K, mask=mask_k, other=0.0)
+        z_max = tl.load(base + 3 * K, mask=mask_k, other=0.0)
+        max_term = tl.where(z == z_max[None, :], share[None, :], 0.0)
+        max_term = tl.where((z_max != z_max)[None, :], float("nan"), max_term)
+        d = dy * g_s[None, :] + g_mean[None, :] + max_term
+    else:
+        d = epilogue_grad(grad_y_ptr, y_ptr, gy_offs, y_offs, mask, ACT_OUT, ACC)
+    return d
+
+
+@triton.jit
 def squeeze_excite_fwd(
     x_ptr, mean_ptr, max_ptr, count_ptr, counter_ptr,
     w1_ptr, b1_ptr, w2_ptr, b2_ptr, s_ptr,
@@ -295,7 +325,7 @@ def sample_pool_grads(
 
 @triton.jit
 def excitation_bwd_reduce(
-    grad_y_ptr, x_ptr, y_ptr, s_ptr, grad_s_ptr, counter_ptr,
+    grad_y_ptr, x_ptr, y_ptr, sp_ptr, s_ptr, grad_s_ptr, counter_ptr,
     mean_ptr, max_ptr, count_ptr, w1_ptr, b1_ptr, w2_ptr,
     hidden_ptr, grad_h_ptr, grad_mean_ptr, grad_max_ptr,
     R, K, RD,
@@ -311,13 +341,14 @@ def excitation_bwd_reduce(
 ):
     """Backward, first launch (R = C, K = H×W): one pass over grad_y and x, then the MLP backward.
 
-      d[b, c, k]    = grad_y · [not y ≤ 0] (ACT_OUT = "relu"; d = grad_y for identity)
+      d[b, c, k]    = grad_y · [not y ≤ 0] (ACT_OUT = "relu"; d = grad_y for identity; CBAM's
+                      "spatial": :func:`block_output_grad`)
       grad_s[b, c]  = gate'(s[b, c]) · Σ_k d · x                       fixed order, ACC
       mean, max, count [B, C] of x recomputed in the same pass (the forward does not save them)
       per sample, by its last program: :func:`sample_pool_grads` → grad_mean, grad_max [B, C]
       (and hidden, grad_h [B, RD] for the weight gradients)
 
-    Minimum bytes: grad_y and x read (+ y for relu) + the per-sample vectors (s read; grad_s,
+    Minimum bytes: grad_y and x read (+ y for relu; + sp [B, 4, K] for "spatial") + the per-sample vectors (s read; grad_s,
     mean, grad_mean written, + max, count, grad_max with max pooling; hidden, grad_h written).
     Grid: rows_grid — one program per (b, BLOCK_R channels) looping over K.
     """
@@ -326,18 +357,19 @@ def excitation_bwd_reduce(
     r64 = offs_r.to(tl.int64)
     rows = r64[:, None]
     want_max: tl.constexpr = POOL != "mean"
+    s = tl.load(s_ptr + b * R + r64, mask=mask_r, other=0.0)
+    g = gate_value(s, GATE)
     acc = tl.zeros([BLOCK_R], dtype=ACC)
     total, run_max, run_count, has_nan = pool_start(BLOCK_R, ACC)
     for start in range(0, K, BLOCK_K):
         offs_k = start + tl.arange(0, BLOCK_K)
         mask = mask_r[:, None] & (offs_k < K)[None, :]
         k64 = offs_k.to(tl.int64)[None, :]
-        d = epilogue_grad(grad_y_ptr, y_ptr, b * sgyb + rows * sgyr + k64 * sgyk, b * syb + rows * syr + k64 * syk,
-                          mask, ACT_OUT, ACC)
         x = tl.load(x_ptr + b * sxb + rows * sxr + k64 * sxk, mask=mask, other=0.0).to(ACC)
+        d = block_output_grad(grad_y_ptr, y_ptr, sp_ptr, x_ptr, b * sgyb + rows * sgyr + k64 * sgyk,
+                              b * syb + rows * syr + k64 * syk, x, g, b, offs_k, mask, K, ACT_OUT, ACC)
         acc += tl.sum(d * x, axis=1)
         total, run_max, run_count, has_nan = pool_tile(x, mask, total, run_max, run_count, has_nan, True, want_max)
-    s = tl.load(s_ptr + b * R + r64, mask=mask_r, other=0.0)
     tl.store(grad_s_ptr + b * R + r64, gate_backward(s, acc, GATE), mask=mask_r)
     tl.store(mean_ptr + b * R + r64, total / K, mask=mask_r)
     if want_max:
@@ -425,7 +457,7 @@ def weight_grads(
 
 @triton.jit
 def excitation_bwd_apply(
-    grad_y_ptr, x_ptr, y_ptr, s_ptr, grad_x_ptr, grad_res_ptr,
+    grad_y_ptr, x_ptr, y_ptr, sp_ptr, s_ptr, grad_x_ptr, grad_res_ptr,
     grad_mean_ptr, grad_max_ptr, max_ptr, count_ptr,
     grad_s_ptr, mean_ptr, hidden_ptr, grad_h_ptr,
     gw1_ptr, gb1_ptr, gw2_ptr, gb2_ptr,
@@ -444,14 +476,14 @@ def excitation_bwd_apply(
 ):
     """Backward, second launch: grad_x (and grad_residual) elementwise, and the weight gradients.
 
-      d             = grad_y · [not y ≤ 0] (relu) or grad_y
+      d             = grad_y · [not y ≤ 0] (relu), grad_y, or CBAM's (:func:`block_output_grad`)
       grad_x        = d · gate(s[b, c]) + grad_mean[b, c] / K + [x == max] · grad_max[b, c] / count
       grad_residual = d                                              (WRITE_GRAD_RES)
 
     Programs [0, B·⌈R/BLOCK_R⌉·⌈K/BLOCK_K⌉) each own one tile of grad_x (elementwise_grid order);
     the programs after them compute the weight gradients (:func:`weight_grads`).
     Minimum bytes: grad_y read, grad_x written (+ y read and grad_residual written for relu, + x
-    read with max pooling) + the per-sample vectors read; the weight gradients, written once, are
+    read with max pooling or "spatial", + sp for "spatial") + the per-sample vectors read; the weight gradients, written once, are
     counted with the parameters per block (perf/bytes_model.py).
     """
     n_tiles = B * tl.cdiv(R, BLOCK_R) * tl.cdiv(K, BLOCK_K)
@@ -463,22 +495,23 @@ def excitation_bwd_apply(
         r64 = offs_r.to(tl.int64)
         rows = r64[:, None]
         k64 = offs_k.to(tl.int64)[None, :]
-        d = epilogue_grad(grad_y_ptr, y_ptr, b * sgyb + rows * sgyr + k64 * sgyk, b * syb + rows * syr + k64 * syk,
-                          mask, ACT_OUT, ACC)
-        if WRITE_GRAD_RES:
-            tl.store(grad_res_ptr + b * sgrb + rows * sgrr + k64 * sgrk, to_output(d, grad_res_ptr), mask=mask)
         g = gate_value(tl.load(s_ptr + b * R + r64, mask=mask_r, other=0.0), GATE)
         has_max: tl.constexpr = POOL != "mean"
+        x = tl.zeros([BLOCK_R, BLOCK_K], dtype=ACC)
+        if has_max or ACT_OUT == "spatial":
+            x = tl.load(x_ptr + b * sxb + rows * sxr + k64 * sxk, mask=mask, other=0.0).to(ACC)
+        d = block_output_grad(grad_y_ptr, y_ptr, sp_ptr, x_ptr, b * sgyb + rows * sgyr + k64 * sgyk,
+                              b * syb + rows * syr + k64 * syk, x, g, b, offs_k, mask, K, ACT_OUT, ACC)
+        if WRITE_GRAD_RES:
+            tl.store(grad_res_ptr + b * sgrb + rows * sgrr + k64 * sgrk, to_output(d, grad_res_ptr), mask=mask)
         g_mean = tl.load(grad_mean_ptr + b * R + r64, mask=mask_r, other=0.0)
         g_max = g_mean
         m = g_mean
         n = g_mean
-        x = d
         if has_max:
             g_max = tl.load(grad_max_ptr + b * R + r64, mask=mask_r, other=0.0)
             m = tl.load(max_ptr + b * R + r64, mask=mask_r, other=0.0)
             n = tl.load(count_ptr + b * R + r64, mask=mask_r, other=1).to(ACC)
-            x = tl.load(x_ptr + b * sxb + rows * sxr + k64 * sxk, mask=mask, other=0.0).to(ACC)
         grad_x = add_pool_grad(d * g[:, None], x, g_mean, g_max, m, n, K, True, has_max)
         tl.store(grad_x_ptr + b * sgxb + rows * sgxr + k64 * sgxk, to_output(grad_x, grad_x_ptr), mask=mask)
     else:

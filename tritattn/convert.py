@@ -56,12 +56,13 @@ def pipeline_as(module: nn.Module, twin: type[nn.Module]) -> str:
     if issubclass(twin, modules.SpatialScaling):
         return "per-op: spatial pool, conv, spatial scale"
     if issubclass(twin, modules.CbamPipeline):
-        refusal = twin.inference_refusal(module)
-        inference = "3-kernel pipeline" if refusal is None else f"as in training ({refusal})"
+        refusal = twin.refusal(module)
+        if refusal is None:
+            return "block pipeline (3 kernels forward, 4 backward)"
         parts = [(name, child, type(child) if type(child) in _FAST_CLASSES else _twin_of(type(child)))
                  for name, child in module.named_children()]
-        training = "; ".join(f"{name} {pipeline_as(child, t)}" for name, child, t in parts if t is not None)
-        return f"inference {inference}; training: {training}"
+        return f"per part ({refusal}): " + "; ".join(
+            f"{name} {pipeline_as(child, t)}" for name, child, t in parts if t is not None)
     return ""
 
 

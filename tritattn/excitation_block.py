@@ -214,6 +214,22 @@ def excitation_block_backward(
         for g in out[2:]:
             g.zero_()
         return out
+    channel_backward(grad_y, x, y, s, (w1, b1, w2, b2), pool, mlp, act, gate, act_out,
+                     grad_x, _optional(grad_res), (gw1, gb1, gw2, gb2))
+    return out
+
+
+def channel_backward(
+    grad_y: Tensor, x: Tensor, y: Optional[Tensor], s: Tensor, weights: tuple, pool: str, mlp: str, act: str,
+    gate: str, act_out: str, grad_x: Tensor, grad_res: Optional[Tensor], grads: tuple, sp: Optional[Tensor] = None,
+) -> None:
+    """The excitation's backward kernels (launch.excitation_bwd) with their [B, C] workspaces:
+    ``weights`` = (w1, b1, w2, b2) and ``grads`` their gradients (empty where absent); ``sp``: the
+    spatial half's per-pixel terms for CBAM (act_out "spatial")."""
+    from . import launch
+
+    B, C = x.shape[:2]
+    w1, b1, w2, b2 = weights
     spec, RD = pipeline_spec(pool, mlp, act, w1, C)
     acc = acc_dtype(x)
     with_max = pool != "mean"
@@ -227,10 +243,9 @@ def excitation_block_backward(
     )
     launch.excitation_bwd(
         grad_y, x, y, s, mean, maximum, count, w1, b1, w2, b2, spec, RD,
-        gate, act_out, work, counters(x.device, B), grad_x, _optional(grad_res),
-        dict(w1=_optional(gw1), b1=_optional(gb1), w2=_optional(gw2), b2=_optional(gb2)),
+        gate, act_out, work, counters(x.device, B), grad_x, grad_res,
+        dict(zip(("w1", "b1", "w2", "b2"), (_optional(g) for g in grads))), sp,
     )
-    return out
 
 
 @excitation_block_backward.register_fake

@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .kernels import cbam_spatial, excitation, gated_scale, mean_max, tiling
+from .kernels import cbam_spatial, cbam_spatial_bwd, excitation, gated_scale, mean_max, tiling
 from .layout import Axis, plane_strides, vector_strides
 from .tuning import Problem, Tuner
 
@@ -33,6 +33,9 @@ GATED_SPATIAL_POOL_FWD = Tuner(
     "gated_spatial_pool_fwd", cbam_spatial.gated_spatial_pool_fwd, cbam_spatial.GATED_SPATIAL_POOL_FWD_CONFIGS, num_stages=3)
 DOUBLY_GATED_SCALE_FWD = Tuner(
     "doubly_gated_scale_fwd", cbam_spatial.doubly_gated_scale_fwd, cbam_spatial.DOUBLY_GATED_SCALE_FWD_CONFIGS, num_stages=1)
+CBAM_SPATIAL_BWD_REDUCE = Tuner(
+    "cbam_spatial_bwd_reduce", cbam_spatial_bwd.cbam_spatial_bwd_reduce,
+    cbam_spatial_bwd.CBAM_SPATIAL_BWD_REDUCE_CONFIGS, num_stages=3)
 EXCITATION_BWD_APPLY = Tuner(
     "excitation_bwd_apply", excitation.excitation_bwd_apply, excitation.EXCITATION_BWD_APPLY_CONFIGS, num_stages=1)
 
@@ -180,11 +183,14 @@ def excitation_bwd(
     w1, b1, w2, b2, spec: dict, RD: int, gate: str, act_out: str,
     work: dict[str, torch.Tensor], counter: torch.Tensor,
     grad_x: torch.Tensor, grad_res: torch.Tensor | None, grads: dict[str, torch.Tensor | None],
+    sp: torch.Tensor | None = None,
 ) -> None:
     """The block's backward in two launches: excitation_bwd_reduce (Σ_k dy·x and the pooled
     vectors into ``mean`` / ``maximum`` / ``count``, then the MLP backward per sample into
     ``work``), then excitation_bwd_apply (grad_x, grad_residual and the
-    weight gradients ``grads`` "w1", "b1", "w2", "b2")."""
+    weight gradients ``grads`` "w1", "b1", "w2", "b2"). With act_out "spatial" (CBAM), grad_y is
+    the gradient of the block's output after the spatial half, and ``sp`` [B, 4, H·W] that
+    half's per-pixel terms (kernels/cbam_spatial_bwd.py)."""
     xs = plane_strides(x, "channel")
     gys = plane_strides(grad_y, "channel")
     ys = plane_strides(y, "channel") if y is not None else (0, 0, 0)
@@ -194,7 +200,7 @@ def excitation_bwd(
     with _device_guard(x):
         EXCITATION_BWD_REDUCE.launch(
             p, _rows_grid(p),
-            (grad_y, x, y, s, work["grad_s"], counter, mean, maximum, count, w1, b1, w2,
+            (grad_y, x, y, sp, s, work["grad_s"], counter, mean, maximum, count, w1, b1, w2,
              work["hidden"], work["grad_h"], work["grad_mean"], work["grad_max"],
              p.R, p.K, RD, *gys, *xs, *ys, *_strides2(w1), *_strides2(w2)),
             dict(flags, ACT=spec["act"], GATE=gate, ACT_OUT=act_out, HAS_B1=b1 is not None, ACC=acc), x.device,
@@ -205,7 +211,7 @@ def excitation_bwd(
         grs = plane_strides(grad_res, "channel") if grad_res is not None else (0, 0, 0)
         EXCITATION_BWD_APPLY.launch(
             pa, lambda META: (_elementwise_grid(pa)(META)[0] + n_weight_programs,),
-            (grad_y, x, y, s, grad_x, grad_res, work["grad_mean"], work["grad_max"], maximum, count,
+            (grad_y, x, y, sp, s, grad_x, grad_res, work["grad_mean"], work["grad_max"], maximum, count,
              work["grad_s"], mean, work["hidden"], work["grad_h"],
              grads["w1"], grads["b1"], grads["w2"], grads["b2"],
              pa.B, pa.R, pa.K, RD, *gys, *xs, *ys, *plane_strides(grad_x, "channel"), *grs,
@@ -223,18 +229,21 @@ def weight_programs(spec: dict, C: int, RD: int, has_b2: bool) -> int:
     return spec["taps"] + has_b2
 
 
-# --- CBAM's spatial half in inference (kernels/cbam_spatial.py) --------------------------------
+# --- CBAM's spatial half (kernels/cbam_spatial.py, kernels/cbam_spatial_bwd.py) ----------------
 
-#: pixels per step of the per-sample k×k conv
+#: pixels per step of the per-sample k×k conv and of the per-sample sums over H·W
 CONV_BLOCK_P = 256
+#: pixels per program of spatial_conv_bwd (a [B, H·W]-map kernel: one fixed tile, not tuned)
+SPATIAL_CONV_BWD_BLOCK_P = 256
 
 
-def cbam_spatial_eval(
+def cbam_spatial_forward(
     x: torch.Tensor, s: torch.Tensor, gate_c: str, gate_s: str, conv_w: torch.Tensor, bn: tuple, bn_eps: float,
-    d: torch.Tensor, t: torch.Tensor, counter: torch.Tensor, y: torch.Tensor,
+    batch_stats: bool, d: torch.Tensor, u: torch.Tensor, stats: torch.Tensor, affine: torch.Tensor, counter: torch.Tensor, y: torch.Tensor,
 ) -> None:
-    """CBAM's spatial half on z = x · gate_c(s): the descriptor d and t = bn(conv(d)) in one launch,
-    then y = z · gate_s(t) in a second. ``bn`` = (weight, bias, running mean, running var)."""
+    """CBAM's spatial half on z = x · gate_c(s): the descriptor d, u = conv(d) and the BatchNorm's
+    affine in one launch, then y = z · gate_s(a · u + c) in a second. ``bn`` = (weight, bias,
+    running mean, running var); ``counter`` holds B + 1 slots."""
     B, C, H, W = x.shape
     xs_spatial = plane_strides(x, "spatial")
     D, KS = conv_w.shape[1], conv_w.shape[2]
@@ -242,12 +251,52 @@ def cbam_spatial_eval(
     acc = _acc_dtype(x)
     with _device_guard(x):
         GATED_SPATIAL_POOL_FWD.launch(
-            p, _rows_grid(p), (x, s, d, t, counter, conv_w, *bn, p.R, p.K, H, W, bn_eps, *xs_spatial),
-            dict(GATE=gate_c, D=D, KS=KS, ACC=acc, CONV_BLOCK_P=CONV_BLOCK_P), x.device,
+            p, _rows_grid(p),
+            (x, s, d, u, stats, affine, counter, conv_w, *bn, B, p.R, p.K, H, W, bn_eps, *xs_spatial),
+            dict(GATE=gate_c, D=D, KS=KS, BATCH_STATS=batch_stats, ACC=acc, CONV_BLOCK_P=CONV_BLOCK_P), x.device,
         )
         xs = plane_strides(x, "channel")
         pc = _problem(x, "channel", xs, GATE_C=gate_c, GATE_S=gate_s)
         DOUBLY_GATED_SCALE_FWD.launch(
-            pc, _elementwise_grid(pc), (x, s, t, y, pc.R, pc.K, *xs, *plane_strides(y, "channel")),
+            pc, _elementwise_grid(pc), (x, s, u, affine, y, pc.R, pc.K, *xs, *plane_strides(y, "channel")),
             dict(GATE_C=gate_c, GATE_S=gate_s, ACC=acc), x.device,
         )
+
+
+def cbam_spatial_backward(
+    grad_y: torch.Tensor, x: torch.Tensor, s: torch.Tensor, u: torch.Tensor, affine: torch.Tensor,
+    gate_c: str, gate_s: str, conv_w: torch.Tensor, batch_stats: bool, work: dict[str, torch.Tensor],
+    counter: torch.Tensor, grad_conv_w: torch.Tensor, grad_bn_weight: torch.Tensor, grad_bn_bias: torch.Tensor,
+) -> None:
+    """CBAM's spatial half backward in two launches (kernels/cbam_spatial_bwd.py): grad_t and the
+    BatchNorm's gradients, then grad_u, grad_d and the conv's gradient; leaves ``work["sp"]`` for
+    the channel branch's backward (:func:`excitation_bwd` with act_out "spatial")."""
+    B, C, H, W = x.shape
+    D, KS = conv_w.shape[1], conv_w.shape[2]
+    xs = plane_strides(x, "spatial")
+    p = _problem(x, "spatial", xs, GATE_C=gate_c, GATE_S=gate_s, D=D)
+    acc = _acc_dtype(x)
+    with _device_guard(x):
+        CBAM_SPATIAL_BWD_REDUCE.launch(
+            p, _rows_grid(p),
+            (grad_y, x, s, u, affine, work["grad_t"], work["d"], work["sp"], work["ties"], work["part"], work["sums"],
+             counter, grad_bn_weight, grad_bn_bias, B, p.R, p.K, *plane_strides(grad_y, "spatial"), *xs),
+            dict(GATE_C=gate_c, GATE_S=gate_s, D=D, ACC=acc, SUM_BLOCK_P=CONV_BLOCK_P), x.device,
+        )
+        programs = spatial_conv_bwd_programs(B, H * W)
+        cbam_spatial_bwd.spatial_conv_bwd[(programs,)](
+            work["grad_t"], u, work["d"], affine, work["sums"], conv_w, work["sp"], work["ties"], work["wpart"],
+            counter, grad_conv_w, C, H, W, B * H * W,
+            D=D, KS=KS, BATCH_STATS=batch_stats, ACC=acc, BLOCK_P=SPATIAL_CONV_BWD_BLOCK_P,
+            BLOCK_T=conv_taps_block(D, KS), num_warps=4, num_stages=1,
+        )
+
+
+def spatial_conv_bwd_programs(B: int, P: int) -> int:
+    """spatial_conv_bwd's grid: one program per (b, SPATIAL_CONV_BWD_BLOCK_P pixels)."""
+    return B * triton.cdiv(P, SPATIAL_CONV_BWD_BLOCK_P)
+
+
+def conv_taps_block(D: int, KS: int) -> int:
+    """BLOCK_T of spatial_conv_bwd: the conv's D·KS·KS weights, padded to a power of two."""
+    return triton.next_power_of_2(D * KS * KS)

@@ -280,19 +280,20 @@ def _plain_batchnorm(bn: nn.Module) -> bool:
 
 
 class CbamPipeline:
-    """The forward shared by CBAM and light CBAM: in inference, one pipeline of 3 kernels
-    (:mod:`tritattn.cbam_block`); otherwise the channel part, then the spatial part."""
+    """The forward shared by CBAM and light CBAM: one pipeline of 3 kernels forward and 4 backward
+    (:mod:`tritattn.cbam_block`), in training as in inference; otherwise the channel part, then
+    the spatial part."""
 
     #: the fast class of the channel part
     channel_twin: type[ChannelAttn]
 
-    def eval_refusal(self) -> str | None:
-        """Why this CBAM cannot take the 3-kernel inference pipeline even in eval, or None."""
-        return self.inference_refusal(self)
+    def pipeline_refusal(self) -> str | None:
+        """Why this CBAM cannot take the pipeline (and runs its two parts), or None."""
+        return self.refusal(self)
 
     @classmethod
-    def inference_refusal(cls, module: nn.Module) -> str | None:
-        """:meth:`eval_refusal` of ``module``, this class or its timm peer (convert asks before
+    def refusal(cls, module: nn.Module) -> str | None:
+        """:meth:`pipeline_refusal` of ``module``, this class or its timm peer (convert asks before
         re-classing): reads only the parts twin and peer share."""
         channel_refusal = cls.channel_twin.block_refusal(module.channel)
         if channel_refusal is not None:
@@ -311,33 +312,43 @@ class CbamPipeline:
             return f"the spatial norm {type(bn).__name__} is not a plain BatchNorm2d"
         if not bn.affine or bn.running_mean is None:
             return "the spatial BatchNorm keeps no running statistics"
+        if bn.momentum is None:
+            return "the spatial BatchNorm keeps a cumulative average (momentum=None)"
         return None
 
-    def uses_eval_pipeline(self, x: Tensor) -> bool:
-        """Whether ``self(x)`` runs as the 3-kernel pipeline: inference (no gradient wanted, the
-        BatchNorm in eval), Triton kernels for x, nothing refused, the pipelines switched on."""
-        wants_grad = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
-        return (excitation_block.runs_for(x) and not wants_grad and not self.spatial.conv.bn.training
-                and self.eval_refusal() is None)
+    def uses_pipeline(self, x: Tensor) -> bool:
+        """Whether ``self(x)`` runs as the pipeline: Triton kernels for x, nothing refused, the
+        pipelines switched on."""
+        return excitation_block.runs_for(x) and self.pipeline_refusal() is None
 
     def forward(self, x: Tensor) -> Tensor:
         check_feature_map(x)
-        if not self.uses_eval_pipeline(x):
+        if not self.uses_pipeline(x):
             return self.spatial(self.channel(x))
         check_channels(x, self.channel.fc1.in_channels, type(self).__name__)
         spec = self.channel.block_spec()
         bn = self.spatial.conv.bn
-        return cbam_block.cbam_eval(
+        if bn.training:  # as nn.BatchNorm2d: count the batch, refuse a single value
+            B, _, H, W = x.shape
+            if B * H * W == 1:
+                raise ValueError(f"Expected more than 1 value per channel when training, got input size "
+                                 f"{torch.Size((B, 1, H, W))}")
+            if bn.num_batches_tracked is not None:
+                bn.num_batches_tracked.add_(1)
+        y, _, _, affine = cbam_block.cbam_block(
             x, spec.w1, spec.b1, spec.w2, spec.b2, spec.pool, spec.act, self.channel.kernel_gate_name(),
-            self.spatial.conv.conv.weight, bn.weight, bn.bias, bn.running_mean, bn.running_var, bn.eps,
+            self.spatial.conv.conv.weight, bn.weight, bn.bias, bn.running_mean, bn.running_var, bn.eps, bn.training,
             kernel_for_gate(self.spatial.gate),
         )
+        if bn.training:
+            cbam_block.update_running_stats(bn.running_mean, bn.running_var, affine, bn.momentum)
+        return y
 
 
 class CbamModule(CbamPipeline, reference.CbamModule):
     """CBAM on tritattn's kernels: the reference :class:`~tritattn.reference.CbamModule` with fast
-    :class:`ChannelAttn` and :class:`SpatialAttn` parts (same parameters, same keys), and the
-    3-kernel pipeline in inference."""
+    :class:`ChannelAttn` and :class:`SpatialAttn` parts (same parameters, same keys), run as one
+    pipeline."""
 
     channel_twin = ChannelAttn
 
@@ -350,7 +361,7 @@ class CbamModule(CbamPipeline, reference.CbamModule):
 
 class LightCbamModule(CbamPipeline, reference.LightCbamModule):
     """Light CBAM on tritattn's kernels: fast :class:`LightChannelAttn` and :class:`LightSpatialAttn`,
-    and the 3-kernel pipeline in inference."""
+    run as one pipeline."""
 
     channel_twin = LightChannelAttn
 
