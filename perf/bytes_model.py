@@ -8,7 +8,7 @@ kernels see x: R = C, K = H×W for the channel ops; R = H×W, K = C for CBAM's s
 ``s``, of ``s_itemsize``, and the int32 tie counts); the block pipeline's per-sample vectors are
 in the accumulator dtype (``acc``: 4, or 8 for float64 x), and its weights are not counted per
 kernel. :func:`op_kernels` maps one call of a tritattn custom op to the kernels it launches (one
-for the per-op ops, two for the block pipeline's); a block's minimum is the sum over those
+for the per-op ops, two to four for the block pipelines'); a block's minimum is the sum over those
 kernels plus its parameters (read once; in a training step also their gradients written once),
 :func:`block_min_bytes`. The same minimum is
 the denominator for tritattn, eager and torch.compile: it is the work, not an implementation.
@@ -80,25 +80,29 @@ def excitation_bwd_reduce_planes(relu: bool) -> int:
 
 
 def excitation_bwd_reduce(B: int, C: int, K: int, RD: int, itemsize: int, acc: int, relu: bool, with_max: bool,
-                          hidden_vectors: int) -> int:
+                          hidden_vectors: int, spatial: bool = False) -> int:
     """grad_y and x read (+ y for relu); s read, grad_s, mean, grad_mean written (+ max, its int32
     tie count and grad_max written); ``hidden_vectors`` [B, RD] vectors written (hidden and
-    grad_h: 2, 3 for CBAM's two branches, 0 without a hidden layer)."""
-    vectors = B * C * (4 * acc + (2 * acc + INT32) * with_max)
+    grad_h: 2, 3 for CBAM's two branches, 0 without a hidden layer); CBAM's per-pixel sp
+    [B, 4, K] read (``spatial``)."""
+    vectors = B * C * (4 * acc + (2 * acc + INT32) * with_max) + 4 * B * K * acc * spatial
     return excitation_bwd_reduce_planes(relu) * B * C * K * itemsize + vectors + B * RD * acc * hidden_vectors
 
 
-def excitation_bwd_apply_planes(relu: bool, write_grad_res: bool, with_max: bool) -> int:
-    """grad_y read, grad_x written (+ y read for relu, + grad_residual written, + x read with max pooling)."""
-    return 2 + relu + write_grad_res + with_max
+def excitation_bwd_apply_planes(relu: bool, write_grad_res: bool, with_max: bool, spatial: bool = False) -> int:
+    """grad_y read, grad_x written (+ y read for relu, + grad_residual written, + x read with max
+    pooling or CBAM's spatial half)."""
+    return 2 + relu + write_grad_res + (with_max or spatial)
 
 
 def excitation_bwd_apply(B: int, C: int, K: int, RD: int, itemsize: int, acc: int, relu: bool, write_grad_res: bool,
-                         with_max: bool, hidden_vectors: int) -> int:
+                         with_max: bool, hidden_vectors: int, spatial: bool = False) -> int:
     """grad_y read, grad_x written (+ y read for relu, + grad_residual written, + x read with max
-    pooling); s, grad_mean, grad_s, mean read (+ max, grad_max, count); the hidden vectors read."""
-    planes = excitation_bwd_apply_planes(relu, write_grad_res, with_max) * B * C * K * itemsize
-    return planes + B * C * (4 * acc + (2 * acc + INT32) * with_max) + B * RD * acc * hidden_vectors
+    pooling or ``spatial``); s, grad_mean, grad_s, mean read (+ max, grad_max, count); the hidden
+    vectors read; CBAM's per-pixel sp [B, 4, K] read (``spatial``)."""
+    planes = excitation_bwd_apply_planes(relu, write_grad_res, with_max, spatial) * B * C * K * itemsize
+    vectors = B * C * (4 * acc + (2 * acc + INT32) * with_max) + 4 * B * K * acc * spatial
+    return planes + vectors + B * RD * acc * hidden_vectors
 
 
 def gated_spatial_pool_fwd_planes() -> int:
@@ -107,7 +111,7 @@ def gated_spatial_pool_fwd_planes() -> int:
 
 
 def gated_spatial_pool_fwd(B: int, C: int, P: int, D: int, itemsize: int, acc: int) -> int:
-    """x read, s [B, C] read; the descriptor d [B, D, P] and the logits t [B, P] written (ACC)."""
+    """x read, s [B, C] read; the descriptor d [B, D, P] and the conv output u [B, P] written (ACC)."""
     return gated_spatial_pool_fwd_planes() * B * C * P * itemsize + B * C * acc + B * P * (D + 1) * acc
 
 
@@ -117,8 +121,24 @@ def doubly_gated_scale_fwd_planes() -> int:
 
 
 def doubly_gated_scale_fwd(B: int, C: int, P: int, itemsize: int, acc: int) -> int:
-    """x read, y written; s [B, C] and t [B, P] read (ACC)."""
+    """x read, y written; s [B, C] and u [B, P] read (ACC)."""
     return doubly_gated_scale_fwd_planes() * B * C * P * itemsize + B * (C + P) * acc
+
+
+def cbam_spatial_bwd_reduce_planes() -> int:
+    """grad_y and x read."""
+    return 2
+
+
+def cbam_spatial_bwd_reduce(B: int, C: int, P: int, D: int, itemsize: int, acc: int) -> int:
+    """grad_y and x read; s [B, C] and u [B, P] read; grad_t, d [B, D, P], sp's gate and max rows
+    written (ACC) and the int32 ties."""
+    return cbam_spatial_bwd_reduce_planes() * B * C * P * itemsize + B * C * acc + B * P * ((D + 4) * acc + INT32)
+
+
+def spatial_conv_bwd(B: int, P: int, D: int, acc: int) -> int:
+    """[B, P] maps only: grad_t, u, d [B, D, P] (ACC) and the int32 ties read; sp's two gradient rows written."""
+    return B * P * ((D + 4) * acc + INT32)
 
 
 def hidden_vectors(mlp: str, pool: str) -> int:
@@ -168,22 +188,32 @@ def _block_traffic(op: str, a: dict[str, Any]) -> list[KernelTraffic]:
                           excitation_bwd_apply_planes(relu, wgr, with_max))]
 
 
-def _cbam_eval_traffic(a: dict[str, Any]) -> list[KernelTraffic]:
+def _cbam_traffic(op: str, a: dict[str, Any]) -> list[KernelTraffic]:
     B, C, P, size = _channel(a["x"])
-    acc = _acc_size(a["x"])
-    return [KernelTraffic("squeeze_excite_fwd", squeeze_excite_fwd(B, C, P, size, acc, True), squeeze_excite_fwd_planes()),
-            KernelTraffic("gated_spatial_pool_fwd", gated_spatial_pool_fwd(B, C, P, a["conv_w"].shape[1], size, acc),
-                          gated_spatial_pool_fwd_planes()),
-            KernelTraffic("doubly_gated_scale_fwd", doubly_gated_scale_fwd(B, C, P, size, acc),
-                          doubly_gated_scale_fwd_planes())]
+    acc, D = _acc_size(a["x"]), a["conv_w"].shape[1]
+    if op == "cbam_block":
+        return [KernelTraffic("squeeze_excite_fwd", squeeze_excite_fwd(B, C, P, size, acc, True), squeeze_excite_fwd_planes()),
+                KernelTraffic("gated_spatial_pool_fwd", gated_spatial_pool_fwd(B, C, P, D, size, acc),
+                              gated_spatial_pool_fwd_planes()),
+                KernelTraffic("doubly_gated_scale_fwd", doubly_gated_scale_fwd(B, C, P, size, acc),
+                              doubly_gated_scale_fwd_planes())]
+    RD, hidden = a["w1"].shape[0], hidden_vectors("fc_act_fc", a["pool"])
+    return [KernelTraffic("cbam_spatial_bwd_reduce", cbam_spatial_bwd_reduce(B, C, P, D, size, acc),
+                          cbam_spatial_bwd_reduce_planes()),
+            KernelTraffic("spatial_conv_bwd", spatial_conv_bwd(B, P, D, acc), 0),
+            KernelTraffic("excitation_bwd_reduce", excitation_bwd_reduce(B, C, P, RD, size, acc, False, True, hidden, True),
+                          excitation_bwd_reduce_planes(False)),
+            KernelTraffic("excitation_bwd_apply",
+                          excitation_bwd_apply(B, C, P, RD, size, acc, False, False, True, hidden, True),
+                          excitation_bwd_apply_planes(False, False, True, True))]
 
 
 def _op_traffic(op: str, a: dict[str, Any]) -> list[KernelTraffic]:
     """The kernels one call of ``torch.ops.tritattn.<op>`` launches, with arguments ``a`` by name, in launch order."""
     if op in ("excitation_block", "excitation_block_backward"):
         return _block_traffic(op, a)
-    if op == "cbam_eval":
-        return _cbam_eval_traffic(a)
+    if op in ("cbam_block", "cbam_block_backward"):
+        return _cbam_traffic(op, a)
     if op == "squeeze":
         return [KernelTraffic("mean_max_fwd", mean_max_fwd(*_channel(a["x"]), a["want_mean"], a["want_max"]),
                               mean_max_fwd_planes())]

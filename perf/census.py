@@ -13,7 +13,8 @@ autograd once, not the calls inside an operator's implementation):
 - an aten op counts as one kernel launch, except views and metadata ops — ops whose schema
   returns an alias they do not write (view, expand, permute, …) and the ops in :data:`NO_KERNEL`
   (allocation, detach, …);
-- an op whose tensor outputs are all empty launches nothing.
+- an op whose tensor outputs are all empty launches nothing (an in-place op that returns nothing,
+  as ``_foreach_lerp_``: whose written arguments are all empty).
 
 cuDNN convolutions or multi-pass reductions can launch more than one kernel on a GPU, so the
 eager count is a lower bound.
@@ -55,9 +56,22 @@ def _is_view(func: torch._ops.OpOverload) -> bool:
     return any(r.alias_info is not None and not r.alias_info.is_write for r in func._schema.returns)
 
 
-def _launches_kernel(func: torch._ops.OpOverload, out: Any) -> bool:
+def _mutated_args(func: torch._ops.OpOverload, args: tuple, kwargs: dict) -> list[Any]:
+    """The arguments an op writes in place (its schema marks them ``Tensor(a!)``)."""
+    written = {a.name for a in func._schema.arguments if a.alias_info is not None and a.alias_info.is_write}
+    named = dict(zip((a.name for a in func._schema.arguments), args)) | kwargs
+    return [named[name] for name in written if name in named]
+
+
+def _launches_kernel(func: torch._ops.OpOverload, out: Any, args: tuple = (), kwargs: dict | None = None) -> bool:
+    """Whether an op launches a kernel: not a view or an allocation, and some tensor it returns —
+    or, for an in-place op returning nothing (``_foreach_*_``), some tensor it writes — not empty."""
+    if func in NO_KERNEL or _is_view(func):
+        return False
     tensors = [t for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
-    return not (func in NO_KERNEL or _is_view(func)) and any(t.numel() for t in tensors)
+    if not tensors:
+        tensors = [t for t in tree_leaves(_mutated_args(func, args, kwargs or {})) if isinstance(t, torch.Tensor)]
+    return any(t.numel() for t in tensors)
 
 
 class LaunchCensus(TorchDispatchMode):
@@ -81,7 +95,7 @@ class LaunchCensus(TorchDispatchMode):
         if namespace == "tritattn":
             named = {a.name: v for a, v in zip(func._schema.arguments, args)} | kwargs
             self.tritattn_calls.append((func._opname, named))
-        if _launches_kernel(func, out):
+        if _launches_kernel(func, out, args, kwargs):
             if namespace == "tritattn":
                 self.triton += len(op_kernels(func._opname, named))
                 self.passes += op_planes(func._opname, named) if self.plane_numel else 0

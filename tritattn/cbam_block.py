@@ -142,8 +142,6 @@ cbam_block.register_autograd(_backward, setup_context=_setup)
 def update_running_stats(running_mean: Tensor, running_var: Tensor, affine: Tensor, momentum: float) -> None:
     """Move the BatchNorm's running statistics towards the batch's (affine's μ and unbiased σ²)
     as ``nn.BatchNorm2d`` does: r ← r + momentum · (batch - r), one foreach launch."""
-    batch = [affine[2:3], affine[4:5]]
-    if running_mean.dtype != affine.dtype:
-        batch = [t.to(running_mean.dtype) for t in batch]
+    batch = affine[2::2].to(running_mean.dtype).unsqueeze(1)  # [μ, v], one copy if the dtypes differ
     with torch.no_grad():
-        torch._foreach_lerp_([running_mean, running_var], batch, momentum)
+        torch._foreach_lerp_([running_mean, running_var], [batch[0], batch[1]], momentum)

@@ -19,7 +19,7 @@ import triton.language as tl
 
 from .kernels import cbam_spatial, cbam_spatial_bwd, excitation, gated_scale, mean_max, tiling
 from .layout import Axis, plane_strides, vector_strides
-from .tuning import Problem, Tuner
+from .tuning import FixedConfig, Problem, Tuner
 
 # Kernels that loop over K default to 3 pipeline stages; elementwise ones have nothing to pipeline.
 MEAN_MAX_FWD = Tuner("mean_max_fwd", mean_max.mean_max_fwd, mean_max.MEAN_MAX_FWD_CONFIGS, num_stages=3)
@@ -36,6 +36,10 @@ DOUBLY_GATED_SCALE_FWD = Tuner(
 CBAM_SPATIAL_BWD_REDUCE = Tuner(
     "cbam_spatial_bwd_reduce", cbam_spatial_bwd.cbam_spatial_bwd_reduce,
     cbam_spatial_bwd.CBAM_SPATIAL_BWD_REDUCE_CONFIGS, num_stages=3)
+#: spatial_conv_bwd's workspace has a row per program: one fixed tile (SPATIAL_CONV_BWD_BLOCK_P pixels)
+SPATIAL_CONV_BWD_BLOCK_P = 256
+SPATIAL_CONV_BWD = FixedConfig("spatial_conv_bwd", cbam_spatial_bwd.spatial_conv_bwd,
+                               triton.Config({"BLOCK_P": SPATIAL_CONV_BWD_BLOCK_P}, num_warps=4, num_stages=1))
 EXCITATION_BWD_APPLY = Tuner(
     "excitation_bwd_apply", excitation.excitation_bwd_apply, excitation.EXCITATION_BWD_APPLY_CONFIGS, num_stages=1)
 
@@ -233,8 +237,6 @@ def weight_programs(spec: dict, C: int, RD: int, has_b2: bool) -> int:
 
 #: pixels per step of the per-sample k×k conv and of the per-sample sums over H·W
 CONV_BLOCK_P = 256
-#: pixels per program of spatial_conv_bwd (a [B, H·W]-map kernel: one fixed tile, not tuned)
-SPATIAL_CONV_BWD_BLOCK_P = 256
 
 
 def cbam_spatial_forward(
@@ -283,12 +285,12 @@ def cbam_spatial_backward(
              counter, grad_bn_weight, grad_bn_bias, B, p.R, p.K, *plane_strides(grad_y, "spatial"), *xs),
             dict(GATE_C=gate_c, GATE_S=gate_s, D=D, ACC=acc, SUM_BLOCK_P=CONV_BLOCK_P), x.device,
         )
-        programs = spatial_conv_bwd_programs(B, H * W)
-        cbam_spatial_bwd.spatial_conv_bwd[(programs,)](
-            work["grad_t"], u, work["d"], affine, work["sums"], conv_w, work["sp"], work["ties"], work["wpart"],
-            counter, grad_conv_w, C, H, W, B * H * W,
-            D=D, KS=KS, BATCH_STATS=batch_stats, ACC=acc, BLOCK_P=SPATIAL_CONV_BWD_BLOCK_P,
-            BLOCK_T=conv_taps_block(D, KS), num_warps=4, num_stages=1,
+        ps = Problem(B, H * W, 1, rows_contiguous=True, dtype=x.dtype, flags=(("D", D), ("KS", KS)))
+        SPATIAL_CONV_BWD.launch(
+            ps, lambda META: (spatial_conv_bwd_programs(B, H * W),),
+            (work["grad_t"], u, work["d"], affine, work["sums"], conv_w, work["sp"], work["ties"], work["wpart"],
+             counter, grad_conv_w, C, H, W, B * H * W),
+            dict(D=D, KS=KS, BATCH_STATS=batch_stats, ACC=acc, BLOCK_T=conv_taps_block(D, KS)), x.device,
         )
 
 

@@ -361,6 +361,17 @@ class Tuner:
         return candidates[best]
 
 
+class FixedConfig(Tuner):
+    """A kernel launched with one config, never tuned: its tile is part of its algorithm (e.g. a
+    workspace sized by the number of programs). Launched and recorded like a tuned kernel."""
+
+    def __init__(self, name: str, kernel: Any, config: triton.Config) -> None:
+        super().__init__(name, kernel, [config], config.num_stages)
+
+    def _config(self, problem: Problem, grid, args: tuple, constexprs: dict[str, Any], device: torch.device) -> triton.Config:
+        return self.configs[0]
+
+
 def write_shipped_table(device: torch.device, directory: Path = SHIPPED_DIR) -> Path:
     """Write this GPU's tuned configs for the current triton version (this process's and the
     user cache's) to ``directory/<gpu>.json``, the table shipped in the package; returns the path."""
