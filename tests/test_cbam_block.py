@@ -1,8 +1,10 @@
-"""CBAM and light CBAM in inference (``tritattn::cbam_eval``, 3 kernels) against the float64
-reference modules with shared weights and non-trivial BatchNorm statistics: odd C and H×W, batch
-1, both layouts, both gates, 3×3 and 7×7 convs, default and tiny tiles (several programs per
-sample, each feeding the last one's conv); float32 / float16 / bfloat16 no worse than eager; and
-when the pipeline is taken (inference only) and when not.
+"""CBAM and light CBAM as one pipeline (``tritattn::cbam_block``, 3 kernels, and its 4-kernel
+backward) against the float64 reference modules with shared weights and non-trivial BatchNorm
+statistics: in training (batch statistics, running statistics moved, every gradient) and in eval
+(running statistics, with and without autograd); odd C and H×W, batch 1, both layouts, both
+gates, 3×3 and 7×7 convs, maps larger than one conv block, default and tiny tiles (several
+programs per sample, each feeding the last one's conv); float32 / float16 / bfloat16 no worse than
+eager; the refusals, and the error eager gives for a single value per channel.
 """
 import copy
 import sys
@@ -35,28 +37,84 @@ def build_pair(name: str, C: int, dtype: torch.dtype, **kwargs):
     return ref.to(DEVICE, torch.float64).eval(), fast.to(DEVICE, dtype).eval()
 
 
+def training_step(module: nn.Module, x: torch.Tensor, cotangent: torch.Tensor) -> dict[str, torch.Tensor]:
+    """y, grad_x, every parameter's gradient and every buffer after one forward and backward."""
+    x = x.detach().clone().requires_grad_()
+    y = module(x)
+    y.backward(cotangent)
+    out = {"y": y, "grad_x": x.grad}
+    out.update({f"grad {n}": p.grad for n, p in module.named_parameters()})
+    out.update({f"buffer {n}": b for n, b in module.named_buffers()})
+    return out
+
+
+def assert_steps_close(fast: dict, ref: dict, what: str, dtype: torch.dtype = torch.float64) -> None:
+    assert fast.keys() == ref.keys()
+    for key in ref:
+        if key.startswith("buffer") and not ref[key].is_floating_point():
+            assert torch.equal(fast[key].cpu(), ref[key].cpu()), f"{what}: {key}"
+        else:
+            assert_close(fast[key], ref[key], dtype, what=f"{what}: {key}")
+
+
 @pytest.mark.parametrize("name", NAMES)
-@pytest.mark.parametrize("shape, kernel_size", [((2, 37, 5, 3), 7), ((1, 12, 1, 1), 3), ((3, 20, 9, 9), 3)],
-                         ids=["37x5x3-k7", "b1-12x1x1-k3", "20x9x9-k3"])
+@pytest.mark.parametrize("shape, kernel_size", [((2, 37, 5, 3), 7), ((1, 12, 3, 1), 3), ((3, 20, 9, 9), 3)],
+                         ids=["37x5x3-k7", "b1-12x3x1-k3", "20x9x9-k3"])
 @pytest.mark.parametrize("tiles", ["default_tiles", "small_tiles"])
-def test_cbam_inference_matches_float64_reference(name, shape, kernel_size, tiles, channels_last, monkeypatch):
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_cbam_step_matches_float64_reference(name, shape, kernel_size, tiles, mode, channels_last, monkeypatch):
     if tiles == "small_tiles":
         use_small_tiles(monkeypatch)
-    ref, fast = build_pair(name, shape[1], torch.float64, spatial_kernel_size=kernel_size,
-                           gate_layer="hard_sigmoid" if shape[0] == 1 else "sigmoid")
+    gate = "hard_sigmoid" if shape[0] == 1 else "sigmoid"
+    ref, fast = build_pair(name, shape[1], torch.float64, spatial_kernel_size=kernel_size, gate_layer=gate)
+    ref.train(mode == "train"), fast.train(mode == "train")
+    x = make_input(shape, torch.float64, channels_last)
+    cotangent = torch.randn(shape, dtype=torch.float64, device=DEVICE)
+    with census.LaunchCensus() as c:
+        got = training_step(fast, x, cotangent)
+    assert [op for op, _ in c.tritattn_calls] == ["cbam_block", "cbam_block_backward"] and c.triton == 7
+    assert_same_layout(got["y"], x)
+    assert_same_layout(got["grad_x"], x)
+    # torch's CPU hardsigmoid_backward multiplies by 1.0f / 6.0f, a float32 constant, even in
+    # float64: the reference's gradients through that gate are float32-accurate only
+    tolerance = torch.float32 if gate == "hard_sigmoid" and DEVICE == "cpu" else torch.float64
+    assert_steps_close(got, training_step(ref, x, cotangent), f"{name} {mode}", tolerance)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_cbam_step_on_maps_of_several_conv_blocks(name):
+    """17×19 = 323 pixels: the per-sample conv, its statistics and the conv's backward each span
+    two 256-pixel blocks, the second ragged."""
+    ref, fast = build_pair(name, 6, torch.float64, spatial_kernel_size=7)
+    ref.train(), fast.train()
+    x = make_input((2, 6, 17, 19), torch.float64, channels_last=True)
+    cotangent = torch.randn(x.shape, dtype=torch.float64, device=DEVICE)
+    assert_steps_close(training_step(fast, x, cotangent), training_step(ref, x, cotangent), name)
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("shape, kernel_size", [((2, 37, 5, 3), 7), ((1, 12, 1, 1), 3)], ids=["37x5x3-k7", "b1-12x1x1-k3"])
+def test_cbam_inference_matches_float64_reference(name, shape, kernel_size, channels_last):
+    ref, fast = build_pair(name, shape[1], torch.float64, spatial_kernel_size=kernel_size)
     x = make_input(shape, torch.float64, channels_last)
     with torch.no_grad(), census.LaunchCensus() as c:
         y = fast(x)
-    assert [op for op, _ in c.tritattn_calls] == ["cbam_eval"] and c.total == 3
+    assert [op for op, _ in c.tritattn_calls] == ["cbam_block"] and c.total == 3
     assert_same_layout(y, x)
     assert_close(y, ref(x), what=f"{name} inference")
 
 
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
-def test_cbam_inference_is_as_accurate_as_eager(name, dtype):
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_cbam_forward_is_as_accurate_as_eager(name, dtype, mode):
+    """The output, in training (batch statistics) and eval. (Gradients are compared in float64
+    above: in 16 bits the channel max of the rounded x · gate can tie or move between channels,
+    and eager and the float64 reference then send a pixel's gradient to different channels.)"""
     ref, fast = build_pair(name, 24, dtype)
     eager = copy.deepcopy(ref).to(dtype)
+    for m in (ref, fast, eager):
+        m.train(mode == "train")
     x = make_input((2, 24, 6, 5), dtype, channels_last=True)
     with torch.no_grad():
         y, y_eager, y_ref = fast(x), eager(x), ref(x.double())
@@ -64,49 +122,80 @@ def test_cbam_inference_is_as_accurate_as_eager(name, dtype):
     err, eager_err = ((out.double() - y_ref).abs().max().item() for out in (y, y_eager))
     bound = 2 * eager_err + TOLERANCES[dtype][0] * y_ref.abs().max().item()
     assert err <= bound, f"{name} {dtype}: error {err:.3g} > bound {bound:.3g} (eager's {eager_err:.3g})"
+    if mode == "train":
+        for key in ("running_mean", "running_var"):
+            assert_close(getattr(fast.spatial.conv.bn, key).double(), getattr(ref.spatial.conv.bn, key), dtype, key)
 
 
-def test_cbam_takes_the_pipeline_in_inference_only(monkeypatch):
+def test_cbam_step_is_bitwise_repeatable(monkeypatch):
+    use_small_tiles(monkeypatch)  # several programs per sample: which one is last varies on a GPU
+    _, fast = build_pair("CbamModule", 20, torch.float32)
+    fast.train()
+    x = make_input((3, 20, 7, 6), torch.float32, channels_last=True)
+    cotangent = torch.randn(x.shape, device=DEVICE)
+    runs = [training_step(copy.deepcopy(fast), x, cotangent) for _ in range(2)]
+    for key in runs[0]:
+        assert torch.equal(runs[0][key], runs[1][key]), key
+
+
+def test_cbam_takes_the_pipeline_unless_switched_off(monkeypatch):
     _, fast = build_pair("CbamModule", 16, torch.float32)
     x = torch.randn(2, 16, 4, 4, device=DEVICE)
-    with torch.no_grad():
-        assert fast.uses_eval_pipeline(x)
-    with torch.inference_mode():
-        assert fast.uses_eval_pipeline(x)
-    assert not fast.uses_eval_pipeline(x), "the parameters want gradients"
-    fast.requires_grad_(False)
-    assert fast.uses_eval_pipeline(x) and not fast.uses_eval_pipeline(x.clone().requires_grad_())
-    with torch.no_grad():
-        fast.train()
-        assert not fast.uses_eval_pipeline(x), "a training BatchNorm uses batch statistics"
-        fast.eval()
-        monkeypatch.setattr(excitation_block, "enabled", False)
-        assert not fast.uses_eval_pipeline(x)
+    for mode in (True, False):
+        fast.train(mode)
+        assert fast.uses_pipeline(x)
+    monkeypatch.setattr(excitation_block, "enabled", False)
+    assert not fast.uses_pipeline(x)
+    with census.LaunchCensus() as c:
+        fast(x)
+    assert [op for op, _ in c.tritattn_calls] != ["cbam_block"]
 
 
-def test_cbam_eval_refusals_say_why():
-    cbam = tritattn.CbamModule(16, rd_ratio=0.25)
-    assert cbam.eval_refusal() is None
+def test_cbam_refusals_say_why_and_fall_back():
+    cbam = tritattn.CbamModule(16, rd_ratio=0.25).to(DEVICE)
+    assert cbam.pipeline_refusal() is None
+    cbam.spatial.conv.bn.momentum = None
+    assert "momentum=None" in cbam.pipeline_refusal()
+    x = torch.randn(2, 16, 4, 4, device=DEVICE)
+    expected = copy.deepcopy(cbam)
+    with census.LaunchCensus() as c:
+        y = cbam(x)
+    assert "cbam_block" not in [op for op, _ in c.tritattn_calls]
+    assert_close(y.double(), super(tritattn.CbamModule, expected).forward(x).double(), torch.float32, "momentum=None")
+    assert cbam.spatial.conv.bn.num_batches_tracked.item() == 1
     cbam.spatial.conv.bn.running_mean = None
-    assert "running statistics" in cbam.eval_refusal()
-    assert "Mish" in tritattn.CbamModule(16, act_layer=nn.Mish).eval_refusal()
+    assert "running statistics" in cbam.pipeline_refusal()
+    assert "Mish" in tritattn.CbamModule(16, act_layer=nn.Mish).pipeline_refusal()
+
+
+def test_cbam_training_refuses_one_value_per_channel_as_eager():
+    _, fast = build_pair("CbamModule", 8, torch.float32)
+    fast.train()
+    x = torch.randn(1, 8, 1, 1, device=DEVICE)
+    with pytest.raises(ValueError, match="Expected more than 1 value per channel when training"):
+        fast(x)
+    fast.eval()
+    assert fast(x).shape == x.shape
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_converted_timm_cbam_takes_the_pipeline_in_inference(name):
+def test_converted_timm_cbam_takes_the_pipeline(name):
     from fixtures.peers import timm
 
     peer = getattr(timm.layers.cbam, name)(24, rd_ratio=0.25)
     for p in peer.parameters():
         nn.init.normal_(p, std=0.3)
     peer.spatial.conv.bn.running_var.uniform_(0.5, 2.0)
-    peer = peer.to(DEVICE, torch.float64).eval()
+    peer = peer.to(DEVICE, torch.float64).train()
+    original = copy.deepcopy(peer)
     x = make_input((2, 24, 5, 7), torch.float64, channels_last=True)
-    with torch.no_grad():
-        expected = peer(x)
+    cotangent = torch.randn(x.shape, dtype=torch.float64, device=DEVICE)
     report = tritattn.convert(peer)
-    assert "inference 3-kernel pipeline" in str(report)
-    with torch.no_grad(), census.LaunchCensus() as c:
-        y = peer(x)
-    assert [op for op, _ in c.tritattn_calls] == ["cbam_eval"]
-    assert_close(y, expected, what=f"converted timm {name}")
+    assert "block pipeline (3 kernels forward, 4 backward)" in str(report)
+    with census.LaunchCensus() as c:
+        got = training_step(peer, x, cotangent)
+    assert [op for op, _ in c.tritattn_calls] == ["cbam_block", "cbam_block_backward"]
+    assert_steps_close(got, training_step(original, x, cotangent), f"converted timm {name}")
+    peer.eval(), original.eval()
+    with torch.no_grad():
+        assert_close(peer(x), original(x), what=f"converted timm {name} in eval")

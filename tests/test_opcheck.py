@@ -203,19 +203,38 @@ def excitation_block_backward_case(pool, mlp, act, gate, act_out, residual) -> C
                 args, False)
 
 
-def cbam_eval_case(light: bool) -> Case:
-    """CBAM (2-channel descriptor) or light CBAM (1 channel) in inference; float32 parameters."""
+def _cbam_args(p: Sample, light: bool, training: bool, requires_grad: bool) -> tuple:
+    """CBAM (2-channel descriptor) or light CBAM (1 channel): x, the MLP, the conv and the
+    BatchNorm (float32 parameters), its mode."""
+    w1, b1, w2, b2 = _block_weights("fc_act_fc", requires_grad)
+    d = 1 if light else 2
+    conv_w, bn_w, bn_b = (torch.randn(shape).requires_grad_(requires_grad) for shape in ((1, d, 3, 3), (1,), (1,)))
+    return (p.feature_map(requires_grad=requires_grad), w1, b1, w2, b2, "mean_max_avg" if light else "mean_max_both",
+            "relu", "sigmoid", conv_w, bn_w, bn_b, torch.randn(1), torch.rand(1) + 0.5, 1e-5, training, "hard_sigmoid")
+
+
+def _cbam_variant(light: bool, training: bool) -> str:
+    return ("light-" if light else "") + ("training" if training else "eval")
+
+
+def cbam_block_case(light: bool, training: bool) -> Case:
+    return Case(tritattn.cbam_block.default, _cbam_variant(light, training),
+                lambda p, requires_grad: _cbam_args(p, light, training, requires_grad), True)
+
+
+def cbam_block_backward_case(light: bool, training: bool) -> Case:
+    """As the block's autograd formula calls it: what the forward saved."""
 
     def args(p: Sample, requires_grad: bool) -> tuple:
-        w1, b1, w2, b2 = _block_weights("fc_act_fc", False)
-        d = 1 if light else 2
-        bn = (torch.randn(1), torch.randn(1), torch.randn(1), torch.rand(1) + 0.5)
-        return (p.feature_map(), w1, b1, w2, b2, "mean_max_avg" if light else "mean_max_both", "relu", "sigmoid",
-                torch.randn(1, d, 3, 3), *bn, 1e-5, "hard_sigmoid")
+        a = _cbam_args(p, light, training, False)
+        x, w1, b1, w2, b2, pool, act, gate_c, conv_w, bn_w, bn_b, _rm, _rv, _eps, _training, gate_s = a
+        _, s, u, affine = tritattn.cbam_block(*a)
+        return (p.feature_map(), x, s, u, affine, w1, b1, w2, b2, pool, act, gate_c, conv_w, bn_w, bn_b, training, gate_s)
 
-    return Case(tritattn.cbam_eval.default, "light" if light else "", args, False)
+    return Case(tritattn.cbam_block_backward.default, _cbam_variant(light, training), args, False)
 
 
+CBAM_SETTINGS = [(False, True), (True, False)]
 SQUEEZE_WANTS = [(True, False), (False, True), (True, True)]
 CASES: list[Case] = [
     *(squeeze_case(*wants) for wants in SQUEEZE_WANTS),
@@ -228,8 +247,8 @@ CASES: list[Case] = [
     *(spatial_scale_backward_case(gate) for gate in ("sigmoid", "hard_sigmoid")),
     *(excitation_block_case(*settings) for settings in BLOCK_SETTINGS),
     *(excitation_block_backward_case(*settings) for settings in BLOCK_SETTINGS),
-    cbam_eval_case(False),
-    cbam_eval_case(True),
+    *(cbam_block_case(*settings) for settings in CBAM_SETTINGS),
+    *(cbam_block_backward_case(*settings) for settings in CBAM_SETTINGS),
 ]
 
 
