@@ -84,15 +84,15 @@ def test_compiled_matches_eager(name, backend, interpreter_friendly):
 
 
 def test_inference_compiles_in_one_graph_with_the_block_pipelines(interpreter_friendly):
-    """Under torch.no_grad() CBAM takes its 3-kernel inference op (tritattn::cbam_eval) and the
-    channel blocks theirs: fullgraph compiles them without a break and gives eager's numbers."""
+    """Under torch.no_grad() CBAM takes its 3-kernel op (tritattn::cbam_block) and the channel
+    blocks theirs: fullgraph compiles them without a break and gives eager's numbers."""
     model = _model("every_peer_block")
     x = _input_away_from_kinks("every_peer_block")
     with torch.no_grad():
         explanation = torch._dynamo.explain(model)(x)
         assert explanation.graph_break_count == 0, explanation.break_reasons
         ops = {str(n.target).removesuffix(".default") for g in explanation.graphs for n in g.graph.nodes}
-        assert {"tritattn.cbam_eval", "tritattn.excitation_block"} <= ops, ops
+        assert {"tritattn.cbam_block", "tritattn.excitation_block"} <= ops, ops
         compiled = torch.compile(copy.deepcopy(model), fullgraph=True, backend="aot_eager")
         torch.testing.assert_close(compiled(x), model(x), rtol=TOLERANCES[torch.float32][1], atol=TOLERANCES[torch.float32][0])
 

@@ -98,23 +98,30 @@ def test_tiny_sweep_writes_valid_csv_json_png(tmp_path, capsys):
 
 def _pointers_moved(kernel: str, f: dict) -> list[str]:
     """The pointer arguments a kernel reads or writes (each once), given its flags, as its
-    docstring in kernels/mean_max.py, kernels/gated_scale.py or kernels/excitation.py says — not
-    from bytes_model. The block pipeline's weights are left out (block_min_bytes adds the parameters)."""
+    docstring in kernels/*.py says — not from bytes_model; "sp_half": two of the four rows of
+    CBAM's per-pixel workspace sp. The block pipeline's weights are left out (block_min_bytes adds
+    the parameters)."""
     with_max = f.get("POOL", "mean") != "mean"
     hidden = ["hidden_ptr", "grad_h_ptr"] * (f.get("MLP") == "fc_act_fc")
-    if kernel == "gated_spatial_pool_fwd":  # x, s read; descriptor d and logits t written
-        return ["x_ptr", "s_ptr", "d_ptr", "t_ptr"]
-    if kernel == "doubly_gated_scale_fwd":  # x, s, t read; y written
-        return ["x_ptr", "s_ptr", "t_ptr", "y_ptr"]
+    if kernel == "gated_spatial_pool_fwd":  # x, s read; descriptor d and conv output u written
+        return ["x_ptr", "s_ptr", "d_ptr", "u_ptr"]
+    if kernel == "doubly_gated_scale_fwd":  # x, s, u read; y written
+        return ["x_ptr", "s_ptr", "u_ptr", "y_ptr"]
+    if kernel == "cbam_spatial_bwd_reduce":  # grad_y, x, s, u read; grad_t, d, sp's gate and max rows, ties written
+        return ["grad_y_ptr", "x_ptr", "s_ptr", "u_ptr", "grad_t_ptr", "d_ptr", "sp_half", "ties_ptr"]
+    if kernel == "spatial_conv_bwd":  # grad_t, u, d, ties read; sp's two gradient rows written
+        return ["grad_t_ptr", "u_ptr", "d_ptr", "ties_ptr", "sp_half"]
     if kernel == "squeeze_excite_fwd":  # x read; mean, s written (+ max, count)
         return ["x_ptr", "mean_ptr", "s_ptr"] + ["max_ptr", "count_ptr"] * with_max
-    if kernel == "excitation_bwd_reduce":  # grad_y, x (y), s read; grad_s, mean, grad_mean (max, count, grad_max), hidden written
+    spatial = f.get("ACT_OUT") == "spatial"
+    if kernel == "excitation_bwd_reduce":  # grad_y, x (y; sp), s read; grad_s, mean, grad_mean (max, count, grad_max), hidden written
         return (["grad_y_ptr", "x_ptr", "s_ptr", "mean_ptr", "grad_s_ptr", "grad_mean_ptr"] + ["y_ptr"] * (f["ACT_OUT"] == "relu")
-                + ["max_ptr", "count_ptr", "grad_max_ptr"] * with_max + hidden)
-    if kernel == "excitation_bwd_apply":  # grad_y read, grad_x written (y, grad_res; x, max, count, grad_max); vectors read
+                + ["max_ptr", "count_ptr", "grad_max_ptr"] * with_max + hidden + ["sp_ptr"] * spatial)
+    if kernel == "excitation_bwd_apply":  # grad_y read, grad_x written (y, grad_res; x, max, count, grad_max; sp); vectors read
         return (["grad_y_ptr", "grad_x_ptr", "s_ptr", "grad_mean_ptr", "grad_s_ptr", "mean_ptr"]
                 + ["y_ptr"] * (f["ACT_OUT"] == "relu") + ["grad_res_ptr"] * f["WRITE_GRAD_RES"]
-                + ["x_ptr", "max_ptr", "count_ptr", "grad_max_ptr"] * with_max + hidden)
+                + ["x_ptr"] * (with_max or spatial) + ["max_ptr", "count_ptr", "grad_max_ptr"] * with_max + hidden
+                + ["sp_ptr"] * spatial)
     if kernel == "mean_max_fwd":  # x read; mean written if wanted; max and its int32 tie count if wanted
         return ["x_ptr"] + ["mean_ptr"] * f["WANT_MEAN"] + ["max_ptr", "count_ptr"] * f["WANT_MAX"]
     if kernel == "mean_max_bwd":  # grad_x written; grad_mean read; x, grad_max, max, count read for the max term
@@ -156,9 +163,11 @@ def test_byte_model_counts_the_tensors_each_kernel_moves(monkeypatch):
         out = op(*args)
         assert [name for name, _, _ in launched[before:]] == kernels, what
         for name, model, (_, pointers, flags) in zip(kernels, models, launched[before:]):
-            moved = [pointers[p] for p in _pointers_moved(name, flags)]
-            assert all(isinstance(t, torch.Tensor) for t in moved), f"{what}: {_pointers_moved(name, flags)} not all passed"
-            counts.append((what, name, model, sum(t.nbytes for t in moved)))
+            names = _pointers_moved(name, flags)
+            moved = [pointers["sp_ptr" if p == "sp_half" else p] for p in names]
+            assert all(isinstance(t, torch.Tensor) for t in moved), f"{what}: {names} not all passed"
+            nbytes = sum(t.nbytes // (2 if p == "sp_half" else 1) for p, t in zip(names, moved))
+            counts.append((what, name, model, nbytes))
         return out
 
     x = rand(B, C, H, W)
@@ -215,16 +224,27 @@ def test_byte_model_counts_the_tensors_each_kernel_moves(monkeypatch):
                   ops.excitation_block_backward, rand(B, C, H, W), x, y if relu else None, s_,
                   *weights[mlp], pool, mlp, "relu", "sigmoid", act_out, residual)
 
-    # CBAM (2-channel descriptor) and light CBAM (1 channel) in inference
+    # CBAM (2-channel descriptor) and light CBAM (1 channel), BatchNorm in training and in eval
     for d, pool in ((2, "mean_max_both"), (1, "mean_max_avg")):
-        bn = (rand(1, dtype=torch.float32), rand(1, dtype=torch.float32), rand(1, dtype=torch.float32),
-              torch.rand(1, device=DEVICE) + 0.5)
-        check(f"cbam_eval D={d}", ["squeeze_excite_fwd", "gated_spatial_pool_fwd", "doubly_gated_scale_fwd"],
-              [bm.squeeze_excite_fwd(B, C, HW, 2, f32, True), bm.gated_spatial_pool_fwd(B, C, HW, d, 2, f32),
-               bm.doubly_gated_scale_fwd(B, C, HW, 2, f32)],
-              ops.cbam_eval, x, *weights["fc_act_fc"], pool, "relu", "sigmoid", rand(1, d, 3, 3), *bn, 1e-5, "sigmoid")
+        for training in (True, False):
+            bn = (rand(1, dtype=torch.float32), rand(1, dtype=torch.float32), rand(1, dtype=torch.float32),
+                  torch.rand(1, device=DEVICE) + 0.5)
+            conv_w, what = rand(1, d, 3, 3, dtype=torch.float32), f"cbam_block D={d} training={training}"
+            _, s_, u, affine = check(
+                what, ["squeeze_excite_fwd", "gated_spatial_pool_fwd", "doubly_gated_scale_fwd"],
+                [bm.squeeze_excite_fwd(B, C, HW, 2, f32, True), bm.gated_spatial_pool_fwd(B, C, HW, d, 2, f32),
+                 bm.doubly_gated_scale_fwd(B, C, HW, 2, f32)],
+                ops.cbam_block, x, *weights["fc_act_fc"], pool, "relu", "sigmoid", conv_w, *bn, 1e-5, training, "sigmoid")
+            hidden = bm.hidden_vectors("fc_act_fc", pool)
+            check(what + " backward",
+                  ["cbam_spatial_bwd_reduce", "spatial_conv_bwd", "excitation_bwd_reduce", "excitation_bwd_apply"],
+                  [bm.cbam_spatial_bwd_reduce(B, C, HW, d, 2, f32), bm.spatial_conv_bwd(B, HW, d, f32),
+                   bm.excitation_bwd_reduce(B, C, HW, RD, 2, f32, False, True, hidden, True),
+                   bm.excitation_bwd_apply(B, C, HW, RD, 2, f32, False, False, True, hidden, True)],
+                  ops.cbam_block_backward, rand(B, C, H, W), x, s_, u, affine, *weights["fc_act_fc"], pool, "relu",
+                  "sigmoid", conv_w, bn[0], bn[1], training, "sigmoid")
 
-    assert len(counts) == 8 + 2 * 10 + 4 * 2 * len(blocks) + 2 * 3
+    assert len(counts) == 8 + 2 * 10 + 4 * 2 * len(blocks) + 2 * 2 * 7
     wrong = [c for c in counts if c[2] != c[3]]
     assert not wrong, "\n".join(f"{what} ({kernel}): byte model {m}, tensors moved {n}" for what, kernel, m, n in wrong)
 
@@ -256,11 +276,17 @@ def _bytes_of_launch(name: str, p: tuning.Problem) -> int:
         return bytes_model.gated_spatial_pool_fwd(p.B, p.K, p.R, f["D"], size, acc)
     if name == "doubly_gated_scale_fwd":
         return bytes_model.doubly_gated_scale_fwd(p.B, p.R, p.K, size, acc)
+    if name == "cbam_spatial_bwd_reduce":  # R = H×W, K = C
+        return bytes_model.cbam_spatial_bwd_reduce(p.B, p.K, p.R, f["D"], size, acc)
+    if name == "spatial_conv_bwd":  # R = H×W
+        return bytes_model.spatial_conv_bwd(p.B, p.R, f["D"], acc)
+    spatial = f.get("ACT_OUT") == "spatial"
     if name == "excitation_bwd_reduce":
-        return bytes_model.excitation_bwd_reduce(p.B, p.R, p.K, f["RD"], size, acc, f["ACT_OUT"] == "relu", with_max, hidden)
+        return bytes_model.excitation_bwd_reduce(p.B, p.R, p.K, f["RD"], size, acc, f["ACT_OUT"] == "relu", with_max, hidden,
+                                                 spatial)
     if name == "excitation_bwd_apply":
         return bytes_model.excitation_bwd_apply(p.B, p.R, p.K, f["RD"], size, acc, f["ACT_OUT"] == "relu",
-                                                f["WRITE_GRAD_RES"], with_max, hidden)
+                                                f["WRITE_GRAD_RES"], with_max, hidden, spatial)
     return bytes_model.gated_scale_bwd(p.B, p.R, p.K, size, size, f["ACT"] == "relu", f["WRITE_GRAD_RES"])
 
 
