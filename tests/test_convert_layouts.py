@@ -20,7 +20,7 @@ import tritattn
 from conftest import DEVICE, TOLERANCES, assert_same_layout
 from fixtures.model_runs import RunErrors, errors, forward_backward, interpreter_friendly  # noqa: F401
 from fixtures.peer_models import build
-from tritattn import excitation_block, modules, ops
+from tritattn import cbam_block, excitation_block, modules, ops
 from tritattn.modules import FAST_TWINS
 
 MODELS = ["every_peer_block", "timm/seresnet18"]
@@ -54,6 +54,13 @@ def _input(batch: int = 2) -> torch.Tensor:
     return torch.randn(batch, 3, 32, 32).to(DEVICE)
 
 
+def _inside_a_pipelined_cbam(model: torch.nn.Module, name: str, x: torch.Tensor) -> bool:
+    """Whether ``name`` is a part of a CBAM that runs as one pipeline (its parts are not called)."""
+    parent = name.rpartition(".")[0]
+    module = model.get_submodule(parent) if parent else None
+    return isinstance(module, modules.CbamPipeline) and module.uses_pipeline(x)
+
+
 def _output_dtypes(model: torch.nn.Module, x: torch.Tensor) -> dict[str, torch.dtype]:
     dtypes = {}
     hooks = [
@@ -77,7 +84,8 @@ def test_autocast_dtypes_flow_as_in_the_peer(name, dtype, interpreter_friendly):
     with torch.autocast(DEVICE, dtype=dtype):
         peer_dtypes, converted_dtypes = _output_dtypes(peer, x), _output_dtypes(converted, x)
         peer_run, converted_run = forward_backward(peer, x), forward_backward(converted, x)
-    attention = [n for n, m in converted.named_modules() if isinstance(m, _FAST_CLASSES)]
+    attention = [n for n, m in converted.named_modules()
+                 if isinstance(m, _FAST_CLASSES) and not _inside_a_pipelined_cbam(converted, n, x)]
     assert set(attention) <= converted_dtypes.keys()
     assert {n: d for n, d in peer_dtypes.items() if n in converted_dtypes} == converted_dtypes
     assert converted_run.output.dtype == peer_run.output.dtype == dtype
@@ -121,20 +129,23 @@ def test_channels_last_in_channels_last_out_without_copies(name, interpreter_fri
     converted = report.model.to(memory_format=torch.channels_last)
     passes, wrong_layouts, copied = [], [], []
 
-    def checked(scaling):
+    def checked(scaling, name: str):
         def spy(x, *args, **kwargs):
-            out = scaling(x, *args, **kwargs)
-            fused = kwargs.get("residual", args[2] if len(args) > 2 else None) is not None
-            passes.append((scaling.__name__, x.numel(), fused))
+            result = scaling(x, *args, **kwargs)
+            out = result[0] if isinstance(result, tuple) else result  # cbam_block returns (y, s, u, affine)
+            fused = name != "cbam_block" and kwargs.get("residual", args[2] if len(args) > 2 else None) is not None
+            passes.append((name, x.numel(), fused))
             if not (out.is_contiguous(memory_format=torch.channels_last) and out.stride() == x.stride()):
-                wrong_layouts.append((scaling.__name__, x.stride(), out.stride()))
-            return out
+                wrong_layouts.append((name, x.stride(), out.stride()))
+            return result
         return spy
 
     for scaling in ("excite_scale", "spatial_scale"):  # the names modules.py calls
-        monkeypatch.setattr(modules, scaling, checked(getattr(modules, scaling)))
-    # the block pipeline: modules.py calls excitation_block.excitation(x, spec, gate, residual, act)
-    monkeypatch.setattr(excitation_block, "excitation", checked(excitation_block.excitation))
+        monkeypatch.setattr(modules, scaling, checked(getattr(modules, scaling), scaling))
+    # the block pipelines: modules.py calls excitation_block.excitation(x, spec, gate, residual, act)
+    # and cbam_block.cbam_block(x, ...) → (y, s, u, affine)
+    monkeypatch.setattr(excitation_block, "excitation", checked(excitation_block.excitation, "excitation"))
+    monkeypatch.setattr(cbam_block, "cbam_block", checked(cbam_block.cbam_block, "cbam_block"))
 
     addressable = ops.addressable
 
@@ -146,11 +157,15 @@ def test_channels_last_in_channels_last_out_without_copies(name, interpreter_fri
 
     monkeypatch.setattr(ops, "addressable", spy)
     monkeypatch.setattr(excitation_block, "addressable", spy)
+    monkeypatch.setattr(cbam_block, "addressable", spy)
     x = _input().to(memory_format=torch.channels_last).requires_grad_()
     with _CopyLog() as log:
         converted(x).square().sum().backward()
 
-    scaling_blocks = [m for m in converted.modules() if isinstance(m, (modules.ChannelExcitation, modules.SpatialScaling))]
+    scaling_blocks = [m for n, m in converted.named_modules()
+                      if isinstance(m, (modules.ChannelExcitation, modules.SpatialScaling, modules.CbamPipeline))
+                      and not _inside_a_pipelined_cbam(converted, n, x)
+                      and not (isinstance(m, modules.CbamPipeline) and not m.uses_pipeline(x))]
     assert len(passes) == len(scaling_blocks) > 0 and not wrong_layouts, (passes, wrong_layouts)
     assert sum(fused for *_, fused in passes) == len(report.fused), "every fused tail ran as one pass"
     if name == "timm/seresnet18":

@@ -153,12 +153,12 @@ def test_double_backward_raises(op):
 
 # --- modules: the input's C must be the one the module was built for ---------------------------
 
-#: (module, constructor args, the class named in the message: CBAM's channel branch checks C).
+#: (module, constructor args, the class named in the message).
 MODULES_WITH_CHANNELS = [
     ("SEModule", (8,), {}, "SEModule"),
     ("EffectiveSEModule", (8,), {}, "EffectiveSEModule"),
-    ("CbamModule", (8,), {"rd_ratio": 0.25}, "ChannelAttn"),
-    ("LightCbamModule", (8,), {"rd_ratio": 0.25}, "LightChannelAttn"),
+    ("CbamModule", (8,), {"rd_ratio": 0.25}, "CbamModule"),
+    ("LightCbamModule", (8,), {"rd_ratio": 0.25}, "LightCbamModule"),
     ("SqueezeExcite", (8,), {}, "SqueezeExcite"),
     ("SqueezeExcitation", (8, 6), {}, "SqueezeExcitation"),
 ]

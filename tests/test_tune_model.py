@@ -33,10 +33,11 @@ def test_tune_decides_every_problem_and_leaves_no_trace(simulated_gpu, caplog):
         report = tritattn.tune(model, x)
     assert report.skipped is None and report.tuned_now == len(report.decisions) > 0, str(report)
     kernels = {d.kernel for d in report.decisions}
-    # the SE with a BatchNorm in its MLP and CBAM's spatial branch run the per-op kernels, CBAM's
-    # channel branch the block pipeline's
-    assert kernels == {"mean_max_fwd", "mean_max_bwd", "gated_scale_fwd", "gated_scale_bwd",
-                       "squeeze_excite_fwd", "excitation_bwd_reduce", "excitation_bwd_apply"}, kernels
+    # the SE with a BatchNorm in its MLP runs the per-op kernels, CBAM its pipeline (whose
+    # spatial_conv_bwd has one fixed config: nothing to decide)
+    assert kernels == {"mean_max_fwd", "gated_scale_fwd", "gated_scale_bwd", "squeeze_excite_fwd",
+                       "gated_spatial_pool_fwd", "doubly_gated_scale_fwd", "cbam_spatial_bwd_reduce",
+                       "excitation_bwd_reduce", "excitation_bwd_apply"}, kernels
     assert all(d.source == "tuned" for d in report.decisions), str(report)
     assert simulated_gpu.timed, "configs were benchmarked"
     assert all(p.grad is None for p in model.parameters()), "tune writes no .grad"
@@ -53,7 +54,7 @@ def test_tune_decides_every_problem_and_leaves_no_trace(simulated_gpu, caplog):
 
 def test_tune_forward_only(simulated_gpu):
     report = tritattn.tune(_model().eval(), torch.randn(1, 3, 4, 4), backward=False)
-    # in inference CBAM is its 3-kernel pipeline; the SE with a BatchNorm in its MLP runs per op
+    # CBAM is its 3-kernel pipeline; the SE with a BatchNorm in its MLP runs per op
     assert {d.kernel for d in report.decisions} == {
         "mean_max_fwd", "gated_scale_fwd", "squeeze_excite_fwd", "gated_spatial_pool_fwd", "doubly_gated_scale_fwd"}, str(report)
 

@@ -323,9 +323,9 @@ class CbamPipeline:
 
     def forward(self, x: Tensor) -> Tensor:
         check_feature_map(x)
+        check_channels(x, self.channel.fc1.in_channels, type(self).__name__)
         if not self.uses_pipeline(x):
             return self.spatial(self.channel(x))
-        check_channels(x, self.channel.fc1.in_channels, type(self).__name__)
         spec = self.channel.block_spec()
         bn = self.spatial.conv.bn
         if bn.training:  # as nn.BatchNorm2d: count the batch, refuse a single value

@@ -368,6 +368,9 @@ class FixedConfig(Tuner):
     def __init__(self, name: str, kernel: Any, config: triton.Config) -> None:
         super().__init__(name, kernel, [config], config.num_stages)
 
+    def candidates(self, problem: Problem, grid: Callable[[dict], tuple[int, ...]], min_programs: int = 0) -> list[triton.Config]:
+        return list(self.configs)
+
     def _config(self, problem: Problem, grid, args: tuple, constexprs: dict[str, Any], device: torch.device) -> triton.Config:
         return self.configs[0]
 
