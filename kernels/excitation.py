@@ -12,7 +12,10 @@ The block (SE, Effective-SE, ECA / CECA, CBAM's channel branch) is, per sample b
     y      = act_out(x · gate(s) + residual)                   (gated_scale.gated_scale_fwd)
 
 POOL = "mean_max_both" is CBAM's channel branch: s = mlp(mean) + mlp(max), i.e.
-W2 · (act(h_mean) + act(h_max)) + 2·b2.
+W2 · (act(h_mean) + act(h_max)) + 2·b2. HIDDEN_NORM: a BatchNorm in eval between W1 and act
+(timm SEModule's ``norm_layer``, ReXNet), h ↦ h · weight / σ + bias - running_mean · weight / σ.
+The backward takes ACT_OUT = "spatial" for CBAM, whose gradient arrives through the spatial half
+(:func:`block_output_grad`).
 
 The per-sample MLP needs the whole pooled vector of its sample, which programs over different
 channel blocks produce. Each program stores its rows' pooled values, then takes a ticket from an
@@ -124,20 +127,36 @@ def hidden_pre_activation(
 
 
 @triton.jit
+def hidden_norm(bnw_ptr, bnb_ptr, bnm_ptr, bnv_ptr, bn_eps, offs_j, mask_j, ACC: tl.constexpr):
+    """The hidden layer's BatchNorm in eval (timm SEModule's ``norm_layer``) as h ↦ h · scale +
+    shift: (scale, shift, 1/σ, running mean), σ = sqrt(running_var + eps), scale = weight / σ,
+    shift = bias - running_mean · scale."""
+    inv_std = 1.0 / tl.sqrt(tl.load(bnv_ptr + offs_j, mask=mask_j, other=1.0).to(ACC) + bn_eps)
+    scale = tl.load(bnw_ptr + offs_j, mask=mask_j, other=0.0).to(ACC) * inv_std
+    mean = tl.load(bnm_ptr + offs_j, mask=mask_j, other=0.0).to(ACC)
+    return scale, tl.load(bnb_ptr + offs_j, mask=mask_j, other=0.0).to(ACC) - mean * scale, inv_std, mean
+
+
+@triton.jit
 def sample_logits(
-    b, mean_ptr, max_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, s_ptr,
-    C, RD, sw1j, sw1c, sw2c, sw2j,
+    b, mean_ptr, max_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, bnw_ptr, bnb_ptr, bnm_ptr, bnv_ptr, s_ptr,
+    C, RD, bn_eps, sw1j, sw1c, sw2c, sw2j,
     POOL: tl.constexpr, MLP: tl.constexpr, ACT: tl.constexpr, PAD: tl.constexpr, TAPS: tl.constexpr,
-    HAS_B1: tl.constexpr, HAS_B2: tl.constexpr,
+    HAS_B1: tl.constexpr, HAS_B2: tl.constexpr, HIDDEN_NORM: tl.constexpr,
     ACC: tl.constexpr, BLOCK_J: tl.constexpr, MLP_BLOCK_C: tl.constexpr,
 ):
-    """s[b, :] = excitation(v) for one sample, from the complete pooled vectors (module docstring).
-    For the taps, w1_ptr is the conv's k weights (stride sw1c) and b2_ptr its scalar bias."""
+    """s[b, :] = excitation(v) for one sample, from the complete pooled vectors (module docstring;
+    HIDDEN_NORM: the hidden layer's eval BatchNorm before act, :func:`hidden_norm`). For the
+    taps, w1_ptr is the conv's k weights (stride sw1c) and b2_ptr its scalar bias."""
     offs_j = tl.arange(0, BLOCK_J)
     mask_j = offs_j < RD
     if MLP == "fc_act_fc":
         h, h_max = hidden_pre_activation(b, mean_ptr, max_ptr, w1_ptr, b1_ptr, C, RD, sw1j, sw1c,
                                          POOL, HAS_B1, ACC, BLOCK_J, MLP_BLOCK_C)
+        if HIDDEN_NORM:
+            scale, shift, _, _ = hidden_norm(bnw_ptr, bnb_ptr, bnm_ptr, bnv_ptr, bn_eps, offs_j, mask_j, ACC)
+            h = h * scale + shift
+            h_max = h_max * scale + shift
         a = mlp_act(h, ACT)
         if POOL == "mean_max_both":
             a += mlp_act(h_max, ACT)
@@ -207,12 +226,12 @@ def block_output_grad(
 @triton.jit
 def squeeze_excite_fwd(
     x_ptr, mean_ptr, max_ptr, count_ptr, counter_ptr,
-    w1_ptr, b1_ptr, w2_ptr, b2_ptr, s_ptr,
-    R, K, RD,
+    w1_ptr, b1_ptr, w2_ptr, b2_ptr, bnw_ptr, bnb_ptr, bnm_ptr, bnv_ptr, s_ptr,
+    R, K, RD, bn_eps,
     sxb, sxr, sxk,
     sw1j, sw1c, sw2c, sw2j,
     POOL: tl.constexpr, MLP: tl.constexpr, ACT: tl.constexpr, PAD: tl.constexpr, TAPS: tl.constexpr,
-    HAS_B1: tl.constexpr, HAS_B2: tl.constexpr,
+    HAS_B1: tl.constexpr, HAS_B2: tl.constexpr, HIDDEN_NORM: tl.constexpr,
     ACC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr,
     BLOCK_J: tl.constexpr, MLP_BLOCK_C: tl.constexpr,
 ):
@@ -238,24 +257,28 @@ def squeeze_excite_fwd(
         tl.store(max_ptr + b * R + r64, run_max, mask=mask_r)
         tl.store(count_ptr + b * R + r64, run_count, mask=mask_r)
     if last_of_sample(counter_ptr, b, tl.cdiv(R, BLOCK_R)):
-        sample_logits(b, mean_ptr, max_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, s_ptr, R, RD,
-                      sw1j, sw1c, sw2c, sw2j, POOL, MLP, ACT, PAD, TAPS, HAS_B1, HAS_B2, ACC, BLOCK_J, MLP_BLOCK_C)
+        sample_logits(b, mean_ptr, max_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, bnw_ptr, bnb_ptr, bnm_ptr, bnv_ptr, s_ptr,
+                      R, RD, bn_eps, sw1j, sw1c, sw2c, sw2j, POOL, MLP, ACT, PAD, TAPS, HAS_B1, HAS_B2, HIDDEN_NORM,
+                      ACC, BLOCK_J, MLP_BLOCK_C)
         tl.store(counter_ptr + b, 0)
 
 
 @triton.jit
 def sample_pool_grads(
-    b, grad_s_ptr, mean_ptr, max_ptr, w1_ptr, b1_ptr, w2_ptr,
-    hidden_ptr, grad_h_ptr, grad_mean_ptr, grad_max_ptr,
-    C, RD, sw1j, sw1c, sw2c, sw2j,
+    b, grad_s_ptr, mean_ptr, max_ptr, w1_ptr, b1_ptr, w2_ptr, bnw_ptr, bnb_ptr, bnm_ptr, bnv_ptr,
+    hidden_ptr, grad_h_ptr, grad_norm_ptr, grad_mean_ptr, grad_max_ptr,
+    C, RD, bn_eps, sw1j, sw1c, sw2c, sw2j,
     POOL: tl.constexpr, MLP: tl.constexpr, ACT: tl.constexpr, PAD: tl.constexpr, TAPS: tl.constexpr,
-    HAS_B1: tl.constexpr, ACC: tl.constexpr, BLOCK_J: tl.constexpr, MLP_BLOCK_C: tl.constexpr,
+    HAS_B1: tl.constexpr, HIDDEN_NORM: tl.constexpr, ACC: tl.constexpr, BLOCK_J: tl.constexpr, MLP_BLOCK_C: tl.constexpr,
 ):
     """The excitation's backward for one sample, from the complete grad_s[b, :]:
 
       "fc_act_fc": h recomputed; da = W2ᵀ · grad_s; grad_h = act'(h) · da (and grad_h_max);
                    hidden[b] = act(h) (+ act(h_max)), grad_h[b] (and grad_h_max[b] at + RD) stored
-                   for the weight gradients; grad_v = W1ᵀ · grad_h (grad of max: W1ᵀ · grad_h_max)
+                   for the weight gradients; grad_v = W1ᵀ · grad_h (grad of max: W1ᵀ · grad_h_max).
+                   HIDDEN_NORM: h = scale · h_pre + shift; grad_h is taken back through it
+                   (× scale), and grad_norm[b] = (act'(h) · da, act'(h) · da · x̂) [2, RD],
+                   x̂ = (h_pre - running_mean) / σ, kept for the BatchNorm's weight and bias
       "fc":        grad_v = Wᵀ · grad_s
       taps:        grad_v[c] = Σ_t w[t] · grad_s[c - t + PAD] (the transposed conv, same padding)
     then grad_mean = grad_v (and grad_max), or both 0.5 · grad_v for POOL = "mean_max_avg".
@@ -263,8 +286,15 @@ def sample_pool_grads(
     offs_j = tl.arange(0, BLOCK_J)
     mask_j = offs_j < RD
     if MLP == "fc_act_fc":
-        h, h_max = hidden_pre_activation(b, mean_ptr, max_ptr, w1_ptr, b1_ptr, C, RD, sw1j, sw1c,
-                                         POOL, HAS_B1, ACC, BLOCK_J, MLP_BLOCK_C)
+        h_pre, h_max_pre = hidden_pre_activation(b, mean_ptr, max_ptr, w1_ptr, b1_ptr, C, RD, sw1j, sw1c,
+                                                 POOL, HAS_B1, ACC, BLOCK_J, MLP_BLOCK_C)
+        h = h_pre
+        h_max = h_max_pre
+        if HIDDEN_NORM:
+            scale, shift, inv_std, running_mean = hidden_norm(bnw_ptr, bnb_ptr, bnm_ptr, bnv_ptr, bn_eps,
+                                                              offs_j, mask_j, ACC)
+            h = h_pre * scale + shift
+            h_max = h_max_pre * scale + shift
         da = tl.zeros([BLOCK_J], dtype=ACC)
         for c0 in range(0, C, MLP_BLOCK_C):
             offs_c = c0 + tl.arange(0, MLP_BLOCK_C)
@@ -279,6 +309,14 @@ def sample_pool_grads(
         if POOL == "mean_max_both":
             grad_h_max = mlp_act_backward(h_max, da, ACT)
             a += mlp_act(h_max, ACT)
+        if HIDDEN_NORM:
+            grad_x_hat = grad_h * ((h_pre - running_mean) * inv_std)
+            grad_x_hat += grad_h_max * ((h_max_pre - running_mean) * inv_std)
+            tl.store(grad_norm_ptr + b * 2 * RD + offs_j, grad_h + grad_h_max, mask=mask_j)
+            tl.store(grad_norm_ptr + b * 2 * RD + RD + offs_j, grad_x_hat, mask=mask_j)
+            grad_h = grad_h * scale
+            grad_h_max = grad_h_max * scale
+        if POOL == "mean_max_both":
             tl.store(grad_h_ptr + b * 2 * RD + RD + offs_j, grad_h_max, mask=mask_j)
             tl.store(grad_h_ptr + b * 2 * RD + offs_j, grad_h, mask=mask_j)
         else:
@@ -326,16 +364,16 @@ def sample_pool_grads(
 @triton.jit
 def excitation_bwd_reduce(
     grad_y_ptr, x_ptr, y_ptr, sp_ptr, s_ptr, grad_s_ptr, counter_ptr,
-    mean_ptr, max_ptr, count_ptr, w1_ptr, b1_ptr, w2_ptr,
-    hidden_ptr, grad_h_ptr, grad_mean_ptr, grad_max_ptr,
-    R, K, RD,
+    mean_ptr, max_ptr, count_ptr, w1_ptr, b1_ptr, w2_ptr, bnw_ptr, bnb_ptr, bnm_ptr, bnv_ptr,
+    hidden_ptr, grad_h_ptr, grad_norm_ptr, grad_mean_ptr, grad_max_ptr,
+    R, K, RD, bn_eps,
     sgyb, sgyr, sgyk,
     sxb, sxr, sxk,
     syb, syr, syk,
     sw1j, sw1c, sw2c, sw2j,
     GATE: tl.constexpr, ACT_OUT: tl.constexpr,
     POOL: tl.constexpr, MLP: tl.constexpr, ACT: tl.constexpr, PAD: tl.constexpr, TAPS: tl.constexpr,
-    HAS_B1: tl.constexpr,
+    HAS_B1: tl.constexpr, HIDDEN_NORM: tl.constexpr,
     ACC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr,
     BLOCK_J: tl.constexpr, MLP_BLOCK_C: tl.constexpr,
 ):
@@ -346,7 +384,7 @@ def excitation_bwd_reduce(
       grad_s[b, c]  = gate'(s[b, c]) · Σ_k d · x                       fixed order, ACC
       mean, max, count [B, C] of x recomputed in the same pass (the forward does not save them)
       per sample, by its last program: :func:`sample_pool_grads` → grad_mean, grad_max [B, C]
-      (and hidden, grad_h [B, RD] for the weight gradients)
+      (and hidden, grad_h [B, RD] for the weight gradients; grad_norm [B, 2, RD] with HIDDEN_NORM)
 
     Minimum bytes: grad_y and x read (+ y for relu; + sp [B, 4, K] for "spatial") + the per-sample vectors (s read; grad_s,
     mean, grad_mean written, + max, count, grad_max with max pooling; hidden, grad_h written).
@@ -376,19 +414,20 @@ def excitation_bwd_reduce(
         tl.store(max_ptr + b * R + r64, pooled_max(run_max, has_nan), mask=mask_r)
         tl.store(count_ptr + b * R + r64, run_count, mask=mask_r)
     if last_of_sample(counter_ptr, b, tl.cdiv(R, BLOCK_R)):
-        sample_pool_grads(b, grad_s_ptr, mean_ptr, max_ptr, w1_ptr, b1_ptr, w2_ptr,
-                          hidden_ptr, grad_h_ptr, grad_mean_ptr, grad_max_ptr, R, RD,
-                          sw1j, sw1c, sw2c, sw2j, POOL, MLP, ACT, PAD, TAPS, HAS_B1, ACC, BLOCK_J, MLP_BLOCK_C)
+        sample_pool_grads(b, grad_s_ptr, mean_ptr, max_ptr, w1_ptr, b1_ptr, w2_ptr, bnw_ptr, bnb_ptr, bnm_ptr, bnv_ptr,
+                          hidden_ptr, grad_h_ptr, grad_norm_ptr, grad_mean_ptr, grad_max_ptr, R, RD, bn_eps,
+                          sw1j, sw1c, sw2c, sw2j, POOL, MLP, ACT, PAD, TAPS, HAS_B1, HIDDEN_NORM, ACC, BLOCK_J,
+                          MLP_BLOCK_C)
         tl.store(counter_ptr + b, 0)
 
 
 @triton.jit
 def weight_grads(
-    q, B, grad_s_ptr, mean_ptr, max_ptr, hidden_ptr, grad_h_ptr,
-    gw1_ptr, gb1_ptr, gw2_ptr, gb2_ptr,
+    q, B, grad_s_ptr, mean_ptr, max_ptr, hidden_ptr, grad_h_ptr, grad_norm_ptr,
+    gw1_ptr, gb1_ptr, gw2_ptr, gb2_ptr, gbnw_ptr, gbnb_ptr,
     C, RD, sgw1j, sgw1c, sgw2c, sgw2j,
     POOL: tl.constexpr, MLP: tl.constexpr, PAD: tl.constexpr, TAPS: tl.constexpr,
-    HAS_B1: tl.constexpr, HAS_B2: tl.constexpr,
+    HAS_B1: tl.constexpr, HAS_B2: tl.constexpr, HIDDEN_NORM: tl.constexpr,
     ACC: tl.constexpr, BLOCK_J: tl.constexpr, MLP_BLOCK_C: tl.constexpr,
 ):
     """Weight-gradient program q: sums over the batch in a fixed order (b = 0, 1, …), no atomics.
@@ -396,6 +435,7 @@ def weight_grads(
       "fc_act_fc": channel tile q: grad_W1[:, tile] = Σ_b grad_h[b] ⊗ v[b, tile] (+ grad_h_max ⊗ max),
                    grad_W2[tile, :] = Σ_b grad_s[b, tile] ⊗ hidden[b], grad_b2[tile] = Σ_b grad_s
                    (× 2 for "mean_max_both"); tile 0 also grad_b1 = Σ_b grad_h (+ grad_h_max)
+                   and, with HIDDEN_NORM, the BatchNorm's grad_bias, grad_weight = Σ_b grad_norm[b]
       "fc":        channel tile q: grad_W[tile, :] = Σ_b grad_s[b, tile] ⊗ v[b], grad_b[tile] = Σ_b grad_s
       taps:        q < TAPS: grad_w[q] = Σ_b Σ_c grad_s[b, c] · v[b, c + q - PAD]; q = TAPS: grad_b
     """
@@ -438,6 +478,14 @@ def weight_grads(
                      mask=mask_j[:, None] & mask_c[None, :])
             if HAS_B1 and q == 0:
                 tl.store(gb1_ptr + offs_j, to_output(gb1, gb1_ptr), mask=mask_j)
+            if HIDDEN_NORM and q == 0:
+                g_bias = tl.zeros([BLOCK_J], dtype=ACC)
+                g_weight = tl.zeros([BLOCK_J], dtype=ACC)
+                for b in range(0, B):
+                    g_bias += tl.load(grad_norm_ptr + b * 2 * RD + offs_j, mask=mask_j, other=0.0)
+                    g_weight += tl.load(grad_norm_ptr + b * 2 * RD + RD + offs_j, mask=mask_j, other=0.0)
+                tl.store(gbnb_ptr + offs_j, to_output(g_bias, gbnb_ptr), mask=mask_j)
+                tl.store(gbnw_ptr + offs_j, to_output(g_weight, gbnw_ptr), mask=mask_j)
     else:
         total = tl.zeros([MLP_BLOCK_C], dtype=ACC)
         for b in range(0, B):
@@ -459,8 +507,8 @@ def weight_grads(
 def excitation_bwd_apply(
     grad_y_ptr, x_ptr, y_ptr, sp_ptr, s_ptr, grad_x_ptr, grad_res_ptr,
     grad_mean_ptr, grad_max_ptr, max_ptr, count_ptr,
-    grad_s_ptr, mean_ptr, hidden_ptr, grad_h_ptr,
-    gw1_ptr, gb1_ptr, gw2_ptr, gb2_ptr,
+    grad_s_ptr, mean_ptr, hidden_ptr, grad_h_ptr, grad_norm_ptr,
+    gw1_ptr, gb1_ptr, gw2_ptr, gb2_ptr, gbnw_ptr, gbnb_ptr,
     B, R, K, RD,
     sgyb, sgyr, sgyk,
     sxb, sxr, sxk,
@@ -470,7 +518,7 @@ def excitation_bwd_apply(
     sgw1j, sgw1c, sgw2c, sgw2j,
     GATE: tl.constexpr, ACT_OUT: tl.constexpr, WRITE_GRAD_RES: tl.constexpr,
     POOL: tl.constexpr, MLP: tl.constexpr, PAD: tl.constexpr, TAPS: tl.constexpr,
-    HAS_B1: tl.constexpr, HAS_B2: tl.constexpr,
+    HAS_B1: tl.constexpr, HAS_B2: tl.constexpr, HIDDEN_NORM: tl.constexpr,
     ACC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr,
     BLOCK_J: tl.constexpr, MLP_BLOCK_C: tl.constexpr,
 ):
@@ -515,6 +563,6 @@ def excitation_bwd_apply(
         grad_x = add_pool_grad(d * g[:, None], x, g_mean, g_max, m, n, K, True, has_max)
         tl.store(grad_x_ptr + b * sgxb + rows * sgxr + k64 * sgxk, to_output(grad_x, grad_x_ptr), mask=mask)
     else:
-        weight_grads(pid - n_tiles, B, grad_s_ptr, mean_ptr, max_ptr, hidden_ptr, grad_h_ptr,
-                     gw1_ptr, gb1_ptr, gw2_ptr, gb2_ptr, R, RD, sgw1j, sgw1c, sgw2c, sgw2j,
-                     POOL, MLP, PAD, TAPS, HAS_B1, HAS_B2, ACC, BLOCK_J, MLP_BLOCK_C)
+        weight_grads(pid - n_tiles, B, grad_s_ptr, mean_ptr, max_ptr, hidden_ptr, grad_h_ptr, grad_norm_ptr,
+                     gw1_ptr, gb1_ptr, gw2_ptr, gb2_ptr, gbnw_ptr, gbnb_ptr, R, RD, sgw1j, sgw1c, sgw2c, sgw2j,
+                     POOL, MLP, PAD, TAPS, HAS_B1, HAS_B2, HIDDEN_NORM, ACC, BLOCK_J, MLP_BLOCK_C)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -106,12 +106,15 @@ class BlockSpec:
     b1: Tensor | None = None
     w2: Tensor | None = None
     b2: Tensor | None = None
+    #: a BatchNorm in eval between fc1 and act: (weight, bias, running mean, running var, eps)
+    norm: tuple | None = None
 
 
 def excitation(x: Tensor, spec: BlockSpec, gate: str, residual: Tensor | None = None, act_out: str = "identity") -> Tensor:
     """y = act_out(x · gate(excitation(pool(x))) + residual) through the block pipeline."""
+    norm = spec.norm if spec.norm is not None else (None, None, None, None, 0.0)
     return torch.ops.tritattn.excitation_block(
-        x, residual, spec.w1, spec.b1, spec.w2, spec.b2, spec.pool, spec.mlp, spec.act, gate, act_out)[0]
+        x, residual, spec.w1, spec.b1, spec.w2, spec.b2, spec.pool, spec.mlp, spec.act, gate, act_out, *norm)[0]
 
 
 def counters(device: torch.device, n: int) -> Tensor:
@@ -157,12 +160,15 @@ def pooled_workspace(x: Tensor, pool: str) -> tuple[Tensor, Tensor | None, Tenso
 def excitation_block(
     x: Tensor, residual: Optional[Tensor], w1: Optional[Tensor], b1: Optional[Tensor], w2: Optional[Tensor],
     b2: Optional[Tensor], pool: str, mlp: str, act: str, gate: str, act_out: str,
+    bn_weight: Optional[Tensor] = None, bn_bias: Optional[Tensor] = None, bn_running_mean: Optional[Tensor] = None,
+    bn_running_var: Optional[Tensor] = None, bn_eps: float = 0.0,
 ) -> tuple[Tensor, Tensor]:
     """(y, s): y = act_out(x · gate(s) + residual) with s = excitation(pool(x)), the logits [B, C]
     in float32 (float64 for float64 x), kept for the backward.
 
     Weights: "fc_act_fc" w1 [RD, C], b1 [RD], w2 [C, RD], b2 [C]; "fc" w2 [C, C], b2 [C]; taps
-    w1 [k] (k odd; padding (k-1)/2), b2 [1]."""
+    w1 [k] (k odd; padding (k-1)/2), b2 [1]. "fc_act_fc" may have a BatchNorm in eval between fc1
+    and act: its weight, bias, running mean and variance [RD] and eps (all four or none)."""
     from . import launch
 
     x = addressable(x)
@@ -179,21 +185,28 @@ def excitation_block(
     for b0 in range(0, B, step):  # one chunk, the whole batch, unless the L2 chunking is on
         chunk = slice(b0, b0 + step)
         launch.squeeze_excite_fwd(x[chunk], w1, b1, w2, b2, spec, RD,
-                                  *(t[chunk] if t is not None else None for t in workspace), s[chunk], counter)
+                                  *(t[chunk] if t is not None else None for t in workspace), s[chunk], counter,
+                                  _norm(bn_weight, bn_bias, bn_running_mean, bn_running_var, bn_eps))
         launch.gated_scale_fwd(x[chunk], s[chunk], residual[chunk] if residual is not None else None, y[chunk],
                                "channel", gate, act_out)
     return y, s
 
 
 @excitation_block.register_fake
-def _(x, residual, w1, b1, w2, b2, pool, mlp, act, gate, act_out):
+def _(x, residual, w1, b1, w2, b2, pool, mlp, act, gate, act_out, bn_weight=None, bn_bias=None, bn_running_mean=None,
+      bn_running_var=None, bn_eps=0.0):
     return _alloc_forward(addressable(x))
 
 
-def _alloc_backward(x: Tensor, want_grad_res: bool, w1, b1, w2, b2) -> tuple[Tensor, ...]:
+def _norm(weight, bias, running_mean, running_var, eps) -> tuple | None:
+    """The hidden BatchNorm as the launchers take it, or None without one."""
+    return None if weight is None else (weight, bias, running_mean, running_var, eps)
+
+
+def _alloc_backward(x: Tensor, want_grad_res: bool, *params: Optional[Tensor]) -> tuple[Tensor, ...]:
     grad_res = _empty_like_4d(x) if want_grad_res else _nothing(x)
     return (_empty_like_4d(x), grad_res) + tuple(
-        _new(t.shape, t.dtype, t.device) if t is not None else _nothing(x) for t in (w1, b1, w2, b2))
+        _new(t.shape, t.dtype, t.device) if t is not None else _nothing(x) for t in params)
 
 
 @torch.library.custom_op("tritattn::excitation_block_backward", mutates_args=())
@@ -201,31 +214,33 @@ def excitation_block_backward(
     grad_y: Tensor, x: Tensor, y: Optional[Tensor], s: Tensor,
     w1: Optional[Tensor], b1: Optional[Tensor], w2: Optional[Tensor], b2: Optional[Tensor],
     pool: str, mlp: str, act: str, gate: str, act_out: str, want_grad_residual: bool,
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """(grad_x, grad_residual, grad_w1, grad_b1, grad_w2, grad_b2); an absent one is empty."""
-    from . import launch
-
+    bn_weight: Optional[Tensor] = None, bn_bias: Optional[Tensor] = None, bn_running_mean: Optional[Tensor] = None,
+    bn_running_var: Optional[Tensor] = None, bn_eps: float = 0.0,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(grad_x, grad_residual, grad_w1, grad_b1, grad_w2, grad_b2, grad_bn_weight, grad_bn_bias);
+    an absent one is empty."""
     x, grad_y = addressable(x), addressable(grad_y)
     y = addressable(y) if y is not None else None
-    out = _alloc_backward(x, want_grad_residual, w1, b1, w2, b2)
-    grad_x, grad_res, gw1, gb1, gw2, gb2 = out
-    B, C = x.shape[:2]
+    out = _alloc_backward(x, want_grad_residual, w1, b1, w2, b2, bn_weight, bn_bias)
+    grad_x, grad_res, *grads = out
     if not x.numel():
-        for g in out[2:]:
+        for g in grads:
             g.zero_()
         return out
     channel_backward(grad_y, x, y, s, (w1, b1, w2, b2), pool, mlp, act, gate, act_out,
-                     grad_x, _optional(grad_res), (gw1, gb1, gw2, gb2))
+                     grad_x, _optional(grad_res), grads, norm=_norm(bn_weight, bn_bias, bn_running_mean, bn_running_var, bn_eps))
     return out
 
 
 def channel_backward(
     grad_y: Tensor, x: Tensor, y: Optional[Tensor], s: Tensor, weights: tuple, pool: str, mlp: str, act: str,
-    gate: str, act_out: str, grad_x: Tensor, grad_res: Optional[Tensor], grads: tuple, sp: Optional[Tensor] = None,
+    gate: str, act_out: str, grad_x: Tensor, grad_res: Optional[Tensor], grads: Sequence[Tensor],
+    sp: Optional[Tensor] = None, norm: Optional[tuple] = None,
 ) -> None:
     """The excitation's backward kernels (launch.excitation_bwd) with their [B, C] workspaces:
-    ``weights`` = (w1, b1, w2, b2) and ``grads`` their gradients (empty where absent); ``sp``: the
-    spatial half's per-pixel terms for CBAM (act_out "spatial")."""
+    ``weights`` = (w1, b1, w2, b2) and ``grads`` their gradients (+ the hidden BatchNorm's weight
+    and bias with ``norm``; empty where absent); ``sp``: the spatial half's per-pixel terms for
+    CBAM (act_out "spatial")."""
     from . import launch
 
     B, C = x.shape[:2]
@@ -240,42 +255,47 @@ def channel_backward(
         grad_max=_new((B, C), acc, x.device) if with_max else None,
         hidden=_new((B, RD), acc, x.device) if mlp == "fc_act_fc" else None,
         grad_h=_new((B, (2 if pool == "mean_max_both" else 1) * RD), acc, x.device) if mlp == "fc_act_fc" else None,
+        grad_norm=_new((B, 2 * RD), acc, x.device) if norm is not None else None,
     )
     launch.excitation_bwd(
         grad_y, x, y, s, mean, maximum, count, w1, b1, w2, b2, spec, RD,
         gate, act_out, work, counters(x.device, B), grad_x, grad_res,
-        dict(zip(("w1", "b1", "w2", "b2"), (_optional(g) for g in grads))), sp,
+        dict(zip(("w1", "b1", "w2", "b2", "bn_weight", "bn_bias"), (_optional(g) for g in grads))), sp, norm,
     )
 
 
 @excitation_block_backward.register_fake
-def _(grad_y, x, y, s, w1, b1, w2, b2, pool, mlp, act, gate, act_out, want_grad_residual):
-    return _alloc_backward(addressable(x), want_grad_residual, w1, b1, w2, b2)
+def _(grad_y, x, y, s, w1, b1, w2, b2, pool, mlp, act, gate, act_out, want_grad_residual, bn_weight=None, bn_bias=None,
+      bn_running_mean=None, bn_running_var=None, bn_eps=0.0):
+    return _alloc_backward(addressable(x), want_grad_residual, w1, b1, w2, b2, bn_weight, bn_bias)
 
 
 def _setup(ctx, inputs, output) -> None:
-    x, residual, w1, b1, w2, b2, pool, mlp, act, gate, act_out = inputs
+    x, residual, w1, b1, w2, b2, pool, mlp, act, gate, act_out, bn_weight, bn_bias, bn_mean, bn_var, bn_eps = inputs
     y, s = output
-    ctx.config = (pool, mlp, act, gate, act_out)
+    ctx.config = (pool, mlp, act, gate, act_out, bn_eps)
     ctx.has_residual = residual is not None
-    ctx.save_for_backward(x, y if act_out == "relu" else None, s, w1, b1, w2, b2)
+    ctx.save_for_backward(x, y if act_out == "relu" else None, s, w1, b1, w2, b2, bn_weight, bn_bias, bn_mean, bn_var)
     # s is not a differentiable output: autograd allocates no zero gradient for it
     ctx.mark_non_differentiable(s)
     ctx.set_materialize_grads(False)
 
 
 def _backward(ctx, grad_y, grad_s):
-    x, y, s, w1, b1, w2, b2 = ctx.saved_tensors
-    pool, mlp, act, gate, act_out = ctx.config
+    x, y, s, w1, b1, w2, b2, bn_weight, bn_bias, bn_mean, bn_var = ctx.saved_tensors
+    pool, mlp, act, gate, act_out, bn_eps = ctx.config
     want_grad_res = ctx.has_residual and act_out != "identity" and ctx.needs_input_grad[1]
-    grad_x, grad_res, gw1, gb1, gw2, gb2 = torch.ops.tritattn.excitation_block_backward(
-        grad_y, x, y, s, w1, b1, w2, b2, pool, mlp, act, gate, act_out, want_grad_res)
+    grad_x, grad_res, *grads = torch.ops.tritattn.excitation_block_backward(
+        grad_y, x, y, s, w1, b1, w2, b2, pool, mlp, act, gate, act_out, want_grad_res,
+        bn_weight, bn_bias, bn_mean, bn_var, bn_eps)
     if not ctx.has_residual:
         grad_res = None
     elif act_out == "identity":
         grad_res = grad_y
-    return (grad_x, grad_res, *(g if t is not None else None for g, t in zip((gw1, gb1, gw2, gb2), (w1, b1, w2, b2))),
-            None, None, None, None, None)
+    params = (w1, b1, w2, b2, bn_weight, bn_bias)
+    return (grad_x, grad_res, *(g if t is not None else None for g, t in zip(grads[:4], params[:4])),
+            None, None, None, None, None, *(g if t is not None else None for g, t in zip(grads[4:], params[4:])),
+            None, None, None)
 
 
 excitation_block.register_autograd(_backward, setup_context=_setup)

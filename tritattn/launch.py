@@ -164,19 +164,29 @@ def _excitation_flags(spec: dict, C: int, RD: int) -> dict:
     return dict(POOL=spec["pool"], MLP=spec["mlp"], PAD=spec["pad"], TAPS=spec["taps"], **excitation_geometry(C, RD))
 
 
+def _norm_flags(norm: tuple | None) -> dict:
+    """The Problem flag of a hidden BatchNorm: present only when there is one (so the tuning keys
+    of the other blocks are unchanged)."""
+    return {"HIDDEN_NORM": True} if norm is not None else {}
+
+
 def squeeze_excite_fwd(
     x: torch.Tensor, w1, b1, w2, b2, spec: dict, RD: int,
     mean: torch.Tensor, maximum: torch.Tensor | None, count: torch.Tensor | None, s: torch.Tensor, counter: torch.Tensor,
+    norm: tuple | None = None,
 ) -> None:
-    """Pooled vectors and the excitation logits s [B, C] of x in one launch (kernels/excitation.py)."""
+    """Pooled vectors and the excitation logits s [B, C] of x in one launch (kernels/excitation.py);
+    ``norm``: the hidden BatchNorm's (weight, bias, running mean, running var, eps), or None."""
     xs = plane_strides(x, "channel")
-    p = _problem(x, "channel", xs, POOL=spec["pool"], MLP=spec["mlp"], RD=RD)
+    p = _problem(x, "channel", xs, POOL=spec["pool"], MLP=spec["mlp"], RD=RD, **_norm_flags(norm))
+    *bn, bn_eps = norm if norm is not None else (None, None, None, None, 0.0)
     with _device_guard(x):
         SQUEEZE_EXCITE_FWD.launch(
             p, _rows_grid(p),
-            (x, mean, maximum, count, counter, w1, b1, w2, b2, s, p.R, p.K, RD, *xs, *_strides2(w1), *_strides2(w2)),
+            (x, mean, maximum, count, counter, w1, b1, w2, b2, *bn, s, p.R, p.K, RD, bn_eps, *xs,
+             *_strides2(w1), *_strides2(w2)),
             dict(_excitation_flags(spec, p.R, RD), ACT=spec["act"], HAS_B1=b1 is not None, HAS_B2=b2 is not None,
-                 ACC=_acc_dtype(x)),
+                 HIDDEN_NORM=norm is not None, ACC=_acc_dtype(x)),
             x.device,
         )
 
@@ -187,37 +197,41 @@ def excitation_bwd(
     w1, b1, w2, b2, spec: dict, RD: int, gate: str, act_out: str,
     work: dict[str, torch.Tensor], counter: torch.Tensor,
     grad_x: torch.Tensor, grad_res: torch.Tensor | None, grads: dict[str, torch.Tensor | None],
-    sp: torch.Tensor | None = None,
+    sp: torch.Tensor | None = None, norm: tuple | None = None,
 ) -> None:
     """The block's backward in two launches: excitation_bwd_reduce (Σ_k dy·x and the pooled
     vectors into ``mean`` / ``maximum`` / ``count``, then the MLP backward per sample into
     ``work``), then excitation_bwd_apply (grad_x, grad_residual and the
     weight gradients ``grads`` "w1", "b1", "w2", "b2"). With act_out "spatial" (CBAM), grad_y is
     the gradient of the block's output after the spatial half, and ``sp`` [B, 4, H·W] that
-    half's per-pixel terms (kernels/cbam_spatial_bwd.py)."""
+    half's per-pixel terms (kernels/cbam_spatial_bwd.py). ``norm``: the hidden BatchNorm's
+    (weight, bias, running mean, running var, eps), its gradients in ``grads`` "bn_weight",
+    "bn_bias"."""
     xs = plane_strides(x, "channel")
     gys = plane_strides(grad_y, "channel")
     ys = plane_strides(y, "channel") if y is not None else (0, 0, 0)
     flags = _excitation_flags(spec, x.shape[1], RD)
     acc = _acc_dtype(x)
-    p = _problem(x, "channel", xs, POOL=spec["pool"], MLP=spec["mlp"], RD=RD, ACT_OUT=act_out)
+    p = _problem(x, "channel", xs, POOL=spec["pool"], MLP=spec["mlp"], RD=RD, ACT_OUT=act_out, **_norm_flags(norm))
+    *bn, bn_eps = norm if norm is not None else (None, None, None, None, 0.0)
+    flags["HIDDEN_NORM"] = norm is not None
     with _device_guard(x):
         EXCITATION_BWD_REDUCE.launch(
             p, _rows_grid(p),
-            (grad_y, x, y, sp, s, work["grad_s"], counter, mean, maximum, count, w1, b1, w2,
-             work["hidden"], work["grad_h"], work["grad_mean"], work["grad_max"],
-             p.R, p.K, RD, *gys, *xs, *ys, *_strides2(w1), *_strides2(w2)),
+            (grad_y, x, y, sp, s, work["grad_s"], counter, mean, maximum, count, w1, b1, w2, *bn,
+             work["hidden"], work["grad_h"], work["grad_norm"], work["grad_mean"], work["grad_max"],
+             p.R, p.K, RD, bn_eps, *gys, *xs, *ys, *_strides2(w1), *_strides2(w2)),
             dict(flags, ACT=spec["act"], GATE=gate, ACT_OUT=act_out, HAS_B1=b1 is not None, ACC=acc), x.device,
         )
         n_weight_programs = weight_programs(spec, x.shape[1], RD, b2 is not None)
         pa = _problem(x, "channel", xs, POOL=spec["pool"], MLP=spec["mlp"], RD=RD, ACT_OUT=act_out,
-                      WRITE_GRAD_RES=grad_res is not None)
+                      WRITE_GRAD_RES=grad_res is not None, **_norm_flags(norm))
         grs = plane_strides(grad_res, "channel") if grad_res is not None else (0, 0, 0)
         EXCITATION_BWD_APPLY.launch(
             pa, lambda META: (_elementwise_grid(pa)(META)[0] + n_weight_programs,),
             (grad_y, x, y, sp, s, grad_x, grad_res, work["grad_mean"], work["grad_max"], maximum, count,
-             work["grad_s"], mean, work["hidden"], work["grad_h"],
-             grads["w1"], grads["b1"], grads["w2"], grads["b2"],
+             work["grad_s"], mean, work["hidden"], work["grad_h"], work["grad_norm"],
+             grads["w1"], grads["b1"], grads["w2"], grads["b2"], grads.get("bn_weight"), grads.get("bn_bias"),
              pa.B, pa.R, pa.K, RD, *gys, *xs, *ys, *plane_strides(grad_x, "channel"), *grs,
              *_strides2(grads["w1"]), *_strides2(grads["w2"])),
             dict(flags, GATE=gate, ACT_OUT=act_out, WRITE_GRAD_RES=grad_res is not None,

@@ -21,6 +21,7 @@ the squeeze kernel, the MLP in torch, the scaling kernel.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import warnings
 
@@ -149,12 +150,20 @@ class SEModule(ChannelExcitation, reference.SEModule):
         return self.fc2(self.act(self.bn(self.fc1(_pooled(x, self.add_maxpool)))))
 
     def block_refusal(self) -> str | None:
-        if type(self.bn) is not nn.Identity:
-            return "a BatchNorm in the MLP (kept exact on the per-op path)"
+        bn = self.bn
+        if type(bn) is not nn.Identity:
+            if not _plain_batchnorm(bn) or not bn.affine or bn.running_mean is None:
+                return f"a {type(bn).__name__} in the MLP other than an affine BatchNorm with running statistics"
+            if bn.training:
+                return "a BatchNorm in the MLP in training mode (batch statistics: per op; in eval it runs inside the pipeline)"
         return _mlp_refusal(self.act, self.fc1)
 
     def block_spec(self) -> BlockSpec:
-        return _fc_act_fc("mean_max_avg" if self.add_maxpool else "mean", self.fc1, self.act, self.fc2)
+        spec = _fc_act_fc("mean_max_avg" if self.add_maxpool else "mean", self.fc1, self.act, self.fc2)
+        bn = self.bn
+        if type(bn) is nn.Identity:
+            return spec
+        return dataclasses.replace(spec, norm=(bn.weight, bn.bias, bn.running_mean, bn.running_var, bn.eps))
 
 
 class EffectiveSEModule(ChannelExcitation, reference.EffectiveSEModule):
