@@ -141,10 +141,11 @@ def spatial_conv_bwd(B: int, P: int, D: int, acc: int) -> int:
     return B * P * ((D + 4) * acc + INT32)
 
 
-def hidden_vectors(mlp: str, pool: str) -> int:
+def hidden_vectors(mlp: str, pool: str, norm: bool = False) -> int:
     """The [B, RD] vectors the block's backward keeps between its kernels: hidden and grad_h (and
-    grad_h of the max branch for CBAM's "mean_max_both"); none without a hidden layer."""
-    return (3 if pool == "mean_max_both" else 2) if mlp == "fc_act_fc" else 0
+    grad_h of the max branch for CBAM's "mean_max_both"; and the two of grad_norm with a hidden
+    BatchNorm); none without a hidden layer."""
+    return ((3 if pool == "mean_max_both" else 2) + 2 * norm) if mlp == "fc_act_fc" else 0
 
 
 def _channel(x: Tensor) -> tuple[int, int, int, int]:
@@ -172,7 +173,7 @@ class KernelTraffic(NamedTuple):
 def _block_traffic(op: str, a: dict[str, Any]) -> list[KernelTraffic]:
     B, C, K, size = _channel(a["x"])
     acc = _acc_size(a["x"])
-    with_max, hidden = a["pool"] != "mean", hidden_vectors(a["mlp"], a["pool"])
+    with_max, hidden = a["pool"] != "mean", hidden_vectors(a["mlp"], a["pool"], a.get("bn_weight") is not None)
     RD = a["w1"].shape[0] if a["mlp"] == "fc_act_fc" else 0
     relu = a["act_out"] == "relu"
     if op == "excitation_block":

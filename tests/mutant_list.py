@@ -101,9 +101,9 @@ MUTANTS: list[Mutant] = [
     # --- the block pipelines -----------------------------------------------------------------
     Mutant(
         "block_counter_not_reset", "kernels/excitation.py",
-        """                      sw1j, sw1c, sw2c, sw2j, POOL, MLP, ACT, PAD, TAPS, HAS_B1, HAS_B2, ACC, BLOCK_J, MLP_BLOCK_C)
+        """                      ACC, BLOCK_J, MLP_BLOCK_C)
         tl.store(counter_ptr + b, 0)""",
-        """                      sw1j, sw1c, sw2c, sw2j, POOL, MLP, ACT, PAD, TAPS, HAS_B1, HAS_B2, ACC, BLOCK_J, MLP_BLOCK_C)""",
+        """                      ACC, BLOCK_J, MLP_BLOCK_C)""",
         "squeeze_excite_fwd leaves its per-sample counters set: the next launch's MLP runs early or never",
         ("tests/test_excitation_block.py::test_block_is_bitwise_repeatable_and_leaves_the_counters_at_zero",),
     ),
@@ -134,6 +134,13 @@ MUTANTS: list[Mutant] = [
         "ww = w + (pad - dx)",
         "CBAM's forward conv flips its kernel left-right (a correlation becomes a convolution)",
         ("tests/test_cbam_block.py", "-k", "test_cbam_inference_matches_float64_reference and 37x5x3 and nchw"),
+    ),
+    Mutant(
+        "block_hidden_norm_not_in_the_backward", "kernels/excitation.py",
+        "            grad_h = grad_h * scale\n",
+        "            grad_h = grad_h\n",
+        "the backward of an SE with a BatchNorm in its MLP skips the BatchNorm's scale on the way to fc1 and x",
+        ("tests/test_excitation_block.py", "-k", "test_se_with_a_batchnorm and mean_max_avg and default_tiles and nchw"),
     ),
     Mutant(
         "cbam_running_var_biased", "kernels/cbam_spatial.py",

@@ -5,6 +5,7 @@ under AMP), default and tiny tiles (many programs per sample: the per-sample cou
 last program's MLP), and the properties the pipeline promises: bitwise repeatable, counters left
 at zero, 2 kernels forward and 2 backward, nothing x-sized saved beyond eager's.
 """
+import functools
 import sys
 from pathlib import Path
 
@@ -203,8 +204,45 @@ def test_switching_the_pipeline_off_gives_the_per_op_path(monkeypatch):
     assert [op for op, _ in c.tritattn_calls] == ["squeeze", "excite_scale"]
 
 
+@pytest.mark.parametrize("add_maxpool", [False, True], ids=["mean", "mean_max_avg"])
+@pytest.mark.parametrize("tiles", ["default_tiles", "small_tiles"])
+def test_se_with_a_batchnorm_in_its_mlp_runs_it_inside_the_pipeline_in_eval(add_maxpool, tiles, channels_last, monkeypatch):
+    """timm SEModule(norm_layer=BatchNorm2d) (ReXNet's SE) in eval against the float64 reference
+    module: output, input and every parameter gradient (the BatchNorm's weight and bias included);
+    in training it keeps the per-op path (batch statistics)."""
+    if tiles == "small_tiles":
+        use_small_tiles(monkeypatch)
+    ref = tritattn.reference.SEModule(20, rd_ratio=0.25, norm_layer=torch.nn.BatchNorm2d, add_maxpool=add_maxpool)
+    for p in ref.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    ref.bn.running_mean.normal_()
+    ref.bn.running_var.uniform_(0.5, 2.0)
+    fast = tritattn.SEModule(20, rd_ratio=0.25, norm_layer=torch.nn.BatchNorm2d, add_maxpool=add_maxpool)
+    fast.load_state_dict(ref.state_dict(), strict=True)
+    ref, fast = ref.to(DEVICE, torch.float64).eval(), fast.to(DEVICE, torch.float64).eval()
+    x = make_input((3, 20, 5, 7), torch.float64, channels_last, requires_grad=True)
+    x_ref = x.detach().clone().requires_grad_()
+    cot = torch.randn(x.shape, dtype=torch.float64, device=DEVICE)
+    with census.LaunchCensus() as c:
+        y = fast(x)
+        y.backward(cot)
+    assert [op for op, _ in c.tritattn_calls] == ["excitation_block", "excitation_block_backward"] and c.total == 4
+    y_ref = ref(x_ref)
+    y_ref.backward(cot)
+    assert_close(y, y_ref, what="output")
+    assert_close(x.grad, x_ref.grad, what="grad x")
+    group = max(p.grad.abs().max().item() for p in ref.parameters())
+    for (name, p), p_ref in zip(fast.named_parameters(), ref.parameters()):
+        assert_close(p.grad, p_ref.grad, what=f"grad {name}", scale=group)
+    fast.train()
+    assert "training mode" in fast.block_refusal() and not fast.uses_block_pipeline(x)
+
+
 def test_block_refusals_say_why():
-    assert "BatchNorm" in tritattn.SEModule(16, norm_layer=torch.nn.BatchNorm2d).block_refusal()
+    assert "training mode" in tritattn.SEModule(16, norm_layer=torch.nn.BatchNorm2d).block_refusal()
+    assert tritattn.SEModule(16, norm_layer=torch.nn.BatchNorm2d).eval().block_refusal() is None
+    no_stats = tritattn.SEModule(16, norm_layer=functools.partial(torch.nn.BatchNorm2d, track_running_stats=False)).eval()
+    assert "running statistics" in no_stats.block_refusal()
     assert "GELU" in tritattn.SEModule(16, act_layer=torch.nn.GELU).block_refusal()
     assert "use_mlp" in tritattn.EcaModule(16, use_mlp=True).block_refusal()
     assert tritattn.SEModule(16).block_refusal() is None

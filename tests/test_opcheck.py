@@ -203,6 +203,26 @@ def excitation_block_backward_case(pool, mlp, act, gate, act_out, residual) -> C
                 args, False)
 
 
+def excitation_block_norm_case(backward: bool) -> Case:
+    """timm SEModule with a BatchNorm in eval between fc1 and act (float32 parameters)."""
+
+    def forward_args(p: Sample, requires_grad: bool) -> tuple:
+        norm = (torch.randn(2).requires_grad_(requires_grad), torch.randn(2).requires_grad_(requires_grad),
+                torch.randn(2), torch.rand(2) + 0.5, 1e-5)
+        return (p.feature_map(requires_grad=requires_grad), None, *_block_weights("fc_act_fc", requires_grad),
+                "mean", "fc_act_fc", "relu", "sigmoid", "identity", *norm)
+
+    def backward_args(p: Sample, requires_grad: bool) -> tuple:
+        x, _, w1, b1, w2, b2, *settings, act_out, bn_w, bn_b, bn_m, bn_v, eps = forward_args(p, False)
+        _, s = tritattn.excitation_block(*forward_args(p, False)[:1], None, w1, b1, w2, b2, *settings, act_out,
+                                         bn_w, bn_b, bn_m, bn_v, eps)
+        return (p.feature_map(), x, None, s, w1, b1, w2, b2, *settings, act_out, False, bn_w, bn_b, bn_m, bn_v, eps)
+
+    if backward:
+        return Case(tritattn.excitation_block_backward.default, "hidden-norm", backward_args, False)
+    return Case(tritattn.excitation_block.default, "hidden-norm", forward_args, True)
+
+
 def _cbam_args(p: Sample, light: bool, training: bool, requires_grad: bool) -> tuple:
     """CBAM (2-channel descriptor) or light CBAM (1 channel): x, the MLP, the conv and the
     BatchNorm (float32 parameters), its mode."""
@@ -247,6 +267,8 @@ CASES: list[Case] = [
     *(spatial_scale_backward_case(gate) for gate in ("sigmoid", "hard_sigmoid")),
     *(excitation_block_case(*settings) for settings in BLOCK_SETTINGS),
     *(excitation_block_backward_case(*settings) for settings in BLOCK_SETTINGS),
+    excitation_block_norm_case(False),
+    excitation_block_norm_case(True),
     *(cbam_block_case(*settings) for settings in CBAM_SETTINGS),
     *(cbam_block_backward_case(*settings) for settings in CBAM_SETTINGS),
 ]

@@ -102,7 +102,7 @@ def _pointers_moved(kernel: str, f: dict) -> list[str]:
     CBAM's per-pixel workspace sp. The block pipeline's weights are left out (block_min_bytes adds
     the parameters)."""
     with_max = f.get("POOL", "mean") != "mean"
-    hidden = ["hidden_ptr", "grad_h_ptr"] * (f.get("MLP") == "fc_act_fc")
+    hidden = ["hidden_ptr", "grad_h_ptr"] * (f.get("MLP") == "fc_act_fc") + ["grad_norm_ptr"] * bool(f.get("HIDDEN_NORM"))
     if kernel == "gated_spatial_pool_fwd":  # x, s read; descriptor d and conv output u written
         return ["x_ptr", "s_ptr", "d_ptr", "u_ptr"]
     if kernel == "doubly_gated_scale_fwd":  # x, s, u read; y written
@@ -224,6 +224,20 @@ def test_byte_model_counts_the_tensors_each_kernel_moves(monkeypatch):
                   ops.excitation_block_backward, rand(B, C, H, W), x, y if relu else None, s_,
                   *weights[mlp], pool, mlp, "relu", "sigmoid", act_out, residual)
 
+    # SE with a BatchNorm in eval between fc1 and act (timm SEModule's norm_layer)
+    norm = (rand(RD, dtype=torch.float32), rand(RD, dtype=torch.float32), rand(RD, dtype=torch.float32),
+            torch.rand(RD, device=DEVICE) + 0.5, 1e-5)
+    hidden = bm.hidden_vectors("fc_act_fc", "mean", norm=True)
+    y, s_ = check("excitation_block hidden norm", ["squeeze_excite_fwd", "gated_scale_fwd"],
+                  [bm.squeeze_excite_fwd(B, C, HW, 2, f32, False), bm.gated_scale_fwd(B, C, HW, 2, f32, False)],
+                  ops.excitation_block, x, None, *weights["fc_act_fc"], "mean", "fc_act_fc", "relu", "sigmoid", "identity",
+                  *norm)
+    check("excitation_block hidden norm backward", ["excitation_bwd_reduce", "excitation_bwd_apply"],
+          [bm.excitation_bwd_reduce(B, C, HW, RD, 2, f32, False, False, hidden),
+           bm.excitation_bwd_apply(B, C, HW, RD, 2, f32, False, False, False, hidden)],
+          ops.excitation_block_backward, rand(B, C, H, W), x, None, s_, *weights["fc_act_fc"], "mean", "fc_act_fc", "relu",
+          "sigmoid", "identity", False, *norm)
+
     # CBAM (2-channel descriptor) and light CBAM (1 channel), BatchNorm in training and in eval
     for d, pool in ((2, "mean_max_both"), (1, "mean_max_avg")):
         for training in (True, False):
@@ -244,7 +258,7 @@ def test_byte_model_counts_the_tensors_each_kernel_moves(monkeypatch):
                   ops.cbam_block_backward, rand(B, C, H, W), x, s_, u, affine, *weights["fc_act_fc"], pool, "relu",
                   "sigmoid", conv_w, bn[0], bn[1], training, "sigmoid")
 
-    assert len(counts) == 8 + 2 * 10 + 4 * 2 * len(blocks) + 2 * 2 * 7
+    assert len(counts) == 8 + 2 * 10 + 4 * 2 * len(blocks) + 4 + 2 * 2 * 7
     wrong = [c for c in counts if c[2] != c[3]]
     assert not wrong, "\n".join(f"{what} ({kernel}): byte model {m}, tensors moved {n}" for what, kernel, m, n in wrong)
 
@@ -269,7 +283,8 @@ def _bytes_of_launch(name: str, p: tuning.Problem) -> int:
     if name == "gated_scale_fwd":
         return bytes_model.gated_scale_fwd(p.B, p.R, p.K, size, size, f["HAS_RESIDUAL"])
     acc = 8 if p.dtype == torch.float64 else 4
-    with_max, hidden = f.get("POOL") != "mean", bytes_model.hidden_vectors(f.get("MLP"), f.get("POOL"))
+    with_max = f.get("POOL") != "mean"
+    hidden = bytes_model.hidden_vectors(f.get("MLP"), f.get("POOL"), f.get("HIDDEN_NORM", False))
     if name == "squeeze_excite_fwd":
         return bytes_model.squeeze_excite_fwd(p.B, p.R, p.K, size, acc, with_max)
     if name == "gated_spatial_pool_fwd":  # R = H×W, K = C
