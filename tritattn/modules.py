@@ -15,7 +15,7 @@ the tail of an SE-ResNet block (:mod:`tritattn.fusion`).
 On the Triton kernels, a channel-attention block runs as one pipeline
 (:mod:`tritattn.excitation_block`): the squeeze and its MLP / channel conv in one kernel, the
 scaling in a second; two kernels for the backward. :meth:`ChannelExcitation.block_refusal` says
-why a block cannot (a BatchNorm in its MLP, a hidden activation without a kernel, ECA's
+why a block cannot (a BatchNorm in its MLP in training mode, a hidden activation without a kernel, ECA's
 ``use_mlp``, ...); such a block, and every block on the eager fallback, takes the per-op path:
 the squeeze kernel, the MLP in torch, the scaling kernel.
 """
