@@ -4,7 +4,8 @@ Sections: the machine (env.json), each stage's outcome (stages.json), the test c
 failing tests (tests.txt), the "Measured on <GPU>" table that goes at the top of README's
 benchmark part (sweep.json and kernels.csv: per model's representative block, forward and
 training step, tritattn against eager and torch.compile), the geometric-mean speed-ups, the
-kernels per block (kernels.csv beside the census's launch counts in blocks.csv), and tuning.
+kernels per block (kernels.csv beside the census's launch counts in blocks.csv), tuning, and the
+forward with the second read of x from L2 off and on (l2_chunk.csv).
 A file a stage did not write leaves its section saying so; nothing is filled in.
 """
 from __future__ import annotations
@@ -153,6 +154,20 @@ def _sweep(sweep: dict | None, kernels: list[dict]) -> list[str]:
     return lines
 
 
+def l2_section(rows: list[dict]) -> str:
+    """perf/l2_chunk.py's rows: the forward with the second read of x from L2 off and on."""
+    if not rows:
+        return "(l2_chunk.csv not written)"
+    lines = [f"Timings: {rows[0]['timing']}.", "",
+             "| block | x MiB | L2 fraction | samples / launch | CUDA graph | ms | GB/s | × off | DRAM read / write MiB |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        dram = f"{r['dram_read_mib']} / {r['dram_write_mib']}" if r["dram_read_mib"] else r["dram_note"]
+        lines.append(f"| {r['block']} | {r['x_mib']} | {r['l2_fraction']} | {r['samples_per_launch']} | {r['cuda_graph']} | "
+                     f"{r['ms']} | {r['gbs']} | {r['speedup_vs_off']} | {dram} |")
+    return "\n".join(lines)
+
+
 def write_summary(folder: Path, stages: list[dict]) -> str:
     """Write ``folder/summary.md`` (see the module docstring) and return its text."""
     env = json.loads(_read(folder, "env.json") or "null")
@@ -164,6 +179,7 @@ def write_summary(folder: Path, stages: list[dict]) -> str:
         "## Tests", "", *_tests(_read(folder, "tests.txt"), next((s for s in stages if s["name"] == "tests"), None)), "",
         f"## Measured on {gpu}", "", *_sweep(sweep, kernels), "",
         "## Kernels per block", "", kernels_section(kernels, _csv(folder, "blocks.csv")), "",
+        "## The second read of x from L2 (TRITATTN_L2_CHUNK)", "", l2_section(_csv(folder, "l2_chunk.csv")), "",
     ])
     (folder / "summary.md").write_text(text)
     return text
