@@ -45,6 +45,14 @@ def _tee(stream, log_file, prefix: str, echo: bool) -> None:
             sys.stdout.flush()
 
 
+def _interruptible() -> None:
+    """In the child, before it runs: SIGINT back to its default, so a Python child turns it into
+    KeyboardInterrupt. A job started in the background by a non-interactive shell (``cmd &``, as
+    a CI runner or a remote command may start gpu_check) inherits SIGINT ignored, and Python then
+    never installs its handler: the interrupt would do nothing and the stage would be killed."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_stage(name: str, command: list[str], log_path: Path, allotted_s: float, env: dict[str, str] | None = None,
               cwd: Path | None = None, echo: bool = True) -> StageResult:
     """Run ``command`` for at most ``allotted_s`` seconds, its stdout and stderr into ``log_path``."""
@@ -54,7 +62,7 @@ def run_stage(name: str, command: list[str], log_path: Path, allotted_s: float, 
         log_file.flush()
         try:
             proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=cwd,
-                                    env=env, start_new_session=True)
+                                    env=env, start_new_session=True, preexec_fn=_interruptible)
         except OSError as e:
             return StageResult(name, "failed", time.monotonic() - start, allotted_s, None, log_path.name, f"could not start: {e}")
         reader = threading.Thread(target=_tee, args=(proc.stdout, log_file, f"[{name}] ", echo), daemon=True)

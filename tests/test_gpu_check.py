@@ -3,6 +3,7 @@ can run without a GPU (tiny budget, the kernels in the interpreter), the time-bo
 and the summary's parsing and tables. Nothing here asserts on how fast anything is."""
 import csv
 import json
+import signal
 import sys
 import tarfile
 import time
@@ -88,9 +89,12 @@ def _python(code: str) -> list[str]:
     return [sys.executable, "-c", code]
 
 
-def test_a_stage_past_its_time_is_interrupted_and_the_next_one_runs(tmp_path, monkeypatch):
+@pytest.mark.parametrize("parent_sigint", ["default", "ignored"])
+def test_a_stage_past_its_time_is_interrupted_and_the_next_one_runs(parent_sigint, tmp_path, monkeypatch):
     """Stage "slow" outlives its share and is interrupted (it prints first, and handles the
-    interrupt like pytest would); "broken" fails; "last" still runs and gets the time left."""
+    interrupt like pytest would); "broken" fails; "last" still runs and gets the time left. Also
+    when gpu_check itself runs with SIGINT ignored, as a background job of a non-interactive shell
+    does: the stage must still see the interrupt."""
     slow = "import time\nprint('started', flush=True)\ntry:\n    time.sleep(120)\nexcept KeyboardInterrupt:\n    print('interrupted')\n    raise SystemExit(2)"
     stages = [
         gpu_check.Stage("slow", 1.0, 0, "slow.txt", lambda a, f, t: _python(slow)),
@@ -102,7 +106,13 @@ def test_a_stage_past_its_time_is_interrupted_and_the_next_one_runs(tmp_path, mo
     args = gpu_check.parse_args(["--budget-min", str(8 / 60), "--quiet"])
     args.stages = [s.name for s in stages]
     start = time.monotonic()
-    slow_r, broken_r, cannot_r, last_r = gpu_check.run_stages(args, tmp_path)
+    previous = signal.getsignal(signal.SIGINT)
+    if parent_sigint == "ignored":
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        slow_r, broken_r, cannot_r, last_r = gpu_check.run_stages(args, tmp_path)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert time.monotonic() - start < 8 + stage_runner.GRACE_S
     assert (slow_r.status, slow_r.returncode) == ("timed out", 2) and 1.5 < slow_r.allotted_s <= 2.1
     assert (tmp_path / "slow.txt").read_text().splitlines()[-2:] == ["started", "interrupted"]
