@@ -4,7 +4,7 @@ backward (4 kernels), in training as in inference.
 Forward: squeeze_excite_fwd (the channel branch's pooling and shared MLP → s_c) →
 gated_spatial_pool_fwd (the spatial descriptor d of z = x · gate_c(s_c), never written; per
 sample the k×k conv → u; for the launch the BatchNorm as t = a · u + c, from the batch statistics
-in training — the running statistics moved as torch moves them — or the running ones in eval) →
+in training or the running ones in eval) →
 doubly_gated_scale_fwd (y = z · gate_s(t)). Eager runs about 18 kernels and 8 passes over x-sized
 tensors; this runs 3 and 4 (kernels/cbam_spatial.py).
 
