@@ -21,7 +21,7 @@ from .excitation import last_of_sample
 from .gates import gate_value
 from .mean_max import pool_start, pool_tile, pooled_max
 from .program_tiles import elementwise_tile, row_block
-from .rounding import to_output
+from .rounding import as_materialised, to_output
 from .tiling import ELEMENTWISE_TILES, ROW_TILES, oriented_configs
 
 #: gated_spatial_pool_fwd loops over C; the conv's tile (CONV_BLOCK_P pixels) is set by the problem.
@@ -113,6 +113,17 @@ def batch_norm_affine(
 
 
 @triton.jit
+def store_descriptor(d_ptr, b, R, r64, mask_r, mean, maximum, D: tl.constexpr):
+    """The spatial descriptor of a block of pixels into d [B, D, R]: (mean, max) over C for
+    CBAM (D = 2), 0.5 · mean + 0.5 · max for light CBAM (D = 1)."""
+    if D == 2:
+        tl.store(d_ptr + (b * 2) * R + r64, mean, mask=mask_r)
+        tl.store(d_ptr + (b * 2 + 1) * R + r64, maximum, mask=mask_r)
+    else:
+        tl.store(d_ptr + b * R + r64, 0.5 * mean + 0.5 * maximum, mask=mask_r)
+
+
+@triton.jit
 def gated_spatial_pool_fwd(
     x_ptr, s_ptr, d_ptr, u_ptr, stats_ptr, affine_ptr, counter_ptr,
     w_ptr, bnw_ptr, bnb_ptr, rm_ptr, rv_ptr,
@@ -144,15 +155,9 @@ def gated_spatial_pool_fwd(
         mask = mask_r[:, None] & mask_k[None, :]
         g = gate_value(tl.load(s_ptr + b * K + offs_k, mask=mask_k, other=0.0), GATE)
         x = tl.load(row_ptrs + offs_k.to(tl.int64)[None, :] * sxk, mask=mask, other=0.0).to(ACC)
-        z = to_output(x * g[None, :], x_ptr).to(ACC)  # eager materialises x · gate in x's dtype
+        z = as_materialised(x * g[None, :], x_ptr)
         total, run_max, run_count, has_nan = pool_tile(z, mask, total, run_max, run_count, has_nan, True, True)
-    mean = total / K
-    maximum = pooled_max(run_max, has_nan)
-    if D == 2:
-        tl.store(d_ptr + (b * 2) * R + r64, mean, mask=mask_r)
-        tl.store(d_ptr + (b * 2 + 1) * R + r64, maximum, mask=mask_r)
-    else:
-        tl.store(d_ptr + b * R + r64, 0.5 * mean + 0.5 * maximum, mask=mask_r)
+    store_descriptor(d_ptr, b, R, r64, mask_r, total / K, pooled_max(run_max, has_nan), D)
     if last_of_sample(counter_ptr, b, tl.cdiv(R, BLOCK_R)):
         sample_conv(b, d_ptr, u_ptr, stats_ptr, w_ptr, H, W, D, KS, ACC, CONV_BLOCK_P)
         tl.store(counter_ptr + b, 0)
@@ -185,5 +190,5 @@ def doubly_gated_scale_fwd(
     g_s = gate_value(t, GATE_S)
     x = tl.load(x_ptr + b * sxb + r64[:, None] * sxr + k64 * sxk, mask=mask, other=0.0).to(ACC)
     # z = x · g_c rounded to x's dtype, as in gated_spatial_pool_fwd and in eager
-    z = to_output(x * g_c[:, None], x_ptr).to(ACC)
+    z = as_materialised(x * g_c[:, None], x_ptr)
     tl.store(y_ptr + b * syb + r64[:, None] * syr + k64 * syk, to_output(z * g_s[None, :], y_ptr), mask=mask)

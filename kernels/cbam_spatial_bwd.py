@@ -25,12 +25,12 @@ They leave per pixel, in the workspace sp [B, 4, H·W] (ACC), what the channel b
 import triton
 import triton.language as tl
 
-from .cbam_spatial import acc_zero
+from .cbam_spatial import acc_zero, store_descriptor
 from .excitation import last_of_sample
 from .gates import gate_backward, gate_value
 from .mean_max import pool_start, pool_tile, pooled_max
 from .program_tiles import row_block
-from .rounding import to_output
+from .rounding import as_materialised, to_output
 from .tiling import ROW_TILES, oriented_configs
 
 #: cbam_spatial_bwd_reduce loops over C like gated_spatial_pool_fwd; spatial_conv_bwd works on
@@ -74,7 +74,7 @@ def cbam_spatial_bwd_reduce(
         k64 = offs_k.to(tl.int64)[None, :]
         g = gate_value(tl.load(s_ptr + b * K + offs_k, mask=mask_k, other=0.0), GATE_C)
         x = tl.load(x_ptr + b * sxb + rows * sxr + k64 * sxk, mask=mask, other=0.0).to(ACC)
-        z = to_output(x * g[None, :], x_ptr).to(ACC)  # as the forward rounds it
+        z = as_materialised(x * g[None, :], x_ptr)  # as the forward rounds it
         dy = tl.load(grad_y_ptr + b * sgyb + rows * sgyr + k64 * sgyk, mask=mask, other=0.0).to(ACC)
         dot += tl.sum(dy * z, axis=1)
         total, run_max, run_count, has_nan = pool_tile(z, mask, total, run_max, run_count, has_nan, True, True)
@@ -86,11 +86,7 @@ def cbam_spatial_bwd_reduce(
     tl.store(sp_ptr + b * 4 * R + r64, gate_value(t, GATE_S), mask=mask_r)
     tl.store(sp_ptr + (b * 4 + 3) * R + r64, maximum, mask=mask_r)
     tl.store(ties_ptr + b * R + r64, run_count, mask=mask_r)
-    if D == 2:
-        tl.store(d_ptr + (b * 2) * R + r64, mean, mask=mask_r)
-        tl.store(d_ptr + (b * 2 + 1) * R + r64, maximum, mask=mask_r)
-    else:
-        tl.store(d_ptr + b * R + r64, 0.5 * mean + 0.5 * maximum, mask=mask_r)
+    store_descriptor(d_ptr, b, R, r64, mask_r, mean, maximum, D)
     if last_of_sample(counter_ptr, b, tl.cdiv(R, BLOCK_R)):
         mu = tl.load(affine_ptr + 2)
         inv_std = tl.load(affine_ptr + 3)

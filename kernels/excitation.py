@@ -38,7 +38,7 @@ from .gated_scale import epilogue_grad
 from .gates import gate_backward, gate_value
 from .mean_max import add_pool_grad, pool_rows, pool_start, pool_tile, pooled_max
 from .program_tiles import elementwise_tile, row_block
-from .rounding import to_output
+from .rounding import as_materialised, to_output
 from .tiling import ELEMENTWISE_TILES, ROW_TILES, oriented_configs
 
 #: squeeze_excite_fwd and excitation_bwd_reduce loop over K (pipeline depth matters); the tile is
@@ -208,7 +208,7 @@ def block_output_grad(
     """
     if ACT_OUT == "spatial":
         dy = tl.load(grad_y_ptr + gy_offs, mask=mask, other=0.0).to(ACC)
-        z = to_output(x * g[:, None], x_ptr).to(ACC)
+        z = as_materialised(x * g[:, None], x_ptr)
         mask_k = offs_k < K
         base = sp_ptr + b * 4 * K + offs_k
         g_s = tl.load(base, mask=mask_k, other=0.0)

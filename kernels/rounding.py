@@ -18,3 +18,11 @@ def to_output(v, ptr):
         bits = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) << 16
         v = tl.where(v != v, v, bits.to(tl.float32, bitcast=True))
     return v.to(ptr.dtype.element_ty)
+
+
+@triton.jit
+def as_materialised(v, ptr):
+    """``v`` rounded to the element type of ``ptr`` and back to v's type: a value eager
+    materialises in that dtype (CBAM's gated map z = x · gate_c), so that every kernel that
+    recomputes it — forward and backward — gets the same bits and the same channel max."""
+    return to_output(v, ptr).to(v.dtype)

@@ -170,6 +170,12 @@ def _norm_flags(norm: tuple | None) -> dict:
     return {"HIDDEN_NORM": True} if norm is not None else {}
 
 
+def _norm_args(norm: tuple | None) -> tuple:
+    """The kernels' (weight, bias, running mean, running var, eps) of a hidden BatchNorm; Nones
+    and 0 without one."""
+    return norm if norm is not None else (None, None, None, None, 0.0)
+
+
 def squeeze_excite_fwd(
     x: torch.Tensor, w1, b1, w2, b2, spec: dict, RD: int,
     mean: torch.Tensor, maximum: torch.Tensor | None, count: torch.Tensor | None, s: torch.Tensor, counter: torch.Tensor,
@@ -179,7 +185,7 @@ def squeeze_excite_fwd(
     ``norm``: the hidden BatchNorm's (weight, bias, running mean, running var, eps), or None."""
     xs = plane_strides(x, "channel")
     p = _problem(x, "channel", xs, POOL=spec["pool"], MLP=spec["mlp"], RD=RD, **_norm_flags(norm))
-    *bn, bn_eps = norm if norm is not None else (None, None, None, None, 0.0)
+    *bn, bn_eps = _norm_args(norm)
     with _device_guard(x):
         SQUEEZE_EXCITE_FWD.launch(
             p, _rows_grid(p),
@@ -213,7 +219,7 @@ def excitation_bwd(
     flags = _excitation_flags(spec, x.shape[1], RD)
     acc = _acc_dtype(x)
     p = _problem(x, "channel", xs, POOL=spec["pool"], MLP=spec["mlp"], RD=RD, ACT_OUT=act_out, **_norm_flags(norm))
-    *bn, bn_eps = norm if norm is not None else (None, None, None, None, 0.0)
+    *bn, bn_eps = _norm_args(norm)
     flags["HIDDEN_NORM"] = norm is not None
     with _device_guard(x):
         EXCITATION_BWD_REDUCE.launch(
