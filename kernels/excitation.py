@@ -36,7 +36,8 @@ import triton.language as tl
 
 from .gated_scale import epilogue_grad
 from .gates import gate_backward, gate_value
-from .mean_max import add_pool_grad, pool_rows, pool_start, pool_tile, pooled_max
+from .mean_max import add_pool_grad, pool_start, pool_tile, pooled_max
+from .norm_act import activation, activation_backward, eval_batchnorm, prologue, prologue_affine
 from .program_tiles import elementwise_tile, row_block
 from .rounding import as_materialised, to_output
 from .tiling import ELEMENTWISE_TILES, ROW_TILES, oriented_configs
@@ -52,28 +53,6 @@ EXCITATION_BWD_APPLY_CONFIGS = oriented_configs(ELEMENTWISE_TILES, num_warps=(2,
 
 #: Elements of the per-sample MLP's weight tile (BLOCK_J × MLP_BLOCK_C).
 MLP_TILE_ELEMENTS = 4096
-
-
-@triton.jit
-def mlp_act(h, ACT: tl.constexpr):
-    """The hidden activation: "relu" (NaN stays NaN, as torch.relu), "silu" or "identity"."""
-    if ACT == "relu":
-        h = tl.where(h < 0.0, 0.0, h)
-    elif ACT == "silu":
-        h = h / (1.0 + tl.exp(-h))
-    return h
-
-
-@triton.jit
-def mlp_act_backward(h, grad, ACT: tl.constexpr):
-    """grad · act'(h): relu as torch's threshold_backward (0 where relu(h) ≤ 0), silu'(h) =
-    σ(h) · (1 + h · (1 - σ(h)))."""
-    if ACT == "relu":
-        grad = tl.where(h > 0.0, grad, 0.0)
-    elif ACT == "silu":
-        sig = 1.0 / (1.0 + tl.exp(-h))
-        grad = grad * (sig * (1.0 + h * (1.0 - sig)))
-    return grad
 
 
 @triton.jit
@@ -127,17 +106,6 @@ def hidden_pre_activation(
 
 
 @triton.jit
-def hidden_norm(bnw_ptr, bnb_ptr, bnm_ptr, bnv_ptr, bn_eps, offs_j, mask_j, ACC: tl.constexpr):
-    """The hidden layer's BatchNorm in eval (timm SEModule's ``norm_layer``) as h ↦ h · scale +
-    shift: (scale, shift, 1/σ, running mean), σ = sqrt(running_var + eps), scale = weight / σ,
-    shift = bias - running_mean · scale."""
-    inv_std = 1.0 / tl.sqrt(tl.load(bnv_ptr + offs_j, mask=mask_j, other=1.0).to(ACC) + bn_eps)
-    scale = tl.load(bnw_ptr + offs_j, mask=mask_j, other=0.0).to(ACC) * inv_std
-    mean = tl.load(bnm_ptr + offs_j, mask=mask_j, other=0.0).to(ACC)
-    return scale, tl.load(bnb_ptr + offs_j, mask=mask_j, other=0.0).to(ACC) - mean * scale, inv_std, mean
-
-
-@triton.jit
 def sample_logits(
     b, mean_ptr, max_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, bnw_ptr, bnb_ptr, bnm_ptr, bnv_ptr, s_ptr,
     C, RD, bn_eps, sw1j, sw1c, sw2c, sw2j,
@@ -154,12 +122,12 @@ def sample_logits(
         h, h_max = hidden_pre_activation(b, mean_ptr, max_ptr, w1_ptr, b1_ptr, C, RD, sw1j, sw1c,
                                          POOL, HAS_B1, ACC, BLOCK_J, MLP_BLOCK_C)
         if HIDDEN_NORM:
-            scale, shift, _, _ = hidden_norm(bnw_ptr, bnb_ptr, bnm_ptr, bnv_ptr, bn_eps, offs_j, mask_j, ACC)
+            scale, shift, _, _ = eval_batchnorm(bnw_ptr, bnb_ptr, bnm_ptr, bnv_ptr, bn_eps, offs_j, mask_j, ACC)
             h = h * scale + shift
             h_max = h_max * scale + shift
-        a = mlp_act(h, ACT)
+        a = activation(h, ACT)
         if POOL == "mean_max_both":
-            a += mlp_act(h_max, ACT)
+            a += activation(h_max, ACT)
         a = tl.where(mask_j, a, 0.0)
     elif MLP == "fc":
         a = pooled_input(mean_ptr, max_ptr, b * C + offs_j, mask_j, POOL)  # RD = C
@@ -227,11 +195,13 @@ def block_output_grad(
 def squeeze_excite_fwd(
     x_ptr, mean_ptr, max_ptr, count_ptr, counter_ptr,
     w1_ptr, b1_ptr, w2_ptr, b2_ptr, bnw_ptr, bnb_ptr, bnm_ptr, bnv_ptr, s_ptr,
-    R, K, RD, bn_eps,
+    pw_ptr, pb_ptr, pm_ptr, pv_ptr,
+    R, K, RD, bn_eps, p_eps,
     sxb, sxr, sxk,
     sw1j, sw1c, sw2c, sw2j,
     POOL: tl.constexpr, MLP: tl.constexpr, ACT: tl.constexpr, PAD: tl.constexpr, TAPS: tl.constexpr,
     HAS_B1: tl.constexpr, HAS_B2: tl.constexpr, HIDDEN_NORM: tl.constexpr,
+    PRO_ACT: tl.constexpr, PRO_NORM: tl.constexpr,
     ACC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr,
     BLOCK_J: tl.constexpr, MLP_BLOCK_C: tl.constexpr,
 ):
@@ -239,6 +209,9 @@ def squeeze_excite_fwd(
 
       mean[b, c] = Σ_k x[b, c, k] / K;  max[b, c], count[b, c] = max_k x and its ties (POOL ≠ "mean")
       s[b, :]    = excitation of the pooled vectors (module docstring), by the sample's last program
+
+    With a prologue (PRO_ACT ≠ "none"), x_ptr holds z or c and x = act(z) is computed on the fly
+    (kernels/norm_act.py; the BatchNorm's weight, bias, running mean and variance at pw, pb, pm, pv).
 
     Minimum bytes: x read once (B·C·K·itemsize) + the [B, C] vectors written (mean, s in ACC; max
     in ACC and count int32 with max pooling). The weights are read once per sample, from L2 after
@@ -250,8 +223,16 @@ def squeeze_excite_fwd(
     mask_r = offs_r < R
     r64 = offs_r.to(tl.int64)
     want_max: tl.constexpr = POOL != "mean"
-    total, run_max, run_count = pool_rows(x_ptr + b * sxb + r64[:, None] * sxr, sxk, mask_r, K,
-                                          True, want_max, ACC, BLOCK_R, BLOCK_K)
+    scale, shift = prologue_affine(pw_ptr, pb_ptr, pm_ptr, pv_ptr, p_eps, offs_r, mask_r, PRO_NORM, ACC)
+    total, run_max, run_count, has_nan = pool_start(BLOCK_R, ACC)
+    for start in range(0, K, BLOCK_K):
+        offs_k = start + tl.arange(0, BLOCK_K)
+        mask = mask_r[:, None] & (offs_k < K)[None, :]
+        v = tl.load(x_ptr + b * sxb + r64[:, None] * sxr + offs_k.to(tl.int64)[None, :] * sxk, mask=mask,
+                    other=0.0).to(ACC)
+        x, _ = prologue(v, mask, scale, shift, x_ptr, PRO_ACT, PRO_NORM)
+        total, run_max, run_count, has_nan = pool_tile(x, mask, total, run_max, run_count, has_nan, True, want_max)
+    run_max = pooled_max(run_max, has_nan)
     tl.store(mean_ptr + b * R + r64, total / K, mask=mask_r)
     if want_max:
         tl.store(max_ptr + b * R + r64, run_max, mask=mask_r)
@@ -291,7 +272,7 @@ def sample_pool_grads(
         h = h_pre
         h_max = h_max_pre
         if HIDDEN_NORM:
-            scale, shift, inv_std, running_mean = hidden_norm(bnw_ptr, bnb_ptr, bnm_ptr, bnv_ptr, bn_eps,
+            scale, shift, inv_std, running_mean = eval_batchnorm(bnw_ptr, bnb_ptr, bnm_ptr, bnv_ptr, bn_eps,
                                                               offs_j, mask_j, ACC)
             h = h_pre * scale + shift
             h_max = h_max_pre * scale + shift
@@ -303,12 +284,12 @@ def sample_pool_grads(
                          mask=mask_c[:, None] & mask_j[None, :], other=0.0).to(ACC)
             ds = tl.load(grad_s_ptr + b * C + offs_c, mask=mask_c, other=0.0, cache_modifier=".cg")
             da += tl.sum(w2 * ds[:, None], axis=0)
-        grad_h = mlp_act_backward(h, da, ACT)
-        a = mlp_act(h, ACT)
+        grad_h = activation_backward(h, da, ACT)
+        a = activation(h, ACT)
         grad_h_max = tl.zeros([BLOCK_J], dtype=ACC)
         if POOL == "mean_max_both":
-            grad_h_max = mlp_act_backward(h_max, da, ACT)
-            a += mlp_act(h_max, ACT)
+            grad_h_max = activation_backward(h_max, da, ACT)
+            a += activation(h_max, ACT)
         if HIDDEN_NORM:
             grad_x_hat = grad_h * ((h_pre - running_mean) * inv_std)
             grad_x_hat += grad_h_max * ((h_max_pre - running_mean) * inv_std)
@@ -373,7 +354,7 @@ def excitation_bwd_reduce(
     sw1j, sw1c, sw2c, sw2j,
     GATE: tl.constexpr, ACT_OUT: tl.constexpr,
     POOL: tl.constexpr, MLP: tl.constexpr, ACT: tl.constexpr, PAD: tl.constexpr, TAPS: tl.constexpr,
-    HAS_B1: tl.constexpr, HIDDEN_NORM: tl.constexpr,
+    HAS_B1: tl.constexpr, HIDDEN_NORM: tl.constexpr, PRO_ACT: tl.constexpr,
     ACC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr,
     BLOCK_J: tl.constexpr, MLP_BLOCK_C: tl.constexpr,
 ):
@@ -381,6 +362,7 @@ def excitation_bwd_reduce(
 
       d[b, c, k]    = grad_y · [not y ≤ 0] (ACT_OUT = "relu"; d = grad_y for identity; CBAM's
                       "spatial": :func:`block_output_grad`)
+      x             = act(z) recomputed from the saved z with a prologue (PRO_ACT, kernels/norm_act.py)
       grad_s[b, c]  = gate'(s[b, c]) · Σ_k d · x                       fixed order, ACC
       mean, max, count [B, C] of x recomputed in the same pass (the forward does not save them)
       per sample, by its last program: :func:`sample_pool_grads` → grad_mean, grad_max [B, C]
@@ -404,6 +386,7 @@ def excitation_bwd_reduce(
         mask = mask_r[:, None] & (offs_k < K)[None, :]
         k64 = offs_k.to(tl.int64)[None, :]
         x = tl.load(x_ptr + b * sxb + rows * sxr + k64 * sxk, mask=mask, other=0.0).to(ACC)
+        x, _ = prologue(x, mask, g, g, x_ptr, PRO_ACT, False)
         d = block_output_grad(grad_y_ptr, y_ptr, sp_ptr, x_ptr, b * sgyb + rows * sgyr + k64 * sgyk,
                               b * syb + rows * syr + k64 * syk, x, g, b, offs_k, mask, K, ACT_OUT, ACC)
         acc += tl.sum(d * x, axis=1)
@@ -518,7 +501,7 @@ def excitation_bwd_apply(
     sgw1j, sgw1c, sgw2c, sgw2j,
     GATE: tl.constexpr, ACT_OUT: tl.constexpr, WRITE_GRAD_RES: tl.constexpr,
     POOL: tl.constexpr, MLP: tl.constexpr, PAD: tl.constexpr, TAPS: tl.constexpr,
-    HAS_B1: tl.constexpr, HAS_B2: tl.constexpr, HIDDEN_NORM: tl.constexpr,
+    HAS_B1: tl.constexpr, HAS_B2: tl.constexpr, HIDDEN_NORM: tl.constexpr, PRO_ACT: tl.constexpr,
     ACC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr,
     BLOCK_J: tl.constexpr, MLP_BLOCK_C: tl.constexpr,
 ):
@@ -527,11 +510,12 @@ def excitation_bwd_apply(
       d             = grad_y · [not y ≤ 0] (relu), grad_y, or CBAM's (:func:`block_output_grad`)
       grad_x        = d · gate(s[b, c]) + grad_mean[b, c] / K + [x == max] · grad_max[b, c] / count
       grad_residual = d                                              (WRITE_GRAD_RES)
+      with a prologue (PRO_ACT): x = act(z) recomputed, and grad_z = act'(z) · grad_x is written
 
     Programs [0, B·⌈R/BLOCK_R⌉·⌈K/BLOCK_K⌉) each own one tile of grad_x (elementwise_grid order);
     the programs after them compute the weight gradients (:func:`weight_grads`).
     Minimum bytes: grad_y read, grad_x written (+ y read and grad_residual written for relu, + x
-    read with max pooling or "spatial", + sp for "spatial") + the per-sample vectors read; the weight gradients, written once, are
+    read with max pooling, "spatial" or a prologue, + sp for "spatial") + the per-sample vectors read; the weight gradients, written once, are
     counted with the parameters per block (perf/bytes_model.py).
     """
     n_tiles = B * tl.cdiv(R, BLOCK_R) * tl.cdiv(K, BLOCK_K)
@@ -546,8 +530,10 @@ def excitation_bwd_apply(
         g = gate_value(tl.load(s_ptr + b * R + r64, mask=mask_r, other=0.0), GATE)
         has_max: tl.constexpr = POOL != "mean"
         x = tl.zeros([BLOCK_R, BLOCK_K], dtype=ACC)
-        if has_max or ACT_OUT == "spatial":
+        z = x
+        if has_max or ACT_OUT == "spatial" or PRO_ACT != "none":
             x = tl.load(x_ptr + b * sxb + rows * sxr + k64 * sxk, mask=mask, other=0.0).to(ACC)
+            x, z = prologue(x, mask, g, g, x_ptr, PRO_ACT, False)
         d = block_output_grad(grad_y_ptr, y_ptr, sp_ptr, x_ptr, b * sgyb + rows * sgyr + k64 * sgyk,
                               b * syb + rows * syr + k64 * syk, x, g, b, offs_k, mask, K, ACT_OUT, ACC)
         if WRITE_GRAD_RES:
@@ -561,6 +547,8 @@ def excitation_bwd_apply(
             m = tl.load(max_ptr + b * R + r64, mask=mask_r, other=0.0)
             n = tl.load(count_ptr + b * R + r64, mask=mask_r, other=1).to(ACC)
         grad_x = add_pool_grad(d * g[:, None], x, g_mean, g_max, m, n, K, True, has_max)
+        if PRO_ACT != "none":
+            grad_x = activation_backward(z, grad_x, PRO_ACT)
         tl.store(grad_x_ptr + b * sgxb + rows * sgxr + k64 * sgxk, to_output(grad_x, grad_x_ptr), mask=mask)
     else:
         weight_grads(pid - n_tiles, B, grad_s_ptr, mean_ptr, max_ptr, hidden_ptr, grad_h_ptr, grad_norm_ptr,

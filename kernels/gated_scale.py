@@ -10,6 +10,7 @@ import triton
 import triton.language as tl
 
 from .gates import gate_backward, gate_value
+from .norm_act import prologue, prologue_affine
 from .program_tiles import elementwise_tile, row_block
 from .rounding import to_output
 from .tiling import ELEMENTWISE_TILES, ROW_TILES, oriented_configs
@@ -36,18 +37,21 @@ def epilogue_grad(grad_y_ptr, y_ptr, gy_offs, y_offs, mask, ACT: tl.constexpr, A
 
 @triton.jit
 def gated_scale_fwd(
-    x_ptr, s_ptr, res_ptr, y_ptr,
-    R, K,
+    x_ptr, s_ptr, res_ptr, y_ptr, pw_ptr, pb_ptr, pm_ptr, pv_ptr,
+    R, K, p_eps,
     sxb, sxr, sxk,
     ssb, ssr,
     srb, srr, srk,
     syb, syr, syk,
     GATE: tl.constexpr, HAS_RESIDUAL: tl.constexpr, ACT: tl.constexpr,
+    PRO_ACT: tl.constexpr, PRO_NORM: tl.constexpr,
     ACC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     """y[b, r, k] = act(x[b, r, k] · gate(s[b, r]) (+ residual[b, r, k])).
 
-    gate(s) is evaluated once per row of the tile. Minimum bytes: x read + y written
+    gate(s) is evaluated once per row of the tile. With a prologue (PRO_ACT ≠ "none"; rows are
+    channels), x = act(z) is computed from what x_ptr holds (kernels/norm_act.py; the
+    BatchNorm's parameters at pw, pb, pm, pv with PRO_NORM). Minimum bytes: x read + y written
     (+ residual read) = (2 or 3)·B·R·K·itemsize + B·R·itemsize(s).
     Grid: elementwise_grid — one program per (b, row block, column block).
     """
@@ -60,6 +64,8 @@ def gated_scale_fwd(
     s = tl.load(s_ptr + b * ssb + r64 * ssr, mask=mask_r, other=0.0).to(ACC)
     g = gate_value(s, GATE)
     x = tl.load(x_ptr + b * sxb + r64[:, None] * sxr + k64 * sxk, mask=mask, other=0.0).to(ACC)
+    scale, shift = prologue_affine(pw_ptr, pb_ptr, pm_ptr, pv_ptr, p_eps, offs_r, mask_r, PRO_NORM, ACC)
+    x, _ = prologue(x, mask, scale, shift, x_ptr, PRO_ACT, PRO_NORM)
     y = x * g[:, None]
     if HAS_RESIDUAL:
         y += tl.load(res_ptr + b * srb + r64[:, None] * srr + k64 * srk, mask=mask, other=0.0).to(ACC)

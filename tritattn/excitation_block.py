@@ -110,11 +110,17 @@ class BlockSpec:
     norm: tuple | None = None
 
 
-def excitation(x: Tensor, spec: BlockSpec, gate: str, residual: Tensor | None = None, act_out: str = "identity") -> Tensor:
-    """y = act_out(x · gate(excitation(pool(x))) + residual) through the block pipeline."""
+def excitation(x: Tensor, spec: BlockSpec, gate: str, residual: Tensor | None = None, act_out: str = "identity",
+               prologue: tuple | None = None) -> Tensor:
+    """y = act_out(x' · gate(excitation(pool(x'))) + residual) through the block pipeline, x' = x,
+    or with ``prologue`` = (act, norm): x' = act(x) (norm None), or act(bn(x)) with norm = an eval
+    BatchNorm's (weight, bias, running mean, running var, eps) — for inference only: a folded
+    BatchNorm has no backward."""
     norm = spec.norm if spec.norm is not None else (None, None, None, None, 0.0)
+    pro_act, pro_norm = prologue if prologue is not None else ("none", None)
     return torch.ops.tritattn.excitation_block(
-        x, residual, spec.w1, spec.b1, spec.w2, spec.b2, spec.pool, spec.mlp, spec.act, gate, act_out, *norm)[0]
+        x, residual, spec.w1, spec.b1, spec.w2, spec.b2, spec.pool, spec.mlp, spec.act, gate, act_out, *norm,
+        pro_act, *(pro_norm if pro_norm is not None else (None, None, None, None, 0.0)))[0]
 
 
 def counters(device: torch.device, n: int) -> Tensor:
@@ -162,13 +168,20 @@ def excitation_block(
     b2: Optional[Tensor], pool: str, mlp: str, act: str, gate: str, act_out: str,
     bn_weight: Optional[Tensor] = None, bn_bias: Optional[Tensor] = None, bn_running_mean: Optional[Tensor] = None,
     bn_running_var: Optional[Tensor] = None, bn_eps: float = 0.0,
+    prologue_act: str = "none", pre_weight: Optional[Tensor] = None, pre_bias: Optional[Tensor] = None,
+    pre_running_mean: Optional[Tensor] = None, pre_running_var: Optional[Tensor] = None, pre_eps: float = 0.0,
 ) -> tuple[Tensor, Tensor]:
     """(y, s): y = act_out(x · gate(s) + residual) with s = excitation(pool(x)), the logits [B, C]
     in float32 (float64 for float64 x), kept for the backward.
 
     Weights: "fc_act_fc" w1 [RD, C], b1 [RD], w2 [C, RD], b2 [C]; "fc" w2 [C, C], b2 [C]; taps
     w1 [k] (k odd; padding (k-1)/2), b2 [1]. "fc_act_fc" may have a BatchNorm in eval between fc1
-    and act: its weight, bias, running mean and variance [RD] and eps (all four or none)."""
+    and act: its weight, bias, running mean and variance [RD] and eps (all four or none).
+
+    Prologue (kernels/norm_act.py): with ``prologue_act`` ("relu", "silu", "hardswish"), the
+    block's input is act(x) (x: the producer BatchNorm's output z), or act(bn(x)) with the
+    ``pre_*`` parameters of an eval BatchNorm [C] (x: its input; inference only, no backward);
+    act(…) is computed where the kernels load x, never written."""
     from . import launch
 
     x = addressable(x)
@@ -182,20 +195,27 @@ def excitation_block(
     workspace = pooled_workspace(x, pool)
     counter = counters(x.device, B)
     step = samples_per_launch(x)
+    prologue = _prologue(prologue_act, pre_weight, pre_bias, pre_running_mean, pre_running_var, pre_eps)
     for b0 in range(0, B, step):  # one chunk, the whole batch, unless the L2 chunking is on
         chunk = slice(b0, b0 + step)
         launch.squeeze_excite_fwd(x[chunk], w1, b1, w2, b2, spec, RD,
                                   *(t[chunk] if t is not None else None for t in workspace), s[chunk], counter,
-                                  _norm(bn_weight, bn_bias, bn_running_mean, bn_running_var, bn_eps))
+                                  _norm(bn_weight, bn_bias, bn_running_mean, bn_running_var, bn_eps), prologue)
         launch.gated_scale_fwd(x[chunk], s[chunk], residual[chunk] if residual is not None else None, y[chunk],
-                               "channel", gate, act_out)
+                               "channel", gate, act_out, prologue)
     return y, s
 
 
 @excitation_block.register_fake
 def _(x, residual, w1, b1, w2, b2, pool, mlp, act, gate, act_out, bn_weight=None, bn_bias=None, bn_running_mean=None,
-      bn_running_var=None, bn_eps=0.0):
+      bn_running_var=None, bn_eps=0.0, prologue_act="none", pre_weight=None, pre_bias=None, pre_running_mean=None,
+      pre_running_var=None, pre_eps=0.0):
     return _alloc_forward(addressable(x))
+
+
+def _prologue(act: str, weight, bias, running_mean, running_var, eps) -> tuple | None:
+    """The prologue as the launchers take it: (act, the eval BatchNorm or None), or None without one."""
+    return None if act == "none" else (act, _norm(weight, bias, running_mean, running_var, eps))
 
 
 def _norm(weight, bias, running_mean, running_var, eps) -> tuple | None:
@@ -215,10 +235,10 @@ def excitation_block_backward(
     w1: Optional[Tensor], b1: Optional[Tensor], w2: Optional[Tensor], b2: Optional[Tensor],
     pool: str, mlp: str, act: str, gate: str, act_out: str, want_grad_residual: bool,
     bn_weight: Optional[Tensor] = None, bn_bias: Optional[Tensor] = None, bn_running_mean: Optional[Tensor] = None,
-    bn_running_var: Optional[Tensor] = None, bn_eps: float = 0.0,
+    bn_running_var: Optional[Tensor] = None, bn_eps: float = 0.0, prologue_act: str = "none",
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """(grad_x, grad_residual, grad_w1, grad_b1, grad_w2, grad_b2, grad_bn_weight, grad_bn_bias);
-    an absent one is empty."""
+    an absent one is empty. With ``prologue_act``, x is z and grad_x its gradient."""
     x, grad_y = addressable(x), addressable(grad_y)
     y = addressable(y) if y is not None else None
     out = _alloc_backward(x, want_grad_residual, w1, b1, w2, b2, bn_weight, bn_bias)
@@ -228,19 +248,20 @@ def excitation_block_backward(
             g.zero_()
         return out
     channel_backward(grad_y, x, y, s, (w1, b1, w2, b2), pool, mlp, act, gate, act_out,
-                     grad_x, _optional(grad_res), grads, norm=_norm(bn_weight, bn_bias, bn_running_mean, bn_running_var, bn_eps))
+                     grad_x, _optional(grad_res), grads, norm=_norm(bn_weight, bn_bias, bn_running_mean, bn_running_var, bn_eps),
+                     prologue_act=prologue_act)
     return out
 
 
 def channel_backward(
     grad_y: Tensor, x: Tensor, y: Optional[Tensor], s: Tensor, weights: tuple, pool: str, mlp: str, act: str,
     gate: str, act_out: str, grad_x: Tensor, grad_res: Optional[Tensor], grads: Sequence[Tensor],
-    sp: Optional[Tensor] = None, norm: Optional[tuple] = None,
+    sp: Optional[Tensor] = None, norm: Optional[tuple] = None, prologue_act: str = "none",
 ) -> None:
     """The excitation's backward kernels (launch.excitation_bwd) with their [B, C] workspaces:
     ``weights`` = (w1, b1, w2, b2) and ``grads`` their gradients (+ the hidden BatchNorm's weight
     and bias with ``norm``; empty where absent); ``sp``: the spatial half's per-pixel terms for
-    CBAM (act_out "spatial")."""
+    CBAM (act_out "spatial"); ``prologue_act``: x holds z, the block's input is act(z)."""
     from . import launch
 
     B, C = x.shape[:2]
@@ -261,19 +282,22 @@ def channel_backward(
         grad_y, x, y, s, mean, maximum, count, w1, b1, w2, b2, spec, RD,
         gate, act_out, work, counters(x.device, B), grad_x, grad_res,
         dict(zip(("w1", "b1", "w2", "b2", "bn_weight", "bn_bias"), (_optional(g) for g in grads))), sp, norm,
+        prologue_act,
     )
 
 
 @excitation_block_backward.register_fake
 def _(grad_y, x, y, s, w1, b1, w2, b2, pool, mlp, act, gate, act_out, want_grad_residual, bn_weight=None, bn_bias=None,
-      bn_running_mean=None, bn_running_var=None, bn_eps=0.0):
+      bn_running_mean=None, bn_running_var=None, bn_eps=0.0, prologue_act="none"):
     return _alloc_backward(addressable(x), want_grad_residual, w1, b1, w2, b2, bn_weight, bn_bias)
 
 
 def _setup(ctx, inputs, output) -> None:
-    x, residual, w1, b1, w2, b2, pool, mlp, act, gate, act_out, bn_weight, bn_bias, bn_mean, bn_var, bn_eps = inputs
+    (x, residual, w1, b1, w2, b2, pool, mlp, act, gate, act_out, bn_weight, bn_bias, bn_mean, bn_var, bn_eps,
+     prologue_act, pre_weight, *_) = inputs
     y, s = output
-    ctx.config = (pool, mlp, act, gate, act_out, bn_eps)
+    ctx.config = (pool, mlp, act, gate, act_out, bn_eps, prologue_act)
+    ctx.folded_norm = pre_weight is not None
     ctx.has_residual = residual is not None
     ctx.save_for_backward(x, y if act_out == "relu" else None, s, w1, b1, w2, b2, bn_weight, bn_bias, bn_mean, bn_var)
     # s is not a differentiable output: autograd allocates no zero gradient for it
@@ -283,11 +307,14 @@ def _setup(ctx, inputs, output) -> None:
 
 def _backward(ctx, grad_y, grad_s):
     x, y, s, w1, b1, w2, b2, bn_weight, bn_bias, bn_mean, bn_var = ctx.saved_tensors
-    pool, mlp, act, gate, act_out, bn_eps = ctx.config
+    pool, mlp, act, gate, act_out, bn_eps, prologue_act = ctx.config
+    if ctx.folded_norm:
+        raise RuntimeError("tritattn::excitation_block: a BatchNorm folded into the prologue has no backward "
+                           "(fold it only for inference; with gradients, run the BatchNorm first and pass its output)")
     want_grad_res = ctx.has_residual and act_out != "identity" and ctx.needs_input_grad[1]
     grad_x, grad_res, *grads = torch.ops.tritattn.excitation_block_backward(
         grad_y, x, y, s, w1, b1, w2, b2, pool, mlp, act, gate, act_out, want_grad_res,
-        bn_weight, bn_bias, bn_mean, bn_var, bn_eps)
+        bn_weight, bn_bias, bn_mean, bn_var, bn_eps, prologue_act)
     if not ctx.has_residual:
         grad_res = None
     elif act_out == "identity":
@@ -295,7 +322,7 @@ def _backward(ctx, grad_y, grad_s):
     params = (w1, b1, w2, b2, bn_weight, bn_bias)
     return (grad_x, grad_res, *(g if t is not None else None for g, t in zip(grads[:4], params[:4])),
             None, None, None, None, None, *(g if t is not None else None for g, t in zip(grads[4:], params[4:])),
-            None, None, None)
+            None, None, None, None, None, None, None, None, None)
 
 
 excitation_block.register_autograd(_backward, setup_context=_setup)

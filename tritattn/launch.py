@@ -106,19 +106,39 @@ def mean_max_bwd(
         )
 
 
+def _prologue_flags(prologue: tuple | None) -> dict:
+    """The Problem flags of a block's prologue: present only with one (so the tuning keys of the
+    blocks without are unchanged)."""
+    if prologue is None:
+        return {}
+    act, norm = prologue
+    return {"PRO_ACT": act, "PRO_NORM": norm is not None}
+
+
+def _prologue_args(prologue: tuple | None) -> tuple[tuple, float, dict]:
+    """(the BatchNorm's weight, bias, running mean, running var; its eps; the constexprs) of a
+    prologue ``(act, norm)`` (kernels/norm_act.py), Nones and "none" without one."""
+    act, norm = prologue if prologue is not None else ("none", None)
+    *tensors, eps = norm if norm is not None else (None, None, None, None, 0.0)
+    return tuple(tensors), eps, dict(PRO_ACT=act, PRO_NORM=norm is not None)
+
+
 def gated_scale_fwd(
     x: torch.Tensor, s: torch.Tensor, residual: torch.Tensor | None, y: torch.Tensor,
-    axis: Axis, gate: str, act: str,
+    axis: Axis, gate: str, act: str, prologue: tuple | None = None,
 ) -> None:
-    """y = act(x · gate(s) + residual), s broadcast along the K axis of ``axis``."""
+    """y = act(x · gate(s) + residual), s broadcast along the K axis of ``axis``; ``prologue``
+    (channel axis only): (the producer's activation, its eval BatchNorm's (weight, bias, running
+    mean, running var, eps) or None), applied to x as loaded."""
     xs = plane_strides(x, axis)
-    p = _problem(x, axis, xs, HAS_RESIDUAL=residual is not None, ACT=act)
+    p = _problem(x, axis, xs, HAS_RESIDUAL=residual is not None, ACT=act, **_prologue_flags(prologue))
     rs = plane_strides(residual, axis) if residual is not None else (0, 0, 0)
+    pro, pro_eps, pro_flags = _prologue_args(prologue)
     with _device_guard(x):
         GATED_SCALE_FWD.launch(
             p, _elementwise_grid(p),
-            (x, s, residual, y, p.R, p.K, *xs, *vector_strides(s, axis), *rs, *plane_strides(y, axis)),
-            dict(p.flags, GATE=gate, ACC=_acc_dtype(x)), x.device,
+            (x, s, residual, y, *pro, p.R, p.K, pro_eps, *xs, *vector_strides(s, axis), *rs, *plane_strides(y, axis)),
+            dict(p.flags, GATE=gate, ACC=_acc_dtype(x), **pro_flags), x.device,
         )
 
 
@@ -179,20 +199,23 @@ def _norm_args(norm: tuple | None) -> tuple:
 def squeeze_excite_fwd(
     x: torch.Tensor, w1, b1, w2, b2, spec: dict, RD: int,
     mean: torch.Tensor, maximum: torch.Tensor | None, count: torch.Tensor | None, s: torch.Tensor, counter: torch.Tensor,
-    norm: tuple | None = None,
+    norm: tuple | None = None, prologue: tuple | None = None,
 ) -> None:
     """Pooled vectors and the excitation logits s [B, C] of x in one launch (kernels/excitation.py);
-    ``norm``: the hidden BatchNorm's (weight, bias, running mean, running var, eps), or None."""
+    ``norm``: the hidden BatchNorm's (weight, bias, running mean, running var, eps), or None;
+    ``prologue`` as in :func:`gated_scale_fwd`."""
     xs = plane_strides(x, "channel")
-    p = _problem(x, "channel", xs, POOL=spec["pool"], MLP=spec["mlp"], RD=RD, **_norm_flags(norm))
+    p = _problem(x, "channel", xs, POOL=spec["pool"], MLP=spec["mlp"], RD=RD, **_norm_flags(norm),
+                 **_prologue_flags(prologue))
     *bn, bn_eps = _norm_args(norm)
+    pro, pro_eps, pro_flags = _prologue_args(prologue)
     with _device_guard(x):
         SQUEEZE_EXCITE_FWD.launch(
             p, _rows_grid(p),
-            (x, mean, maximum, count, counter, w1, b1, w2, b2, *bn, s, p.R, p.K, RD, bn_eps, *xs,
+            (x, mean, maximum, count, counter, w1, b1, w2, b2, *bn, s, *pro, p.R, p.K, RD, bn_eps, pro_eps, *xs,
              *_strides2(w1), *_strides2(w2)),
             dict(_excitation_flags(spec, p.R, RD), ACT=spec["act"], HAS_B1=b1 is not None, HAS_B2=b2 is not None,
-                 HIDDEN_NORM=norm is not None, ACC=_acc_dtype(x)),
+                 HIDDEN_NORM=norm is not None, ACC=_acc_dtype(x), **pro_flags),
             x.device,
         )
 
@@ -203,7 +226,7 @@ def excitation_bwd(
     w1, b1, w2, b2, spec: dict, RD: int, gate: str, act_out: str,
     work: dict[str, torch.Tensor], counter: torch.Tensor,
     grad_x: torch.Tensor, grad_res: torch.Tensor | None, grads: dict[str, torch.Tensor | None],
-    sp: torch.Tensor | None = None, norm: tuple | None = None,
+    sp: torch.Tensor | None = None, norm: tuple | None = None, prologue_act: str = "none",
 ) -> None:
     """The block's backward in two launches: excitation_bwd_reduce (Σ_k dy·x and the pooled
     vectors into ``mean`` / ``maximum`` / ``count``, then the MLP backward per sample into
@@ -212,15 +235,18 @@ def excitation_bwd(
     the gradient of the block's output after the spatial half, and ``sp`` [B, 4, H·W] that
     half's per-pixel terms (kernels/cbam_spatial_bwd.py). ``norm``: the hidden BatchNorm's
     (weight, bias, running mean, running var, eps), its gradients in ``grads`` "bn_weight",
-    "bn_bias"."""
+    "bn_bias". ``prologue_act``: x holds z and the block's input is act(z) (no BatchNorm folds
+    into a backward); grad_x is then the gradient of z."""
     xs = plane_strides(x, "channel")
     gys = plane_strides(grad_y, "channel")
     ys = plane_strides(y, "channel") if y is not None else (0, 0, 0)
     flags = _excitation_flags(spec, x.shape[1], RD)
     acc = _acc_dtype(x)
-    p = _problem(x, "channel", xs, POOL=spec["pool"], MLP=spec["mlp"], RD=RD, ACT_OUT=act_out, **_norm_flags(norm))
+    pro_flags = {"PRO_ACT": prologue_act} if prologue_act != "none" else {}
+    p = _problem(x, "channel", xs, POOL=spec["pool"], MLP=spec["mlp"], RD=RD, ACT_OUT=act_out, **_norm_flags(norm),
+                 **pro_flags)
     *bn, bn_eps = _norm_args(norm)
-    flags["HIDDEN_NORM"] = norm is not None
+    flags.update(HIDDEN_NORM=norm is not None, PRO_ACT=prologue_act)
     with _device_guard(x):
         EXCITATION_BWD_REDUCE.launch(
             p, _rows_grid(p),
@@ -231,7 +257,7 @@ def excitation_bwd(
         )
         n_weight_programs = weight_programs(spec, x.shape[1], RD, b2 is not None)
         pa = _problem(x, "channel", xs, POOL=spec["pool"], MLP=spec["mlp"], RD=RD, ACT_OUT=act_out,
-                      WRITE_GRAD_RES=grad_res is not None, **_norm_flags(norm))
+                      WRITE_GRAD_RES=grad_res is not None, **_norm_flags(norm), **pro_flags)
         grs = plane_strides(grad_res, "channel") if grad_res is not None else (0, 0, 0)
         EXCITATION_BWD_APPLY.launch(
             pa, lambda META: (_elementwise_grid(pa)(META)[0] + n_weight_programs,),
