@@ -6,7 +6,9 @@ same, with the same parameters and buffers (an optimizer built before keeps work
 device, dtype and training mode; only its ``forward`` becomes tritattn's. The twins read exactly
 the attributes the peer classes set (same names, same submodules), which is what makes that
 safe. Then each timm ResNet block whose SE was converted gets its tail fused
-(:mod:`tritattn.fusion`).
+(:mod:`tritattn.fusion`), and each converted channel-attention block whose input is a BatchNorm
+plus activation read by nothing else takes those in (:mod:`tritattn.prologue`). Both fusions are
+applied only where a probe of the enclosing block (:mod:`tritattn.probe`) shows them exact.
 
 A re-classed block remembers its class before (in its ``__dict__``, not its ``state_dict``), so
 :func:`revert` can give it back, and a second :func:`convert` reports it as the first did and
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections import Counter
 
 from torch import nn
 
@@ -28,13 +31,11 @@ from . import modules
 from .backend import kernels_disabled
 from .fusion import MIRRORED_FORWARDS, fuse_tail, fused_class, fusion_refusal, is_fused, unfuse, unfused_class
 from .modules import FAST_TWINS, kernel_gate_as
-from .peers import PEER_TWINS, WITHOUT_TWIN, qualified_name
-from .report import ConvertReport, Replaced, Restored, RevertReport, Skipped
+from .peers import ORIGINAL_CLASS_ATTR, PEER_TWINS, WITHOUT_TWIN, qualified_name
+from .prologue import drop_prologue, fuse_prologue, prologue_of, prologue_refusal
+from .report import ConvertReport, Replaced, Restored, RevertReport, Skipped, TakenIn
 
 log = logging.getLogger("tritattn")
-
-#: the attribute of a re-classed block holding its class before convert
-ORIGINAL_CLASS_ATTR = "_tritattn_original_class"
 
 _FAST_CLASSES = frozenset(FAST_TWINS.values())
 
@@ -140,18 +141,60 @@ def _plan_fusion(model: nn.Module, report: ConvertReport, planned: dict[nn.Modul
     return to_fuse
 
 
+def _prologue_candidate(module: nn.Module, twin: type[nn.Module]) -> str | None:
+    """Why a channel-attention block (running as ``twin``) cannot take in a prologue at all, or None."""
+    refusal = twin.block_refusal(module)
+    if refusal is not None:
+        return f"it runs per op ({refusal})"
+    spec = twin.block_spec(module)
+    if spec.pool != "mean" or spec.norm is not None:
+        return "the prologue is built for mean pooling without a BatchNorm in the MLP"
+    return None
+
+
+def _plan_prologues(model: nn.Module, report: ConvertReport, planned: dict[nn.Module, type[nn.Module]]) -> list:
+    """Fill ``report.taken_in`` / ``report.not_taken_in``; returns (se, prologue, pass-through modules) to fuse."""
+    to_fuse = []
+    paths = {id(m): path for path, m in model.named_modules()}
+    registered = Counter(id(m) for _, m in model.named_modules(remove_duplicate=False))
+    for path, module in model.named_modules():
+        twin = planned.get(module, type(module) if type(module) in _FAST_CLASSES else None)
+        if twin is None or not issubclass(twin, modules.ChannelExcitation) or not path:
+            continue
+        existing = prologue_of(module)
+        if existing is not None:
+            report.taken_in.append(TakenIn(path, paths.get(id(existing.norm), "?"), existing.kind))
+            continue
+        parent_path, _, name = path.rpartition(".")
+        reason = _prologue_candidate(module, twin)
+        found = prologue_refusal(model.get_submodule(parent_path), name, twin) if reason is None else reason
+        if not isinstance(found, str) and any(registered[id(m)] > 1 for m in found[1]):
+            found = "its producer's modules are shared with another place in the model"
+        if isinstance(found, str):
+            report.not_taken_in.append(Skipped(path, qualified_name(type(module)), found))
+        else:
+            prologue, passthrough = found
+            to_fuse.append((module, prologue, passthrough))
+            report.taken_in.append(TakenIn(path, paths[id(prologue.norm)], prologue.kind))
+    return to_fuse
+
+
 def _log(report: ConvertReport) -> None:
     log.info("%s", report.summary())
     for s in report.skipped:
         log.debug("left eager: %s (%s): %s", s.path or "(model)", s.cls, s.reason)
     for s in report.not_fused:
         log.debug("not fused: %s (%s): %s", s.path or "(model)", s.cls, s.reason)
+    for s in report.not_taken_in:
+        log.debug("producer not taken in: %s (%s): %s", s.path, s.cls, s.reason)
 
 
 def convert(model: nn.Module, *, inplace: bool = True, fuse: bool = True, dry_run: bool = False) -> ConvertReport:
     """Replace every supported timm / torchvision attention block in ``model`` by its tritattn
     twin, carrying the same parameters and buffers; with ``fuse``, also run the SE, residual add
-    and ReLU of timm's SE-ResNet blocks as one pass. ``inplace=False`` converts a deep copy.
+    and ReLU of timm's SE-ResNet blocks as one pass, and let each channel-attention block
+    compute its producer's activation (and, in inference, BatchNorm) where that is exact
+    (:mod:`tritattn.prologue`). ``inplace=False`` converts a deep copy.
     ``dry_run=True`` changes nothing (and copies nothing) and reports what would be done.
     Converting a converted model changes nothing and reports the same. Returns the
     :class:`~tritattn.ConvertReport` (its summary line is logged at INFO on the ``tritattn``
@@ -163,12 +206,15 @@ def convert(model: nn.Module, *, inplace: bool = True, fuse: bool = True, dry_ru
     report = ConvertReport(model, dry_run=dry_run, kernels_disabled=kernels_disabled())
     planned = _plan_replacements(model, report)
     to_fuse = _plan_fusion(model, report, planned) if fuse else []
+    prologues = _plan_prologues(model, report, planned) if fuse else []
     if not dry_run:
         for module, twin in planned.items():
             setattr(module, ORIGINAL_CLASS_ATTR, type(module))
             module.__class__ = twin
         for block in to_fuse:
             fuse_tail(block)
+        for se, prologue, passthrough in prologues:
+            fuse_prologue(se, prologue, passthrough)
     _log(report)
     return report
 
@@ -182,6 +228,8 @@ def revert(model: nn.Module) -> RevertReport:
     report = RevertReport(model)
     for path, module in model.named_modules():
         was = qualified_name(type(module))
+        if drop_prologue(module):
+            report.released.append(path)
         if unfuse(module):
             report.unfused.append(Restored(path, was, qualified_name(type(module))))
         original = module.__dict__.pop(ORIGINAL_CLASS_ATTR, None)

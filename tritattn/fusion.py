@@ -11,27 +11,27 @@ With ``se`` a fast channel-attention block (:class:`~tritattn.modules.ChannelExc
 :meth:`~tritattn.modules.ChannelExcitation.excite` pass (one read of x and of the shortcut, one
 write). :func:`fuse_tail` re-classes such a block to a subclass of its own class whose
 ``forward`` does that; the forwards here mirror timm's line for line up to the SE, and a block
-is fused only when :func:`fusion_refusal` finds no reason against it — among them, its class's
-``forward`` must be the one they mirror (:data:`MIRRORED_FORWARDS`, checked by a hash of its
-source). The fused forward re-checks :func:`fusion_blocker` on every
-call and runs timm's own forward when something changed since (a drop path set, a hook added).
+is fused only when :func:`fusion_refusal` finds no reason against it — among them, the fused
+forward must compute what the block's own ``forward`` does: a random float64 copy of the block
+is run both ways at convert time (:func:`tritattn.probe.probe_rewrite`), so a timm release that
+changes the block's forward turns its fusion off, with the reason in the report, whatever its
+source text. The fused forward re-checks :func:`fusion_blocker` on every call and runs timm's
+own forward when something changed since (a drop path set, a hook added).
 
 The fused classes are attributes of this module (created on first use, also by attribute
 access), so a fused model pickles and deep-copies like the original.
 """
 from __future__ import annotations
 
-import hashlib
 import importlib
-import inspect
 import logging
-import textwrap
 from typing import Callable
 
 from torch import Tensor, nn
 
 from .modules import ChannelExcitation, kernel_gate_as
 from .peers import qualified_name
+from .probe import probe_rewrite
 
 log = logging.getLogger("tritattn")
 
@@ -61,15 +61,10 @@ def _bottleneck_forward(self, x: Tensor) -> Tensor:
     return self.se.excite(x, shortcut, "relu")
 
 
-#: timm block class → (sha256 of its ``forward`` source, the name of its last activation,
-#: the fused forward). The hashes are of timm 1.0.31's ``timm/models/resnet.py``.
-MIRRORED_FORWARDS: dict[str, tuple[str, str, Callable[..., Tensor]]] = {
-    "timm.models.resnet.BasicBlock": (
-        "3580b8e5cdce73f0e5b8e0f036e9c0e9bab2ad79afe3b2af79cded82ce0545bd", "act2", _basic_block_forward,
-    ),
-    "timm.models.resnet.Bottleneck": (
-        "63981a893bde5f2f5e5e7776057c88f54826ef909db3669aa672a084500342a9", "act3", _bottleneck_forward,
-    ),
+#: timm block class → (the name of its last activation, the fused forward)
+MIRRORED_FORWARDS: dict[str, tuple[str, Callable[..., Tensor]]] = {
+    "timm.models.resnet.BasicBlock": ("act2", _basic_block_forward),
+    "timm.models.resnet.Bottleneck": ("act3", _bottleneck_forward),
 }
 
 _FUSED_PREFIX = "ResidualFused"
@@ -86,14 +81,6 @@ def unfused_class(block: nn.Module) -> type[nn.Module]:
     """The timm class of a block, fused or not."""
     cls = type(block)
     return cls.__base__ if cls.__name__.startswith(_FUSED_PREFIX) and cls.__module__ == __name__ else cls
-
-
-def _source_hash(function: Callable) -> str | None:
-    try:
-        source = textwrap.dedent(inspect.getsource(function))
-    except (OSError, TypeError):
-        return None
-    return hashlib.sha256(source.encode()).hexdigest()
 
 
 _logged_refusals: set[tuple[str, str]] = set()
@@ -118,7 +105,7 @@ def fusion_blocker(block: nn.Module, se_class: type[nn.Module] | None = None) ->
     mirrored = MIRRORED_FORWARDS.get(qualified_name(cls))
     if mirrored is None:
         return f"{qualified_name(cls)} is not a timm ResNet block"
-    _, act_name, _ = mirrored
+    act_name, _ = mirrored
     se, act = getattr(block, "se", None), getattr(block, act_name, None)
     se_class = se_class or type(se)
     if not issubclass(se_class, ChannelExcitation):
@@ -144,7 +131,7 @@ def fused_class(cls: type[nn.Module]) -> type[nn.Module]:
     name = _FUSED_PREFIX + cls.__name__
     fused = globals().get(name)
     if fused is None or fused.__base__ is not cls:
-        _, _, forward = MIRRORED_FORWARDS[qualified_name(cls)]
+        _, forward = MIRRORED_FORWARDS[qualified_name(cls)]
         fused = type(name, (cls,), {
             "forward": forward,
             "__module__": __name__,
@@ -161,11 +148,16 @@ def fusion_refusal(block: nn.Module, se_class: type[nn.Module] | None = None) ->
     reason = fusion_blocker(block, se_class)
     if reason is not None:
         return reason
-    cls = type(block)
-    expected_hash, _, _ = MIRRORED_FORWARDS[qualified_name(cls)]
-    if _source_hash(cls.forward) != expected_hash:
-        return f"{qualified_name(cls)}.forward is not the one tritattn mirrors (timm 1.0.31's)"
-    return None
+    se_class = se_class or type(block.se)
+
+    def twin(copy_: nn.Module) -> None:  # both sides: the SE as convert makes it
+        copy_.se.__class__ = se_class
+
+    def fuse(copy_: nn.Module) -> None:
+        copy_.__class__ = fused_class(type(copy_))
+
+    reason = probe_rewrite(block, fuse, baseline=twin)
+    return None if reason is None else f"the fused forward is not {qualified_name(type(block))}'s: {reason}"
 
 
 def fuse_tail(block: nn.Module) -> None:

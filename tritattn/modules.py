@@ -34,6 +34,7 @@ from .checks import check_channels, check_feature_map
 from .functional import excite_scale, spatial_pool, spatial_scale, squeeze
 from .excitation_block import MAX_HIDDEN, BlockSpec
 from .peers import peer_gate_kind, qualified_name
+from .prologue import Prologue, prologue_of
 from .reference import gate_kind
 
 _warned: set[tuple[str, str]] = set()
@@ -124,7 +125,26 @@ class ChannelExcitation(nn.Module):
         return self.fixed_gate or kernel_gate(self, getattr(self, self.gate_attr))
 
     def excite(self, x: Tensor, residual: Tensor | None = None, act: str = "identity") -> Tensor:
-        """``act(self(x) + residual)`` in one pass over x (act: "identity" or "relu")."""
+        """``act(self(x) + residual)`` in one pass over x (act: "identity" or "relu"). With a
+        prologue (:mod:`tritattn.prologue`), x is the producer BatchNorm's input and the block's
+        input is act(bn(x)), computed by the kernels where they can."""
+        prologue = prologue_of(self)
+        if prologue is not None:
+            return self._excite_after(prologue, x, residual, act)
+        return self._excite_input(x, residual, act)
+
+    def _excite_after(self, prologue: Prologue, c: Tensor, residual: Tensor | None, act: str) -> Tensor:
+        check_feature_map(c)
+        gate = self.kernel_gate_name()
+        if gate is not None and residual is None and act == "identity" and self.uses_block_pipeline(c):
+            if self.channels_attr is not None:
+                check_channels(c, getattr(self, self.channels_attr).in_channels, type(self).__name__)
+            if prologue.folds(c):
+                return excitation_block.excitation(c, self.block_spec(), gate, prologue=(prologue.kind, prologue.eval_norm()))
+            return excitation_block.excitation(prologue.batchnorm(c), self.block_spec(), gate, prologue=(prologue.kind, None))
+        return self._excite_input(prologue.eager(c), residual, act)
+
+    def _excite_input(self, x: Tensor, residual: Tensor | None, act: str) -> Tensor:
         check_feature_map(x)
         if self.channels_attr is not None:
             check_channels(x, getattr(self, self.channels_attr).in_channels, type(self).__name__)

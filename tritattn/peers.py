@@ -53,6 +53,15 @@ WITHOUT_TWIN: frozenset[str] = frozenset({
 })
 
 
+#: the attribute of a module re-classed by :func:`tritattn.convert` holding its class before
+ORIGINAL_CLASS_ATTR = "_tritattn_original_class"
+
+
+def class_before_convert(module: nn.Module) -> type[nn.Module]:
+    """The class ``module`` had before :func:`tritattn.convert` re-classed it (its class if not)."""
+    return module.__dict__.get(ORIGINAL_CLASS_ATTR, type(module))
+
+
 def qualified_name(cls: type) -> str:
     """``module.QualName`` of a class, e.g. ``"timm.layers.eca.EcaModule"``."""
     return f"{cls.__module__}.{cls.__qualname__}"

@@ -42,6 +42,15 @@ class Skipped:
 
 
 @dataclass(frozen=True)
+class TakenIn:
+    """An SE block that computes its producer's activation (and, in inference, BatchNorm) itself."""
+
+    path: str  #: the SE block
+    producer: str  #: the producer's BatchNorm (path)
+    act: str  #: the activation taken in ("relu", "silu", "hardswish")
+
+
+@dataclass(frozen=True)
 class Restored:
     """A block given its own class back by :func:`tritattn.revert`."""
 
@@ -73,6 +82,10 @@ class ConvertReport:
     fused: list[Replaced] = field(default_factory=list)  #: blocks whose SE + residual add + ReLU is one pass
     skipped: list[Skipped] = field(default_factory=list)  #: attention blocks left eager
     not_fused: list[Skipped] = field(default_factory=list)  #: ResNet blocks with attention, tail left unfused
+    #: SE blocks that compute their producer's BatchNorm and activation (:mod:`tritattn.prologue`)
+    taken_in: list[TakenIn] = field(default_factory=list)
+    #: converted channel-attention blocks whose producer stays as it is, and why
+    not_taken_in: list[Skipped] = field(default_factory=list)
     dry_run: bool = False  #: nothing was changed: the report says what convert would do
     kernels_disabled: bool = False  #: TRITATTN_DISABLE or a tritattn.disabled() scope was in force
 
@@ -95,6 +108,9 @@ class ConvertReport:
                     f"{len(self.fused)} fused, {len(self.skipped)} left eager")
         if self.not_fused:
             line += f" ({_count(len(self.not_fused), 'block tail')} not fused)"
+        if self.taken_in or self.not_taken_in:
+            line += (f"; {len(self.taken_in)} of {len(self.taken_in) + len(self.not_taken_in)} channel-attention "
+                     f"blocks {'would take' if self.dry_run else 'take'} in their producer's BatchNorm and activation")
         if self.kernels_disabled:
             line += "; kernels disabled (TRITATTN_DISABLE / tritattn.disabled()): the eager torch path runs until enabled"
         return line
@@ -107,6 +123,9 @@ class ConvertReport:
             (f"{would}fused", [(r.path, f"{r.peer}: se + residual add + ReLU in one pass") for r in self.fused]),
             ("left eager", [(s.path, f"{s.cls}: {s.reason}") for s in self.skipped]),
             ("not fused", [(s.path, f"{s.cls}: {s.reason}") for s in self.not_fused]),
+            (f"{would}taking in their producer", [
+                (t.path, f"{t.act} (and in inference the BatchNorm) of {t.producer}") for t in self.taken_in]),
+            ("producer not taken in", [(s.path, f"{s.cls}: {s.reason}") for s in self.not_taken_in]),
         ]))
 
 
@@ -117,10 +136,15 @@ class RevertReport:
     model: nn.Module
     restored: list[Restored] = field(default_factory=list)  #: attention blocks back to their own class
     unfused: list[Restored] = field(default_factory=list)  #: ResNet blocks back to timm's forward
+    #: SE blocks that no longer compute their producer's BatchNorm and activation (paths)
+    released: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        return (f"tritattn.revert: {_count(len(self.restored), 'block')} back to their own classes, "
+        line = (f"tritattn.revert: {_count(len(self.restored), 'block')} back to their own classes, "
                 f"{_count(len(self.unfused), 'block tail')} unfused")
+        if self.released:
+            line += f", {_count(len(self.released), 'producer')} given back"
+        return line
 
     def __str__(self) -> str:
         return "\n".join([self.summary()] + _table([
