@@ -223,7 +223,7 @@ def squeeze_excite_fwd(
     mask_r = offs_r < R
     r64 = offs_r.to(tl.int64)
     want_max: tl.constexpr = POOL != "mean"
-    scale, shift = prologue_affine(pw_ptr, pb_ptr, pm_ptr, pv_ptr, p_eps, offs_r, mask_r, PRO_NORM, ACC)
+    scale, shift, _, _ = prologue_affine(pw_ptr, pb_ptr, pm_ptr, pv_ptr, p_eps, offs_r, mask_r, PRO_NORM, ACC)
     total, run_max, run_count, has_nan = pool_start(BLOCK_R, ACC)
     for start in range(0, K, BLOCK_K):
         offs_k = start + tl.arange(0, BLOCK_K)
@@ -347,14 +347,15 @@ def excitation_bwd_reduce(
     grad_y_ptr, x_ptr, y_ptr, sp_ptr, s_ptr, grad_s_ptr, counter_ptr,
     mean_ptr, max_ptr, count_ptr, w1_ptr, b1_ptr, w2_ptr, bnw_ptr, bnb_ptr, bnm_ptr, bnv_ptr,
     hidden_ptr, grad_h_ptr, grad_norm_ptr, grad_mean_ptr, grad_max_ptr,
-    R, K, RD, bn_eps,
+    pw_ptr, pb_ptr, pm_ptr, pv_ptr, psum_ptr,
+    R, K, RD, bn_eps, p_eps,
     sgyb, sgyr, sgyk,
     sxb, sxr, sxk,
     syb, syr, syk,
     sw1j, sw1c, sw2c, sw2j,
     GATE: tl.constexpr, ACT_OUT: tl.constexpr,
     POOL: tl.constexpr, MLP: tl.constexpr, ACT: tl.constexpr, PAD: tl.constexpr, TAPS: tl.constexpr,
-    HAS_B1: tl.constexpr, HIDDEN_NORM: tl.constexpr, PRO_ACT: tl.constexpr,
+    HAS_B1: tl.constexpr, HIDDEN_NORM: tl.constexpr, PRO_ACT: tl.constexpr, PRO_NORM: tl.constexpr,
     ACC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr,
     BLOCK_J: tl.constexpr, MLP_BLOCK_C: tl.constexpr,
 ):
@@ -362,7 +363,9 @@ def excitation_bwd_reduce(
 
       d[b, c, k]    = grad_y · [not y ≤ 0] (ACT_OUT = "relu"; d = grad_y for identity; CBAM's
                       "spatial": :func:`block_output_grad`)
-      x             = act(z) recomputed from the saved z with a prologue (PRO_ACT, kernels/norm_act.py)
+      x             = act(z) recomputed from the saved z or c with a prologue (PRO_ACT, PRO_NORM:
+                      kernels/norm_act.py); with PRO_NORM (mean pooling) also psum [B, 4, C], the
+                      sums over k of act'(z) · (d, 1, d · x̂, x̂) (kernels/prologue_norm.py)
       grad_s[b, c]  = gate'(s[b, c]) · Σ_k d · x                       fixed order, ACC
       mean, max, count [B, C] of x recomputed in the same pass (the forward does not save them)
       per sample, by its last program: :func:`sample_pool_grads` → grad_mean, grad_max [B, C]
@@ -381,16 +384,34 @@ def excitation_bwd_reduce(
     g = gate_value(s, GATE)
     acc = tl.zeros([BLOCK_R], dtype=ACC)
     total, run_max, run_count, has_nan = pool_start(BLOCK_R, ACC)
+    scale, shift, inv_std, p_mean = prologue_affine(pw_ptr, pb_ptr, pm_ptr, pv_ptr, p_eps, offs_r, mask_r, PRO_NORM, ACC)
+    p_d = tl.zeros([BLOCK_R], dtype=ACC)
+    p_one = p_d
+    p_d_hat = p_d
+    p_hat = p_d
     for start in range(0, K, BLOCK_K):
         offs_k = start + tl.arange(0, BLOCK_K)
         mask = mask_r[:, None] & (offs_k < K)[None, :]
         k64 = offs_k.to(tl.int64)[None, :]
-        x = tl.load(x_ptr + b * sxb + rows * sxr + k64 * sxk, mask=mask, other=0.0).to(ACC)
-        x, _ = prologue(x, mask, g, g, x_ptr, PRO_ACT, False)
+        v = tl.load(x_ptr + b * sxb + rows * sxr + k64 * sxk, mask=mask, other=0.0).to(ACC)
+        x, z = prologue(v, mask, scale, shift, x_ptr, PRO_ACT, PRO_NORM)
         d = block_output_grad(grad_y_ptr, y_ptr, sp_ptr, x_ptr, b * sgyb + rows * sgyr + k64 * sgyk,
                               b * syb + rows * syr + k64 * syk, x, g, b, offs_k, mask, K, ACT_OUT, ACC)
         acc += tl.sum(d * x, axis=1)
         total, run_max, run_count, has_nan = pool_tile(x, mask, total, run_max, run_count, has_nan, True, want_max)
+        if PRO_NORM:
+            slope = tl.where(mask, activation_backward(z, tl.full(z.shape, 1.0, ACC), PRO_ACT), 0.0)
+            x_hat = (v - p_mean[:, None]) * inv_std[:, None]
+            p_d += tl.sum(slope * d, axis=1)
+            p_one += tl.sum(slope, axis=1)
+            p_d_hat += tl.sum(slope * d * x_hat, axis=1)
+            p_hat += tl.sum(slope * x_hat, axis=1)
+    if PRO_NORM:
+        base = psum_ptr + b * 4 * R + r64
+        tl.store(base, p_d, mask=mask_r)
+        tl.store(base + R, p_one, mask=mask_r)
+        tl.store(base + 2 * R, p_d_hat, mask=mask_r)
+        tl.store(base + 3 * R, p_hat, mask=mask_r)
     tl.store(grad_s_ptr + b * R + r64, gate_backward(s, acc, GATE), mask=mask_r)
     tl.store(mean_ptr + b * R + r64, total / K, mask=mask_r)
     if want_max:
@@ -492,7 +513,8 @@ def excitation_bwd_apply(
     grad_mean_ptr, grad_max_ptr, max_ptr, count_ptr,
     grad_s_ptr, mean_ptr, hidden_ptr, grad_h_ptr, grad_norm_ptr,
     gw1_ptr, gb1_ptr, gw2_ptr, gb2_ptr, gbnw_ptr, gbnb_ptr,
-    B, R, K, RD,
+    pw_ptr, pb_ptr, pm_ptr, pv_ptr, sums_ptr,
+    B, R, K, RD, p_eps,
     sgyb, sgyr, sgyk,
     sxb, sxr, sxk,
     syb, syr, syk,
@@ -501,7 +523,8 @@ def excitation_bwd_apply(
     sgw1j, sgw1c, sgw2c, sgw2j,
     GATE: tl.constexpr, ACT_OUT: tl.constexpr, WRITE_GRAD_RES: tl.constexpr,
     POOL: tl.constexpr, MLP: tl.constexpr, PAD: tl.constexpr, TAPS: tl.constexpr,
-    HAS_B1: tl.constexpr, HAS_B2: tl.constexpr, HIDDEN_NORM: tl.constexpr, PRO_ACT: tl.constexpr,
+    HAS_B1: tl.constexpr, HAS_B2: tl.constexpr, HIDDEN_NORM: tl.constexpr,
+    PRO_ACT: tl.constexpr, PRO_NORM: tl.constexpr, BATCH_STATS: tl.constexpr,
     ACC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr,
     BLOCK_J: tl.constexpr, MLP_BLOCK_C: tl.constexpr,
 ):
@@ -510,7 +533,9 @@ def excitation_bwd_apply(
       d             = grad_y · [not y ≤ 0] (relu), grad_y, or CBAM's (:func:`block_output_grad`)
       grad_x        = d · gate(s[b, c]) + grad_mean[b, c] / K + [x == max] · grad_max[b, c] / count
       grad_residual = d                                              (WRITE_GRAD_RES)
-      with a prologue (PRO_ACT): x = act(z) recomputed, and grad_z = act'(z) · grad_x is written
+      with a prologue (PRO_ACT): x = act(z) recomputed, and grad_z = act'(z) · grad_x is written;
+      with PRO_NORM the BatchNorm's backward, grad_c = w/σ · (grad_z - S/N - x̂ · T/N) with the
+      sums [2, C] of kernels/prologue_norm.py (BATCH_STATS), or w/σ · grad_z (running statistics)
 
     Programs [0, B·⌈R/BLOCK_R⌉·⌈K/BLOCK_K⌉) each own one tile of grad_x (elementwise_grid order);
     the programs after them compute the weight gradients (:func:`weight_grads`).
@@ -531,9 +556,12 @@ def excitation_bwd_apply(
         has_max: tl.constexpr = POOL != "mean"
         x = tl.zeros([BLOCK_R, BLOCK_K], dtype=ACC)
         z = x
+        v = x
+        scale, shift, inv_std, p_mean = prologue_affine(pw_ptr, pb_ptr, pm_ptr, pv_ptr, p_eps, offs_r, mask_r,
+                                                        PRO_NORM, ACC)
         if has_max or ACT_OUT == "spatial" or PRO_ACT != "none":
-            x = tl.load(x_ptr + b * sxb + rows * sxr + k64 * sxk, mask=mask, other=0.0).to(ACC)
-            x, z = prologue(x, mask, g, g, x_ptr, PRO_ACT, False)
+            v = tl.load(x_ptr + b * sxb + rows * sxr + k64 * sxk, mask=mask, other=0.0).to(ACC)
+            x, z = prologue(v, mask, scale, shift, x_ptr, PRO_ACT, PRO_NORM)
         d = block_output_grad(grad_y_ptr, y_ptr, sp_ptr, x_ptr, b * sgyb + rows * sgyr + k64 * sgyk,
                               b * syb + rows * syr + k64 * syk, x, g, b, offs_k, mask, K, ACT_OUT, ACC)
         if WRITE_GRAD_RES:
@@ -549,6 +577,14 @@ def excitation_bwd_apply(
         grad_x = add_pool_grad(d * g[:, None], x, g_mean, g_max, m, n, K, True, has_max)
         if PRO_ACT != "none":
             grad_x = activation_backward(z, grad_x, PRO_ACT)
+        if PRO_NORM:
+            if BATCH_STATS:
+                n = tl.zeros([BLOCK_R], dtype=ACC) + B * K
+                total = tl.load(sums_ptr + r64, mask=mask_r, other=0.0) / n
+                total_hat = tl.load(sums_ptr + R + r64, mask=mask_r, other=0.0) / n
+                x_hat = (v - p_mean[:, None]) * inv_std[:, None]
+                grad_x = grad_x - total[:, None] - x_hat * total_hat[:, None]
+            grad_x = grad_x * scale[:, None]
         tl.store(grad_x_ptr + b * sgxb + rows * sgxr + k64 * sgxk, to_output(grad_x, grad_x_ptr), mask=mask)
     else:
         weight_grads(pid - n_tiles, B, grad_s_ptr, mean_ptr, max_ptr, hidden_ptr, grad_h_ptr, grad_norm_ptr,

@@ -5,14 +5,15 @@ The prologue. In EfficientNet, MobileNetV3, MnasNet and RegNetY the block's inpu
 x = act(bn(c)), read by nothing but the block. With ``PRO_ACT`` ≠ "none" the block's kernels
 load instead, at every place they would load x,
 
-    PRO_NORM = False:  z = bn(c), the BatchNorm's output (training: the BatchNorm runs before,
-                       in eager), and x = act(z)
-    PRO_NORM = True:   c, the BatchNorm's input; z = c · scale + shift with the BatchNorm's
-                       running statistics (:func:`eval_batchnorm`), x = act(z)   (inference)
+    PRO_NORM = False:  z, and x = act(z)
+    PRO_NORM = True:   c, the BatchNorm's input; z = c · scale + shift with the mean and variance
+                       given (:func:`eval_batchnorm`): the running statistics in eval, the
+                       batch's (kernels/prologue_norm.py) in training; x = act(z)
 
 z and x each rounded to the input's dtype, as eager materialises them, so every kernel that
 recomputes x (forward and backward) gets the same bits, and eager's up to the activation's own
-last-bit rounding. x is never written; the backward takes ∂L/∂z = act'(z) · ∂L/∂x.
+last-bit rounding. x and z are never written; the backward takes ∂L/∂z = act'(z) · ∂L/∂x and,
+with PRO_NORM, the BatchNorm's backward (kernels/prologue_norm.py).
 """
 import triton
 import triton.language as tl
@@ -63,14 +64,16 @@ def eval_batchnorm(w_ptr, b_ptr, mean_ptr, var_ptr, eps, offs, mask, ACC: tl.con
 
 @triton.jit
 def prologue_affine(w_ptr, b_ptr, mean_ptr, var_ptr, eps, offs_r, mask_r, PRO_NORM: tl.constexpr, ACC: tl.constexpr):
-    """(scale, shift) [BLOCK_R] of the prologue's BatchNorm at rows (channels) ``offs_r``; zeros
-    without PRO_NORM (then unused)."""
+    """(scale, shift, 1/σ, mean) [BLOCK_R] of the prologue's BatchNorm at rows (channels)
+    ``offs_r`` (:func:`eval_batchnorm`); zeros without PRO_NORM (then unused)."""
     if PRO_NORM:
-        scale, shift, _, _ = eval_batchnorm(w_ptr, b_ptr, mean_ptr, var_ptr, eps, offs_r, mask_r, ACC)
+        scale, shift, inv_std, mean = eval_batchnorm(w_ptr, b_ptr, mean_ptr, var_ptr, eps, offs_r, mask_r, ACC)
     else:
         scale = tl.zeros(offs_r.shape, dtype=ACC)
         shift = scale
-    return scale, shift
+        inv_std = scale
+        mean = scale
+    return scale, shift, inv_std, mean
 
 
 @triton.jit

@@ -2,7 +2,8 @@
 written once — the denominator of every achieved-GB/s figure in the sweep.
 
 One function per kernel, mirroring the "Minimum bytes" line of its docstring in
-``kernels/mean_max.py``, ``kernels/gated_scale.py`` and ``kernels/excitation.py``. B, R, K as the
+``kernels/mean_max.py``, ``kernels/gated_scale.py``, ``kernels/excitation.py`` and
+``kernels/prologue_norm.py``. B, R, K as the
 kernels see x: R = C, K = H×W for the channel ops; R = H×W, K = C for CBAM's spatial ops.
 ``itemsize`` is x's (every plane and per-row vector of the per-op kernels has x's dtype, except
 ``s``, of ``s_itemsize``, and the int32 tie counts); the block pipeline's per-sample vectors are
@@ -89,18 +90,19 @@ def excitation_bwd_reduce(B: int, C: int, K: int, RD: int, itemsize: int, acc: i
     return excitation_bwd_reduce_planes(relu) * B * C * K * itemsize + vectors + B * RD * acc * hidden_vectors
 
 
-def excitation_bwd_apply_planes(relu: bool, write_grad_res: bool, with_max: bool, spatial: bool = False) -> int:
+def excitation_bwd_apply_planes(relu: bool, write_grad_res: bool, with_max: bool, spatial: bool = False,
+                                prologue: bool = False) -> int:
     """grad_y read, grad_x written (+ y read for relu, + grad_residual written, + x read with max
-    pooling or CBAM's spatial half)."""
-    return 2 + relu + write_grad_res + (with_max or spatial)
+    pooling, CBAM's spatial half or a prologue)."""
+    return 2 + relu + write_grad_res + (with_max or spatial or prologue)
 
 
 def excitation_bwd_apply(B: int, C: int, K: int, RD: int, itemsize: int, acc: int, relu: bool, write_grad_res: bool,
-                         with_max: bool, hidden_vectors: int, spatial: bool = False) -> int:
+                         with_max: bool, hidden_vectors: int, spatial: bool = False, prologue: bool = False) -> int:
     """grad_y read, grad_x written (+ y read for relu, + grad_residual written, + x read with max
-    pooling or ``spatial``); s, grad_mean, grad_s, mean read (+ max, grad_max, count); the hidden
-    vectors read; CBAM's per-pixel sp [B, 4, K] read (``spatial``)."""
-    planes = excitation_bwd_apply_planes(relu, write_grad_res, with_max, spatial) * B * C * K * itemsize
+    pooling, ``spatial`` or a ``prologue``); s, grad_mean, grad_s, mean read (+ max, grad_max,
+    count); the hidden vectors read; CBAM's per-pixel sp [B, 4, K] read (``spatial``)."""
+    planes = excitation_bwd_apply_planes(relu, write_grad_res, with_max, spatial, prologue) * B * C * K * itemsize
     vectors = B * C * (4 * acc + (2 * acc + INT32) * with_max) + 4 * B * K * acc * spatial
     return planes + vectors + B * RD * acc * hidden_vectors
 
@@ -141,6 +143,27 @@ def spatial_conv_bwd(B: int, P: int, D: int, acc: int) -> int:
     return B * P * ((D + 4) * acc + INT32)
 
 
+def batch_stats_fwd_planes() -> int:
+    """x (the prologue BatchNorm's input) read."""
+    return 1
+
+
+def batch_stats_fwd(B: int, C: int, K: int, itemsize: int, acc: int) -> int:
+    """x read; the per-sample (mean, M2) [B, 2, C] written and read back, stats [3, C] written (ACC)."""
+    return batch_stats_fwd_planes() * B * C * K * itemsize + 4 * B * C * acc + 3 * C * acc
+
+
+def prologue_norm_bwd(B: int, C: int, acc: int, param_itemsize: int) -> int:
+    """[B, C] vectors only: psum [B, 4, C], s and grad_mean read; sums [2, C] written (ACC), and
+    the BatchNorm's two weight gradients (``param_itemsize``)."""
+    return 6 * B * C * acc + 2 * C * acc + 2 * C * param_itemsize
+
+
+def prologue_vectors(C: int, param_itemsize: int, norm: bool) -> int:
+    """The per-channel vectors a kernel with a prologue BatchNorm reads: weight, bias, mean, variance."""
+    return 4 * C * param_itemsize * norm
+
+
 def hidden_vectors(mlp: str, pool: str, norm: bool = False) -> int:
     """The [B, RD] vectors the block's backward keeps between its kernels: hidden and grad_h (and
     grad_h of the max branch for CBAM's "mean_max_both"; and the two of grad_norm with a hidden
@@ -176,17 +199,29 @@ def _block_traffic(op: str, a: dict[str, Any]) -> list[KernelTraffic]:
     with_max, hidden = a["pool"] != "mean", hidden_vectors(a["mlp"], a["pool"], a.get("bn_weight") is not None)
     RD = a["w1"].shape[0] if a["mlp"] == "fc_act_fc" else 0
     relu = a["act_out"] == "relu"
+    prologue = a.get("prologue_act", "none") != "none"
+    pre_norm = a.get("pre_weight") is not None
+    pre = prologue_vectors(C, a["pre_weight"].element_size() if pre_norm else 0, pre_norm)
     if op == "excitation_block":
         has_residual = a["residual"] is not None
-        return [KernelTraffic("squeeze_excite_fwd", squeeze_excite_fwd(B, C, K, size, acc, with_max),
-                              squeeze_excite_fwd_planes()),
-                KernelTraffic("gated_scale_fwd", gated_scale_fwd(B, C, K, size, acc, has_residual),
-                              gated_scale_fwd_planes(has_residual))]
+        stats = ([KernelTraffic("batch_stats_fwd", batch_stats_fwd(B, C, K, size, acc), batch_stats_fwd_planes())]
+                 if a.get("pre_batch_stats") else [])
+        return stats + [
+            KernelTraffic("squeeze_excite_fwd", squeeze_excite_fwd(B, C, K, size, acc, with_max) + pre,
+                          squeeze_excite_fwd_planes()),
+            KernelTraffic("gated_scale_fwd", gated_scale_fwd(B, C, K, size, acc, has_residual) + pre,
+                          gated_scale_fwd_planes(has_residual))]
     wgr = a["want_grad_residual"]
-    return [KernelTraffic("excitation_bwd_reduce", excitation_bwd_reduce(B, C, K, RD, size, acc, relu, with_max, hidden),
-                          excitation_bwd_reduce_planes(relu)),
-            KernelTraffic("excitation_bwd_apply", excitation_bwd_apply(B, C, K, RD, size, acc, relu, wgr, with_max, hidden),
-                          excitation_bwd_apply_planes(relu, wgr, with_max))]
+    norm_bwd = ([KernelTraffic("prologue_norm_bwd", prologue_norm_bwd(B, C, acc, a["pre_weight"].element_size()), 0)]
+                if pre_norm else [])
+    psum, sums = 4 * B * C * acc * pre_norm, 2 * C * acc * pre_norm
+    return [KernelTraffic("excitation_bwd_reduce",
+                          excitation_bwd_reduce(B, C, K, RD, size, acc, relu, with_max, hidden) + pre + psum,
+                          excitation_bwd_reduce_planes(relu))] + norm_bwd + [
+            KernelTraffic("excitation_bwd_apply",
+                          excitation_bwd_apply(B, C, K, RD, size, acc, relu, wgr, with_max, hidden, prologue=prologue)
+                          + pre + sums,
+                          excitation_bwd_apply_planes(relu, wgr, with_max, prologue=prologue))]
 
 
 def _cbam_traffic(op: str, a: dict[str, Any]) -> list[KernelTraffic]:

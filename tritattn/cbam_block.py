@@ -19,7 +19,7 @@ the conv and BatchNorm inputs and the gates).
 
 The op is functional (autograd needs it so): in training the module
 (:class:`tritattn.modules.CbamPipeline`) counts num_batches_tracked and moves the running
-statistics with the batch's (:func:`update_running_stats`), as ``nn.BatchNorm2d`` does.
+statistics with the batch's (:func:`tritattn.batchnorm.update_running_stats`), as ``nn.BatchNorm2d`` does.
 """
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def cbam_block(
     w2 [C, RD], b2. s [B, C] (channel logits), u [B, H·W] (conv output) and affine (a, c, μ, 1/σ, v)
     are kept for the backward. With ``bn_training`` the BatchNorm normalises by the batch
     statistics μ and σ² (v: the unbiased σ², for the running variance); the op mutates nothing:
-    the caller moves the running statistics (:func:`update_running_stats`)."""
+    the caller moves the running statistics (:func:`tritattn.batchnorm.update_running_stats`)."""
     from . import launch
 
     x = addressable(x)
@@ -137,11 +137,3 @@ def _backward(ctx, grad_y, _grad_s, _grad_u, _grad_affine):
 
 
 cbam_block.register_autograd(_backward, setup_context=_setup)
-
-
-def update_running_stats(running_mean: Tensor, running_var: Tensor, affine: Tensor, momentum: float) -> None:
-    """Move the BatchNorm's running statistics towards the batch's (affine's μ and unbiased σ²)
-    as ``nn.BatchNorm2d`` does: r ← r + momentum · (batch - r), one foreach launch."""
-    batch = affine[2::2].to(running_mean.dtype).unsqueeze(1)  # [μ, v], one copy if the dtypes differ
-    with torch.no_grad():
-        torch._foreach_lerp_([running_mean, running_var], [batch[0], batch[1]], momentum)

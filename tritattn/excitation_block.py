@@ -113,14 +113,24 @@ class BlockSpec:
 def excitation(x: Tensor, spec: BlockSpec, gate: str, residual: Tensor | None = None, act_out: str = "identity",
                prologue: tuple | None = None) -> Tensor:
     """y = act_out(x' · gate(excitation(pool(x'))) + residual) through the block pipeline, x' = x,
-    or with ``prologue`` = (act, norm): x' = act(x) (norm None), or act(bn(x)) with norm = an eval
-    BatchNorm's (weight, bias, running mean, running var, eps) — for inference only: a folded
-    BatchNorm has no backward."""
+    or with ``prologue`` = (act, norm): x' = act(x) (norm None), or act(bn(x)) with norm = a
+    BatchNorm's (weight, bias, running mean, running var, eps), normalising with its running
+    statistics (:func:`excitation_with_stats` for the batch's)."""
+    return excitation_with_stats(x, spec, gate, residual, act_out, prologue)[0]
+
+
+def excitation_with_stats(x: Tensor, spec: BlockSpec, gate: str, residual: Tensor | None = None,
+                          act_out: str = "identity", prologue: tuple | None = None,
+                          batch_stats: bool = False) -> tuple[Tensor, Tensor]:
+    """(y, stats) as :func:`excitation`; with ``batch_stats`` the prologue's BatchNorm normalises
+    with the batch's statistics (its running ones may be None) and ``stats`` [3, C] holds them:
+    mean, biased and unbiased variance (for the running statistics' update); else stats is empty."""
     norm = spec.norm if spec.norm is not None else (None, None, None, None, 0.0)
     pro_act, pro_norm = prologue if prologue is not None else ("none", None)
-    return torch.ops.tritattn.excitation_block(
+    y, _, stats = torch.ops.tritattn.excitation_block(
         x, residual, spec.w1, spec.b1, spec.w2, spec.b2, spec.pool, spec.mlp, spec.act, gate, act_out, *norm,
-        pro_act, *(pro_norm if pro_norm is not None else (None, None, None, None, 0.0)))[0]
+        pro_act, *(pro_norm if pro_norm is not None else (None, None, None, None, 0.0)), batch_stats)
+    return y, stats
 
 
 def counters(device: torch.device, n: int) -> Tensor:
@@ -150,8 +160,9 @@ def acc_dtype(x: Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
-def _alloc_forward(x: Tensor) -> tuple[Tensor, Tensor]:
-    return _empty_like_4d(x), _new(x.shape[:2], acc_dtype(x), x.device)
+def _alloc_forward(x: Tensor, batch_stats: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+    stats = _new((3, x.shape[1]) if batch_stats else (0,), acc_dtype(x), x.device)
+    return _empty_like_4d(x), _new(x.shape[:2], acc_dtype(x), x.device), stats
 
 
 def pooled_workspace(x: Tensor, pool: str) -> tuple[Tensor, Tensor | None, Tensor | None]:
@@ -170,31 +181,39 @@ def excitation_block(
     bn_running_var: Optional[Tensor] = None, bn_eps: float = 0.0,
     prologue_act: str = "none", pre_weight: Optional[Tensor] = None, pre_bias: Optional[Tensor] = None,
     pre_running_mean: Optional[Tensor] = None, pre_running_var: Optional[Tensor] = None, pre_eps: float = 0.0,
-) -> tuple[Tensor, Tensor]:
-    """(y, s): y = act_out(x · gate(s) + residual) with s = excitation(pool(x)), the logits [B, C]
-    in float32 (float64 for float64 x), kept for the backward.
+    pre_batch_stats: bool = False,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(y, s, stats): y = act_out(x · gate(s) + residual) with s = excitation(pool(x)), the logits
+    [B, C] in float32 (float64 for float64 x), kept for the backward; stats below.
 
     Weights: "fc_act_fc" w1 [RD, C], b1 [RD], w2 [C, RD], b2 [C]; "fc" w2 [C, C], b2 [C]; taps
     w1 [k] (k odd; padding (k-1)/2), b2 [1]. "fc_act_fc" may have a BatchNorm in eval between fc1
     and act: its weight, bias, running mean and variance [RD] and eps (all four or none).
 
     Prologue (kernels/norm_act.py): with ``prologue_act`` ("relu", "silu", "hardswish"), the
-    block's input is act(x) (x: the producer BatchNorm's output z), or act(bn(x)) with the
-    ``pre_*`` parameters of an eval BatchNorm [C] (x: its input; inference only, no backward);
-    act(…) is computed where the kernels load x, never written."""
+    block's input is act(x), or act(bn(x)) with the ``pre_*`` weight and bias [C] of the
+    producer's BatchNorm (x: its input). The BatchNorm normalises with ``pre_running_mean`` /
+    ``pre_running_var``, or with ``pre_batch_stats`` with the batch's (kernels/prologue_norm.py),
+    which ``stats`` [3, C] returns: mean, biased and unbiased variance (empty otherwise); the
+    running statistics are not updated here (the op is functional). act(…) is computed where
+    the kernels load x, never written; the backward gives the gradient of x itself."""
     from . import launch
 
     x = addressable(x)
     residual = addressable(residual) if residual is not None else None
-    y, s = _alloc_forward(x)
+    y, s, stats = _alloc_forward(x, pre_batch_stats)
     B, C = x.shape[:2]
     if not x.numel():
         s.zero_()
-        return y, s
+        stats.fill_(float("nan"))
+        return y, s, stats
     spec, RD = pipeline_spec(pool, mlp, act, w1, C)
     workspace = pooled_workspace(x, pool)
     counter = counters(x.device, B)
     step = samples_per_launch(x)
+    if pre_batch_stats:
+        launch.batch_stats_fwd(x, _new((B, 2, C), acc_dtype(x), x.device), stats, counters(x.device, C))
+        pre_running_mean, pre_running_var = stats[0], stats[1]
     prologue = _prologue(prologue_act, pre_weight, pre_bias, pre_running_mean, pre_running_var, pre_eps)
     for b0 in range(0, B, step):  # one chunk, the whole batch, unless the L2 chunking is on
         chunk = slice(b0, b0 + step)
@@ -203,14 +222,14 @@ def excitation_block(
                                   _norm(bn_weight, bn_bias, bn_running_mean, bn_running_var, bn_eps), prologue)
         launch.gated_scale_fwd(x[chunk], s[chunk], residual[chunk] if residual is not None else None, y[chunk],
                                "channel", gate, act_out, prologue)
-    return y, s
+    return y, s, stats
 
 
 @excitation_block.register_fake
 def _(x, residual, w1, b1, w2, b2, pool, mlp, act, gate, act_out, bn_weight=None, bn_bias=None, bn_running_mean=None,
       bn_running_var=None, bn_eps=0.0, prologue_act="none", pre_weight=None, pre_bias=None, pre_running_mean=None,
-      pre_running_var=None, pre_eps=0.0):
-    return _alloc_forward(addressable(x))
+      pre_running_var=None, pre_eps=0.0, pre_batch_stats=False):
+    return _alloc_forward(addressable(x), pre_batch_stats)
 
 
 def _prologue(act: str, weight, bias, running_mean, running_var, eps) -> tuple | None:
@@ -236,12 +255,16 @@ def excitation_block_backward(
     pool: str, mlp: str, act: str, gate: str, act_out: str, want_grad_residual: bool,
     bn_weight: Optional[Tensor] = None, bn_bias: Optional[Tensor] = None, bn_running_mean: Optional[Tensor] = None,
     bn_running_var: Optional[Tensor] = None, bn_eps: float = 0.0, prologue_act: str = "none",
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """(grad_x, grad_residual, grad_w1, grad_b1, grad_w2, grad_b2, grad_bn_weight, grad_bn_bias);
-    an absent one is empty. With ``prologue_act``, x is z and grad_x its gradient."""
+    pre_weight: Optional[Tensor] = None, pre_bias: Optional[Tensor] = None, pre_mean: Optional[Tensor] = None,
+    pre_var: Optional[Tensor] = None, pre_eps: float = 0.0, pre_batch_stats: bool = False,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(grad_x, grad_residual, grad_w1, grad_b1, grad_w2, grad_b2, grad_bn_weight, grad_bn_bias,
+    grad_pre_weight, grad_pre_bias); an absent one is empty. With a prologue, grad_x is the
+    gradient of x itself (z, or the BatchNorm's input c); ``pre_mean`` / ``pre_var``: the
+    statistics the forward normalised with (the batch's with ``pre_batch_stats``)."""
     x, grad_y = addressable(x), addressable(grad_y)
     y = addressable(y) if y is not None else None
-    out = _alloc_backward(x, want_grad_residual, w1, b1, w2, b2, bn_weight, bn_bias)
+    out = _alloc_backward(x, want_grad_residual, w1, b1, w2, b2, bn_weight, bn_bias, pre_weight, pre_bias)
     grad_x, grad_res, *grads = out
     if not x.numel():
         for g in grads:
@@ -249,19 +272,22 @@ def excitation_block_backward(
         return out
     channel_backward(grad_y, x, y, s, (w1, b1, w2, b2), pool, mlp, act, gate, act_out,
                      grad_x, _optional(grad_res), grads, norm=_norm(bn_weight, bn_bias, bn_running_mean, bn_running_var, bn_eps),
-                     prologue_act=prologue_act)
+                     prologue=_prologue(prologue_act, pre_weight, pre_bias, pre_mean, pre_var, pre_eps),
+                     batch_stats=pre_batch_stats)
     return out
 
 
 def channel_backward(
     grad_y: Tensor, x: Tensor, y: Optional[Tensor], s: Tensor, weights: tuple, pool: str, mlp: str, act: str,
     gate: str, act_out: str, grad_x: Tensor, grad_res: Optional[Tensor], grads: Sequence[Tensor],
-    sp: Optional[Tensor] = None, norm: Optional[tuple] = None, prologue_act: str = "none",
+    sp: Optional[Tensor] = None, norm: Optional[tuple] = None, prologue: Optional[tuple] = None,
+    batch_stats: bool = False,
 ) -> None:
     """The excitation's backward kernels (launch.excitation_bwd) with their [B, C] workspaces:
     ``weights`` = (w1, b1, w2, b2) and ``grads`` their gradients (+ the hidden BatchNorm's weight
     and bias with ``norm``; empty where absent); ``sp``: the spatial half's per-pixel terms for
-    CBAM (act_out "spatial"); ``prologue_act``: x holds z, the block's input is act(z)."""
+    CBAM (act_out "spatial"); ``prologue`` (act, norm) and ``batch_stats`` as launch.excitation_bwd
+    takes them (+ the prologue BatchNorm's weight and bias gradients in ``grads``)."""
     from . import launch
 
     B, C = x.shape[:2]
@@ -278,51 +304,54 @@ def channel_backward(
         grad_h=_new((B, (2 if pool == "mean_max_both" else 1) * RD), acc, x.device) if mlp == "fc_act_fc" else None,
         grad_norm=_new((B, 2 * RD), acc, x.device) if norm is not None else None,
     )
+    if prologue is not None and prologue[1] is not None:
+        work.update(psum=_new((B, 4, C), acc, x.device), sums=_new((2, C), acc, x.device))
     launch.excitation_bwd(
         grad_y, x, y, s, mean, maximum, count, w1, b1, w2, b2, spec, RD,
         gate, act_out, work, counters(x.device, B), grad_x, grad_res,
-        dict(zip(("w1", "b1", "w2", "b2", "bn_weight", "bn_bias"), (_optional(g) for g in grads))), sp, norm,
-        prologue_act,
+        dict(zip(("w1", "b1", "w2", "b2", "bn_weight", "bn_bias", "pre_weight", "pre_bias"),
+                 (_optional(g) for g in grads))), sp, norm, prologue, batch_stats,
     )
 
 
 @excitation_block_backward.register_fake
 def _(grad_y, x, y, s, w1, b1, w2, b2, pool, mlp, act, gate, act_out, want_grad_residual, bn_weight=None, bn_bias=None,
-      bn_running_mean=None, bn_running_var=None, bn_eps=0.0, prologue_act="none"):
-    return _alloc_backward(addressable(x), want_grad_residual, w1, b1, w2, b2, bn_weight, bn_bias)
+      bn_running_mean=None, bn_running_var=None, bn_eps=0.0, prologue_act="none", pre_weight=None, pre_bias=None,
+      pre_mean=None, pre_var=None, pre_eps=0.0, pre_batch_stats=False):
+    return _alloc_backward(addressable(x), want_grad_residual, w1, b1, w2, b2, bn_weight, bn_bias, pre_weight, pre_bias)
 
 
 def _setup(ctx, inputs, output) -> None:
     (x, residual, w1, b1, w2, b2, pool, mlp, act, gate, act_out, bn_weight, bn_bias, bn_mean, bn_var, bn_eps,
-     prologue_act, pre_weight, *_) = inputs
-    y, s = output
-    ctx.config = (pool, mlp, act, gate, act_out, bn_eps, prologue_act)
-    ctx.folded_norm = pre_weight is not None
+     prologue_act, pre_weight, pre_bias, pre_mean, pre_var, pre_eps, pre_batch_stats) = inputs
+    y, s, stats = output
+    ctx.config = (pool, mlp, act, gate, act_out, bn_eps, prologue_act, pre_eps, pre_batch_stats)
     ctx.has_residual = residual is not None
-    ctx.save_for_backward(x, y if act_out == "relu" else None, s, w1, b1, w2, b2, bn_weight, bn_bias, bn_mean, bn_var)
-    # s is not a differentiable output: autograd allocates no zero gradient for it
-    ctx.mark_non_differentiable(s)
+    if pre_batch_stats:
+        pre_mean, pre_var = stats[0], stats[1]
+    ctx.save_for_backward(x, y if act_out == "relu" else None, s, w1, b1, w2, b2, bn_weight, bn_bias, bn_mean, bn_var,
+                          pre_weight, pre_bias, pre_mean, pre_var)
+    # s and stats are not differentiable outputs: autograd allocates no zero gradient for them
+    ctx.mark_non_differentiable(s, stats)
     ctx.set_materialize_grads(False)
 
 
-def _backward(ctx, grad_y, grad_s):
-    x, y, s, w1, b1, w2, b2, bn_weight, bn_bias, bn_mean, bn_var = ctx.saved_tensors
-    pool, mlp, act, gate, act_out, bn_eps, prologue_act = ctx.config
-    if ctx.folded_norm:
-        raise RuntimeError("tritattn::excitation_block: a BatchNorm folded into the prologue has no backward "
-                           "(fold it only for inference; with gradients, run the BatchNorm first and pass its output)")
+def _backward(ctx, grad_y, grad_s, grad_stats):
+    x, y, s, w1, b1, w2, b2, bn_weight, bn_bias, bn_mean, bn_var, pre_weight, pre_bias, pre_mean, pre_var = ctx.saved_tensors
+    pool, mlp, act, gate, act_out, bn_eps, prologue_act, pre_eps, pre_batch_stats = ctx.config
     want_grad_res = ctx.has_residual and act_out != "identity" and ctx.needs_input_grad[1]
     grad_x, grad_res, *grads = torch.ops.tritattn.excitation_block_backward(
         grad_y, x, y, s, w1, b1, w2, b2, pool, mlp, act, gate, act_out, want_grad_res,
-        bn_weight, bn_bias, bn_mean, bn_var, bn_eps, prologue_act)
+        bn_weight, bn_bias, bn_mean, bn_var, bn_eps, prologue_act, pre_weight, pre_bias, pre_mean, pre_var, pre_eps,
+        pre_batch_stats)
     if not ctx.has_residual:
         grad_res = None
     elif act_out == "identity":
         grad_res = grad_y
-    params = (w1, b1, w2, b2, bn_weight, bn_bias)
-    return (grad_x, grad_res, *(g if t is not None else None for g, t in zip(grads[:4], params[:4])),
-            None, None, None, None, None, *(g if t is not None else None for g, t in zip(grads[4:], params[4:])),
-            None, None, None, None, None, None, None, None, None)
+    params = (w1, b1, w2, b2, bn_weight, bn_bias, pre_weight, pre_bias)
+    grads = [g if t is not None else None for g, t in zip(grads, params)]
+    return (grad_x, grad_res, *grads[:4], None, None, None, None, None, *grads[4:6], None, None, None,
+            None, *grads[6:], None, None, None, None)
 
 
 excitation_block.register_autograd(_backward, setup_context=_setup)

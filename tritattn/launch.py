@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .kernels import cbam_spatial, cbam_spatial_bwd, excitation, gated_scale, mean_max, tiling
+from .kernels import cbam_spatial, cbam_spatial_bwd, excitation, gated_scale, mean_max, prologue_norm, tiling
 from .layout import Axis, plane_strides, vector_strides
 from .tuning import FixedConfig, Problem, Tuner
 
@@ -40,6 +40,10 @@ CBAM_SPATIAL_BWD_REDUCE = Tuner(
 SPATIAL_CONV_BWD_BLOCK_P = 256
 SPATIAL_CONV_BWD = FixedConfig("spatial_conv_bwd", cbam_spatial_bwd.spatial_conv_bwd,
                                triton.Config({"BLOCK_P": SPATIAL_CONV_BWD_BLOCK_P}, num_warps=4, num_stages=1))
+BATCH_STATS_FWD = Tuner("batch_stats_fwd", prologue_norm.batch_stats_fwd, prologue_norm.BATCH_STATS_FWD_CONFIGS, num_stages=3)
+#: prologue_norm_bwd: a tiny [B, C] reduction, one fixed tile (its BLOCK_C is passed by the launcher)
+PROLOGUE_NORM_BWD = FixedConfig("prologue_norm_bwd", prologue_norm.prologue_norm_bwd,
+                                triton.Config({}, num_warps=4, num_stages=1))
 EXCITATION_BWD_APPLY = Tuner(
     "excitation_bwd_apply", excitation.excitation_bwd_apply, excitation.EXCITATION_BWD_APPLY_CONFIGS, num_stages=1)
 
@@ -226,35 +230,44 @@ def excitation_bwd(
     w1, b1, w2, b2, spec: dict, RD: int, gate: str, act_out: str,
     work: dict[str, torch.Tensor], counter: torch.Tensor,
     grad_x: torch.Tensor, grad_res: torch.Tensor | None, grads: dict[str, torch.Tensor | None],
-    sp: torch.Tensor | None = None, norm: tuple | None = None, prologue_act: str = "none",
+    sp: torch.Tensor | None = None, norm: tuple | None = None, prologue: tuple | None = None,
+    batch_stats: bool = False,
 ) -> None:
-    """The block's backward in two launches: excitation_bwd_reduce (Σ_k dy·x and the pooled
+    """The block's backward in two launches (three with a prologue BatchNorm): excitation_bwd_reduce (Σ_k dy·x and the pooled
     vectors into ``mean`` / ``maximum`` / ``count``, then the MLP backward per sample into
     ``work``), then excitation_bwd_apply (grad_x, grad_residual and the
     weight gradients ``grads`` "w1", "b1", "w2", "b2"). With act_out "spatial" (CBAM), grad_y is
     the gradient of the block's output after the spatial half, and ``sp`` [B, 4, H·W] that
     half's per-pixel terms (kernels/cbam_spatial_bwd.py). ``norm``: the hidden BatchNorm's
     (weight, bias, running mean, running var, eps), its gradients in ``grads`` "bn_weight",
-    "bn_bias". ``prologue_act``: x holds z and the block's input is act(z) (no BatchNorm folds
-    into a backward); grad_x is then the gradient of z."""
+    "bn_bias". ``prologue`` as in :func:`gated_scale_fwd`, its BatchNorm's mean and variance the
+    batch's with ``batch_stats``: grad_x is then the gradient of the tensor x holds (z or c);
+    with a BatchNorm, :func:`prologue_norm_bwd` runs between the two (workspaces ``work``
+    "psum", "sums"; its gradients in ``grads`` "pre_weight", "pre_bias")."""
     xs = plane_strides(x, "channel")
     gys = plane_strides(grad_y, "channel")
     ys = plane_strides(y, "channel") if y is not None else (0, 0, 0)
     flags = _excitation_flags(spec, x.shape[1], RD)
     acc = _acc_dtype(x)
-    pro_flags = {"PRO_ACT": prologue_act} if prologue_act != "none" else {}
+    pro_flags = _prologue_flags(prologue)
+    if prologue is not None and prologue[1] is not None:
+        pro_flags["BATCH_STATS"] = batch_stats
     p = _problem(x, "channel", xs, POOL=spec["pool"], MLP=spec["mlp"], RD=RD, ACT_OUT=act_out, **_norm_flags(norm),
                  **pro_flags)
     *bn, bn_eps = _norm_args(norm)
-    flags.update(HIDDEN_NORM=norm is not None, PRO_ACT=prologue_act)
+    pro, pro_eps, pro_kernel_flags = _prologue_args(prologue)
+    flags.update(HIDDEN_NORM=norm is not None, **pro_kernel_flags)
     with _device_guard(x):
         EXCITATION_BWD_REDUCE.launch(
             p, _rows_grid(p),
             (grad_y, x, y, sp, s, work["grad_s"], counter, mean, maximum, count, w1, b1, w2, *bn,
              work["hidden"], work["grad_h"], work["grad_norm"], work["grad_mean"], work["grad_max"],
-             p.R, p.K, RD, bn_eps, *gys, *xs, *ys, *_strides2(w1), *_strides2(w2)),
+             *pro, work.get("psum"), p.R, p.K, RD, bn_eps, pro_eps, *gys, *xs, *ys, *_strides2(w1), *_strides2(w2)),
             dict(flags, ACT=spec["act"], GATE=gate, ACT_OUT=act_out, HAS_B1=b1 is not None, ACC=acc), x.device,
         )
+        if pro_kernel_flags["PRO_NORM"]:
+            prologue_norm_bwd(s, work["grad_mean"], work["psum"], work["sums"], grads["pre_weight"], grads["pre_bias"],
+                              gate, p.K)
         n_weight_programs = weight_programs(spec, x.shape[1], RD, b2 is not None)
         pa = _problem(x, "channel", xs, POOL=spec["pool"], MLP=spec["mlp"], RD=RD, ACT_OUT=act_out,
                       WRITE_GRAD_RES=grad_res is not None, **_norm_flags(norm), **pro_flags)
@@ -264,11 +277,35 @@ def excitation_bwd(
             (grad_y, x, y, sp, s, grad_x, grad_res, work["grad_mean"], work["grad_max"], maximum, count,
              work["grad_s"], mean, work["hidden"], work["grad_h"], work["grad_norm"],
              grads["w1"], grads["b1"], grads["w2"], grads["b2"], grads.get("bn_weight"), grads.get("bn_bias"),
-             pa.B, pa.R, pa.K, RD, *gys, *xs, *ys, *plane_strides(grad_x, "channel"), *grs,
+             *pro, work.get("sums"), pa.B, pa.R, pa.K, RD, pro_eps, *gys, *xs, *ys, *plane_strides(grad_x, "channel"), *grs,
              *_strides2(grads["w1"]), *_strides2(grads["w2"])),
             dict(flags, GATE=gate, ACT_OUT=act_out, WRITE_GRAD_RES=grad_res is not None,
-                 HAS_B1=b1 is not None, HAS_B2=b2 is not None, ACC=acc), x.device,
+                 HAS_B1=b1 is not None, HAS_B2=b2 is not None, BATCH_STATS=batch_stats, ACC=acc), x.device,
         )
+
+
+def batch_stats_fwd(x: torch.Tensor, part: torch.Tensor, stats: torch.Tensor, counter: torch.Tensor) -> None:
+    """Per channel of x: batch mean, biased and unbiased variance into ``stats`` [3, C]
+    (kernels/prologue_norm.py); ``part`` [B, 2, C] workspace, ``counter`` ≥ C slots."""
+    xs = plane_strides(x, "channel")
+    p = _problem(x, "channel", xs)
+    with _device_guard(x):
+        BATCH_STATS_FWD.launch(p, _rows_grid(p), (x, part, stats, counter, p.B, p.R, p.K, *xs),
+                               dict(ACC=_acc_dtype(x)), x.device)
+
+
+def prologue_norm_bwd(
+    s: torch.Tensor, grad_mean: torch.Tensor, psum: torch.Tensor, sums: torch.Tensor,
+    grad_weight: torch.Tensor, grad_bias: torch.Tensor, gate: str, K: int,
+) -> None:
+    """The prologue BatchNorm's per-channel sums S, T into ``sums`` [2, C] and its weight and bias
+    gradients (kernels/prologue_norm.py)."""
+    B, C = s.shape
+    block_c = prologue_norm.PROLOGUE_NORM_BWD_BLOCK_C
+    ps = Problem(B, C, 1, rows_contiguous=True, dtype=s.dtype)
+    PROLOGUE_NORM_BWD.launch(ps, lambda META: (triton.cdiv(C, block_c),),
+                             (s, grad_mean, psum, sums, grad_weight, grad_bias, B, C, K),
+                             dict(GATE=gate, ACC=_acc_dtype(s), BLOCK_C=block_c), s.device)
 
 
 def weight_programs(spec: dict, C: int, RD: int, has_b2: bool) -> int:

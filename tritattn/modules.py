@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import cbam_block, excitation_block, reference
+from .batchnorm import count_batch, update_running_stats
 from .checks import check_channels, check_feature_map
 from .functional import excite_scale, spatial_pool, spatial_scale, squeeze
 from .excitation_block import MAX_HIDDEN, BlockSpec
@@ -136,13 +137,19 @@ class ChannelExcitation(nn.Module):
     def _excite_after(self, prologue: Prologue, c: Tensor, residual: Tensor | None, act: str) -> Tensor:
         check_feature_map(c)
         gate = self.kernel_gate_name()
-        if gate is not None and residual is None and act == "identity" and self.uses_block_pipeline(c):
-            if self.channels_attr is not None:
-                check_channels(c, getattr(self, self.channels_attr).in_channels, type(self).__name__)
-            if prologue.folds(c):
-                return excitation_block.excitation(c, self.block_spec(), gate, prologue=(prologue.kind, prologue.eval_norm()))
-            return excitation_block.excitation(prologue.batchnorm(c), self.block_spec(), gate, prologue=(prologue.kind, None))
-        return self._excite_input(prologue.eager(c), residual, act)
+        if gate is None or residual is not None or act != "identity" or not c.numel() or not self.uses_block_pipeline(c):
+            return self._excite_input(prologue.eager(c), residual, act)
+        if self.channels_attr is not None:
+            check_channels(c, getattr(self, self.channels_attr).in_channels, type(self).__name__)
+        norm = prologue.norm
+        check_channels(c, norm.num_features, type(norm).__name__)
+        factor = count_batch(norm, c.shape) if norm.training else 0.0
+        batch_stats = norm.training or norm.running_mean is None
+        y, stats = excitation_block.excitation_with_stats(
+            c, self.block_spec(), gate, prologue=(prologue.kind, prologue.norm_args()), batch_stats=batch_stats)
+        if norm.training and norm.running_mean is not None:
+            update_running_stats(norm.running_mean, norm.running_var, stats[0::2], factor)
+        return y
 
     def _excite_input(self, x: Tensor, residual: Tensor | None, act: str) -> Tensor:
         check_feature_map(x)
@@ -357,20 +364,14 @@ class CbamPipeline:
             return self.spatial(self.channel(x))
         spec = self.channel.block_spec()
         bn = self.spatial.conv.bn
-        if bn.training:  # as nn.BatchNorm2d: count the batch, refuse a single value
-            B, _, H, W = x.shape
-            if B * H * W == 1:
-                raise ValueError(f"Expected more than 1 value per channel when training, got input size "
-                                 f"{torch.Size((B, 1, H, W))}")
-            if bn.num_batches_tracked is not None:
-                bn.num_batches_tracked.add_(1)
+        factor = count_batch(bn, torch.Size((x.shape[0], 1, *x.shape[2:]))) if bn.training else 0.0
         y, _, _, affine = cbam_block.cbam_block(
             x, spec.w1, spec.b1, spec.w2, spec.b2, spec.pool, spec.act, self.channel.kernel_gate_name(),
             self.spatial.conv.conv.weight, bn.weight, bn.bias, bn.running_mean, bn.running_var, bn.eps, bn.training,
             kernel_for_gate(self.spatial.gate),
         )
         if bn.training:
-            cbam_block.update_running_stats(bn.running_mean, bn.running_var, affine, bn.momentum)
+            update_running_stats(bn.running_mean, bn.running_var, affine[2::2], factor)
         return y
 
 

@@ -7,12 +7,14 @@ saves both for backward (z for act's, x for the SE's), and the SE reads x twice.
 SE block (a :class:`~tritattn.modules.ChannelExcitation`, whose :attr:`PROLOGUE_ATTR` holds a
 :class:`Prologue`) computes them itself:
 
-- training, or whenever a gradient is wanted: the BatchNorm runs as eager (its own forward,
-  batch statistics and running-statistics update included), and the block's kernels compute
-  act(z) where they load z, save z only and take act'(z) into the backward (kernels/norm_act.py);
-- inference (BatchNorm in eval, no gradient wanted): the BatchNorm folds into the same prologue
-  (z = c · scale + shift from its running statistics), so the SE region reads the conv output
-  twice and writes once.
+the block's kernels load c, the BatchNorm's input, and compute z = bn(c) and x = act(z) where
+they load it (kernels/norm_act.py): with the batch's statistics in training
+(kernels/prologue_norm.py: one more pass over c before the squeeze; the module counts the batch
+and moves the running statistics, as ``nn.BatchNorm2d`` does), with the running ones in eval.
+Neither z nor x is written or saved: the block saves c (which eager's BatchNorm saves too), and
+its backward recomputes both, through act' and the BatchNorm's backward (its weight and bias
+gradients included). An inference SE region reads the conv output twice and writes once
+(eager: 7 passes); a training forward reads it three times.
 
 Off the Triton kernels (the eager fallback, or a block whose pipeline is refused) the block first
 computes x with the producer modules' own forwards, so the result is eager's.
@@ -76,17 +78,8 @@ class Prologue:
         """x = act(bn(c)) by the producer modules' own forwards."""
         return class_before_convert(self.act).forward(self.act, self.batchnorm(c))
 
-    def folds(self, c: Tensor) -> bool:
-        """Whether the BatchNorm folds into the kernels for input ``c``: in eval, with running
-        statistics, and no gradient wanted (of c or of the BatchNorm's weight and bias)."""
-        norm = self.norm
-        if norm.training or norm.running_mean is None:
-            return False
-        return not (torch.is_grad_enabled() and (
-            c.requires_grad or any(p is not None and p.requires_grad for p in (norm.weight, norm.bias))))
-
-    def eval_norm(self) -> tuple:
-        """The folded BatchNorm as the kernels take it: (weight, bias, running mean, running var, eps)."""
+    def norm_args(self) -> tuple:
+        """The BatchNorm as the kernels take it: (weight, bias, running mean, running var, eps)."""
         n = self.norm
         return (n.weight, n.bias, n.running_mean, n.running_var, n.eps)
 
