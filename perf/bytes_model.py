@@ -153,15 +153,18 @@ def batch_stats_fwd(B: int, C: int, K: int, itemsize: int, acc: int) -> int:
     return batch_stats_fwd_planes() * B * C * K * itemsize + 4 * B * C * acc + 3 * C * acc
 
 
-def prologue_norm_bwd(B: int, C: int, acc: int, param_itemsize: int) -> int:
-    """[B, C] vectors only: psum [B, 4, C], s and grad_mean read; sums [2, C] written (ACC), and
-    the BatchNorm's two weight gradients (``param_itemsize``)."""
-    return 6 * B * C * acc + 2 * C * acc + 2 * C * param_itemsize
+def prologue_norm_bwd(B: int, C: int, acc: int) -> int:
+    """[B, C] vectors only: psum [B, 4, C], s and grad_mean read; sums [2, C] and the BatchNorm's
+    weight and bias gradients written (ACC: the BatchNorm's parameters are float32, or float64
+    with float64 x, as :func:`prologue_vectors` counts them)."""
+    return 6 * B * C * acc + 4 * C * acc
 
 
-def prologue_vectors(C: int, param_itemsize: int, norm: bool) -> int:
-    """The per-channel vectors a kernel with a prologue BatchNorm reads: weight, bias, mean, variance."""
-    return 4 * C * param_itemsize * norm
+def prologue_vectors(C: int, acc: int, norm: bool) -> int:
+    """The per-channel vectors a kernel with a prologue BatchNorm reads: weight, bias, mean and
+    variance, at the accumulator's width (a BatchNorm's parameters and statistics are float32
+    under autocast, float64 with float64 x)."""
+    return 4 * C * acc * norm
 
 
 def hidden_vectors(mlp: str, pool: str, norm: bool = False) -> int:
@@ -201,7 +204,7 @@ def _block_traffic(op: str, a: dict[str, Any]) -> list[KernelTraffic]:
     relu = a["act_out"] == "relu"
     prologue = a.get("prologue_act", "none") != "none"
     pre_norm = a.get("pre_weight") is not None
-    pre = prologue_vectors(C, a["pre_weight"].element_size() if pre_norm else 0, pre_norm)
+    pre = prologue_vectors(C, acc, pre_norm)
     if op == "excitation_block":
         has_residual = a["residual"] is not None
         stats = ([KernelTraffic("batch_stats_fwd", batch_stats_fwd(B, C, K, size, acc), batch_stats_fwd_planes())]
@@ -212,7 +215,7 @@ def _block_traffic(op: str, a: dict[str, Any]) -> list[KernelTraffic]:
             KernelTraffic("gated_scale_fwd", gated_scale_fwd(B, C, K, size, acc, has_residual) + pre,
                           gated_scale_fwd_planes(has_residual))]
     wgr = a["want_grad_residual"]
-    norm_bwd = ([KernelTraffic("prologue_norm_bwd", prologue_norm_bwd(B, C, acc, a["pre_weight"].element_size()), 0)]
+    norm_bwd = ([KernelTraffic("prologue_norm_bwd", prologue_norm_bwd(B, C, acc), 0)]
                 if pre_norm else [])
     psum, sums = 4 * B * C * acc * pre_norm, 2 * C * acc * pre_norm
     return [KernelTraffic("excitation_bwd_reduce",

@@ -195,7 +195,7 @@ def excitation_block_backward_case(pool, mlp, act, gate, act_out, residual) -> C
 
     def args(p: Sample, requires_grad: bool) -> tuple:
         x, weights = p.feature_map(), _block_weights(mlp, False)
-        y, s = tritattn.excitation_block(x, p.feature_map() if residual else None, *weights, pool, mlp, act, gate, act_out)
+        y, s, _ = tritattn.excitation_block(x, p.feature_map() if residual else None, *weights, pool, mlp, act, gate, act_out)
         return (p.feature_map(), x, y if act_out == "relu" else None, s, *weights,
                 pool, mlp, act, gate, act_out, residual and act_out != "identity")
 
@@ -214,13 +214,38 @@ def excitation_block_norm_case(backward: bool) -> Case:
 
     def backward_args(p: Sample, requires_grad: bool) -> tuple:
         x, _, w1, b1, w2, b2, *settings, act_out, bn_w, bn_b, bn_m, bn_v, eps = forward_args(p, False)
-        _, s = tritattn.excitation_block(*forward_args(p, False)[:1], None, w1, b1, w2, b2, *settings, act_out,
-                                         bn_w, bn_b, bn_m, bn_v, eps)
+        _, s, _ = tritattn.excitation_block(*forward_args(p, False)[:1], None, w1, b1, w2, b2, *settings, act_out,
+                                            bn_w, bn_b, bn_m, bn_v, eps)
         return (p.feature_map(), x, None, s, w1, b1, w2, b2, *settings, act_out, False, bn_w, bn_b, bn_m, bn_v, eps)
 
     if backward:
         return Case(tritattn.excitation_block_backward.default, "hidden-norm", backward_args, False)
     return Case(tritattn.excitation_block.default, "hidden-norm", forward_args, True)
+
+
+def excitation_block_prologue_case(backward: bool, batch_stats: bool) -> Case:
+    """An SE block taking in its producer's BatchNorm (float32 parameters) and SiLU."""
+
+    def forward_args(p: Sample, requires_grad: bool) -> tuple:
+        pre = (torch.randn(C).requires_grad_(requires_grad), torch.randn(C).requires_grad_(requires_grad),
+               torch.randn(C), torch.rand(C) + 0.5, 1e-5, batch_stats)
+        return (p.feature_map(requires_grad=requires_grad), None, *_block_weights("fc_act_fc", requires_grad),
+                "mean", "fc_act_fc", "relu", "sigmoid", "identity", None, None, None, None, 0.0, "silu", *pre)
+
+    def backward_args(p: Sample, requires_grad: bool) -> tuple:
+        args = forward_args(p, False)
+        x, _, w1, b1, w2, b2, *settings = args[:11]
+        pre_w, pre_b, pre_m, pre_v, pre_eps, _ = args[17:]
+        _, s, stats = tritattn.excitation_block(*args)
+        if batch_stats:
+            pre_m, pre_v = stats[0], stats[1]
+        return (p.feature_map(), x, None, s, w1, b1, w2, b2, *settings, False, None, None, None, None, 0.0, "silu",
+                pre_w, pre_b, pre_m, pre_v, pre_eps, batch_stats)
+
+    variant = "prologue-" + ("batch-stats" if batch_stats else "running-stats")
+    if backward:
+        return Case(tritattn.excitation_block_backward.default, variant, backward_args, False)
+    return Case(tritattn.excitation_block.default, variant, forward_args, True)
 
 
 def _cbam_args(p: Sample, light: bool, training: bool, requires_grad: bool) -> tuple:
@@ -269,6 +294,7 @@ CASES: list[Case] = [
     *(excitation_block_backward_case(*settings) for settings in BLOCK_SETTINGS),
     excitation_block_norm_case(False),
     excitation_block_norm_case(True),
+    *(excitation_block_prologue_case(backward, batch_stats) for backward in (False, True) for batch_stats in (False, True)),
     *(cbam_block_case(*settings) for settings in CBAM_SETTINGS),
     *(cbam_block_backward_case(*settings) for settings in CBAM_SETTINGS),
 ]

@@ -103,6 +103,12 @@ def _pointers_moved(kernel: str, f: dict) -> list[str]:
     the parameters)."""
     with_max = f.get("POOL", "mean") != "mean"
     hidden = ["hidden_ptr", "grad_h_ptr"] * (f.get("MLP") == "fc_act_fc") + ["grad_norm_ptr"] * bool(f.get("HIDDEN_NORM"))
+    prologue = f.get("PRO_ACT", "none") != "none"
+    pre = ["pw_ptr", "pb_ptr", "pm_ptr", "pv_ptr"] * bool(f.get("PRO_NORM"))  # the prologue BatchNorm's vectors
+    if kernel == "batch_stats_fwd":  # x read; part written (and read back: 2×); stats written
+        return ["x_ptr", "part_ptr", "part_ptr", "stats_ptr"]
+    if kernel == "prologue_norm_bwd":  # psum, s, grad_mean read; sums, the two gradients written
+        return ["psum_ptr", "s_ptr", "grad_mean_ptr", "sums_ptr", "gw_ptr", "gb_ptr"]
     if kernel == "gated_spatial_pool_fwd":  # x, s read; descriptor d and conv output u written
         return ["x_ptr", "s_ptr", "d_ptr", "u_ptr"]
     if kernel == "doubly_gated_scale_fwd":  # x, s, u read; y written
@@ -112,22 +118,23 @@ def _pointers_moved(kernel: str, f: dict) -> list[str]:
     if kernel == "spatial_conv_bwd":  # grad_t, u, d, ties read; sp's two gradient rows written
         return ["grad_t_ptr", "u_ptr", "d_ptr", "ties_ptr", "sp_half"]
     if kernel == "squeeze_excite_fwd":  # x read; mean, s written (+ max, count)
-        return ["x_ptr", "mean_ptr", "s_ptr"] + ["max_ptr", "count_ptr"] * with_max
+        return ["x_ptr", "mean_ptr", "s_ptr"] + ["max_ptr", "count_ptr"] * with_max + pre
     spatial = f.get("ACT_OUT") == "spatial"
     if kernel == "excitation_bwd_reduce":  # grad_y, x (y; sp), s read; grad_s, mean, grad_mean (max, count, grad_max), hidden written
         return (["grad_y_ptr", "x_ptr", "s_ptr", "mean_ptr", "grad_s_ptr", "grad_mean_ptr"] + ["y_ptr"] * (f["ACT_OUT"] == "relu")
-                + ["max_ptr", "count_ptr", "grad_max_ptr"] * with_max + hidden + ["sp_ptr"] * spatial)
+                + ["max_ptr", "count_ptr", "grad_max_ptr"] * with_max + hidden + ["sp_ptr"] * spatial
+                + pre + ["psum_ptr"] * bool(pre))
     if kernel == "excitation_bwd_apply":  # grad_y read, grad_x written (y, grad_res; x, max, count, grad_max; sp); vectors read
         return (["grad_y_ptr", "grad_x_ptr", "s_ptr", "grad_mean_ptr", "grad_s_ptr", "mean_ptr"]
                 + ["y_ptr"] * (f["ACT_OUT"] == "relu") + ["grad_res_ptr"] * f["WRITE_GRAD_RES"]
-                + ["x_ptr"] * (with_max or spatial) + ["max_ptr", "count_ptr", "grad_max_ptr"] * with_max + hidden
-                + ["sp_ptr"] * spatial)
+                + ["x_ptr"] * (with_max or spatial or prologue) + ["max_ptr", "count_ptr", "grad_max_ptr"] * with_max
+                + hidden + ["sp_ptr"] * spatial + pre + ["sums_ptr"] * bool(pre))
     if kernel == "mean_max_fwd":  # x read; mean written if wanted; max and its int32 tie count if wanted
         return ["x_ptr"] + ["mean_ptr"] * f["WANT_MEAN"] + ["max_ptr", "count_ptr"] * f["WANT_MAX"]
     if kernel == "mean_max_bwd":  # grad_x written; grad_mean read; x, grad_max, max, count read for the max term
         return ["grad_x_ptr"] + ["grad_mean_ptr"] * f["HAS_MEAN"] + ["x_ptr", "grad_max_ptr", "max_ptr", "count_ptr"] * f["HAS_MAX"]
     if kernel == "gated_scale_fwd":  # x, s read, y written; residual read
-        return ["x_ptr", "s_ptr", "y_ptr"] + ["res_ptr"] * f["HAS_RESIDUAL"]
+        return ["x_ptr", "s_ptr", "y_ptr"] + ["res_ptr"] * f["HAS_RESIDUAL"] + pre
     assert kernel == "gated_scale_bwd", kernel  # grad_y, x, s read, grad_x, grad_s written; y read for relu; grad_residual written
     return ["grad_y_ptr", "x_ptr", "s_ptr", "grad_x_ptr", "grad_s_ptr"] + ["y_ptr"] * (f["ACT"] == "relu") + ["grad_res_ptr"] * f["WRITE_GRAD_RES"]
 
@@ -213,7 +220,7 @@ def test_byte_model_counts_the_tensors_each_kernel_moves(monkeypatch):
         rd = RD if mlp == "fc_act_fc" else 0
         for act_out, residual in (("identity", False), ("relu", True)):
             what = f"excitation_block {pool} {mlp} {act_out}"
-            y, s_ = check(
+            y, s_, _ = check(
                 what, ["squeeze_excite_fwd", "gated_scale_fwd"],
                 [bm.squeeze_excite_fwd(B, C, HW, 2, f32, with_max), bm.gated_scale_fwd(B, C, HW, 2, f32, residual)],
                 ops.excitation_block, x, rand(B, C, H, W) if residual else None, *weights[mlp], pool, mlp, "relu", "sigmoid", act_out)
@@ -228,7 +235,7 @@ def test_byte_model_counts_the_tensors_each_kernel_moves(monkeypatch):
     norm = (rand(RD, dtype=torch.float32), rand(RD, dtype=torch.float32), rand(RD, dtype=torch.float32),
             torch.rand(RD, device=DEVICE) + 0.5, 1e-5)
     hidden = bm.hidden_vectors("fc_act_fc", "mean", norm=True)
-    y, s_ = check("excitation_block hidden norm", ["squeeze_excite_fwd", "gated_scale_fwd"],
+    y, s_, _ = check("excitation_block hidden norm", ["squeeze_excite_fwd", "gated_scale_fwd"],
                   [bm.squeeze_excite_fwd(B, C, HW, 2, f32, False), bm.gated_scale_fwd(B, C, HW, 2, f32, False)],
                   ops.excitation_block, x, None, *weights["fc_act_fc"], "mean", "fc_act_fc", "relu", "sigmoid", "identity",
                   *norm)
@@ -237,6 +244,29 @@ def test_byte_model_counts_the_tensors_each_kernel_moves(monkeypatch):
            bm.excitation_bwd_apply(B, C, HW, RD, 2, f32, False, False, False, hidden)],
           ops.excitation_block_backward, rand(B, C, H, W), x, None, s_, *weights["fc_act_fc"], "mean", "fc_act_fc", "relu",
           "sigmoid", "identity", False, *norm)
+
+    # an SE block taking in its producer's BatchNorm (batch or running statistics) and SiLU
+    for batch_stats in (True, False):
+        pre = (rand(C, dtype=torch.float32), rand(C, dtype=torch.float32), rand(C, dtype=torch.float32),
+               torch.rand(C, device=DEVICE) + 0.5, 1e-5)
+        what, vectors = f"excitation_block prologue batch_stats={batch_stats}", bm.prologue_vectors(C, f32, True)
+        stats = [bm.batch_stats_fwd(B, C, HW, 2, f32)] if batch_stats else []
+        hidden = bm.hidden_vectors("fc_act_fc", "mean")
+        y, s_, stats_ = check(
+            what, ["batch_stats_fwd"] * batch_stats + ["squeeze_excite_fwd", "gated_scale_fwd"],
+            stats + [bm.squeeze_excite_fwd(B, C, HW, 2, f32, False) + vectors,
+                     bm.gated_scale_fwd(B, C, HW, 2, f32, False) + vectors],
+            ops.excitation_block, x, None, *weights["fc_act_fc"], "mean", "fc_act_fc", "relu", "sigmoid", "identity",
+            None, None, None, None, 0.0, "silu", *pre, batch_stats)
+        pre_stats = (stats_[0], stats_[1]) if batch_stats else pre[2:4]
+        check(what + " backward", ["excitation_bwd_reduce", "prologue_norm_bwd", "excitation_bwd_apply"],
+              [bm.excitation_bwd_reduce(B, C, HW, RD, 2, f32, False, False, hidden) + vectors + 4 * B * C * f32,
+               bm.prologue_norm_bwd(B, C, f32),
+               bm.excitation_bwd_apply(B, C, HW, RD, 2, f32, False, False, False, hidden, prologue=True)
+               + vectors + 2 * C * f32],
+              ops.excitation_block_backward, rand(B, C, H, W), x, None, s_, *weights["fc_act_fc"], "mean", "fc_act_fc",
+              "relu", "sigmoid", "identity", False, None, None, None, None, 0.0, "silu", pre[0], pre[1], *pre_stats,
+              1e-5, batch_stats)
 
     # CBAM (2-channel descriptor) and light CBAM (1 channel), BatchNorm in training and in eval
     for d, pool in ((2, "mean_max_both"), (1, "mean_max_avg")):
@@ -258,7 +288,7 @@ def test_byte_model_counts_the_tensors_each_kernel_moves(monkeypatch):
                   ops.cbam_block_backward, rand(B, C, H, W), x, s_, u, affine, *weights["fc_act_fc"], pool, "relu",
                   "sigmoid", conv_w, bn[0], bn[1], training, "sigmoid")
 
-    assert len(counts) == 8 + 2 * 10 + 4 * 2 * len(blocks) + 4 + 2 * 2 * 7
+    assert len(counts) == 8 + 2 * 10 + 4 * 2 * len(blocks) + 4 + (3 + 3 + 2 + 3) + 2 * 2 * 7
     wrong = [c for c in counts if c[2] != c[3]]
     assert not wrong, "\n".join(f"{what} ({kernel}): byte model {m}, tensors moved {n}" for what, kernel, m, n in wrong)
 

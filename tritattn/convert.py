@@ -32,7 +32,7 @@ from .backend import kernels_disabled
 from .fusion import MIRRORED_FORWARDS, fuse_tail, fused_class, fusion_refusal, is_fused, unfuse, unfused_class
 from .modules import FAST_TWINS, kernel_gate_as
 from .peers import ORIGINAL_CLASS_ATTR, PEER_TWINS, WITHOUT_TWIN, qualified_name
-from .prologue import drop_prologue, fuse_prologue, prologue_of, prologue_refusal
+from .prologue import drop_prologue, fuse_prologue, is_passthrough, prologue_of, prologue_refusal
 from .report import ConvertReport, Replaced, Restored, RevertReport, Skipped, TakenIn
 
 log = logging.getLogger("tritattn")
@@ -146,7 +146,9 @@ def _prologue_candidate(module: nn.Module, twin: type[nn.Module]) -> str | None:
     refusal = twin.block_refusal(module)
     if refusal is not None:
         return f"it runs per op ({refusal})"
-    spec = twin.block_spec(module)
+    as_twin = copy.copy(module)  # a shallow view with the twin's methods (the peer lacks the twin's class attributes)
+    as_twin.__class__ = twin
+    spec = as_twin.block_spec()
     if spec.pool != "mean" or spec.norm is not None:
         return "the prologue is built for mean pooling without a BatchNorm in the MLP"
     return None
@@ -161,13 +163,16 @@ def _plan_prologues(model: nn.Module, report: ConvertReport, planned: dict[nn.Mo
         twin = planned.get(module, type(module) if type(module) in _FAST_CLASSES else None)
         if twin is None or not issubclass(twin, modules.ChannelExcitation) or not path:
             continue
+        parent_path, _, name = path.rpartition(".")
+        parent = model.get_submodule(parent_path)
+        if issubclass(planned.get(parent, type(parent)), modules.CbamPipeline):
+            continue  # CBAM's channel part: its input is the CBAM block's
         existing = prologue_of(module)
         if existing is not None:
             report.taken_in.append(TakenIn(path, paths.get(id(existing.norm), "?"), existing.kind))
             continue
-        parent_path, _, name = path.rpartition(".")
         reason = _prologue_candidate(module, twin)
-        found = prologue_refusal(model.get_submodule(parent_path), name, twin) if reason is None else reason
+        found = prologue_refusal(parent, name, twin) if reason is None else reason
         if not isinstance(found, str) and any(registered[id(m)] > 1 for m in found[1]):
             found = "its producer's modules are shared with another place in the model"
         if isinstance(found, str):
@@ -232,9 +237,11 @@ def revert(model: nn.Module) -> RevertReport:
             report.released.append(path)
         if unfuse(module):
             report.unfused.append(Restored(path, was, qualified_name(type(module))))
+        passthrough = is_passthrough(module)
         original = module.__dict__.pop(ORIGINAL_CLASS_ATTR, None)
         if original is not None:
             module.__class__ = original
-            report.restored.append(Restored(path, was, qualified_name(original)))
+            if not passthrough:  # a producer: counted with its SE block in report.released
+                report.restored.append(Restored(path, was, qualified_name(original)))
     log.info("%s", report.summary())
     return report

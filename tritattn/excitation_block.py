@@ -205,7 +205,7 @@ def excitation_block(
     B, C = x.shape[:2]
     if not x.numel():
         s.zero_()
-        stats.fill_(float("nan"))
+        stats.zero_()  # no batch, no statistics (the modules run an empty input on the eager path)
         return y, s, stats
     spec, RD = pipeline_spec(pool, mlp, act, w1, C)
     workspace = pooled_workspace(x, pool)

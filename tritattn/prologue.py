@@ -131,30 +131,25 @@ def find_producer(parent: nn.Module, se_name: str) -> tuple[Prologue, list[nn.Mo
     before = [m for m in before if m is not None and type(m) is not nn.Identity]
     if not before:
         return "nothing before it in its parent block"
+    not_found = f"its input comes from a {type(before[-1]).__name__}, not a BatchNorm and an activation"
     module = before[-1]
     while True:
-        name = qualified_name(class_before_convert(module))
-        if name == _BATCHNORM_ACT:
+        if qualified_name(class_before_convert(module)) == _BATCHNORM_ACT:
             drop, act = getattr(module, "drop", None), getattr(module, "act", None)
             if drop is not None and type(drop) is not nn.Identity:
                 return f"its producer's BatchNormAct2d has a drop ({type(drop).__name__})"
-            if qualified_name(type(act)) not in ACTIVATIONS:
+            if qualified_name(class_before_convert(act)) not in ACTIVATIONS:
                 return f"its producer's activation {type(act).__name__} has no kernel (ReLU, SiLU, Hardswish do)"
             return Prologue(module, act), [module]
-        if name in ACTIVATIONS:
-            return f"its producer's activation {type(module).__name__} is not a child of a norm block"
-        last = _last_non_identity(module)
-        if last is None:
-            return f"its producer {type(module).__name__} is not a BatchNorm followed by an activation"
         children = [c for c in module.children() if type(c) is not nn.Identity]
-        if qualified_name(class_before_convert(last[1])) in ACTIVATIONS and len(children) >= 2:
-            norm = children[-2]
-            if qualified_name(class_before_convert(norm)) != _BATCHNORM:
-                return f"its producer's activation follows a {type(norm).__name__}, not a BatchNorm2d"
-            return Prologue(norm, last[1]), [norm, last[1]]
-        if not len(list(last[1].children())) and qualified_name(class_before_convert(last[1])) != _BATCHNORM_ACT:
-            return f"its producer ends in a {type(last[1]).__name__}, not a BatchNorm and an activation"
-        module = last[1]
+        if not children:
+            return not_found
+        last = children[-1]
+        if len(children) >= 2 and qualified_name(class_before_convert(children[-2])) == _BATCHNORM and not list(last.children()):
+            if qualified_name(class_before_convert(last)) not in ACTIVATIONS:
+                return f"its producer's activation {type(last).__name__} has no kernel (ReLU, SiLU, Hardswish do)"
+            return Prologue(children[-2], last), [children[-2], last]
+        module = last
 
 
 def _refusal_of_parts(prologue: Prologue, passthrough: list[nn.Module], se: nn.Module) -> str | None:
@@ -163,7 +158,7 @@ def _refusal_of_parts(prologue: Prologue, passthrough: list[nn.Module], se: nn.M
         return "its producer's BatchNorm has no weight and bias"
     if any(_has_hooks(m) for m in (*passthrough, prologue.act, se)):
         return "a hook or an instance forward on the SE block or its producer would be bypassed"
-    if any(type(m) is not class_before_convert(m) and not type(m).__name__.startswith(_PREFIX) for m in passthrough):
+    if any(type(m) is not class_before_convert(m) and not is_passthrough(m) for m in passthrough):
         return "its producer is itself converted"
     return None
 
@@ -197,10 +192,15 @@ def prologue_refusal(parent: nn.Module, se_name: str, se_twin: type[nn.Module]) 
 def fuse_prologue(se: nn.Module, prologue: Prologue, passthrough: list[nn.Module]) -> None:
     """Make ``passthrough`` pass their input through and ``se`` compute ``prologue`` itself."""
     for module in passthrough:
-        if not type(module).__name__.startswith(_PREFIX):
+        if not is_passthrough(module):
             setattr(module, ORIGINAL_CLASS_ATTR, type(module))
             module.__class__ = passthrough_class(type(module))
     se.__dict__[PROLOGUE_ATTR] = prologue
+
+
+def is_passthrough(module: nn.Module) -> bool:
+    """Whether ``module`` is a producer made to pass its input through by :func:`fuse_prologue`."""
+    return type(module).__module__ == __name__ and type(module).__name__.startswith(_PREFIX)
 
 
 def prologue_of(se: nn.Module) -> Prologue | None:

@@ -108,9 +108,9 @@ class ConvertReport:
                     f"{len(self.fused)} fused, {len(self.skipped)} left eager")
         if self.not_fused:
             line += f" ({_count(len(self.not_fused), 'block tail')} not fused)"
-        if self.taken_in or self.not_taken_in:
-            line += (f"; {len(self.taken_in)} of {len(self.taken_in) + len(self.not_taken_in)} channel-attention "
-                     f"blocks {'would take' if self.dry_run else 'take'} in their producer's BatchNorm and activation")
+        if self.taken_in:
+            line += (f"; {_count(len(self.taken_in), 'block')} {'would be ' if self.dry_run else ''}taking in "
+                     f"their producer's BatchNorm and activation")
         if self.kernels_disabled:
             line += "; kernels disabled (TRITATTN_DISABLE / tritattn.disabled()): the eager torch path runs until enabled"
         return line
