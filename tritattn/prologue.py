@@ -125,31 +125,35 @@ def _last_non_identity(module: nn.Module) -> tuple[str, nn.Module] | None:
 
 
 def find_producer(parent: nn.Module, se_name: str) -> tuple[Prologue, list[nn.Module]] | str:
-    """The producer of ``parent``'s child ``se_name`` and the modules to pass through, or why none."""
+    """The producer of ``parent``'s child ``se_name`` and the modules to pass through, or why none:
+    among the modules before it (its earlier siblings, then a container's children), skipping
+    identities, the last is a BatchNormAct2d, or an activation right after a BatchNorm2d."""
     names = list(parent._modules)
-    before = [parent._modules[n] for n in names[:names.index(se_name)]]
-    before = [m for m in before if m is not None and type(m) is not nn.Identity]
-    if not before:
+    items = [parent._modules[n] for n in names[:names.index(se_name)]]
+    items = [m for m in items if m is not None and type(m) is not nn.Identity]
+    if not items:
         return "nothing before it in its parent block"
-    not_found = f"its input comes from a {type(before[-1]).__name__}, not a BatchNorm and an activation"
-    module = before[-1]
-    while True:
-        if qualified_name(class_before_convert(module)) == _BATCHNORM_ACT:
-            drop, act = getattr(module, "drop", None), getattr(module, "act", None)
+    not_found = f"its input comes from a {type(items[-1]).__name__}, not a BatchNorm and an activation"
+    while items:
+        last = items[-1]
+        if qualified_name(class_before_convert(last)) == _BATCHNORM_ACT:
+            drop, act = getattr(last, "drop", None), getattr(last, "act", None)
             if drop is not None and type(drop) is not nn.Identity:
                 return f"its producer's BatchNormAct2d has a drop ({type(drop).__name__})"
             if qualified_name(class_before_convert(act)) not in ACTIVATIONS:
                 return f"its producer's activation {type(act).__name__} has no kernel (ReLU, SiLU, Hardswish do)"
-            return Prologue(module, act), [module]
-        children = [c for c in module.children() if type(c) is not nn.Identity]
+            return Prologue(last, act), [last]
+        children = [c for c in last.children() if type(c) is not nn.Identity]
         if not children:
-            return not_found
-        last = children[-1]
-        if len(children) >= 2 and qualified_name(class_before_convert(children[-2])) == _BATCHNORM and not list(last.children()):
+            if len(items) < 2 or qualified_name(class_before_convert(items[-2])) != _BATCHNORM:
+                return not_found
             if qualified_name(class_before_convert(last)) not in ACTIVATIONS:
+                if "activation" not in class_before_convert(last).__module__:
+                    return not_found
                 return f"its producer's activation {type(last).__name__} has no kernel (ReLU, SiLU, Hardswish do)"
-            return Prologue(children[-2], last), [children[-2], last]
-        module = last
+            return Prologue(items[-2], last), [items[-2], last]
+        items = children
+    return not_found
 
 
 def _refusal_of_parts(prologue: Prologue, passthrough: list[nn.Module], se: nn.Module) -> str | None:
