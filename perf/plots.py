@@ -1,4 +1,4 @@
-"""The sweep's results as PNG plots (matplotlib, Agg backend: no display needed)."""
+"""The sweep's and perf/models.py's results as PNG plots (matplotlib, Agg backend: no display needed)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -101,3 +101,43 @@ def census(blocks: list[dict], out_dir: Path) -> Path:
         ax.legend(fontsize=7)
     ax1.set_title("Device-independent: launches per training step and activation memory kept", fontsize=9)
     return _save(fig, out_dir / "census.png")
+
+
+def models(rows: list[dict], out_dir: Path, note: str) -> list[Path]:
+    """perf/models.py: per mode, samples/s per model, a bar per variant (p20–p80 as error bars);
+    and the training memory: peak allocated (GPU) and saved for backward (meta device)."""
+    paths = []
+    value = {(r["model"], r["variant"], r["mode"], r["metric"]): r["value"] for r in rows}
+    models_ = list(dict.fromkeys(r["model"] for r in rows))
+    variants = list(dict.fromkeys(r["variant"] for r in rows))
+
+    def bars(ax, mode: str, metric: str, spread: bool) -> None:
+        width = 0.8 / max(1, len(variants))
+        for i, v in enumerate(variants):
+            xs = [j + i * width for j in range(len(models_))]
+            ys = [value.get((m, v, mode, metric)) or 0.0 for m in models_]
+            err = None
+            if spread:
+                lo = [y - (value.get((m, v, mode, metric + "_p20")) or y) for m, y in zip(models_, ys)]
+                hi = [(value.get((m, v, mode, metric + "_p80")) or y) - y for m, y in zip(models_, ys)]
+                err = [lo, hi]
+            ax.bar(xs, ys, width, yerr=err, label=v)
+        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(models_))], models_, rotation=30, ha="right", fontsize=8)
+        ax.legend(fontsize=8)
+
+    for mode in dict.fromkeys(r["mode"] for r in rows if r["metric"] == "samples_per_s"):
+        fig, ax = plt.subplots(figsize=(10, 4.5))
+        bars(ax, mode, "samples_per_s", spread=True)
+        ax.set_ylabel("samples/s (median; p20–p80)")
+        ax.set_title(f"{mode}" + (f" — {note}" if note else ""), fontsize=10)
+        paths.append(_save(fig, out_dir / f"models_{mode}.png"))
+    metrics = [m for m in ("peak_memory_mib", "saved_activations_mib") if any(r["metric"] == m for r in rows)]
+    if metrics:
+        fig, axes = plt.subplots(1, len(metrics), figsize=(7 * len(metrics), 4.5), squeeze=False)
+        for ax, metric in zip(axes[0], metrics):
+            bars(ax, "train", metric, spread=False)
+            ax.set_ylabel("MiB")
+            ax.set_title("training: " + ("peak GPU memory" if metric == "peak_memory_mib"
+                                         else "activations saved for backward (meta device)"), fontsize=10)
+        paths.append(_save(fig, out_dir / "models_memory.png"))
+    return paths

@@ -35,7 +35,6 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor, nn
 
 from .peers import ORIGINAL_CLASS_ATTR, class_before_convert, qualified_name
