@@ -230,7 +230,7 @@ def squeeze_excite_fwd(
         mask = mask_r[:, None] & (offs_k < K)[None, :]
         v = tl.load(x_ptr + b * sxb + r64[:, None] * sxr + offs_k.to(tl.int64)[None, :] * sxk, mask=mask,
                     other=0.0).to(ACC)
-        x, _ = prologue(v, mask, scale, shift, x_ptr, PRO_ACT, PRO_NORM)
+        x = prologue(v, mask, scale, shift, x_ptr, PRO_ACT, PRO_NORM)[0]
         total, run_max, run_count, has_nan = pool_tile(x, mask, total, run_max, run_count, has_nan, True, want_max)
     run_max = pooled_max(run_max, has_nan)
     tl.store(mean_ptr + b * R + r64, total / K, mask=mask_r)

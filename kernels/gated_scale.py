@@ -65,7 +65,7 @@ def gated_scale_fwd(
     g = gate_value(s, GATE)
     x = tl.load(x_ptr + b * sxb + r64[:, None] * sxr + k64 * sxk, mask=mask, other=0.0).to(ACC)
     scale, shift, _, _ = prologue_affine(pw_ptr, pb_ptr, pm_ptr, pv_ptr, p_eps, offs_r, mask_r, PRO_NORM, ACC)
-    x, _ = prologue(x, mask, scale, shift, x_ptr, PRO_ACT, PRO_NORM)
+    x = prologue(x, mask, scale, shift, x_ptr, PRO_ACT, PRO_NORM)[0]
     y = x * g[:, None]
     if HAS_RESIDUAL:
         y += tl.load(res_ptr + b * srb + r64[:, None] * srr + k64 * srk, mask=mask, other=0.0).to(ACC)

@@ -18,16 +18,19 @@ a stage that fails or runs out of time is reported and the next one runs:
                  results as tuned/<gpu>.json);
 4. ``kernels``   perf/gpu_kernels.py: the kernels that run in each model's representative block,
                  tritattn / eager / torch.compile, forward and training step (torch.profiler);
-5. ``l2``        perf/l2_chunk.py: the block pipeline's forward with the second read of x from L2
+5. ``models``    perf/models.py: whole models' samples/s and memory, eager / tritattn / compile /
+                 compile + tritattn, inference and training step, in priority order under the
+                 stage's budget (``--models-args`` for its own options);
+6. ``l2``        perf/l2_chunk.py: the block pipeline's forward with the second read of x from L2
                  (``TRITATTN_L2_CHUNK``) off and on, timed, and its DRAM bytes where ncu is allowed;
-6. ``sanitizer`` ``compute-sanitizer --tool memcheck`` over the op tests on small shapes
+7. ``sanitizer`` ``compute-sanitizer --tool memcheck`` over the op tests on small shapes
                  (GPU only, with the time left).
 
 Output: ``<out>/<gpu-slug>-<date>/`` laid out as committed under perf/results/ — summary.md
 (perf/gpu_summary.py: stages, test counts and failures, the README's "Measured on" table, kernels
 per block, tuning), env.json, env.txt, tests.txt, the sweep's timings.csv / blocks.csv /
-sweep.json / PNGs and its log sweep.txt, kernels.csv and kernels.txt, l2_chunk.csv and
-l2_chunk.txt, sanitizer.txt,
+sweep.json / PNGs and its log sweep.txt, kernels.csv and kernels.txt, models.csv / models.json /
+models_*.png and models.txt, l2_chunk.csv and l2_chunk.txt, sanitizer.txt,
 stages.json — and ``<out>/<gpu-slug>-<date>.tar.gz`` of it. summary.md is printed at the end.
 
 On a lent machine whose $OUT returns a few files: ``... --out /tmp/gc && cp /tmp/gc/*.tar.gz $OUT``.
@@ -105,6 +108,12 @@ def kernels_command(args: argparse.Namespace, folder: Path, allotted_s: float) -
     return _python("gpu_kernels.py", "--out", str(folder), "--models", args.models) + shlex.split(args.kernels_args)
 
 
+def models_command(args: argparse.Namespace, folder: Path, allotted_s: float) -> list[str]:
+    # perf/models.py stops starting measurements at its budget; the one in flight (a compile) may run on
+    budget_min = max(allotted_s - 60, 0.5 * allotted_s) / 60
+    return _python("models.py", "--out", str(folder), "--budget-min", f"{budget_min:.2f}") + shlex.split(args.models_args)
+
+
 def l2_command(args: argparse.Namespace, folder: Path, allotted_s: float) -> list[str]:
     return _python("l2_chunk.py", "--out", str(folder)) + shlex.split(args.l2_args)
 
@@ -121,10 +130,11 @@ def sanitizer_command(args: argparse.Namespace, folder: Path, allotted_s: float)
 
 STAGES = [
     Stage("env", 0.05, 10, "env_stage.txt", env_command),
-    Stage("tests", 0.36, 30, "tests.txt", tests_command),
-    Stage("sweep", 0.33, 45, "sweep.txt", sweep_command),
-    Stage("kernels", 0.11, 20, "kernels.txt", kernels_command),
-    Stage("l2", 0.07, 20, "l2_chunk.txt", l2_command),
+    Stage("tests", 0.31, 30, "tests.txt", tests_command),
+    Stage("sweep", 0.28, 45, "sweep.txt", sweep_command),
+    Stage("kernels", 0.10, 20, "kernels.txt", kernels_command),
+    Stage("models", 0.12, 30, "models.txt", models_command),
+    Stage("l2", 0.06, 20, "l2_chunk.txt", l2_command),
     Stage("sanitizer", 0.08, 30, "sanitizer.txt", sanitizer_command),
 ]
 STAGE_NAMES = [s.name for s in STAGES]
@@ -215,6 +225,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="perf/sweep.py arguments beside the out folder, budget and models (default: each model's "
                         "representative block, the README table's; \"\" for the machine's whole preset)")
     p.add_argument("--kernels-args", default="", help="extra perf/gpu_kernels.py arguments")
+    p.add_argument("--models-args", default="", help="extra perf/models.py arguments")
     p.add_argument("--l2-args", default="", help="extra perf/l2_chunk.py arguments")
     p.add_argument("--quiet", action="store_true", help="stages' output to their logs only")
     args = p.parse_args(argv)

@@ -5,7 +5,7 @@ failing tests (tests.txt), the "Measured on <GPU>" table that goes at the top of
 benchmark part (sweep.json and kernels.csv: per model's representative block, forward and
 training step, tritattn against eager and torch.compile), the geometric-mean speed-ups, the
 kernels per block (kernels.csv beside the census's launch counts in blocks.csv), tuning, and the
-forward with the second read of x from L2 off and on (l2_chunk.csv).
+forward with the second read of x from L2 off and on (l2_chunk.csv); whole models (models.csv).
 A file a stage did not write leaves its section saying so; nothing is filled in.
 """
 from __future__ import annotations
@@ -154,6 +154,31 @@ def _sweep(sweep: dict | None, kernels: list[dict]) -> list[str]:
     return lines
 
 
+def models_section(rows: list[dict]) -> str:
+    """perf/models.py's rows: samples/s per model, variant and mode, peak and saved memory."""
+    if not rows:
+        return "(models.csv not written)"
+    value = {(r["model"], r["variant"], r["mode"], r["metric"]): r["value"] for r in rows}
+    timings = sorted({r["timing"] for r in rows if r["unit"] != "MiB"})
+    lines = [f"Timings: {'; '.join(timings) or 'none'}; {rows[0]['dtype']}, {rows[0]['layout']}, batch {rows[0]['batch']}, "
+             f"{rows[0]['image']}×{rows[0]['image']}.", "",
+             "| model | variant | inference samples/s | train samples/s | train peak MiB | saved MiB (meta) |",
+             "|---|---|---|---|---|---|"]
+    for model, variant in dict.fromkeys((r["model"], r["variant"]) for r in rows):
+        cells = [value.get((model, variant, mode, metric), "-") for mode, metric in (
+            ("inference", "samples_per_s"), ("train", "samples_per_s"), ("train", "peak_memory_mib"),
+            ("train", "saved_activations_mib"))]
+        lines.append(f"| {model} | {variant} | " + " | ".join(_short(c) for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def _short(cell: str) -> str:
+    try:
+        return f"{float(cell):.4g}"
+    except ValueError:
+        return cell
+
+
 def l2_section(rows: list[dict]) -> str:
     """perf/l2_chunk.py's rows: the forward with the second read of x from L2 off and on."""
     if not rows:
@@ -179,6 +204,7 @@ def write_summary(folder: Path, stages: list[dict]) -> str:
         "## Tests", "", *_tests(_read(folder, "tests.txt"), next((s for s in stages if s["name"] == "tests"), None)), "",
         f"## Measured on {gpu}", "", *_sweep(sweep, kernels), "",
         "## Kernels per block", "", kernels_section(kernels, _csv(folder, "blocks.csv")), "",
+        "## Whole models (perf/models.py)", "", models_section(_csv(folder, "models.csv")), "",
         "## The second read of x from L2 (TRITATTN_L2_CHUNK)", "", l2_section(_csv(folder, "l2_chunk.csv")), "",
     ])
     (folder / "summary.md").write_text(text)

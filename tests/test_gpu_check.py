@@ -36,18 +36,24 @@ def read_csv(path: Path) -> list[dict]:
 def test_cpu_dry_run_writes_the_results_folder(tmp_path, capsys):
     argv = ["--out", str(tmp_path), "--budget-min", "5", "--workers", "0", "--quiet", "--models", "seresnet50",
             "--pytest-args", QUICK_TEST, "--sweep-args", "--quick --shrink 16,4 --compile none --census-batch 2",
-            "--kernels-args", "--impls tritattn,eager", "--l2-args", "--blocks seresnet50/s3 --fractions 0.5"]
+            "--kernels-args", "--impls tritattn,eager", "--l2-args", "--blocks seresnet50/s3 --fractions 0.5",
+            "--models-args", "--models mobilenetv3_large_100 --variants eager,tritattn --modes inference --steps 1 "
+                             "--warmup 0 --image-size 32 --batch-size 2 --memory-batch 2 --memory-image 32"]
     assert gpu_check.main(argv) == 0
     printed = capsys.readouterr().out
     (folder,) = [p for p in tmp_path.iterdir() if p.is_dir()]
     assert folder.name.startswith("cpu-")
     for name in ("summary.md", "env.json", "env.txt", "tests.txt", "timings.csv", "blocks.csv", "sweep.json",
-                 "kernels.csv", "l2_chunk.csv", "stages.json"):
+                 "kernels.csv", "models.csv", "l2_chunk.csv", "stages.json"):
         assert (folder / name).is_file(), name
 
     stages = {s["name"]: s for s in json.loads((folder / "stages.json").read_text())}
     assert [s for s in stages] == gpu_check.STAGE_NAMES
-    assert all(stages[n]["status"] == "passed" for n in ("env", "tests", "sweep", "kernels", "l2")), stages
+    assert all(stages[n]["status"] == "passed" for n in ("env", "tests", "sweep", "kernels", "models", "l2")), stages
+    models = read_csv(folder / "models.csv")
+    assert {(r["variant"], r["metric"]) for r in models if r["mode"] == "inference"} >= {
+        ("eager", "samples_per_s"), ("tritattn", "samples_per_s")}
+    assert all("not GPU performance" in r["timing"] for r in models if r["unit"] == "samples/s")
     l2 = read_csv(folder / "l2_chunk.csv")
     assert [r["l2_fraction"] for r in l2] == ["off", "0.5"] and all(float(r["ms"]) > 0 for r in l2)
     assert all("not GPU performance" in r["timing"] and r["dram_note"] for r in l2)
