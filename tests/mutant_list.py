@@ -177,6 +177,48 @@ MUTANTS: list[Mutant] = [
         "the conv weight's gradient sums the first program's partial only",
         ("tests/test_cbam_block.py", "-k", "test_cbam_step_matches_float64_reference and train and 37x5x3 and default_tiles and nchw and not Light"),
     ),
+    Mutant(
+        "prologue_act_backward_dropped", "kernels/excitation.py",
+        "            grad_x = activation_backward(z, grad_x, PRO_ACT)\n",
+        "            grad_x = grad_x\n",
+        "the prologue's backward forgets act'(z): the producer's activation gets the gradient of its output",
+        ("tests/test_prologue.py", "-k", "test_prologue_matches_float64_reference and 3x6x3x5-running_stats and small_tiles and nchw and hardswish"),
+    ),
+    Mutant(
+        "prologue_batch_norm_backward_drops_the_mean", "kernels/excitation.py",
+        "                grad_x = grad_x - total[:, None] - x_hat * total_hat[:, None]",
+        "                grad_x = grad_x - x_hat * total_hat[:, None]",
+        "the prologue BatchNorm's training backward forgets the gradient through the batch mean",
+        ("tests/test_prologue.py", "-k", "test_prologue_matches_float64_reference and 2x37x7x7-batch_stats and default_tiles and nchw and silu"),
+    ),
+    Mutant(
+        "prologue_masked_tail_enters_the_pool", "kernels/norm_act.py",
+        "        x = tl.where(mask, as_materialised(activation(z, PRO_ACT), x_ptr), 0.0)",
+        "        x = as_materialised(activation(z, PRO_ACT), x_ptr)",
+        "the prologue's masked (ragged) tail, act(shift) instead of 0, enters the pooled sums",
+        ("tests/test_prologue.py", "-k", "test_prologue_matches_float64_reference and 3x6x3x5-running_stats and small_tiles and nchw and hardswish"),
+    ),
+    Mutant(
+        "batch_stats_normalise_with_unbiased_var", "kernels/prologue_norm.py",
+        "        tl.store(stats_ptr + R + r64, m2 / n, mask=mask_r)",
+        "        tl.store(stats_ptr + R + r64, m2 / tl.maximum(n - 1.0, 1.0), mask=mask_r)",
+        "the prologue BatchNorm normalises with the unbiased batch variance (torch uses the biased one)",
+        ("tests/test_prologue.py", "-k", "test_prologue_matches_float64_reference and 2x37x7x7-batch_stats and default_tiles and nchw and silu"),
+    ),
+    Mutant(
+        "batch_stats_counter_not_reset", "kernels/prologue_norm.py",
+        "        tl.store(counter_ptr + block, 0)",
+        "        pass",
+        "batch_stats_fwd leaves its per-channel-block counters at B: the next launch never combines its samples",
+        ("tests/test_prologue.py::test_prologue_is_bitwise_repeatable_and_leaves_the_counters_at_zero",),
+    ),
+    Mutant(
+        "prologue_norm_bwd_mean_term_not_over_k", "kernels/prologue_norm.py",
+        "        gm = tl.load(grad_mean_ptr + b * C + offs_c, mask=mask_c, other=0.0) / K",
+        "        gm = tl.load(grad_mean_ptr + b * C + offs_c, mask=mask_c, other=0.0)",
+        "the BatchNorm's S and T take the pooling's gradient without its 1 / (H·W)",
+        ("tests/test_prologue.py", "-k", "test_prologue_matches_float64_reference and 2x37x7x7-batch_stats and default_tiles and nchw and silu"),
+    ),
     # --- host side ----------------------------------------------------------------------------
     Mutant(
         "launch_swaps_x_batch_row_strides", "tritattn/launch.py",
@@ -238,6 +280,20 @@ MUTANTS: list[Mutant] = [
         ("tests/test_tuning.py::test_a_cache_of_another_format_is_ignored_with_a_warning",),
     ),
     # --- convert and fusion -------------------------------------------------------------------
+    Mutant(
+        "prologue_probe_accepts_anything", "tritattn/probe.py",
+        "                if expected.shape != got.shape or not torch.allclose(got, expected, rtol=1e-5, atol=1e-6):",
+        "                if expected.shape != got.shape:",
+        "convert takes in a producer whose output something else reads (the probe no longer compares values)",
+        ("tests/test_prologue.py::test_a_producer_read_by_something_else_is_not_taken_in",),
+    ),
+    Mutant(
+        "prologue_running_stats_not_moved", "tritattn/modules.py",
+        "            update_running_stats(norm.running_mean, norm.running_var, stats[0::2], factor)\n",
+        "            pass\n",
+        "an SE block that takes in its producer's BatchNorm leaves the BatchNorm's running statistics where they were",
+        ("tests/test_prologue.py", "-k", "test_converted_block_takes_in_its_producer and timm-efficientnet"),
+    ),
     Mutant(
         "fused_basic_tail_drops_residual", "tritattn/fusion.py",
         "x = self.bn2(self.conv2(x))\n    if self.downsample is not None:\n"
