@@ -288,6 +288,13 @@ MUTANTS: list[Mutant] = [
         ("tests/test_prologue.py::test_a_producer_read_by_something_else_is_not_taken_in",),
     ),
     Mutant(
+        "prologue_module_getattr_removed", "tritattn/prologue.py",
+        "__getattr__ = class_lookup(__name__, _PREFIX, lambda: list(PASSTHROUGH_PEERS), passthrough_class)",
+        "_getattr_removed = class_lookup(__name__, _PREFIX, lambda: list(PASSTHROUGH_PEERS), passthrough_class)",
+        "tritattn.prologue has no module __getattr__: a model with a producer taken in cannot be unpickled in a fresh process",
+        ("tests/test_prologue.py::test_a_block_with_its_producer_taken_in_loads_in_a_fresh_process",),
+    ),
+    Mutant(
         "prologue_running_stats_not_moved", "tritattn/modules.py",
         "            update_running_stats(norm.running_mean, norm.running_var, stats[0::2], factor)\n",
         "            pass\n",
@@ -321,8 +328,8 @@ MUTANTS: list[Mutant] = [
     ),
     Mutant(
         "fusion_module_getattr_removed", "tritattn/fusion.py",
-        "def __getattr__(name: str) -> type[nn.Module]:",
-        "def _module_getattr_removed(name: str) -> type[nn.Module]:",
+        "__getattr__ = class_lookup(__name__, _FUSED_PREFIX, lambda: list(MIRRORED_FORWARDS), fused_class)",
+        "_getattr_removed = class_lookup(__name__, _FUSED_PREFIX, lambda: list(MIRRORED_FORWARDS), fused_class)",
         "tritattn.fusion has no module __getattr__: a fused model cannot be unpickled in a fresh process",
         ("tests/test_convert_fusion.py::test_fused_model_loads_in_a_fresh_process",),
     ),

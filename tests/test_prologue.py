@@ -11,8 +11,10 @@
   saved activations of whole models (meta device, full size) against the issue's targets.
 """
 import copy
+import json
 import pickle
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -28,6 +30,7 @@ from fixtures.model_runs import (  # noqa: F401  (interpreter_friendly is a fixt
     assert_runs_close, exact_hardsigmoid_backward, forward_backward, interpreter_friendly,
 )
 from fixtures.peers import timm, torchvision
+from fixtures.subprocesses import output_tail, run_python
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "perf"))
 import census  # noqa: E402
@@ -313,6 +316,35 @@ def test_revert_gives_the_producer_back_and_convert_twice_is_convert_once(interp
     assert undone.released == ["se"] and "1 producer given back" in undone.summary()
     assert [type(m) for m in block.modules()] == classes
     assert prologue.prologue_of(block.se) is None
+
+
+LOAD_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    import torch
+    import fixtures.peers  # timm importable (as in the tests)
+    from tritattn import prologue
+    assert "TakenIntoNextBatchNormAct2d" not in vars(prologue), "a pass-through class exists before loading"
+    saved = torch.load(sys.argv[1], weights_only=False)
+    block = saved["block"].eval()
+    with torch.no_grad():
+        out = block(saved["input"])
+    assert torch.equal(out, saved["output"]), (out - saved["output"]).abs().max()
+    print(json.dumps([type(block.bn2).__name__, prologue.prologue_of(block.se).norm is block.bn2]))
+    """
+)
+
+
+def test_a_block_with_its_producer_taken_in_loads_in_a_fresh_process(tmp_path, interpreter_friendly):
+    block = BLOCKS["timm-efficientnet-silu"]().to(DEVICE).eval()
+    tritattn.convert(block)
+    x = _input_for(block).float()
+    with torch.no_grad():
+        expected = block(x)
+    torch.save({"block": block, "input": x, "output": expected}, tmp_path / "block.pt")
+    result = run_python(["-c", LOAD_SCRIPT, str(tmp_path / "block.pt")])
+    assert result.returncode == 0, output_tail(result)
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == ["TakenIntoNextBatchNormAct2d", True], output_tail(result)
 
 
 def test_a_hook_added_to_a_producer_after_convert_fails_loudly():

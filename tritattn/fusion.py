@@ -23,7 +23,6 @@ access), so a fused model pickles and deep-copies like the original.
 """
 from __future__ import annotations
 
-import importlib
 import logging
 from typing import Callable
 
@@ -32,6 +31,7 @@ from torch import Tensor, nn
 from .modules import ChannelExcitation, kernel_gate_as
 from .peers import qualified_name
 from .probe import probe_rewrite
+from .reclass import class_lookup, derived_class, has_hooks
 
 log = logging.getLogger("tritattn")
 
@@ -68,13 +68,6 @@ MIRRORED_FORWARDS: dict[str, tuple[str, Callable[..., Tensor]]] = {
 }
 
 _FUSED_PREFIX = "ResidualFused"
-
-
-def _has_hooks(module: nn.Module) -> bool:
-    return bool(
-        module._forward_hooks or module._forward_pre_hooks or module._backward_hooks
-        or module._backward_pre_hooks or "forward" in module.__dict__
-    )
 
 
 def unfused_class(block: nn.Module) -> type[nn.Module]:
@@ -114,7 +107,7 @@ def fusion_blocker(block: nn.Module, se_class: type[nn.Module] | None = None) ->
         return f"it has a drop path ({type(block.drop_path).__name__})"
     if type(act) is not nn.ReLU:
         return f"its last activation is {type(act).__name__}, not nn.ReLU"
-    if _has_hooks(se) or _has_hooks(act) or "forward" in block.__dict__:
+    if has_hooks(se) or has_hooks(act) or "forward" in block.__dict__:
         return "a hook or an instance forward on the block, its attention or its last activation would be bypassed"
     if kernel_gate_as(se, se_class) is None:
         return f"its attention's gate ({type(getattr(se, se_class.gate_attr)).__name__}) has no kernel"
@@ -128,18 +121,8 @@ def is_fused(block: nn.Module) -> bool:
 
 def fused_class(cls: type[nn.Module]) -> type[nn.Module]:
     """The fused subclass of timm block class ``cls`` (created once, kept as an attribute here)."""
-    name = _FUSED_PREFIX + cls.__name__
-    fused = globals().get(name)
-    if fused is None or fused.__base__ is not cls:
-        _, forward = MIRRORED_FORWARDS[qualified_name(cls)]
-        fused = type(name, (cls,), {
-            "forward": forward,
-            "__module__": __name__,
-            "__qualname__": name,
-            "__doc__": f"{qualified_name(cls)} with its SE, residual add and ReLU in one kernel pass.",
-        })
-        globals()[name] = fused
-    return fused
+    return derived_class(globals(), _FUSED_PREFIX, cls, MIRRORED_FORWARDS[qualified_name(cls)][1],
+                         f"{qualified_name(cls)} with its SE, residual add and ReLU in one kernel pass.")
 
 
 def fusion_refusal(block: nn.Module, se_class: type[nn.Module] | None = None) -> str | None:
@@ -173,10 +156,5 @@ def unfuse(block: nn.Module) -> bool:
     return fused
 
 
-def __getattr__(name: str) -> type[nn.Module]:
-    """Unpickling a fused model looks its block classes up here: build them on demand."""
-    for peer in MIRRORED_FORWARDS:
-        module_name, _, class_name = peer.rpartition(".")
-        if name == _FUSED_PREFIX + class_name:
-            return fused_class(getattr(importlib.import_module(module_name), class_name))
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+#: unpickling a fused model looks its block classes up here: built on demand
+__getattr__ = class_lookup(__name__, _FUSED_PREFIX, lambda: list(MIRRORED_FORWARDS), fused_class)

@@ -32,13 +32,13 @@ attribute access), so a fused model pickles and deep-copies like the original.
 """
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 
 from torch import Tensor, nn
 
 from .peers import ORIGINAL_CLASS_ATTR, class_before_convert, qualified_name
 from .probe import probe_rewrite
+from .reclass import class_lookup, derived_class, has_hooks
 
 #: the attribute of an SE block holding its :class:`Prologue` (in its ``__dict__``, not its state)
 PROLOGUE_ATTR = "_tritattn_prologue"
@@ -93,29 +93,12 @@ def _passthrough_forward(self: nn.Module, x: Tensor) -> Tensor:
 
 def passthrough_class(cls: type[nn.Module]) -> type[nn.Module]:
     """The subclass of producer class ``cls`` whose forward passes its input through (created once)."""
-    name = _PREFIX + cls.__name__
-    made = globals().get(name)
-    if made is None or made.__base__ is not cls:
-        made = type(name, (cls,), {
-            "forward": _passthrough_forward, "__module__": __name__, "__qualname__": name,
-            "__doc__": f"{qualified_name(cls)} taken into the SE block after it: passes its input through.",
-        })
-        globals()[name] = made
-    return made
+    return derived_class(globals(), _PREFIX, cls, _passthrough_forward,
+                         f"{qualified_name(cls)} taken into the SE block after it: passes its input through.")
 
 
-def __getattr__(name: str) -> type[nn.Module]:
-    """Unpickling a fused model looks its pass-through classes up here: build them on demand."""
-    for peer in PASSTHROUGH_PEERS:
-        module_name, _, class_name = peer.rpartition(".")
-        if name == _PREFIX + class_name:
-            return passthrough_class(getattr(importlib.import_module(module_name), class_name))
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def _has_hooks(module: nn.Module) -> bool:
-    return bool(module._forward_hooks or module._forward_pre_hooks or module._backward_hooks
-                or module._backward_pre_hooks or "forward" in module.__dict__)
+#: unpickling a model with a producer taken in looks its pass-through classes up here: built on demand
+__getattr__ = class_lookup(__name__, _PREFIX, lambda: list(PASSTHROUGH_PEERS), passthrough_class)
 
 
 def _last_non_identity(module: nn.Module) -> tuple[str, nn.Module] | None:
@@ -159,7 +142,7 @@ def _refusal_of_parts(prologue: Prologue, passthrough: list[nn.Module], se: nn.M
     norm = prologue.norm
     if not norm.affine:
         return "its producer's BatchNorm has no weight and bias"
-    if any(_has_hooks(m) for m in (*passthrough, prologue.act, se)):
+    if any(has_hooks(m) for m in (*passthrough, prologue.act, se)):
         return "a hook or an instance forward on the SE block or its producer would be bypassed"
     if any(type(m) is not class_before_convert(m) and not is_passthrough(m) for m in passthrough):
         return "its producer is itself converted"
