@@ -222,6 +222,27 @@ def test_converted_block_takes_in_its_producer_and_matches_its_peer(name, interp
             assert torch.equal(a, b) if not a.is_floating_point() else torch.allclose(a, b, rtol=1e-12, atol=1e-14), key
 
 
+@pytest.mark.parametrize("training", [True, False], ids=["training", "eval"])
+def test_converted_block_compiles_in_one_graph(training, interpreter_friendly):
+    """torch.compile(fullgraph=True) through the prologue (the running statistics' update and the
+    batch count included): eager's numbers and buffers, float64, aot_eager."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    block = BLOCKS["timm-efficientnet-silu"]().double().to(DEVICE).train(training)
+    _randomise_batchnorms(block)
+    tritattn.convert(block)
+    compiled_block = copy.deepcopy(block)
+    x = _input_for(block)
+    explanation = torch._dynamo.explain(copy.deepcopy(block))(x)
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    compiled = torch.compile(compiled_block, fullgraph=True, backend="aot_eager")
+    assert_runs_close(forward_backward(compiled, x), forward_backward(block, x), TOLERANCES[torch.float64], "compiled")
+    for (key, a), b in zip(compiled_block.state_dict().items(), block.state_dict().values()):
+        assert torch.equal(a, b) if not a.is_floating_point() else torch.allclose(a, b, rtol=1e-12, atol=1e-14), key
+    torch._dynamo.reset()
+
+
 def test_a_single_value_per_channel_in_training_raises_eagers_error():
     block = BLOCKS["timm-efficientnet-silu"]().double().to(DEVICE)
     tritattn.convert(block)
