@@ -243,6 +243,28 @@ def test_converted_block_compiles_in_one_graph(training, interpreter_friendly):
     torch._dynamo.reset()
 
 
+@pytest.mark.parametrize("norm_args", [dict(momentum=None), dict(track_running_stats=False)],
+                         ids=["cumulative_average", "no_running_statistics"])
+def test_batchnorm_variants_move_their_statistics_as_eager(norm_args):
+    """momentum=None (a cumulative average, 1 / num_batches_tracked) and no running statistics
+    (batch statistics in eval too), over two training steps and an eval forward."""
+    C = 12
+    peer = nn.Sequential(nn.Conv2d(C, C, 1), nn.BatchNorm2d(C, **norm_args), nn.SiLU(),
+                         torchvision.ops.misc.SqueezeExcitation(C, 4)).double().to(DEVICE)
+    if norm_args.get("track_running_stats", True):
+        _randomise_batchnorms(peer)
+    converted = copy.deepcopy(peer)
+    assert len(tritattn.convert(converted).taken_in) == 1
+    for training in (True, True, False):
+        peer.train(training)
+        converted.train(training)
+        x = torch.randn(3, C, 5, 4, dtype=torch.float64, device=DEVICE)
+        assert_runs_close(forward_backward(converted, x), forward_backward(peer, x), TOLERANCES[torch.float64],
+                          f"{norm_args} training={training}")
+        for (key, a), b in zip(converted.state_dict().items(), peer.state_dict().values()):
+            assert torch.equal(a, b) if not a.is_floating_point() else torch.allclose(a, b, rtol=1e-12, atol=1e-14), key
+
+
 def test_a_single_value_per_channel_in_training_raises_eagers_error():
     block = BLOCKS["timm-efficientnet-silu"]().double().to(DEVICE)
     tritattn.convert(block)
