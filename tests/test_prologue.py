@@ -152,6 +152,23 @@ def test_prologue_in_each_dtype(act, batch_stats, dtype, channels_last):
     check_prologue((2, 37, 5, 3), dtype, channels_last, act, batch_stats)
 
 
+@pytest.mark.parametrize("act", list(ACTS))
+def test_activation_alone_as_prologue(act, channels_last):
+    """The op with an activation and no BatchNorm: its input is z, the block's act(z)."""
+    z = make_input((2, 37, 5, 3), torch.float64, channels_last, requires_grad=True, scale=2.0)
+    weights = tuple((torch.randn(s, dtype=torch.float64) * 0.7).to(DEVICE).requires_grad_() for s in ((3, 37), (3,), (37, 3), (37,)))
+    y = excitation_block.excitation(z, BlockSpec("mean", "fc_act_fc", "relu", *weights), "sigmoid", prologue=(act, None))
+    z64, w64 = z.detach().clone().requires_grad_(), [w.detach().clone().requires_grad_() for w in weights]
+    x = ACTS[act](z64)
+    s = F.linear(F.relu(F.linear(x.mean((2, 3)), w64[0], w64[1])), w64[2], w64[3])
+    y_ref = x * torch.sigmoid(s)[:, :, None, None]
+    assert_close(y, y_ref, what=f"{act} output")
+    cot = torch.randn_like(y)
+    for name, g, g_ref in zip(("z", "w1", "b1", "w2", "b2"), torch.autograd.grad(y, [z, *weights], cot),
+                              torch.autograd.grad(y_ref, [z64, *w64], cot)):
+        assert_close(g, g_ref, what=f"{act} grad {name}")
+
+
 def test_prologue_is_bitwise_repeatable_and_leaves_the_counters_at_zero(monkeypatch):
     use_small_tiles(monkeypatch)  # several programs per channel block and per sample
     c, bn, weights = _draw((3, 37, 5, 5), torch.float32, True, "silu", True)
