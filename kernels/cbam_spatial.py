@@ -19,7 +19,7 @@ import triton.language as tl
 
 from .excitation import last_of_sample
 from .gates import gate_value
-from .mean_max import pool_start, pool_tile, pooled_max
+from .mean_max import chan_combine, pool_start, pool_tile, pooled_max
 from .program_tiles import elementwise_tile, row_block
 from .rounding import as_materialised, to_output
 from .tiling import ELEMENTWISE_TILES, ROW_TILES, oriented_configs
@@ -37,21 +37,13 @@ def acc_zero(ACC: tl.constexpr):
 
 
 @triton.jit
-def chan_combine(n, mean, m2, nb, mean_b, m2_b):
-    """Chan et al.'s pairwise update of (count, mean, Σ (v - mean)²) by a group of nb values."""
-    total = n + nb
-    delta = mean_b - mean
-    return total, mean + delta * (nb / total), m2 + m2_b + delta * delta * (n * nb / total)
-
-
-@triton.jit
 def sample_conv(
     b, d_ptr, u_ptr, stats_ptr, w_ptr, H, W,
     D: tl.constexpr, KS: tl.constexpr, ACC: tl.constexpr, CONV_BLOCK_P: tl.constexpr,
 ):
     """u[b, :] = conv(d[b]) for one sample (w [1, D, KS, KS] contiguous, zero padding (KS-1)/2, Σ
     over (D, KS, KS) in a fixed order), and the sample's (mean, Σ (u - mean)²) into stats[b, 0:2],
-    combined block by block in a fixed order (:func:`chan_combine`)."""
+    combined block by block in a fixed order (mean_max.chan_combine)."""
     P = H * W
     pad: tl.constexpr = (KS - 1) // 2
     n, mean, m2 = acc_zero(ACC), acc_zero(ACC), acc_zero(ACC)

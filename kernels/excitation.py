@@ -154,8 +154,9 @@ def sample_logits(
 
 @triton.jit
 def last_of_sample(counter_ptr, b, n_programs):
-    """True in the program that draws the last ticket of sample b's counter (see the module
-    docstring); that program resets the counter with :func:`release_counter` when done."""
+    """True in the program that draws the last of ``n_programs`` tickets of counter slot b (a
+    sample's, or a channel block's, or a launch's; see the module docstring); that program
+    stores 0 to the slot when done, so the next launch finds it reset."""
     tl.debug_barrier()  # every thread's stores issued before the ticket is taken (release)
     ticket = tl.atomic_add(counter_ptr + b, 1, sem="acq_rel")
     return ticket == n_programs - 1

@@ -3,6 +3,8 @@
 Channel squeeze (SE, ECA, CBAM channel branch): R = C, K = H×W → vectors [B, C].
 CBAM spatial pooling: R = H×W, K = C → the two planes of [B, 2, H, W].
 x[b, r, k] is at x_ptr + b·sxb + r·sxr + k·sxk; a per-row vector v[b, r] at v_ptr + b·svb + r·svr.
+Also :func:`chan_combine`, the merge of (count, mean, M2) summaries the BatchNorms' batch
+variances are built from (kernels/cbam_spatial.py, kernels/prologue_norm.py).
 """
 import triton
 import triton.language as tl
@@ -18,6 +20,14 @@ from .tiling import ELEMENTWISE_TILES, ROW_TILES, oriented_configs
 MEAN_MAX_FWD_CONFIGS = oriented_configs(ROW_TILES, num_warps=(2, 4, 8), num_stages=(1, 2, 3))
 #: mean_max_bwd has no loop: one stage.
 MEAN_MAX_BWD_CONFIGS = oriented_configs(ELEMENTWISE_TILES, num_warps=(2, 4, 8), num_stages=(1,))
+
+
+@triton.jit
+def chan_combine(n, mean, m2, nb, mean_b, m2_b):
+    """Chan et al.'s pairwise update of (count, mean, Σ (v - mean)²) by a group of nb values."""
+    total = n + nb
+    delta = mean_b - mean
+    return total, mean + delta * (nb / total), m2 + m2_b + delta * delta * (n * nb / total)
 
 
 @triton.jit

@@ -21,7 +21,9 @@ Both kernels sum in a fixed order (no atomics on floats): bitwise repeatable.
 import triton
 import triton.language as tl
 
+from .excitation import last_of_sample
 from .gates import gate_value
+from .mean_max import chan_combine
 from .program_tiles import row_block
 from .rounding import to_output
 from .tiling import ROW_TILES, oriented_configs
@@ -34,15 +36,6 @@ PROLOGUE_NORM_BWD_BLOCK_C = 128
 
 
 @triton.jit
-def chan_update(n_a, mean_a, m2_a, n_b, mean_b, m2_b):
-    """Chan's combination of two (count, mean, M2) summaries (count n_a may be 0)."""
-    n = n_a + n_b
-    delta = mean_b - mean_a
-    mean = mean_a + delta * (n_b / n)
-    return n, mean, m2_a + m2_b + delta * delta * (n_a * n_b / n)
-
-
-@triton.jit
 def batch_stats_fwd(
     x_ptr, part_ptr, stats_ptr, counter_ptr,
     B, R, K,
@@ -52,10 +45,10 @@ def batch_stats_fwd(
     """Per channel (R = C, K = H×W): the batch mean, biased and unbiased variance of x into
     stats [3, C] (ACC).
 
-    Each program (b, BLOCK_R channels) folds its tiles into (mean, M2) by Chan's update and
-    stores them in part [B, 2, C]; the last program of each channel block (a ticket on
-    counter[channel block], see excitation.last_of_sample) combines the B samples in sample
-    order, writes stats, and resets its counter.
+    Each program (b, BLOCK_R channels) folds its tiles into (mean, M2) by Chan's update
+    (mean_max.chan_combine) and stores them in part [B, 2, C]; the last program of each channel
+    block (a ticket on counter[channel block], excitation.last_of_sample) combines the B samples
+    in sample order, writes stats, and resets its counter.
     Minimum bytes: x read once + part [B, 2, C] written and read + stats [3, C] written.
     Grid: rows_grid — one program per (b, BLOCK_R channels) looping over K.
     """
@@ -73,19 +66,18 @@ def batch_stats_fwd(
         n_t = tl.minimum(K - start, BLOCK_K).to(ACC)
         mean_t = tl.sum(v, axis=1) / n_t
         dev = tl.where(mask, v - mean_t[:, None], 0.0)
-        n, mean, m2 = chan_update(n, mean, m2, n_t, mean_t, tl.sum(dev * dev, axis=1))
+        n, mean, m2 = chan_combine(n, mean, m2, n_t, mean_t, tl.sum(dev * dev, axis=1))
     tl.store(part_ptr + b * 2 * R + r64, mean, mask=mask_r)
     tl.store(part_ptr + b * 2 * R + R + r64, m2, mask=mask_r)
     block = tl.program_id(0) % tl.cdiv(R, BLOCK_R)
-    tl.debug_barrier()
-    if tl.atomic_add(counter_ptr + block, 1, sem="acq_rel") == B - 1:
+    if last_of_sample(counter_ptr, block, B):
         n = tl.zeros([BLOCK_R], dtype=ACC)
         mean = tl.zeros([BLOCK_R], dtype=ACC)
         m2 = tl.zeros([BLOCK_R], dtype=ACC)
         for i in range(0, B):
             mean_i = tl.load(part_ptr + i * 2 * R + r64, mask=mask_r, other=0.0, cache_modifier=".cg")
             m2_i = tl.load(part_ptr + i * 2 * R + R + r64, mask=mask_r, other=0.0, cache_modifier=".cg")
-            n, mean, m2 = chan_update(n, mean, m2, tl.zeros([BLOCK_R], dtype=ACC) + K, mean_i, m2_i)
+            n, mean, m2 = chan_combine(n, mean, m2, tl.zeros([BLOCK_R], dtype=ACC) + K, mean_i, m2_i)
         tl.store(stats_ptr + r64, mean, mask=mask_r)
         tl.store(stats_ptr + R + r64, m2 / n, mask=mask_r)
         tl.store(stats_ptr + 2 * R + r64, m2 / tl.maximum(n - 1.0, 1.0), mask=mask_r)
