@@ -138,10 +138,8 @@ def step_fn(model: nn.Module, mode: str, s: Settings, device: torch.device) -> C
     return train
 
 
-def time_steps(fn: Callable[[], None], device: torch.device, warmup: int, steps: int) -> list[float]:
-    """Milliseconds of each of ``steps`` calls after ``warmup`` (CUDA events on a GPU)."""
-    for _ in range(warmup):
-        fn()
+def time_steps(fn: Callable[[], None], device: torch.device, steps: int) -> list[float]:
+    """Milliseconds of each of ``steps`` calls (CUDA events on a GPU)."""
     times = []
     for _ in range(steps):
         if device.type == "cuda":
@@ -178,7 +176,7 @@ def measure(name: str, variant: str, mode: str, s: Settings, device: torch.devic
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
-    times = time_steps(fn, device, 0, s.steps)
+    times = time_steps(fn, device, s.steps)
     label = bench.timing_label(device, "tritattn" if "tritattn" in variant else variant)
     rows = [
         dict(metric="samples_per_s", value=s.batch / statistics.median(times) * 1e3, unit="samples/s"),

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import tritattn
-from tritattn import excitation_block, prologue
+from tritattn import excitation_block, probe, prologue
 from tritattn.excitation_block import BlockSpec
 from conftest import DEVICE, TOLERANCES, assert_close, assert_same_layout, make_input, relu_kink_near, use_small_tiles
 from fixtures.model_runs import (  # noqa: F401  (interpreter_friendly is a fixture)
@@ -213,8 +213,7 @@ BLOCKS = {
 
 
 def _input_for(block: nn.Module) -> torch.Tensor:
-    channels = next(m for m in block.modules() if isinstance(m, nn.Conv2d)).in_channels
-    return torch.randn(2, channels, 9, 7, dtype=torch.float64, device=DEVICE)
+    return torch.randn(2, probe.input_channels(block), 9, 7, dtype=torch.float64, device=DEVICE)
 
 
 @pytest.mark.parametrize("name", list(BLOCKS))

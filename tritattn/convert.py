@@ -198,7 +198,7 @@ def convert(model: nn.Module, *, inplace: bool = True, fuse: bool = True, dry_ru
     """Replace every supported timm / torchvision attention block in ``model`` by its tritattn
     twin, carrying the same parameters and buffers; with ``fuse``, also run the SE, residual add
     and ReLU of timm's SE-ResNet blocks as one pass, and let each channel-attention block
-    compute its producer's activation (and, in inference, BatchNorm) where that is exact
+    compute its producer's BatchNorm and activation where that is exact
     (:mod:`tritattn.prologue`). ``inplace=False`` converts a deep copy.
     ``dry_run=True`` changes nothing (and copies nothing) and reports what would be done.
     Converting a converted model changes nothing and reports the same. Returns the

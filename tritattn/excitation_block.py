@@ -233,7 +233,8 @@ def _(x, residual, w1, b1, w2, b2, pool, mlp, act, gate, act_out, bn_weight=None
 
 
 def _prologue(act: str, weight, bias, running_mean, running_var, eps) -> tuple | None:
-    """The prologue as the launchers take it: (act, the eval BatchNorm or None), or None without one."""
+    """The prologue as the launchers take it: (act, the BatchNorm's (weight, bias, mean, var, eps)
+    or None), or None without one."""
     return None if act == "none" else (act, _norm(weight, bias, running_mean, running_var, eps))
 
 

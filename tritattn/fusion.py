@@ -12,7 +12,7 @@ With ``se`` a fast channel-attention block (:class:`~tritattn.modules.ChannelExc
 write). :func:`fuse_tail` re-classes such a block to a subclass of its own class whose
 ``forward`` does that; the forwards here mirror timm's line for line up to the SE, and a block
 is fused only when :func:`fusion_refusal` finds no reason against it — among them, the fused
-forward must compute what the block's own ``forward`` does: a random float64 copy of the block
+forward must compute what the block's own ``forward`` does: a random float32 copy of the block
 is run both ways at convert time (:func:`tritattn.probe.probe_rewrite`), so a timm release that
 changes the block's forward turns its fusion off, with the reason in the report, whatever its
 source text. The fused forward re-checks :func:`fusion_blocker` on every call and runs timm's

@@ -111,17 +111,14 @@ def mean_max_bwd(
 
 
 def _prologue_flags(prologue: tuple | None) -> dict:
-    """The Problem flags of a block's prologue: present only with one (so the tuning keys of the
-    blocks without are unchanged)."""
-    if prologue is None:
-        return {}
-    act, norm = prologue
-    return {"PRO_ACT": act, "PRO_NORM": norm is not None}
+    """The Problem flags of a block's prologue, its kernel constexprs: present only with one (so
+    the tuning keys of the blocks without are unchanged)."""
+    return _prologue_args(prologue)[2] if prologue is not None else {}
 
 
 def _prologue_args(prologue: tuple | None) -> tuple[tuple, float, dict]:
-    """(the BatchNorm's weight, bias, running mean, running var; its eps; the constexprs) of a
-    prologue ``(act, norm)`` (kernels/norm_act.py), Nones and "none" without one."""
+    """(the BatchNorm's weight, bias, mean, var; its eps; the constexprs) of a prologue
+    ``(act, norm)`` (kernels/norm_act.py), Nones and "none" without one."""
     act, norm = prologue if prologue is not None else ("none", None)
     *tensors, eps = norm if norm is not None else (None, None, None, None, 0.0)
     return tuple(tensors), eps, dict(PRO_ACT=act, PRO_NORM=norm is not None)
@@ -132,8 +129,8 @@ def gated_scale_fwd(
     axis: Axis, gate: str, act: str, prologue: tuple | None = None,
 ) -> None:
     """y = act(x · gate(s) + residual), s broadcast along the K axis of ``axis``; ``prologue``
-    (channel axis only): (the producer's activation, its eval BatchNorm's (weight, bias, running
-    mean, running var, eps) or None), applied to x as loaded."""
+    (channel axis only): (the producer's activation, its BatchNorm's (weight, bias, mean, var,
+    eps) — running or batch statistics — or None), applied to x as loaded."""
     xs = plane_strides(x, axis)
     p = _problem(x, axis, xs, HAS_RESIDUAL=residual is not None, ACT=act, **_prologue_flags(prologue))
     rs = plane_strides(residual, axis) if residual is not None else (0, 0, 0)

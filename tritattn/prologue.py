@@ -1,14 +1,12 @@
-"""The producer's activation — and, in inference, its BatchNorm — taken into the SE block after it.
+"""The producer's BatchNorm and activation taken into the SE block after it.
 
 In EfficientNet, MobileNetV3, MnasNet and RegNetY (timm and torchvision alike) an SE block's input
 is ``x = act(bn(conv(...)))`` and nothing else reads x. Eager writes z = bn(…) and x = act(z),
 saves both for backward (z for act's, x for the SE's), and the SE reads x twice. After
 :func:`fuse_prologue` the producer's BatchNorm and activation pass their input through, and the
 SE block (a :class:`~tritattn.modules.ChannelExcitation`, whose :attr:`PROLOGUE_ATTR` holds a
-:class:`Prologue`) computes them itself:
-
-the block's kernels load c, the BatchNorm's input, and compute z = bn(c) and x = act(z) where
-they load it (kernels/norm_act.py): with the batch's statistics in training
+:class:`Prologue`) computes them itself: its kernels load c, the BatchNorm's input, and compute
+z = bn(c) and x = act(z) where they load it (kernels/norm_act.py): with the batch's statistics in training
 (kernels/prologue_norm.py: one more pass over c before the squeeze; the module counts the batch
 and moves the running statistics, as ``nn.BatchNorm2d`` does), with the running ones in eval.
 Neither z nor x is written or saved: the block saves c (which eager's BatchNorm saves too), and
@@ -99,11 +97,6 @@ def passthrough_class(cls: type[nn.Module]) -> type[nn.Module]:
 
 #: unpickling a model with a producer taken in looks its pass-through classes up here: built on demand
 __getattr__ = class_lookup(__name__, _PREFIX, lambda: list(PASSTHROUGH_PEERS), passthrough_class)
-
-
-def _last_non_identity(module: nn.Module) -> tuple[str, nn.Module] | None:
-    children = [(n, c) for n, c in module.named_children() if type(c) is not nn.Identity]
-    return children[-1] if children else None
 
 
 def find_producer(parent: nn.Module, se_name: str) -> tuple[Prologue, list[nn.Module]] | str:

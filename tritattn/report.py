@@ -43,7 +43,7 @@ class Skipped:
 
 @dataclass(frozen=True)
 class TakenIn:
-    """An SE block that computes its producer's activation (and, in inference, BatchNorm) itself."""
+    """An SE block that computes its producer's BatchNorm and activation itself."""
 
     path: str  #: the SE block
     producer: str  #: the producer's BatchNorm (path)
@@ -124,7 +124,7 @@ class ConvertReport:
             ("left eager", [(s.path, f"{s.cls}: {s.reason}") for s in self.skipped]),
             ("not fused", [(s.path, f"{s.cls}: {s.reason}") for s in self.not_fused]),
             (f"{would}taking in their producer", [
-                (t.path, f"{t.act} (and in inference the BatchNorm) of {t.producer}") for t in self.taken_in]),
+                (t.path, f"the BatchNorm and {t.act} of {t.producer}") for t in self.taken_in]),
             ("producer not taken in", [(s.path, f"{s.cls}: {s.reason}") for s in self.not_taken_in]),
         ]))
 
