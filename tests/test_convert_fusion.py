@@ -21,6 +21,7 @@ from fixtures.subprocesses import output_tail, run_python
 from tritattn import fusion
 
 import timm.models.resnet  # noqa: E402  (after fixtures.peers, which makes timm importable)
+import timm.models.senet  # noqa: E402
 
 
 def _tiny_resnet(name: str = "seresnet18", **kwargs) -> torch.nn.Module:
@@ -40,6 +41,27 @@ def test_basic_and_bottleneck_tails_are_fused(interpreter_friendly):
         fused_block = report.model.layer1[0]
         assert isinstance(fused_block, block) and type(fused_block) is getattr(fusion, "ResidualFused" + block.__name__)
         assert "se + residual add + ReLU in one pass" in str(report)
+
+
+def test_the_original_senet_tails_are_fused(interpreter_friendly):
+    """The legacy SENet's blocks: fused, and equal to timm's in float64 — the whole model in eval,
+    one block of each kind in training (batch statistics: a 32×32 input leaves layer4 1×1, where
+    a batch of two makes the BatchNorm ill-conditioned, so the model is not the place for that)."""
+    for name, block in (("legacy_seresnet18", timm.models.senet.SEResNetBlock),
+                        ("legacy_seresnext26_32x4d", timm.models.senet.SEResNeXtBottleneck)):
+        torch.manual_seed(0)
+        peer = randomize_norms_(timm.create_model(name, num_classes=10), torch.Generator().manual_seed(0)).double().eval()
+        report = tritattn.convert(copy.deepcopy(peer))
+        assert len(report.fused) == 8 and not report.not_fused and not report.skipped, str(report)
+        fused_block = report.model.layer2[0]
+        assert isinstance(fused_block, block) and type(fused_block) is getattr(fusion, "ResidualFused" + block.__name__)
+        assert type(fused_block.se_module) is tritattn.LegacySEModule
+        assert_runs_close(forward_backward(report.model, _input()), forward_backward(peer, _input()),
+                          TOLERANCES[torch.float64], f"{name} fused, eval")
+        peer_block, fused_block = peer.layer2[0].train(), fused_block.train()
+        x = torch.randn(4, peer_block.conv1.in_channels, 8, 8, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+        assert_runs_close(forward_backward(fused_block, x), forward_backward(peer_block, x),
+                          TOLERANCES[torch.float64], f"{name} layer2[0] fused, training")
 
 
 @pytest.mark.parametrize(

@@ -36,6 +36,7 @@ EXPECTED_REPORT = {
     "timm/seresnet18": (4, 4),
     "timm/seresnet50": (4, 4),
     "timm/ecaresnet26t": (4, 4),
+    "timm/legacy_seresnet18": (8, 8),  # the original SENet: its SEModule and SEResNetBlock tails
     "timm/cbam_resnet18": (12, 0),  # 4 × (CbamModule, its ChannelAttn, its SpatialAttn)
     "timm/efficientnet_b0": (16, 0),
     "timm/mobilenetv3_large_100": (8, 0),

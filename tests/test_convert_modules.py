@@ -20,6 +20,7 @@ from tritattn import modules
 import timm.layers.activations  # noqa: E402  (after fixtures.peers, which makes timm importable)
 import timm.layers.cbam  # noqa: E402
 import timm.models._efficientnet_blocks  # noqa: E402
+import timm.models.senet  # noqa: E402
 
 PEERS = {
     "SEModule": timm.layers.SEModule,
@@ -30,6 +31,7 @@ PEERS = {
     "LightCbamModule": timm.layers.cbam.LightCbamModule,
     "SqueezeExcite": timm.models._efficientnet_blocks.SqueezeExcite,
     "SqueezeExcitation": torchvision.ops.misc.SqueezeExcitation,
+    "LegacySEModule": timm.models.senet.SEModule,
 }
 C = 32
 #: (twin name, constructor arguments after the channel count, the gate that has no kernel or None)
@@ -63,6 +65,8 @@ CASES = [
     ("SqueezeExcitation", dict(squeeze_channels=8, activation=nn.SiLU), None),
     ("SqueezeExcitation", dict(squeeze_channels=16, scale_activation=nn.Hardsigmoid), None),
     ("SqueezeExcitation", dict(squeeze_channels=8, scale_activation=nn.Tanh), "Tanh"),
+    ("LegacySEModule", dict(reduction=4), None),
+    ("LegacySEModule", dict(reduction=16), None),
 ]
 
 

@@ -21,6 +21,7 @@ from .modules import (
     CecaModule,
     EcaModule,
     EffectiveSEModule,
+    LegacySEModule,
     LightCbamModule,
     SEModule,
     SqueezeExcitation,
@@ -32,7 +33,8 @@ from .tune_model import TuneReport, tune
 __version__ = "0.1.0"
 
 __all__ = [
-    "CbamModule", "CecaModule", "ConvertReport", "EcaModule", "EffectiveSEModule", "LightCbamModule", "RevertReport",
+    "CbamModule", "CecaModule", "ConvertReport", "EcaModule", "EffectiveSEModule", "LegacySEModule", "LightCbamModule",
+    "RevertReport",
     "SEModule", "SqueezeExcitation", "SqueezeExcite", "TuneReport", "backend_for", "backend_reason", "convert", "disabled",
     "excite_scale", "reference", "revert", "spatial_pool", "spatial_scale", "squeeze", "tune",
 ]

@@ -29,7 +29,7 @@ from torch import nn
 
 from . import modules
 from .backend import kernels_disabled
-from .fusion import MIRRORED_FORWARDS, fuse_tail, fused_class, fusion_refusal, is_fused, unfuse, unfused_class
+from .fusion import fuse_tail, fused_class, fusion_refusal, is_fused, tail_attention, unfuse, unfused_class
 from .modules import FAST_TWINS, kernel_gate_as
 from .peers import ORIGINAL_CLASS_ATTR, PEER_TWINS, WITHOUT_TWIN, qualified_name
 from .prologue import drop_prologue, fuse_prologue, is_passthrough, prologue_of, prologue_refusal
@@ -125,8 +125,8 @@ def _plan_fusion(model: nn.Module, report: ConvertReport, planned: dict[nn.Modul
     to_fuse = []
     for path, block in model.named_modules():
         timm_class = unfused_class(block)
-        se = getattr(block, "se", None)
-        if qualified_name(timm_class) not in MIRRORED_FORWARDS or se is None:
+        se = tail_attention(block)
+        if se is None:
             continue
         fused = Replaced(path, qualified_name(timm_class), f"tritattn.fusion.{fused_class(timm_class).__name__}", None)
         if is_fused(block):

@@ -6,7 +6,12 @@ timm's ``BasicBlock`` and ``Bottleneck`` (``timm.models.resnet``) end in::
     shortcut = self.downsample(shortcut)  # if set
     x += shortcut; x = self.act(x)  # act2 (BasicBlock) / act3 (Bottleneck)
 
-With ``se`` a fast channel-attention block (:class:`~tritattn.modules.ChannelExcitation`), no
+and the original SENet's blocks (``timm.models.senet``: ``SEResNetBlock``, and ``SEBottleneck``,
+``SEResNetBottleneck``, ``SEResNeXtBottleneck``, which share one ``forward``) in::
+
+    out = self.se_module(out) + shortcut; out = self.relu(out)
+
+With the attention block (``se`` / ``se_module``) a fast channel-attention block (:class:`~tritattn.modules.ChannelExcitation`), no
 ``drop_path`` and a plain ``nn.ReLU``, the excitation, the residual add and the ReLU are one
 :meth:`~tritattn.modules.ChannelExcitation.excite` pass (one read of x and of the shortcut, one
 write). :func:`fuse_tail` re-classes such a block to a subclass of its own class whose
@@ -24,6 +29,7 @@ access), so a fused model pickles and deep-copies like the original.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Callable
 
 from torch import Tensor, nn
@@ -61,11 +67,56 @@ def _bottleneck_forward(self, x: Tensor) -> Tensor:
     return self.se.excite(x, shortcut, "relu")
 
 
-#: timm block class → (the name of its last activation, the fused forward)
-MIRRORED_FORWARDS: dict[str, tuple[str, Callable[..., Tensor]]] = {
-    "timm.models.resnet.BasicBlock": ("act2", _basic_block_forward),
-    "timm.models.resnet.Bottleneck": ("act3", _bottleneck_forward),
+def _senet_block_forward(self, x: Tensor) -> Tensor:
+    """timm's ``senet.SEResNetBlock.forward`` with the SE, residual add and ReLU fused."""
+    if _unfused_now(self):
+        return unfused_class(self).forward(self, x)
+    shortcut = x
+    out = self.relu(self.bn1(self.conv1(x)))
+    out = self.relu(self.bn2(self.conv2(out)))
+    if self.downsample is not None:
+        shortcut = self.downsample(x)
+    return self.se_module.excite(out, shortcut, "relu")
+
+
+def _senet_bottleneck_forward(self, x: Tensor) -> Tensor:
+    """timm's ``senet.Bottleneck.forward`` (SEBottleneck, SEResNetBottleneck, SEResNeXtBottleneck)
+    with the SE, residual add and ReLU fused."""
+    if _unfused_now(self):
+        return unfused_class(self).forward(self, x)
+    shortcut = x
+    out = self.relu(self.bn1(self.conv1(x)))
+    out = self.relu(self.bn2(self.conv2(out)))
+    out = self.bn3(self.conv3(out))
+    if self.downsample is not None:
+        shortcut = self.downsample(x)
+    return self.se_module.excite(out, shortcut, "relu")
+
+
+@dataclass(frozen=True)
+class MirroredTail:
+    """A timm block class whose tail can be fused: the names of its attention block and of its
+    last activation, and its forward with that tail as one pass."""
+
+    se: str
+    act: str
+    forward: Callable[..., Tensor]
+
+
+#: timm block class → its :class:`MirroredTail`
+MIRRORED_FORWARDS: dict[str, MirroredTail] = {
+    "timm.models.resnet.BasicBlock": MirroredTail("se", "act2", _basic_block_forward),
+    "timm.models.resnet.Bottleneck": MirroredTail("se", "act3", _bottleneck_forward),
+    "timm.models.senet.SEResNetBlock": MirroredTail("se_module", "relu", _senet_block_forward),
+    **{f"timm.models.senet.{name}": MirroredTail("se_module", "relu", _senet_bottleneck_forward)
+       for name in ("SEBottleneck", "SEResNetBottleneck", "SEResNeXtBottleneck")},
 }
+
+
+def tail_attention(block: nn.Module) -> nn.Module | None:
+    """The attention block of a timm block with a fusable tail (``se`` or ``se_module``), else None."""
+    mirrored = MIRRORED_FORWARDS.get(qualified_name(unfused_class(block)))
+    return getattr(block, mirrored.se, None) if mirrored is not None else None
 
 _FUSED_PREFIX = "ResidualFused"
 
@@ -98,13 +149,13 @@ def fusion_blocker(block: nn.Module, se_class: type[nn.Module] | None = None) ->
     mirrored = MIRRORED_FORWARDS.get(qualified_name(cls))
     if mirrored is None:
         return f"{qualified_name(cls)} is not a timm ResNet block"
-    act_name, _ = mirrored
-    se, act = getattr(block, "se", None), getattr(block, act_name, None)
+    se, act = getattr(block, mirrored.se, None), getattr(block, mirrored.act, None)
     se_class = se_class or type(se)
     if not issubclass(se_class, ChannelExcitation):
         return f"its attention ({type(se).__name__}) is not a converted channel-attention block"
-    if block.drop_path is not None and type(block.drop_path) is not nn.Identity:
-        return f"it has a drop path ({type(block.drop_path).__name__})"
+    drop_path = getattr(block, "drop_path", None)
+    if drop_path is not None and type(drop_path) is not nn.Identity:
+        return f"it has a drop path ({type(drop_path).__name__})"
     if type(act) is not nn.ReLU:
         return f"its last activation is {type(act).__name__}, not nn.ReLU"
     if has_hooks(se) or has_hooks(act) or "forward" in block.__dict__:
@@ -121,7 +172,7 @@ def is_fused(block: nn.Module) -> bool:
 
 def fused_class(cls: type[nn.Module]) -> type[nn.Module]:
     """The fused subclass of timm block class ``cls`` (created once, kept as an attribute here)."""
-    return derived_class(globals(), _FUSED_PREFIX, cls, MIRRORED_FORWARDS[qualified_name(cls)][1],
+    return derived_class(globals(), _FUSED_PREFIX, cls, MIRRORED_FORWARDS[qualified_name(cls)].forward,
                          f"{qualified_name(cls)} with its SE, residual add and ReLU in one kernel pass.")
 
 
@@ -131,10 +182,10 @@ def fusion_refusal(block: nn.Module, se_class: type[nn.Module] | None = None) ->
     reason = fusion_blocker(block, se_class)
     if reason is not None:
         return reason
-    se_class = se_class or type(block.se)
+    se_class = se_class or type(tail_attention(block))
 
     def twin(copy_: nn.Module) -> None:  # both sides: the SE as convert makes it
-        copy_.se.__class__ = se_class
+        tail_attention(copy_).__class__ = se_class
 
     def fuse(copy_: nn.Module) -> None:
         copy_.__class__ = fused_class(type(copy_))

@@ -434,6 +434,21 @@ class SqueezeExcitation(ChannelExcitation, reference.SqueezeExcitation):
         return self.excite(input)
 
 
+class LegacySEModule(ChannelExcitation, reference.LegacySEModule):
+    __doc__ = reference.LegacySEModule.__doc__
+    gate_attr = "sigmoid"
+    channels_attr = "fc1"
+
+    def logits(self, x: Tensor) -> Tensor:
+        return self.fc2(self.relu(self.fc1(squeeze(x, "mean")[:, :, None, None])))
+
+    def block_refusal(self) -> str | None:
+        return _mlp_refusal(self.relu, self.fc1)
+
+    def block_spec(self) -> BlockSpec:
+        return _fc_act_fc("mean", self.fc1, self.relu, self.fc2)
+
+
 def kernel_gate_as(module: nn.Module, twin: type[nn.Module]) -> str | None:
     """The kernel gate ``module`` applies as a ``twin`` (once re-classed, or already), without
     warning; None when its gate has no kernel or ``twin`` has no gate of its own (CBAM)."""
@@ -449,6 +464,6 @@ FAST_TWINS: dict[type[nn.Module], type[nn.Module]] = {
     getattr(reference, cls.__name__): cls
     for cls in (
         SEModule, EffectiveSEModule, EcaModule, CecaModule, ChannelAttn, LightChannelAttn, SpatialAttn,
-        LightSpatialAttn, CbamModule, LightCbamModule, SqueezeExcite, SqueezeExcitation,
+        LightSpatialAttn, CbamModule, LightCbamModule, SqueezeExcite, SqueezeExcitation, LegacySEModule,
     )
 }

@@ -23,6 +23,7 @@ PEER_TWINS: dict[str, str] = {
     "timm.layers.cbam.LightCbamModule": "LightCbamModule",
     "timm.models._efficientnet_blocks.SqueezeExcite": "SqueezeExcite",
     "torchvision.ops.misc.SqueezeExcitation": "SqueezeExcitation",
+    "timm.models.senet.SEModule": "LegacySEModule",
 }
 
 #: peer gate classes that compute exactly a kernel gate (timm's ``create_act_layer("sigmoid")``

@@ -448,3 +448,33 @@ class SqueezeExcitation(nn.Module):
 
     def forward(self, input: Tensor) -> Tensor:
         return self._scale(input) * input
+
+
+class LegacySEModule(nn.Module):
+    """The original SENet's Squeeze-and-Excitation, as ``timm.models.senet.SEModule`` (the
+    ``legacy_seresnet*`` / ``legacy_seresnext*`` / ``legacy_senet154`` models):
+    ``x * sigmoid(fc2(relu(fc1(mean over H×W of x))))`` with ``channels // reduction`` hidden
+    channels and biased 1×1 convs."""
+
+    def __init__(
+        self,
+        channels: int,
+        reduction: int,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        dd = {"device": device, "dtype": dtype}
+        super().__init__()
+        self.fc1 = nn.Conv2d(channels, channels // reduction, kernel_size=1, **dd)
+        self.relu = nn.ReLU(inplace=True)
+        self.fc2 = nn.Conv2d(channels // reduction, channels, kernel_size=1, **dd)
+        self.sigmoid = nn.Sigmoid()
+
+    def forward(self, x: Tensor) -> Tensor:
+        module_input = x
+        x = x.mean((2, 3), keepdim=True)
+        x = self.fc1(x)
+        x = self.relu(x)
+        x = self.fc2(x)
+        x = self.sigmoid(x)
+        return module_input * x
