@@ -4,6 +4,8 @@ Installed as ``tritattn.kernels``. One module per kernel family:
 
 - :mod:`tritattn.kernels.mean_max`     mean / max over one axis: channel squeeze (over H×W) and CBAM spatial pooling (over C)
 - :mod:`tritattn.kernels.gated_scale`  y = act(x · gate(s) + residual) along one axis: excitation (per channel) and CBAM spatial scaling (per pixel)
+- :mod:`tritattn.kernels.radix_combine` split attention / selective kernel: pooling of the summed branches, their weighted sum, its backward
+- :mod:`tritattn.kernels.context_pool` GCNet's softmax-weighted pooling over H×W (one read of x, stable), its backward
 - :mod:`tritattn.kernels.gates`         gate functions (sigmoid, hard-sigmoid) and their derivatives
 - :mod:`tritattn.kernels.tiling`       tile shapes and launch grids
 - :mod:`tritattn.kernels.rounding`     conversion to the output dtype, round-to-nearest-even (also in the interpreter)

@@ -26,7 +26,8 @@ import torch
 from torch import nn
 
 from model_shapes import Block
-from tritattn import excitation_block, modules, reference
+from tritattn import excitation_block, reference
+from tritattn.twins import twin_named
 
 COMPILE_MODES = {"compile": "default", "compile-max-autotune": "max-autotune-no-cudagraphs"}
 PASSES = ("fwd", "fwd+bwd")
@@ -64,7 +65,7 @@ def build(impl: str, eager: nn.Module, block: Block) -> nn.Module:
         return eager
     if impl in ("tritattn", "tritattn-per-op"):
         p = next(eager.parameters())
-        fast = getattr(modules, block.module)(**block.constructor_kwargs()).to(device=p.device, dtype=p.dtype)
+        fast = twin_named(block.module)(**block.constructor_kwargs()).to(device=p.device, dtype=p.dtype)
         fast.load_state_dict(eager.state_dict())
         return fast if impl == "tritattn" else PerOpPath(fast)
     return torch.compile(copy.deepcopy(eager), mode=COMPILE_MODES[impl], dynamic=False)

@@ -1,8 +1,8 @@
 """The attention blocks of real models at 224×224 input: which module, its C, H, W and arguments.
 
 Taken from timm 1.0.31's model definitions (``seresnet50``, ``ecaresnet50d``,
-``efficientnet_b0``, ``regnety_016``, a ResNet-50 with ``attn_layer="cbam"``) and torchvision's
-``mobilenet_v3_large``, by hooking every attention module during a 224×224 forward. Blocks
+``efficientnet_b0``, ``regnety_016``, a ResNet-50 with ``attn_layer="cbam"``, ``resnest50d``,
+``skresnet50``, ``gcresnet50t``, ``legacy_seresnet50``) and torchvision's ``mobilenet_v3_large``, by hooking every attention module during a 224×224 forward. Blocks
 of equal shape and arguments within a model are listed once with ``count``, the number of
 times the model runs them. C is the channel count the block sees, H×W its feature map.
 """
@@ -21,6 +21,10 @@ CHANNEL_ARGS: dict[str, tuple[str, str | None]] = {
     "CbamModule": ("channels", "rd_channels"),
     "SqueezeExcite": ("in_chs", "rd_channels"),
     "SqueezeExcitation": ("input_channels", "squeeze_channels"),
+    "LegacySEModule": ("channels", None),
+    "SplitAttn": ("in_channels", None),
+    "SelectiveKernel": ("in_channels", None),
+    "GlobalContext": ("channels", "rd_channels"),
 }
 
 
@@ -99,6 +103,50 @@ def _regnety_016() -> list[Block]:
     ]
 
 
+def _resnest50d() -> list[Block]:
+    """ResNeSt-50's split attention (the block's 3×3 conv included): radix 2, one group, BatchNorms,
+    on the stage width; the first block of stages 2-4 widens the channels (its stride is an
+    average pool after the block)."""
+    rows = [(64, 64, 56, 3), (128, 128, 56, 1), (128, 128, 28, 3), (256, 256, 28, 1), (256, 256, 14, 5),
+            (512, 512, 14, 1), (512, 512, 7, 2)]
+    return [
+        Block("resnest50d", f"splat{C_out}@{side}" + ("" if C_in == C_out else f"<{C_in}"), "SplitAttn", C_in, side, side,
+              count, None, {"out_channels": C_out, "radix": 2, "norm_layer": nn.BatchNorm2d})
+        for C_in, C_out, side, count in rows
+    ]
+
+
+def _skresnet50() -> list[Block]:
+    """SKNet-50's selective kernel (its two 3×3 branches, one dilated, included): the input split
+    between the branches; the first block of stages 2-4 has stride 2."""
+    rows = [(64, 64, 56, 1, 3), (128, 128, 56, 2, 1), (128, 128, 28, 1, 3), (256, 256, 28, 2, 1), (256, 256, 14, 1, 5),
+            (512, 512, 14, 2, 1), (512, 512, 7, 1, 2)]
+    return [
+        Block("skresnet50", f"sk{C_out}@{side}" + (f"/s{stride}" if stride > 1 else ""), "SelectiveKernel", C_in, side,
+              side, count, None, {"out_channels": C_out, "stride": stride})
+        for C_in, C_out, side, stride, count in rows
+    ]
+
+
+def _gcresnet50t() -> list[Block]:
+    """GC-ResNet-50's global context after the 3×3 conv: attention pooling, the MLP (LayerNorm,
+    ReLU) on C / 8, then x + context (fuse_add, no scaling)."""
+    rows = [(64, 56, 3), (128, 28, 4), (256, 14, 6), (512, 7, 3)]
+    return [
+        Block("gcresnet50t", f"gc{C}@{side}", "GlobalContext", C, side, side, count, C // 8,
+              {"fuse_add": True, "fuse_scale": False})
+        for C, side, count in rows
+    ]
+
+
+def _legacy_seresnet50() -> list[Block]:
+    """The original SENet's SE-ResNet-50: SE after conv3 with C / 16 hidden channels."""
+    return [
+        Block("legacy_seresnet50", f"s{i + 1}", "LegacySEModule", C, side, side, count, None, {"reduction": 16})
+        for i, (C, side, count) in enumerate([(256, 56, 3), (512, 28, 4), (1024, 14, 6), (2048, 7, 3)])
+    ]
+
+
 MODELS: dict[str, list[Block]] = {
     "seresnet50": _resnet50_stages("seresnet50", "SEModule"),
     "ecaresnet50d": _resnet50_stages("ecaresnet50d", "EcaModule"),
@@ -106,6 +154,10 @@ MODELS: dict[str, list[Block]] = {
     "mobilenetv3_large": _mobilenetv3_large(),
     "regnety_016": _regnety_016(),
     "cbam_resnet50": _resnet50_stages("cbam_resnet50", "CbamModule"),
+    "resnest50d": _resnest50d(),
+    "skresnet50": _skresnet50(),
+    "gcresnet50t": _gcresnet50t(),
+    "legacy_seresnet50": _legacy_seresnet50(),
 }
 
 ALL_BLOCKS: list[Block] = [b for blocks in MODELS.values() for b in blocks]

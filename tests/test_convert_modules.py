@@ -21,6 +21,10 @@ import timm.layers.activations  # noqa: E402  (after fixtures.peers, which makes
 import timm.layers.cbam  # noqa: E402
 import timm.models._efficientnet_blocks  # noqa: E402
 import timm.models.senet  # noqa: E402
+import timm.layers.coord_attn  # noqa: E402
+import timm.layers.global_context  # noqa: E402
+import timm.layers.selective_kernel  # noqa: E402
+import timm.layers.split_attn  # noqa: E402
 
 PEERS = {
     "SEModule": timm.layers.SEModule,
@@ -32,6 +36,10 @@ PEERS = {
     "SqueezeExcite": timm.models._efficientnet_blocks.SqueezeExcite,
     "SqueezeExcitation": torchvision.ops.misc.SqueezeExcitation,
     "LegacySEModule": timm.models.senet.SEModule,
+    "SplitAttn": timm.layers.split_attn.SplitAttn,
+    "SelectiveKernel": timm.layers.selective_kernel.SelectiveKernel,
+    "SelectiveKernelAttn": timm.layers.selective_kernel.SelectiveKernelAttn,
+    "GlobalContext": timm.layers.global_context.GlobalContext,
 }
 C = 32
 #: (twin name, constructor arguments after the channel count, the gate that has no kernel or None)
@@ -67,6 +75,12 @@ CASES = [
     ("SqueezeExcitation", dict(squeeze_channels=8, scale_activation=nn.Tanh), "Tanh"),
     ("LegacySEModule", dict(reduction=4), None),
     ("LegacySEModule", dict(reduction=16), None),
+    ("SplitAttn", dict(norm_layer=nn.BatchNorm2d), None),
+    ("SplitAttn", dict(radix=1, groups=4, norm_layer=nn.BatchNorm2d), None),
+    ("SelectiveKernel", {}, None),
+    ("GlobalContext", dict(fuse_add=True, fuse_scale=False), None),
+    ("GlobalContext", dict(fuse_add=True, act_layer=nn.SiLU), None),
+    ("GlobalContext", dict(gate_layer="tanh"), "Tanh"),
 ]
 
 
@@ -171,18 +185,20 @@ def test_convert_skips_what_it_cannot_vouch_for():
     own_forward = timm.layers.EcaModule(C)
     own_forward.forward = lambda x: x
     model = nn.Sequential(
-        TweakedSE(C), timm.layers.GlobalContext(C), pooled_differently, own_forward, tritattn.reference.CecaModule(C)
+        TweakedSE(C), timm.layers.coord_attn.CoordAttn(C), pooled_differently, own_forward, tritattn.reference.CecaModule(C),
+        timm.layers.NonLocalAttn(C),
     )
     report = tritattn.convert(model)
     reasons = {s.path: s.reason for s in report.skipped}
-    assert reasons.keys() == {"0", "1", "2", "3"}, str(report)
+    assert reasons.keys() == {"0", "1", "2", "3", "5"}, str(report)
     assert "subclass of timm.layers.squeeze_excite.SEModule" in reasons["0"]
     assert "no twin" in reasons["1"]
     assert "avgpool" in reasons["2"]
     assert "forward" in reasons["3"]
+    assert "self-attention" in reasons["5"]
     assert [(r.path, r.twin) for r in report.replaced] == [("4", "tritattn.CecaModule")]
     text = str(report)
-    assert text.startswith("tritattn: 1 block on the kernels (1 CECA), 0 fused, 4 left eager\n") and "TweakedSE" in text
+    assert text.startswith("tritattn: 1 block on the kernels (1 CECA), 0 fused, 5 left eager\n") and "TweakedSE" in text
 
 
 def test_a_cbam_block_is_converted_whole_or_not_at_all():

@@ -24,7 +24,7 @@ import torch
 from torch.library import opcheck
 
 from conftest import make_input
-from tritattn import cbam_block, excitation_block, ops  # noqa: F401  (registers torch.ops.tritattn.*)
+from tritattn import cbam_block, context_block, excitation_block, ops, radix_block  # noqa: F401  (registers torch.ops.tritattn.*)
 
 tritattn = torch.ops.tritattn
 
@@ -279,6 +279,53 @@ def cbam_block_backward_case(light: bool, training: bool) -> Case:
     return Case(tritattn.cbam_block_backward.default, _cbam_variant(light, training), args, False)
 
 
+RADIX = 2
+
+
+def _branches(p: Sample, requires_grad: bool) -> torch.Tensor:
+    """Split attention's input: a [B, R·C, H, W] map viewed as [B, R, C, H, W] (a leaf when it requires grad)."""
+    x5 = p.feature_map(channels=RADIX * C).view(p.batch, RADIX, C, H, W)
+    return x5.clone().requires_grad_() if requires_grad else x5
+
+
+def radix_pool_case() -> Case:
+    return Case(tritattn.radix_pool.default, "", lambda p, requires_grad: (_branches(p, requires_grad),), True)
+
+
+def radix_combine_case() -> Case:
+    def args(p: Sample, requires_grad: bool) -> tuple:
+        return _branches(p, requires_grad), make_input((p.batch, RADIX, C), p.dtype, requires_grad=requires_grad)
+
+    return Case(tritattn.radix_combine.default, "", args, True)
+
+
+def radix_combine_backward_case() -> Case:
+    def args(p: Sample, requires_grad: bool) -> tuple:
+        return p.feature_map(), _branches(p, False), make_input((p.batch, RADIX, C), p.dtype)
+
+    return Case(tritattn.radix_combine_backward.default, "", args, False)
+
+
+def context_pool_case(bias: bool) -> Case:
+    def args(p: Sample, requires_grad: bool) -> tuple:
+        return (p.feature_map(requires_grad=requires_grad), make_input((C,), p.dtype, requires_grad=requires_grad),
+                make_input((1,), p.dtype, requires_grad=requires_grad) if bias else None)
+
+    return Case(tritattn.context_pool.default, "bias" if bias else "", args, True)
+
+
+def context_pool_backward_case(bias: bool) -> Case:
+    """As context_pool's autograd formula calls it: with the stats the forward saved."""
+
+    def args(p: Sample, requires_grad: bool) -> tuple:
+        x, w = p.feature_map(), make_input((C,), p.dtype)
+        b = make_input((1,), p.dtype) if bias else None
+        _, stats = tritattn.context_pool(x, w, b)
+        return p.rows(), x, w, b, stats
+
+    return Case(tritattn.context_pool_backward.default, "bias" if bias else "", args, False)
+
+
 CBAM_SETTINGS = [(False, True), (True, False)]
 SQUEEZE_WANTS = [(True, False), (False, True), (True, True)]
 CASES: list[Case] = [
@@ -297,6 +344,11 @@ CASES: list[Case] = [
     *(excitation_block_prologue_case(backward, batch_stats) for backward in (False, True) for batch_stats in (False, True)),
     *(cbam_block_case(*settings) for settings in CBAM_SETTINGS),
     *(cbam_block_backward_case(*settings) for settings in CBAM_SETTINGS),
+    radix_pool_case(),
+    radix_combine_case(),
+    radix_combine_backward_case(),
+    *(context_pool_case(bias) for bias in (False, True)),
+    *(context_pool_backward_case(bias) for bias in (False, True)),
 ]
 
 

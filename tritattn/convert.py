@@ -27,17 +27,20 @@ from collections import Counter
 
 from torch import nn
 
-from . import modules
+from . import global_context, modules, split_attention
 from .backend import kernels_disabled
 from .fusion import fuse_tail, fused_class, fusion_refusal, is_fused, tail_attention, unfuse, unfused_class
-from .modules import FAST_TWINS, kernel_gate_as
-from .peers import ORIGINAL_CLASS_ATTR, PEER_TWINS, WITHOUT_TWIN, qualified_name
+from .modules import kernel_gate_as
+from .peers import ORIGINAL_CLASS_ATTR, PEER_TWINS, SELF_ATTENTION, WITHOUT_TWIN, qualified_name
 from .prologue import drop_prologue, fuse_prologue, is_passthrough, prologue_of, prologue_refusal
 from .report import ConvertReport, Replaced, Restored, RevertReport, Skipped, TakenIn
+from .twins import FAST_TWINS, twin_named
 
 log = logging.getLogger("tritattn")
 
 _FAST_CLASSES = frozenset(FAST_TWINS.values())
+#: why a self-attention layer (:data:`tritattn.peers.SELF_ATTENTION`) is left as it is
+SELF_ATTENTION_REASON = "a self-attention layer: outside tritattn's channel and spatial attention"
 
 
 def _twin_of(cls: type[nn.Module]) -> type[nn.Module] | None:
@@ -45,7 +48,17 @@ def _twin_of(cls: type[nn.Module]) -> type[nn.Module] | None:
     if cls in FAST_TWINS:
         return FAST_TWINS[cls]
     twin_name = PEER_TWINS.get(qualified_name(cls))
-    return getattr(modules, twin_name) if twin_name else None
+    return twin_named(twin_name) if twin_name else None
+
+
+#: how the twins of split attention, selective kernel and global context run: their kernels
+#: around a torch MLP (an eager MLP between two kernels, batch-statistics BatchNorm included)
+_PER_OP_DESCRIPTIONS: dict[type[nn.Module], str] = {
+    split_attention.SplitAttn: "per-op: conv, BN, act in torch; radix pool, MLP in torch, radix combine",
+    split_attention.SelectiveKernel: "per-op: branches in torch; attention; radix combine",
+    split_attention.SelectiveKernelAttn: "per-op: radix pool, MLP and softmax in torch",
+    global_context.GlobalContext: "per-op: context pool (2 kernels), MLP in torch, scale (1 kernel) or torch add",
+}
 
 
 def pipeline_as(module: nn.Module, twin: type[nn.Module]) -> str:
@@ -56,6 +69,8 @@ def pipeline_as(module: nn.Module, twin: type[nn.Module]) -> str:
         return "block pipeline" if refusal is None else f"per-op: {refusal}"
     if issubclass(twin, modules.SpatialScaling):
         return "per-op: spatial pool, conv, spatial scale"
+    if twin in _PER_OP_DESCRIPTIONS:
+        return _PER_OP_DESCRIPTIONS[twin]
     if issubclass(twin, modules.CbamPipeline):
         refusal = twin.refusal(module)
         if refusal is None:
@@ -73,6 +88,8 @@ def _skip_reason(module: nn.Module, twin: type[nn.Module] | None) -> str | None:
     if twin is None:
         if qualified_name(cls) in WITHOUT_TWIN:
             return "tritattn has no twin for this block"
+        if qualified_name(cls) in SELF_ATTENTION:
+            return SELF_ATTENTION_REASON
         parent = next((base for base in cls.__mro__[1:] if _twin_of(base) is not None), None)
         if parent is not None:
             return f"a subclass of {qualified_name(parent)}, whose forward may differ"

@@ -18,7 +18,7 @@ import torch
 import tritattn
 
 from .backend import TRITON_AVAILABLE, TRITON_IMPORT_ERROR, backend_reason
-from .peers import PEER_TWINS, WITHOUT_TWIN
+from .peers import PEER_TWINS, SELF_ATTENTION, WITHOUT_TWIN
 
 #: the environment variables that change what tritattn (or triton under it) does
 SWITCHES = ("TRITATTN_DISABLE", "TRITATTN_BLOCK_PIPELINE", "TRITATTN_L2_CHUNK", "TRITATTN_AUTOTUNE", "TRITATTN_CACHE_DIR",
@@ -93,4 +93,5 @@ def environment_report() -> str:
     lines += [""] + _tuning_lines() + ["", "converted by tritattn.convert (peer -> tritattn class):"]
     lines += [f"  {peer} -> tritattn.{twin}" for peer, twin in PEER_TWINS.items()]
     lines.append("recognised, left eager (no twin): " + ", ".join(sorted(WITHOUT_TWIN)))
+    lines.append("recognised, left eager (self-attention, out of scope): " + ", ".join(sorted(SELF_ATTENTION)))
     return "\n".join(lines)

@@ -17,8 +17,10 @@ import torch
 import triton
 import triton.language as tl
 
-from .kernels import cbam_spatial, cbam_spatial_bwd, excitation, gated_scale, mean_max, prologue_norm, tiling
-from .layout import Axis, plane_strides, vector_strides
+from .kernels import (
+    cbam_spatial, cbam_spatial_bwd, context_pool, excitation, gated_scale, mean_max, prologue_norm, radix_combine, tiling,
+)
+from .layout import Axis, flat_spatial_stride, plane_strides, vector_strides
 from .tuning import FixedConfig, Problem, Tuner
 
 # Kernels that loop over K default to 3 pipeline stages; elementwise ones have nothing to pipeline.
@@ -382,3 +384,152 @@ def spatial_conv_bwd_programs(B: int, P: int) -> int:
 def conv_taps_block(D: int, KS: int) -> int:
     """BLOCK_T of spatial_conv_bwd: the conv's D·KS·KS weights, padded to a power of two."""
     return triton.next_power_of_2(D * KS * KS)
+
+
+# --- radix (split) attention: ResNeSt's SplitAttn, SKNet's SelectiveKernel (kernels/radix_combine.py) ---
+
+
+RADIX_POOL_FWD = Tuner("radix_pool_fwd", radix_combine.radix_pool_fwd, radix_combine.RADIX_POOL_FWD_CONFIGS, num_stages=3)
+RADIX_COMBINE_FWD = Tuner(
+    "radix_combine_fwd", radix_combine.radix_combine_fwd, radix_combine.RADIX_COMBINE_FWD_CONFIGS, num_stages=1)
+RADIX_COMBINE_BWD = Tuner(
+    "radix_combine_bwd", radix_combine.radix_combine_bwd, radix_combine.RADIX_COMBINE_BWD_CONFIGS, num_stages=3)
+
+
+def _radix_strides(x5: torch.Tensor) -> tuple[int, int, int, int]:
+    """(batch, branch, channel, pixel) strides of a branched map [B, R, C, H, W] seen as [B, R, C, H·W]."""
+    sp = flat_spatial_stride(x5[:, 0])
+    assert sp is not None, "call radix_block.addressable_branches() first"
+    return x5.stride(0), x5.stride(1), x5.stride(2), sp
+
+
+def _radix_problem(x5: torch.Tensor, xs: tuple[int, int, int, int]) -> Problem:
+    """Rows: the C channels; columns: the H·W pixels; the radix R is a flag (it sets the traffic)."""
+    B, R, C, H, W = x5.shape
+    return Problem(B, C, H * W, rows_contiguous=xs[2] < xs[3], dtype=x5.dtype, flags=(("RADIX", R),))
+
+
+def radix_pool_fwd(x5: torch.Tensor, pooled: torch.Tensor) -> None:
+    """pooled [B, C] = the mean over H·W of the sum over r of x5 [B, R, C, H, W]."""
+    xs = _radix_strides(x5)
+    p = _radix_problem(x5, xs)
+    with _device_guard(x5):
+        RADIX_POOL_FWD.launch(
+            p, _rows_grid(p), (x5, pooled, x5.shape[1], p.R, p.K, *xs, pooled.stride(0), pooled.stride(1)),
+            dict(ACC=_acc_dtype(x5)), x5.device,
+        )
+
+
+def radix_combine_fwd(x5: torch.Tensor, a: torch.Tensor, out: torch.Tensor) -> None:
+    """out [B, C, H, W] = Σ_r a[b, r, c] · x5[b, r, c, h, w]."""
+    xs = _radix_strides(x5)
+    p = _radix_problem(x5, xs)
+    with _device_guard(x5):
+        RADIX_COMBINE_FWD.launch(
+            p, _elementwise_grid(p),
+            (x5, a, out, x5.shape[1], p.R, p.K, *xs, *a.stride(), *plane_strides(out, "channel")),
+            dict(ACC=_acc_dtype(x5)), x5.device,
+        )
+
+
+def radix_combine_bwd(
+    g: torch.Tensor, x5: torch.Tensor, a: torch.Tensor, grad_x5: torch.Tensor, grad_a: torch.Tensor,
+) -> None:
+    """grad_x5 = a · g broadcast over the branches and grad_a = Σ_hw g · x5, in one pass over g and x5."""
+    xs = _radix_strides(x5)
+    p = _radix_problem(x5, xs)
+    R = x5.shape[1]
+    with _device_guard(x5):
+        RADIX_COMBINE_BWD.launch(
+            p, _rows_grid(p),
+            (g, x5, a, grad_x5, grad_a, R, p.R, p.K, *plane_strides(g, "channel"), *xs, *a.stride(),
+             *_radix_strides(grad_x5), *grad_a.stride()),
+            dict(ACC=_acc_dtype(x5), RADIX_BLOCK=triton.next_power_of_2(R)), x5.device,
+        )
+
+
+# --- softmax-weighted ("context") pooling, GCNet's global context (kernels/context_pool.py) -----
+
+
+#: The context-pooling kernels' tile is part of their algorithm (workspaces with a row per
+#: program; the backward recomputes the forward's logits in the same order): one config, the
+#: tile passed as constexprs from :func:`context_pool_tile`.
+CONTEXT_POOL_PARTIALS = FixedConfig("context_pool_partials", context_pool.context_pool_partials,
+                                    triton.Config({}, num_warps=4, num_stages=2))
+CONTEXT_POOL_COMBINE = FixedConfig("context_pool_combine", context_pool.context_pool_combine,
+                                   triton.Config({}, num_warps=4, num_stages=2))
+CONTEXT_POOL_BWD = FixedConfig("context_pool_bwd", context_pool.context_pool_bwd,
+                               triton.Config({}, num_warps=4, num_stages=2))
+#: A program's C × BLOCK_P tile of x should stay in cache between its two loops over C: BLOCK_P
+#: is the largest power of two with C · BLOCK_P · itemsize ≤ this, clamped to
+#: [CONTEXT_POOL_MIN_BLOCK_P, CONTEXT_POOL_MAX_BLOCK_P] (at least 16 pixels: 32-byte sectors in NCHW).
+CONTEXT_POOL_CACHE_BYTES = 32 * 1024
+CONTEXT_POOL_MIN_BLOCK_P, CONTEXT_POOL_MAX_BLOCK_P = 16, 128
+#: channels per program of context_pool_combine
+CONTEXT_POOL_COMBINE_BLOCK_C = 256
+
+
+def context_pool_tile(x: torch.Tensor) -> tuple[int, int]:
+    """(BLOCK_P, BLOCK_C) of the context-pooling kernels for x [B, C, H, W]: BLOCK_P from the cache
+    budget (:data:`CONTEXT_POOL_CACHE_BYTES`), BLOCK_C = TILE_ELEMENTS / BLOCK_P, both at most
+    tiling.LONG_SIDE_MAX and the problem's extent (TILE_ELEMENTS and LONG_SIDE_MAX read at call
+    time: tests shrink them)."""
+    _, C, H, W = x.shape
+    fit = max(1, CONTEXT_POOL_CACHE_BYTES // (C * x.element_size()))
+    block_p = min(triton.next_power_of_2(H * W), tiling.LONG_SIDE_MAX, CONTEXT_POOL_MAX_BLOCK_P,
+                  max(CONTEXT_POOL_MIN_BLOCK_P, 1 << (fit.bit_length() - 1)))
+    block_c = max(1, min(triton.next_power_of_2(C), tiling.LONG_SIDE_MAX, tiling.TILE_ELEMENTS // block_p))
+    return block_p, block_c
+
+
+def context_pool_programs(x: torch.Tensor) -> int:
+    """Programs of context_pool_partials and context_pool_bwd (rows of their workspaces): B · NP,
+    NP = cdiv(H·W, BLOCK_P)."""
+    B, _, H, W = x.shape
+    return B * triton.cdiv(H * W, context_pool_tile(x)[0])
+
+
+def _context_problem(x: torch.Tensor, xs: tuple[int, int, int]) -> Problem:
+    B, C, H, W = x.shape
+    return Problem(B, H * W, C, rows_contiguous=xs[2] < xs[1], dtype=x.dtype)
+
+
+def context_pool_fwd(
+    x: torch.Tensor, w: torch.Tensor, part: torch.Tensor, pstats: torch.Tensor, ctx: torch.Tensor, stats: torch.Tensor,
+) -> None:
+    """ctx [B, C] (x's dtype) and stats [B, C + 2] (ACC: M, L, ctx unrounded) of the softmax-weighted
+    pooling of x under the logits w · x (w [C], contiguous), in two launches; ``part``
+    [B·NP, C] and ``pstats`` [B·NP, 2] (ACC, contiguous) are workspaces (:func:`context_pool_programs`)."""
+    B, C, H, W = x.shape
+    xs = plane_strides(x, "channel")
+    p = _context_problem(x, xs)
+    block_p, block_c = context_pool_tile(x)
+    n_programs = B * triton.cdiv(H * W, block_p)
+    combine_c = max(1, min(triton.next_power_of_2(C), tiling.LONG_SIDE_MAX, CONTEXT_POOL_COMBINE_BLOCK_C))
+    acc = _acc_dtype(x)
+    with _device_guard(x):
+        CONTEXT_POOL_PARTIALS.launch(p, lambda META: (n_programs,), (x, w, part, pstats, C, H * W, *xs),
+                                     dict(ACC=acc, BLOCK_C=block_c, BLOCK_P=block_p), x.device)
+        CONTEXT_POOL_COMBINE.launch(p, lambda META: (B * triton.cdiv(C, combine_c),),
+                                    (part, pstats, ctx, stats, C, n_programs // B, ctx.stride(0), ctx.stride(1)),
+                                    dict(ACC=acc, BLOCK_C=combine_c), x.device)
+
+
+def context_pool_bwd(
+    grad_ctx: torch.Tensor, x: torch.Tensor, w: torch.Tensor, stats: torch.Tensor,
+    grad_x: torch.Tensor, wpart: torch.Tensor,
+) -> None:
+    """grad_x (x's layout) and the per-program partial sums wpart [B·NP, C + 1] (ACC: Σ_p dlogit · x
+    and Σ_p dlogit) of the context pooling's backward, in one launch; the caller sums wpart's
+    rows into grad_w and grad_bias."""
+    B, C, H, W = x.shape
+    xs = plane_strides(x, "channel")
+    p = _context_problem(x, xs)
+    block_p, block_c = context_pool_tile(x)
+    with _device_guard(x):
+        CONTEXT_POOL_BWD.launch(
+            p, lambda META: (B * triton.cdiv(H * W, block_p),),
+            (grad_ctx, x, w, stats, grad_x, wpart, C, H * W, grad_ctx.stride(0), grad_ctx.stride(1), *xs,
+             *plane_strides(grad_x, "channel")),
+            dict(ACC=_acc_dtype(x), BLOCK_C=block_c, BLOCK_P=block_p), x.device,
+        )

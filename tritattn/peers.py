@@ -24,6 +24,10 @@ PEER_TWINS: dict[str, str] = {
     "timm.models._efficientnet_blocks.SqueezeExcite": "SqueezeExcite",
     "torchvision.ops.misc.SqueezeExcitation": "SqueezeExcitation",
     "timm.models.senet.SEModule": "LegacySEModule",
+    "timm.layers.split_attn.SplitAttn": "SplitAttn",
+    "timm.layers.selective_kernel.SelectiveKernel": "SelectiveKernel",
+    "timm.layers.selective_kernel.SelectiveKernelAttn": "SelectiveKernelAttn",
+    "timm.layers.global_context.GlobalContext": "GlobalContext",
 }
 
 #: peer gate classes that compute exactly a kernel gate (timm's ``create_act_layer("sigmoid")``
@@ -35,24 +39,26 @@ PEER_GATES: dict[str, str] = {
     "timm.layers.activations.HardSigmoid": "hard_sigmoid",
 }
 
-#: timm's other attention blocks (``timm.layers.create_attn``): no twin, left as they are
+#: timm's other channel- and spatial-attention blocks (``timm.layers.create_attn``): no twin yet,
+#: left as they are (no registered timm architecture uses one)
 WITHOUT_TWIN: frozenset[str] = frozenset({
     "timm.layers.squeeze_excite.SqueezeExciteCl",
     "timm.layers.gather_excite.GatherExcite",
-    "timm.layers.global_context.GlobalContext",
     "timm.layers.coord_attn.CoordAttn",
     "timm.layers.coord_attn.SimpleCoordAttn",
     "timm.layers.coord_attn.EfficientLocalAttn",
     "timm.layers.coord_attn.StripAttn",
-    "timm.layers.selective_kernel.SelectiveKernel",
-    "timm.layers.split_attn.SplitAttn",
+})
+
+#: timm's self-attention layers (``create_attn`` builds them too): query-key attention over
+#: pixels, not the squeeze-and-scale of channel or spatial attention — outside tritattn's scope
+SELF_ATTENTION: frozenset[str] = frozenset({
     "timm.layers.bottleneck_attn.BottleneckAttn",
     "timm.layers.halo_attn.HaloAttn",
     "timm.layers.lambda_layer.LambdaLayer",
     "timm.layers.non_local_attn.NonLocalAttn",
     "timm.layers.non_local_attn.BatNonLocalAttn",
 })
-
 
 #: the attribute of a module re-classed by :func:`tritattn.convert` holding its class before
 ORIGINAL_CLASS_ATTR = "_tritattn_original_class"

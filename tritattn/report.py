@@ -15,7 +15,9 @@ BLOCK_KINDS: dict[str, str] = {
     "SEModule": "SE", "SqueezeExcite": "SE", "SqueezeExcitation": "SE", "EffectiveSEModule": "ESE",
     "EcaModule": "ECA", "CecaModule": "CECA", "CbamModule": "CBAM", "LightCbamModule": "light CBAM",
     "ChannelAttn": "CBAM channel", "LightChannelAttn": "light CBAM channel",
-    "SpatialAttn": "CBAM spatial", "LightSpatialAttn": "light CBAM spatial",
+    "SpatialAttn": "CBAM spatial", "LightSpatialAttn": "light CBAM spatial", "LegacySEModule": "SE",
+    "SplitAttn": "split attention", "SelectiveKernel": "selective kernel", "SelectiveKernelAttn": "SK attention",
+    "GlobalContext": "global context",
 }
 
 

@@ -1,0 +1,194 @@
+"""Softmax-weighted ("context") pooling over H×W, GCNet's global context, and its backward.
+
+Per sample b, with x[b, c, p] over the P = H·W pixels p (x_ptr + b·sxb + c·sxc + p·sxp, so
+NCHW and channels_last are read in place) and the 1×1 conv to one channel, weight w [C]:
+
+    logit[b, p] = Σ_c w[c] · x[b, c, p]            (+ the conv's bias, which softmax ignores)
+    α[b, p]     = exp(logit[b, p] - M[b]) / L[b],  M[b] = max_p logit, L[b] = Σ_p exp(logit - M)
+    ctx[b, c]   = Σ_p α[b, p] · x[b, c, p]
+
+Backward, given dctx [B, C]:
+
+    dα[b, p]     = Σ_c dctx[b, c] · x[b, c, p],   k[b] = Σ_p α · dα = Σ_c dctx[b, c] · ctx[b, c]
+    dlogit[b, p] = α[b, p] · (dα[b, p] - k[b])
+    grad_x       = α[b, p] · dctx[b, c] + dlogit[b, p] · w[c]
+    grad_w[c]    = Σ_b Σ_p dlogit[b, p] · x[b, c, p],   grad_bias = Σ_b Σ_p dlogit (0 up to rounding)
+
+The bias shifts every logit of a sample alike, so α does not depend on it and no kernel reads it.
+
+Every kernel works on a program's block of BLOCK_P pixels of one sample and loops over C in
+BLOCK_C steps, twice: once to form the pixels' logits, once more — the tile is then in L1/L2, a
+program's footprint being C·BLOCK_P elements (launch.py sizes BLOCK_P for that) — to use them.
+So x comes from HBM once per kernel. Softmax is stable as in flash-decoding: each program keeps
+its own max m and sum l = Σ exp(logit - m); context_pool_combine merges them exactly.
+Accumulation in ACC (float32; float64 for float64 x), one rounding per stored output; every sum
+runs in a fixed order, without atomics: results are bitwise repeatable.
+
+The tile is part of the algorithm (the workspaces have one row per program, and the backward
+must recompute the forward's logits bit for bit), so the kernels run with one config
+(launch.py: FixedConfig, BLOCK_P and BLOCK_C from the problem), not a tuned one.
+"""
+import triton
+import triton.language as tl
+
+from .rounding import to_output
+
+
+@triton.jit
+def _pixel_block(P, BLOCK_P: tl.constexpr):
+    """(b as int64, the program's index i among its sample's pixel blocks, its BLOCK_P pixels)."""
+    pid = tl.program_id(0)
+    n_blocks = tl.cdiv(P, BLOCK_P)
+    i = pid % n_blocks
+    return (pid // n_blocks).to(tl.int64), i, i * BLOCK_P + tl.arange(0, BLOCK_P)
+
+
+@triton.jit
+def context_pool_partials(
+    x_ptr, w_ptr, part_ptr, pstats_ptr,
+    C, P,
+    sxb, sxc, sxp,
+    ACC: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
+):
+    """Forward, first launch: per (b, block i of BLOCK_P pixels), over its pixels p,
+
+      logit[p]        = Σ_c w[c] · x[b, c, p]                       (first loop over C)
+      m_i = max_p logit,  l_i = Σ_p exp(logit - m_i)                → pstats[b·NP + i] = (m_i, l_i)
+      part[b·NP + i, c] = Σ_p exp(logit[p] - m_i) · x[b, c, p]      (second loop over C)
+
+    NP = cdiv(P, BLOCK_P). Reads x once from HBM (the second loop re-reads the program's
+    C × BLOCK_P tile from cache) and w; writes the ACC workspaces part [B·NP, C] (contiguous)
+    and pstats [B·NP, 2]. Minimum bytes: B·C·P·itemsize read + B·NP·(C + 2)·sizeof(ACC) written.
+    Grid: one program per (b, pixel block), B·NP programs.
+    """
+    b, i, offs_p = _pixel_block(P, BLOCK_P)
+    mask_p = offs_p < P
+    cols = offs_p.to(tl.int64)[None, :] * sxp
+    x_base = x_ptr + b * sxb
+    logit = tl.zeros([BLOCK_P], dtype=ACC)
+    for c0 in range(0, C, BLOCK_C):
+        offs_c = c0 + tl.arange(0, BLOCK_C)
+        mask_c = offs_c < C
+        mask = mask_c[:, None] & mask_p[None, :]
+        x = tl.load(x_base + offs_c.to(tl.int64)[:, None] * sxc + cols, mask=mask, other=0.0).to(ACC)
+        w = tl.load(w_ptr + offs_c, mask=mask_c, other=0.0).to(ACC)
+        logit += tl.sum(w[:, None] * x, axis=0)
+    logit = tl.where(mask_p, logit, float("-inf"))
+    m = tl.max(logit, axis=0)
+    e = tl.where(mask_p, tl.exp(logit - m), 0.0)
+    row = b * tl.cdiv(P, BLOCK_P) + i
+    tl.store(pstats_ptr + row * 2, m)
+    tl.store(pstats_ptr + row * 2 + 1, tl.sum(e, axis=0))
+    for c0 in range(0, C, BLOCK_C):
+        offs_c = c0 + tl.arange(0, BLOCK_C)
+        mask_c = offs_c < C
+        mask = mask_c[:, None] & mask_p[None, :]
+        x = tl.load(x_base + offs_c.to(tl.int64)[:, None] * sxc + cols, mask=mask, other=0.0).to(ACC)
+        tl.store(part_ptr + row * C + offs_c, tl.sum(x * e[None, :], axis=1), mask=mask_c)
+
+
+@triton.jit
+def context_pool_combine(
+    part_ptr, pstats_ptr, ctx_ptr, stats_ptr,
+    C, NP,
+    scb, scc,
+    ACC: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    """Forward, second launch: per (b, block of BLOCK_C channels), the merge of the sample's NP
+    partials in program order i = 0 … NP-1 (a running max, rescaling what was summed before):
+
+      M = max_i m_i,  L = Σ_i l_i · e^{m_i - M},  ctx[b, c] = Σ_i part[b·NP + i, c] · e^{m_i - M} / L
+
+    Writes ctx [B, C] (x's dtype, strides scb, scc) and stats [B, C + 2] (ACC, contiguous):
+    stats[b, 0] = M, stats[b, 1] = L (by the sample's first program), stats[b, 2 + c] = ctx
+    unrounded (the backward's k = Σ_c dctx · ctx). Minimum bytes: the workspaces read,
+    B·NP·(C + 2)·sizeof(ACC), + B·C·(itemsize + sizeof(ACC)) written.
+    Grid: one program per (b, channel block), B·cdiv(C, BLOCK_C) programs.
+    """
+    pid = tl.program_id(0)
+    n_cblocks = tl.cdiv(C, BLOCK_C)
+    b = (pid // n_cblocks).to(tl.int64)
+    cblock = pid % n_cblocks
+    offs_c = cblock * BLOCK_C + tl.arange(0, BLOCK_C)
+    mask_c = offs_c < C
+    acc = tl.zeros([BLOCK_C], dtype=ACC)
+    # the running (M, L) as BLOCK_C equal lanes: loop-carried values keep one type and shape
+    run_m = tl.full([BLOCK_C], float("-inf"), dtype=ACC)
+    run_l = tl.zeros([BLOCK_C], dtype=ACC)
+    for i in range(0, NP):
+        row = b * NP + i
+        m_i = tl.load(pstats_ptr + row * 2 + tl.zeros([BLOCK_C], dtype=tl.int32))
+        l_i = tl.load(pstats_ptr + row * 2 + 1 + tl.zeros([BLOCK_C], dtype=tl.int32))
+        part = tl.load(part_ptr + row * C + offs_c, mask=mask_c, other=0.0)
+        new_m = tl.maximum(run_m, m_i)
+        old_scale = tl.exp(run_m - new_m)  # 0 on the first step (run_m = -inf)
+        new_scale = tl.exp(m_i - new_m)
+        acc = acc * old_scale + part * new_scale
+        run_l = run_l * old_scale + l_i * new_scale
+        run_m = new_m
+    ctx = acc / run_l
+    tl.store(ctx_ptr + b * scb + offs_c.to(tl.int64) * scc, to_output(ctx, ctx_ptr), mask=mask_c)
+    tl.store(stats_ptr + b * (C + 2) + 2 + offs_c, ctx, mask=mask_c)
+    if cblock == 0:
+        tl.store(stats_ptr + b * (C + 2), tl.max(run_m, axis=0))  # the lanes are equal
+        tl.store(stats_ptr + b * (C + 2) + 1, tl.max(run_l, axis=0))
+
+
+@triton.jit
+def context_pool_bwd(
+    grad_ctx_ptr, x_ptr, w_ptr, stats_ptr, grad_x_ptr, wpart_ptr,
+    C, P,
+    sgcb, sgcc,
+    sxb, sxc, sxp,
+    sgxb, sgxc, sgxp,
+    ACC: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
+):
+    """Backward: per (b, block i of BLOCK_P pixels), with M, L and ctx from stats [B, C + 2],
+
+      first loop over C:  logit[p] (as the forward, same order), dα[p] = Σ_c dctx · x,
+                          k = Σ_c dctx[b, c] · ctx[b, c]
+      α = exp(logit - M) / L,  dlogit = α · (dα - k)
+      second loop over C: grad_x[b, c, p] = α[p] · dctx[b, c] + dlogit[p] · w[c]   (x's dtype)
+                          wpart[b·NP + i, c] = Σ_p dlogit[p] · x[b, c, p]
+      wpart[b·NP + i, C] = Σ_p dlogit[p]
+
+    The host sums wpart [B·NP, C + 1] (ACC, contiguous) over its rows (a fixed-order reduction)
+    into grad_w and grad_bias. Reads x once from HBM (the second loop from cache) and writes
+    grad_x: minimum bytes 2·B·C·P·itemsize + B·NP·(C + 1)·sizeof(ACC) written + the [B, C]
+    vectors. Grid: one program per (b, pixel block), B·NP programs, as context_pool_partials.
+    """
+    b, i, offs_p = _pixel_block(P, BLOCK_P)
+    mask_p = offs_p < P
+    p64 = offs_p.to(tl.int64)[None, :]
+    x_base = x_ptr + b * sxb
+    logit = tl.zeros([BLOCK_P], dtype=ACC)
+    d_alpha = tl.zeros([BLOCK_P], dtype=ACC)
+    k = tl.zeros([BLOCK_C], dtype=ACC)
+    for c0 in range(0, C, BLOCK_C):
+        offs_c = c0 + tl.arange(0, BLOCK_C)
+        mask_c = offs_c < C
+        mask = mask_c[:, None] & mask_p[None, :]
+        x = tl.load(x_base + offs_c.to(tl.int64)[:, None] * sxc + p64 * sxp, mask=mask, other=0.0).to(ACC)
+        w = tl.load(w_ptr + offs_c, mask=mask_c, other=0.0).to(ACC)
+        dctx = tl.load(grad_ctx_ptr + b * sgcb + offs_c.to(tl.int64) * sgcc, mask=mask_c, other=0.0).to(ACC)
+        ctx = tl.load(stats_ptr + b * (C + 2) + 2 + offs_c, mask=mask_c, other=0.0)
+        logit += tl.sum(w[:, None] * x, axis=0)
+        d_alpha += tl.sum(dctx[:, None] * x, axis=0)
+        k += dctx * ctx
+    big_m = tl.load(stats_ptr + b * (C + 2))
+    big_l = tl.load(stats_ptr + b * (C + 2) + 1)
+    alpha = tl.where(mask_p, tl.exp(logit - big_m) / big_l, 0.0)
+    dlogit = alpha * (d_alpha - tl.sum(k, axis=0))
+    row = b * tl.cdiv(P, BLOCK_P) + i
+    for c0 in range(0, C, BLOCK_C):
+        offs_c = c0 + tl.arange(0, BLOCK_C)
+        mask_c = offs_c < C
+        mask = mask_c[:, None] & mask_p[None, :]
+        c64 = offs_c.to(tl.int64)[:, None]
+        x = tl.load(x_base + c64 * sxc + p64 * sxp, mask=mask, other=0.0).to(ACC)
+        w = tl.load(w_ptr + offs_c, mask=mask_c, other=0.0).to(ACC)
+        dctx = tl.load(grad_ctx_ptr + b * sgcb + offs_c.to(tl.int64) * sgcc, mask=mask_c, other=0.0).to(ACC)
+        g = alpha[None, :] * dctx[:, None] + dlogit[None, :] * w[:, None]
+        tl.store(grad_x_ptr + b * sgxb + c64 * sgxc + p64 * sgxp, to_output(g, grad_x_ptr), mask=mask)
+        tl.store(wpart_ptr + row * (C + 1) + offs_c, tl.sum(dlogit[None, :] * x, axis=1), mask=mask_c)
+    tl.store(wpart_ptr + row * (C + 1) + C, tl.sum(dlogit, axis=0))

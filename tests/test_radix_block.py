@@ -1,0 +1,372 @@
+"""Radix (split) attention: the ops ``radix_pool`` / ``radix_combine`` (and its backward) against
+float64 references written from the math, and the fast SplitAttn / SelectiveKernel /
+SelectiveKernelAttn against timm's own classes.
+
+Ops: R ∈ {1, 2, 3, 4} (3: SelectiveKernel with three paths, a radix that is not a power of two),
+SplitAttn's [B, R·C, H, W] viewed as branches in NCHW and channels_last, SelectiveKernel's stack
+of channels_last paths, an H/W-transposed map (copied once), H×W ∈ {1, 3×5, 7×7}, C not a power
+of two, batch 1 and 0, float32 / float16 / bfloat16 (and float64), default and tiny tiles;
+outputs NaN-poisoned before the kernels write them (conftest).
+Modules: timm's weights copied in with strict=True both ways, BatchNorm running statistics and
+affine randomized, output, input gradient, every parameter gradient and every buffer compared in
+float64 in training and eval (float64: the ReLUs' inputs differ between the two by ~1e-16, so no
+kink is within reach), re-classed timm instances, determinism, and the errors.
+"""
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from conftest import DEVICE, assert_close, expected_backend, assert_same_layout, make_input, reference_copy, use_small_tiles
+from tritattn import radix_block, reference, split_attention
+from tritattn.radix_block import radix_combine, radix_pool
+
+# --- the ops -------------------------------------------------------------------------------------
+
+#: (B, C, H, W) of one branch; SplitAttn views [B, R·C, H, W] as [B, R, C, H, W]
+OP_SHAPES = {1: (2, 6, 3, 5), 2: (1, 12, 7, 7), 3: (2, 5, 3, 5), 4: (2, 5, 1, 1)}
+
+
+def branches(R: int, shape, dtype, layout: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(leaf, x5): the leaf that requires grad and the [B, R, C, H, W] branches made from it —
+    "split_*": SplitAttn's [B, R·C, H, W] viewed; "stacked_channels_last": SelectiveKernel's
+    torch.stack of channels_last paths (channels innermost, branch stride C)."""
+    B, C, H, W = shape
+    if layout == "stacked_channels_last":
+        leaf = make_input((B, R, C, H, W), dtype, requires_grad=True)
+        paths = [leaf[:, r].contiguous(memory_format=torch.channels_last) for r in range(R)]
+        return leaf, torch.stack(paths, dim=1)
+    leaf = make_input((B, R * C, H, W), dtype, channels_last=layout == "split_channels_last", requires_grad=True)
+    return leaf, leaf.view(B, R, C, H, W)
+
+
+def reference_ops(x5: torch.Tensor, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(pooled, out) in float64 from the math."""
+    return x5.sum(1).mean((2, 3)), (x5 * a[:, :, :, None, None]).sum(1)
+
+
+def dot_scale(g: torch.Tensor, x5: torch.Tensor) -> float:
+    """The size of grad_a = Σ_hw g · x5: its terms', max Σ_hw |g · x5| (the sum may cancel)."""
+    return (g.double()[:, None].abs() * x5.detach().double().abs()).sum((3, 4)).max().item()
+
+
+@pytest.mark.parametrize("R", [1, 2, 3, 4])
+@pytest.mark.parametrize("layout", ["split_nchw", "split_channels_last", "stacked_channels_last"])
+def test_radix_ops_match_float64(R, layout, dtype):
+    shape = OP_SHAPES[R]
+    B, C, H, W = shape
+    leaf, x5 = branches(R, shape, dtype, layout)
+    a = make_input((B, R, C), dtype, requires_grad=True)
+    leaf_r = reference_copy(leaf)
+    x5_r = leaf_r.view(B, R, C, H, W) if layout != "stacked_channels_last" else leaf_r
+    a_r = reference_copy(a)
+
+    pooled, out = radix_pool(x5), radix_combine(x5, a)
+    pooled_r, out_r = reference_ops(x5_r, a_r)
+    assert pooled.dtype == out.dtype == dtype
+    assert_close(pooled, pooled_r, what="radix_pool forward")
+    assert_close(out, out_r, what="radix_combine forward")
+    if C > 1 and H * W > 1:
+        expect_cl = layout != "split_nchw"
+        assert out.is_contiguous(memory_format=torch.channels_last if expect_cl else torch.contiguous_format)
+
+    g_pool = torch.randn(pooled.shape, dtype=torch.float64, device=DEVICE).to(dtype)
+    (grad,) = torch.autograd.grad(pooled, leaf, g_pool)
+    (grad_r,) = torch.autograd.grad(pooled_r, leaf_r, g_pool.double())
+    assert_close(grad, grad_r, what="radix_pool grad_x")
+
+    g = torch.randn(out.shape, dtype=torch.float64, device=DEVICE).to(dtype)
+    grad_x, grad_a = torch.autograd.grad(out, (leaf, a), g)
+    grad_x_r, grad_a_r = torch.autograd.grad(out_r, (leaf_r, a_r), g.double())
+    assert_close(grad_x, grad_x_r, what="radix_combine grad_x")
+    assert_close(grad_a, grad_a_r, what="radix_combine grad_a", scale=dot_scale(g, x5))
+
+
+@pytest.mark.parametrize("layout", ["split_nchw", "split_channels_last"])
+def test_radix_ops_with_tiny_tiles(layout, monkeypatch):
+    """Tiles of at most 8 along an axis: several channel blocks, K blocks and ragged edges."""
+    use_small_tiles(monkeypatch)
+    test_radix_ops_match_float64(4, layout, torch.float32)
+    test_radix_ops_match_float64(3, layout, torch.float64)
+
+
+def test_radix_ops_on_a_map_whose_pixels_do_not_flatten():
+    """H and W transposed (no single pixel stride): copied once, then the same numbers."""
+    base = make_input((2, 3, 4, 5, 3), torch.float32)
+    x5 = base.transpose(3, 4).requires_grad_()  # [2, 3, 4, 3, 5], stride_h = 1
+    a = make_input((2, 3, 4), torch.float32, requires_grad=True)
+    x5_r, a_r = reference_copy(x5), reference_copy(a)
+    pooled_r, out_r = reference_ops(x5_r, a_r)
+    assert_close(radix_pool(x5), pooled_r, what="pooled")
+    out = radix_combine(x5, a)
+    assert_close(out, out_r, what="out")
+    g = torch.randn(out.shape, device=DEVICE)
+    out.backward(g)
+    out_r.backward(g.double())
+    assert_close(x5.grad, x5_r.grad, what="grad_x")
+    assert_close(a.grad, a_r.grad, what="grad_a", scale=dot_scale(g, x5))
+
+
+def test_pool_gradient_is_a_broadcast_view_and_backward_keeps_the_layout():
+    x5 = torch.stack([make_input((2, 6, 3, 5), torch.float32, channels_last=True) for _ in range(2)], 1)
+    x5.requires_grad_()
+    pooled = radix_pool(x5)
+    (grad,) = torch.autograd.grad(pooled, x5, torch.ones_like(pooled))
+    assert grad.stride(1) == grad.stride(3) == grad.stride(4) == 0, "an expanded view, no plane written"
+    assert torch.equal(grad, torch.full_like(x5, 1 / 15))
+    a = make_input((2, 2, 6), torch.float32)
+    g = make_input((2, 6, 3, 5), torch.float32, channels_last=True)
+    grad_x5, grad_a = torch.ops.tritattn.radix_combine_backward(g, x5.detach(), a)
+    assert_same_layout(grad_x5, x5)
+    assert grad_a.shape == a.shape and grad_a.is_contiguous()
+
+
+def test_empty_batch():
+    x5 = make_input((0, 2, 3, 4, 5), torch.float32, requires_grad=True)
+    a = make_input((0, 2, 3), torch.float32, requires_grad=True)
+    assert radix_pool(x5).shape == (0, 3)
+    out = radix_combine(x5, a)
+    assert out.shape == (0, 3, 4, 5)
+    out.sum().backward()
+    assert x5.grad.shape == x5.shape and a.grad.shape == a.shape
+
+
+def test_ops_are_deterministic(monkeypatch):
+    use_small_tiles(monkeypatch)  # several programs and K blocks per row
+    x5 = make_input((2, 3, 9, 5, 5), torch.float32, requires_grad=True)
+    a = make_input((2, 3, 9), torch.float32, requires_grad=True)
+    g = make_input((2, 9, 5, 5), torch.float32)
+    runs = []
+    for _ in range(2):
+        pooled, out = radix_pool(x5), radix_combine(x5, a)
+        runs.append((pooled, out, *torch.autograd.grad(out, (x5, a), g)))
+    for first, second in zip(*runs):
+        assert torch.equal(first, second)
+
+
+def test_op_errors_are_clear():
+    x5 = make_input((2, 2, 3, 4, 5), torch.float32)
+    a = make_input((2, 2, 3), torch.float32)
+    with pytest.raises(ValueError, match=r"x5 must be 5-D \[B, R, C, H, W\]"):
+        radix_pool(x5[:, 0])
+    with pytest.raises(ValueError, match="R, C, H, W > 0"):
+        radix_combine(x5[:, :0], a[:, :0])
+    with pytest.raises(TypeError, match="floating dtype"):
+        radix_pool(x5.to(torch.int32))
+    with pytest.raises(ValueError, match=r"a must have shape \(2, 2, 3\)"):
+        radix_combine(x5, a[:, :1])
+    with pytest.raises(ValueError, match=r"a must be 3-D \[B, R, C\]"):
+        radix_combine(x5, a.flatten(1))
+    with pytest.raises(ValueError, match="a is on meta"):
+        radix_combine(x5, a.to("meta"))
+    with pytest.raises(TypeError, match="x5 must be a torch.Tensor"):
+        radix_pool(x5.numpy())
+
+
+# --- the modules against timm ----------------------------------------------------------------------
+
+def timm_layers():
+    from fixtures.peers import timm
+
+    return timm.layers
+
+
+#: (timm class path, constructor args, kwargs, input [B, C, H, W] shape in training)
+MODULE_CASES = {
+    "splat-r2-bn": ("split_attn.SplitAttn", (12,), dict(radix=2, norm_layer=nn.BatchNorm2d), (4, 12, 3, 5)),
+    "splat-r1-g4-bn": ("split_attn.SplitAttn", (12,), dict(radix=1, groups=4, norm_layer=nn.BatchNorm2d), (4, 12, 3, 5)),
+    "splat-r4-g2-bn": ("split_attn.SplitAttn", (8,), dict(radix=4, groups=2, norm_layer=nn.BatchNorm2d), (3, 8, 7, 7)),
+    "splat-r2-plain-rd": ("split_attn.SplitAttn", (6, 10), dict(rd_channels=4, bias=True), (2, 6, 3, 5)),
+    "sk-default": ("selective_kernel.SelectiveKernel", (12,), {}, (4, 12, 3, 5)),
+    "sk-3paths-nosplit": ("selective_kernel.SelectiveKernel", (6, 10),
+                          dict(kernel_size=[3, 5, 7], split_input=False, groups=2, rd_channels=8), (3, 6, 3, 5)),
+}
+TWINS = {"SplitAttn": split_attention.SplitAttn, "SelectiveKernel": split_attention.SelectiveKernel,
+         "SelectiveKernelAttn": split_attention.SelectiveKernelAttn}
+
+
+def randomize(module: nn.Module) -> nn.Module:
+    """Fresh weights (std 0.3) and BatchNorm statistics, in float64."""
+    module = module.to(DEVICE, torch.float64)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.normal_(0.0, 0.3)
+        for m in module.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.add_(1.0)
+                m.running_mean.normal_()
+                m.running_var.uniform_(0.5, 2.0)
+    return module
+
+
+def build_peer_and_twin(case: str) -> tuple[nn.Module, nn.Module]:
+    """(timm's module, the twin), the same random weights loaded with strict=True both ways."""
+    path, args, kwargs, _ = MODULE_CASES[case]
+    module_name, class_name = path.split(".")
+    peer = randomize(getattr(getattr(timm_layers(), module_name), class_name)(*args, **kwargs))
+    twin = TWINS[class_name](*args, **kwargs).to(DEVICE, torch.float64)
+    assert twin.load_state_dict(peer.state_dict(), strict=True)
+    assert peer.load_state_dict(twin.state_dict(), strict=True)
+    return peer, twin
+
+
+def output_shape(module: nn.Module, x: torch.Tensor) -> torch.Size:
+    """The shape of module(x), from a copy (a training forward would move the BatchNorms' statistics)."""
+    with torch.no_grad():
+        return copy.deepcopy(module)(x).shape
+
+
+def training_step(module: nn.Module, x: torch.Tensor, cotangent: torch.Tensor) -> dict[str, torch.Tensor]:
+    """y, grad_x, every parameter's gradient and every buffer after one forward and backward."""
+    x = x.detach().clone().requires_grad_()
+    y = module(x)
+    y.backward(cotangent)
+    out = {"y": y, "grad_x": x.grad}
+    out.update({f"grad {n}": p.grad for n, p in module.named_parameters()})
+    out.update({f"buffer {n}": b for n, b in module.named_buffers()})
+    return out
+
+
+def assert_steps_close(got: dict, ref: dict, what: str) -> None:
+    """Float64 comparison; every parameter gradient is measured against the largest one at least
+    (one that cancels to ~0 as a whole — a bias feeding a BatchNorm in training — keeps the
+    rounding error of its terms, which are of that size)."""
+    assert got.keys() == ref.keys(), what
+    grads = [ref[k].abs().max().item() for k in ref if k.startswith("grad ") and ref[k].numel()]
+    floor = max(grads, default=0.0)
+    for key in ref:
+        if key.startswith("buffer") and not ref[key].is_floating_point():
+            assert torch.equal(got[key].cpu(), ref[key].cpu()), f"{what}: {key}"
+        else:
+            scale = ref[key].abs().max().item() if ref[key].numel() else None
+            if key.startswith("grad ") and scale is not None:
+                scale = max(scale, floor)
+            assert_close(got[key], ref[key], torch.float64, what=f"{what}: {key}", scale=scale)
+
+
+@pytest.mark.parametrize("case", list(MODULE_CASES))
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_twin_matches_timm(case, mode, channels_last):
+    peer, twin = build_peer_and_twin(case)
+    peer.train(mode == "train"), twin.train(mode == "train")
+    shape = MODULE_CASES[case][3]
+    if mode == "eval":
+        shape = (1, *shape[1:])  # batch 1 (a BatchNorm in training needs more than one value)
+    x = make_input(shape, torch.float64, channels_last)
+    cotangent = torch.randn(output_shape(peer, x), dtype=torch.float64, device=DEVICE)
+    got = training_step(twin, x, cotangent)
+    assert_steps_close(got, training_step(peer, x, cotangent), f"{case} {mode}")
+    assert_same_layout(got["grad_x"], x)
+
+
+def test_selective_kernel_attn_matches_timm(channels_last):
+    peer = randomize(timm_layers().selective_kernel.SelectiveKernelAttn(10, num_paths=3, attn_channels=8))
+    twin = split_attention.SelectiveKernelAttn(10, num_paths=3, attn_channels=8).to(DEVICE, torch.float64)
+    twin.load_state_dict(peer.state_dict(), strict=True)
+    paths = [make_input((3, 10, 3, 5), torch.float64, channels_last) for _ in range(3)]
+    x5 = torch.stack(paths, dim=1)
+    cotangent = torch.randn(3, 3, 10, 1, 1, dtype=torch.float64, device=DEVICE)
+    for mode in (True, False):
+        peer.train(mode), twin.train(mode)
+        got, ref = training_step(twin, x5, cotangent), training_step(peer, x5, cotangent)
+        assert got["y"].shape == (3, 3, 10, 1, 1)
+        assert_steps_close(got, ref, f"SelectiveKernelAttn train={mode}")
+
+
+@pytest.mark.parametrize("case, reclass_attn", [("splat-r4-g2-bn", False), ("sk-default", False), ("sk-default", True)],
+                         ids=["splat", "sk", "sk-and-attn"])
+def test_reclassed_timm_module_gives_timms_results(case, reclass_attn):
+    peer, _ = build_peer_and_twin(case)
+    original = copy.deepcopy(peer)
+    peer.__class__ = TWINS[type(peer).__name__]
+    if reclass_attn:
+        peer.attn.__class__ = split_attention.SelectiveKernelAttn
+    shape = MODULE_CASES[case][3]
+    x = make_input(shape, torch.float64, channels_last=True)
+    cotangent = torch.randn(output_shape(original, x), dtype=torch.float64, device=DEVICE)
+    peer.train(), original.train()
+    assert_steps_close(training_step(peer, x, cotangent), training_step(original, x, cotangent), f"re-classed {case}")
+    peer.eval(), original.eval()
+    with torch.no_grad():
+        assert_close(peer(x), original(x), torch.float64, what=f"re-classed {case} in eval")
+
+
+@pytest.mark.parametrize("case", ["splat-r2-bn", "sk-3paths-nosplit"])
+def test_reference_matches_timm(case):
+    """The reference classes themselves: timm's keys, shapes and numbers (pure torch)."""
+    path, args, kwargs, shape = MODULE_CASES[case]
+    peer, _ = build_peer_and_twin(case)
+    ref = getattr(reference, path.split(".")[1])(*args, **kwargs).to(DEVICE, torch.float64)
+    ref.load_state_dict(peer.state_dict(), strict=True)
+    assert {k: v.shape for k, v in ref.state_dict().items()} == {k: v.shape for k, v in peer.state_dict().items()}
+    x = make_input(shape, torch.float64)
+    cotangent = torch.randn(output_shape(peer, x), dtype=torch.float64, device=DEVICE)
+    for mode in (True, False):
+        peer.train(mode), ref.train(mode)
+        assert_steps_close(training_step(ref, x, cotangent), training_step(peer, x, cotangent), f"reference {case}")
+
+
+def test_twin_training_step_is_deterministic():
+    _, twin = build_peer_and_twin("sk-3paths-nosplit")
+    twin = twin.float().train()
+    x = make_input((3, 6, 7, 7), torch.float32, channels_last=True)
+    cotangent = torch.randn(3, 10, 7, 7, device=DEVICE)
+    runs = [training_step(copy.deepcopy(twin), x, cotangent) for _ in range(2)]
+    for key in runs[0]:
+        assert torch.equal(runs[0][key], runs[1][key]), key
+
+
+def test_twin_in_low_precision_is_close_to_float64():
+    """float32 SplitAttn in eval against its float64 self (its MLP is torch in both)."""
+    peer, twin = build_peer_and_twin("splat-r2-bn")
+    twin.eval()
+    x = make_input((2, 12, 7, 7), torch.float32, channels_last=True)
+    with torch.no_grad():
+        y32, y64 = copy.deepcopy(twin).float()(x), twin(x.double())
+    assert_close(y32, y64, torch.float32, what="float32 SplitAttn", scale=y64.abs().max().item() * 10)
+
+
+def test_module_errors_are_clear():
+    splat = split_attention.SplitAttn(12, radix=2)
+    with pytest.raises(ValueError, match="SplitAttn was built for 12 channels but x has 8"):
+        splat(torch.randn(2, 8, 3, 3))
+    with pytest.raises(ValueError, match=r"x must be 4-D \[B, C, H, W\]"):
+        splat(torch.randn(12, 3, 3))
+    sk = split_attention.SelectiveKernel(12)
+    with pytest.raises(ValueError, match="SelectiveKernel was built for 12 channels but x has 6"):
+        sk(torch.randn(2, 6, 3, 3))
+    attn = split_attention.SelectiveKernelAttn(12, num_paths=2, attn_channels=8)
+    with pytest.raises(ValueError, match="built for 2 paths but x has 3"):
+        attn(torch.randn(2, 3, 12, 3, 3))
+    with pytest.raises(ValueError, match="built for 12 channels but x has 10"):
+        attn(torch.randn(2, 2, 10, 3, 3))
+    with pytest.raises(ValueError, match=r"x must be 5-D"):
+        attn(torch.randn(2, 12, 3, 3))
+    with pytest.raises(ValueError, match="aa_layer"):
+        reference.SelectiveKernel(12, stride=2, aa_layer=nn.AvgPool2d)
+    with pytest.raises(ValueError, match="norm_layer"):
+        reference.SelectiveKernel(12, norm_layer=nn.GroupNorm)
+    # at stride 1 timm ignores aa_layer: so does the reference
+    assert reference.SelectiveKernel(12, aa_layer=nn.AvgPool2d).state_dict().keys() == reference.SelectiveKernel(12).state_dict().keys()
+
+
+def test_eager_fallback_matches_the_kernels(monkeypatch):
+    """Under tritattn.disabled() the ops run their eager torch fallback: the same numbers."""
+    import tritattn
+
+    x5 = make_input((2, 2, 6, 3, 5), torch.float32, requires_grad=True)
+    a = make_input((2, 2, 6), torch.float32, requires_grad=True)
+    g = make_input((2, 6, 3, 5), torch.float32)
+
+    def run():
+        pooled, out = radix_pool(x5), radix_combine(x5, a)
+        return (pooled, out, *torch.autograd.grad(out, (x5, a), g))
+
+    assert (radix_block._impl(x5) is radix_block._Eager) == (expected_backend() == "torch")
+    kernels = run()
+    with tritattn.disabled():
+        assert radix_block._impl(x5) is radix_block._Eager
+        eager = run()
+    for k, e, what in zip(kernels, eager, ("pooled", "out", "grad_x", "grad_a")):
+        assert_close(k, e.double(), torch.float32, what=what, scale=dot_scale(g, x5) if what == "grad_a" else None)

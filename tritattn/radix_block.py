@@ -1,0 +1,224 @@
+"""Radix (split) attention ops: the two passes over the branches of ResNeSt's SplitAttn and SKNet's
+SelectiveKernel (kernels/radix_combine.py), with the small attention MLP in torch between them.
+
+=======================  ===========================================================  ==============
+op                       computes                                                     kernels
+=======================  ===========================================================  ==============
+radix_pool               pooled[b, c] = mean_hw Σ_r x5[b, r, c, h, w]  → [B, C]       radix_pool_fwd
+radix_combine            out[b, c, h, w] = Σ_r a[b, r, c] · x5[b, r, c, h, w]         radix_combine_fwd
+radix_combine_backward   grad_x5 = a · grad_out, grad_a = Σ_hw grad_out · x5          radix_combine_bwd
+=======================  ===========================================================  ==============
+
+x5 is the branched feature map [B, R, C, H, W]: SplitAttn's [B, R·C, H, W] viewed so (a view in
+NCHW and in channels_last), or SelectiveKernel's ``torch.stack(paths, dim=1)``; it is read in
+place when its H and W flatten to one pixel stride (else copied once, :func:`addressable_branches`).
+radix_combine's output takes the memory format of one branch: channels_last when the channels
+are x5's inner axis (:func:`branch_memory_format`). The pooling's gradient, grad_pooled / (H·W)
+on every element, is returned as a broadcast view (no kernel, no plane written: autograd adds it
+to radix_combine's grad_x5), as :mod:`tritattn.autograd` does for the squeeze's mean.
+
+Each op is a ``torch.library.custom_op`` with a fake implementation and a registered autograd
+formula; it runs the Triton kernels (GPU or interpreter) or, when :func:`tritattn.backend_for`
+says "torch", the eager equivalents here (float32 / float64 accumulation, one rounding).
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .backend import backend_for
+from .checks import _describe, check_companion, check_tensor
+from .layout import flat_spatial_stride
+from .ops import _new
+
+# --- layout ----------------------------------------------------------------------------------
+
+
+def addressable_branches(x5: Tensor) -> Tensor:
+    """``x5`` itself when the kernels can address it by strides (H and W flatten to one pixel
+    stride: stride_h == W · stride_w, or H or W is 1), else a contiguous copy."""
+    return x5 if flat_spatial_stride(x5[:, 0]) is not None else x5.contiguous()
+
+
+def branch_memory_format(x5: Tensor) -> torch.memory_format:
+    """channels_last when the channels are x5's inner axis (channel stride below the pixel
+    stride, C > 1 and H·W > 1: SplitAttn's channels_last input), else contiguous (NCHW)."""
+    B, R, C, H, W = x5.shape
+    sp = flat_spatial_stride(x5[:, 0])
+    if C > 1 and H * W > 1 and sp is not None and x5.stride(2) < sp:
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def _new_like(t: Tensor) -> Tensor:
+    """A new (poisonable) tensor of t's shape and dtype, its dimensions laid out in the order of
+    t's strides (as ``torch.empty_like``'s preserve_format does for a dense t)."""
+    order = sorted(range(t.dim()), key=lambda d: -t.stride(d))  # stable: ties keep their order
+    inverse = [order.index(d) for d in range(t.dim())]
+    return _new([t.shape[d] for d in order], t.dtype, t.device).permute(inverse)
+
+
+def _alloc_combine(x5: Tensor) -> Tensor:
+    B, R, C, H, W = x5.shape
+    return _new((B, C, H, W), x5.dtype, x5.device, branch_memory_format(x5))
+
+
+def _alloc_backward(x5: Tensor, a: Tensor) -> tuple[Tensor, Tensor]:
+    return _new_like(x5), _new(a.shape, a.dtype, a.device)
+
+
+# --- the eager fallback (backend "torch"): the kernels' math, same signatures as launch ------
+
+
+def _acc(t: Tensor) -> Tensor:
+    return t.to(torch.float64 if t.dtype == torch.float64 else torch.float32)
+
+
+class _Eager:
+    """:mod:`tritattn.launch`'s radix functions in eager torch (ACC arithmetic, one rounding)."""
+
+    @staticmethod
+    def radix_pool_fwd(x5: Tensor, pooled: Tensor) -> None:
+        pooled.copy_(_acc(x5).sum(1).mean((2, 3)))
+
+    @staticmethod
+    def radix_combine_fwd(x5: Tensor, a: Tensor, out: Tensor) -> None:
+        out.copy_((_acc(x5) * _acc(a)[:, :, :, None, None]).sum(1))
+
+    @staticmethod
+    def radix_combine_bwd(g: Tensor, x5: Tensor, a: Tensor, grad_x5: Tensor, grad_a: Tensor) -> None:
+        g_acc = _acc(g)[:, None]
+        grad_x5.copy_(_acc(a)[:, :, :, None, None] * g_acc)
+        grad_a.copy_((g_acc * _acc(x5)).sum((3, 4)))
+
+
+def _impl(x5: Tensor):
+    """The module (or namespace) holding radix_pool_fwd / radix_combine_fwd / radix_combine_bwd for x5."""
+    if backend_for(x5) == "torch":
+        return _Eager
+    from . import launch
+
+    return launch
+
+
+# --- the ops -----------------------------------------------------------------------------------
+
+
+@torch.library.custom_op("tritattn::radix_pool", mutates_args=())
+def radix_pool_op(x5: Tensor) -> Tensor:
+    """pooled [B, C] = mean over H·W of Σ_r x5[:, r]; x5's dtype, float32 (float64) accumulation."""
+    x5 = addressable_branches(x5)
+    B, R, C, H, W = x5.shape
+    pooled = _new((B, C), x5.dtype, x5.device)
+    if x5.numel():
+        _impl(x5).radix_pool_fwd(x5, pooled)
+    return pooled
+
+
+@radix_pool_op.register_fake
+def _(x5):
+    B, R, C, H, W = x5.shape
+    return _new((B, C), x5.dtype, x5.device)
+
+
+@torch.library.custom_op("tritattn::radix_combine", mutates_args=())
+def radix_combine_op(x5: Tensor, a: Tensor) -> Tensor:
+    """out [B, C, H, W] = Σ_r a[b, r, c] · x5[b, r, c, h, w], one rounding to x5's dtype."""
+    x5 = addressable_branches(x5)
+    out = _alloc_combine(x5)
+    if out.numel():
+        _impl(x5).radix_combine_fwd(x5, a, out)
+    return out
+
+
+@radix_combine_op.register_fake
+def _(x5, a):
+    return _alloc_combine(addressable_branches(x5))
+
+
+@torch.library.custom_op("tritattn::radix_combine_backward", mutates_args=())
+def radix_combine_backward(grad_out: Tensor, x5: Tensor, a: Tensor) -> tuple[Tensor, Tensor]:
+    """(grad_x5 = a[b, r, c] · grad_out[b, c, h, w] in x5's layout, grad_a [B, R, C] = Σ_hw
+    grad_out · x5) in one pass over grad_out and x5."""
+    x5 = addressable_branches(x5)
+    grad_out = grad_out if flat_spatial_stride(grad_out) is not None else grad_out.contiguous()
+    grad_x5, grad_a = _alloc_backward(x5, a)
+    if x5.numel():
+        _impl(x5).radix_combine_bwd(grad_out, x5, a, grad_x5, grad_a)
+    else:
+        grad_a.zero_()
+    return grad_x5, grad_a
+
+
+@radix_combine_backward.register_fake
+def _(grad_out, x5, a):
+    return _alloc_backward(addressable_branches(x5), a)
+
+
+# --- autograd ----------------------------------------------------------------------------------
+
+
+def _pool_setup(ctx, inputs, output) -> None:
+    (x5,) = inputs
+    ctx.x_shape = x5.shape
+
+
+def _pool_backward(ctx, grad_pooled):
+    # grad_pooled / (H·W) on every element, as a broadcast view (torch's mean backward does the
+    # same): no plane is written, and autograd's sum with radix_combine's grad_x5 reads it for free
+    B, R, C, H, W = ctx.x_shape
+    return (grad_pooled / (H * W))[:, None, :, None, None].expand(ctx.x_shape)
+
+
+def _combine_setup(ctx, inputs, output) -> None:
+    x5, a = inputs
+    ctx.save_for_backward(x5, a)
+
+
+def _combine_backward(ctx, grad_out):
+    x5, a = ctx.saved_tensors
+    grad_x5, grad_a = torch.ops.tritattn.radix_combine_backward(grad_out, x5, a)
+    return grad_x5, grad_a
+
+
+radix_pool_op.register_autograd(_pool_backward, setup_context=_pool_setup)
+radix_combine_op.register_autograd(_combine_backward, setup_context=_combine_setup)
+
+
+# --- public functions ----------------------------------------------------------------------------
+
+
+def check_branches(x5: object, name: str = "x5") -> None:
+    """x5 must be a dense floating [B, R, C, H, W] tensor with R, C, H, W > 0 (B may be 0)."""
+    check_tensor(x5, name)
+    if x5.dim() != 5:
+        raise ValueError(
+            f"{name} must be 5-D [B, R, C, H, W] (R branches of C channels), got a {x5.dim()}-D tensor of "
+            f"shape {tuple(x5.shape)}"
+        )
+    if 0 in tuple(x5.shape[1:]):
+        raise ValueError(f"{name} must have R, C, H, W > 0, got shape {tuple(x5.shape)} (B = 0 is allowed)")
+
+
+def radix_pool(x5: Tensor) -> Tensor:
+    """The descriptor of split attention: mean over H×W of the sum of the R branches,
+    ``x5.sum(1).mean((2, 3))`` of x5 [B, R, C, H, W] → [B, C], in x5's dtype (float32 / float64
+    accumulation, one rounding). Differentiable; its gradient is a broadcast view."""
+    check_branches(x5)
+    return torch.ops.tritattn.radix_pool(x5)
+
+
+def radix_combine(x5: Tensor, a: Tensor) -> Tensor:
+    """The attention-weighted sum of the branches: ``(x5 * a[..., None, None]).sum(1)`` of x5
+    [B, R, C, H, W] and a [B, R, C] (the radix softmax) → [B, C, H, W], in x5's dtype and one
+    branch's memory format, one rounding. Differentiable in x5 and a (one backward pass)."""
+    check_branches(x5)
+    B, R, C = x5.shape[:3]
+    check_tensor(a, "a")
+    if a.dim() != 3:
+        raise ValueError(
+            f"a must be 3-D [B, R, C] attention weights for x5 ({_describe(x5)}), got a {a.dim()}-D tensor of "
+            f"shape {tuple(a.shape)}"
+        )
+    check_companion(a, "a", x5, (B, R, C))
+    return torch.ops.tritattn.radix_combine(x5, a)
