@@ -102,7 +102,7 @@ def context_pool_combine(
     Writes ctx [B, C] (x's dtype, strides scb, scc) and stats [B, C + 2] (ACC, contiguous):
     stats[b, 0] = M, stats[b, 1] = L (by the sample's first program), stats[b, 2 + c] = ctx
     unrounded (the backward's k = Σ_c dctx · ctx). Minimum bytes: the workspaces read,
-    B·NP·(C + 2)·sizeof(ACC), + B·C·(itemsize + sizeof(ACC)) written.
+    B·NP·(C + 2)·sizeof(ACC), + B·C·itemsize + B·(C + 2)·sizeof(ACC) written.
     Grid: one program per (b, channel block), B·cdiv(C, BLOCK_C) programs.
     """
     pid = tl.program_id(0)

@@ -2,8 +2,8 @@
 written once — the denominator of every achieved-GB/s figure in the sweep.
 
 One function per kernel, mirroring the "Minimum bytes" line of its docstring in
-``kernels/mean_max.py``, ``kernels/gated_scale.py``, ``kernels/excitation.py`` and
-``kernels/prologue_norm.py``. B, R, K as the
+``kernels/mean_max.py``, ``kernels/gated_scale.py``, ``kernels/excitation.py``,
+``kernels/prologue_norm.py``, ``kernels/radix_combine.py`` and ``kernels/context_pool.py``. B, R, K as the
 kernels see x: R = C, K = H×W for the channel ops; R = H×W, K = C for CBAM's spatial ops.
 ``itemsize`` is x's (every plane and per-row vector of the per-op kernels has x's dtype, except
 ``s``, of ``s_itemsize``, and the int32 tie counts); the block pipeline's per-sample vectors are
@@ -174,6 +174,36 @@ def hidden_vectors(mlp: str, pool: str, norm: bool = False) -> int:
     return ((3 if pool == "mean_max_both" else 2) + 2 * norm) if mlp == "fc_act_fc" else 0
 
 
+def radix_pool_fwd(B: int, R: int, C: int, K: int, itemsize: int) -> int:
+    """x5 [B, R, C, K] read; pooled [B, C] written."""
+    return B * R * C * K * itemsize + B * C * itemsize
+
+
+def radix_combine_fwd(B: int, R: int, C: int, K: int, itemsize: int, a_itemsize: int) -> int:
+    """x5 read, out [B, C, K] written; a [B, R, C] read."""
+    return B * R * C * K * itemsize + B * C * K * itemsize + B * R * C * a_itemsize
+
+
+def radix_combine_bwd(B: int, R: int, C: int, K: int, itemsize: int, a_itemsize: int) -> int:
+    """grad_out [B, C, K] and x5 read, grad_x5 written; a read, grad_a written."""
+    return B * C * K * itemsize + 2 * B * R * C * K * itemsize + 2 * B * R * C * a_itemsize
+
+
+def context_pool_partials(B: int, C: int, P: int, NP: int, itemsize: int, acc: int) -> int:
+    """x read; the partial sums [B·NP, C] and (max, sum) [B·NP, 2] written (w: a parameter)."""
+    return B * C * P * itemsize + B * NP * (C + 2) * acc
+
+
+def context_pool_combine(B: int, C: int, NP: int, itemsize: int, acc: int) -> int:
+    """The partials read; ctx [B, C] and stats [B, C + 2] written."""
+    return B * NP * (C + 2) * acc + B * C * itemsize + B * (C + 2) * acc
+
+
+def context_pool_bwd(B: int, C: int, P: int, NP: int, itemsize: int, acc: int) -> int:
+    """grad_ctx [B, C], x and stats read; grad_x and the weight partials [B·NP, C + 1] written."""
+    return B * C * itemsize + 2 * B * C * P * itemsize + B * (C + 2) * acc + B * NP * (C + 1) * acc
+
+
 def _channel(x: Tensor) -> tuple[int, int, int, int]:
     B, C, H, W = x.shape
     return B, C, H * W, x.element_size()
@@ -247,10 +277,41 @@ def _cbam_traffic(op: str, a: dict[str, Any]) -> list[KernelTraffic]:
                           excitation_bwd_apply_planes(False, False, True, True))]
 
 
+def _radix_traffic(op: str, a: dict[str, Any]) -> list[KernelTraffic]:
+    """Planes: [B, C, H, W] maps, one per branch of x5."""
+    B, R, C, H, W = a["x5"].shape
+    size = a["x5"].element_size()
+    if op == "radix_pool":
+        return [KernelTraffic("radix_pool_fwd", radix_pool_fwd(B, R, C, H * W, size), R)]
+    a_size = a["a"].element_size()
+    if op == "radix_combine":
+        return [KernelTraffic("radix_combine_fwd", radix_combine_fwd(B, R, C, H * W, size, a_size), R + 1)]
+    return [KernelTraffic("radix_combine_bwd", radix_combine_bwd(B, R, C, H * W, size, a_size), 2 * R + 1)]
+
+
+def context_programs(x: Tensor) -> int:
+    """B · NP: the programs (workspace rows) of the context-pooling kernels for x (tritattn/launch.py's tile rule)."""
+    from tritattn.launch import context_pool_programs  # needs triton: only a context op's traffic asks
+    return context_pool_programs(x)
+
+
+def _context_traffic(op: str, a: dict[str, Any]) -> list[KernelTraffic]:
+    B, C, P, size = _channel(a["x"])
+    acc, NP = _acc_size(a["x"]), context_programs(a["x"]) // max(B, 1)
+    if op == "context_pool":
+        return [KernelTraffic("context_pool_partials", context_pool_partials(B, C, P, NP, size, acc), 1),
+                KernelTraffic("context_pool_combine", context_pool_combine(B, C, NP, size, acc), 0)]
+    return [KernelTraffic("context_pool_bwd", context_pool_bwd(B, C, P, NP, size, acc), 2)]
+
+
 def _op_traffic(op: str, a: dict[str, Any]) -> list[KernelTraffic]:
     """The kernels one call of ``torch.ops.tritattn.<op>`` launches, with arguments ``a`` by name, in launch order."""
     if op in ("excitation_block", "excitation_block_backward"):
         return _block_traffic(op, a)
+    if op in ("radix_pool", "radix_combine", "radix_combine_backward"):
+        return _radix_traffic(op, a)
+    if op in ("context_pool", "context_pool_backward"):
+        return _context_traffic(op, a)
     if op in ("cbam_block", "cbam_block_backward"):
         return _cbam_traffic(op, a)
     if op == "squeeze":

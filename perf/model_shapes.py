@@ -62,7 +62,10 @@ class Block:
         """The same block shrunk to at most ``max_channels`` × ``max_side``², the MLP width in proportion."""
         C = min(self.C, max_channels)
         rd = None if self.rd is None else max(1, round(self.rd * C / self.C))
-        return replace(self, C=C, H=min(self.H, max_side), W=min(self.W, max_side), rd=rd)
+        extra = dict(self.extra)
+        if "out_channels" in extra:  # a block that changes the width keeps its ratio
+            extra["out_channels"] = max(1, round(extra["out_channels"] * C / self.C))
+        return replace(self, C=C, H=min(self.H, max_side), W=min(self.W, max_side), rd=rd, extra=extra)
 
 
 def _resnet50_stages(model: str, module: str) -> list[Block]:

@@ -2,13 +2,13 @@
 and memory, for eager, tritattn (``tritattn.convert``), torch.compile, and torch.compile of the
 converted model.
 
-    python perf/models.py                   # GPU: 8 models, bf16 autocast, channels_last, batch 128
+    python perf/models.py                   # GPU: 12 models, bf16 autocast, channels_last, batch 128
     python perf/models.py --models efficientnet_b0,regnety_016 --dtype fp32 --layout nchw --batch-size 64
     python perf/models.py --help
 
 Models: timm seresnet50, ecaresnet50d, efficientnet_b0, mobilenetv3_large_100, regnety_016, a CBAM
-ResNet-50 (timm ``resnet50`` with ``block_args=dict(attn_layer="cbam")``), torchvision
-efficientnet_b0 and regnet_y_400mf, with random weights. Modes: ``inference`` (eval, no autograd)
+ResNet-50 (timm ``resnet50`` with ``block_args=dict(attn_layer="cbam")``), resnest50d, skresnet50,
+gcresnet50t, legacy_seresnet50, torchvision efficientnet_b0 and regnet_y_400mf, with random weights. Modes: ``inference`` (eval, no autograd)
 and ``train`` (forward, cross-entropy on random labels, backward, an SGD step with momentum).
 Each (model, variant, mode) is warmed up (compiles, tunes) and then timed step by step (CUDA
 events on a GPU): samples/s at the median step and at its p20 / p80, and the peak memory allocated
@@ -68,6 +68,10 @@ MODELS: dict[str, Callable[[], nn.Module]] = {
     "mobilenetv3_large_100": lambda: timm.create_model("mobilenetv3_large_100"),
     "regnety_016": lambda: timm.create_model("regnety_016"),
     "cbam_resnet50": lambda: timm.create_model("resnet50", block_args=dict(attn_layer="cbam")),
+    "resnest50d": lambda: timm.create_model("resnest50d"),
+    "skresnet50": lambda: timm.create_model("skresnet50"),
+    "gcresnet50t": lambda: timm.create_model("gcresnet50t"),
+    "legacy_seresnet50": lambda: timm.create_model("legacy_seresnet50"),
     "tv_efficientnet_b0": lambda: torchvision.models.efficientnet_b0(),
     "tv_regnet_y_400mf": lambda: torchvision.models.regnet_y_400mf(),
 }

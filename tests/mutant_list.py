@@ -321,7 +321,7 @@ MUTANTS: list[Mutant] = [
     ),
     Mutant(
         "fusion_allows_drop_path", "tritattn/fusion.py",
-        "if block.drop_path is not None and type(block.drop_path) is not nn.Identity:",
+        "if drop_path is not None and type(drop_path) is not nn.Identity:",
         "if False:  # mutant: a drop path no longer blocks fusion",
         "fusion_blocker no longer refuses a block with a drop path (the fused tail would skip it)",
         ("tests/test_convert_fusion.py::test_unsafe_tails_are_not_fused[drop_path]",),
@@ -363,6 +363,56 @@ MUTANTS: list[Mutant] = [
         "    if True:  # mutant: a dry run converts the model\n",
         "convert(dry_run=True) re-classes the blocks it reports",
         ("tests/test_convert_revert.py::test_dry_run_reports_what_convert_does_and_touches_nothing[every_peer_block]",),
+    ),
+    # --- split attention / selective kernel, global context, the original SENet ------------------
+    Mutant(
+        "radix_pool_reads_one_branch", "kernels/radix_combine.py",
+        "        row_ptrs += sxr\n",
+        "        row_ptrs += 0  # mutant: every round reads branch 0\n",
+        "radix_pool_fwd pools the first branch R times instead of the sum of the branches",
+        ("tests/test_radix_block.py", "-k", "test_radix_ops_match_float64"),
+    ),
+    Mutant(
+        "radix_combine_ignores_weights", "kernels/radix_combine.py",
+        "        acc += a[:, None] * x\n",
+        "        acc += x  # mutant: the attention weights are dropped\n",
+        "radix_combine_fwd sums the branches without their attention weights",
+        ("tests/test_radix_block.py", "-k", "test_radix_ops_match_float64"),
+    ),
+    Mutant(
+        "radix_grad_a_keeps_the_last_pixel_block", "kernels/radix_combine.py",
+        "acc = tl.where(radix == r, acc + tl.sum(g * x, axis=1)[None, :], acc)",
+        "acc = tl.where(radix == r, tl.sum(g * x, axis=1)[None, :], acc)",
+        "radix_combine_bwd's grad_a keeps only the last block of pixels instead of their sum",
+        ("tests/test_radix_block.py", "-k", "test_radix_ops_with_tiny_tiles"),
+    ),
+    Mutant(
+        "context_pool_without_max_subtraction", "kernels/context_pool.py",
+        "    m = tl.max(logit, axis=0)\n",
+        "    m = tl.max(logit, axis=0) * 0.0  # mutant: exp of the raw logits (exact, not stable)\n",
+        "context_pool_partials takes exp of the raw logits: the same math, overflowing for large logits",
+        ("tests/test_context_block.py", "-k", "test_large_logits_stay_finite_and_correct"),
+    ),
+    Mutant(
+        "context_merge_without_rescaling", "kernels/context_pool.py",
+        "acc = acc * old_scale + part * new_scale",
+        "acc = acc + part * new_scale",
+        "context_pool_combine does not rescale the running sum when the running max grows",
+        ("tests/test_context_block.py", "-k", "test_context_pool_over_several_pixel_blocks"),
+    ),
+    Mutant(
+        "context_bwd_forgets_the_softmax_centering", "kernels/context_pool.py",
+        "dlogit = alpha * (d_alpha - tl.sum(k, axis=0))",
+        "dlogit = alpha * d_alpha",
+        "context_pool_bwd drops k = Σ α·dα from the softmax's backward",
+        ("tests/test_context_block.py", "-k", "test_context_pool_matches_float64_reference"),
+    ),
+    Mutant(
+        "senet_block_tail_skips_a_relu", "tritattn/fusion.py",
+        "    out = self.relu(self.bn2(self.conv2(out)))\n    if self.downsample is not None:",
+        "    out = self.bn2(self.conv2(out))  # mutant: the ReLU after bn2 dropped\n    if self.downsample is not None:",
+        "the fused SEResNetBlock forward skips the ReLU before the SE: the probe must refuse the fusion",
+        ("tests/test_convert_fusion.py::test_the_original_senet_tails_are_fused",),
     ),
     # --- the kill switch and tune ---------------------------------------------------------------
     Mutant(

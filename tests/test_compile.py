@@ -1,11 +1,13 @@
 """``torch.compile`` of converted models: one graph, the eager numbers, no recompiles per batch size.
 
 - ``torch._dynamo.explain``: no graph break in a model with one of each peer block
-  (:func:`fixtures.peer_models.every_peer_block`) nor in a fused SE-ResNet;
+  (:func:`fixtures.peer_models.every_peer_block`), in one with one block of each of the
+  split-attention, selective-kernel, global-context and original-SENet families
+  (:func:`fixtures.peer_models.split_and_context_blocks`), nor in a fused SE-ResNet;
 - ``torch.compile(fullgraph=True)`` gives eager's output and parameter gradients: with the
   ``aot_eager`` backend (AOTAutograd traces forward and backward through the custom ops, then
-  runs the graph eagerly) for both models, and with the default ``inductor`` backend for the
-  every-block model;
+  runs the graph eagerly) for the three models, and with the default ``inductor`` backend for
+  the every-block model;
 - batch sizes 2, 3, 4 compile twice at most (the first size, then one dynamic-batch graph);
 - ``dynamic=True`` (``aot_eager``): one graph, compiled on the first call, serves batch sizes 2
   and 5 at 32×32 and batch 3 at 16×16 with eager's output and gradients: no recompile
@@ -38,7 +40,7 @@ KINK_REACH_FACTOR = 8.0
 def _model(name: str) -> torch.nn.Module:
     model = build(name).eval().to(DEVICE)
     report = tritattn.convert(model)
-    assert not report.skipped and (report.fused or name == "every_peer_block"), str(report)
+    assert not report.skipped and (report.fused or name in ("every_peer_block", "split_and_context_blocks")), str(report)
     return model
 
 
@@ -65,7 +67,7 @@ def fresh_dynamo():
     torch._dynamo.reset()
 
 
-@pytest.mark.parametrize("name", ["every_peer_block", "timm/seresnet18"])
+@pytest.mark.parametrize("name", ["every_peer_block", "timm/seresnet18", "split_and_context_blocks"])
 def test_no_graph_breaks(name, interpreter_friendly):
     explanation = torch._dynamo.explain(_model(name))(_input())
     assert explanation.graph_break_count == 0, explanation.break_reasons
@@ -74,7 +76,8 @@ def test_no_graph_breaks(name, interpreter_friendly):
 
 @pytest.mark.parametrize(
     "name, backend",
-    [("every_peer_block", "aot_eager"), ("timm/seresnet18", "aot_eager"), ("every_peer_block", "inductor")],
+    [("every_peer_block", "aot_eager"), ("timm/seresnet18", "aot_eager"), ("every_peer_block", "inductor"),
+     ("split_and_context_blocks", "aot_eager")],
 )
 def test_compiled_matches_eager(name, backend, interpreter_friendly):
     model = _model(name)

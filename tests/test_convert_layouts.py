@@ -21,7 +21,7 @@ from conftest import DEVICE, TOLERANCES, assert_same_layout
 from fixtures.model_runs import RunErrors, errors, forward_backward, interpreter_friendly  # noqa: F401
 from fixtures.peer_models import build
 from tritattn import cbam_block, excitation_block, modules, ops
-from tritattn.modules import FAST_TWINS
+from tritattn.twins import FAST_TWINS
 
 MODELS = ["every_peer_block", "timm/seresnet18"]
 AUTOCAST_DTYPES = (torch.float16, torch.bfloat16) if DEVICE == "cuda" else (torch.bfloat16,)
@@ -76,7 +76,7 @@ def _output_dtypes(model: torch.nn.Module, x: torch.Tensor) -> dict[str, torch.d
 
 
 @pytest.mark.parametrize("dtype", AUTOCAST_DTYPES, ids=str)
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", [*MODELS, "split_and_context_blocks"])
 def test_autocast_dtypes_flow_as_in_the_peer(name, dtype, interpreter_friendly):
     peer = _peer(name)
     converted = _converted(peer)

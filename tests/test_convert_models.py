@@ -37,6 +37,9 @@ EXPECTED_REPORT = {
     "timm/seresnet50": (4, 4),
     "timm/ecaresnet26t": (4, 4),
     "timm/legacy_seresnet18": (8, 8),  # the original SENet: its SEModule and SEResNetBlock tails
+    "timm/resnest14d": (4, 0),  # split attention
+    "timm/skresnet18": (16, 0),  # 8 × (SelectiveKernel, its SelectiveKernelAttn)
+    "timm/gcresnet33ts": (10, 0),  # global context
     "timm/cbam_resnet18": (12, 0),  # 4 × (CbamModule, its ChannelAttn, its SpatialAttn)
     "timm/efficientnet_b0": (16, 0),
     "timm/mobilenetv3_large_100": (8, 0),

@@ -23,7 +23,8 @@ from fixtures.peers import timm
 from tritattn import fusion
 from tritattn.convert import ORIGINAL_CLASS_ATTR
 
-MODELS = ["every_peer_block", "timm/seresnet18", "timm/cbam_resnet18", "torchvision/mobilenet_v3_small"]
+MODELS = ["every_peer_block", "timm/seresnet18", "timm/cbam_resnet18", "torchvision/mobilenet_v3_small",
+          "split_and_context_blocks"]
 
 
 def _classes(model: nn.Module) -> dict[str, type]:

@@ -105,6 +105,18 @@ def _pointers_moved(kernel: str, f: dict) -> list[str]:
     hidden = ["hidden_ptr", "grad_h_ptr"] * (f.get("MLP") == "fc_act_fc") + ["grad_norm_ptr"] * bool(f.get("HIDDEN_NORM"))
     prologue = f.get("PRO_ACT", "none") != "none"
     pre = ["pw_ptr", "pb_ptr", "pm_ptr", "pv_ptr"] * bool(f.get("PRO_NORM"))  # the prologue BatchNorm's vectors
+    if kernel == "radix_pool_fwd":  # x5 read; pooled written
+        return ["x_ptr", "pooled_ptr"]
+    if kernel == "radix_combine_fwd":  # x5, a read; out written
+        return ["x_ptr", "a_ptr", "out_ptr"]
+    if kernel == "radix_combine_bwd":  # grad_out, x5, a read; grad_x5, grad_a written
+        return ["grad_out_ptr", "x_ptr", "a_ptr", "grad_x_ptr", "grad_a_ptr"]
+    if kernel == "context_pool_partials":  # x read; the partials written (w: a parameter)
+        return ["x_ptr", "part_ptr", "pstats_ptr"]
+    if kernel == "context_pool_combine":  # the partials read; ctx, stats written
+        return ["part_ptr", "pstats_ptr", "ctx_ptr", "stats_ptr"]
+    if kernel == "context_pool_bwd":  # grad_ctx, x, stats read; grad_x, the weight partials written (w: a parameter)
+        return ["grad_ctx_ptr", "x_ptr", "stats_ptr", "grad_x_ptr", "wpart_ptr"]
     if kernel == "batch_stats_fwd":  # x read; part written (and read back: 2×); stats written
         return ["x_ptr", "part_ptr", "part_ptr", "stats_ptr"]
     if kernel == "prologue_norm_bwd":  # psum, s, grad_mean read; sums, the two gradients written
@@ -288,7 +300,23 @@ def test_byte_model_counts_the_tensors_each_kernel_moves(monkeypatch):
                   ops.cbam_block_backward, rand(B, C, H, W), x, s_, u, affine, *weights["fc_act_fc"], pool, "relu",
                   "sigmoid", conv_w, bn[0], bn[1], training, "sigmoid")
 
-    assert len(counts) == 8 + 2 * 10 + 4 * 2 * len(blocks) + 4 + (3 + 3 + 2 + 3) + 2 * 2 * 7
+    # split attention / selective kernel (R branches), and GCNet's context pooling (with and without its bias)
+    for R in (1, 2, 3):
+        x5, a = rand(B, R, C, H, W), rand(B, R, C)
+        check(f"radix_pool R={R}", "radix_pool_fwd", bm.radix_pool_fwd(B, R, C, HW, 2), ops.radix_pool, x5)
+        check(f"radix_combine R={R}", "radix_combine_fwd", bm.radix_combine_fwd(B, R, C, HW, 2, 2), ops.radix_combine, x5, a)
+        check(f"radix_combine_backward R={R}", "radix_combine_bwd", bm.radix_combine_bwd(B, R, C, HW, 2, 2),
+              ops.radix_combine_backward, x, x5, a)
+    NP = bm.context_programs(x) // B
+    for bias in (None, rand(1)):
+        w = rand(C)
+        _, ctx_stats = check(f"context_pool bias={bias is not None}", ["context_pool_partials", "context_pool_combine"],
+                             [bm.context_pool_partials(B, C, HW, NP, 2, f32), bm.context_pool_combine(B, C, NP, 2, f32)],
+                             ops.context_pool, x, w, bias)
+        check(f"context_pool_backward bias={bias is not None}", "context_pool_bwd", bm.context_pool_bwd(B, C, HW, NP, 2, f32),
+              ops.context_pool_backward, rand(B, C), x, w, bias, ctx_stats)
+
+    assert len(counts) == 8 + 2 * 10 + 4 * 2 * len(blocks) + 4 + (3 + 3 + 2 + 3) + 2 * 2 * 7 + 3 * 3 + 2 * 3
     wrong = [c for c in counts if c[2] != c[3]]
     assert not wrong, "\n".join(f"{what} ({kernel}): byte model {m}, tensors moved {n}" for what, kernel, m, n in wrong)
 
@@ -325,6 +353,14 @@ def _bytes_of_launch(name: str, p: tuning.Problem) -> int:
         return bytes_model.cbam_spatial_bwd_reduce(p.B, p.K, p.R, f["D"], size, acc)
     if name == "spatial_conv_bwd":  # R = H×W
         return bytes_model.spatial_conv_bwd(p.B, p.R, f["D"], acc)
+    if name.startswith("radix_"):  # R = C, K = H×W; the radix is a flag; a in x's dtype
+        size_a, R = size, f["RADIX"]
+        return getattr(bytes_model, name)(p.B, R, p.R, p.K, size, *(() if name == "radix_pool_fwd" else (size_a,)))
+    if name.startswith("context_pool"):  # R = H×W, K = C; NP from the tile rule
+        NP = bytes_model.context_programs(torch.empty(p.B, p.K, 1, p.R, dtype=p.dtype, device="meta")) // p.B
+        if name == "context_pool_combine":
+            return bytes_model.context_pool_combine(p.B, p.K, NP, size, acc)
+        return getattr(bytes_model, name)(p.B, p.K, p.R, NP, size, acc)
     spatial = f.get("ACT_OUT") == "spatial"
     if name == "excitation_bwd_reduce":
         return bytes_model.excitation_bwd_reduce(p.B, p.R, p.K, f["RD"], size, acc, f["ACT_OUT"] == "relu", with_max, hidden,
@@ -340,6 +376,11 @@ def _bytes_of_launch(name: str, p: tuning.Problem) -> int:
     model_shapes.Block("t", "eca", "EcaModule", 8, 4, 4),
     model_shapes.Block("t", "mbv3", "SqueezeExcitation", 8, 3, 5, rd=4, extra={"scale_activation": nn.Hardsigmoid}),
     model_shapes.Block("t", "cbam", "CbamModule", 8, 4, 4, rd=2),
+    model_shapes.Block("t", "legacy_se", "LegacySEModule", 8, 4, 4, extra={"reduction": 4}),
+    model_shapes.Block("t", "splat", "SplitAttn", 8, 4, 4, extra={"radix": 2, "norm_layer": nn.BatchNorm2d}),
+    model_shapes.Block("t", "sk", "SelectiveKernel", 8, 3, 5),
+    model_shapes.Block("t", "gc_add", "GlobalContext", 8, 4, 4, rd=2, extra={"fuse_add": True, "fuse_scale": False}),
+    model_shapes.Block("t", "gc_scale", "GlobalContext", 8, 3, 5, rd=2),
 ], ids=lambda b: b.name)
 def test_each_tritattn_op_launches_the_kernels_the_byte_model_names(block, monkeypatch):
     launched = []
@@ -388,14 +429,16 @@ def test_saved_bytes_count_each_storage_once_and_skip_parameters():
 
 
 def test_model_table_is_real():
-    assert set(model_shapes.MODELS) == {"seresnet50", "ecaresnet50d", "efficientnet_b0", "mobilenetv3_large", "regnety_016", "cbam_resnet50"}
-    assert sum(b.count for b in model_shapes.MODELS["seresnet50"]) == 16
-    assert sum(b.count for b in model_shapes.MODELS["efficientnet_b0"]) == 16
+    assert set(model_shapes.MODELS) == {"seresnet50", "ecaresnet50d", "efficientnet_b0", "mobilenetv3_large", "regnety_016",
+                                        "cbam_resnet50", "resnest50d", "skresnet50", "gcresnet50t", "legacy_seresnet50"}
+    for model in ("seresnet50", "efficientnet_b0", "resnest50d", "skresnet50", "gcresnet50t", "legacy_seresnet50"):
+        assert sum(b.count for b in model_shapes.MODELS[model]) == 16, model
     assert sum(b.count for b in model_shapes.MODELS["regnety_016"]) == 2 + 6 + 17 + 2
     assert model_shapes.representative("regnety_016").id == "regnety_016/s3b"
     for b in model_shapes.ALL_BLOCKS:
-        m = getattr(reference, b.module)(**b.constructor_kwargs())
-        assert m(torch.zeros(1, b.C, 2, 2)).shape == (1, b.C, 2, 2), b.id
+        m = getattr(reference, b.module)(**b.constructor_kwargs()).eval()
+        stride = b.extra.get("stride", 1)
+        assert m(torch.zeros(1, b.C, 4, 4)).shape == (1, b.extra.get("out_channels", b.C), 4 // stride, 4 // stride), b.id
     small = model_shapes.representative("seresnet50").scaled(64, 8)
     assert (small.C, small.H, small.W) == (64, 8, 8)
 

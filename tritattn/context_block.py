@@ -28,45 +28,15 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .backend import backend_for
+from . import eager_ops
+from .backend import TRITON_AVAILABLE, backend_for
 from .checks import check_feature_map, check_tensor
+from .excitation_block import acc_dtype
 from .layout import addressable
 from .ops import _empty_like_4d, _new
 
-
-def acc_dtype(x: Tensor) -> torch.dtype:
-    return torch.float64 if x.dtype == torch.float64 else torch.float32
-
-
-# --- the eager formulas (backend "torch") ------------------------------------------------------
-
-def eager_context_pool_fwd(x: Tensor, w: Tensor, ctx: Tensor, stats: Tensor) -> None:
-    """ctx and stats (M, L, ctx unrounded) in eager torch, accumulated in ACC (the kernels' math)."""
-    B, C, H, W = x.shape
-    xa = x.to(acc_dtype(x)).reshape(B, C, H * W)
-    logit = torch.einsum("c,bcp->bp", w.to(xa.dtype), xa)
-    m = logit.amax(1, keepdim=True)
-    e = torch.exp(logit - m)
-    l = e.sum(1, keepdim=True)  # noqa: E741
-    c = torch.einsum("bp,bcp->bc", e, xa) / l
-    ctx.copy_(c)
-    stats[:, 0:1].copy_(m)
-    stats[:, 1:2].copy_(l)
-    stats[:, 2:].copy_(c)
-
-
-def eager_context_pool_bwd(grad_ctx: Tensor, x: Tensor, w: Tensor, stats: Tensor, grad_x: Tensor) -> tuple[Tensor, Tensor]:
-    """grad_x in place, and (grad_w [C], grad_bias [1]) in ACC, in eager torch."""
-    B, C, H, W = x.shape
-    xa = x.to(acc_dtype(x)).reshape(B, C, H * W)
-    wa, g = w.to(xa.dtype), grad_ctx.to(xa.dtype)
-    logit = torch.einsum("c,bcp->bp", wa, xa)
-    alpha = torch.exp(logit - stats[:, 0:1]) / stats[:, 1:2]
-    d_alpha = torch.einsum("bc,bcp->bp", g, xa)
-    k = (g * stats[:, 2:]).sum(1, keepdim=True)
-    dlogit = alpha * (d_alpha - k)
-    grad_x.copy_((alpha[:, None, :] * g[:, :, None] + dlogit[:, None, :] * wa[None, :, None]).reshape(x.shape))
-    return torch.einsum("bp,bcp->c", dlogit, xa), dlogit.sum().reshape(1)
+if TRITON_AVAILABLE:
+    from . import launch
 
 
 # --- the ops -----------------------------------------------------------------------------------
@@ -87,10 +57,8 @@ def context_pool_op(x: Tensor, w: Tensor, bias: Optional[Tensor]) -> tuple[Tenso
         return ctx, stats
     w = w.contiguous()
     if backend_for(x) == "torch":
-        eager_context_pool_fwd(x, w, ctx, stats)
+        eager_ops.context_pool_fwd(x, w, ctx, stats)
         return ctx, stats
-    from . import launch
-
     rows, acc = launch.context_pool_programs(x), acc_dtype(x)
     part, pstats = _new((rows, x.shape[1]), acc, x.device), _new((rows, 2), acc, x.device)
     launch.context_pool_fwd(x, w, part, pstats, ctx, stats)
@@ -121,10 +89,8 @@ def context_pool_backward(
         return grad_x, grad_w, grad_bias
     w = w.contiguous()
     if backend_for(x) == "torch":
-        gw, gb = eager_context_pool_bwd(grad_ctx, x, w, stats, grad_x)
+        gw, gb = eager_ops.context_pool_bwd(grad_ctx, x, w, stats, grad_x)
     else:
-        from . import launch
-
         C = x.shape[1]
         wpart = _new((launch.context_pool_programs(x), C + 1), acc_dtype(x), x.device)
         launch.context_pool_bwd(grad_ctx, x, w, stats, grad_x, wpart)

@@ -93,3 +93,52 @@ def gated_scale_bwd(
         grad_res.copy_(d)
     dot = (d * _acc(x)).sum(_reduced_dims(axis), keepdim=True)
     grad_s.copy_(gate_backward(s_rows, dot, gate).reshape(grad_s.shape))
+
+
+# --- split attention / selective kernel (tritattn/radix_block.py): x5 [B, R, C, H, W] --------
+
+def radix_pool_fwd(x5: torch.Tensor, pooled: torch.Tensor) -> None:
+    pooled.copy_(_acc(x5).sum(1).mean((2, 3)))
+
+
+def radix_combine_fwd(x5: torch.Tensor, a: torch.Tensor, out: torch.Tensor) -> None:
+    out.copy_((_acc(x5) * _acc(a)[:, :, :, None, None]).sum(1))
+
+
+def radix_combine_bwd(g: torch.Tensor, x5: torch.Tensor, a: torch.Tensor, grad_x5: torch.Tensor, grad_a: torch.Tensor) -> None:
+    g_acc = _acc(g)[:, None]
+    grad_x5.copy_(_acc(a)[:, :, :, None, None] * g_acc)
+    grad_a.copy_((g_acc * _acc(x5)).sum((3, 4)))
+
+
+# --- GCNet's context pooling (tritattn/context_block.py): no workspaces, unlike launch's ------
+
+def context_pool_fwd(x: torch.Tensor, w: torch.Tensor, ctx: torch.Tensor, stats: torch.Tensor) -> None:
+    """ctx and stats [B, C + 2] (the softmax's max M, its normaliser L, ctx unrounded), the kernels' math."""
+    B, C, H, W = x.shape
+    xa = _acc(x).reshape(B, C, H * W)
+    logit = torch.einsum("c,bcp->bp", w.to(xa.dtype), xa)
+    m = logit.amax(1, keepdim=True)
+    e = torch.exp(logit - m)
+    total = e.sum(1, keepdim=True)
+    c = torch.einsum("bp,bcp->bc", e, xa) / total
+    ctx.copy_(c)
+    stats[:, 0:1].copy_(m)
+    stats[:, 1:2].copy_(total)
+    stats[:, 2:].copy_(c)
+
+
+def context_pool_bwd(
+    grad_ctx: torch.Tensor, x: torch.Tensor, w: torch.Tensor, stats: torch.Tensor, grad_x: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """grad_x in place; returns (grad_w [C], grad_bias [1]) in the accumulator dtype."""
+    B, C, H, W = x.shape
+    xa = _acc(x).reshape(B, C, H * W)
+    wa, g = w.to(xa.dtype), grad_ctx.to(xa.dtype)
+    logit = torch.einsum("c,bcp->bp", wa, xa)
+    alpha = torch.exp(logit - stats[:, 0:1]) / stats[:, 1:2]
+    d_alpha = torch.einsum("bc,bcp->bp", g, xa)
+    k = (g * stats[:, 2:]).sum(1, keepdim=True)
+    dlogit = alpha * (d_alpha - k)
+    grad_x.copy_((alpha[:, None, :] * g[:, :, None] + dlogit[:, None, :] * wa[None, :, None]).reshape(x.shape))
+    return torch.einsum("bp,bcp->c", dlogit, xa), dlogit.sum().reshape(1)

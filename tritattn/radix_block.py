@@ -26,10 +26,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .backend import backend_for
+from . import eager_ops
+from .backend import TRITON_AVAILABLE, backend_for
 from .checks import _describe, check_companion, check_tensor
 from .layout import flat_spatial_stride
 from .ops import _new
+
+if TRITON_AVAILABLE:
+    from . import launch
 
 # --- layout ----------------------------------------------------------------------------------
 
@@ -67,38 +71,9 @@ def _alloc_backward(x5: Tensor, a: Tensor) -> tuple[Tensor, Tensor]:
     return _new_like(x5), _new(a.shape, a.dtype, a.device)
 
 
-# --- the eager fallback (backend "torch"): the kernels' math, same signatures as launch ------
-
-
-def _acc(t: Tensor) -> Tensor:
-    return t.to(torch.float64 if t.dtype == torch.float64 else torch.float32)
-
-
-class _Eager:
-    """:mod:`tritattn.launch`'s radix functions in eager torch (ACC arithmetic, one rounding)."""
-
-    @staticmethod
-    def radix_pool_fwd(x5: Tensor, pooled: Tensor) -> None:
-        pooled.copy_(_acc(x5).sum(1).mean((2, 3)))
-
-    @staticmethod
-    def radix_combine_fwd(x5: Tensor, a: Tensor, out: Tensor) -> None:
-        out.copy_((_acc(x5) * _acc(a)[:, :, :, None, None]).sum(1))
-
-    @staticmethod
-    def radix_combine_bwd(g: Tensor, x5: Tensor, a: Tensor, grad_x5: Tensor, grad_a: Tensor) -> None:
-        g_acc = _acc(g)[:, None]
-        grad_x5.copy_(_acc(a)[:, :, :, None, None] * g_acc)
-        grad_a.copy_((g_acc * _acc(x5)).sum((3, 4)))
-
-
 def _impl(x5: Tensor):
-    """The module (or namespace) holding radix_pool_fwd / radix_combine_fwd / radix_combine_bwd for x5."""
-    if backend_for(x5) == "torch":
-        return _Eager
-    from . import launch
-
-    return launch
+    """The module holding radix_pool_fwd / radix_combine_fwd / radix_combine_bwd for x5."""
+    return eager_ops if backend_for(x5) == "torch" else launch
 
 
 # --- the ops -----------------------------------------------------------------------------------
