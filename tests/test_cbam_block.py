@@ -17,6 +17,7 @@ from torch import nn
 import tritattn
 from tritattn import excitation_block, reference
 from conftest import DEVICE, TOLERANCES, assert_close, assert_same_layout, make_input, use_small_tiles
+from fixtures.model_runs import training_step
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "perf"))
 import census  # noqa: E402
@@ -35,17 +36,6 @@ def build_pair(name: str, C: int, dtype: torch.dtype, **kwargs):
     fast = getattr(tritattn, name)(C, rd_ratio=0.25, **kwargs)
     fast.load_state_dict(ref.state_dict(), strict=True)
     return ref.to(DEVICE, torch.float64).eval(), fast.to(DEVICE, dtype).eval()
-
-
-def training_step(module: nn.Module, x: torch.Tensor, cotangent: torch.Tensor) -> dict[str, torch.Tensor]:
-    """y, grad_x, every parameter's gradient and every buffer after one forward and backward."""
-    x = x.detach().clone().requires_grad_()
-    y = module(x)
-    y.backward(cotangent)
-    out = {"y": y, "grad_x": x.grad}
-    out.update({f"grad {n}": p.grad for n, p in module.named_parameters()})
-    out.update({f"buffer {n}": b for n, b in module.named_buffers()})
-    return out
 
 
 def batch_norm_grad_scales(ref: nn.Module, x: torch.Tensor, cotangent: torch.Tensor) -> dict[str, float]:

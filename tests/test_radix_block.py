@@ -21,6 +21,7 @@ from torch import nn
 from conftest import DEVICE, assert_close, expected_backend, assert_same_layout, make_input, reference_copy, use_small_tiles
 from tritattn import eager_ops, radix_block, reference, split_attention
 from tritattn.radix_block import radix_combine, radix_pool
+from fixtures.model_runs import training_step
 
 # --- the ops -------------------------------------------------------------------------------------
 
@@ -215,17 +216,6 @@ def output_shape(module: nn.Module, x: torch.Tensor) -> torch.Size:
     """The shape of module(x), from a copy (a training forward would move the BatchNorms' statistics)."""
     with torch.no_grad():
         return copy.deepcopy(module)(x).shape
-
-
-def training_step(module: nn.Module, x: torch.Tensor, cotangent: torch.Tensor) -> dict[str, torch.Tensor]:
-    """y, grad_x, every parameter's gradient and every buffer after one forward and backward."""
-    x = x.detach().clone().requires_grad_()
-    y = module(x)
-    y.backward(cotangent)
-    out = {"y": y, "grad_x": x.grad}
-    out.update({f"grad {n}": p.grad for n, p in module.named_parameters()})
-    out.update({f"buffer {n}": b for n, b in module.named_buffers()})
-    return out
 
 
 def assert_steps_close(got: dict, ref: dict, what: str) -> None:
