@@ -19,9 +19,10 @@ autograd once, not the calls inside an operator's implementation):
 cuDNN convolutions or multi-pass reductions can launch more than one kernel on a GPU, so the
 eager count is a lower bound.
 
-Tensor passes (``LaunchCensus(plane_numel)``): the x-sized tensors the launched kernels read or
-write — an aten op's inputs and outputs of at least x's size, a tritattn op's planes from the
-byte model (``bytes_model.op_planes``). On the meta device the modules take the path a GPU takes
+Tensor passes (``LaunchCensus(plane_numel)``): the feature-map-sized tensors the launched kernels
+read or write — an aten op's inputs and outputs of at least a plane's size (the smaller of the
+block's input and output: a strided block, as SKNet's first of a stage, works on its output's
+size), a tritattn op's planes from the byte model (``bytes_model.op_planes``). On the meta device the modules take the path a GPU takes
 (the block pipelines), not the eager fallback of a CPU tensor.
 
 Saved bytes (:func:`saved_activations`): every tensor autograd saves for backward during the
@@ -81,12 +82,20 @@ class LaunchCensus(TorchDispatchMode):
         super().__init__()
         self.triton = 0
         self.aten = 0
-        #: x-sized tensors read or written by the launched kernels (tensors of at least
-        #: ``plane_numel`` elements: an aten op's inputs and outputs; a tritattn op's kernels'
-        #: planes from the byte model); 0 when ``plane_numel`` is None
-        self.passes = 0
+        #: the size of a plane; may be set after the run (:attr:`passes` is computed when read)
         self.plane_numel = plane_numel
         self.tritattn_calls: list[tuple[str, dict[str, Any]]] = []
+        self._aten_numels: list[list[int]] = []  # per launched aten op: its tensors' sizes
+        self._triton_planes = 0
+
+    @property
+    def passes(self) -> int:
+        """Plane-sized tensors read or written by the launched kernels (tensors of at least
+        ``plane_numel`` elements: an aten op's inputs and outputs; a tritattn op's kernels' planes
+        from the byte model); 0 when ``plane_numel`` is None."""
+        if self.plane_numel is None:
+            return 0
+        return self._triton_planes + sum(n >= self.plane_numel for numels in self._aten_numels for n in numels)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -98,12 +107,10 @@ class LaunchCensus(TorchDispatchMode):
         if _launches_kernel(func, out, args, kwargs):
             if namespace == "tritattn":
                 self.triton += len(op_kernels(func._opname, named))
-                self.passes += op_planes(func._opname, named) if self.plane_numel else 0
+                self._triton_planes += op_planes(func._opname, named)
             else:
                 self.aten += 1
-                if self.plane_numel:
-                    tensors = [t for t in tree_leaves((args, kwargs, out)) if isinstance(t, torch.Tensor)]
-                    self.passes += sum(t.numel() >= self.plane_numel for t in tensors)
+                self._aten_numels.append([t.numel() for t in tree_leaves((args, kwargs, out)) if isinstance(t, torch.Tensor)])
         return out
 
     @property
@@ -143,12 +150,14 @@ def take_census(module: nn.Module, x: torch.Tensor) -> BlockCensus:
     then one inference forward (eval mode, ``torch.no_grad()``); the module is left in eval mode."""
     module.train()
     x = x.detach().requires_grad_()
-    with saved_activations(module) as saved, LaunchCensus(x.numel()) as fwd:
+    with saved_activations(module) as saved, LaunchCensus() as fwd:
         y = module(x)
     cotangent = torch.ones_like(y)
-    with LaunchCensus(x.numel()) as bwd:
+    with LaunchCensus() as bwd:
         y.backward(cotangent)
     module.eval()
-    with torch.no_grad(), LaunchCensus(x.numel()) as inference:
+    with torch.no_grad(), LaunchCensus() as inference:
         module(x.detach())
+    for census in (fwd, bwd, inference):  # a plane: the smaller of the block's input and output
+        census.plane_numel = min(x.numel(), y.numel())
     return BlockCensus(fwd, bwd, sum(saved.values()), inference)
