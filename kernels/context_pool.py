@@ -24,6 +24,11 @@ its own max m and sum l = Σ exp(logit - m); context_pool_combine merges them ex
 Accumulation in ACC (float32; float64 for float64 x), one rounding per stored output; every sum
 runs in a fixed order, without atomics: results are bitwise repeatable.
 
+For inference, context_pool_combine_mlp replaces the combine: it merges the partials into an
+ACC workspace, and each sample's last program (a ticket on a per-sample int32 counter, as in
+kernels/excitation.py) then runs GCNet's MLPs W2 · act(LayerNorm(W1 · ctx + b1)) + b2 on the
+complete context, so no torch op runs between the two launches and the scaling.
+
 The tile is part of the algorithm (the workspaces have one row per program, and the backward
 must recompute the forward's logits bit for bit), so the kernels run with one config
 (launch.py: FixedConfig, BLOCK_P and BLOCK_C from the problem), not a tuned one.
@@ -31,6 +36,8 @@ must recompute the forward's logits bit for bit), so the kernels run with one co
 import triton
 import triton.language as tl
 
+from .excitation import hidden_pre_activation, last_of_sample
+from .norm_act import activation
 from .rounding import to_output
 
 
@@ -88,6 +95,38 @@ def context_pool_partials(
 
 
 @triton.jit
+def _channel_block(C, BLOCK_C: tl.constexpr):
+    """(b as int64, the program's channel block, its BLOCK_C channels, their mask): the combine's grid."""
+    pid = tl.program_id(0)
+    n_cblocks = tl.cdiv(C, BLOCK_C)
+    cblock = pid % n_cblocks
+    offs_c = cblock * BLOCK_C + tl.arange(0, BLOCK_C)
+    return (pid // n_cblocks).to(tl.int64), cblock, offs_c, offs_c < C
+
+
+@triton.jit
+def _merge_partials(part_ptr, pstats_ptr, b, offs_c, mask_c, C, NP, ACC: tl.constexpr, BLOCK_C: tl.constexpr):
+    """(ctx, M, L) [BLOCK_C] of sample b at channels offs_c: the merge of its NP partials in
+    program order (context_pool_combine's docstring); M and L as BLOCK_C equal lanes."""
+    acc = tl.zeros([BLOCK_C], dtype=ACC)
+    # the running (M, L) as BLOCK_C equal lanes: loop-carried values keep one type and shape
+    run_m = tl.full([BLOCK_C], float("-inf"), dtype=ACC)
+    run_l = tl.zeros([BLOCK_C], dtype=ACC)
+    for i in range(0, NP):
+        row = b * NP + i
+        m_i = tl.load(pstats_ptr + row * 2 + tl.zeros([BLOCK_C], dtype=tl.int32))
+        l_i = tl.load(pstats_ptr + row * 2 + 1 + tl.zeros([BLOCK_C], dtype=tl.int32))
+        part = tl.load(part_ptr + row * C + offs_c, mask=mask_c, other=0.0)
+        new_m = tl.maximum(run_m, m_i)
+        old_scale = tl.exp(run_m - new_m)  # 0 on the first step (run_m = -inf)
+        new_scale = tl.exp(m_i - new_m)
+        acc = acc * old_scale + part * new_scale
+        run_l = run_l * old_scale + l_i * new_scale
+        run_m = new_m
+    return acc / run_l, run_m, run_l
+
+
+@triton.jit
 def context_pool_combine(
     part_ptr, pstats_ptr, ctx_ptr, stats_ptr,
     C, NP,
@@ -105,33 +144,88 @@ def context_pool_combine(
     B·NP·(C + 2)·sizeof(ACC), + B·C·itemsize + B·(C + 2)·sizeof(ACC) written.
     Grid: one program per (b, channel block), B·cdiv(C, BLOCK_C) programs.
     """
-    pid = tl.program_id(0)
-    n_cblocks = tl.cdiv(C, BLOCK_C)
-    b = (pid // n_cblocks).to(tl.int64)
-    cblock = pid % n_cblocks
-    offs_c = cblock * BLOCK_C + tl.arange(0, BLOCK_C)
-    mask_c = offs_c < C
-    acc = tl.zeros([BLOCK_C], dtype=ACC)
-    # the running (M, L) as BLOCK_C equal lanes: loop-carried values keep one type and shape
-    run_m = tl.full([BLOCK_C], float("-inf"), dtype=ACC)
-    run_l = tl.zeros([BLOCK_C], dtype=ACC)
-    for i in range(0, NP):
-        row = b * NP + i
-        m_i = tl.load(pstats_ptr + row * 2 + tl.zeros([BLOCK_C], dtype=tl.int32))
-        l_i = tl.load(pstats_ptr + row * 2 + 1 + tl.zeros([BLOCK_C], dtype=tl.int32))
-        part = tl.load(part_ptr + row * C + offs_c, mask=mask_c, other=0.0)
-        new_m = tl.maximum(run_m, m_i)
-        old_scale = tl.exp(run_m - new_m)  # 0 on the first step (run_m = -inf)
-        new_scale = tl.exp(m_i - new_m)
-        acc = acc * old_scale + part * new_scale
-        run_l = run_l * old_scale + l_i * new_scale
-        run_m = new_m
-    ctx = acc / run_l
+    b, cblock, offs_c, mask_c = _channel_block(C, BLOCK_C)
+    ctx, run_m, run_l = _merge_partials(part_ptr, pstats_ptr, b, offs_c, mask_c, C, NP, ACC, BLOCK_C)
     tl.store(ctx_ptr + b * scb + offs_c.to(tl.int64) * scc, to_output(ctx, ctx_ptr), mask=mask_c)
     tl.store(stats_ptr + b * (C + 2) + 2 + offs_c, ctx, mask=mask_c)
     if cblock == 0:
         tl.store(stats_ptr + b * (C + 2), tl.max(run_m, axis=0))  # the lanes are equal
         tl.store(stats_ptr + b * (C + 2) + 1, tl.max(run_l, axis=0))
+
+
+@triton.jit
+def layer_norm_mlp(
+    b, ctx_ptr, w1_ptr, b1_ptr, lnw_ptr, lnb_ptr, w2_ptr, b2_ptr, out_ptr,
+    C, RD, eps, sw1j, sw1c, sw2c, sw2j,
+    ACT: tl.constexpr, ACC: tl.constexpr, BLOCK_J: tl.constexpr, MLP_BLOCK_C: tl.constexpr,
+):
+    """out[b, :] = W2 · act(LayerNorm(W1 · ctx[b] + b1)) + b2 for one sample (timm's ConvMlp with
+    LayerNorm2d in eval), ctx_ptr the complete [B, C] ACC vector; fixed-order sums in ACC:
+
+      h = W1 · ctx + b1 [RD],  μ = Σ_j h / RD,  var = Σ_j (h - μ)² / RD (biased, as F.layer_norm)
+      a = act((h - μ) · 1/sqrt(var + eps) · ln_w + ln_b),  out = W2 · a + b2 [C]
+    """
+    offs_j = tl.arange(0, BLOCK_J)
+    mask_j = offs_j < RD
+    h, _ = hidden_pre_activation(b, ctx_ptr, ctx_ptr, w1_ptr, b1_ptr, C, RD, sw1j, sw1c,
+                                 "mean", True, ACC, BLOCK_J, MLP_BLOCK_C)
+    mu = tl.sum(tl.where(mask_j, h, 0.0), axis=0) / RD
+    d = tl.where(mask_j, h - mu, 0.0)
+    rstd = 1.0 / tl.sqrt(tl.sum(d * d, axis=0) / RD + eps)
+    ln_w = tl.load(lnw_ptr + offs_j, mask=mask_j, other=0.0).to(ACC)
+    ln_b = tl.load(lnb_ptr + offs_j, mask=mask_j, other=0.0).to(ACC)
+    a = tl.where(mask_j, activation(d * rstd * ln_w + ln_b, ACT), 0.0)
+    for c0 in range(0, C, MLP_BLOCK_C):
+        offs_c = c0 + tl.arange(0, MLP_BLOCK_C)
+        mask_c = offs_c < C
+        w2 = tl.load(w2_ptr + offs_c[:, None] * sw2c + offs_j[None, :] * sw2j,
+                     mask=mask_c[:, None] & mask_j[None, :], other=0.0).to(ACC)
+        out = tl.sum(w2 * a[None, :], axis=1) + tl.load(b2_ptr + offs_c, mask=mask_c, other=0.0).to(ACC)
+        tl.store(out_ptr + b * C + offs_c, out, mask=mask_c)
+
+
+@triton.jit
+def context_pool_combine_mlp(
+    part_ptr, pstats_ptr, ctx_ptr, counter_ptr,
+    sw1_ptr, sb1_ptr, slnw_ptr, slnb_ptr, sw2_ptr, sb2_ptr, s_ptr,
+    aw1_ptr, ab1_ptr, alnw_ptr, alnb_ptr, aw2_ptr, ab2_ptr, t_ptr,
+    C, NP, RD_S, RD_A, eps_s, eps_a,
+    ssw1j, ssw1c, ssw2c, ssw2j,
+    asw1j, asw1c, asw2c, asw2j,
+    HAS_SCALE: tl.constexpr, HAS_ADD: tl.constexpr, ACT: tl.constexpr,
+    ACC: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_J: tl.constexpr, MLP_BLOCK_C: tl.constexpr,
+):
+    """Forward for inference, second launch: context_pool_combine's merge, then GCNet's MLPs.
+
+    Per (b, block of BLOCK_C channels): ctx[b, c] = Σ_i part[b·NP + i, c] · e^{m_i - M} / L as in
+    context_pool_combine, stored to the ACC workspace ctx [B, C] (contiguous); then a ticket from
+    the int32 counter of sample b (excitation.last_of_sample): the sample's last program reads the
+    complete ctx[b] back (in a fixed order: bitwise repeatable) and computes, for each MLP present
+    (:func:`layer_norm_mlp`; weights W1 [RD, C], b1 [RD], ln_w, ln_b [RD], W2 [C, RD], b2 [C],
+    read with their strides in their own dtype),
+
+      HAS_SCALE:  s[b, :] = mlp_scale(ctx[b])   (the gate's logits)      → s [B, C] (ACC, contiguous)
+      HAS_ADD:    t[b, :] = mlp_add(ctx[b])                              → t [B, C] (ACC, contiguous)
+
+    and resets the counter to 0 for the next launch. No stats for a backward: inference only.
+    Reads the workspaces part, pstats and ctx back; writes ctx, s and / or t. Minimum bytes:
+    B·NP·(C + 2)·sizeof(ACC) read + B·C·sizeof(ACC)·(1 + n_mlp) written + B·C·sizeof(ACC) read
+    back (ctx, by the last programs) + the MLPs' weights, n_mlp·(2·RD·C + 3·RD + C)·w_itemsize,
+    once per sample (from L2 after the first; count them once per block, as the SE pipeline).
+    Grid: one program per (b, channel block), B·cdiv(C, BLOCK_C) programs; the MLP's weight tile
+    BLOCK_J × MLP_BLOCK_C (BLOCK_J ≥ max(RD_S, RD_A)).
+    """
+    b, cblock, offs_c, mask_c = _channel_block(C, BLOCK_C)
+    ctx, run_m, run_l = _merge_partials(part_ptr, pstats_ptr, b, offs_c, mask_c, C, NP, ACC, BLOCK_C)
+    tl.store(ctx_ptr + b * C + offs_c, ctx, mask=mask_c)
+    if last_of_sample(counter_ptr, b, tl.cdiv(C, BLOCK_C)):
+        if HAS_SCALE:
+            layer_norm_mlp(b, ctx_ptr, sw1_ptr, sb1_ptr, slnw_ptr, slnb_ptr, sw2_ptr, sb2_ptr, s_ptr,
+                           C, RD_S, eps_s, ssw1j, ssw1c, ssw2c, ssw2j, ACT, ACC, BLOCK_J, MLP_BLOCK_C)
+        if HAS_ADD:
+            layer_norm_mlp(b, ctx_ptr, aw1_ptr, ab1_ptr, alnw_ptr, alnb_ptr, aw2_ptr, ab2_ptr, t_ptr,
+                           C, RD_A, eps_a, asw1j, asw1c, asw2c, asw2j, ACT, ACC, BLOCK_J, MLP_BLOCK_C)
+        tl.store(counter_ptr + b, 0)
 
 
 @triton.jit

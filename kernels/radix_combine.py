@@ -5,7 +5,10 @@ A branched feature map x [B, R, C, H, W] (SplitAttn's [B, R·C, H, W] viewed so,
 SelectiveKernel's paths) is seen as [B, R, C, K], K = H×W: x[b, r, c, k] is at
 x_ptr + b·sxb + r·sxr + c·sxc + k·sxk, so NCHW-like and channels_last-like branches are read in
 place. The attention a[b, r, c] (at a_ptr + b·sab + r·sar + c·sac) is the radix softmax (or the
-sigmoid for R = 1) of the block's logits, computed in torch between the kernels.
+sigmoid for R = 1) of the block's logits: computed in torch between the kernels (training, and
+any block whose MLP the kernels do not take), or in inference by radix_squeeze_attend_fwd, which
+pools and runs the block's tiny attention MLP in one launch (the per-sample ticket of
+kernels/excitation.py), so the block is two kernels: radix_squeeze_attend_fwd, radix_combine_fwd.
 Rows are the C channels, columns the K pixels (tiling.py's [R, K] plane with R = C); the radix
 index r is a loop inside every program (R is 1, 2 or 4 in timm). All arithmetic in ACC (float32;
 float64 for float64 inputs) with one rounding to each output's dtype.
@@ -13,6 +16,8 @@ float64 for float64 inputs) with one rounding to each output's dtype.
 import triton
 import triton.language as tl
 
+from .excitation import hidden_pre_activation, last_of_sample
+from .norm_act import activation, eval_batchnorm
 from .program_tiles import elementwise_tile, row_block
 from .rounding import to_output
 from .tiling import ELEMENTWISE_TILES, ROW_TILES, oriented_configs
@@ -26,6 +31,26 @@ RADIX_POOL_FWD_CONFIGS = oriented_configs(ROW_TILES, num_warps=(2, 4, 8), num_st
 RADIX_COMBINE_FWD_CONFIGS = oriented_configs(ELEMENTWISE_TILES, num_warps=(2, 4, 8), num_stages=(1,))
 #: radix_combine_bwd loops over K (and r inside): the pipeline depth matters.
 RADIX_COMBINE_BWD_CONFIGS = oriented_configs(ROW_TILES, num_warps=(2, 4, 8), num_stages=(1, 2, 3))
+#: radix_squeeze_attend_fwd: radix_pool_fwd's loop (the MLP's tile is set by the problem, not
+#: tuned); it stores pooled and a once each and leaves the counters at 0, so a config can be re-run.
+RADIX_SQUEEZE_ATTEND_FWD_CONFIGS = RADIX_POOL_FWD_CONFIGS
+
+
+@triton.jit
+def branch_sum(x_ptr, b, c64, mask_c, R, K, sxb, sxr, sxc, sxk,
+               ACC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr):
+    """Σ_r Σ_k x[b, r, c, k] [BLOCK_R] for the program's channels c64, in ACC and a fixed order
+    (r outer, K blocks inner)."""
+    total = tl.zeros([BLOCK_R], dtype=ACC)
+    row_ptrs = x_ptr + b * sxb + c64[:, None] * sxc  # branch r = 0; stepped by sxr (64-bit pointers)
+    for r in range(R):
+        for start in range(0, K, BLOCK_K):
+            offs_k = start + tl.arange(0, BLOCK_K)
+            mask = mask_c[:, None] & (offs_k < K)[None, :]
+            v = tl.load(row_ptrs + offs_k.to(tl.int64)[None, :] * sxk, mask=mask, other=0.0).to(ACC)
+            total += tl.sum(v, axis=1)
+        row_ptrs += sxr
+    return total
 
 
 @triton.jit
@@ -48,15 +73,7 @@ def radix_pool_fwd(
     b, offs_c = row_block(C, BLOCK_R)
     mask_c = offs_c < C
     c64 = offs_c.to(tl.int64)
-    total = tl.zeros([BLOCK_R], dtype=ACC)
-    row_ptrs = x_ptr + b * sxb + c64[:, None] * sxc  # branch r = 0; stepped by sxr (64-bit pointers)
-    for r in range(R):
-        for start in range(0, K, BLOCK_K):
-            offs_k = start + tl.arange(0, BLOCK_K)
-            mask = mask_c[:, None] & (offs_k < K)[None, :]
-            v = tl.load(row_ptrs + offs_k.to(tl.int64)[None, :] * sxk, mask=mask, other=0.0).to(ACC)
-            total += tl.sum(v, axis=1)
-        row_ptrs += sxr
+    total = branch_sum(x_ptr, b, c64, mask_c, R, K, sxb, sxr, sxc, sxk, ACC, BLOCK_R, BLOCK_K)
     tl.store(pooled_ptr + b * spb + c64 * spc, to_output(total / K, pooled_ptr), mask=mask_c)
 
 
@@ -145,3 +162,95 @@ def radix_combine_bwd(
     mask_a = (radix < R) & mask_c[None, :]
     tl.store(grad_a_ptr + b * sgab + radix.to(tl.int64) * sgar + c64[None, :] * sgac,
              to_output(acc, grad_a_ptr), mask=mask_a)
+
+
+@triton.jit
+def sample_radix_attention(
+    b, pooled_ptr, w1_ptr, b1_ptr, bnw_ptr, bnb_ptr, bnm_ptr, bnv_ptr, w2_ptr, b2_ptr, a_ptr,
+    R, C, RD, bn_eps, sw1j, sw1c, sw2n, sw2j,
+    ACT: tl.constexpr, HAS_B1: tl.constexpr, HAS_B2: tl.constexpr, HIDDEN_NORM: tl.constexpr,
+    ACC: tl.constexpr, RADIX_BLOCK: tl.constexpr, BLOCK_J: tl.constexpr, MLP_BLOCK_C: tl.constexpr,
+):
+    """The attention a[b] [R, C] of one sample from its complete pooled vector (contiguous [B, C]
+    ACC workspace): h = W1 · v + b1 (Σ over C in a fixed order), the eval BatchNorm (HIDDEN_NORM),
+    act, then per block of MLP_BLOCK_C channels the R logits z[r, c] = W2[r·C + c, :] · act(h) +
+    b2[r·C + c] in a [RADIX_BLOCK, MLP_BLOCK_C] tile and their softmax over r (max subtracted;
+    rows r ≥ R are -inf), or the sigmoid for R = 1 (RADIX_BLOCK = 1). a is stored in ACC,
+    contiguous [B, R, C]."""
+    offs_j = tl.arange(0, BLOCK_J)
+    mask_j = offs_j < RD
+    h, _ = hidden_pre_activation(b, pooled_ptr, pooled_ptr, w1_ptr, b1_ptr, C, RD, sw1j, sw1c,
+                                 "mean", HAS_B1, ACC, BLOCK_J, MLP_BLOCK_C)
+    if HIDDEN_NORM:
+        scale, shift, _, _ = eval_batchnorm(bnw_ptr, bnb_ptr, bnm_ptr, bnv_ptr, bn_eps, offs_j, mask_j, ACC)
+        h = h * scale + shift
+    hidden = tl.where(mask_j, activation(h, ACT), 0.0)
+    radix = tl.arange(0, RADIX_BLOCK)[:, None]  # [RADIX_BLOCK, 1]: the r of each logit row
+    for c0 in range(0, C, MLP_BLOCK_C):
+        offs_c = c0 + tl.arange(0, MLP_BLOCK_C)
+        mask_c = offs_c < C
+        z = tl.zeros([RADIX_BLOCK, MLP_BLOCK_C], dtype=ACC)
+        for r in range(R):
+            rows = r * C + offs_c
+            w2 = tl.load(w2_ptr + rows[:, None] * sw2n + offs_j[None, :] * sw2j,
+                         mask=mask_c[:, None] & mask_j[None, :], other=0.0).to(ACC)
+            logit = tl.sum(w2 * hidden[None, :], axis=1)
+            if HAS_B2:
+                logit += tl.load(b2_ptr + rows, mask=mask_c, other=0.0).to(ACC)
+            z = tl.where(radix == r, logit[None, :], z)
+        if RADIX_BLOCK == 1:
+            attn = 1.0 / (1.0 + tl.exp(-z))
+        else:
+            z = tl.where(radix < R, z, float("-inf"))
+            e = tl.exp(z - tl.max(z, axis=0)[None, :])
+            attn = e / tl.sum(e, axis=0)[None, :]
+        tl.store(a_ptr + b * R * C + radix * C + offs_c[None, :], attn, mask=(radix < R) & mask_c[None, :])
+
+
+@triton.jit
+def radix_squeeze_attend_fwd(
+    x_ptr, pooled_ptr, counter_ptr,
+    w1_ptr, b1_ptr, bnw_ptr, bnb_ptr, bnm_ptr, bnv_ptr, w2_ptr, b2_ptr, a_ptr,
+    R, C, K, RD, bn_eps,
+    sxb, sxr, sxc, sxk,
+    sw1j, sw1c, sw2n, sw2j,
+    ACT: tl.constexpr, HAS_B1: tl.constexpr, HAS_B2: tl.constexpr, HIDDEN_NORM: tl.constexpr,
+    ACC: tl.constexpr, RADIX_BLOCK: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr,
+    BLOCK_J: tl.constexpr, MLP_BLOCK_C: tl.constexpr,
+):
+    """Inference: the squeeze and the attention MLP of split attention in one launch.
+
+      v[b, c]    = (1/K) · Σ_r Σ_k x[b, r, c, k]                    (as radix_pool_fwd)
+      h          = W1 · v[b] + b1                 W1 dense [RD, C] (a grouped fc1 expanded), HAS_B1
+      h          ← h · scale + shift              the eval BatchNorm (HIDDEN_NORM; kernels/norm_act.py)
+      z[r, c]    = W2[r·C + c, :] · act(h) + b2[r·C + c]           ACT: relu / silu / identity
+      a[b, r, c] = exp(z[r, c] - m[c]) / Σ_r' exp(z[r', c] - m[c]),  m[c] = max_r z[r, c]
+                   (R = 1: a = sigmoid(z))
+
+    W2's rows (dense [R·C, RD]) are in the order r·C + c, c the channel radix_combine_fwd sees
+    (the host expands grouped 1×1 convs and permutes timm's (cardinality, radix, C/cardinality)
+    logits into it). Each program pools its BLOCK_R channels (r outer, K blocks inner: a fixed
+    order, no atomics on floats) and stores them to the ACC workspace pooled [B, C] (contiguous);
+    the program that draws the sample's last ticket (:func:`kernels.excitation.last_of_sample`,
+    int32 counter slot b) reads the complete vector back in a fixed order, computes the MLP and
+    the radix softmax (:func:`sample_radix_attention`), stores a [B, R, C] (ACC, contiguous) and
+    resets the counter to 0. Bitwise repeatable; weights read in their own dtype, all arithmetic
+    in ACC.
+    Minimum bytes: B·R·C·K·itemsize(x) read + B·C·itemsize(ACC) (pooled) + B·R·C·itemsize(ACC)
+    (a) written. The weights are read once per sample, from L2 after the first (counted once per
+    block, not per kernel), and so is the pooled vector read back.
+    Grid: rows_grid(B, C, BLOCK_R) — one program per (b, block of BLOCK_R channels), looping over
+    r and over K in BLOCK_K steps; the sample's last program then runs the MLP with a
+    BLOCK_J × MLP_BLOCK_C weight tile (BLOCK_J ≥ RD) and a [RADIX_BLOCK, MLP_BLOCK_C] logit tile
+    (RADIX_BLOCK = R rounded up to a power of two).
+    """
+    b, offs_c = row_block(C, BLOCK_R)
+    mask_c = offs_c < C
+    c64 = offs_c.to(tl.int64)
+    total = branch_sum(x_ptr, b, c64, mask_c, R, K, sxb, sxr, sxc, sxk, ACC, BLOCK_R, BLOCK_K)
+    tl.store(pooled_ptr + b * C + c64, total / K, mask=mask_c)
+    if last_of_sample(counter_ptr, b, tl.cdiv(C, BLOCK_R)):
+        sample_radix_attention(b, pooled_ptr, w1_ptr, b1_ptr, bnw_ptr, bnb_ptr, bnm_ptr, bnv_ptr, w2_ptr, b2_ptr,
+                               a_ptr, R, C, RD, bn_eps, sw1j, sw1c, sw2n, sw2j, ACT, HAS_B1, HAS_B2, HIDDEN_NORM,
+                               ACC, RADIX_BLOCK, BLOCK_J, MLP_BLOCK_C)
+        tl.store(counter_ptr + b, 0)

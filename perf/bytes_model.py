@@ -189,6 +189,11 @@ def radix_combine_bwd(B: int, R: int, C: int, K: int, itemsize: int, a_itemsize:
     return B * C * K * itemsize + 2 * B * R * C * K * itemsize + 2 * B * R * C * a_itemsize
 
 
+def radix_squeeze_attend_fwd(B: int, R: int, C: int, K: int, itemsize: int, acc: int) -> int:
+    """x5 read; the pooled vector [B, C] and the attention [B, R, C] written (ACC); weights counted per block."""
+    return B * R * C * K * itemsize + B * C * acc + B * R * C * acc
+
+
 def context_pool_partials(B: int, C: int, P: int, NP: int, itemsize: int, acc: int) -> int:
     """x read; the partial sums [B·NP, C] and (max, sum) [B·NP, 2] written (w: a parameter)."""
     return B * C * P * itemsize + B * NP * (C + 2) * acc
@@ -197,6 +202,12 @@ def context_pool_partials(B: int, C: int, P: int, NP: int, itemsize: int, acc: i
 def context_pool_combine(B: int, C: int, NP: int, itemsize: int, acc: int) -> int:
     """The partials read; ctx [B, C] and stats [B, C + 2] written."""
     return B * NP * (C + 2) * acc + B * C * itemsize + B * (C + 2) * acc
+
+
+def context_pool_combine_mlp(B: int, C: int, NP: int, acc: int, n_mlp: int) -> int:
+    """The partials read; ctx [B, C] written and read back by each sample's last program; each
+    MLP's output [B, C] written (all ACC); weights counted per block."""
+    return B * NP * (C + 2) * acc + B * C * acc * (1 + n_mlp) + B * C * acc
 
 
 def context_pool_bwd(B: int, C: int, P: int, NP: int, itemsize: int, acc: int) -> int:
@@ -283,6 +294,10 @@ def _radix_traffic(op: str, a: dict[str, Any]) -> list[KernelTraffic]:
     size = a["x5"].element_size()
     if op == "radix_pool":
         return [KernelTraffic("radix_pool_fwd", radix_pool_fwd(B, R, C, H * W, size), R)]
+    if op == "radix_attention":  # inference: the squeeze with the MLP, then the combine of the ACC attention
+        acc = _acc_size(a["x5"])
+        return [KernelTraffic("radix_squeeze_attend_fwd", radix_squeeze_attend_fwd(B, R, C, H * W, size, acc), R),
+                KernelTraffic("radix_combine_fwd", radix_combine_fwd(B, R, C, H * W, size, acc), R + 1)]
     a_size = a["a"].element_size()
     if op == "radix_combine":
         return [KernelTraffic("radix_combine_fwd", radix_combine_fwd(B, R, C, H * W, size, a_size), R + 1)]
@@ -301,6 +316,10 @@ def _context_traffic(op: str, a: dict[str, Any]) -> list[KernelTraffic]:
     if op == "context_pool":
         return [KernelTraffic("context_pool_partials", context_pool_partials(B, C, P, NP, size, acc), 1),
                 KernelTraffic("context_pool_combine", context_pool_combine(B, C, NP, size, acc), 0)]
+    if op == "context_mlp":  # inference: the merge with the MLPs
+        n_mlp = (a["scale_w1"] is not None) + (a["add_w1"] is not None)
+        return [KernelTraffic("context_pool_partials", context_pool_partials(B, C, P, NP, size, acc), 1),
+                KernelTraffic("context_pool_combine_mlp", context_pool_combine_mlp(B, C, NP, acc, n_mlp), 0)]
     return [KernelTraffic("context_pool_bwd", context_pool_bwd(B, C, P, NP, size, acc), 2)]
 
 
@@ -308,9 +327,9 @@ def _op_traffic(op: str, a: dict[str, Any]) -> list[KernelTraffic]:
     """The kernels one call of ``torch.ops.tritattn.<op>`` launches, with arguments ``a`` by name, in launch order."""
     if op in ("excitation_block", "excitation_block_backward"):
         return _block_traffic(op, a)
-    if op in ("radix_pool", "radix_combine", "radix_combine_backward"):
+    if op in ("radix_pool", "radix_combine", "radix_combine_backward", "radix_attention"):
         return _radix_traffic(op, a)
-    if op in ("context_pool", "context_pool_backward"):
+    if op in ("context_pool", "context_pool_backward", "context_mlp"):
         return _context_traffic(op, a)
     if op in ("cbam_block", "cbam_block_backward"):
         return _cbam_traffic(op, a)

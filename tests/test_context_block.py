@@ -11,6 +11,11 @@ The module: the gcresnet configuration (fuse_add, ReLU), gc_efficientnetv2's (fu
 the mean context (use_attn=False) and both MLPs, in train and eval, in float64 against timm 1.0.31's
 GlobalContext with the same weights (state_dict strict both ways): output, input gradient and
 every parameter's gradient; a re-classed timm instance; a gate without a kernel.
+
+Inference (tritattn::context_mlp, the MLPs inside the context kernels): in eval under no_grad
+the twin launches the two context kernels (+ the scale kernel) and no torch MLP op, and matches
+timm (float64, random non-zero mlp_add.fc2 and LayerNorm affine; float32 / bfloat16 against
+float64); training, grad mode, a GELU and a hook take the per-op path; the counters stay at 0.
 """
 import copy
 import warnings
@@ -19,10 +24,14 @@ import pytest
 import torch
 from torch import nn
 
-from tritattn import reference
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from tritattn import reference, tuning
 from tritattn.context_block import context_pool
 from tritattn.global_context import GlobalContext
-from conftest import DEVICE, DTYPES, assert_close, assert_same_layout, make_input, use_small_tiles
+from conftest import (
+    DEVICE, DTYPES, assert_close, assert_same_layout, expected_backend, make_input, use_small_tiles,
+)
 
 SHAPES = [(2, 6, 7, 7), (1, 12, 3, 5), (2, 5, 1, 1)]
 
@@ -267,3 +276,224 @@ def test_gate_without_a_kernel_runs_the_reference_forward_with_a_warning(monkeyp
         y = fast.to(DEVICE)(x)
     assert torch.equal(y, peer.to(DEVICE)(x))
     assert any("gate Tanh has no kernel" in str(w.message) for w in caught)
+
+
+# --- inference: the MLPs inside the context kernels (tritattn::context_mlp) -----------------
+
+INFERENCE_CONFIGS = ["gcresnet", "gc_efficientnetv2", "add_and_scale"]
+#: the kernels the in-kernel path launches: the context with both MLPs, then the scaling (if any)
+IN_KERNEL = ["context_pool_partials", "context_pool_combine_mlp"]
+#: the per-op path's context kernels (the MLPs then run in torch)
+PER_OP = ["context_pool_partials", "context_pool_combine"]
+ON_KERNELS = expected_backend() != "torch"
+
+
+class AtenOps(TorchDispatchMode):
+    """The operators called below autograd (a custom op counts once, not what runs inside it)."""
+
+    def __init__(self):
+        super().__init__()
+        self.names = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.append(str(func.overloadpacket))
+        return func(*args, **(kwargs or {}))
+
+
+def run_recorded(module, x, monkeypatch):
+    """(module(x), the names of the kernels it launched, the operators it called)."""
+    launched = []
+    launch = tuning.Tuner.launch
+
+    def recording(self, *args, **kwargs):
+        launched.append(self.name)
+        return launch(self, *args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(tuning.Tuner, "launch", recording)
+        with AtenOps() as ops_seen:
+            y = module(x)
+    return y, launched, ops_seen.names
+
+
+def expected_launches(module) -> list[str]:
+    return IN_KERNEL + (["gated_scale_fwd"] if module.mlp_scale is not None else [])
+
+
+def assert_in_kernel(module, x, launched, ops_seen):
+    """The in-kernel path was taken (Triton backends; the torch backend refuses it)."""
+    with torch.no_grad():
+        refusal = module.mlp_kernel_refusal(x)
+    if not ON_KERNELS:
+        assert "not on Triton kernels" in refusal
+        return
+    assert refusal is None
+    assert launched == expected_launches(module), launched
+    assert "tritattn.context_mlp" in ops_seen, ops_seen
+    torch_mlp = {"aten.convolution", "aten.native_layer_norm", "aten.layer_norm", "aten.relu", "aten.silu", "aten.mm",
+                 "aten.addmm"}
+    assert not torch_mlp & set(ops_seen), ops_seen
+
+
+def spread_layer_norm_inputs(peer, x) -> bool:
+    """Whether every MLP's hidden values (float64) are spread out: std ≥ 5 % of max |h| per sample.
+    Nearly equal values make the LayerNorm divide their float32 rounding error by a tiny σ."""
+    w = peer.conv_attn.weight.detach().double().flatten()
+    ctx = reference_context(x.detach().double(), w, 0.0)
+    for mlp in (peer.mlp_scale, peer.mlp_add):
+        if mlp is not None:
+            h = ctx @ mlp.fc1.weight.detach().double().flatten(1).t() + mlp.fc1.bias.detach().double()
+            if (h.std(1, unbiased=False) < 0.05 * h.abs().amax(1)).any():
+                return False
+    return True
+
+
+def inference_input(peer, shape, dtype, channels_last):
+    for _ in range(100):
+        x = make_input(shape, dtype, channels_last)
+        if spread_layer_norm_inputs(peer, x):
+            return x
+    raise AssertionError("could not draw an input whose LayerNorm inputs are spread out")
+
+
+@pytest.mark.parametrize("config", INFERENCE_CONFIGS)
+@pytest.mark.parametrize("tiles", ["default", "small"])
+def test_inference_runs_the_mlps_in_the_kernel_and_matches_timm(config, tiles, channels_last, monkeypatch):
+    """float64, eval, no_grad: timm's random (non-zero) fc2 and LayerNorm affine; small tiles:
+    several pixel blocks and channel blocks per sample, so the ticket picks among programs."""
+    if tiles == "small":
+        use_small_tiles(monkeypatch)
+    peer, fast = timm_pair(config)
+    peer.eval(), fast.eval()
+    x = make_input((2, 12, 5, 7), torch.float64, channels_last)
+    with torch.no_grad():
+        want = peer(x)
+        got, launched, ops_seen = run_recorded(fast, x, monkeypatch)
+    assert_in_kernel(fast, x, launched, ops_seen)
+    assert_same_layout(got, x)
+    assert_close(got, want, what=f"{config} in-kernel MLP")
+
+
+@pytest.mark.parametrize("config", ["gcresnet", "add_and_scale"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_inference_in_low_precision_against_float64(config, dtype, channels_last, monkeypatch):
+    peer, fast = timm_pair(config, C=16)
+    fast.to(dtype).eval()
+    peer.load_state_dict({k: v.double() for k, v in fast.state_dict().items()})  # the rounded weights
+    peer.eval()
+    x = inference_input(peer, (2, 16, 3, 5), dtype, channels_last)
+    with torch.inference_mode():
+        want = peer(x.double())
+        got, launched, ops_seen = run_recorded(fast, x, monkeypatch)
+    assert got.dtype == dtype
+    assert_in_kernel(fast, x, launched, ops_seen)
+    assert_same_layout(got, x)
+    assert_close(got, want, what=f"{config} {dtype}")
+
+
+@pytest.mark.parametrize("config", ["gcresnet", "gc_efficientnetv2"])
+def test_inference_on_a_reclassed_timm_instance(config, monkeypatch):
+    """timm's own ConvMlp, LayerNorm2d and gate classes are recognised (by qualified name)."""
+    peer, _ = timm_pair(config)
+    original = copy.deepcopy(peer).eval()
+    peer.eval().__class__ = GlobalContext
+    x = make_input((2, 12, 3, 5), torch.float64, channels_last=True)
+    with torch.no_grad():
+        got, launched, ops_seen = run_recorded(peer, x, monkeypatch)
+        want = original(x)
+    assert_in_kernel(peer, x, launched, ops_seen)
+    assert_close(got, want, what=f"re-classed {config}")
+
+
+def _gelu(peer, fast):
+    for m in (peer, fast):
+        m.mlp_add.act = nn.GELU()
+
+
+def _hook(peer, fast):
+    calls = []
+    fast.mlp_add.fc1.register_forward_hook(lambda *args: calls.append(1))
+    return calls
+
+
+REFUSALS = {
+    # (module set-up, train mode, grad mode, the reason's words)
+    "training": (None, True, True, "gradient is needed"),
+    "grad_enabled": (None, False, True, "gradient is needed"),
+    "gelu": (_gelu, False, False, "GELU has no kernel"),
+    "hook": (_hook, False, False, "has hooks"),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSALS))
+def test_refusals_take_the_per_op_path_and_match(case, monkeypatch):
+    setup, train, grad, words = REFUSALS[case]
+    peer, fast = timm_pair("add_and_scale")
+    calls = setup(peer, fast) if setup is not None else None
+    peer.train(train), fast.train(train)
+    x = make_input((2, 12, 3, 5), torch.float64)
+    with torch.set_grad_enabled(grad):
+        want = peer(x)
+        got, launched, _ = run_recorded(fast, x, monkeypatch)
+        refusal = fast.mlp_kernel_refusal(x)
+    assert refusal is not None and (words in refusal or not ON_KERNELS), refusal
+    if ON_KERNELS:
+        assert launched == PER_OP + ["gated_scale_fwd"], launched
+    if calls is not None:
+        assert calls == [1]
+    assert_close(got, want, what=f"refused ({case})")
+
+
+@pytest.mark.skipif(not ON_KERNELS, reason="the torch backend never takes the in-kernel path")
+def test_dropout_in_training_and_the_mean_context_refuse():
+    """Training without grad is accepted while dropout does nothing (p = 0, as timm builds it)."""
+    _, fast = timm_pair("gcresnet")
+    x = make_input((1, 12, 3, 3), torch.float64)
+    with torch.no_grad():
+        fast.train()
+        assert fast.mlp_kernel_refusal(x) is None
+        fast.mlp_add.drop.p = 0.5
+        assert "drop is active" in fast.mlp_kernel_refusal(x)
+        fast.eval()
+        assert fast.mlp_kernel_refusal(x) is None
+        mean = GlobalContext(12, use_attn=False, fuse_add=True).double().eval()
+        assert "no conv_attn" in mean.mlp_kernel_refusal(x)
+
+
+@pytest.mark.parametrize("config", INFERENCE_CONFIGS)
+def test_context_mlp_op_on_every_backend(config):
+    """The op itself (also its eager formulas under TRITATTN_TEST_BACKEND=torch): each MLP's output
+    against timm's MLP of the float64 context; an input that requires grad is refused at the call."""
+    from tritattn.global_context import _MLP_ACTS, _mlp_args
+
+    peer, fast = timm_pair(config)
+    peer.eval()
+    x = make_input((2, 12, 3, 5), torch.float64, channels_last=True)
+    mlp = fast.mlp_scale if fast.mlp_scale is not None else fast.mlp_add
+    args = (fast.conv_attn.weight.flatten(), *_mlp_args(fast.mlp_scale), *_mlp_args(fast.mlp_add),
+            _MLP_ACTS[type(mlp.act)])
+    with torch.no_grad():
+        s, t = torch.ops.tritattn.context_mlp(x, *args)
+        w, bias = peer.conv_attn.weight.flatten(), peer.conv_attn.bias
+        ctx = reference_context(x, w, bias).reshape(*x.shape[:2], 1, 1)
+        for name, out in (("mlp_scale", s), ("mlp_add", t)):
+            mlp = getattr(peer, name)
+            if mlp is None:
+                assert out.numel() == 0, name
+            else:
+                assert_close(out, mlp(ctx).flatten(1), what=f"op {config}: {name}")
+    with pytest.raises(RuntimeError, match="inference-only"):
+        torch.ops.tritattn.context_mlp(x, *args)  # the parameters require grad
+
+
+def test_inference_leaves_the_counters_at_zero_and_is_bitwise_repeatable(monkeypatch):
+    use_small_tiles(monkeypatch)
+    from tritattn import excitation_block
+
+    _, fast = timm_pair("add_and_scale")
+    fast.float().eval()
+    x = make_input((3, 12, 5, 5), torch.float32, channels_last=True)
+    with torch.inference_mode():
+        first, second = fast(x), fast(x)
+    assert torch.equal(first, second)
+    assert all(not buf.any() for buf in excitation_block._counters.values())

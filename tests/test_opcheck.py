@@ -326,6 +326,34 @@ def context_pool_backward_case(bias: bool) -> Case:
     return Case(tritattn.context_pool_backward.default, "bias" if bias else "", args, False)
 
 
+def _weights(*shape: int) -> torch.Tensor:
+    return make_input(shape, torch.float32)
+
+
+def radix_attention_case(with_bn: bool) -> Case:
+    """Inference only (no backward): never with inputs that require grad."""
+    RD = 3
+
+    def args(p: Sample, requires_grad: bool) -> tuple:
+        bn = (_weights(RD), _weights(RD), _weights(RD), _weights(RD).abs() + 0.5) if with_bn else (None,) * 4
+        return (_branches(p, False), _weights(RD, C), _weights(RD), *bn, 1e-5, _weights(RADIX * C, RD),
+                _weights(RADIX * C), "relu")
+
+    return Case(tritattn.radix_attention.default, "bn" if with_bn else "", args, False)
+
+
+def context_mlp_case(scale: bool, add: bool) -> Case:
+    """Inference only (no backward): never with inputs that require grad."""
+    RD = 3
+
+    def args(p: Sample, requires_grad: bool) -> tuple:
+        mlp = (_weights(RD, C), _weights(RD), _weights(RD), _weights(RD), _weights(C, RD), _weights(C), 1e-5)
+        none = (None,) * 6 + (1e-5,)
+        return (p.feature_map(), _weights(C), *(mlp if scale else none), *(mlp if add else none), "silu")
+
+    return Case(tritattn.context_mlp.default, "-".join(n for n, on in (("scale", scale), ("add", add)) if on), args, False)
+
+
 CBAM_SETTINGS = [(False, True), (True, False)]
 SQUEEZE_WANTS = [(True, False), (False, True), (True, True)]
 CASES: list[Case] = [
@@ -349,6 +377,8 @@ CASES: list[Case] = [
     radix_combine_backward_case(),
     *(context_pool_case(bias) for bias in (False, True)),
     *(context_pool_backward_case(bias) for bias in (False, True)),
+    *(radix_attention_case(with_bn) for with_bn in (False, True)),
+    *(context_mlp_case(scale, add) for scale, add in ((True, False), (False, True), (True, True))),
 ]
 
 

@@ -360,3 +360,223 @@ def test_eager_fallback_matches_the_kernels(monkeypatch):
         eager = run()
     for k, e, what in zip(kernels, eager, ("pooled", "out", "grad_x", "grad_a")):
         assert_close(k, e.double(), torch.float32, what=what, scale=dot_scale(g, x5) if what == "grad_a" else None)
+
+
+# --- inference: the squeeze and the attention MLP in one kernel (radix_attention) ------------------
+
+#: the kernels of the inference pass, and of the per-op path's SplitAttn (SelectiveKernel's
+#: reference attn pools in torch: radix_combine_fwd alone)
+FUSED = ["radix_squeeze_attend_fwd", "radix_combine_fwd"]
+PER_OP = ["radix_pool_fwd", "radix_combine_fwd"]
+
+
+def on_kernels() -> bool:
+    return expected_backend() != "torch"
+
+
+@pytest.fixture
+def launched(monkeypatch):
+    """The names of the kernels launched through tritattn's tuners, in order."""
+    from tritattn import tuning
+
+    names = []
+    real_launch = tuning.Tuner.launch
+
+    def recording_launch(self, *args, **kwargs):
+        names.append(self.name)
+        return real_launch(self, *args, **kwargs)
+
+    monkeypatch.setattr(tuning.Tuner, "launch", recording_launch)
+    return names
+
+
+def counters_are_reset(batch: int) -> bool:
+    from tritattn import excitation_block
+
+    return not excitation_block.counters(torch.device(DEVICE), batch).any()
+
+
+def inference_input(case: str, channels_last: bool, batch: int = 2) -> torch.Tensor:
+    return make_input((batch, *MODULE_CASES[case][3][1:]), torch.float64, channels_last)
+
+
+@pytest.mark.parametrize("case", list(MODULE_CASES))
+def test_inference_is_two_kernels_and_matches_timm(case, channels_last, launched):
+    """Eval, no grad: radix_squeeze_attend_fwd + radix_combine_fwd, timm's numbers in float64, the
+    branches' layout, the counters left at 0 (a second run gives the same bits)."""
+    peer, twin = build_peer_and_twin(case)
+    peer.eval(), twin.eval()
+    x = inference_input(case, channels_last)
+    with torch.no_grad():
+        ref = peer(x)
+        launched.clear()
+        y = twin(x)
+        assert launched == (FUSED if on_kernels() else [])
+        again = twin(x)
+        refusal = twin.attention_refusal(x)
+    assert refusal is None if on_kernels() else "no Triton kernels" in refusal
+    assert twin.attention_refusal() is None
+    assert_close(y, ref, torch.float64, what=f"{case} inference")
+    assert torch.equal(y, again) and counters_are_reset(x.shape[0])
+    assert y.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+def reference_attention(peer: nn.Module, x5: torch.Tensor) -> torch.Tensor:
+    """Σ_r a · x5 with a from timm's own attention layers (float64 x5 and peer)."""
+    B, R, C = x5.shape[:3]
+    if hasattr(peer, "rsoftmax"):
+        v = x5.sum(1).mean((2, 3), keepdim=True)
+        a = peer.rsoftmax(peer.fc2(peer.act1(peer.bn1(peer.fc1(v)))))
+    else:
+        a = peer.attn(x5)
+    return (x5 * a.reshape(B, R, C)[..., None, None]).sum(1)
+
+
+@pytest.mark.parametrize("case", ["splat-r4-g2-bn", "splat-r1-g4-bn", "sk-3paths-nosplit"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
+def test_radix_attention_op_in_low_precision(case, dtype):
+    """The op on branches and weights in float32 / bfloat16 against timm's layers in float64 on the
+    same (rounded) values: one rounding of the output (the attention stays in float32)."""
+    peer, twin = build_peer_and_twin(case)
+    peer.eval(), twin.eval()
+    twin.to(dtype)
+    peer.to(dtype).double()  # the rounded weights and statistics, in float64
+    R = twin.radix if hasattr(twin, "radix") else twin.attn.num_paths
+    C = twin.fc1.in_channels if hasattr(twin, "fc1") else twin.attn.fc_reduce.in_channels
+    layout = "stacked_channels_last" if case.startswith("sk") else "split_channels_last"
+    x5 = branches(R, (2, C, 3, 5), dtype, layout)[1].detach()
+    with torch.no_grad():
+        out = radix_block.radix_attention(x5, *twin.attention_weights())
+        ref = reference_attention(peer, x5.double())
+    assert out.dtype == dtype
+    assert_close(out, ref, what=f"{case} radix_attention {dtype}")
+
+
+def test_inference_with_tiny_tiles(monkeypatch, launched):
+    """Several channel blocks per sample (the ticket), ragged K and MLP tiles, one channel per MLP step."""
+    from tritattn.kernels import excitation
+
+    use_small_tiles(monkeypatch)
+    monkeypatch.setattr(excitation, "MLP_TILE_ELEMENTS", 8)
+    for case in ("splat-r4-g2-bn", "sk-3paths-nosplit"):
+        peer, twin = build_peer_and_twin(case)
+        peer.eval(), twin.eval()
+        x = inference_input(case, channels_last=True, batch=3)
+        with torch.no_grad():
+            launched.clear()
+            y = twin(x)
+            assert launched == (FUSED if on_kernels() else [])
+            assert_close(y, peer(x), torch.float64, what=f"{case} tiny tiles")
+            assert torch.equal(twin(x), y) and counters_are_reset(3)
+
+
+def _gelu(peer, twin):
+    for m in (peer, twin):
+        m.act1 = nn.GELU()
+
+
+def _hook(peer, twin):
+    calls = []
+    for m in (peer, twin):
+        m.attn.register_forward_hook(lambda module, args, out: calls.append(out.shape))
+    return calls
+
+
+#: refusal → (case, training mode, grad mode, module edit, what attention_refusal says)
+REFUSALS = {
+    "training": ("splat-r2-bn", True, False, None, "training mode"),
+    "grad-enabled": ("sk-default", False, True, None, "a gradient is needed"),
+    "hooked-sk-attn": ("sk-3paths-nosplit", False, False, _hook, "hooks on attn"),
+    "gelu": ("splat-r4-g2-bn", False, False, _gelu, "GELU has no kernel"),
+}
+
+
+@pytest.mark.parametrize("refusal", list(REFUSALS))
+def test_refused_blocks_take_the_per_op_path(refusal, launched):
+    case, training, grad, edit, reason = REFUSALS[refusal]
+    peer, twin = build_peer_and_twin(case)
+    peer.train(training), twin.train(training)
+    calls = edit(peer, twin) if edit is not None else None
+    x = inference_input(case, channels_last=True)
+    with torch.set_grad_enabled(grad):
+        ref = peer(x)
+        launched.clear()
+        y = twin(x)
+    if on_kernels():
+        assert "radix_squeeze_attend_fwd" not in launched and launched[-1] == "radix_combine_fwd"
+        assert launched == PER_OP or case.startswith("sk")
+    with torch.set_grad_enabled(grad):
+        said = twin.attention_refusal(x)
+    assert reason in said or (not on_kernels() and "no Triton kernels" in said), said
+    assert_close(y, ref, torch.float64, what=f"{case} refused ({refusal})")
+    if calls is not None:
+        assert len(calls) == 2  # the hook ran in both modules
+
+
+def test_refusal_reasons():
+    from tritattn import excitation_block
+
+    splat = split_attention.SplitAttn(8, radix=2, norm_layer=nn.BatchNorm2d).eval()
+    assert splat.attention_refusal() is None
+    splat.bn1 = nn.BatchNorm2d(splat.fc1.out_channels, track_running_stats=False).eval()
+    assert "running statistics" in splat.attention_refusal()
+    splat.bn1 = nn.LayerNorm(1)
+    assert "LayerNorm" in splat.attention_refusal()
+    plain = split_attention.SplitAttn(8, radix=2)
+    assert plain.attention_refusal() is None  # bn1 is an Identity
+    limit = excitation_block.MAX_HIDDEN
+    try:
+        excitation_block.MAX_HIDDEN = plain.fc1.out_channels - 1
+        assert "hidden width" in plain.attention_refusal()
+    finally:
+        excitation_block.MAX_HIDDEN = limit
+    sk = split_attention.SelectiveKernel(12).eval()
+    assert sk.attention_refusal() is None
+    sk.attn.act = nn.SiLU()
+    assert sk.attention_refusal() is None
+    sk.attn.fc_select.register_forward_pre_hook(lambda module, args: None)
+    assert "hooks on the attention MLP" in sk.attention_refusal()
+    sk.attn = nn.Identity()
+    assert "not timm's SelectiveKernelAttn" in sk.attention_refusal()
+    x = torch.randn(2, 8, 3, 3, requires_grad=True)
+    assert "gradient" in plain.attention_refusal(x) or not on_kernels()
+    with torch.no_grad():
+        assert (plain.attention_refusal(x) is None) == on_kernels()
+
+
+def test_radix_attention_is_inference_only_and_checks_its_inputs():
+    _, twin = build_peer_and_twin("splat-r2-bn")
+    twin.eval()
+    w1, b1, norm, w2, b2, act = twin.attention_weights()
+    x5 = make_input((2, 2, 12, 3, 3), torch.float64, requires_grad=True)
+    with pytest.raises(RuntimeError, match="inference-only"):
+        radix_block.radix_attention(x5, w1, b1, norm, w2, b2, act)
+    out = torch.ops.tritattn.radix_attention(x5, w1, b1, *norm, w2, b2, act)
+    with pytest.raises(RuntimeError, match="inference-only"):
+        out.sum().backward()
+    with torch.no_grad():
+        assert radix_block.radix_attention(x5, w1, b1, norm, w2, b2, act).shape == (2, 12, 3, 3)
+        empty = radix_block.radix_attention(x5[:0], w1, b1, norm, w2, b2, act)
+        assert empty.shape == (0, 12, 3, 3)
+        with pytest.raises(ValueError, match="act must be one of"):
+            radix_block.radix_attention(x5, w1, b1, norm, w2, b2, "gelu")
+        with pytest.raises(ValueError, match=r"w2 must have shape \(24, 32\)"):
+            radix_block.radix_attention(x5, w1, b1, norm, w2[:12], b2, act)
+        with pytest.raises(ValueError, match=r"norm\[2\] must have shape \(32,\)"):
+            radix_block.radix_attention(x5, w1, b1, (*norm[:2], norm[2][:4], *norm[3:]), w2, b2, act)
+
+
+def test_dense_weights_and_logit_order():
+    """Grouped 1×1 convs expanded exactly; timm's (cardinality, radix, C/k) logits put in (radix, channel) order."""
+    conv = nn.Conv2d(8, 6, 1, groups=2)
+    dense = radix_block.dense_pointwise(conv.weight, conv.groups)
+    v = torch.randn(3, 8)
+    assert torch.allclose(dense @ v.T + conv.bias[:, None], conv(v[:, :, None, None]).flatten(1).T, atol=1e-6)
+    assert (dense[:3, 4:] == 0).all() and (dense[3:, :4] == 0).all()
+    rsoftmax = reference.RadixSoftmax(radix=3, cardinality=2)
+    logits = torch.randn(4, 3 * 2 * 5)
+    w = torch.eye(30)
+    w_perm, b_perm = radix_block.radix_logit_order(w, torch.arange(30.0), radix=3, cardinality=2)
+    z = (logits @ w_perm.T).view(4, 3, 10)
+    assert torch.equal(z.softmax(1).reshape(4, -1), rsoftmax(logits))
+    assert torch.equal(b_perm, torch.arange(30.0).view(2, 3, 5).transpose(0, 1).reshape(-1))

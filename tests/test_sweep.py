@@ -111,6 +111,10 @@ def _pointers_moved(kernel: str, f: dict) -> list[str]:
         return ["x_ptr", "a_ptr", "out_ptr"]
     if kernel == "radix_combine_bwd":  # grad_out, x5, a read; grad_x5, grad_a written
         return ["grad_out_ptr", "x_ptr", "a_ptr", "grad_x_ptr", "grad_a_ptr"]
+    if kernel == "radix_squeeze_attend_fwd":  # x5 read; pooled, the attention written (weights: parameters)
+        return ["x_ptr", "pooled_ptr", "a_ptr"]
+    if kernel == "context_pool_combine_mlp":  # the partials read; ctx written and read back; s and / or t written
+        return ["part_ptr", "pstats_ptr", "ctx_ptr", "ctx_ptr"] + ["s_ptr"] * f["HAS_SCALE"] + ["t_ptr"] * f["HAS_ADD"]
     if kernel == "context_pool_partials":  # x read; the partials written (w: a parameter)
         return ["x_ptr", "part_ptr", "pstats_ptr"]
     if kernel == "context_pool_combine":  # the partials read; ctx, stats written
@@ -316,7 +320,24 @@ def test_byte_model_counts_the_tensors_each_kernel_moves(monkeypatch):
         check(f"context_pool_backward bias={bias is not None}", "context_pool_bwd", bm.context_pool_bwd(B, C, HW, NP, 2, f32),
               ops.context_pool_backward, rand(B, C), x, w, bias, ctx_stats)
 
-    assert len(counts) == 8 + 2 * 10 + 4 * 2 * len(blocks) + 4 + (3 + 3 + 2 + 3) + 2 * 2 * 7 + 3 * 3 + 2 * 3
+    # inference: split attention's squeeze with its MLP (with and without the hidden BatchNorm), and
+    # GCNet's context with its MLPs (scale, add, both)
+    for R, with_bn in ((1, False), (2, True)):
+        x5 = rand(B, R, C, H, W)
+        bn = ((rand(RD, dtype=torch.float32), rand(RD, dtype=torch.float32), rand(RD, dtype=torch.float32),
+               torch.rand(RD, device=DEVICE) + 0.5) if with_bn else (None,) * 4)
+        check(f"radix_attention R={R} bn={with_bn}", ["radix_squeeze_attend_fwd", "radix_combine_fwd"],
+              [bm.radix_squeeze_attend_fwd(B, R, C, HW, 2, f32), bm.radix_combine_fwd(B, R, C, HW, 2, f32)],
+              ops.radix_attention, x5, rand(RD, C), rand(RD), *bn, 1e-5, rand(R * C, RD), rand(R * C), "relu")
+    mlp = (rand(RD, C), rand(RD), rand(RD), rand(RD), rand(C, RD), rand(C), 1e-5)
+    none = (None,) * 6 + (1e-5,)
+    for scale, add in ((True, False), (False, True), (True, True)):
+        check(f"context_mlp scale={scale} add={add}", ["context_pool_partials", "context_pool_combine_mlp"],
+              [bm.context_pool_partials(B, C, HW, NP, 2, f32), bm.context_pool_combine_mlp(B, C, NP, f32, scale + add)],
+              ops.context_mlp, x, rand(C), *(mlp if scale else none), *(mlp if add else none), "relu")
+
+    assert len(counts) == (8 + 2 * 10 + 4 * 2 * len(blocks) + 4 + (3 + 3 + 2 + 3) + 2 * 2 * 7 + 3 * 3 + 2 * 3
+                           + 2 * 2 + 3 * 2)
     wrong = [c for c in counts if c[2] != c[3]]
     assert not wrong, "\n".join(f"{what} ({kernel}): byte model {m}, tensors moved {n}" for what, kernel, m, n in wrong)
 
@@ -353,13 +374,17 @@ def _bytes_of_launch(name: str, p: tuning.Problem) -> int:
         return bytes_model.cbam_spatial_bwd_reduce(p.B, p.K, p.R, f["D"], size, acc)
     if name == "spatial_conv_bwd":  # R = H×W
         return bytes_model.spatial_conv_bwd(p.B, p.R, f["D"], acc)
-    if name.startswith("radix_"):  # R = C, K = H×W; the radix is a flag; a in x's dtype
+    if name == "radix_squeeze_attend_fwd":
+        return bytes_model.radix_squeeze_attend_fwd(p.B, f["RADIX"], p.R, p.K, size, acc)
+    if name.startswith("radix_"):  # R = C, K = H×W; the radix is a flag; a in x's dtype (fp32 here: = ACC)
         size_a, R = size, f["RADIX"]
         return getattr(bytes_model, name)(p.B, R, p.R, p.K, size, *(() if name == "radix_pool_fwd" else (size_a,)))
     if name.startswith("context_pool"):  # R = H×W, K = C; NP from the tile rule
         NP = bytes_model.context_programs(torch.empty(p.B, p.K, 1, p.R, dtype=p.dtype, device="meta")) // p.B
         if name == "context_pool_combine":
             return bytes_model.context_pool_combine(p.B, p.K, NP, size, acc)
+        if name == "context_pool_combine_mlp":
+            return bytes_model.context_pool_combine_mlp(p.B, p.K, NP, acc, f["SCALE_MLP"] + f["ADD_MLP"])
         return getattr(bytes_model, name)(p.B, p.K, p.R, NP, size, acc)
     spatial = f.get("ACT_OUT") == "spatial"
     if name == "excitation_bwd_reduce":

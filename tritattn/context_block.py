@@ -18,8 +18,14 @@ softmax's max M and normaliser L per sample and ctx unrounded — never the [B, 
 (eager saves the softmax output and the conv output). Everything is summed in a fixed order
 without atomics: bitwise repeatable.
 
+``tritattn::context_mlp`` is GCNet's context with its MLPs for inference (no backward): the
+context, then both MLPs (fc1 → LayerNorm → act → fc2) computed by each sample's last program of
+the combine launch (kernels/context_pool.py: context_pool_combine_mlp); the module then applies
+x · gate(s) (+ t) in the gated-scale kernel, or x + t in torch.
+
 The ops run on the Triton kernels (GPU or interpreter) or, where :func:`tritattn.backend_for`
-says "torch", on the eager formulas below, which accumulate in ACC the same way.
+says "torch", on the eager formulas in tritattn/eager_ops.py (and the MLPs' here), which
+accumulate in ACC the same way.
 """
 from __future__ import annotations
 
@@ -31,7 +37,7 @@ from torch import Tensor
 from . import eager_ops
 from .backend import TRITON_AVAILABLE, backend_for
 from .checks import check_feature_map, check_tensor
-from .excitation_block import acc_dtype
+from .excitation_block import acc_dtype, counters
 from .layout import addressable
 from .ops import _empty_like_4d, _new
 
@@ -151,3 +157,92 @@ def context_pool(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tenso
         if bias.device != x.device:
             raise ValueError(f"bias is on {bias.device} but x is on {x.device}; move them to one device")
     return torch.ops.tritattn.context_pool(x, weight.reshape(C), bias)[0]
+
+
+# --- GCNet's whole block, for inference: the context and its MLPs in one launch pair ------------
+
+def _mlp(w1, b1, ln_w, ln_b, w2, b2, eps: float) -> tuple | None:
+    """One MLP as the launcher takes it: (w1 [RD, C], b1, ln_w, ln_b, w2 [C, RD], b2, eps), or None."""
+    return None if w1 is None else (w1, b1, ln_w, ln_b, w2, b2, eps)
+
+
+def _eager_mlp(ctx: Tensor, mlp: tuple) -> Tensor:
+    """W2 · act(LayerNorm(W1 · ctx + b1)) + b2 in ctx's dtype (ACC), for the torch backend."""
+    w1, b1, ln_w, ln_b, w2, b2, eps, act = mlp
+    dt = ctx.dtype
+    h = ctx @ w1.to(dt).t() + b1.to(dt)
+    h = torch.nn.functional.layer_norm(h, (h.shape[1],), ln_w.to(dt), ln_b.to(dt), eps)
+    h = torch.relu(h) if act == "relu" else torch.nn.functional.silu(h)
+    return h @ w2.to(dt).t() + b2.to(dt)
+
+
+def _alloc_context_mlp(x: Tensor, scale_w1: Optional[Tensor], add_w1: Optional[Tensor]) -> tuple[Tensor, Tensor]:
+    B, C = x.shape[:2]
+    acc = acc_dtype(x)
+    return tuple(_new((B, C), acc, x.device) if w1 is not None else _new((0,), acc, x.device) for w1 in (scale_w1, add_w1))
+
+
+@torch.library.custom_op("tritattn::context_mlp", mutates_args=())
+def context_mlp_op(
+    x: Tensor, conv_w: Tensor,
+    scale_w1: Optional[Tensor], scale_b1: Optional[Tensor], scale_ln_w: Optional[Tensor], scale_ln_b: Optional[Tensor],
+    scale_w2: Optional[Tensor], scale_b2: Optional[Tensor], scale_eps: float,
+    add_w1: Optional[Tensor], add_b1: Optional[Tensor], add_ln_w: Optional[Tensor], add_ln_b: Optional[Tensor],
+    add_w2: Optional[Tensor], add_b2: Optional[Tensor], add_eps: float,
+    act: str,
+) -> tuple[Tensor, Tensor]:
+    """GCNet's context and its MLPs for inference (no autograd formula): (s, t) [B, C] in ACC,
+    s = mlp_scale(ctx) and t = mlp_add(ctx) (an absent MLP's output is empty), with ctx the
+    context pooling of x under conv_w [C] (the conv's bias is not an input: softmax ignores it)
+    and each MLP W2 · act(LayerNorm(W1 · ctx + b1)) + b2 (w1 [RD, C], b1, ln_w, ln_b [RD],
+    w2 [C, RD], b2 [C]; absent: its w1 None; at least one present); act "relu" or "silu".
+
+    Triton: context_pool_partials, then context_pool_combine_mlp (the merge, and both MLPs by each
+    sample's last program). The block's output is the module's: the gated-scale kernel with t as
+    its stride-0 residual, or x + t. Raises if an input requires grad while grad mode is on: there
+    is no backward."""
+    x = addressable(x)
+    s, t = _alloc_context_mlp(x, scale_w1, add_w1)
+    if not x.numel():
+        return s, t
+    B, C = x.shape[:2]
+    acc = acc_dtype(x)
+    scale_mlp = _mlp(scale_w1, scale_b1, scale_ln_w, scale_ln_b, scale_w2, scale_b2, scale_eps)
+    add_mlp = _mlp(add_w1, add_b1, add_ln_w, add_ln_b, add_w2, add_b2, add_eps)
+    conv_w = conv_w.reshape(C).contiguous()
+    outputs = (s if scale_mlp is not None else None, t if add_mlp is not None else None)
+    if backend_for(x) == "torch":
+        ctx = _new((B, C), acc, x.device)
+        eager_ops.context_pool_fwd(x, conv_w, ctx, _new((B, C + 2), acc, x.device))
+        for mlp, out in zip((scale_mlp, add_mlp), outputs):
+            if mlp is not None:
+                out.copy_(_eager_mlp(ctx, (*mlp, act)))
+    else:
+        rows = launch.context_pool_programs(x)
+        launch.global_context_fwd(x, conv_w, _new((rows, C), acc, x.device), _new((rows, 2), acc, x.device),
+                                  _new((B, C), acc, x.device), counters(x.device, B), scale_mlp, add_mlp, *outputs, act)
+    return s, t
+
+
+@context_mlp_op.register_fake
+def _(x, conv_w, scale_w1, scale_b1, scale_ln_w, scale_ln_b, scale_w2, scale_b2, scale_eps,
+      add_w1, add_b1, add_ln_w, add_ln_b, add_w2, add_b2, add_eps, act):
+    return _alloc_context_mlp(x, scale_w1, add_w1)
+
+
+_INFERENCE_ONLY = ("tritattn::context_mlp is inference-only (it has no backward) but an input requires grad: "
+                   "call it under torch.no_grad() or torch.inference_mode(), or use the differentiable ops "
+                   "(tritattn.context_pool and the MLPs in torch)")
+
+
+def _refuse_autograd(ctx, inputs, output) -> None:
+    """No backward: autograd calls this when an input requires grad in grad mode; raise at once
+    (rather than when a backward reaches the op, or never)."""
+    raise RuntimeError(_INFERENCE_ONLY)
+
+
+def _no_backward(ctx, *grads):  # never reached: _refuse_autograd raises first
+    raise RuntimeError(_INFERENCE_ONLY)
+
+
+context_mlp_op.register_autograd(_no_backward, setup_context=_refuse_autograd)

@@ -51,13 +51,17 @@ def _twin_of(cls: type[nn.Module]) -> type[nn.Module] | None:
     return twin_named(twin_name) if twin_name else None
 
 
-#: how the twins of split attention, selective kernel and global context run: their kernels
-#: around a torch MLP (an eager MLP between two kernels, batch-statistics BatchNorm included)
+#: how the twins of split attention, selective kernel and global context run: in inference (eval,
+#: no gradient) the squeeze with the MLP in one kernel; otherwise their kernels around the MLP in
+#: torch (an eager MLP between two kernels: exact with a batch-statistics BatchNorm)
 _PER_OP_DESCRIPTIONS: dict[type[nn.Module], str] = {
-    split_attention.SplitAttn: "per-op: conv, BN, act in torch; radix pool, MLP in torch, radix combine",
-    split_attention.SelectiveKernel: "per-op: branches in torch; attention; radix combine",
+    split_attention.SplitAttn: ("conv, BN, act in torch; inference: squeeze + MLP + radix softmax, radix combine "
+                                "(2 kernels); training: radix pool, MLP in torch, radix combine"),
+    split_attention.SelectiveKernel: ("branches in torch; inference: squeeze + MLP + softmax, radix combine "
+                                      "(2 kernels); training: the attention per op, radix combine"),
     split_attention.SelectiveKernelAttn: "per-op: radix pool, MLP and softmax in torch",
-    global_context.GlobalContext: "per-op: context pool (2 kernels), MLP in torch, scale (1 kernel) or torch add",
+    global_context.GlobalContext: ("inference: context pool + MLPs (2 kernels), then scale (1 kernel) or torch add; "
+                                   "training: context pool, MLPs in torch, scale or torch add"),
 }
 
 

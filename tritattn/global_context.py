@@ -7,13 +7,60 @@ place (``module.__class__ = GlobalContext``) and keeps its own submodules.
 """
 from __future__ import annotations
 
-from torch import Tensor
+import torch
+from torch import Tensor, nn
 
-from . import reference
+from . import excitation_block, reference
 from .checks import check_channels, check_feature_map
 from .context_block import context_pool
 from .functional import excite_scale, squeeze
-from .modules import kernel_gate
+from .modules import kernel_for_gate, kernel_gate
+from .peers import qualified_name
+from .reclass import has_hooks
+
+#: the hidden activations the in-kernel MLP computes (exact types: a subclass may differ)
+_MLP_ACTS: dict[type[nn.Module], str] = {nn.ReLU: "relu", nn.SiLU: "silu"}
+#: the MLP and norm classes whose computation the kernel reproduces: timm's, by qualified name
+#: (timm is not imported), and the reference copies
+_CONV_MLPS = (reference.ConvMlp, "timm.layers.mlp.ConvMlp")
+_LAYER_NORMS = (reference.LayerNorm2d, "timm.layers.norm.LayerNorm2d")
+
+
+def _is_one_of(module: nn.Module, classes: tuple) -> bool:
+    """Whether ``module``'s exact type is the class, or has the qualified name, of one of ``classes``."""
+    cls = type(module)
+    return any(cls is c if isinstance(c, type) else qualified_name(cls) == c for c in classes)
+
+
+def _mlp_refusal(name: str, mlp: nn.Module) -> str | None:
+    """Why ``mlp`` (mlp_scale or mlp_add) cannot run inside the context kernel, or None."""
+    if not _is_one_of(mlp, _CONV_MLPS):
+        return f"{name} is a {type(mlp).__name__}, not timm's ConvMlp"
+    if not _is_one_of(mlp.norm, _LAYER_NORMS):
+        return f"{name}.norm is a {type(mlp.norm).__name__}, not timm's LayerNorm2d"
+    rd = mlp.fc1.out_channels
+    if mlp.norm.weight is None or mlp.norm.bias is None or tuple(mlp.norm.normalized_shape) != (rd,):
+        return f"{name}.norm is not an affine LayerNorm over fc1's {rd} channels"
+    if type(mlp.act) not in _MLP_ACTS:
+        return f"{name}.act {type(mlp.act).__name__} has no kernel (ReLU and SiLU do)"
+    drop = mlp.drop
+    if not (type(drop) is nn.Identity or (type(drop) is nn.Dropout and (drop.p == 0 or not drop.training))):
+        return f"{name}.drop is active ({type(drop).__name__} in training)"
+    if mlp.fc1.bias is None or mlp.fc2.bias is None:
+        return f"{name} has a conv without bias"
+    if rd > excitation_block.MAX_HIDDEN:
+        return f"{name}'s hidden width {rd} > {excitation_block.MAX_HIDDEN}"
+    if any(has_hooks(m) for m in mlp.modules()):
+        return f"{name} or a submodule has hooks (the kernel would bypass them)"
+    return None
+
+
+def _mlp_args(mlp: nn.Module | None) -> tuple:
+    """tritattn::context_mlp's arguments for one MLP: w1 [RD, C], b1, ln_w, ln_b, w2 [C, RD], b2, eps."""
+    if mlp is None:
+        return (None,) * 6 + (0.0,)
+    return (mlp.fc1.weight.flatten(1), mlp.fc1.bias, mlp.norm.weight, mlp.norm.bias, mlp.fc2.weight.flatten(1),
+            mlp.fc2.bias, float(mlp.norm.eps))
 
 
 class GlobalContext(reference.GlobalContext):
@@ -29,6 +76,12 @@ class GlobalContext(reference.GlobalContext):
       ``mlp_add(ctx)`` rides along as the scaling's (broadcast) residual, in the same pass;
     - ``fuse_add`` alone (gcresnet*): ``x + mlp_add(ctx)`` in torch — eager's broadcast add is
       already a single pass over x, there is nothing to fuse.
+
+    Inference (no gradient needed, with ``conv_attn``, each MLP timm's ConvMlp with LayerNorm2d,
+    ReLU or SiLU, no active dropout, no hooks: :meth:`mlp_kernel_refusal`): the MLPs run inside
+    the context kernels instead (``tritattn::context_mlp``: context_pool_partials, then
+    context_pool_combine_mlp, whose last program per sample computes fc1 → LayerNorm → act → fc2
+    for both MLPs), then the scale kernel or the torch add as above — no torch MLP ops.
 
     A gate without a kernel runs the reference forward, after a one-time warning naming it.
     """
@@ -48,6 +101,15 @@ class GlobalContext(reference.GlobalContext):
             gate = kernel_gate(self, self.gate)
             if gate is None:
                 return super().forward(x)  # the reference forward
+        if self.mlp_kernel_refusal(x) is None:  # inference: the MLPs inside the context kernel
+            mlp = self.mlp_scale if self.mlp_scale is not None else self.mlp_add
+            s, t = torch.ops.tritattn.context_mlp(
+                x, self.conv_attn.weight.flatten(), *_mlp_args(self.mlp_scale), *_mlp_args(self.mlp_add),
+                _MLP_ACTS[type(mlp.act)])
+            added = t.to(x.dtype)[:, :, None, None] if self.mlp_add is not None else None  # eager's mlp_add is in x's dtype
+            if self.mlp_scale is None:
+                return x + added  # a broadcast add is already one pass over x
+            return excite_scale(x, s, gate, added.expand(x.shape) if added is not None else None)
         B, C = x.shape[:2]
         if self.conv_attn is not None:
             ctx = context_pool(x, self.conv_attn.weight.reshape(C), self.conv_attn.bias)
@@ -59,3 +121,25 @@ class GlobalContext(reference.GlobalContext):
             residual = added.expand(x.shape) if added is not None else None
             return excite_scale(x, self.mlp_scale(ctx), gate, residual)
         return x + added if added is not None else x
+
+    def mlp_kernel_refusal(self, x: Tensor) -> str | None:
+        """Why ``self(x)`` does not run its MLPs inside the context kernel (tritattn::context_mlp,
+        inference only) but on the per-op path, or None when it does."""
+        if not excitation_block.runs_for(x):
+            return "the block pipelines are off or x is not on Triton kernels"
+        if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters())):
+            return "a gradient is needed (the in-kernel MLP has no backward)"
+        if self.conv_attn is None:
+            return "no conv_attn: the mean context runs on the per-op path"
+        mlps = [(name, getattr(self, name)) for name in ("mlp_scale", "mlp_add") if getattr(self, name) is not None]
+        if not mlps:
+            return "no MLP"
+        for name, mlp in mlps:
+            why = _mlp_refusal(name, mlp)
+            if why is not None:
+                return why
+        if len({type(mlp.act) for _, mlp in mlps}) > 1:
+            return "mlp_scale and mlp_add have different activations"
+        if self.mlp_scale is not None and kernel_for_gate(self.gate) is None:
+            return f"the gate {type(self.gate).__name__} has no kernel"
+        return None

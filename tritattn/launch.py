@@ -494,6 +494,22 @@ def _context_problem(x: torch.Tensor, xs: tuple[int, int, int]) -> Problem:
     return Problem(B, H * W, C, rows_contiguous=xs[2] < xs[1], dtype=x.dtype)
 
 
+def _launch_context_partials(
+    x: torch.Tensor, w: torch.Tensor, part: torch.Tensor, pstats: torch.Tensor,
+) -> tuple[Problem, int, int]:
+    """Launch context_pool_partials; returns its Problem, its number of programs (B · NP) and the
+    channels per program of the combine launch that follows."""
+    B, C, H, W = x.shape
+    xs = plane_strides(x, "channel")
+    p = _context_problem(x, xs)
+    block_p, block_c = context_pool_tile(x)
+    n_programs = B * triton.cdiv(H * W, block_p)
+    with _device_guard(x):
+        CONTEXT_POOL_PARTIALS.launch(p, lambda META: (n_programs,), (x, w, part, pstats, C, H * W, *xs),
+                                     dict(ACC=_acc_dtype(x), BLOCK_C=block_c, BLOCK_P=block_p), x.device)
+    return p, n_programs, max(1, min(triton.next_power_of_2(C), tiling.LONG_SIDE_MAX, CONTEXT_POOL_COMBINE_BLOCK_C))
+
+
 def context_pool_fwd(
     x: torch.Tensor, w: torch.Tensor, part: torch.Tensor, pstats: torch.Tensor, ctx: torch.Tensor, stats: torch.Tensor,
 ) -> None:
@@ -501,15 +517,9 @@ def context_pool_fwd(
     pooling of x under the logits w · x (w [C], contiguous), in two launches; ``part``
     [B·NP, C] and ``pstats`` [B·NP, 2] (ACC, contiguous) are workspaces (:func:`context_pool_programs`)."""
     B, C, H, W = x.shape
-    xs = plane_strides(x, "channel")
-    p = _context_problem(x, xs)
-    block_p, block_c = context_pool_tile(x)
-    n_programs = B * triton.cdiv(H * W, block_p)
-    combine_c = max(1, min(triton.next_power_of_2(C), tiling.LONG_SIDE_MAX, CONTEXT_POOL_COMBINE_BLOCK_C))
+    p, n_programs, combine_c = _launch_context_partials(x, w, part, pstats)
     acc = _acc_dtype(x)
     with _device_guard(x):
-        CONTEXT_POOL_PARTIALS.launch(p, lambda META: (n_programs,), (x, w, part, pstats, C, H * W, *xs),
-                                     dict(ACC=acc, BLOCK_C=block_c, BLOCK_P=block_p), x.device)
         CONTEXT_POOL_COMBINE.launch(p, lambda META: (B * triton.cdiv(C, combine_c),),
                                     (part, pstats, ctx, stats, C, n_programs // B, ctx.stride(0), ctx.stride(1)),
                                     dict(ACC=acc, BLOCK_C=combine_c), x.device)
@@ -532,4 +542,84 @@ def context_pool_bwd(
             (grad_ctx, x, w, stats, grad_x, wpart, C, H * W, grad_ctx.stride(0), grad_ctx.stride(1), *xs,
              *plane_strides(grad_x, "channel")),
             dict(ACC=_acc_dtype(x), BLOCK_C=block_c, BLOCK_P=block_p), x.device,
+        )
+
+
+# --- GCNet's global context for inference: the context and its MLPs in two launches -------------
+
+CONTEXT_POOL_COMBINE_MLP = FixedConfig("context_pool_combine_mlp", context_pool.context_pool_combine_mlp,
+                                       triton.Config({}, num_warps=4, num_stages=2))
+
+
+def _context_mlp_args(mlp: tuple | None) -> tuple[tuple, int, float, tuple]:
+    """(w1, b1, ln_w, ln_b, w2, b2; RD; eps; the strides of w1 [RD, C] and w2 [C, RD]) of one of
+    GCNet's MLPs given as (w1, b1, ln_w, ln_b, w2, b2, eps); Nones, 1, 0 and zeros without it."""
+    if mlp is None:
+        return (None,) * 6, 1, 0.0, (0, 0, 0, 0)
+    *tensors, eps = mlp
+    w1, w2 = tensors[0], tensors[4]
+    return tuple(tensors), w1.shape[0], eps, (*_strides2(w1), *_strides2(w2))
+
+
+def global_context_fwd(
+    x: torch.Tensor, w: torch.Tensor, part: torch.Tensor, pstats: torch.Tensor, ctx: torch.Tensor,
+    counter: torch.Tensor, scale_mlp: tuple | None, add_mlp: tuple | None, s: torch.Tensor | None,
+    t: torch.Tensor | None, act: str,
+) -> None:
+    """GCNet's context of x under the logits w · x (w [C], contiguous) and its MLPs' outputs, in two
+    launches: context_pool_partials (as :func:`context_pool_fwd`), then context_pool_combine_mlp,
+    which merges the partials into ``ctx`` [B, C] (ACC workspace) and, in each sample's last
+    program, writes s = mlp_scale(ctx) and / or t = mlp_add(ctx) ([B, C], ACC, contiguous).
+    ``scale_mlp`` / ``add_mlp``: (w1 [RD, C], b1 [RD], ln_w [RD], ln_b [RD], w2 [C, RD], b2 [C],
+    eps) or None; ``act``: "relu" or "silu"; ``counter`` ≥ B zeroed slots
+    (excitation_block.counters), left at 0. ``part``, ``pstats`` as :func:`context_pool_fwd`'s."""
+    B, C, H, W = x.shape
+    p, n_programs, combine_c = _launch_context_partials(x, w, part, pstats)
+    s_args, rd_s, eps_s, s_strides = _context_mlp_args(scale_mlp)
+    a_args, rd_a, eps_a, a_strides = _context_mlp_args(add_mlp)
+    pc = Problem(p.B, p.R, p.K, p.rows_contiguous, p.dtype,
+                 flags=(("SCALE_MLP", scale_mlp is not None), ("ADD_MLP", add_mlp is not None), ("ACT", act),
+                        ("RD", max(rd_s, rd_a))))
+    acc = _acc_dtype(x)
+    with _device_guard(x):
+        CONTEXT_POOL_COMBINE_MLP.launch(
+            pc, lambda META: (B * triton.cdiv(C, combine_c),),
+            (part, pstats, ctx, counter, *s_args, s, *a_args, t, C, n_programs // B, rd_s, rd_a, eps_s, eps_a,
+             *s_strides, *a_strides),
+            dict(HAS_SCALE=scale_mlp is not None, HAS_ADD=add_mlp is not None, ACT=act, ACC=acc, BLOCK_C=combine_c,
+                 **excitation_geometry(C, max(rd_s, rd_a))), x.device,
+        )
+
+
+# --- split attention in inference: the squeeze and the attention MLP in one launch ----------------
+
+RADIX_SQUEEZE_ATTEND_FWD = Tuner(
+    "radix_squeeze_attend_fwd", radix_combine.radix_squeeze_attend_fwd, radix_combine.RADIX_SQUEEZE_ATTEND_FWD_CONFIGS,
+    num_stages=3)
+
+
+def radix_squeeze_attend_fwd(
+    x5: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor | None, norm: tuple | None,
+    w2: torch.Tensor, b2: torch.Tensor | None, act: str,
+    pooled: torch.Tensor, a: torch.Tensor, counter: torch.Tensor,
+) -> None:
+    """The attention a [B, R, C] (ACC, contiguous) of the branches x5 [B, R, C, H, W] in one launch
+    (kernels/radix_combine.py): the pooled vector (workspace ``pooled`` [B, C], ACC, contiguous),
+    then per sample act(bn(W1 · v + b1)) → W2 · … + b2 → softmax over r (sigmoid for R = 1).
+    ``w1`` dense [RD, C], ``w2`` dense [R·C, RD] with rows in (r, c) order; ``norm`` the hidden
+    BatchNorm's (weight, bias, running mean, running var, eps), or None; ``counter`` ≥ B zeroed
+    int32 slots (left at 0)."""
+    xs = _radix_strides(x5)
+    B, R, C, H, W = x5.shape
+    RD = w1.shape[0]
+    p = Problem(B, C, H * W, rows_contiguous=xs[2] < xs[3], dtype=x5.dtype,
+                flags=(("RADIX", R), ("RD", RD), ("ACT", act), *_norm_flags(norm).items()))
+    *bn, bn_eps = _norm_args(norm)
+    with _device_guard(x5):
+        RADIX_SQUEEZE_ATTEND_FWD.launch(
+            p, _rows_grid(p),
+            (x5, pooled, counter, w1, b1, *bn, w2, b2, a, R, C, H * W, RD, bn_eps, *xs, *_strides2(w1), *_strides2(w2)),
+            dict(ACT=act, HAS_B1=b1 is not None, HAS_B2=b2 is not None, HIDDEN_NORM=norm is not None,
+                 ACC=_acc_dtype(x5), RADIX_BLOCK=triton.next_power_of_2(R), **excitation_geometry(C, RD)),
+            x5.device,
         )

@@ -1,5 +1,6 @@
 """Radix (split) attention ops: the two passes over the branches of ResNeSt's SplitAttn and SKNet's
-SelectiveKernel (kernels/radix_combine.py), with the small attention MLP in torch between them.
+SelectiveKernel (kernels/radix_combine.py), with the small attention MLP in torch between them —
+or, in inference, inside the first pass (``radix_attention``).
 
 =======================  ===========================================================  ==============
 op                       computes                                                     kernels
@@ -7,6 +8,8 @@ op                       computes                                               
 radix_pool               pooled[b, c] = mean_hw Σ_r x5[b, r, c, h, w]  → [B, C]       radix_pool_fwd
 radix_combine            out[b, c, h, w] = Σ_r a[b, r, c] · x5[b, r, c, h, w]         radix_combine_fwd
 radix_combine_backward   grad_x5 = a · grad_out, grad_a = Σ_hw grad_out · x5          radix_combine_bwd
+radix_attention          out = Σ_r softmax_r(W2 · act(bn(W1 · pooled + b1)) + b2)     radix_squeeze_attend_fwd,
+                         · x5[:, r] (inference only: no backward)                     radix_combine_fwd
 =======================  ===========================================================  ==============
 
 x5 is the branched feature map [B, R, C, H, W]: SplitAttn's [B, R·C, H, W] viewed so (a view in
@@ -20,8 +23,18 @@ to radix_combine's grad_x5), as :mod:`tritattn.autograd` does for the squeeze's 
 Each op is a ``torch.library.custom_op`` with a fake implementation and a registered autograd
 formula; it runs the Triton kernels (GPU or interpreter) or, when :func:`tritattn.backend_for`
 says "torch", the eager equivalents here (float32 / float64 accumulation, one rounding).
+
+``radix_attention`` is inference-only: its autograd formula raises, and :func:`radix_attention`
+refuses inputs that require grad while grad mode is on (the modules take the per-op path then).
+It takes the attention MLP as dense matrices, W1 [RD, C] and W2 [R·C, RD] with W2's rows in
+(radix, channel) order: :func:`dense_pointwise` expands a grouped 1×1 conv into a block-diagonal
+one (the zeros add exactly 0), :func:`radix_logit_order` permutes timm's RadixSoftmax order.
+The modules take it only on the Triton kernels (:func:`tritattn.excitation_block.runs_for`); on
+the eager fallback the op computes the same math in torch.
 """
 from __future__ import annotations
+
+from typing import Optional
 
 import torch
 from torch import Tensor
@@ -29,6 +42,7 @@ from torch import Tensor
 from . import eager_ops
 from .backend import TRITON_AVAILABLE, backend_for
 from .checks import _describe, check_companion, check_tensor
+from .excitation_block import MLP_ACTS, acc_dtype, counters
 from .layout import flat_spatial_stride
 from .ops import _new
 
@@ -197,3 +211,124 @@ def radix_combine(x5: Tensor, a: Tensor) -> Tensor:
         )
     check_companion(a, "a", x5, (B, R, C))
     return torch.ops.tritattn.radix_combine(x5, a)
+
+
+# --- inference: the squeeze and the attention MLP in one kernel (radix_attention) -----------------
+
+
+def dense_pointwise(weight: Tensor, groups: int) -> Tensor:
+    """A 1×1 conv's weight [out, in / groups, 1, 1] as a dense [out, in] matrix: block-diagonal
+    for groups > 1 (exact: the zeros contribute exactly 0); a view for groups = 1."""
+    w = weight.flatten(1)
+    return w if groups == 1 else torch.block_diag(*w.chunk(groups, 0))
+
+
+def radix_logit_order(w2: Tensor, b2: Optional[Tensor], radix: int, cardinality: int) -> tuple[Tensor, Optional[Tensor]]:
+    """fc2's rows (and bias) [R·C, …] from timm's RadixSoftmax order — the logits viewed
+    [cardinality, radix, C / cardinality] — to (radix, channel) order, row r·C + c with
+    c = (group, channel in group): the order of radix_combine's a[b, r, c]. Unchanged (no copy)
+    for radix 1 (a sigmoid on fc2's order) or cardinality 1."""
+    if radix == 1 or cardinality == 1:
+        return w2, b2
+    rows = w2.shape[0]
+    perm = torch.arange(rows, device=w2.device).view(cardinality, radix, rows // (radix * cardinality))
+    perm = perm.transpose(0, 1).reshape(-1)
+    return w2[perm], (b2[perm] if b2 is not None else None)
+
+
+def _eager_attention(x5: Tensor, w1: Tensor, b1: Optional[Tensor], norm: Optional[tuple], w2: Tensor,
+                     b2: Optional[Tensor], act: str) -> Tensor:
+    """The kernel's math in torch: a [B, R, C] in the accumulator dtype."""
+    B, R, C = x5.shape[:3]
+    acc = acc_dtype(x5)
+    h = x5.to(acc).sum(1).mean((2, 3)) @ w1.to(acc).T
+    if b1 is not None:
+        h = h + b1.to(acc)
+    if norm is not None:
+        weight, bias, mean, var, eps = norm
+        scale = weight.to(acc) / torch.sqrt(var.to(acc) + eps)
+        h = h * scale + (bias.to(acc) - mean.to(acc) * scale)
+    h = torch.relu(h) if act == "relu" else (torch.nn.functional.silu(h) if act == "silu" else h)
+    z = h @ w2.to(acc).T
+    if b2 is not None:
+        z = z + b2.to(acc)
+    z = z.view(B, R, C)
+    return z.sigmoid() if R == 1 else z.softmax(1)
+
+
+@torch.library.custom_op("tritattn::radix_attention", mutates_args=())
+def radix_attention_op(
+    x5: Tensor, w1: Tensor, b1: Optional[Tensor], bn_weight: Optional[Tensor], bn_bias: Optional[Tensor],
+    bn_mean: Optional[Tensor], bn_var: Optional[Tensor], bn_eps: float, w2: Tensor, b2: Optional[Tensor], act: str,
+) -> Tensor:
+    """out [B, C, H, W] = Σ_r a[b, r, c] · x5[b, r, c, h, w], a = the radix softmax over r (sigmoid
+    for R = 1) of W2 · act(bn(W1 · pooled + b1)) + b2, pooled = mean over H·W of Σ_r x5; w1 dense
+    [RD, C], w2 dense [R·C, RD] (rows in (r, c) order), the BatchNorm (all four tensors or none)
+    in eval. Two kernels: radix_squeeze_attend_fwd (a in float32 / float64), radix_combine_fwd
+    (one rounding to x5's dtype). Inference only: no backward."""
+    x5 = addressable_branches(x5)
+    out = _alloc_combine(x5)
+    if not out.numel():
+        return out
+    B, R, C = x5.shape[:3]
+    norm = None if bn_weight is None else (bn_weight, bn_bias, bn_mean, bn_var, bn_eps)
+    a = _new((B, R, C), acc_dtype(x5), x5.device)
+    if backend_for(x5) == "torch":
+        a.copy_(_eager_attention(x5, w1, b1, norm, w2, b2, act))
+        eager_ops.radix_combine_fwd(x5, a, out)
+        return out
+    pooled = _new((B, C), acc_dtype(x5), x5.device)
+    launch.radix_squeeze_attend_fwd(x5, w1, b1, norm, w2, b2, act, pooled, a, counters(x5.device, B))
+    launch.radix_combine_fwd(x5, a, out)
+    return out
+
+
+@radix_attention_op.register_fake
+def _(x5, w1, b1, bn_weight, bn_bias, bn_mean, bn_var, bn_eps, w2, b2, act):
+    return _alloc_combine(addressable_branches(x5))
+
+
+INFERENCE_ONLY = (
+    "tritattn::radix_attention is inference-only (it has no backward): run it under torch.no_grad() or "
+    "torch.inference_mode(), or on inputs that do not require grad; the fast SplitAttn / SelectiveKernel take "
+    "the differentiable per-op path (radix_pool, the MLP in torch, radix_combine) when a gradient is needed"
+)
+
+
+def _attention_backward(ctx, grad_out):
+    raise RuntimeError(INFERENCE_ONLY)
+
+
+radix_attention_op.register_autograd(_attention_backward)
+
+
+def radix_attention(
+    x5: Tensor, w1: Tensor, b1: Optional[Tensor], norm: Optional[tuple], w2: Tensor, b2: Optional[Tensor], act: str,
+) -> Tensor:
+    """Split attention's whole inference pass over the branches x5 [B, R, C, H, W] in two kernels:
+    ``Σ_r a[:, r] · x5[:, r]`` with a = softmax over r (sigmoid for R = 1) of
+    ``W2 · act(bn(W1 · mean_hw(Σ_r x5) + b1)) + b2`` → [B, C, H, W] in x5's dtype and one branch's
+    memory format. ``w1`` dense [RD, C], ``w2`` dense [R·C, RD] with rows in (radix, channel)
+    order (:func:`dense_pointwise`, :func:`radix_logit_order`); ``norm`` an eval BatchNorm's
+    (weight, bias, running mean, running var, eps) [RD], or None; ``act`` in "relu", "silu",
+    "identity". Not differentiable: raises if grad mode is on and an input requires grad."""
+    check_branches(x5)
+    B, R, C = x5.shape[:3]
+    if act not in MLP_ACTS:
+        raise ValueError(f"act must be one of {MLP_ACTS}, got {act!r}")
+    check_tensor(w1, "w1")
+    if w1.dim() != 2 or w1.shape[1] != C:
+        raise ValueError(f"w1 must be a dense [RD, {C}] matrix for x5 ({_describe(x5)}), got shape {tuple(w1.shape)}")
+    RD = w1.shape[0]
+    check_companion(w1, "w1", x5, (RD, C))
+    check_companion(w2, "w2", x5, (R * C, RD))
+    bn = tuple(norm[:4]) if norm is not None else (None,) * 4
+    for name, t, n in (("b1", b1, RD), ("b2", b2, R * C), *((f"norm[{i}]", t, RD) for i, t in enumerate(bn))):
+        if t is not None:
+            check_companion(t, name, x5, (n,))
+    if norm is not None and any(t is None for t in bn):
+        raise ValueError("norm must give the BatchNorm's weight, bias, running mean and running var (all four)")
+    tensors = (x5, w1, b1, w2, b2, *bn)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
+        raise RuntimeError(INFERENCE_ONLY)
+    return torch.ops.tritattn.radix_attention(x5, w1, b1, *bn, float(norm[4]) if norm is not None else 0.0, w2, b2, act)

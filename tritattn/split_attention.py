@@ -15,18 +15,29 @@ so a timm module can be re-classed in place (``module.__class__ = SplitAttn``). 
 - ``Σ_r a[:, r] · x[:, r]`` is one :func:`~tritattn.radix_block.radix_combine` pass (eager: an
   R-times-larger product, then the sum), and its backward one pass too.
 
-When :func:`tritattn.backend_for` says "torch" the ops run their eager fallback; nothing here
-changes. The output is in one branch's memory format (channels_last for channels_last input,
-where timm's SplitAttn returns an NCHW-contiguous copy).
+Inference (SplitAttn, SelectiveKernel): when no gradient is needed, the MLP's BatchNorm is in eval
+with running statistics, its activation is ReLU / SiLU / Identity, the hidden width is at most
+:data:`~tritattn.excitation_block.MAX_HIDDEN` and the block pipelines are on for x
+(:func:`tritattn.excitation_block.runs_for`), the descriptor, the MLP and the radix softmax are
+one kernel and the weighted sum a second (:func:`~tritattn.radix_block.radix_attention`), the
+grouped 1×1 convs expanded to dense block-diagonal matrices on the host at each call (tiny; no
+cache to go stale). ``attention_refusal`` says why a block takes the per-op path instead.
+
+When :func:`tritattn.backend_for` says "torch" the ops run their eager fallback and the blocks
+take the per-op path; nothing else changes. The output is in one branch's memory format
+(channels_last for channels_last input, where timm's SplitAttn returns an NCHW-contiguous copy).
 """
 from __future__ import annotations
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from . import reference
+from . import excitation_block, reference
 from .checks import check_channels, check_feature_map
-from .radix_block import check_branches, radix_combine, radix_pool
+from .modules import _plain_batchnorm, mlp_act_kind
+from .peers import qualified_name
+from .radix_block import check_branches, dense_pointwise, radix_attention, radix_combine, radix_logit_order, radix_pool
+from .reclass import has_hooks
 
 
 def _branches(x: Tensor, radix: int) -> Tensor:
@@ -35,8 +46,71 @@ def _branches(x: Tensor, radix: int) -> Tensor:
     return x.reshape(B, radix, RC // radix, H, W)
 
 
+#: timm's and the reference's RadixSoftmax (the logit order radix_logit_order undoes)
+_RADIX_SOFTMAXES = ("timm.layers.split_attn.RadixSoftmax", qualified_name(reference.RadixSoftmax))
+#: timm's and the reference's SelectiveKernelAttn (the twin subclasses the reference)
+_SK_ATTNS = ("timm.layers.selective_kernel.SelectiveKernelAttn", qualified_name(reference.SelectiveKernelAttn))
+
+
+def _pointwise(conv: nn.Module) -> bool:
+    """A plain 1×1 conv without padding (on the pooled [B, C, 1, 1] vector: a matrix product)."""
+    return (type(conv) is nn.Conv2d and conv.kernel_size == (1, 1) and conv.padding in ((0, 0), "valid")
+            and conv.weight.dim() == 4)
+
+
+def _mlp_refusal(fc1: nn.Module, bn: nn.Module, act: nn.Module, fc2: nn.Module, x: Tensor | None) -> str | None:
+    """Why the attention MLP fc1 → bn → act → fc2 cannot run inside radix_squeeze_attend_fwd, or
+    None; with x (the branches, or the block's input) also the reasons of this call."""
+    if not (_pointwise(fc1) and _pointwise(fc2)):
+        return "the attention MLP's fc layers are not plain 1×1 nn.Conv2d"
+    if type(bn) is not nn.Identity:
+        if not _plain_batchnorm(bn) or not bn.affine or bn.running_mean is None:
+            return f"a {type(bn).__name__} in the attention MLP other than an affine BatchNorm with running statistics"
+        if bn.training:
+            return "the attention MLP's BatchNorm is in training mode (batch statistics: per op)"
+    if mlp_act_kind(act) is None:
+        return f"hidden activation {type(act).__name__} has no kernel (ReLU, SiLU and Identity do)"
+    if fc1.out_channels > excitation_block.MAX_HIDDEN:
+        return f"hidden width {fc1.out_channels} > {excitation_block.MAX_HIDDEN}"
+    hooked = [type(m).__name__ for m in (fc1, bn, act, fc2) if has_hooks(m)]
+    if hooked:
+        return f"hooks on the attention MLP's {', '.join(hooked)} (they would be bypassed)"
+    if x is not None:
+        if not excitation_block.runs_for(x):
+            return "no Triton kernels for x (eager fallback), or the block pipelines are switched off"
+        params = [p for m in (fc1, bn, fc2) for p in m.parameters()]
+        if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params)):
+            return "a gradient is needed (grad mode on and x or an MLP parameter requires grad): inference only"
+    return None
+
+
+def _mlp_weights(fc1: nn.Conv2d, bn: nn.Module, act: nn.Module, fc2: nn.Conv2d, radix: int,
+                 cardinality: int) -> tuple:
+    """radix_attention's (w1, b1, norm, w2, b2, act) of the MLP, built now from the live
+    parameters: dense (block-diagonal) W1 and W2, W2's rows and b2 in (radix, channel) order."""
+    w2, b2 = radix_logit_order(dense_pointwise(fc2.weight, fc2.groups), fc2.bias, radix, cardinality)
+    norm = None if type(bn) is nn.Identity else (bn.weight, bn.bias, bn.running_mean, bn.running_var, bn.eps)
+    return dense_pointwise(fc1.weight, fc1.groups), fc1.bias, norm, w2, b2, mlp_act_kind(act)
+
+
 class SplitAttn(reference.SplitAttn):
     __doc__ = reference.SplitAttn.__doc__
+
+    def attention_refusal(self, x: Tensor | None = None) -> str | None:
+        """Why this block's attention cannot run as the two-kernel inference pass (and takes the
+        per-op path), or None; with x (the block's input or its branches) also this call's
+        reasons: no Triton kernels for x, or a gradient needed."""
+        rsoftmax = self.rsoftmax
+        if qualified_name(type(rsoftmax)) not in _RADIX_SOFTMAXES or has_hooks(rsoftmax):
+            return f"rsoftmax is a {type(rsoftmax).__name__} (hooked or not timm's RadixSoftmax)"
+        if rsoftmax.radix != self.radix:
+            return f"rsoftmax.radix {rsoftmax.radix} != radix {self.radix}"
+        return _mlp_refusal(self.fc1, self.bn1, self.act1, self.fc2, x)
+
+    def attention_weights(self) -> tuple:
+        """:func:`~tritattn.radix_block.radix_attention`'s (w1, b1, norm, w2, b2, act) of this
+        block, from its current parameters (when :meth:`attention_refusal` is None)."""
+        return _mlp_weights(self.fc1, self.bn1, self.act1, self.fc2, self.radix, self.rsoftmax.cardinality)
 
     def forward(self, x: Tensor) -> Tensor:
         check_feature_map(x)
@@ -47,6 +121,8 @@ class SplitAttn(reference.SplitAttn):
         x = self.act0(x)
         x5 = _branches(x, self.radix)
         B, R, C = x5.shape[:3]
+        if C == self.fc1.in_channels and R * C == self.fc2.out_channels and self.attention_refusal(x5) is None:
+            return radix_attention(x5, *self.attention_weights())
         x_gap = radix_pool(x5)[:, :, None, None]
         x_gap = self.fc1(x_gap)
         x_gap = self.bn1(x_gap)
@@ -84,6 +160,24 @@ class SelectiveKernelAttn(reference.SelectiveKernelAttn):
 class SelectiveKernel(reference.SelectiveKernel):
     __doc__ = reference.SelectiveKernel.__doc__
 
+    def attention_refusal(self, x: Tensor | None = None) -> str | None:
+        """Why this block's attention cannot run as the two-kernel inference pass (and takes the
+        per-op path through ``self.attn``), or None; with x (the block's input or its stacked
+        paths) also this call's reasons: no Triton kernels for x, or a gradient needed."""
+        attn = self.attn
+        if qualified_name(type(attn)) not in _SK_ATTNS and type(attn) is not SelectiveKernelAttn:
+            return f"attn is a {type(attn).__name__}, not timm's SelectiveKernelAttn or its twin"
+        if has_hooks(attn):
+            return "hooks on attn (they would be bypassed)"
+        return _mlp_refusal(attn.fc_reduce, attn.bn, attn.act, attn.fc_select, x)
+
+    def attention_weights(self) -> tuple:
+        """:func:`~tritattn.radix_block.radix_attention`'s (w1, b1, norm, w2, b2, act) of
+        ``self.attn``, from its current parameters (when :meth:`attention_refusal` is None); the
+        paths' logits are fc_select's rows in (path, channel) order already."""
+        attn = self.attn
+        return _mlp_weights(attn.fc_reduce, attn.bn, attn.act, attn.fc_select, attn.num_paths, 1)
+
     def forward(self, x: Tensor) -> Tensor:
         check_feature_map(x)
         check_channels(x, self.in_channels, type(self).__name__)
@@ -94,6 +188,9 @@ class SelectiveKernel(reference.SelectiveKernel):
             x_paths = [op(x) for op in self.paths]
         x5 = torch.stack(x_paths, dim=1)
         B, R, C = x5.shape[:3]
+        attn = self.attn
+        if R == attn.num_paths and C == attn.fc_reduce.in_channels and self.attention_refusal(x5) is None:
+            return radix_attention(x5, *self.attention_weights())
         a = self.attn(x5)  # [B, R, C, 1, 1]: timm's SelectiveKernelAttn or the twin
         return radix_combine(x5, a.reshape(B, R, C))
 
