@@ -12,12 +12,20 @@ kernels/excitation.py), so the block is two kernels: radix_squeeze_attend_fwd, r
 Rows are the C channels, columns the K pixels (tiling.py's [R, K] plane with R = C); the radix
 index r is a loop inside every program (R is 1, 2 or 4 in timm). All arithmetic in ACC (float32;
 float64 for float64 inputs) with one rounding to each output's dtype.
+
+The prologue (inference: radix_squeeze_attend_fwd and radix_combine_fwd). With PRO_ACT ≠ "none",
+x5 holds SplitAttn's conv output c instead of x, and every loaded element of branch r, channel c
+becomes x = act(bn(c)) (kernels/norm_act.py's :func:`prologue`: z and x rounded to x5's dtype as
+eager materialises them), bn the eval BatchNorm (PRO_NORM) of conv channel r·C + c: its weight,
+bias, running mean and running var (R·C entries each) at pw, pb, pm, pv and its eps; the scale and
+shift of the program's channels are loaded per branch, inside the r loop. bn0 and act0 then cost
+no pass of their own: x is never written.
 """
 import triton
 import triton.language as tl
 
 from .excitation import hidden_pre_activation, last_of_sample
-from .norm_act import activation, eval_batchnorm
+from .norm_act import activation, eval_batchnorm, prologue, prologue_affine
 from .program_tiles import elementwise_tile, row_block
 from .rounding import to_output
 from .tiling import ELEMENTWISE_TILES, ROW_TILES, oriented_configs
@@ -37,18 +45,23 @@ RADIX_SQUEEZE_ATTEND_FWD_CONFIGS = RADIX_POOL_FWD_CONFIGS
 
 
 @triton.jit
-def branch_sum(x_ptr, b, c64, mask_c, R, K, sxb, sxr, sxc, sxk,
+def branch_sum(x_ptr, b, c64, mask_c, R, C, K, sxb, sxr, sxc, sxk, pw_ptr, pb_ptr, pm_ptr, pv_ptr, p_eps,
+               PRO_ACT: tl.constexpr, PRO_NORM: tl.constexpr,
                ACC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr):
     """Σ_r Σ_k x[b, r, c, k] [BLOCK_R] for the program's channels c64, in ACC and a fixed order
-    (r outer, K blocks inner)."""
+    (r outer, K blocks inner). With a prologue (PRO_ACT ≠ "none"), x = act(bn(·)) of what x_ptr
+    holds, bn the BatchNorm of channel r·C + c (module docstring); without, x as loaded."""
     total = tl.zeros([BLOCK_R], dtype=ACC)
     row_ptrs = x_ptr + b * sxb + c64[:, None] * sxc  # branch r = 0; stepped by sxr (64-bit pointers)
     for r in range(R):
+        # branch r's BatchNorm channels r·C + c (zeros, unused, without PRO_NORM)
+        scale, shift, _, _ = prologue_affine(pw_ptr, pb_ptr, pm_ptr, pv_ptr, p_eps, r * C + c64, mask_c, PRO_NORM, ACC)
         for start in range(0, K, BLOCK_K):
             offs_k = start + tl.arange(0, BLOCK_K)
             mask = mask_c[:, None] & (offs_k < K)[None, :]
             v = tl.load(row_ptrs + offs_k.to(tl.int64)[None, :] * sxk, mask=mask, other=0.0).to(ACC)
-            total += tl.sum(v, axis=1)
+            x = prologue(v, mask, scale, shift, x_ptr, PRO_ACT, PRO_NORM)[0]
+            total += tl.sum(x, axis=1)
         row_ptrs += sxr
     return total
 
@@ -73,24 +86,30 @@ def radix_pool_fwd(
     b, offs_c = row_block(C, BLOCK_R)
     mask_c = offs_c < C
     c64 = offs_c.to(tl.int64)
-    total = branch_sum(x_ptr, b, c64, mask_c, R, K, sxb, sxr, sxc, sxk, ACC, BLOCK_R, BLOCK_K)
+    total = branch_sum(x_ptr, b, c64, mask_c, R, C, K, sxb, sxr, sxc, sxk, None, None, None, None, 0.0,
+                       "none", False, ACC, BLOCK_R, BLOCK_K)
     tl.store(pooled_ptr + b * spb + c64 * spc, to_output(total / K, pooled_ptr), mask=mask_c)
 
 
 @triton.jit
 def radix_combine_fwd(
-    x_ptr, a_ptr, out_ptr,
-    R, C, K,
+    x_ptr, a_ptr, out_ptr, pw_ptr, pb_ptr, pm_ptr, pv_ptr,
+    R, C, K, p_eps,
     sxb, sxr, sxc, sxk,
     sab, sar, sac,
     sob, soc, sok,
+    PRO_ACT: tl.constexpr, PRO_NORM: tl.constexpr,
     ACC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     """out[b, c, k] = Σ_r a[b, r, c] · x[b, r, c, k]
 
+    With a prologue (PRO_ACT ≠ "none"), x_ptr holds c and x[b, r, c, k] = act(bn_{r·C + c}(c[b, r,
+    c, k])) as loaded (module docstring; the BatchNorm's R·C-entry vectors at pw, pb, pm, pv with
+    PRO_NORM, the program's scale and shift loaded per branch).
     Reads each x element once and a[b, :, c] once per tile; the sum over r is in ACC (r in order)
     and out (strides sob, soc, sok) is stored once, rounded to its dtype.
-    Minimum bytes: B·R·C·K·itemsize(x) read + B·C·K·itemsize(out) written + B·R·C·itemsize(a) read.
+    Minimum bytes: B·R·C·K·itemsize(x) read + B·C·K·itemsize(out) written + B·R·C·itemsize(a) read
+    (with a prologue x is c, the same size; the BatchNorm's vectors are per-block parameters).
     Grid: elementwise_grid(B, C, K, BLOCK_R, BLOCK_K) — one program per (b, channel block,
     pixel block), looping over the R branches of its tile.
     """
@@ -104,7 +123,10 @@ def radix_combine_fwd(
     x_ptrs = x_ptr + b * sxb + c64[:, None] * sxc + k64 * sxk
     for r in range(R):
         a = tl.load(a_ptrs, mask=mask_c, other=0.0).to(ACC)
-        x = tl.load(x_ptrs, mask=mask, other=0.0).to(ACC)
+        v = tl.load(x_ptrs, mask=mask, other=0.0).to(ACC)
+        # branch r's BatchNorm channels r·C + c (zeros, unused, without PRO_NORM)
+        scale, shift, _, _ = prologue_affine(pw_ptr, pb_ptr, pm_ptr, pv_ptr, p_eps, r * C + c64, mask_c, PRO_NORM, ACC)
+        x = prologue(v, mask, scale, shift, x_ptr, PRO_ACT, PRO_NORM)[0]
         acc += a[:, None] * x
         a_ptrs += sar
         x_ptrs += sxr
@@ -211,15 +233,18 @@ def sample_radix_attention(
 def radix_squeeze_attend_fwd(
     x_ptr, pooled_ptr, counter_ptr,
     w1_ptr, b1_ptr, bnw_ptr, bnb_ptr, bnm_ptr, bnv_ptr, w2_ptr, b2_ptr, a_ptr,
-    R, C, K, RD, bn_eps,
+    pw_ptr, pb_ptr, pm_ptr, pv_ptr,
+    R, C, K, RD, bn_eps, p_eps,
     sxb, sxr, sxc, sxk,
     sw1j, sw1c, sw2n, sw2j,
     ACT: tl.constexpr, HAS_B1: tl.constexpr, HAS_B2: tl.constexpr, HIDDEN_NORM: tl.constexpr,
+    PRO_ACT: tl.constexpr, PRO_NORM: tl.constexpr,
     ACC: tl.constexpr, RADIX_BLOCK: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr,
     BLOCK_J: tl.constexpr, MLP_BLOCK_C: tl.constexpr,
 ):
     """Inference: the squeeze and the attention MLP of split attention in one launch.
 
+      x[b, r, c, k] = act(bn_{r·C + c}(c[b, r, c, k]))              with a prologue (PRO_ACT ≠ "none")
       v[b, c]    = (1/K) · Σ_r Σ_k x[b, r, c, k]                    (as radix_pool_fwd)
       h          = W1 · v[b] + b1                 W1 dense [RD, C] (a grouped fc1 expanded), HAS_B1
       h          ← h · scale + shift              the eval BatchNorm (HIDDEN_NORM; kernels/norm_act.py)
@@ -229,7 +254,9 @@ def radix_squeeze_attend_fwd(
 
     W2's rows (dense [R·C, RD]) are in the order r·C + c, c the channel radix_combine_fwd sees
     (the host expands grouped 1×1 convs and permutes timm's (cardinality, radix, C/cardinality)
-    logits into it). Each program pools its BLOCK_R channels (r outer, K blocks inner: a fixed
+    logits into it). With a prologue, x_ptr holds the conv output c and x is computed as loaded
+    (module docstring; the BatchNorm's R·C-entry vectors at pw, pb, pm, pv with PRO_NORM), never
+    written. Each program pools its BLOCK_R channels (r outer, K blocks inner: a fixed
     order, no atomics on floats) and stores them to the ACC workspace pooled [B, C] (contiguous);
     the program that draws the sample's last ticket (:func:`kernels.excitation.last_of_sample`,
     int32 counter slot b) reads the complete vector back in a fixed order, computes the MLP and
@@ -237,8 +264,9 @@ def radix_squeeze_attend_fwd(
     resets the counter to 0. Bitwise repeatable; weights read in their own dtype, all arithmetic
     in ACC.
     Minimum bytes: B·R·C·K·itemsize(x) read + B·C·itemsize(ACC) (pooled) + B·R·C·itemsize(ACC)
-    (a) written. The weights are read once per sample, from L2 after the first (counted once per
-    block, not per kernel), and so is the pooled vector read back.
+    (a) written (with a prologue x is c, the same size). The weights — and a prologue's BatchNorm
+    vectors, read once per program and branch — are per-block parameters (read from L2 after the
+    first; counted once per block, not per kernel), and so is the pooled vector read back.
     Grid: rows_grid(B, C, BLOCK_R) — one program per (b, block of BLOCK_R channels), looping over
     r and over K in BLOCK_K steps; the sample's last program then runs the MLP with a
     BLOCK_J × MLP_BLOCK_C weight tile (BLOCK_J ≥ RD) and a [RADIX_BLOCK, MLP_BLOCK_C] logit tile
@@ -247,7 +275,8 @@ def radix_squeeze_attend_fwd(
     b, offs_c = row_block(C, BLOCK_R)
     mask_c = offs_c < C
     c64 = offs_c.to(tl.int64)
-    total = branch_sum(x_ptr, b, c64, mask_c, R, K, sxb, sxr, sxc, sxk, ACC, BLOCK_R, BLOCK_K)
+    total = branch_sum(x_ptr, b, c64, mask_c, R, C, K, sxb, sxr, sxc, sxk, pw_ptr, pb_ptr, pm_ptr, pv_ptr, p_eps,
+                       PRO_ACT, PRO_NORM, ACC, BLOCK_R, BLOCK_K)
     tl.store(pooled_ptr + b * C + c64, total / K, mask=mask_c)
     if last_of_sample(counter_ptr, b, tl.cdiv(C, BLOCK_R)):
         sample_radix_attention(b, pooled_ptr, w1_ptr, b1_ptr, bnw_ptr, bnb_ptr, bnm_ptr, bnv_ptr, w2_ptr, b2_ptr,

@@ -24,7 +24,7 @@ import pytest
 import torch
 from torch import nn
 
-from torch.utils._python_dispatch import TorchDispatchMode
+from fixtures.aten_ops import AtenOps
 
 from tritattn import reference, tuning
 from tritattn.context_block import context_pool
@@ -286,18 +286,6 @@ IN_KERNEL = ["context_pool_partials", "context_pool_combine_mlp"]
 #: the per-op path's context kernels (the MLPs then run in torch)
 PER_OP = ["context_pool_partials", "context_pool_combine"]
 ON_KERNELS = expected_backend() != "torch"
-
-
-class AtenOps(TorchDispatchMode):
-    """The operators called below autograd (a custom op counts once, not what runs inside it)."""
-
-    def __init__(self):
-        super().__init__()
-        self.names = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.names.append(str(func.overloadpacket))
-        return func(*args, **(kwargs or {}))
 
 
 def run_recorded(module, x, monkeypatch):

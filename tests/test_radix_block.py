@@ -17,8 +17,11 @@ import copy
 import pytest
 import torch
 from torch import nn
+from fixtures.aten_ops import AtenOps
 
-from conftest import DEVICE, assert_close, expected_backend, assert_same_layout, make_input, reference_copy, use_small_tiles
+from conftest import (
+    DEVICE, assert_close, expected_backend, assert_same_layout, make_input, reference_copy, relu_kink_near, use_small_tiles,
+)
 from tritattn import eager_ops, radix_block, reference, split_attention
 from tritattn.radix_block import radix_combine, radix_pool
 from fixtures.model_runs import training_step
@@ -580,3 +583,200 @@ def test_dense_weights_and_logit_order():
     z = (logits @ w_perm.T).view(4, 3, 10)
     assert torch.equal(z.softmax(1).reshape(4, -1), rsoftmax(logits))
     assert torch.equal(b_perm, torch.arange(30.0).view(2, 3, 5).transpose(0, 1).reshape(-1))
+
+
+# --- inference: SplitAttn's bn0 and act0 inside the two kernels (the prologue) ---------------------
+
+#: SplitAttn cases whose bn0 is a BatchNorm2d (the prologue's)
+PROLOGUE_CASES = ["splat-r2-bn", "splat-r1-g4-bn", "splat-r4-g2-bn"]
+
+
+def norm_act_ops(names: list[str]) -> list[str]:
+    """The BatchNorm and ReLU operators among ``names``."""
+    return [n for n in names if "batch_norm" in n or "relu" in n or "threshold" in n]
+
+
+def run_with_ops(module: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[str]]:
+    with AtenOps() as ops:
+        y = module(x)
+    return y, ops.names
+
+
+@pytest.mark.parametrize("case", PROLOGUE_CASES)
+def test_inference_runs_bn0_and_act0_inside_the_kernels(case, channels_last, launched):
+    """Eval, no grad, randomized bn0: only the conv runs in torch (no aten batch_norm or relu),
+    then radix_squeeze_attend_fwd + radix_combine_fwd on the conv output; timm's numbers in float64."""
+    peer, twin = build_peer_and_twin(case)
+    peer.eval(), twin.eval()
+    x = inference_input(case, channels_last)
+    with torch.no_grad():
+        ref = peer(x)
+        launched.clear()
+        y, names = run_with_ops(twin, x)
+        refusal = twin.prologue_refusal(x)
+    assert refusal is None and twin.prologue_refusal() is None
+    if on_kernels():
+        assert launched == FUSED
+        assert norm_act_ops(names) == [], names
+        assert "aten.convolution" in names and "tritattn.radix_attention" in names
+    else:
+        assert launched == []  # the torch backend: today's per-op path (attention_refusal: no Triton kernels)
+    assert_close(y, ref, torch.float64, what=f"{case} inference with bn0 and act0 in the kernels")
+    assert y.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    assert counters_are_reset(x.shape[0])
+
+
+def bn_scale_shift(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """The eval BatchNorm as c · scale + shift [R·C, 1, 1], in float64."""
+    scale = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
+    return scale[:, None, None], (bn.bias.double() - bn.running_mean.double() * scale)[:, None, None]
+
+
+def prologue_reference(peer: nn.Module, c: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """timm's block after its conv, in float64 (peer holds the dtype-rounded weights in float64) on
+    the conv output c: z = bn0(c) and x = relu(z) rounded to ``dtype`` where eager writes them."""
+    scale, shift = bn_scale_shift(peer.bn0)
+    z = (c.double() * scale + shift).to(dtype).double()
+    x = torch.relu(z)
+    B, RC, H, W = x.shape
+    return reference_attention(peer, x.view(B, peer.radix, RC // peer.radix, H, W))
+
+
+@pytest.mark.parametrize("case", ["splat-r2-bn", "splat-r4-g2-bn"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
+def test_prologue_in_low_precision(case, dtype, channels_last, launched):
+    """The twin in float32 / bfloat16 against timm's layers in float64 on the twin's own conv output
+    (the same rounded weights and statistics), z and x rounded where eager writes them; inputs are
+    redrawn while bn0's output has an element within reach of the ReLU's kink (a forward is
+    continuous there, but the element's two roundings would then be luck)."""
+    peer, twin = build_peer_and_twin(case)
+    peer.eval(), twin.eval()
+    twin.to(dtype)
+    peer.to(dtype).double()
+    scale, shift = bn_scale_shift(peer.bn0)
+    with torch.no_grad():
+        for _ in range(20):
+            x = make_input((2, *MODULE_CASES[case][3][1:]), dtype, channels_last)
+            c = twin.conv(x).double()
+            if not relu_kink_near(c * scale + shift, (c * scale).abs() + shift.abs()).any():
+                break
+        else:
+            raise AssertionError("no input kept bn0's output off the ReLU's kink")
+        launched.clear()
+        y = twin(x)
+        ref = prologue_reference(peer, twin.conv(x), dtype)
+        assert twin.prologue_refusal(x) is None
+    assert launched == (FUSED if on_kernels() else [])
+    assert y.dtype == dtype
+    assert_close(y, ref, what=f"{case} {dtype} with bn0 and act0 in the kernels")
+
+
+def _act0_hook(peer, twin):
+    calls = []
+    for m in (peer, twin):
+        m.act0.register_forward_hook(lambda module, args, out: calls.append(out.shape))
+    return calls
+
+
+def _act0_silu(peer, twin):
+    for m in (peer, twin):
+        m.act0 = nn.SiLU()
+
+
+def _bn0_training(peer, twin):
+    for m in (peer, twin):
+        m.bn0.train()
+
+
+#: refusal → (module edit, what prologue_refusal says): the attention still runs in the two kernels
+PROLOGUE_REFUSALS = {
+    "hooked-act0": (_act0_hook, "hooks on act0"),
+    "act0-silu": (_act0_silu, "act0 is a SiLU"),
+    "bn0-training": (_bn0_training, "bn0 is in training mode"),
+}
+
+
+@pytest.mark.parametrize("refusal", list(PROLOGUE_REFUSALS))
+def test_refused_prologue_runs_bn0_and_act0_as_modules(refusal, launched):
+    edit, reason = PROLOGUE_REFUSALS[refusal]
+    peer, twin = build_peer_and_twin("splat-r2-bn")
+    peer.eval(), twin.eval()
+    calls = edit(peer, twin)
+    x = inference_input("splat-r2-bn", channels_last=True)
+    with torch.no_grad():
+        ref = peer(x)
+        launched.clear()
+        y, names = run_with_ops(twin, x)
+        said = twin.prologue_refusal(x)
+    assert reason in said, said
+    assert any("batch_norm" in n for n in names), names
+    assert launched == (FUSED if on_kernels() else [])
+    assert_close(y, ref, torch.float64, what=f"prologue refused ({refusal})")
+    for (name, got), expected in zip(twin.state_dict().items(), peer.state_dict().values()):
+        assert torch.equal(got, expected), name  # bn0 in training: the same running statistics
+    if calls is not None:
+        assert len(calls) == 2  # the hook ran in both modules
+
+
+def test_prologue_refusal_reasons():
+    splat = split_attention.SplitAttn(8, radix=2, norm_layer=nn.BatchNorm2d).eval()
+    assert splat.prologue_refusal() is None
+    assert "Identity" in split_attention.SplitAttn(8, radix=2).prologue_refusal()  # no norm_layer: bn0 is an Identity
+    x = torch.randn(2, 8, 3, 3)
+    assert "a gradient is needed" in splat.prologue_refusal(x)  # bn0's parameters require grad
+    with torch.no_grad():
+        assert splat.prologue_refusal(x) is None
+    splat.bn0.weight.requires_grad_(False), splat.bn0.bias.requires_grad_(False)
+    assert splat.prologue_refusal(x) is None
+    splat.drop = nn.Dropout(0.1)
+    assert "drop is a Dropout" in splat.prologue_refusal()
+    splat.drop = nn.Identity()
+    splat.drop.register_forward_pre_hook(lambda module, args: None)
+    assert "hooks on drop" in splat.prologue_refusal()
+    splat.drop = nn.Identity()
+    splat.bn0 = nn.BatchNorm2d(16, track_running_stats=False).eval()
+    assert "running statistics" in splat.prologue_refusal()
+    splat.bn0 = nn.BatchNorm2d(16, affine=False).eval()
+    assert "affine" in splat.prologue_refusal()
+    splat.bn0 = nn.GroupNorm(2, 16)
+    assert "GroupNorm" in splat.prologue_refusal()
+    splat.bn0 = timm_layers().norm_act.BatchNormAct2d(16).eval()  # act: ReLU inside the norm
+    assert "BatchNormAct2d" in splat.prologue_refusal()
+    splat.bn0 = timm_layers().norm_act.BatchNormAct2d(16, apply_act=False).eval()
+    assert splat.prologue_refusal() is None
+    splat.act0 = nn.ReLU6()
+    assert "act0 is a ReLU6" in splat.prologue_refusal()
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+def test_radix_attention_op_with_a_prologue(dtype, monkeypatch):
+    """The op with a prologue (R = 4, several channel blocks and ragged tiles) against the math in
+    float64 on both backends, and the kernels against the eager fallback (tritattn.disabled())."""
+    import tritattn
+
+    use_small_tiles(monkeypatch)
+    peer, twin = build_peer_and_twin("splat-r4-g2-bn")
+    peer.eval(), twin.eval()
+    twin.to(dtype)
+    peer.to(dtype).double()
+    scale, shift = bn_scale_shift(peer.bn0)
+    for _ in range(20):
+        c = make_input((3, 32, 3, 5), dtype, channels_last=True)
+        if not relu_kink_near(c.double() * scale + shift, (c.double() * scale).abs() + shift.abs()).any():
+            break
+    c5 = c.view(3, 4, 8, 3, 5)
+    with torch.no_grad():
+        out = radix_block.radix_attention(c5, *twin.attention_weights(), prologue=twin.prologue_args())
+        with tritattn.disabled():
+            eager = radix_block.radix_attention(c5, *twin.attention_weights(), prologue=twin.prologue_args())
+        ref = prologue_reference(peer, c, dtype)
+    assert out.dtype == eager.dtype == dtype
+    assert_close(out, ref, what=f"radix_attention with a prologue ({dtype})")
+    assert_close(eager, ref, what=f"radix_attention's eager fallback with a prologue ({dtype})")
+    assert_close(out, eager.double(), dtype, what="kernels against the eager fallback")
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    with pytest.raises(ValueError, match="prologue's activation must be one of"):
+        radix_block.radix_attention(c5, *twin.attention_weights(), prologue=("gelu", None))
+    with pytest.raises(ValueError, match=r"prologue norm\[0\] must have shape \(32,\)"):
+        bn = twin.prologue_args()[1]
+        radix_block.radix_attention(c5, *twin.attention_weights(), prologue=("relu", (bn[0][:8], *bn[1:])))

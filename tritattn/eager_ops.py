@@ -101,8 +101,31 @@ def radix_pool_fwd(x5: torch.Tensor, pooled: torch.Tensor) -> None:
     pooled.copy_(_acc(x5).sum(1).mean((2, 3)))
 
 
-def radix_combine_fwd(x5: torch.Tensor, a: torch.Tensor, out: torch.Tensor) -> None:
-    out.copy_((_acc(x5) * _acc(a)[:, :, :, None, None]).sum(1))
+#: the prologue activations (kernels/norm_act.py's ACTIVATIONS) as torch functions
+_PROLOGUE_ACTS = {"relu": torch.relu, "silu": F.silu, "hardswish": F.hardswish, "identity": lambda t: t}
+
+
+def radix_prologue(c5: torch.Tensor, prologue: tuple | None) -> torch.Tensor:
+    """x5 = act(bn(c5)) of the conv output c5 [B, R, C, H, W] as the kernels' prologue computes it
+    (kernels/radix_combine.py): bn the eval BatchNorm (weight, bias, running mean, running var,
+    eps) [R·C] of channel r·C + c as c · scale + shift (or none), z and x each rounded to c5's
+    dtype as eager materialises them; c5 itself without a prologue."""
+    if prologue is None:
+        return c5
+    act, norm = prologue
+    z = c5
+    if norm is not None:
+        weight, bias, mean, var, eps = norm
+        B, R, C = c5.shape[:3]
+        acc = _acc(c5).dtype
+        scale = weight.to(acc) * (1.0 / torch.sqrt(var.to(acc) + eps))
+        shift = bias.to(acc) - mean.to(acc) * scale
+        z = (_acc(c5) * scale.view(R, C, 1, 1) + shift.view(R, C, 1, 1)).to(c5.dtype)
+    return _PROLOGUE_ACTS[act](_acc(z)).to(c5.dtype)
+
+
+def radix_combine_fwd(x5: torch.Tensor, a: torch.Tensor, out: torch.Tensor, prologue: tuple | None = None) -> None:
+    out.copy_((_acc(radix_prologue(x5, prologue)) * _acc(a)[:, :, :, None, None]).sum(1))
 
 
 def radix_combine_bwd(g: torch.Tensor, x5: torch.Tensor, a: torch.Tensor, grad_x5: torch.Tensor, grad_a: torch.Tensor) -> None:

@@ -403,10 +403,12 @@ def _radix_strides(x5: torch.Tensor) -> tuple[int, int, int, int]:
     return x5.stride(0), x5.stride(1), x5.stride(2), sp
 
 
-def _radix_problem(x5: torch.Tensor, xs: tuple[int, int, int, int]) -> Problem:
-    """Rows: the C channels; columns: the H·W pixels; the radix R is a flag (it sets the traffic)."""
+def _radix_problem(x5: torch.Tensor, xs: tuple[int, int, int, int], prologue: tuple | None = None) -> Problem:
+    """Rows: the C channels; columns: the H·W pixels; the radix R is a flag (it sets the traffic),
+    and so is a prologue (:func:`_prologue_flags`: none without one, so the keys stay as they were)."""
     B, R, C, H, W = x5.shape
-    return Problem(B, C, H * W, rows_contiguous=xs[2] < xs[3], dtype=x5.dtype, flags=(("RADIX", R),))
+    return Problem(B, C, H * W, rows_contiguous=xs[2] < xs[3], dtype=x5.dtype,
+                   flags=(("RADIX", R), *_prologue_flags(prologue).items()))
 
 
 def radix_pool_fwd(x5: torch.Tensor, pooled: torch.Tensor) -> None:
@@ -420,15 +422,18 @@ def radix_pool_fwd(x5: torch.Tensor, pooled: torch.Tensor) -> None:
         )
 
 
-def radix_combine_fwd(x5: torch.Tensor, a: torch.Tensor, out: torch.Tensor) -> None:
-    """out [B, C, H, W] = Σ_r a[b, r, c] · x5[b, r, c, h, w]."""
+def radix_combine_fwd(x5: torch.Tensor, a: torch.Tensor, out: torch.Tensor, prologue: tuple | None = None) -> None:
+    """out [B, C, H, W] = Σ_r a[b, r, c] · x5[b, r, c, h, w]; ``prologue``: (act, the eval
+    BatchNorm's (weight, bias, running mean, running var, eps) [R·C], or None), x5 then holding
+    its input c and x5[b, r, c] read as act(bn(c)) with BatchNorm channel r·C + c (kernels/radix_combine.py)."""
     xs = _radix_strides(x5)
-    p = _radix_problem(x5, xs)
+    p = _radix_problem(x5, xs, prologue)
+    pro, pro_eps, pro_flags = _prologue_args(prologue)
     with _device_guard(x5):
         RADIX_COMBINE_FWD.launch(
             p, _elementwise_grid(p),
-            (x5, a, out, x5.shape[1], p.R, p.K, *xs, *a.stride(), *plane_strides(out, "channel")),
-            dict(ACC=_acc_dtype(x5)), x5.device,
+            (x5, a, out, *pro, x5.shape[1], p.R, p.K, pro_eps, *xs, *a.stride(), *plane_strides(out, "channel")),
+            dict(ACC=_acc_dtype(x5), **pro_flags), x5.device,
         )
 
 
@@ -601,25 +606,28 @@ RADIX_SQUEEZE_ATTEND_FWD = Tuner(
 def radix_squeeze_attend_fwd(
     x5: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor | None, norm: tuple | None,
     w2: torch.Tensor, b2: torch.Tensor | None, act: str,
-    pooled: torch.Tensor, a: torch.Tensor, counter: torch.Tensor,
+    pooled: torch.Tensor, a: torch.Tensor, counter: torch.Tensor, prologue: tuple | None = None,
 ) -> None:
     """The attention a [B, R, C] (ACC, contiguous) of the branches x5 [B, R, C, H, W] in one launch
     (kernels/radix_combine.py): the pooled vector (workspace ``pooled`` [B, C], ACC, contiguous),
     then per sample act(bn(W1 · v + b1)) → W2 · … + b2 → softmax over r (sigmoid for R = 1).
     ``w1`` dense [RD, C], ``w2`` dense [R·C, RD] with rows in (r, c) order; ``norm`` the hidden
     BatchNorm's (weight, bias, running mean, running var, eps), or None; ``counter`` ≥ B zeroed
-    int32 slots (left at 0)."""
+    int32 slots (left at 0); ``prologue`` as in :func:`radix_combine_fwd` (x5 then holds c)."""
     xs = _radix_strides(x5)
     B, R, C, H, W = x5.shape
     RD = w1.shape[0]
     p = Problem(B, C, H * W, rows_contiguous=xs[2] < xs[3], dtype=x5.dtype,
-                flags=(("RADIX", R), ("RD", RD), ("ACT", act), *_norm_flags(norm).items()))
+                flags=(("RADIX", R), ("RD", RD), ("ACT", act), *_norm_flags(norm).items(),
+                       *_prologue_flags(prologue).items()))
     *bn, bn_eps = _norm_args(norm)
+    pro, pro_eps, pro_flags = _prologue_args(prologue)
     with _device_guard(x5):
         RADIX_SQUEEZE_ATTEND_FWD.launch(
             p, _rows_grid(p),
-            (x5, pooled, counter, w1, b1, *bn, w2, b2, a, R, C, H * W, RD, bn_eps, *xs, *_strides2(w1), *_strides2(w2)),
+            (x5, pooled, counter, w1, b1, *bn, w2, b2, a, *pro, R, C, H * W, RD, bn_eps, pro_eps, *xs,
+             *_strides2(w1), *_strides2(w2)),
             dict(ACT=act, HAS_B1=b1 is not None, HAS_B2=b2 is not None, HIDDEN_NORM=norm is not None,
-                 ACC=_acc_dtype(x5), RADIX_BLOCK=triton.next_power_of_2(R), **excitation_geometry(C, RD)),
+                 ACC=_acc_dtype(x5), RADIX_BLOCK=triton.next_power_of_2(R), **excitation_geometry(C, RD), **pro_flags),
             x5.device,
         )

@@ -12,6 +12,9 @@ radix_attention          out = Σ_r softmax_r(W2 · act(bn(W1 · pooled + b1)) +
                          · x5[:, r] (inference only: no backward)                     radix_combine_fwd
 =======================  ===========================================================  ==============
 
+radix_attention may also take SplitAttn's bn0 and act0 as a prologue: x5 then holds the conv
+output c and the branches are act(bn(c)), computed where both kernels load c (kernels/radix_combine.py).
+
 x5 is the branched feature map [B, R, C, H, W]: SplitAttn's [B, R·C, H, W] viewed so (a view in
 NCHW and in channels_last), or SelectiveKernel's ``torch.stack(paths, dim=1)``; it is read in
 place when its H and W flatten to one pixel stride (else copied once, :func:`addressable_branches`).
@@ -256,37 +259,57 @@ def _eager_attention(x5: Tensor, w1: Tensor, b1: Optional[Tensor], norm: Optiona
     return z.sigmoid() if R == 1 else z.softmax(1)
 
 
+def _prologue(act: str, weight: Optional[Tensor], bias, mean, var, eps: float) -> Optional[tuple]:
+    """The prologue as the launchers take it: (act, the BatchNorm's (weight, bias, mean, var, eps)
+    or None), or None without one (act "none")."""
+    return None if act == "none" else (act, None if weight is None else (weight, bias, mean, var, eps))
+
+
 @torch.library.custom_op("tritattn::radix_attention", mutates_args=())
 def radix_attention_op(
     x5: Tensor, w1: Tensor, b1: Optional[Tensor], bn_weight: Optional[Tensor], bn_bias: Optional[Tensor],
     bn_mean: Optional[Tensor], bn_var: Optional[Tensor], bn_eps: float, w2: Tensor, b2: Optional[Tensor], act: str,
+    pre_weight: Optional[Tensor] = None, pre_bias: Optional[Tensor] = None, pre_mean: Optional[Tensor] = None,
+    pre_var: Optional[Tensor] = None, pre_eps: float = 0.0, prologue_act: str = "none",
 ) -> Tensor:
     """out [B, C, H, W] = Σ_r a[b, r, c] · x5[b, r, c, h, w], a = the radix softmax over r (sigmoid
     for R = 1) of W2 · act(bn(W1 · pooled + b1)) + b2, pooled = mean over H·W of Σ_r x5; w1 dense
     [RD, C], w2 dense [R·C, RD] (rows in (r, c) order), the BatchNorm (all four tensors or none)
     in eval. Two kernels: radix_squeeze_attend_fwd (a in float32 / float64), radix_combine_fwd
-    (one rounding to x5's dtype). Inference only: no backward."""
+    (one rounding to x5's dtype). Inference only: no backward.
+
+    Prologue (``prologue_act`` ≠ "none": kernels/radix_combine.py): x5 holds SplitAttn's conv
+    output c, and the branches are x5 ← prologue_act(bn(c)) with the eval BatchNorm ``pre_*``
+    [R·C] (all four tensors, or none: the activation alone) of channel r·C + c, z and x rounded to
+    c's dtype as eager writes them, computed where both kernels load c and never written."""
     x5 = addressable_branches(x5)
     out = _alloc_combine(x5)
     if not out.numel():
         return out
     B, R, C = x5.shape[:3]
     norm = None if bn_weight is None else (bn_weight, bn_bias, bn_mean, bn_var, bn_eps)
+    prologue = _prologue(prologue_act, pre_weight, pre_bias, pre_mean, pre_var, pre_eps)
     a = _new((B, R, C), acc_dtype(x5), x5.device)
     if backend_for(x5) == "torch":
+        x5 = eager_ops.radix_prologue(x5, prologue)
         a.copy_(_eager_attention(x5, w1, b1, norm, w2, b2, act))
         eager_ops.radix_combine_fwd(x5, a, out)
         return out
     pooled = _new((B, C), acc_dtype(x5), x5.device)
-    launch.radix_squeeze_attend_fwd(x5, w1, b1, norm, w2, b2, act, pooled, a, counters(x5.device, B))
-    launch.radix_combine_fwd(x5, a, out)
+    launch.radix_squeeze_attend_fwd(x5, w1, b1, norm, w2, b2, act, pooled, a, counters(x5.device, B), prologue)
+    launch.radix_combine_fwd(x5, a, out, prologue)
     return out
 
 
 @radix_attention_op.register_fake
-def _(x5, w1, b1, bn_weight, bn_bias, bn_mean, bn_var, bn_eps, w2, b2, act):
+def _(x5, w1, b1, bn_weight, bn_bias, bn_mean, bn_var, bn_eps, w2, b2, act, pre_weight=None, pre_bias=None,
+      pre_mean=None, pre_var=None, pre_eps=0.0, prologue_act="none"):
     return _alloc_combine(addressable_branches(x5))
 
+
+#: the prologue activations radix_attention computes (kernels/norm_act.py's ACTIVATIONS; not
+#: imported from there: this module loads without triton)
+PROLOGUE_ACTS = ("relu", "silu", "hardswish", "identity")
 
 INFERENCE_ONLY = (
     "tritattn::radix_attention is inference-only (it has no backward): run it under torch.no_grad() or "
@@ -304,6 +327,7 @@ radix_attention_op.register_autograd(_attention_backward)
 
 def radix_attention(
     x5: Tensor, w1: Tensor, b1: Optional[Tensor], norm: Optional[tuple], w2: Tensor, b2: Optional[Tensor], act: str,
+    prologue: Optional[tuple] = None,
 ) -> Tensor:
     """Split attention's whole inference pass over the branches x5 [B, R, C, H, W] in two kernels:
     ``Σ_r a[:, r] · x5[:, r]`` with a = softmax over r (sigmoid for R = 1) of
@@ -311,7 +335,11 @@ def radix_attention(
     memory format. ``w1`` dense [RD, C], ``w2`` dense [R·C, RD] with rows in (radix, channel)
     order (:func:`dense_pointwise`, :func:`radix_logit_order`); ``norm`` an eval BatchNorm's
     (weight, bias, running mean, running var, eps) [RD], or None; ``act`` in "relu", "silu",
-    "identity". Not differentiable: raises if grad mode is on and an input requires grad."""
+    "identity". ``prologue``: (activation, eval BatchNorm's (weight, bias, running mean, running
+    var, eps) [R·C] or None), x5 then holding the BatchNorm's input c (SplitAttn's conv output
+    viewed as branches) and the branches being act(bn(c)), BatchNorm channel r·C + c — computed
+    inside both kernels (no pass of its own), z and x rounded to c's dtype as eager writes them.
+    Not differentiable: raises if grad mode is on and an input requires grad."""
     check_branches(x5)
     B, R, C = x5.shape[:3]
     if act not in MLP_ACTS:
@@ -328,7 +356,19 @@ def radix_attention(
             check_companion(t, name, x5, (n,))
     if norm is not None and any(t is None for t in bn):
         raise ValueError("norm must give the BatchNorm's weight, bias, running mean and running var (all four)")
-    tensors = (x5, w1, b1, w2, b2, *bn)
+    pro_act, pro_norm = prologue if prologue is not None else ("none", None)
+    if prologue is not None and pro_act not in PROLOGUE_ACTS:
+        raise ValueError(f"the prologue's activation must be one of {PROLOGUE_ACTS}, got {pro_act!r}")
+    pre = tuple(pro_norm[:4]) if pro_norm is not None else (None,) * 4
+    if pro_norm is not None and any(t is None for t in pre):
+        raise ValueError("the prologue's norm must give the BatchNorm's weight, bias, running mean and running var "
+                         "(all four)")
+    for i, t in enumerate(pre):
+        if t is not None:
+            check_companion(t, f"prologue norm[{i}]", x5, (R * C,))
+    tensors = (x5, w1, b1, w2, b2, *bn, *pre)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
         raise RuntimeError(INFERENCE_ONLY)
-    return torch.ops.tritattn.radix_attention(x5, w1, b1, *bn, float(norm[4]) if norm is not None else 0.0, w2, b2, act)
+    return torch.ops.tritattn.radix_attention(
+        x5, w1, b1, *bn, float(norm[4]) if norm is not None else 0.0, w2, b2, act,
+        *pre, float(pro_norm[4]) if pro_norm is not None else 0.0, pro_act)

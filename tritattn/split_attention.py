@@ -22,6 +22,12 @@ with running statistics, its activation is ReLU / SiLU / Identity, the hidden wi
 one kernel and the weighted sum a second (:func:`~tritattn.radix_block.radix_attention`), the
 grouped 1×1 convs expanded to dense block-diagonal matrices on the host at each call (tiny; no
 cache to go stale). ``attention_refusal`` says why a block takes the per-op path instead.
+SplitAttn's bn0 and act0 then run inside those two kernels too (the prologue,
+kernels/radix_combine.py) when bn0 is a plain affine BatchNorm in eval with running statistics,
+drop an nn.Identity, act0 an nn.ReLU, none of them hooked and no gradient needed for bn0's
+parameters: only the conv runs in torch, and its output c is read by the kernels as relu(bn0(c))
+(z and x rounded to c's dtype as eager writes them), saving bn0's and act0's passes over the
+[B, R·C, H, W] map. ``prologue_refusal`` says why a block runs bn0, drop and act0 as modules.
 
 When :func:`tritattn.backend_for` says "torch" the ops run their eager fallback and the blocks
 take the per-op path; nothing else changes. The output is in one branch's memory format
@@ -93,8 +99,47 @@ def _mlp_weights(fc1: nn.Conv2d, bn: nn.Module, act: nn.Module, fc2: nn.Conv2d, 
     return dense_pointwise(fc1.weight, fc1.groups), fc1.bias, norm, w2, b2, mlp_act_kind(act)
 
 
+def _bn0_refusal(bn: nn.Module) -> str | None:
+    """Why SplitAttn's bn0 cannot be the kernels' prologue BatchNorm, or None."""
+    if not _plain_batchnorm(bn):
+        return f"bn0 ({type(bn).__name__}) is not an nn.BatchNorm2d (or timm's BatchNormAct2d without drop and act)"
+    if not bn.affine or bn.running_mean is None or bn.running_var is None:
+        return "bn0 is not an affine BatchNorm with running statistics"
+    if bn.training:
+        return "bn0 is in training mode (batch statistics and their update: run as a module)"
+    return None
+
+
 class SplitAttn(reference.SplitAttn):
     __doc__ = reference.SplitAttn.__doc__
+
+    def prologue_refusal(self, x: Tensor | None = None) -> str | None:
+        """Why bn0 → drop → act0 cannot run inside the two inference kernels (as their prologue:
+        :func:`~tritattn.radix_block.radix_attention`'s ``prologue``) and run as modules instead,
+        or None; with x (the block's input, or the conv output or its branches) also this call's
+        reason: a gradient needed for bn0's parameters. Taken only where :meth:`attention_refusal`
+        is None too."""
+        reason = _bn0_refusal(self.bn0)
+        if reason is not None:
+            return reason
+        if type(self.drop) is not nn.Identity:
+            return f"drop is a {type(self.drop).__name__}, not nn.Identity"
+        if type(self.act0) is not nn.ReLU:
+            return f"act0 is a {type(self.act0).__name__}, not nn.ReLU"
+        hooked = [name for name, m in (("bn0", self.bn0), ("drop", self.drop), ("act0", self.act0))
+                  if any(has_hooks(sub) for sub in m.modules())]
+        if hooked:
+            return f"hooks on {', '.join(hooked)} (they would be bypassed)"
+        if x is not None and torch.is_grad_enabled() and any(p.requires_grad for p in self.bn0.parameters()):
+            return "a gradient is needed (grad mode on and a bn0 parameter requires grad): inference only"
+        return None
+
+    def prologue_args(self) -> tuple:
+        """:func:`~tritattn.radix_block.radix_attention`'s ``prologue`` of this block: ("relu",
+        bn0's (weight, bias, running mean, running var, eps)), from its current state (when
+        :meth:`prologue_refusal` is None)."""
+        bn = self.bn0
+        return "relu", (bn.weight, bn.bias, bn.running_mean, bn.running_var, bn.eps)
 
     def attention_refusal(self, x: Tensor | None = None) -> str | None:
         """Why this block's attention cannot run as the two-kernel inference pass (and takes the
@@ -116,6 +161,12 @@ class SplitAttn(reference.SplitAttn):
         check_feature_map(x)
         check_channels(x, self.conv.in_channels, type(self).__name__)
         x = self.conv(x)
+        R, C = self.radix, x.shape[1] // self.radix
+        if R * C == x.shape[1] and C == self.fc1.in_channels and R * C == self.fc2.out_channels:
+            c5 = _branches(x, R)
+            if self.attention_refusal(c5) is None and self.prologue_refusal(c5) is None:
+                # bn0, drop (an Identity) and act0 inside both kernels: they read the conv output
+                return radix_attention(c5, *self.attention_weights(), prologue=self.prologue_args())
         x = self.bn0(x)
         x = self.drop(x)
         x = self.act0(x)
