@@ -330,16 +330,20 @@ def _weights(*shape: int) -> torch.Tensor:
     return make_input(shape, torch.float32)
 
 
-def radix_attention_case(with_bn: bool) -> Case:
-    """Inference only (no backward): never with inputs that require grad."""
+def radix_attention_case(with_bn: bool, prologue: bool = False) -> Case:
+    """Inference only (no backward): never with inputs that require grad. With the prologue, the
+    branches are the conv output, read as relu(bn0(c))."""
     RD = 3
 
     def args(p: Sample, requires_grad: bool) -> tuple:
         bn = (_weights(RD), _weights(RD), _weights(RD), _weights(RD).abs() + 0.5) if with_bn else (None,) * 4
-        return (_branches(p, False), _weights(RD, C), _weights(RD), *bn, 1e-5, _weights(RADIX * C, RD),
-                _weights(RADIX * C), "relu")
+        RC = RADIX * C
+        pre = (_weights(RC), _weights(RC), _weights(RC), _weights(RC).abs() + 0.5, 1e-5, "relu") if prologue else ()
+        return (_branches(p, False), _weights(RD, C), _weights(RD), *bn, 1e-5, _weights(RC, RD), _weights(RC), "relu",
+                *pre)
 
-    return Case(tritattn.radix_attention.default, "bn" if with_bn else "", args, False)
+    variant = "-".join(n for n, on in (("bn", with_bn), ("prologue", prologue)) if on)
+    return Case(tritattn.radix_attention.default, variant, args, False)
 
 
 def context_mlp_case(scale: bool, add: bool) -> Case:
@@ -378,6 +382,7 @@ CASES: list[Case] = [
     *(context_pool_case(bias) for bias in (False, True)),
     *(context_pool_backward_case(bias) for bias in (False, True)),
     *(radix_attention_case(with_bn) for with_bn in (False, True)),
+    radix_attention_case(True, prologue=True),
     *(context_mlp_case(scale, add) for scale, add in ((True, False), (False, True), (True, True))),
 ]
 
