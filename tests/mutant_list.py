@@ -387,6 +387,13 @@ MUTANTS: list[Mutant] = [
         ("tests/test_radix_block.py", "-k", "test_radix_ops_with_tiny_tiles"),
     ),
     Mutant(
+        "radix_prologue_uses_the_first_branch_statistics", "kernels/radix_combine.py",
+        "    total = tl.zeros([BLOCK_R], dtype=ACC)\n    row_ptrs = x_ptr + b * sxb + c64[:, None] * sxc  # branch r = 0; stepped by sxr (64-bit pointers)\n    for r in range(R):\n        # branch r's BatchNorm channels r·C + c (zeros, unused, without PRO_NORM)\n        scale, shift, _, _ = prologue_affine(pw_ptr, pb_ptr, pm_ptr, pv_ptr, p_eps, r * C + c64,",
+        "    total = tl.zeros([BLOCK_R], dtype=ACC)\n    row_ptrs = x_ptr + b * sxb + c64[:, None] * sxc  # branch r = 0; stepped by sxr (64-bit pointers)\n    for r in range(R):\n        # branch r's BatchNorm channels r·C + c (zeros, unused, without PRO_NORM)\n        scale, shift, _, _ = prologue_affine(pw_ptr, pb_ptr, pm_ptr, pv_ptr, p_eps, 0 * r * C + c64,",
+        "the inference squeeze normalises every branch with the first branch's bn0 statistics",
+        ("tests/test_radix_block.py", "-k", "test_inference_runs_bn0_and_act0_inside_the_kernels"),
+    ),
+    Mutant(
         "context_pool_without_max_subtraction", "kernels/context_pool.py",
         "    m = tl.max(logit, axis=0)\n",
         "    m = tl.max(logit, axis=0) * 0.0  # mutant: exp of the raw logits (exact, not stable)\n",
