@@ -588,7 +588,7 @@ def test_dense_weights_and_logit_order():
 # --- inference: SplitAttn's bn0 and act0 inside the two kernels (the prologue) ---------------------
 
 #: SplitAttn cases whose bn0 is a BatchNorm2d (the prologue's)
-PROLOGUE_CASES = ["splat-r2-bn", "splat-r1-g4-bn", "splat-r4-g2-bn"]
+PROLOGUE_CASES = ["splat-r2-bn", "splat-r1-g4-bn", "splat-r4-g2-bn", "sk-default", "sk-3paths-nosplit"]
 
 
 def norm_act_ops(names: list[str]) -> list[str]:
@@ -780,3 +780,32 @@ def test_radix_attention_op_with_a_prologue(dtype, monkeypatch):
     with pytest.raises(ValueError, match=r"prologue norm\[0\] must have shape \(32,\)"):
         bn = twin.prologue_args()[1]
         radix_block.radix_attention(c5, *twin.attention_weights(), prologue=("relu", (bn[0][:8], *bn[1:])))
+
+
+def test_selective_kernel_prologue_refusals(launched):
+    """A hooked path activation, a path BatchNorm in training, a path activation other than ReLU:
+    each refused with its reason, and the block (its paths as modules) still gives timm's numbers."""
+    peer, twin = build_peer_and_twin("sk-default")
+    peer.eval(), twin.eval()
+    x = inference_input("sk-default", False)
+    calls = []
+
+    def hooked(t):
+        t.paths[0].bn.act.register_forward_hook(lambda *_: calls.append("act"))
+
+    def training(t):
+        t.paths[1].bn.train()
+
+    def silu(t):
+        t.paths[0].bn.act = nn.SiLU()
+
+    for name, change, reason in (("hook", hooked, "hooks"), ("train", training, "training"), ("silu", silu, "ReLU")):
+        p, t = copy.deepcopy(peer), copy.deepcopy(twin)
+        change(p), change(t)
+        calls.clear()
+        with torch.no_grad():
+            assert reason in t.prologue_refusal(x), name
+            y, ref = t(x), p(x)
+        assert_close(y, ref, torch.float64, what=f"sk refused prologue ({name})")
+        if name == "hook":
+            assert calls == ["act", "act"], calls  # the twin's and timm's forward each ran the hooked module

@@ -28,6 +28,9 @@ drop an nn.Identity, act0 an nn.ReLU, none of them hooked and no gradient needed
 parameters: only the conv runs in torch, and its output c is read by the kernels as relu(bn0(c))
 (z and x rounded to c's dtype as eager writes them), saving bn0's and act0's passes over the
 [B, R·C, H, W] map. ``prologue_refusal`` says why a block runs bn0, drop and act0 as modules.
+SelectiveKernel's paths likewise (each a ConvNormAct: conv, then a BatchNormAct2d with a ReLU):
+only their convs run in torch, stacked, and the kernels read path r's conv output as
+relu(bn_r(c_r)).
 
 When :func:`tritattn.backend_for` says "torch" the ops run their eager fallback and the blocks
 take the per-op path; nothing else changes. The output is in one branch's memory format
@@ -56,6 +59,27 @@ def _branches(x: Tensor, radix: int) -> Tensor:
 _RADIX_SOFTMAXES = ("timm.layers.split_attn.RadixSoftmax", qualified_name(reference.RadixSoftmax))
 #: timm's and the reference's SelectiveKernelAttn (the twin subclasses the reference)
 _SK_ATTNS = ("timm.layers.selective_kernel.SelectiveKernelAttn", qualified_name(reference.SelectiveKernelAttn))
+#: an SK path (conv → BatchNorm + act → aa): timm's ConvNormAct or the reference's
+_CONV_NORM_ACTS = ("timm.layers.conv_bn_act.ConvNormAct", qualified_name(reference.ConvNormAct))
+_BATCHNORM_ACTS = ("timm.layers.norm_act.BatchNormAct2d", qualified_name(reference.BatchNormAct2d))
+
+
+def _path_refusal(path: nn.Module) -> str | None:
+    """Why an SK path cannot hand its BatchNorm and ReLU to the inference kernels (and runs as a
+    module), or None: it must be a ConvNormAct (conv, then bn: a BatchNormAct2d with a ReLU and
+    no drop, then an identity aa), in eval with running statistics, without hooks past its conv."""
+    if qualified_name(type(path)) not in _CONV_NORM_ACTS or "forward" in path.__dict__:
+        return f"a path is a {type(path).__name__}, not timm's ConvNormAct"
+    bn, aa = path.bn, getattr(path, "aa", None)
+    if qualified_name(type(bn)) not in _BATCHNORM_ACTS or type(bn.act) is not nn.ReLU or type(bn.drop) is not nn.Identity:
+        return f"a path's norm is not a BatchNormAct2d with a ReLU and no drop ({type(bn).__name__})"
+    if aa is not None and type(aa) is not nn.Identity:
+        return f"a path has anti-aliasing ({type(aa).__name__})"
+    if not bn.affine or bn.running_mean is None or bn.running_var is None or bn.training:
+        return "a path's BatchNorm is in training or keeps no running statistics"
+    if has_hooks(path) or any(has_hooks(m) for m in bn.modules()) or (aa is not None and has_hooks(aa)):
+        return "hooks on a path's ConvNormAct, BatchNorm or activation (they would be bypassed)"
+    return None
 
 
 def _pointwise(conv: nn.Module) -> bool:
@@ -229,15 +253,39 @@ class SelectiveKernel(reference.SelectiveKernel):
         attn = self.attn
         return _mlp_weights(attn.fc_reduce, attn.bn, attn.act, attn.fc_select, attn.num_paths, 1)
 
+    def prologue_refusal(self, x: Tensor | None = None) -> str | None:
+        """Why the paths' BatchNorm and ReLU cannot run inside the two inference kernels (their
+        prologue: the kernels read the stacked conv outputs as relu(bn_r(c_r))), or None; with x
+        also this call's reason: a gradient needed for a BatchNorm's parameters. Taken only where
+        :meth:`attention_refusal` is None too."""
+        for path in self.paths:
+            reason = _path_refusal(path)
+            if reason is not None:
+                return reason
+        if len({path.bn.eps for path in self.paths}) > 1:
+            return "the paths' BatchNorms have different eps"
+        if x is not None and torch.is_grad_enabled() and any(p.requires_grad for path in self.paths
+                                                              for p in path.bn.parameters()):
+            return "a gradient is needed (grad mode on and a path's BatchNorm parameter requires grad): inference only"
+        return None
+
+    def prologue_args(self) -> tuple:
+        """:func:`~tritattn.radix_block.radix_attention`'s ``prologue``: ("relu", the paths'
+        BatchNorms as one of R·C channels, path r's at r·C + c), from their current state."""
+        bns = [path.bn for path in self.paths]
+        return "relu", (*(torch.cat([getattr(bn, name) for bn in bns])
+                          for name in ("weight", "bias", "running_mean", "running_var")), bns[0].eps)
+
     def forward(self, x: Tensor) -> Tensor:
         check_feature_map(x)
         check_channels(x, self.in_channels, type(self).__name__)
-        if self.split_input:
-            x_split = x.split(self.in_channels // self.num_paths, 1)
-            x_paths = [op(x_split[i]) for i, op in enumerate(self.paths)]
-        else:
-            x_paths = [op(x) for op in self.paths]
-        x5 = torch.stack(x_paths, dim=1)
+        inputs = x.split(self.in_channels // self.num_paths, 1) if self.split_input else [x] * self.num_paths
+        if self.attention_refusal(x) is None and self.prologue_refusal(x) is None:
+            # the paths' BatchNorm and ReLU inside both kernels: they read the stacked conv outputs
+            c5 = torch.stack([path.conv(inputs[i]) for i, path in enumerate(self.paths)], dim=1)
+            if c5.shape[1:3] == (self.attn.num_paths, self.attn.fc_reduce.in_channels):
+                return radix_attention(c5, *self.attention_weights(), prologue=self.prologue_args())
+        x5 = torch.stack([path(inputs[i]) for i, path in enumerate(self.paths)], dim=1)
         B, R, C = x5.shape[:3]
         attn = self.attn
         if R == attn.num_paths and C == attn.fc_reduce.in_channels and self.attention_refusal(x5) is None:
