@@ -67,6 +67,10 @@ def test_cpu_without_interpreter_falls_back_to_torch():
 TORCH_BACKEND_SUITE = [
     "tests/test_ops.py", "tests/test_numerics.py", "tests/test_properties.py", "tests/test_errors.py", "tests/test_gradcheck.py",
     "tests/test_backend.py::test_backend_for_reports_the_path",
+    # the eager formulas of the split-attention and context-pooling ops
+    "tests/test_radix_block.py::test_radix_ops_match_float64", "tests/test_radix_block.py::test_radix_attention_op_with_a_prologue",
+    "tests/test_context_block.py::test_context_pool_matches_float64_reference",
+    "tests/test_context_block.py::test_context_mlp_op_on_every_backend",
 ]
 
 

@@ -56,8 +56,9 @@ def test_the_original_senet_tails_are_fused(interpreter_friendly):
         fused_block = report.model.layer2[0]
         assert isinstance(fused_block, block) and type(fused_block) is getattr(fusion, "ResidualFused" + block.__name__)
         assert type(fused_block.se_module) is tritattn.LegacySEModule
-        assert_runs_close(forward_backward(report.model, _input()), forward_backward(peer, _input()),
-                          TOLERANCES[torch.float64], f"{name} fused, eval")
+        if name != "legacy_seresnet18":  # whose whole-model run is test_convert_models.py's
+            assert_runs_close(forward_backward(report.model, _input()), forward_backward(peer, _input()),
+                              TOLERANCES[torch.float64], f"{name} fused, eval")
         peer_block, fused_block = peer.layer2[0].train(), fused_block.train()
         x = torch.randn(4, peer_block.conv1.in_channels, 8, 8, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
         assert_runs_close(forward_backward(fused_block, x), forward_backward(peer_block, x),
