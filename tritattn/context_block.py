@@ -24,7 +24,7 @@ the combine launch (kernels/context_pool.py: context_pool_combine_mlp); the modu
 x · gate(s) (+ t) in the gated-scale kernel, or x + t in torch.
 
 The ops run on the Triton kernels (GPU or interpreter) or, where :func:`tritattn.backend_for`
-says "torch", on the eager formulas in tritattn/eager_ops.py (and the MLPs' here), which
+says "torch", on the eager formulas in tritattn/eager_ops.py, which
 accumulate in ACC the same way.
 """
 from __future__ import annotations
@@ -166,16 +166,6 @@ def _mlp(w1, b1, ln_w, ln_b, w2, b2, eps: float) -> tuple | None:
     return None if w1 is None else (w1, b1, ln_w, ln_b, w2, b2, eps)
 
 
-def _eager_mlp(ctx: Tensor, mlp: tuple) -> Tensor:
-    """W2 · act(LayerNorm(W1 · ctx + b1)) + b2 in ctx's dtype (ACC), for the torch backend."""
-    w1, b1, ln_w, ln_b, w2, b2, eps, act = mlp
-    dt = ctx.dtype
-    h = ctx @ w1.to(dt).t() + b1.to(dt)
-    h = torch.nn.functional.layer_norm(h, (h.shape[1],), ln_w.to(dt), ln_b.to(dt), eps)
-    h = torch.relu(h) if act == "relu" else torch.nn.functional.silu(h)
-    return h @ w2.to(dt).t() + b2.to(dt)
-
-
 def _alloc_context_mlp(x: Tensor, scale_w1: Optional[Tensor], add_w1: Optional[Tensor]) -> tuple[Tensor, Tensor]:
     B, C = x.shape[:2]
     acc = acc_dtype(x)
@@ -216,7 +206,7 @@ def context_mlp_op(
         eager_ops.context_pool_fwd(x, conv_w, ctx, _new((B, C + 2), acc, x.device))
         for mlp, out in zip((scale_mlp, add_mlp), outputs):
             if mlp is not None:
-                out.copy_(_eager_mlp(ctx, (*mlp, act)))
+                out.copy_(eager_ops.context_mlp(ctx, mlp, act))
     else:
         rows = launch.context_pool_programs(x)
         launch.global_context_fwd(x, conv_w, _new((rows, C), acc, x.device), _new((rows, 2), acc, x.device),

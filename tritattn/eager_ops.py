@@ -101,8 +101,16 @@ def radix_pool_fwd(x5: torch.Tensor, pooled: torch.Tensor) -> None:
     pooled.copy_(_acc(x5).sum(1).mean((2, 3)))
 
 
-#: the prologue activations (kernels/norm_act.py's ACTIVATIONS) as torch functions
-_PROLOGUE_ACTS = {"relu": torch.relu, "silu": F.silu, "hardswish": F.hardswish, "identity": lambda t: t}
+#: the activations of the prologues and the in-kernel MLPs (kernels/norm_act.py's) as torch functions
+_ACTIVATIONS = {"relu": torch.relu, "silu": F.silu, "hardswish": F.hardswish, "identity": lambda t: t}
+
+
+def eval_batchnorm(norm: tuple, acc: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """An eval BatchNorm (weight, bias, running mean, running var, eps) as h ↦ h · scale + shift,
+    in ``acc``, with kernels/norm_act.py's formula (scale = weight · 1/σ, shift = bias − mean · scale)."""
+    weight, bias, mean, var, eps = norm
+    scale = weight.to(acc) * (1.0 / torch.sqrt(var.to(acc) + eps))
+    return scale, bias.to(acc) - mean.to(acc) * scale
 
 
 def radix_prologue(c5: torch.Tensor, prologue: tuple | None) -> torch.Tensor:
@@ -115,13 +123,31 @@ def radix_prologue(c5: torch.Tensor, prologue: tuple | None) -> torch.Tensor:
     act, norm = prologue
     z = c5
     if norm is not None:
-        weight, bias, mean, var, eps = norm
         B, R, C = c5.shape[:3]
-        acc = _acc(c5).dtype
-        scale = weight.to(acc) * (1.0 / torch.sqrt(var.to(acc) + eps))
-        shift = bias.to(acc) - mean.to(acc) * scale
+        scale, shift = eval_batchnorm(norm, _acc(c5).dtype)
         z = (_acc(c5) * scale.view(R, C, 1, 1) + shift.view(R, C, 1, 1)).to(c5.dtype)
-    return _PROLOGUE_ACTS[act](_acc(z)).to(c5.dtype)
+    return _ACTIVATIONS[act](_acc(z)).to(c5.dtype)
+
+
+def radix_attention_weights(
+    x5: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor | None, norm: tuple | None, w2: torch.Tensor,
+    b2: torch.Tensor | None, act: str,
+) -> torch.Tensor:
+    """radix_squeeze_attend_fwd's attention a [B, R, C] in the accumulator dtype: the radix softmax
+    (sigmoid for R = 1) of W2 · act(bn(W1 · mean_hw(Σ_r x5) + b1)) + b2."""
+    B, R, C = x5.shape[:3]
+    xa = _acc(x5)
+    h = xa.sum(1).mean((2, 3)) @ w1.to(xa.dtype).T
+    if b1 is not None:
+        h = h + b1.to(xa.dtype)
+    if norm is not None:
+        scale, shift = eval_batchnorm(norm, xa.dtype)
+        h = h * scale + shift
+    z = _ACTIVATIONS[act](h) @ w2.to(xa.dtype).T
+    if b2 is not None:
+        z = z + b2.to(xa.dtype)
+    z = z.view(B, R, C)
+    return z.sigmoid() if R == 1 else z.softmax(1)
 
 
 def radix_combine_fwd(x5: torch.Tensor, a: torch.Tensor, out: torch.Tensor, prologue: tuple | None = None) -> None:
@@ -165,3 +191,12 @@ def context_pool_bwd(
     dlogit = alpha * (d_alpha - k)
     grad_x.copy_((alpha[:, None, :] * g[:, :, None] + dlogit[:, None, :] * wa[None, :, None]).reshape(x.shape))
     return torch.einsum("bp,bcp->c", dlogit, xa), dlogit.sum().reshape(1)
+
+
+def context_mlp(ctx: torch.Tensor, mlp: tuple, act: str) -> torch.Tensor:
+    """context_pool_combine_mlp's MLP output W2 · act(LayerNorm(W1 · ctx + b1)) + b2 in ctx's dtype
+    (the accumulator's); ``mlp`` = (w1 [RD, C], b1, ln_w, ln_b, w2 [C, RD], b2, eps)."""
+    w1, b1, ln_w, ln_b, w2, b2, eps = mlp
+    dt = ctx.dtype
+    h = F.layer_norm(ctx @ w1.to(dt).t() + b1.to(dt), (w1.shape[0],), ln_w.to(dt), ln_b.to(dt), eps)
+    return _ACTIVATIONS[act](h) @ w2.to(dt).t() + b2.to(dt)

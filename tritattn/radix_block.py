@@ -25,7 +25,7 @@ to radix_combine's grad_x5), as :mod:`tritattn.autograd` does for the squeeze's 
 
 Each op is a ``torch.library.custom_op`` with a fake implementation and a registered autograd
 formula; it runs the Triton kernels (GPU or interpreter) or, when :func:`tritattn.backend_for`
-says "torch", the eager equivalents here (float32 / float64 accumulation, one rounding).
+says "torch", the eager equivalents in tritattn/eager_ops.py (float32 / float64 accumulation, one rounding).
 
 ``radix_attention`` is inference-only: its autograd formula raises, and :func:`radix_attention`
 refuses inputs that require grad while grad mode is on (the modules take the per-op path then).
@@ -45,7 +45,7 @@ from torch import Tensor
 from . import eager_ops
 from .backend import TRITON_AVAILABLE, backend_for
 from .checks import _describe, check_companion, check_tensor
-from .excitation_block import MLP_ACTS, acc_dtype, counters
+from .excitation_block import MLP_ACTS, _norm, _prologue, acc_dtype, counters
 from .layout import flat_spatial_stride
 from .ops import _new
 
@@ -239,32 +239,6 @@ def radix_logit_order(w2: Tensor, b2: Optional[Tensor], radix: int, cardinality:
     return w2[perm], (b2[perm] if b2 is not None else None)
 
 
-def _eager_attention(x5: Tensor, w1: Tensor, b1: Optional[Tensor], norm: Optional[tuple], w2: Tensor,
-                     b2: Optional[Tensor], act: str) -> Tensor:
-    """The kernel's math in torch: a [B, R, C] in the accumulator dtype."""
-    B, R, C = x5.shape[:3]
-    acc = acc_dtype(x5)
-    h = x5.to(acc).sum(1).mean((2, 3)) @ w1.to(acc).T
-    if b1 is not None:
-        h = h + b1.to(acc)
-    if norm is not None:
-        weight, bias, mean, var, eps = norm
-        scale = weight.to(acc) / torch.sqrt(var.to(acc) + eps)
-        h = h * scale + (bias.to(acc) - mean.to(acc) * scale)
-    h = torch.relu(h) if act == "relu" else (torch.nn.functional.silu(h) if act == "silu" else h)
-    z = h @ w2.to(acc).T
-    if b2 is not None:
-        z = z + b2.to(acc)
-    z = z.view(B, R, C)
-    return z.sigmoid() if R == 1 else z.softmax(1)
-
-
-def _prologue(act: str, weight: Optional[Tensor], bias, mean, var, eps: float) -> Optional[tuple]:
-    """The prologue as the launchers take it: (act, the BatchNorm's (weight, bias, mean, var, eps)
-    or None), or None without one (act "none")."""
-    return None if act == "none" else (act, None if weight is None else (weight, bias, mean, var, eps))
-
-
 @torch.library.custom_op("tritattn::radix_attention", mutates_args=())
 def radix_attention_op(
     x5: Tensor, w1: Tensor, b1: Optional[Tensor], bn_weight: Optional[Tensor], bn_bias: Optional[Tensor],
@@ -287,12 +261,12 @@ def radix_attention_op(
     if not out.numel():
         return out
     B, R, C = x5.shape[:3]
-    norm = None if bn_weight is None else (bn_weight, bn_bias, bn_mean, bn_var, bn_eps)
+    norm = _norm(bn_weight, bn_bias, bn_mean, bn_var, bn_eps)
     prologue = _prologue(prologue_act, pre_weight, pre_bias, pre_mean, pre_var, pre_eps)
     a = _new((B, R, C), acc_dtype(x5), x5.device)
     if backend_for(x5) == "torch":
         x5 = eager_ops.radix_prologue(x5, prologue)
-        a.copy_(_eager_attention(x5, w1, b1, norm, w2, b2, act))
+        a.copy_(eager_ops.radix_attention_weights(x5, w1, b1, norm, w2, b2, act))
         eager_ops.radix_combine_fwd(x5, a, out)
         return out
     pooled = _new((B, C), acc_dtype(x5), x5.device)
