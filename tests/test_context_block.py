@@ -452,14 +452,15 @@ def test_dropout_in_training_and_the_mean_context_refuse():
 def test_context_mlp_op_on_every_backend(config):
     """The op itself (also its eager formulas under TRITATTN_TEST_BACKEND=torch): each MLP's output
     against timm's MLP of the float64 context; an input that requires grad is refused at the call."""
-    from tritattn.global_context import _MLP_ACTS, _mlp_args
+    from tritattn.global_context import _mlp_args
+    from tritattn.modules import mlp_act_kind
 
     peer, fast = timm_pair(config)
     peer.eval()
     x = make_input((2, 12, 3, 5), torch.float64, channels_last=True)
     mlp = fast.mlp_scale if fast.mlp_scale is not None else fast.mlp_add
     args = (fast.conv_attn.weight.flatten(), *_mlp_args(fast.mlp_scale), *_mlp_args(fast.mlp_add),
-            _MLP_ACTS[type(mlp.act)])
+            mlp_act_kind(mlp.act))
     with torch.no_grad():
         s, t = torch.ops.tritattn.context_mlp(x, *args)
         w, bias = peer.conv_attn.weight.flatten(), peer.conv_attn.bias

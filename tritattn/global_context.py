@@ -14,34 +14,28 @@ from . import excitation_block, reference
 from .checks import check_channels, check_feature_map
 from .context_block import context_pool
 from .functional import excite_scale, squeeze
-from .modules import kernel_for_gate, kernel_gate
+from .modules import kernel_for_gate, kernel_gate, mlp_act_kind
 from .peers import qualified_name
 from .reclass import has_hooks
 
-#: the hidden activations the in-kernel MLP computes (exact types: a subclass may differ)
-_MLP_ACTS: dict[type[nn.Module], str] = {nn.ReLU: "relu", nn.SiLU: "silu"}
-#: the MLP and norm classes whose computation the kernel reproduces: timm's, by qualified name
-#: (timm is not imported), and the reference copies
-_CONV_MLPS = (reference.ConvMlp, "timm.layers.mlp.ConvMlp")
-_LAYER_NORMS = (reference.LayerNorm2d, "timm.layers.norm.LayerNorm2d")
-
-
-def _is_one_of(module: nn.Module, classes: tuple) -> bool:
-    """Whether ``module``'s exact type is the class, or has the qualified name, of one of ``classes``."""
-    cls = type(module)
-    return any(cls is c if isinstance(c, type) else qualified_name(cls) == c for c in classes)
+#: the hidden activations the in-kernel MLP computes (of modules.mlp_act_kind's)
+_MLP_ACTS = ("relu", "silu")
+#: the MLP and norm classes whose computation the kernel reproduces, by the qualified name of their
+#: exact type (timm is not imported): timm's, and the reference copies
+_CONV_MLPS = ("timm.layers.mlp.ConvMlp", qualified_name(reference.ConvMlp))
+_LAYER_NORMS = ("timm.layers.norm.LayerNorm2d", qualified_name(reference.LayerNorm2d))
 
 
 def _mlp_refusal(name: str, mlp: nn.Module) -> str | None:
     """Why ``mlp`` (mlp_scale or mlp_add) cannot run inside the context kernel, or None."""
-    if not _is_one_of(mlp, _CONV_MLPS):
+    if qualified_name(type(mlp)) not in _CONV_MLPS:
         return f"{name} is a {type(mlp).__name__}, not timm's ConvMlp"
-    if not _is_one_of(mlp.norm, _LAYER_NORMS):
+    if qualified_name(type(mlp.norm)) not in _LAYER_NORMS:
         return f"{name}.norm is a {type(mlp.norm).__name__}, not timm's LayerNorm2d"
     rd = mlp.fc1.out_channels
     if mlp.norm.weight is None or mlp.norm.bias is None or tuple(mlp.norm.normalized_shape) != (rd,):
         return f"{name}.norm is not an affine LayerNorm over fc1's {rd} channels"
-    if type(mlp.act) not in _MLP_ACTS:
+    if mlp_act_kind(mlp.act) not in _MLP_ACTS:
         return f"{name}.act {type(mlp.act).__name__} has no kernel (ReLU and SiLU do)"
     drop = mlp.drop
     if not (type(drop) is nn.Identity or (type(drop) is nn.Dropout and (drop.p == 0 or not drop.training))):
@@ -105,7 +99,7 @@ class GlobalContext(reference.GlobalContext):
             mlp = self.mlp_scale if self.mlp_scale is not None else self.mlp_add
             s, t = torch.ops.tritattn.context_mlp(
                 x, self.conv_attn.weight.flatten(), *_mlp_args(self.mlp_scale), *_mlp_args(self.mlp_add),
-                _MLP_ACTS[type(mlp.act)])
+                mlp_act_kind(mlp.act))
             added = t.to(x.dtype)[:, :, None, None] if self.mlp_add is not None else None  # eager's mlp_add is in x's dtype
             if self.mlp_scale is None:
                 return x + added  # a broadcast add is already one pass over x

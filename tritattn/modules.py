@@ -33,7 +33,7 @@ from . import cbam_block, excitation_block, reference
 from .batchnorm import count_batch, update_running_stats
 from .checks import check_channels, check_feature_map
 from .functional import excite_scale, spatial_pool, spatial_scale, squeeze
-from .excitation_block import MAX_HIDDEN, BlockSpec
+from .excitation_block import BlockSpec
 from .peers import peer_gate_kind, qualified_name
 from .prologue import Prologue, prologue_of
 from .reference import gate_kind
@@ -70,12 +70,13 @@ def mlp_act_kind(act: nn.Module) -> str | None:
     return _MLP_ACTS.get(type(act))
 
 
-def _mlp_refusal(act: nn.Module, fc1: nn.Module) -> str | None:
-    """Why an fc -> act -> fc MLP cannot run in the block pipeline, or None."""
+def hidden_layer_refusal(act: nn.Module, fc1: nn.Module) -> str | None:
+    """Why an fc -> act -> fc MLP cannot run in a kernel (the block pipeline, the radix squeeze), or
+    None: its hidden activation has no kernel, or its hidden width is over MAX_HIDDEN."""
     if mlp_act_kind(act) is None:
         return f"hidden activation {type(act).__name__} has no kernel (ReLU, SiLU and Identity do)"
-    if fc1.out_channels > MAX_HIDDEN:
-        return f"hidden width {fc1.out_channels} > {MAX_HIDDEN}"
+    if fc1.out_channels > excitation_block.MAX_HIDDEN:  # read at call time: tests lower it
+        return f"hidden width {fc1.out_channels} > {excitation_block.MAX_HIDDEN}"
     return None
 
 
@@ -183,7 +184,7 @@ class SEModule(ChannelExcitation, reference.SEModule):
                 return f"a {type(bn).__name__} in the MLP other than an affine BatchNorm with running statistics"
             if bn.training:
                 return "a BatchNorm in the MLP in training mode (batch statistics: per op; in eval it runs inside the pipeline)"
-        return _mlp_refusal(self.act, self.fc1)
+        return hidden_layer_refusal(self.act, self.fc1)
 
     def block_spec(self) -> BlockSpec:
         spec = _fc_act_fc("mean_max_avg" if self.add_maxpool else "mean", self.fc1, self.act, self.fc2)
@@ -201,7 +202,8 @@ class EffectiveSEModule(ChannelExcitation, reference.EffectiveSEModule):
         return self.fc(_pooled(x, self.add_maxpool))
 
     def block_refusal(self) -> str | None:
-        return f"{self.fc.in_channels} channels > {MAX_HIDDEN}" if self.fc.in_channels > MAX_HIDDEN else None
+        limit = excitation_block.MAX_HIDDEN
+        return f"{self.fc.in_channels} channels > {limit}" if self.fc.in_channels > limit else None
 
     def block_spec(self) -> BlockSpec:
         pool = "mean_max_avg" if self.add_maxpool else "mean"
@@ -256,7 +258,7 @@ class ChannelAttn(ChannelExcitation, reference.ChannelAttn):
     block_pool = "mean_max_both"
 
     def block_refusal(self) -> str | None:
-        return _mlp_refusal(self.act, self.fc1)
+        return hidden_layer_refusal(self.act, self.fc1)
 
     def block_spec(self) -> BlockSpec:
         return _fc_act_fc(self.block_pool, self.fc1, self.act, self.fc2)
@@ -410,7 +412,7 @@ class SqueezeExcite(ChannelExcitation, reference.SqueezeExcite):
         return self.conv_expand(self.act1(self.conv_reduce(squeeze(x, "mean")[:, :, None, None])))
 
     def block_refusal(self) -> str | None:
-        return _mlp_refusal(self.act1, self.conv_reduce)
+        return hidden_layer_refusal(self.act1, self.conv_reduce)
 
     def block_spec(self) -> BlockSpec:
         return _fc_act_fc("mean", self.conv_reduce, self.act1, self.conv_expand)
@@ -425,7 +427,7 @@ class SqueezeExcitation(ChannelExcitation, reference.SqueezeExcitation):
         return self.fc2(self.activation(self.fc1(squeeze(input, "mean")[:, :, None, None])))
 
     def block_refusal(self) -> str | None:
-        return _mlp_refusal(self.activation, self.fc1)
+        return hidden_layer_refusal(self.activation, self.fc1)
 
     def block_spec(self) -> BlockSpec:
         return _fc_act_fc("mean", self.fc1, self.activation, self.fc2)
@@ -443,7 +445,7 @@ class LegacySEModule(ChannelExcitation, reference.LegacySEModule):
         return self.fc2(self.relu(self.fc1(squeeze(x, "mean")[:, :, None, None])))
 
     def block_refusal(self) -> str | None:
-        return _mlp_refusal(self.relu, self.fc1)
+        return hidden_layer_refusal(self.relu, self.fc1)
 
     def block_spec(self) -> BlockSpec:
         return _fc_act_fc("mean", self.fc1, self.relu, self.fc2)

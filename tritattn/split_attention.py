@@ -43,7 +43,7 @@ from torch import Tensor, nn
 
 from . import excitation_block, reference
 from .checks import check_channels, check_feature_map
-from .modules import _plain_batchnorm, mlp_act_kind
+from .modules import _plain_batchnorm, hidden_layer_refusal, mlp_act_kind
 from .peers import qualified_name
 from .radix_block import check_branches, dense_pointwise, radix_attention, radix_combine, radix_logit_order, radix_pool
 from .reclass import has_hooks
@@ -98,10 +98,9 @@ def _mlp_refusal(fc1: nn.Module, bn: nn.Module, act: nn.Module, fc2: nn.Module, 
             return f"a {type(bn).__name__} in the attention MLP other than an affine BatchNorm with running statistics"
         if bn.training:
             return "the attention MLP's BatchNorm is in training mode (batch statistics: per op)"
-    if mlp_act_kind(act) is None:
-        return f"hidden activation {type(act).__name__} has no kernel (ReLU, SiLU and Identity do)"
-    if fc1.out_channels > excitation_block.MAX_HIDDEN:
-        return f"hidden width {fc1.out_channels} > {excitation_block.MAX_HIDDEN}"
+    reason = hidden_layer_refusal(act, fc1)
+    if reason is not None:
+        return reason
     hooked = [type(m).__name__ for m in (fc1, bn, act, fc2) if has_hooks(m)]
     if hooked:
         return f"hooks on the attention MLP's {', '.join(hooked)} (they would be bypassed)"
