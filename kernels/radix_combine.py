@@ -25,6 +25,7 @@ import triton
 import triton.language as tl
 
 from .excitation import hidden_pre_activation, last_of_sample
+from .gates import gate_value
 from .norm_act import activation, eval_batchnorm, prologue, prologue_affine
 from .program_tiles import elementwise_tile, row_block
 from .rounding import to_output
@@ -221,7 +222,7 @@ def sample_radix_attention(
                 logit += tl.load(b2_ptr + rows, mask=mask_c, other=0.0).to(ACC)
             z = tl.where(radix == r, logit[None, :], z)
         if RADIX_BLOCK == 1:
-            attn = 1.0 / (1.0 + tl.exp(-z))
+            attn = gate_value(z, "sigmoid")
         else:
             z = tl.where(radix < R, z, float("-inf"))
             e = tl.exp(z - tl.max(z, axis=0)[None, :])

@@ -403,12 +403,13 @@ def _radix_strides(x5: torch.Tensor) -> tuple[int, int, int, int]:
     return x5.stride(0), x5.stride(1), x5.stride(2), sp
 
 
-def _radix_problem(x5: torch.Tensor, xs: tuple[int, int, int, int], prologue: tuple | None = None) -> Problem:
+def _radix_problem(x5: torch.Tensor, xs: tuple[int, int, int, int], prologue: tuple | None = None, **flags) -> Problem:
     """Rows: the C channels; columns: the H·W pixels; the radix R is a flag (it sets the traffic),
-    and so is a prologue (:func:`_prologue_flags`: none without one, so the keys stay as they were)."""
+    then ``flags``, then a prologue's (:func:`_prologue_flags`: none without one, so the keys stay
+    as they were)."""
     B, R, C, H, W = x5.shape
     return Problem(B, C, H * W, rows_contiguous=xs[2] < xs[3], dtype=x5.dtype,
-                   flags=(("RADIX", R), *_prologue_flags(prologue).items()))
+                   flags=(("RADIX", R), *flags.items(), *_prologue_flags(prologue).items()))
 
 
 def radix_pool_fwd(x5: torch.Tensor, pooled: torch.Tensor) -> None:
@@ -450,6 +451,41 @@ def radix_combine_bwd(
             (g, x5, a, grad_x5, grad_a, R, p.R, p.K, *plane_strides(g, "channel"), *xs, *a.stride(),
              *_radix_strides(grad_x5), *grad_a.stride()),
             dict(ACC=_acc_dtype(x5), RADIX_BLOCK=triton.next_power_of_2(R)), x5.device,
+        )
+
+
+# --- split attention in inference: the squeeze and the attention MLP in one launch ----------------
+
+RADIX_SQUEEZE_ATTEND_FWD = Tuner(
+    "radix_squeeze_attend_fwd", radix_combine.radix_squeeze_attend_fwd, radix_combine.RADIX_SQUEEZE_ATTEND_FWD_CONFIGS,
+    num_stages=3)
+
+
+def radix_squeeze_attend_fwd(
+    x5: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor | None, norm: tuple | None,
+    w2: torch.Tensor, b2: torch.Tensor | None, act: str,
+    pooled: torch.Tensor, a: torch.Tensor, counter: torch.Tensor, prologue: tuple | None = None,
+) -> None:
+    """The attention a [B, R, C] (ACC, contiguous) of the branches x5 [B, R, C, H, W] in one launch
+    (kernels/radix_combine.py): the pooled vector (workspace ``pooled`` [B, C], ACC, contiguous),
+    then per sample act(bn(W1 · v + b1)) → W2 · … + b2 → softmax over r (sigmoid for R = 1).
+    ``w1`` dense [RD, C], ``w2`` dense [R·C, RD] with rows in (r, c) order; ``norm`` the hidden
+    BatchNorm's (weight, bias, running mean, running var, eps), or None; ``counter`` ≥ B zeroed
+    int32 slots (left at 0); ``prologue`` as in :func:`radix_combine_fwd` (x5 then holds c)."""
+    xs = _radix_strides(x5)
+    B, R, C, H, W = x5.shape
+    RD = w1.shape[0]
+    p = _radix_problem(x5, xs, prologue, RD=RD, ACT=act, **_norm_flags(norm))
+    *bn, bn_eps = _norm_args(norm)
+    pro, pro_eps, pro_flags = _prologue_args(prologue)
+    with _device_guard(x5):
+        RADIX_SQUEEZE_ATTEND_FWD.launch(
+            p, _rows_grid(p),
+            (x5, pooled, counter, w1, b1, *bn, w2, b2, a, *pro, R, C, H * W, RD, bn_eps, pro_eps, *xs,
+             *_strides2(w1), *_strides2(w2)),
+            dict(ACT=act, HAS_B1=b1 is not None, HAS_B2=b2 is not None, HIDDEN_NORM=norm is not None,
+                 ACC=_acc_dtype(x5), RADIX_BLOCK=triton.next_power_of_2(R), **excitation_geometry(C, RD), **pro_flags),
+            x5.device,
         )
 
 
@@ -593,41 +629,4 @@ def global_context_fwd(
              *s_strides, *a_strides),
             dict(HAS_SCALE=scale_mlp is not None, HAS_ADD=add_mlp is not None, ACT=act, ACC=acc, BLOCK_C=combine_c,
                  **excitation_geometry(C, max(rd_s, rd_a))), x.device,
-        )
-
-
-# --- split attention in inference: the squeeze and the attention MLP in one launch ----------------
-
-RADIX_SQUEEZE_ATTEND_FWD = Tuner(
-    "radix_squeeze_attend_fwd", radix_combine.radix_squeeze_attend_fwd, radix_combine.RADIX_SQUEEZE_ATTEND_FWD_CONFIGS,
-    num_stages=3)
-
-
-def radix_squeeze_attend_fwd(
-    x5: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor | None, norm: tuple | None,
-    w2: torch.Tensor, b2: torch.Tensor | None, act: str,
-    pooled: torch.Tensor, a: torch.Tensor, counter: torch.Tensor, prologue: tuple | None = None,
-) -> None:
-    """The attention a [B, R, C] (ACC, contiguous) of the branches x5 [B, R, C, H, W] in one launch
-    (kernels/radix_combine.py): the pooled vector (workspace ``pooled`` [B, C], ACC, contiguous),
-    then per sample act(bn(W1 · v + b1)) → W2 · … + b2 → softmax over r (sigmoid for R = 1).
-    ``w1`` dense [RD, C], ``w2`` dense [R·C, RD] with rows in (r, c) order; ``norm`` the hidden
-    BatchNorm's (weight, bias, running mean, running var, eps), or None; ``counter`` ≥ B zeroed
-    int32 slots (left at 0); ``prologue`` as in :func:`radix_combine_fwd` (x5 then holds c)."""
-    xs = _radix_strides(x5)
-    B, R, C, H, W = x5.shape
-    RD = w1.shape[0]
-    p = Problem(B, C, H * W, rows_contiguous=xs[2] < xs[3], dtype=x5.dtype,
-                flags=(("RADIX", R), ("RD", RD), ("ACT", act), *_norm_flags(norm).items(),
-                       *_prologue_flags(prologue).items()))
-    *bn, bn_eps = _norm_args(norm)
-    pro, pro_eps, pro_flags = _prologue_args(prologue)
-    with _device_guard(x5):
-        RADIX_SQUEEZE_ATTEND_FWD.launch(
-            p, _rows_grid(p),
-            (x5, pooled, counter, w1, b1, *bn, w2, b2, a, *pro, R, C, H * W, RD, bn_eps, pro_eps, *xs,
-             *_strides2(w1), *_strides2(w2)),
-            dict(ACT=act, HAS_B1=b1 is not None, HAS_B2=b2 is not None, HIDDEN_NORM=norm is not None,
-                 ACC=_acc_dtype(x5), RADIX_BLOCK=triton.next_power_of_2(R), **excitation_geometry(C, RD), **pro_flags),
-            x5.device,
         )
