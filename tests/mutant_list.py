@@ -288,7 +288,7 @@ MUTANTS: list[Mutant] = [
         ("tests/test_prologue.py::test_a_producer_read_by_something_else_is_not_taken_in",),
     ),
     Mutant(
-        "prologue_module_getattr_removed", "tritattn/prologue.py",
+        "prologue_module_getattr_removed", "tritattn/producer.py",
         "__getattr__ = class_lookup(__name__, _PREFIX, lambda: list(PASSTHROUGH_PEERS), passthrough_class)",
         "_getattr_removed = class_lookup(__name__, _PREFIX, lambda: list(PASSTHROUGH_PEERS), passthrough_class)",
         "tritattn.prologue has no module __getattr__: a model with a producer taken in cannot be unpickled in a fresh process",

@@ -1,5 +1,5 @@
 """The prologue: a channel-attention block computing its producer's BatchNorm and activation
-(kernels/norm_act.py, kernels/prologue_norm.py, tritattn/prologue.py).
+(kernels/norm_act.py, kernels/prologue_norm.py, tritattn/prologue.py, tritattn/producer.py).
 
 - the op against a float64 reference written here from the math: each activation, batch and
   running statistics, odd C and H×W, batch 1, both layouts, default and tiny tiles; three dtypes,
@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import tritattn
-from tritattn import excitation_block, probe, prologue
+from tritattn import excitation_block, probe, producer, prologue
 from tritattn.excitation_block import BlockSpec
 from conftest import DEVICE, TOLERANCES, assert_close, assert_same_layout, make_input, relu_kink_near, use_small_tiles
 from fixtures.model_runs import (  # noqa: F401  (interpreter_friendly is a fixture)
@@ -369,12 +369,12 @@ def test_revert_gives_the_producer_back_and_convert_twice_is_convert_once(interp
     second = tritattn.convert(block)
     assert first.taken_in == second.taken_in and str(first) == str(second)
     copied = pickle.loads(pickle.dumps(block))
-    assert prologue.is_passthrough(copied.bn2) and prologue.prologue_of(copied.se).norm is copied.bn2
-    assert prologue.prologue_of(copy.deepcopy(block).se) is not None
+    assert producer.is_passthrough(copied.bn2) and producer.prologue_of(copied.se).norm is copied.bn2
+    assert producer.prologue_of(copy.deepcopy(block).se) is not None
     undone = tritattn.revert(block)
     assert undone.released == ["se"] and "1 producer given back" in undone.summary()
     assert [type(m) for m in block.modules()] == classes
-    assert prologue.prologue_of(block.se) is None
+    assert producer.prologue_of(block.se) is None
 
 
 LOAD_SCRIPT = textwrap.dedent(
@@ -382,14 +382,14 @@ LOAD_SCRIPT = textwrap.dedent(
     import json, sys
     import torch
     import fixtures.peers  # timm importable (as in the tests)
-    from tritattn import prologue
-    assert "TakenIntoNextBatchNormAct2d" not in vars(prologue), "a pass-through class exists before loading"
+    from tritattn import producer
+    assert "TakenIntoNextBatchNormAct2d" not in vars(producer), "a pass-through class exists before loading"
     saved = torch.load(sys.argv[1], weights_only=False)
     block = saved["block"].eval()
     with torch.no_grad():
         out = block(saved["input"])
     assert torch.equal(out, saved["output"]), (out - saved["output"]).abs().max()
-    print(json.dumps([type(block.bn2).__name__, prologue.prologue_of(block.se).norm is block.bn2]))
+    print(json.dumps([type(block.bn2).__name__, producer.prologue_of(block.se).norm is block.bn2]))
     """
 )
 

@@ -32,7 +32,8 @@ from .backend import kernels_disabled
 from .fusion import fuse_tail, fused_class, fusion_refusal, is_fused, tail_attention, unfuse, unfused_class
 from .modules import kernel_gate_as
 from .peers import ORIGINAL_CLASS_ATTR, PEER_TWINS, SELF_ATTENTION, WITHOUT_TWIN, qualified_name
-from .prologue import drop_prologue, fuse_prologue, is_passthrough, prologue_of, prologue_refusal
+from .producer import is_passthrough, prologue_of
+from .prologue import drop_prologue, fuse_prologue, prologue_refusal
 from .report import ConvertReport, Replaced, Restored, RevertReport, Skipped, TakenIn
 from .twins import FAST_TWINS, twin_named
 

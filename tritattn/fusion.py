@@ -37,7 +37,8 @@ from torch import Tensor, nn
 from .modules import ChannelExcitation, kernel_gate_as
 from .peers import qualified_name
 from .probe import probe_rewrite
-from .reclass import class_lookup, derived_class, has_hooks
+from .hooks import has_hooks
+from .reclass import class_lookup, derived_class
 
 log = logging.getLogger("tritattn")
 

@@ -16,7 +16,7 @@ from .context_block import context_pool
 from .functional import excite_scale, squeeze
 from .modules import kernel_for_gate, kernel_gate, mlp_act_kind
 from .peers import qualified_name
-from .reclass import has_hooks
+from .hooks import has_hooks
 
 #: the hidden activations the in-kernel MLP computes (of modules.mlp_act_kind's)
 _MLP_ACTS = ("relu", "silu")

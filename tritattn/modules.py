@@ -35,7 +35,7 @@ from .checks import check_channels, check_feature_map
 from .functional import excite_scale, spatial_pool, spatial_scale, squeeze
 from .excitation_block import BlockSpec
 from .peers import peer_gate_kind, qualified_name
-from .prologue import Prologue, prologue_of
+from .producer import Prologue, prologue_of
 from .reference import gate_kind
 
 _warned: set[tuple[str, str]] = set()

@@ -25,78 +25,23 @@ descending into a container's last non-identity child — a timm ``BatchNormAct2
 copy (:func:`tritattn.probe.probe_rewrite`), computes the same with the fusion as without —
 a check of what the code does, not of which release wrote it.
 
-The pass-through classes are attributes of this module (created on first use, also by
-attribute access), so a fused model pickles and deep-copies like the original.
+The run-time part (the :class:`~tritattn.producer.Prologue` a block holds, the pass-through
+classes, which unpickling looks up) is :mod:`tritattn.producer`, beside the blocks; this module
+finds the producer and makes the rewrite, at convert time.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from torch import nn
 
-from torch import Tensor, nn
-
+from . import producer
+from .hooks import has_hooks
 from .peers import ORIGINAL_CLASS_ATTR, class_before_convert, qualified_name
 from .probe import probe_rewrite
-from .reclass import class_lookup, derived_class, has_hooks
+from .producer import (_BATCHNORM, _BATCHNORM_ACT, ACTIVATIONS, PROLOGUE_ATTR, Prologue, is_passthrough,
+                       passthrough_class)
 
-#: the attribute of an SE block holding its :class:`Prologue` (in its ``__dict__``, not its state)
-PROLOGUE_ATTR = "_tritattn_prologue"
-
-#: activation classes the prologue computes (exact types: a subclass may differ) → kernel name
-ACTIVATIONS: dict[str, str] = {
-    "torch.nn.modules.activation.ReLU": "relu",
-    "torch.nn.modules.activation.SiLU": "silu",
-    "torch.nn.modules.activation.Hardswish": "hardswish",
-}
-_BATCHNORM_ACT = "timm.layers.norm_act.BatchNormAct2d"
-_BATCHNORM = "torch.nn.modules.batchnorm.BatchNorm2d"
-#: the producer classes that may be made to pass their input through
-PASSTHROUGH_PEERS = (_BATCHNORM_ACT, _BATCHNORM, *ACTIVATIONS)
-_PREFIX = "TakenIntoNext"
-
-
-@dataclass(eq=False)
-class Prologue:
-    """An SE block's producer: its BatchNorm (torch's ``BatchNorm2d`` or timm's ``BatchNormAct2d``,
-    both run by ``nn.BatchNorm2d.forward``) and its activation module (for timm, ``norm.act``)."""
-
-    norm: nn.BatchNorm2d
-    act: nn.Module
-
-    @property
-    def kind(self) -> str:
-        """The kernels' name of the activation."""
-        return ACTIVATIONS[qualified_name(class_before_convert(self.act))]
-
-    def batchnorm(self, c: Tensor) -> Tensor:
-        """z = the BatchNorm's output, by its own forward (batch statistics and their update in training)."""
-        return nn.BatchNorm2d.forward(self.norm, c)
-
-    def eager(self, c: Tensor) -> Tensor:
-        """x = act(bn(c)) by the producer modules' own forwards."""
-        return class_before_convert(self.act).forward(self.act, self.batchnorm(c))
-
-    def norm_args(self) -> tuple:
-        """The BatchNorm as the kernels take it: (weight, bias, running mean, running var, eps)."""
-        n = self.norm
-        return (n.weight, n.bias, n.running_mean, n.running_var, n.eps)
-
-
-def _passthrough_forward(self: nn.Module, x: Tensor) -> Tensor:
-    if self._forward_hooks or self._forward_pre_hooks:
-        raise RuntimeError(
-            f"this {class_before_convert(self).__name__} was taken into the SE block after it by tritattn.convert "
-            "and passes its input through: a hook on it would see the wrong tensor (tritattn.revert the model first)")
-    return x
-
-
-def passthrough_class(cls: type[nn.Module]) -> type[nn.Module]:
-    """The subclass of producer class ``cls`` whose forward passes its input through (created once)."""
-    return derived_class(globals(), _PREFIX, cls, _passthrough_forward,
-                         f"{qualified_name(cls)} taken into the SE block after it: passes its input through.")
-
-
-#: unpickling a model with a producer taken in looks its pass-through classes up here: built on demand
-__getattr__ = class_lookup(__name__, _PREFIX, lambda: list(PASSTHROUGH_PEERS), passthrough_class)
+#: models pickled before the run-time part moved to tritattn.producer name their pass-through classes here
+__getattr__ = producer.__getattr__
 
 
 def find_producer(parent: nn.Module, se_name: str) -> tuple[Prologue, list[nn.Module]] | str:
@@ -175,16 +120,6 @@ def fuse_prologue(se: nn.Module, prologue: Prologue, passthrough: list[nn.Module
             setattr(module, ORIGINAL_CLASS_ATTR, type(module))
             module.__class__ = passthrough_class(type(module))
     se.__dict__[PROLOGUE_ATTR] = prologue
-
-
-def is_passthrough(module: nn.Module) -> bool:
-    """Whether ``module`` is a producer made to pass its input through by :func:`fuse_prologue`."""
-    return type(module).__module__ == __name__ and type(module).__name__.startswith(_PREFIX)
-
-
-def prologue_of(se: nn.Module) -> Prologue | None:
-    """The prologue an SE block computes, or None."""
-    return se.__dict__.get(PROLOGUE_ATTR)
 
 
 def drop_prologue(se: nn.Module) -> bool:

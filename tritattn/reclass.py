@@ -1,20 +1,12 @@
 """What the rewrites that re-class modules in place share (:mod:`tritattn.fusion`,
 :mod:`tritattn.prologue`): the subclass a rewrite gives a module, kept as an attribute of the
-rewrite's own module so that a rewritten model pickles and deep-copies, and the hook check."""
+rewrite's own module so that a rewritten model pickles and deep-copies."""
 from __future__ import annotations
 
 import importlib
 from typing import Callable
 
 from torch import nn
-
-
-def has_hooks(module: nn.Module) -> bool:
-    """Whether a hook or an instance ``forward`` on ``module`` would be bypassed by a rewrite."""
-    return bool(
-        module._forward_hooks or module._forward_pre_hooks or module._backward_hooks
-        or module._backward_pre_hooks or "forward" in module.__dict__
-    )
 
 
 def derived_class(namespace: dict, prefix: str, cls: type[nn.Module], forward: Callable, doc: str) -> type[nn.Module]:

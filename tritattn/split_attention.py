@@ -46,7 +46,7 @@ from .checks import check_channels, check_feature_map
 from .modules import _plain_batchnorm, hidden_layer_refusal, mlp_act_kind
 from .peers import qualified_name
 from .radix_block import check_branches, dense_pointwise, radix_attention, radix_combine, radix_logit_order, radix_pool
-from .reclass import has_hooks
+from .hooks import has_hooks
 
 
 def _branches(x: Tensor, radix: int) -> Tensor:
