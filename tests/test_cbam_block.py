@@ -15,9 +15,10 @@ import torch
 from torch import nn
 
 import tritattn
-from tritattn import excitation_block, reference
+from tritattn import reference
 from conftest import DEVICE, TOLERANCES, assert_close, assert_same_layout, make_input, use_small_tiles
 from fixtures.model_runs import training_step
+from fixtures.workspaces import counters_reset, launched_counters  # noqa: F401
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "perf"))
 import census  # noqa: E402
@@ -139,7 +140,7 @@ def test_cbam_forward_is_as_accurate_as_eager(name, dtype, mode):
             assert_close(getattr(fast.spatial.conv.bn, key).double(), getattr(ref.spatial.conv.bn, key), dtype, key)
 
 
-def test_cbam_step_is_bitwise_repeatable_and_leaves_the_counters_at_zero(monkeypatch):
+def test_cbam_step_is_bitwise_repeatable_and_leaves_the_counters_at_zero(monkeypatch, launched_counters):
     """(Under the interpreter the programs run in order, so the repeat is equal by construction:
     the check means most on a GPU, where which program is last varies.)"""
     use_small_tiles(monkeypatch)  # several programs per sample
@@ -150,7 +151,7 @@ def test_cbam_step_is_bitwise_repeatable_and_leaves_the_counters_at_zero(monkeyp
     runs = [training_step(copy.deepcopy(fast), x, cotangent) for _ in range(2)]
     for key in runs[0]:
         assert torch.equal(runs[0][key], runs[1][key]), key
-    assert not excitation_block.counters(x.device, 64).any()
+    assert counters_reset(launched_counters)
 
 
 def test_cbam_takes_the_pipeline_unless_switched_off(monkeypatch):

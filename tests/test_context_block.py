@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from fixtures.aten_ops import AtenOps
+from fixtures.workspaces import counters_reset, launched_counters  # noqa: F401
 
 from tritattn import reference, tuning
 from tritattn.context_block import context_pool
@@ -475,14 +476,12 @@ def test_context_mlp_op_on_every_backend(config):
         torch.ops.tritattn.context_mlp(x, *args)  # the parameters require grad
 
 
-def test_inference_leaves_the_counters_at_zero_and_is_bitwise_repeatable(monkeypatch):
+def test_inference_leaves_the_counters_at_zero_and_is_bitwise_repeatable(monkeypatch, launched_counters):
     use_small_tiles(monkeypatch)
-    from tritattn import excitation_block
-
     _, fast = timm_pair("add_and_scale")
     fast.float().eval()
     x = make_input((3, 12, 5, 5), torch.float32, channels_last=True)
     with torch.inference_mode():
         first, second = fast(x), fast(x)
     assert torch.equal(first, second)
-    assert all(not buf.any() for buf in excitation_block._counters.values())
+    assert counters_reset(launched_counters)

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 import tritattn
 from tritattn import excitation_block
 from conftest import DEVICE, assert_close, assert_same_layout, make_input, relu_kink_near, use_small_tiles
+from fixtures.workspaces import counters_reset, launched_counters  # noqa: F401
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "perf"))
 import census  # noqa: E402
@@ -159,7 +160,7 @@ def test_block_gates_epilogues_hidden_width_one_and_no_bias(gate, act_out, monke
     check_block((1, 9, 2, 3), torch.float64, False, "mean", "taps_zero", "identity", gate, act_out, bias=False)
 
 
-def test_block_is_bitwise_repeatable_and_leaves_the_counters_at_zero(monkeypatch):
+def test_block_is_bitwise_repeatable_and_leaves_the_counters_at_zero(monkeypatch, launched_counters):
     use_small_tiles(monkeypatch)  # several programs per sample: which one runs the MLP is not fixed on a GPU
     x, residual, weights = draw((2, 37, 5, 5), torch.float32, True, "mean_max_both", "fc_act_fc", "relu", "sigmoid", "relu")
     cot = torch.randn(x.shape, device=DEVICE)
@@ -170,7 +171,7 @@ def test_block_is_bitwise_repeatable_and_leaves_the_counters_at_zero(monkeypatch
         runs.append([y] + list(torch.autograd.grad(y, leaves, cot)))
     for a, b in zip(*runs):
         assert torch.equal(a, b)
-    assert not excitation_block.counters(x.device, 64).any()
+    assert counters_reset(launched_counters)
 
 
 @pytest.mark.parametrize("name, args, kwargs, step_max", [

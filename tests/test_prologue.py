@@ -31,6 +31,7 @@ from fixtures.model_runs import (  # noqa: F401  (interpreter_friendly is a fixt
 )
 from fixtures.peers import timm, torchvision
 from fixtures.subprocesses import output_tail, run_python
+from fixtures.workspaces import counters_reset, launched_counters  # noqa: F401
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "perf"))
 import census  # noqa: E402
@@ -169,7 +170,7 @@ def test_activation_alone_as_prologue(act, channels_last):
         assert_close(g, g_ref, what=f"{act} grad {name}")
 
 
-def test_prologue_is_bitwise_repeatable_and_leaves_the_counters_at_zero(monkeypatch):
+def test_prologue_is_bitwise_repeatable_and_leaves_the_counters_at_zero(monkeypatch, launched_counters):
     use_small_tiles(monkeypatch)  # several programs per channel block and per sample
     c, bn, weights = _draw((3, 37, 5, 5), torch.float32, True, "silu", True)
     spec, cot = BlockSpec("mean", "fc_act_fc", "relu", *weights), torch.randn(c.shape, device=DEVICE)
@@ -179,7 +180,7 @@ def test_prologue_is_bitwise_repeatable_and_leaves_the_counters_at_zero(monkeypa
         runs.append([y, stats, *torch.autograd.grad(y, [c, bn[0], bn[1], *weights], cot)])
     for a, b in zip(*runs):
         assert torch.equal(a, b)
-    assert not excitation_block.counters(c.device, 64).any()
+    assert counters_reset(launched_counters)
 
 
 # --- real blocks, converted ------------------------------------------------------------------

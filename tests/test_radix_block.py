@@ -18,6 +18,7 @@ import pytest
 import torch
 from torch import nn
 from fixtures.aten_ops import AtenOps
+from fixtures.workspaces import counters_reset, launched_counters  # noqa: F401
 
 from conftest import (
     DEVICE, assert_close, expected_backend, assert_same_layout, make_input, reference_copy, relu_kink_near, use_small_tiles,
@@ -393,18 +394,12 @@ def launched(monkeypatch):
     return names
 
 
-def counters_are_reset(batch: int) -> bool:
-    from tritattn import excitation_block
-
-    return not excitation_block.counters(torch.device(DEVICE), batch).any()
-
-
 def inference_input(case: str, channels_last: bool, batch: int = 2) -> torch.Tensor:
     return make_input((batch, *MODULE_CASES[case][3][1:]), torch.float64, channels_last)
 
 
 @pytest.mark.parametrize("case", list(MODULE_CASES))
-def test_inference_is_two_kernels_and_matches_timm(case, channels_last, launched):
+def test_inference_is_two_kernels_and_matches_timm(case, channels_last, launched, launched_counters):
     """Eval, no grad: radix_squeeze_attend_fwd + radix_combine_fwd, timm's numbers in float64, the
     branches' layout, the counters left at 0 (a second run gives the same bits)."""
     peer, twin = build_peer_and_twin(case)
@@ -420,7 +415,7 @@ def test_inference_is_two_kernels_and_matches_timm(case, channels_last, launched
     assert refusal is None if on_kernels() else "no Triton kernels" in refusal
     assert twin.attention_refusal() is None
     assert_close(y, ref, torch.float64, what=f"{case} inference")
-    assert torch.equal(y, again) and counters_are_reset(x.shape[0])
+    assert torch.equal(y, again) and counters_reset(launched_counters)
     assert y.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
@@ -455,7 +450,7 @@ def test_radix_attention_op_in_low_precision(case, dtype):
     assert_close(out, ref, what=f"{case} radix_attention {dtype}")
 
 
-def test_inference_with_tiny_tiles(monkeypatch, launched):
+def test_inference_with_tiny_tiles(monkeypatch, launched, launched_counters):
     """Several channel blocks per sample (the ticket), ragged K and MLP tiles, one channel per MLP step."""
     from tritattn.kernels import excitation
 
@@ -470,7 +465,7 @@ def test_inference_with_tiny_tiles(monkeypatch, launched):
             y = twin(x)
             assert launched == (FUSED if on_kernels() else [])
             assert_close(y, peer(x), torch.float64, what=f"{case} tiny tiles")
-            assert torch.equal(twin(x), y) and counters_are_reset(3)
+            assert torch.equal(twin(x), y) and counters_reset(launched_counters)
 
 
 def _gelu(peer, twin):
@@ -603,7 +598,7 @@ def run_with_ops(module: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list
 
 
 @pytest.mark.parametrize("case", PROLOGUE_CASES)
-def test_inference_runs_bn0_and_act0_inside_the_kernels(case, channels_last, launched):
+def test_inference_runs_bn0_and_act0_inside_the_kernels(case, channels_last, launched, launched_counters):
     """Eval, no grad, randomized bn0: only the conv runs in torch (no aten batch_norm or relu),
     then radix_squeeze_attend_fwd + radix_combine_fwd on the conv output; timm's numbers in float64."""
     peer, twin = build_peer_and_twin(case)
@@ -623,7 +618,7 @@ def test_inference_runs_bn0_and_act0_inside_the_kernels(case, channels_last, lau
         assert launched == []  # the torch backend: today's per-op path (attention_refusal: no Triton kernels)
     assert_close(y, ref, torch.float64, what=f"{case} inference with bn0 and act0 in the kernels")
     assert y.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-    assert counters_are_reset(x.shape[0])
+    assert counters_reset(launched_counters)
 
 
 def bn_scale_shift(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:

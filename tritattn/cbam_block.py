@@ -28,7 +28,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .excitation_block import acc_dtype, channel_backward, counters, pipeline_spec, pooled_workspace
+from . import workspaces
+from .excitation_block import acc_dtype, channel_backward, pipeline_spec, pooled_workspace
 from .layout import addressable
 from .ops import _empty_like_4d, _new
 
@@ -60,7 +61,7 @@ def cbam_block(
         return y, s, u, affine
     B, C, H, W = x.shape
     acc = acc_dtype(x)
-    counter = counters(x.device, B + 1)
+    counter = workspaces.counters(x.device, B + 1)
     launch.squeeze_excite_fwd(x, w1, b1, w2, b2, *pipeline_spec(pool, "fc_act_fc", act, w1, C),
                               *pooled_workspace(x, pool), s, counter)
     d = _new((B, conv_w.shape[1], H * W), acc, x.device)
@@ -107,7 +108,7 @@ def cbam_block_backward(
         wpart=_new((launch.spatial_conv_bwd_programs(B, P), launch.conv_taps_block(D, KS)), acc, x.device),
     )
     launch.cbam_spatial_backward(grad_y, x, s, u, affine, gate_c, gate_s, conv_w.contiguous(), bn_training, work,
-                            counters(x.device, B + 1), gconv, gbnw, gbnb)
+                            workspaces.counters(x.device, B + 1), gconv, gbnw, gbnb)
     channel_backward(grad_y, x, None, s, (w1, b1, w2, b2), pool, "fc_act_fc", act, gate_c, "spatial",
                      grad_x, None, (gw1, gb1, gw2, gb2), work["sp"])
     return out

@@ -34,10 +34,10 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from . import eager_ops
+from . import eager_ops, workspaces
 from .backend import TRITON_AVAILABLE, backend_for
 from .checks import check_feature_map, check_tensor
-from .excitation_block import acc_dtype, counters
+from .excitation_block import acc_dtype
 from .layout import addressable
 from .ops import _empty_like_4d, _new
 
@@ -210,7 +210,7 @@ def context_mlp_op(
     else:
         rows = launch.context_pool_programs(x)
         launch.global_context_fwd(x, conv_w, _new((rows, C), acc, x.device), _new((rows, 2), acc, x.device),
-                                  _new((B, C), acc, x.device), counters(x.device, B), scale_mlp, add_mlp, *outputs, act)
+                                  _new((B, C), acc, x.device), workspaces.counters(x.device, B), scale_mlp, add_mlp, *outputs, act)
     return s, t
 
 

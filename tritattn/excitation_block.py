@@ -28,6 +28,7 @@ from typing import Iterator, Optional, Sequence
 import torch
 from torch import Tensor
 
+from . import workspaces
 from .backend import backend_for, kernels_disabled
 from .layout import addressable
 from .ops import _empty_like_4d, _new, _nothing, _optional
@@ -58,9 +59,6 @@ def _l2_fraction_from_environment() -> float | None:
 #: launches per chunk. None: one launch pair over the whole batch. Off by default until a GPU run
 #: has measured where it pays (the sweep with and without it).
 l2_fraction: float | None = _l2_fraction_from_environment()
-
-_counters: dict[tuple, Tensor] = {}
-
 
 def runs_for(x: Tensor) -> bool:
     """Whether a block takes its pipeline for ``x``: switched on, and x on Triton kernels — or on
@@ -133,21 +131,6 @@ def excitation_with_stats(x: Tensor, spec: BlockSpec, gate: str, residual: Tenso
     return y, stats
 
 
-def counters(device: torch.device, n: int) -> Tensor:
-    """A zeroed int32 buffer of at least ``n`` per-sample counters for ``device``'s current stream.
-
-    The kernels leave every counter they use at 0, so the buffer is allocated (and zeroed) once
-    and reused by every launch on that stream — and by a CUDA graph's replays. One buffer per
-    stream: launches on two streams may overlap."""
-    stream = torch.cuda.current_stream(device).cuda_stream if device.type == "cuda" else 0
-    key = (str(device), stream)
-    buf = _counters.get(key)
-    if buf is None or buf.numel() < n:
-        buf = torch.zeros(max(n, 2 * (buf.numel() if buf is not None else 0), 64), dtype=torch.int32, device=device)
-        _counters[key] = buf
-    return buf
-
-
 def pipeline_spec(pool: str, mlp: str, act: str, w1: Optional[Tensor], C: int) -> tuple[dict, int]:
     """(the kernels' description of the excitation, RD): RD is the MLP's hidden width (fc1's
     outputs), C for "fc", 1 for the taps, whose count k = w1's length sets the padding (k-1)/2."""
@@ -209,10 +192,10 @@ def excitation_block(
         return y, s, stats
     spec, RD = pipeline_spec(pool, mlp, act, w1, C)
     workspace = pooled_workspace(x, pool)
-    counter = counters(x.device, B)
+    counter = workspaces.counters(x.device, B)
     step = samples_per_launch(x)
     if pre_batch_stats:
-        launch.batch_stats_fwd(x, _new((B, 2, C), acc_dtype(x), x.device), stats, counters(x.device, C))
+        launch.batch_stats_fwd(x, _new((B, 2, C), acc_dtype(x), x.device), stats, workspaces.counters(x.device, C))
         pre_running_mean, pre_running_var = stats[0], stats[1]
     prologue = _prologue(prologue_act, pre_weight, pre_bias, pre_running_mean, pre_running_var, pre_eps)
     for b0 in range(0, B, step):  # one chunk, the whole batch, unless the L2 chunking is on
@@ -309,7 +292,7 @@ def channel_backward(
         work.update(psum=_new((B, 4, C), acc, x.device), sums=_new((2, C), acc, x.device))
     launch.excitation_bwd(
         grad_y, x, y, s, mean, maximum, count, w1, b1, w2, b2, spec, RD,
-        gate, act_out, work, counters(x.device, B), grad_x, grad_res,
+        gate, act_out, work, workspaces.counters(x.device, B), grad_x, grad_res,
         dict(zip(("w1", "b1", "w2", "b2", "bn_weight", "bn_bias", "pre_weight", "pre_bias"),
                  (_optional(g) for g in grads))), sp, norm, prologue, batch_stats,
     )

@@ -613,7 +613,7 @@ def global_context_fwd(
     program, writes s = mlp_scale(ctx) and / or t = mlp_add(ctx) ([B, C], ACC, contiguous).
     ``scale_mlp`` / ``add_mlp``: (w1 [RD, C], b1 [RD], ln_w [RD], ln_b [RD], w2 [C, RD], b2 [C],
     eps) or None; ``act``: "relu" or "silu"; ``counter`` ≥ B zeroed slots
-    (excitation_block.counters), left at 0. ``part``, ``pstats`` as :func:`context_pool_fwd`'s."""
+    (workspaces.counters), left at 0. ``part``, ``pstats`` as :func:`context_pool_fwd`'s."""
     B, C, H, W = x.shape
     p, n_programs, combine_c = _launch_context_partials(x, w, part, pstats)
     s_args, rd_s, eps_s, s_strides = _context_mlp_args(scale_mlp)

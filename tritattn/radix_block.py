@@ -42,10 +42,10 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from . import eager_ops
+from . import eager_ops, workspaces
 from .backend import TRITON_AVAILABLE, backend_for
 from .checks import _describe, check_companion, check_tensor
-from .excitation_block import MLP_ACTS, _norm, _prologue, acc_dtype, counters
+from .excitation_block import MLP_ACTS, _norm, _prologue, acc_dtype
 from .layout import flat_spatial_stride
 from .ops import _new
 
@@ -270,7 +270,7 @@ def radix_attention_op(
         eager_ops.radix_combine_fwd(x5, a, out)
         return out
     pooled = _new((B, C), acc_dtype(x5), x5.device)
-    launch.radix_squeeze_attend_fwd(x5, w1, b1, norm, w2, b2, act, pooled, a, counters(x5.device, B), prologue)
+    launch.radix_squeeze_attend_fwd(x5, w1, b1, norm, w2, b2, act, pooled, a, workspaces.counters(x5.device, B), prologue)
     launch.radix_combine_fwd(x5, a, out, prologue)
     return out
 
