@@ -70,7 +70,7 @@ def test_the_original_senet_tails_are_fused(interpreter_friendly):
     [
         (dict(drop_path_rate=0.1), "drop path", 1),  # timm's rate grows from 0 in the first block
         (dict(act_layer=torch.nn.SiLU), "not nn.ReLU", 0),
-        (dict(block_args=dict(attn_layer="cbam")), "not a converted channel-attention block", 0),
+        (dict(block_args=dict(attn_layer="cbam")), "CBAM's spatial attention comes after its channel attention", 0),
     ],
     ids=["drop_path", "silu", "cbam"],
 )

@@ -7,7 +7,8 @@ and what ``convert`` logs.
   converted does nothing;
 - ``dry_run=True`` reports exactly what ``convert`` then does, and touches nothing;
 - the summary line comes first in ``str(report)`` and is logged at INFO on the ``tritattn``
-  logger, the blocks left eager and the tails left unfused at DEBUG; nothing is printed.
+  logger, the blocks left eager and the tails left unfused at DEBUG; nothing is printed
+  (tests/test_report.py: what the summary and the table say).
 """
 import copy
 import logging
@@ -20,6 +21,7 @@ import tritattn
 from fixtures.model_runs import forward_backward, interpreter_friendly  # noqa: F401
 from fixtures.peer_models import build
 from fixtures.peers import timm
+from fixtures.report_text import blocks_where
 from tritattn import fusion
 from tritattn.convert import ORIGINAL_CLASS_ATTR
 
@@ -117,7 +119,7 @@ def test_dry_run_sees_fusion_refused_by_an_attention_block_left_eager():
 def test_summary_line_counts_blocks_by_kind():
     report = tritattn.convert(build("every_peer_block"))
     assert report.summary() == (
-        "tritattn: 10 blocks on the kernels (5 SE, 1 ESE, 1 ECA, 1 CECA, 1 CBAM, 1 light CBAM), 0 fused, 0 left eager"
+        f"tritattn: 10 blocks {blocks_where()} (5 SE, 1 ESE, 1 ECA, 1 CECA, 1 CBAM, 1 light CBAM), 0 fused, 0 left eager"
     )
     assert len(report.replaced) == 14, "the CBAM parts are listed, not counted as blocks"
     assert str(report).splitlines()[0] == report.summary()
@@ -130,7 +132,7 @@ def test_convert_logs_its_summary_and_prints_nothing(caplog, capsys):
     assert capsys.readouterr() == ("", "")
     records = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "tritattn"]
     assert (logging.INFO, report.summary()) in records
-    assert report.summary() == "tritattn: 4 blocks on the kernels (4 SE), 1 fused, 0 left eager (3 block tails not fused)"
+    assert report.summary() == f"tritattn: 4 blocks {blocks_where()} (4 SE), 1 fused, 0 left eager (3 block tails not fused)"
     unfused = [m for level, m in records if level == logging.DEBUG and m.startswith("not fused: ")]
     assert len(unfused) == 3 and all("drop path" in m for m in unfused), records
     assert all(level <= logging.INFO for level, _ in records)

@@ -1,22 +1,28 @@
 """``python -m tritattn``, tritattn without triton, and what the package asks pip for.
 
-- the environment report runs in a fresh process and names the versions, the switches, the
-  backend of each device's tensors, the tuning cache (path and size) and the supported peers;
+- the environment report runs in a fresh process and names the versions (NumPy, timm and
+  torchvision with whether it imports, too), the switches, the backend of each device's tensors,
+  the tuning cache (path and size) and the supported peers; an import that fails is reported in
+  one line and leaves nothing in ``sys.modules``; NumPy's line names a known interpreter failure;
+  a GPU without a shipped table runs default configs unless tuned;
 - with triton unimportable (``sys.modules["triton"] = None`` in a child), ``import tritattn``
   works, ``backend_for`` says ``"torch"`` and why, the blocks and ``convert`` run on the eager
   path, and the report still prints;
 - the package depends on torch only (torch pins its own Triton); triton comes with the extras
   that run the interpreter on a CPU machine (tests, sweep).
 """
+import sys
 import textwrap
+from importlib import metadata
 
 import pytest
 import torch
+import triton
 
 import tritattn
 from conftest import expected_backend
 from fixtures.subprocesses import REPO, child_env, output_tail, run_python
-from tritattn import tuning
+from tritattn import environment, tuning
 
 
 def test_python_m_tritattn_reports_the_environment(tmp_path):
@@ -32,8 +38,13 @@ def test_python_m_tritattn_reports_the_environment(tmp_path):
         f"TRITATTN_CACHE_DIR={str(tmp_path)!r}", f"tuning cache: {tmp_path / 'tuning.json'} (2 configs; Some GPU: 2)",
         "timm.layers.squeeze_excite.SEModule -> tritattn.SEModule",
         "torchvision.ops.misc.SqueezeExcitation -> tritattn.SqueezeExcitation",
+        f"\nnumpy {metadata.version('numpy')}", f"\ntimm {metadata.version('timm')}\n",
     ):
         assert expected in report, f"{expected!r} missing from:\n{report}"
+    imports = run_python(["-c", "import torchvision"], child_env()).returncode == 0
+    torchvision = next(line for line in report.splitlines() if line.startswith("torchvision "))
+    assert torchvision.startswith(f"torchvision {metadata.version('torchvision')} (")
+    assert (torchvision.endswith(" (imports)") if imports else " (does not import: " in torchvision), torchvision
     if torch.cuda.is_available():
         assert f"cuda:0 {torch.cuda.get_device_name(0)}" in report and "shipped tuned table: " in report, report
     else:
@@ -53,7 +64,8 @@ WITHOUT_TRITON = textwrap.dedent(
     model = nn.Sequential(tritattn.reference.SEModule(8), tritattn.reference.CbamModule(8))
     expected = model(x)
     report = tritattn.convert(model)
-    assert report.summary() == "tritattn: 2 blocks on the kernels (1 SE, 1 CBAM), 0 fused, 0 left eager", report.summary()
+    assert report.summary().startswith("tritattn: 2 blocks converted (1 SE, 1 CBAM), 0 fused, 0 left eager; on this "
+                                       "machine they run the eager torch path (triton could not be imported"), report.summary()
     torch.testing.assert_close(model(x), expected)
     model(x).sum().backward()
     assert "triton" not in sys.modules or sys.modules["triton"] is None
@@ -66,6 +78,38 @@ def test_tritattn_imports_and_runs_without_triton():
     result = run_python(["-c", WITHOUT_TRITON], child_env(TRITON_INTERPRET=None))
     assert result.returncode == 0, output_tail(result)
     assert "triton: not importable" in result.stdout and "cpu tensors: torch: triton could not be imported" in result.stdout
+
+
+def test_a_failed_import_is_one_line_and_leaves_no_module_behind(tmp_path, monkeypatch):
+    broken = tmp_path / "broken_peer"
+    broken.mkdir()
+    (broken / "part.py").write_text("VALUE = 1\n")
+    (broken / "__init__.py").write_text("from broken_peer import part\nraise RuntimeError('operator broken::op does not exist\\nmore')\n")
+    (tmp_path / "working_peer.py").write_text("VALUE = 2\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert environment._import_error("broken_peer") == "RuntimeError: operator broken::op does not exist"
+    assert not [name for name in sys.modules if name.startswith("broken_peer")]
+    assert environment._import_error("working_peer") is None and sys.modules.pop("working_peer").VALUE == 2
+
+
+def test_numpy_line_names_the_interpreter_trap(monkeypatch):
+    monkeypatch.setattr(environment, "_installed", lambda name: {"numpy": "2.4.1"}[name])
+    monkeypatch.setattr(triton, "__version__", "3.6.0")
+    assert environment._numpy_line() == (
+        f"numpy 2.4.1 (Triton's interpreter: {tritattn.backend.interpreter_problem('3.6.0', '2.4.1')})")
+    assert "triton>=3.7 or numpy<2.4" in environment._numpy_line()
+    monkeypatch.setattr(triton, "__version__", "3.7.0")
+    assert environment._numpy_line() == "numpy 2.4.1"
+
+
+def test_a_gpu_without_a_shipped_table_runs_default_configs_unless_tuned(monkeypatch):
+    table = tuning.ConfigTable()
+    table.put("Tuned GPU", triton.__version__, "mean_max_fwd/a",
+              tuning.config_from_json({"BLOCK_R": 1, "BLOCK_K": 1, "num_warps": 1, "num_stages": 1}))
+    monkeypatch.setattr(tuning, "shipped_table", lambda: table)
+    assert environment._shipped_table("Tuned GPU") == f"1 configs for triton {triton.__version__}"
+    assert environment._shipped_table("Other GPU") == (
+        "none for 'Other GPU': default configs unless tuned (tritattn.tune(model, example_input), or TRITATTN_AUTOTUNE=1)")
 
 
 def test_package_requires_torch_and_leaves_triton_to_the_extras():

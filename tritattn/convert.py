@@ -18,17 +18,30 @@ A block is left as it is, and listed in the report with the reason, when its gat
 when it is a subclass of a peer (which may compute something else), when its ``forward`` was
 replaced on the instance, or when tritattn has no twin for it (timm's other attention blocks).
 A CBAM block is converted with both its parts or not at all.
+
+A traced model (a ``torch.fx.GraphModule``, e.g. timm's ``features_only=True, feature_cls='fx'``)
+keeps the modules its graph calls: those that are attention blocks are converted like any other.
+The blocks the tracer went through left only their operations in the graph: nothing is left to
+convert, and convert warns (``warnings.warn`` and the ``tritattn`` logger) with the blocks it can
+name. A scripted model (``torch.jit.ScriptModule``) runs compiled code that a new class cannot
+change: convert warns and leaves it. Convert the eager model before tracing or scripting it.
+
+The report says where the blocks run on this machine: :func:`~tritattn.backend_for` a tensor on
+the model's device (its first parameter's or buffer's; the CPU for a model with neither).
 """
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
+import warnings
 from collections import Counter
 
-from torch import nn
+import torch
+from torch import fx, nn
 
 from . import global_context, modules, split_attention
-from .backend import kernels_disabled
+from .backend import TRITON_AVAILABLE, Backend, backend_for, backend_reason, kernels_disabled
 from .fusion import fuse_tail, fused_class, fusion_refusal, is_fused, tail_attention, unfuse, unfused_class
 from .modules import kernel_gate_as
 from .peers import ORIGINAL_CLASS_ATTR, PEER_TWINS, SELF_ATTENTION, WITHOUT_TWIN, qualified_name
@@ -42,6 +55,11 @@ log = logging.getLogger("tritattn")
 _FAST_CLASSES = frozenset(FAST_TWINS.values())
 #: why a self-attention layer (:data:`tritattn.peers.SELF_ATTENTION`) is left as it is
 SELF_ATTENTION_REASON = "a self-attention layer: outside tritattn's channel and spatial attention"
+#: why convert leaves a scripted model (or a scripted part of one) as it is
+SCRIPTED_REASON = ("a TorchScript module (torch.jit.script / torch.jit.trace): it runs compiled code, which giving "
+                   "its modules a new class cannot change; convert the eager model before scripting or tracing it")
+#: qualified names of the classes convert re-classes (timm's, torchvision's and tritattn's reference blocks)
+_CONVERTIBLE = frozenset(PEER_TWINS) | frozenset(qualified_name(cls) for cls in FAST_TWINS)
 
 
 def _twin_of(cls: type[nn.Module]) -> type[nn.Module] | None:
@@ -163,6 +181,50 @@ def _plan_fusion(model: nn.Module, report: ConvertReport, planned: dict[nn.Modul
     return to_fuse
 
 
+def _traced_through(graph: fx.GraphModule) -> dict[str, str] | None:
+    """The attention blocks (path → class) that the tracer of ``graph`` went into, leaving their
+    operations in the graph, read from the nodes' ``nn_module_stack``; None when no node records it
+    (timm's and torchvision's feature extractors do not)."""
+    found: dict[str, str] = {}
+    recorded = False
+    for node in graph.graph.nodes:
+        stack = node.meta.get("nn_module_stack")
+        recorded = recorded or bool(stack)
+        for path, cls in (stack or {}).values():
+            name = cls if isinstance(cls, str) else qualified_name(cls)
+            if name in _CONVERTIBLE and not (node.op == "call_module" and node.target == path):
+                found.setdefault(path, name)
+    return found if recorded else None
+
+
+def _plan_unconvertible(model: nn.Module, report: ConvertReport) -> None:
+    """Fill ``report.unconvertible``: the scripted parts of ``model``, and its FX graphs traced
+    through their attention blocks (or, when the graph does not say, calling none as a module)."""
+    scripted: list[str] = []  # path prefixes of scripted parts: their submodules are scripted too
+    reached = [block.path for block in (*report.replaced, *report.skipped)]  # attention blocks found as modules
+    for path, module in model.named_modules():
+        if any(path.startswith(prefix) for prefix in scripted):
+            continue
+        if isinstance(module, torch.jit.ScriptModule):
+            report.unconvertible.append(Skipped(path, "torch.jit.ScriptModule", SCRIPTED_REASON))
+            scripted.append(f"{path}." if path else "")
+        elif isinstance(module, fx.GraphModule):
+            traced = _traced_through(module)
+            if traced:
+                named = ", ".join(f"{p} ({cls})" for p, cls in itertools.islice(traced.items(), 3))
+                reason = (f"an FX graph traced through its attention blocks ({len(traced)}: {named}"
+                          f"{', ...' if len(traced) > 3 else ''}): their operations are inlined in the graph, so "
+                          "there is no block to convert; convert the model before tracing it")
+            elif traced is None and not any(not path or p == path or p.startswith(f"{path}.") for p in reached):
+                reason = ("an FX graph that calls no attention block as a module, and whose nodes do not record the "
+                          "modules they came from: if the traced model had attention blocks, the tracer went "
+                          "through them (timm's and torchvision's feature extractors do), and there is no block to "
+                          "convert; convert the model before tracing it")
+            else:
+                continue
+            report.unconvertible.append(Skipped(path, "torch.fx.GraphModule", reason))
+
+
 def _prologue_candidate(module: nn.Module, twin: type[nn.Module]) -> str | None:
     """Why a channel-attention block (running as ``twin``) cannot take in a prologue at all, or None."""
     refusal = twin.block_refusal(module)
@@ -206,8 +268,24 @@ def _plan_prologues(model: nn.Module, report: ConvertReport, planned: dict[nn.Mo
     return to_fuse
 
 
+def _where_blocks_run(model: nn.Module) -> tuple[Backend, str]:
+    """:func:`~tritattn.backend_for` a tensor on ``model``'s device, and why (for the report)."""
+    first = next(itertools.chain(model.parameters(), model.buffers()), None)
+    probe = torch.empty(0, device=first.device if first is not None else "cpu")
+    backend, why = backend_for(probe), backend_reason(probe).partition(": ")[2]
+    on_cpu_beside_a_gpu = probe.device.type == "cpu" and torch.cuda.is_available()
+    if backend == "torch" and on_cpu_beside_a_gpu and TRITON_AVAILABLE and not kernels_disabled():
+        why += "; the model is on the CPU: on the GPU they run the Triton kernels"
+    return backend, why
+
+
 def _log(report: ConvertReport) -> None:
+    """Log the report (and warn about the parts of the model convert could not convert)."""
     log.info("%s", report.summary())
+    for s in report.unconvertible:
+        message = f"tritattn.convert: {s.path or 'the model'} is {s.reason}"
+        log.info("%s", message)
+        warnings.warn(message, stacklevel=3)  # at the caller of convert
     for s in report.skipped:
         log.debug("left eager: %s (%s): %s", s.path or "(model)", s.cls, s.reason)
     for s in report.not_fused:
@@ -223,15 +301,18 @@ def convert(model: nn.Module, *, inplace: bool = True, fuse: bool = True, dry_ru
     compute its producer's BatchNorm and activation where that is exact
     (:mod:`tritattn.prologue`). ``inplace=False`` converts a deep copy.
     ``dry_run=True`` changes nothing (and copies nothing) and reports what would be done.
-    Converting a converted model changes nothing and reports the same. Returns the
-    :class:`~tritattn.ConvertReport` (its summary line is logged at INFO on the ``tritattn``
-    logger); the converted model is ``report.model``."""
+    Converting a converted model changes nothing and reports the same. A scripted model, or a
+    traced one whose tracer went through its attention blocks, has nothing to convert: convert
+    warns, with the reason (module docstring). Returns the :class:`~tritattn.ConvertReport` (its
+    summary line is logged at INFO on the ``tritattn`` logger); the converted model is ``report.model``."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"tritattn.convert takes an nn.Module, not {type(model).__name__}")
     if not (inplace or dry_run):
         model = copy.deepcopy(model)
-    report = ConvertReport(model, dry_run=dry_run, kernels_disabled=kernels_disabled())
+    backend, why = _where_blocks_run(model)
+    report = ConvertReport(model, dry_run=dry_run, kernels_disabled=kernels_disabled(), backend=backend, backend_why=why)
     planned = _plan_replacements(model, report)
+    _plan_unconvertible(model, report)
     to_fuse = _plan_fusion(model, report, planned) if fuse else []
     prologues = _plan_prologues(model, report, planned) if fuse else []
     if not dry_run:

@@ -34,11 +34,12 @@ from typing import Callable
 
 from torch import Tensor, nn
 
-from .modules import ChannelExcitation, kernel_gate_as
+from .modules import CbamPipeline, ChannelExcitation, kernel_gate_as
 from .peers import qualified_name
 from .probe import probe_rewrite
 from .hooks import has_hooks
 from .reclass import class_lookup, derived_class
+from .twins import FAST_TWINS
 
 log = logging.getLogger("tritattn")
 
@@ -153,7 +154,7 @@ def fusion_blocker(block: nn.Module, se_class: type[nn.Module] | None = None) ->
     se, act = getattr(block, mirrored.se, None), getattr(block, mirrored.act, None)
     se_class = se_class or type(se)
     if not issubclass(se_class, ChannelExcitation):
-        return f"its attention ({type(se).__name__}) is not a converted channel-attention block"
+        return _attention_refusal(type(se).__name__, se_class)
     drop_path = getattr(block, "drop_path", None)
     if drop_path is not None and type(drop_path) is not nn.Identity:
         return f"it has a drop path ({type(drop_path).__name__})"
@@ -164,6 +165,17 @@ def fusion_blocker(block: nn.Module, se_class: type[nn.Module] | None = None) ->
     if kernel_gate_as(se, se_class) is None:
         return f"its attention's gate ({type(getattr(se, se_class.gate_attr)).__name__}) has no kernel"
     return None
+
+
+def _attention_refusal(name: str, se_class: type[nn.Module]) -> str:
+    """Why a tail whose attention block (class ``name``, about to be ``se_class``) is not a fast
+    channel-attention block cannot be fused: the fused pass scales by channel attention only."""
+    if issubclass(se_class, CbamPipeline):
+        return (f"its attention ({name}) is a CBAM block: the fused pass applies a channel attention only, and "
+                "CBAM's spatial attention comes after its channel attention, before the residual add")
+    if se_class in FAST_TWINS.values():
+        return f"its attention ({name}) is not a channel-attention block, and the fused pass applies one only"
+    return f"its attention ({name}) is not converted (left eager), and the fused pass needs a converted channel-attention block"
 
 
 def is_fused(block: nn.Module) -> bool:

@@ -1,14 +1,25 @@
 """What :func:`tritattn.convert` and :func:`tritattn.revert` did to a model, as data and as text.
 
 ``str(report)`` starts with a one-line summary (also logged at INFO on the ``tritattn`` logger by
-the function that made the report), then lists each block.
+the function that made the report), then lists the blocks: one line per block, or one line for
+every block that shares a description (the same peer, twin and pipeline, or the same reason),
+followed by their paths. ``repr(report)`` is the summary line in angle brackets (the report holds
+the whole model, which a notebook would otherwise print).
+
+The summary says where the converted blocks run on this machine, for tensors on the model's
+device when convert ran (:func:`tritattn.backend_for`): on the Triton kernels (a GPU), on the
+kernels in Triton's interpreter (a CPU with ``TRITON_INTERPRET=1``), or, converted all the same,
+on the eager torch path, and why.
 """
 from __future__ import annotations
 
+import textwrap
 from collections import Counter
 from dataclasses import dataclass, field
 
 from torch import nn
+
+from .backend import Backend
 
 #: tritattn twin class name → the kind of block the summary line counts
 BLOCK_KINDS: dict[str, str] = {
@@ -65,16 +76,33 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
+def _grouped(rows: list[tuple[str, str]]) -> list[str]:
+    """One line per (path, description), or, for a description shared by several rows, one line
+    with their count and the description, then their paths (wrapped)."""
+    groups: dict[str, list[str]] = {}
+    for path, what in rows:
+        groups.setdefault(what, []).append(path or "(model)")
+    lines = []
+    for what, paths in groups.items():
+        if len(paths) == 1:
+            lines.append(f"  {paths[0]}  {what}")
+        else:
+            lines.append(f"  {len(paths)} blocks: {what}")
+            lines += textwrap.wrap(", ".join(paths), width=100, initial_indent="    ", subsequent_indent="    ",
+                                   break_long_words=False, break_on_hyphens=False)
+    return lines
+
+
 def _table(sections: list[tuple[str, list[tuple[str, str]]]]) -> list[str]:
     lines = []
     for title, rows in sections:
         if rows:
             lines.append(f"{title}:")
-            lines += [f"  {path or '(model)'}  {what}" for path, what in rows]
+            lines += _grouped(rows)
     return lines
 
 
-@dataclass
+@dataclass(repr=False)
 class ConvertReport:
     """What :func:`~tritattn.convert` did to ``model`` (or would do, with ``dry_run``);
     ``print(report)`` shows the summary line and a table."""
@@ -90,6 +118,13 @@ class ConvertReport:
     not_taken_in: list[Skipped] = field(default_factory=list)
     dry_run: bool = False  #: nothing was changed: the report says what convert would do
     kernels_disabled: bool = False  #: TRITATTN_DISABLE or a tritattn.disabled() scope was in force
+    #: what tritattn's ops run for tensors on the model's device, when convert ran (:func:`~tritattn.backend_for`)
+    backend: Backend = "torch"
+    #: why (:func:`~tritattn.backend_reason`, without the backend's name)
+    backend_why: str = ""
+    #: traced (``torch.fx.GraphModule``) or scripted (``torch.jit.ScriptModule``) parts of the
+    #: model whose attention blocks convert could not reach, and why (also warned)
+    unconvertible: list[Skipped] = field(default_factory=list)
 
     def blocks(self) -> list[Replaced]:
         """The replaced blocks that are not parts of another replaced block (a CBAM counts once)."""
@@ -97,25 +132,42 @@ class ConvertReport:
         return [r for r in self.replaced
                 if not any(p != r.path and (p == "" or r.path.startswith(p + ".")) for p in paths)]
 
+    def _where(self) -> tuple[str, str]:
+        """Where the blocks are (after "N blocks"; "converted" where they run eager), and the
+        clause that says why they run eager ("" where they run on the kernels)."""
+        if self.backend == "triton":
+            return "on the Triton kernels", ""
+        if self.backend == "triton-interpreter":
+            return "on the kernels in Triton's interpreter", ""
+        if self.kernels_disabled:
+            return "converted", "; kernels disabled (TRITATTN_DISABLE / tritattn.disabled()): the eager torch path runs until enabled"
+        return "converted", f"; on this machine they run the eager torch path ({self.backend_why})"
+
     def summary(self) -> str:
-        """One line: e.g. ``tritattn: 16 blocks on the kernels (16 SE), 16 fused, 0 left eager``."""
+        """One line: e.g. ``tritattn: 16 blocks on the Triton kernels (16 SE), 16 fused, 0 left eager``,
+        or "16 blocks converted ..." and why they run the eager torch path."""
         blocks = self.blocks()
         kinds = Counter(BLOCK_KINDS.get(r.twin.rpartition(".")[2], r.twin) for r in blocks)
         by_kind = f" ({', '.join(f'{n} {kind}' for kind, n in kinds.items())})" if kinds else ""
+        where, why_eager = self._where() if blocks else ("converted", "")
         if self.dry_run:
-            line = (f"tritattn (dry run, model untouched): {_count(len(blocks), 'block')} would go on the "
-                    f"kernels{by_kind}, {len(self.fused)} would be fused, {len(self.skipped)} left eager")
+            would = "would be converted" if where == "converted" else f"would go {where}"
+            line = (f"tritattn (dry run, model untouched): {_count(len(blocks), 'block')} {would}{by_kind}, "
+                    f"{len(self.fused)} would be fused, {len(self.skipped)} left eager")
         else:
-            line = (f"tritattn: {_count(len(blocks), 'block')} on the kernels{by_kind}, "
+            line = (f"tritattn: {_count(len(blocks), 'block')} {where}{by_kind}, "
                     f"{len(self.fused)} fused, {len(self.skipped)} left eager")
         if self.not_fused:
             line += f" ({_count(len(self.not_fused), 'block tail')} not fused)"
         if self.taken_in:
             line += (f"; {_count(len(self.taken_in), 'block')} {'would be ' if self.dry_run else ''}taking in "
                      f"their producer's BatchNorm and activation")
-        if self.kernels_disabled:
-            line += "; kernels disabled (TRITATTN_DISABLE / tritattn.disabled()): the eager torch path runs until enabled"
-        return line
+        if self.unconvertible:
+            line += f"; {_count(len(self.unconvertible), 'traced or scripted part')} it could not convert"
+        return line + why_eager
+
+    def __repr__(self) -> str:
+        return f"<ConvertReport: {self.summary()}>"
 
     def __str__(self) -> str:
         would = "would be " if self.dry_run else ""
@@ -128,10 +180,11 @@ class ConvertReport:
             (f"{would}taking in their producer", [
                 (t.path, f"the BatchNorm and {t.act} of {t.producer}") for t in self.taken_in]),
             ("producer not taken in", [(s.path, f"{s.cls}: {s.reason}") for s in self.not_taken_in]),
+            ("could not convert", [(s.path, f"{s.cls}: {s.reason}") for s in self.unconvertible]),
         ]))
 
 
-@dataclass
+@dataclass(repr=False)
 class RevertReport:
     """What :func:`~tritattn.revert` did to ``model``."""
 
@@ -147,6 +200,9 @@ class RevertReport:
         if self.released:
             line += f", {_count(len(self.released), 'producer')} given back"
         return line
+
+    def __repr__(self) -> str:
+        return f"<RevertReport: {self.summary()}>"
 
     def __str__(self) -> str:
         return "\n".join([self.summary()] + _table([
