@@ -4,7 +4,9 @@ backward ops of :mod:`tritattn.ops`.
 Registered on the ops themselves, so ``torch.ops.tritattn.<op>`` is differentiable however it is
 called (directly, from :mod:`tritattn.functional`, from a traced graph), and
 ``torch.library.opcheck`` finds the autograd kernel at the autograd key. The backward ops are not
-differentiable (no double backward).
+differentiable (no double backward). :func:`tritattn.functions.differentiable` registers each
+formula and returns the op as a ``torch.autograd.Function`` with the same setup and backward
+(:class:`Squeeze`, :class:`SpatialPool`, :class:`ExciteScale`, :class:`SpatialScale`).
 
 ================  ===================================  ============================================
 op                saved for backward                   gradient
@@ -23,6 +25,7 @@ from __future__ import annotations
 import torch
 
 from . import ops
+from .functions import differentiable
 
 
 def _squeeze_setup(ctx, inputs, output) -> None:
@@ -86,7 +89,8 @@ def _spatial_scale_backward(ctx, grad_y):
     return grad_x, grad_t, None
 
 
-ops.squeeze.register_autograd(_squeeze_backward, setup_context=_squeeze_setup)
-ops.spatial_pool.register_autograd(_spatial_pool_backward, setup_context=_spatial_pool_setup)
-ops.excite_scale.register_autograd(_excite_scale_backward, setup_context=_excite_scale_setup)
-ops.spatial_scale.register_autograd(_spatial_scale_backward, setup_context=_spatial_scale_setup)
+# each registers the formula on the op and returns the op as a torch.autograd.Function with it
+Squeeze = differentiable(ops.squeeze, _squeeze_setup, _squeeze_backward)
+SpatialPool = differentiable(ops.spatial_pool, _spatial_pool_setup, _spatial_pool_backward)
+ExciteScale = differentiable(ops.excite_scale, _excite_scale_setup, _excite_scale_backward)
+SpatialScale = differentiable(ops.spatial_scale, _spatial_scale_setup, _spatial_scale_backward)

@@ -30,6 +30,7 @@ from torch import Tensor
 
 from . import workspaces
 from .excitation_block import acc_dtype, channel_backward, pipeline_spec, pooled_workspace
+from .functions import differentiable
 from .layout import addressable
 from .ops import _empty_like_4d, _new
 
@@ -137,4 +138,4 @@ def _backward(ctx, grad_y, _grad_s, _grad_u, _grad_affine):
             gconv, gbnw, gbnb, None, None, None, None, None)
 
 
-cbam_block.register_autograd(_backward, setup_context=_setup)
+CbamBlock = differentiable(cbam_block, _setup, _backward)  # registers the formula, too

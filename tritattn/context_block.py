@@ -38,6 +38,7 @@ from . import eager_ops, workspaces
 from .backend import TRITON_AVAILABLE, backend_for
 from .checks import check_feature_map, check_tensor
 from .excitation_block import acc_dtype
+from .functions import differentiable
 from .layout import addressable
 from .ops import _empty_like_4d, _new
 
@@ -129,7 +130,7 @@ def _backward(ctx, grad_ctx, _grad_stats):
     return grad_x, grad_w, grad_bias if ctx.has_bias else None
 
 
-context_pool_op.register_autograd(_backward, setup_context=_setup)
+ContextPool = differentiable(context_pool_op, _setup, _backward)  # registers the formula, too
 
 
 # --- the public function -----------------------------------------------------------------------

@@ -30,6 +30,7 @@ from torch import Tensor
 
 from . import workspaces
 from .backend import backend_for, kernels_disabled
+from .functions import differentiable
 from .layout import addressable
 from .ops import _empty_like_4d, _new, _nothing, _optional
 
@@ -338,4 +339,4 @@ def _backward(ctx, grad_y, grad_s, grad_stats):
             None, *grads[6:], None, None, None, None)
 
 
-excitation_block.register_autograd(_backward, setup_context=_setup)
+ExcitationBlock = differentiable(excitation_block, _setup, _backward)  # registers the formula, too

@@ -13,6 +13,29 @@ spatial_scale     x · gate(t)[b, 0, h, w]
 
 Max pooling follows ``torch.amax``: NaN propagates, and the gradient is split evenly between
 tied maxima.
+
+Each differentiable op is also a ``torch.autograd.Function`` (:mod:`tritattn.functions`),
+differentiated by the formula registered on the op itself. ``X.apply`` takes the raw op's
+arguments positionally (no keywords), in its schema order (trailing defaulted ones may be left
+out), checks nothing, and returns all of the op's outputs:
+
+===============  ======================================================================  =====================
+class            ``apply`` arguments (the op's schema order)                             returns
+===============  ======================================================================  =====================
+Squeeze          x, want_mean, want_max                                                  (mean, max, ties)
+SpatialPool      x                                                                       (pooled, ties)
+ExciteScale      x, s [B, C], residual, gate, act                                        y
+SpatialScale     x, t, gate                                                              y
+ExcitationBlock  x, residual, w1, b1, w2, b2, pool, mlp, act, gate, act_out, bn_* …      (y, s, stats)
+CbamBlock        x, w1, b1, w2, b2, pool, act, gate_c, conv_w, bn_* …, bn_training,      (y, s, u, affine)
+                 gate_s
+RadixPool        x5                                                                      pooled
+RadixCombine     x5, a                                                                   out
+ContextPool      x, w [C], bias                                                          (ctx, stats)
+===============  ======================================================================  =====================
+
+(``help(X)`` prints the full argument list with defaults.) The inference-only block ops,
+``tritattn::radix_attention`` and ``tritattn::context_mlp``, have no backward and no class.
 """
 from __future__ import annotations
 
@@ -21,8 +44,18 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from . import autograd  # noqa: F401  (registers torch.ops.tritattn.* and their autograd formulas)
+from .autograd import ExciteScale, SpatialPool, SpatialScale, Squeeze  # (registers the ops' formulas, too)
+from .cbam_block import CbamBlock
 from .checks import check_act, check_choice, check_companion, check_feature_map, check_gate, check_logits
+from .context_block import ContextPool
+from .excitation_block import ExcitationBlock
+from .radix_block import RadixCombine, RadixPool
+
+__all__ = [
+    "squeeze", "excite_scale", "spatial_pool", "spatial_scale", "SqueezeMode",
+    "Squeeze", "SpatialPool", "ExciteScale", "SpatialScale", "ExcitationBlock", "CbamBlock", "RadixPool",
+    "RadixCombine", "ContextPool",
+]
 
 SqueezeMode = Literal["mean", "max", "mean_max"]
 

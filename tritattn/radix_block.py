@@ -46,6 +46,7 @@ from . import eager_ops, workspaces
 from .backend import TRITON_AVAILABLE, backend_for
 from .checks import _describe, check_companion, check_tensor
 from .excitation_block import MLP_ACTS, _norm, _prologue, acc_dtype
+from .functions import differentiable
 from .layout import flat_spatial_stride
 from .ops import _new
 
@@ -173,8 +174,9 @@ def _combine_backward(ctx, grad_out):
     return grad_x5, grad_a
 
 
-radix_pool_op.register_autograd(_pool_backward, setup_context=_pool_setup)
-radix_combine_op.register_autograd(_combine_backward, setup_context=_combine_setup)
+# each registers the formula on the op and returns the op as a torch.autograd.Function with it
+RadixPool = differentiable(radix_pool_op, _pool_setup, _pool_backward)
+RadixCombine = differentiable(radix_combine_op, _combine_setup, _combine_backward)
 
 
 # --- public functions ----------------------------------------------------------------------------
