@@ -139,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         key = (c.block.id, c.batch, c.dtype, c.layout)
         if key not in min_bytes:
             min_bytes[key] = measure.min_bytes(c.block, c.batch, c.dtype, c.layout)
-        rows += measure.measure_case(c, list(item.impls), args.passes, graph_modes, device)
+        with tuning.benchmarking():  # the sweep tunes what it meets (tritattn.tune's scope), outside its graph captures
+            rows += measure.measure_case(c, list(item.impls), args.passes, graph_modes, device)
     report.rate(rows, min_bytes, copy_gbs)
 
     census_blocks = plan.pick_blocks(args.models, ["all"], shrink=None)

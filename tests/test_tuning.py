@@ -1,14 +1,19 @@
-"""Autotuning: the kernels' config spaces, their pruning, the JSON cache, and the untuned paths.
+"""Autotuning: the kernels' config spaces, their pruning, the JSON cache, the policy of when to
+benchmark, and the untuned paths.
 
 Never asserts on real timings. Under the interpreter (no GPU) the kernels must run with the default
 tile heuristic and say that tuning is skipped; the GPU-only test checks that a tuned config is
 persisted and read back by a fresh table. The tuner's GPU branch is tested on the CPU too, on a
 simulated GPU (tests/fixtures/simulated_gpu.py: the kernels run in the interpreter, do_bench
-returns a made-up time chosen by the test for each config): the fastest candidate wins, a
+returns a made-up time chosen by the test for each config): a launch benchmarks only where the
+user asked (``tuning.benchmarking()``, the scope of ``tritattn.tune``, or TRITATTN_AUTOTUNE=1),
+else takes the nearest tuned problem's config or the default; on first use it never benchmarks
+under capture, on a side stream or with several distributed ranks; the fastest candidate wins, a
 candidate that fails to build is skipped, TRITATTN_AUTOTUNE=0, deterministic mode and CUDA graph
 capture use the default without benchmarking, the cache's precedence and its failure modes.
 """
 import ast
+import contextlib
 import json
 import logging
 
@@ -18,6 +23,7 @@ import triton
 
 import tritattn
 from conftest import DEVICE, assert_close, reference_copy
+from fixtures.process_group import SHARED_KEY, fake_process_group, share_decisions_rank
 from fixtures.simulated_gpu import GPU, simulated_gpu  # noqa: F401
 from tritattn import launch, tuning
 from tritattn.backend import INTERPRETER
@@ -128,7 +134,7 @@ class RecordingKernel:
 def test_interpreter_skips_tuning_uses_default_config_and_says_so(monkeypatch, caplog):
     recorder = RecordingKernel()
     monkeypatch.setattr(launch.MEAN_MAX_FWD, "kernel", recorder)
-    monkeypatch.setattr(tuning, "_said_skipped", False)
+    monkeypatch.setattr(tuning, "_said", set())
     monkeypatch.setattr(tuning, "_decisions", {})
     monkeypatch.setattr(tuning, "_chosen", {})
     x = torch.randn(3, 40, 5, 7)
@@ -169,7 +175,8 @@ def test_gpu_tunes_once_then_reads_the_cache(monkeypatch, tmp_path):
     monkeypatch.setattr(tuning, "_chosen", {})
     x = torch.randn(4, 96, 14, 14, device="cuda")
     ref = x.mean((2, 3))
-    torch.testing.assert_close(tritattn.squeeze(x), ref)
+    with tuning.benchmarking():
+        torch.testing.assert_close(tritattn.squeeze(x), ref)
     (tuned,) = tuning.decisions()
     assert tuned.source == "tuned" and 1 <= tuned.candidates <= tuning.MAX_CONFIGS
     assert tuning.cache_file().exists()
@@ -199,10 +206,17 @@ def checked_squeeze(x: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def tuned_squeeze(x: torch.Tensor) -> torch.Tensor:
+    """checked_squeeze(x) where benchmarking was asked for: in tuning.benchmarking(), the scope
+    tritattn.tune runs its pass in."""
+    with tuning.benchmarking():
+        return checked_squeeze(x)
+
+
 def learn_candidates(gpu, x: torch.Tensor) -> tuple[str, list[dict[str, int]]]:
     """The "kernel/problem key" of squeeze(x) and the configs its tuning benchmarks, in order,
     learned from one tuning; then the cache file is deleted and a new process starts."""
-    checked_squeeze(x)
+    tuned_squeeze(x)
     (decision,) = tuning.decisions()
     candidates = [cfg for kernel, cfg in gpu.timed]
     assert all(kernel == "mean_max_fwd" for kernel, _ in gpu.timed)
@@ -216,13 +230,19 @@ def squeeze_default(x: torch.Tensor) -> dict[str, int]:
     return tuning.config_to_json(tiling.default_config(C, H * W, rows_contiguous=False, num_stages=launch.MEAN_MAX_FWD.num_stages))
 
 
-def test_tuning_logic_on_a_simulated_gpu(simulated_gpu, tmp_path):
-    """The GPU branch with the interpreter underneath: every candidate is benchmarked once (the
-    made-up times are all equal here: which one wins is test_the_fastest_candidate_wins's
-    business); the choice is persisted, read back by a second process, and shipped."""
+@pytest.mark.parametrize("asked", ["tuning.benchmarking()", "TRITATTN_AUTOTUNE=1"])
+def test_tuning_logic_on_a_simulated_gpu(simulated_gpu, monkeypatch, tmp_path, asked):
+    """The GPU branch with the interpreter underneath, where the user asked for benchmarks (the
+    scope of tritattn.tune, or on first use): every candidate is benchmarked once (the made-up
+    times are all equal here: which one wins is test_the_fastest_candidate_wins's business);
+    the choice is persisted, read back by a second process, and shipped."""
     gpu = simulated_gpu
     x = torch.randn(SIM_SHAPE)
-    checked_squeeze(x)
+    if asked == "TRITATTN_AUTOTUNE=1":
+        monkeypatch.setattr(tuning, "ON_FIRST_USE", True)
+        checked_squeeze(x)
+    else:
+        tuned_squeeze(x)
     (tuned,) = tuning.decisions()
     assert tuned.source == "tuned" and 2 <= len(gpu.timed) == tuned.candidates <= tuning.MAX_CONFIGS
     on_disk = json.loads(tuning.cache_file().read_text())["configs"][GPU][triton.__version__]
@@ -256,7 +276,7 @@ def test_the_fastest_candidate_wins(simulated_gpu, fastest):
     times[signature(winner)] = 1.0
     gpu.time_of = lambda kernel, cfg: times[signature(cfg)]
 
-    checked_squeeze(x)
+    tuned_squeeze(x)
     (decision,) = tuning.decisions()
     assert decision.source == "tuned" and decision.candidates == len(candidates)
     assert [cfg for _, cfg in gpu.timed] == candidates, "every candidate benchmarked, once"
@@ -299,7 +319,8 @@ def test_tuning_switched_off_uses_the_default_without_benchmarking(simulated_gpu
     monkeypatch.setattr(tuning, "AUTOTUNE", True)
     torch.use_deterministic_algorithms(False)
     gpu.launched.clear()
-    mean, maximum = tritattn.squeeze(x.detach(), "mean_max")
+    with tuning.benchmarking():
+        mean, maximum = tritattn.squeeze(x.detach(), "mean_max")
     assert_close(maximum, reference_copy(x).amax((2, 3)))
     (fwd,) = [d for d in tuning.decisions() if d.kernel == "mean_max_fwd"]
     assert fwd.source == "tuned" and gpu.timed and fwd.config["num_warps"] != 4
@@ -328,7 +349,7 @@ def test_a_candidate_that_fails_to_build_is_skipped(simulated_gpu, error):
     gpu.time_of = lambda kernel, cfg: times[signature(cfg)]
     gpu.fail = lambda kernel, cfg: build_error(error) if cfg == broken else None
 
-    checked_squeeze(x)
+    tuned_squeeze(x)
     (decision,) = tuning.decisions()
     assert ("mean_max_fwd", broken) in gpu.launched, "the broken candidate was tried"
     assert [cfg for _, cfg in gpu.timed] == [c for c in candidates if c != broken]
@@ -341,7 +362,8 @@ def test_when_no_candidate_builds_the_build_error_surfaces_and_nothing_is_cached
     caller), a warning names the problem, and no config is cached or remembered as tuned."""
     gpu = simulated_gpu
     gpu.fail = lambda kernel, cfg: build_error(triton.runtime.errors.OutOfResources)
-    with caplog.at_level(logging.WARNING, logger="tritattn"), pytest.raises(triton.runtime.errors.OutOfResources):
+    with (caplog.at_level(logging.WARNING, logger="tritattn"), pytest.raises(triton.runtime.errors.OutOfResources),
+          tuning.benchmarking()):
         tritattn.squeeze(torch.randn(SIM_SHAPE))
     assert "no candidate config built" in caplog.text
     assert len(gpu.launched) > 2, "every candidate was tried, then the default launched"
@@ -355,7 +377,7 @@ def test_deterministic_mode_after_tuning_reports_the_default_it_runs(simulated_g
     x = torch.randn(SIM_SHAPE)
     _, candidates = learn_candidates(gpu, x)
     gpu.time_of = lambda kernel, cfg: 0.5 if cfg == candidates[-1] else 1.0
-    checked_squeeze(x)
+    tuned_squeeze(x)
     (tuned,) = tuning.decisions()
     assert tuned.source == "tuned" and tuned.config == candidates[-1] != candidates[0]
     torch.use_deterministic_algorithms(True)
@@ -371,7 +393,7 @@ def test_an_error_that_is_not_a_build_error_is_not_swallowed(simulated_gpu):
     """Only build errors disqualify a candidate: any other error in a benchmark run propagates."""
     gpu = simulated_gpu
     gpu.fail = lambda kernel, cfg: RuntimeError("illegal memory access") if cfg["num_warps"] != 4 else None
-    with pytest.raises(RuntimeError, match="illegal memory access"):
+    with pytest.raises(RuntimeError, match="illegal memory access"), tuning.benchmarking():
         tritattn.squeeze(torch.randn(SIM_SHAPE))
 
 
@@ -384,12 +406,12 @@ def test_a_cache_that_cannot_be_written_is_warned_about(simulated_gpu, monkeypat
     monkeypatch.setenv("TRITATTN_CACHE_DIR", str(blocker / "tritattn"))
     x = torch.randn(SIM_SHAPE)
     with caplog.at_level(logging.WARNING, logger="tritattn"):
-        checked_squeeze(x)
+        tuned_squeeze(x)
     assert "could not write the tuning cache" in caplog.text
     (decision,) = tuning.decisions()
     assert decision.source == "tuned" and gpu.timed
     benchmarked = len(gpu.timed)
-    checked_squeeze(x)
+    tuned_squeeze(x)
     assert len(gpu.timed) == benchmarked, "not tuned again in this process"
     assert gpu.launched[-1] == ("mean_max_fwd", decision.config)
 
@@ -426,7 +448,7 @@ def test_a_shipped_table_file_is_used_on_its_gpu_only(simulated_gpu, tmp_path, m
         table.save(tuning.SHIPPED_DIR / f"{tuning.gpu_slug(name)}.json")
         gpu.new_process(user=tuning.ConfigTable(), shipped=tuning._load_shipped())
         assert tuning.shipped_table().sizes() == {name: {triton.__version__: 1}}
-        checked_squeeze(x)
+        tuned_squeeze(x)
         (decision,) = tuning.decisions()
         assert decision.source == expected[0], name
         if expected[1] is not None:
@@ -462,22 +484,169 @@ def test_the_user_cache_beats_the_shipped_table(simulated_gpu):
         assert not gpu.timed and gpu.launched == [("mean_max_fwd", expected[1])]
 
 
-def test_no_tuning_while_a_cuda_graph_is_captured(simulated_gpu):
-    """While a CUDA graph is being captured nothing is benchmarked (it would break the capture):
-    the default config runs, nothing is remembered or cached as tuned, and the first call
-    after the capture tunes (and the fastest candidate, not the default, wins)."""
+def ask_for_benchmarks(asked: str, monkeypatch) -> contextlib.AbstractContextManager:
+    """The scope in which benchmarks were asked for: tuning.benchmarking() (tritattn.tune's), or
+    none with TRITATTN_AUTOTUNE=1 (tuning.ON_FIRST_USE) set."""
+    if asked == "TRITATTN_AUTOTUNE=1":
+        monkeypatch.setattr(tuning, "ON_FIRST_USE", True)
+        return contextlib.nullcontext()
+    return tuning.benchmarking()
+
+
+ASKED = ["tuning.benchmarking()", "TRITATTN_AUTOTUNE=1"]
+
+
+@pytest.mark.parametrize("asked", ASKED)
+def test_no_tuning_while_a_cuda_graph_is_captured(simulated_gpu, monkeypatch, caplog, asked):
+    """While a CUDA graph is being captured nothing is benchmarked (it would break the capture,
+    and do_bench's 256 MB flush buffer would land in the graph's pool), even where benchmarks
+    were asked for: the default config runs, nothing is remembered or cached as tuned, it is
+    said, and the first call after the capture tunes (the fastest candidate, not the default)."""
     gpu = simulated_gpu
     gpu.time_of = lambda kernel, cfg: 1.0 if cfg["num_warps"] != 4 else 9.0  # the default (4 warps) is slowest
     x = torch.randn(SIM_SHAPE)
-    gpu.capturing = True
-    checked_squeeze(x)
-    checked_squeeze(x)
-    assert not gpu.timed
-    assert gpu.launched == [("mean_max_fwd", squeeze_default(x))] * 2
-    assert not [d for d in tuning.decisions() if d.source == "tuned"] and not tuning.cache_file().exists()
+    with ask_for_benchmarks(asked, monkeypatch):
+        gpu.capturing = True
+        with caplog.at_level(logging.INFO, logger="tritattn"):
+            checked_squeeze(x)
+            checked_squeeze(x)
+        assert not gpu.timed and caplog.text.count("CUDA graph is being captured") == 1
+        assert gpu.launched == [("mean_max_fwd", squeeze_default(x))] * 2
+        assert not [d for d in tuning.decisions() if d.source == "tuned"] and not tuning.cache_file().exists()
 
-    gpu.capturing = False
-    checked_squeeze(x)
+        gpu.capturing = False
+        checked_squeeze(x)
     (decision,) = tuning.decisions()
     assert decision.source == "tuned" and gpu.timed and decision.config["num_warps"] != 4
     assert gpu.launched[-1] == ("mean_max_fwd", decision.config)
+
+
+# --- when to benchmark: never in the middle of a run unless asked ---------------------------------
+
+
+def test_autotune_switches_follow_the_environment():
+    """TRITATTN_AUTOTUNE unset: the tables only; 0: the default config always; 1: on first use."""
+    assert tuning.autotune_switches(None) == tuning.autotune_switches("") == (True, False)
+    assert tuning.autotune_switches("0") == (False, False)
+    assert tuning.autotune_switches("1") == (True, True)
+
+
+def test_a_problem_no_table_holds_is_not_benchmarked_during_a_run(simulated_gpu, caplog):
+    """By default (TRITATTN_AUTOTUNE unset, outside tritattn.tune) a problem that no table holds
+    and no tuned problem is near runs the default config, though another would be fastest:
+    nothing benchmarked or cached, the decision says so, and an INFO message says once why and
+    what to do. Benchmarks asked for later (tritattn.tune's scope) still tune the problem."""
+    gpu = simulated_gpu
+    gpu.time_of = lambda kernel, cfg: 1.0 if cfg["num_warps"] != 4 else 9.0  # the default (4 warps) is slowest
+    x = torch.randn(SIM_SHAPE)
+    with caplog.at_level(logging.INFO, logger="tritattn"):
+        checked_squeeze(x)
+        checked_squeeze(x)
+    assert not gpu.timed and gpu.launched == [("mean_max_fwd", squeeze_default(x))] * 2
+    (decision,) = tuning.decisions()
+    assert decision.source == "default: not tuned" and decision.config == squeeze_default(x)
+    assert caplog.text.count("not benchmarking during a run") == 1 and "tritattn.tune(model, example)" in caplog.text
+    assert not tuning.cache_file().exists()
+
+    tuned_squeeze(x)
+    (decision,) = tuning.decisions()
+    assert decision.source == "tuned" and gpu.timed and gpu.launched[-1] == ("mean_max_fwd", decision.config) != gpu.launched[0]
+
+
+def key_at_batch(full_key: str, bucket: int) -> str:
+    """The same "kernel/problem key" with the batch bucket B<=bucket."""
+    before, after = full_key.split(",B<=")
+    return f"{before},B<={bucket},{after.split(',', 1)[1]}"
+
+
+@pytest.mark.parametrize("table", ["user cache", "shipped table"])
+def test_an_unseen_batch_runs_the_nearest_tuned_problem(simulated_gpu, table):
+    """A table holds squeeze's problem tuned at batch buckets 2 and 32 (different configs): a
+    batch it has not seen runs, without a benchmark, the config of the nearest bucket (in powers
+    of two; a tie goes to the larger batch), and the decision names it; a problem that differs
+    in more than its batch (another C) does not take it."""
+    gpu = simulated_gpu
+    key, candidates = learn_candidates(gpu, torch.randn(SIM_SHAPE))
+    assert ",B<=2," in key
+    near2, near32 = candidates[1], candidates[2]
+    tuned = tuning.ConfigTable()
+    tuned.put(GPU, triton.__version__, key, tuning.config_from_json(near2))
+    tuned.put(GPU, triton.__version__, key_at_batch(key, 32), tuning.config_from_json(near32))
+    if table == "user cache":
+        gpu.new_process(user=tuned)
+    else:
+        gpu.new_process(user=tuning.ConfigTable(), shipped=tuned)
+    for batch, (bucket, expected) in {3: (2, near2), 8: (32, near32), 64: (32, near32), 1: (2, near2)}.items():
+        checked_squeeze(torch.randn(batch, *SIM_SHAPE[1:]))
+        assert gpu.launched[-1] == ("mean_max_fwd", expected), batch
+        d = tuning.decision(key_at_batch(key, triton.next_power_of_2(batch)))
+        assert d.source == f"{table}, nearest batch (B<={bucket})" and d.config == expected, (batch, d)
+    assert not gpu.timed
+    other = torch.randn(SIM_SHAPE[0], SIM_SHAPE[1] + 1, *SIM_SHAPE[2:])
+    checked_squeeze(other)
+    assert gpu.launched[-1] == ("mean_max_fwd", squeeze_default(other)) and not gpu.timed
+
+
+@pytest.mark.parametrize("where", ["a side stream", "torch.distributed with 2 ranks"])
+def test_first_use_tuning_is_refused_on_a_side_stream_and_with_several_ranks(simulated_gpu, monkeypatch, caplog, where):
+    """TRITATTN_AUTOTUNE=1 benchmarks a new problem where it is first met, except on a side
+    stream (where CUDA-graph warm-ups run, and do_bench's flush buffer would stay in the graph's
+    pool) and under torch.distributed with several ranks (each would time its own winner): there
+    the default runs and an INFO message says why, once. tuning.benchmarking() (tritattn.tune's
+    scope, which runs on rank 0 only) still benchmarks there."""
+    gpu = simulated_gpu
+    monkeypatch.setattr(tuning, "ON_FIRST_USE", True)
+    if where == "a side stream":
+        gpu.side_stream, said = True, "not benchmarking on a side stream"
+    else:
+        fake_process_group(monkeypatch, rank=0)
+        said = "TRITATTN_AUTOTUNE=1 not followed under torch.distributed (2 ranks)"
+    x = torch.randn(SIM_SHAPE)
+    with caplog.at_level(logging.INFO, logger="tritattn"):
+        checked_squeeze(x)
+        checked_squeeze(x)
+    assert not gpu.timed and gpu.launched == [("mean_max_fwd", squeeze_default(x))] * 2
+    assert caplog.text.count(said) == 1
+    tuned_squeeze(x)
+    assert gpu.timed and tuning.decisions()[0].source == "tuned"
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_share_rank0_decisions_gives_every_rank_rank0s_configs(simulated_gpu, monkeypatch, rank):
+    """Under torch.distributed, share_rank0_decisions broadcasts rank 0's decisions; another
+    rank, which ran the problem with another config, takes rank 0's (and keeps the one rank 0
+    benchmarked in its user cache); rank 0 keeps its own."""
+    gpu = simulated_gpu
+    x = torch.randn(SIM_SHAPE)
+    key, candidates = learn_candidates(gpu, x)
+    rank0 = tuning.Decision("mean_max_fwd", key.split("/", 1)[1], candidates[2], "tuned", len(candidates))
+    sent = fake_process_group(monkeypatch, rank, rank0_payload=[{key: rank0}])
+    with tuning.recording() as keys:
+        if rank == 0:
+            tuned_squeeze(x)
+        else:
+            checked_squeeze(x)  # not asked to benchmark: the default
+    own = tuning.decision(key)
+    tuning.share_rank0_decisions(keys, x.device)
+    if rank == 0:
+        assert sent == [[{key: own}]] and tuning.decision(key) == own and own.source == "tuned"
+    else:
+        assert not sent and own.source == "default: not tuned" and own.config != rank0.config
+        assert tuning.decision(key) == rank0
+        checked_squeeze(x)
+        assert gpu.launched[-1] == ("mean_max_fwd", rank0.config) and not gpu.timed
+        on_disk = json.loads(tuning.cache_file().read_text())["configs"][GPU][triton.__version__]
+        assert on_disk == {key: rank0.config}
+
+
+def test_share_rank0_decisions_across_two_real_ranks(tmp_path):
+    """Two processes in a gloo group, each having decided one problem with its own config: after
+    share_rank0_decisions both run rank 0's, and rank 1's user cache holds it."""
+    torch.multiprocessing.spawn(share_decisions_rank, args=(2, str(tmp_path / "rendezvous"), str(tmp_path)), nprocs=2,
+                                join=True)
+    ended = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    rank0 = {"BLOCK_R": 8, "BLOCK_K": 32, "num_warps": 4, "num_stages": 1}
+    for r in range(2):
+        assert ended[r]["decision"]["config"] == ended[r]["launch"] == rank0, (r, ended[r])
+    cache = tuning.ConfigTable.load(tmp_path / "cache1" / "tuning.json")
+    assert tuning.config_to_json(cache.get("Fake GPU", triton.__version__, SHARED_KEY)) == rank0

@@ -1,19 +1,26 @@
 """``tritattn.tune(model, example_input)``: tune every kernel a model will launch, ahead of time.
 
-The tuner (:mod:`tritattn.tuning`) picks a config the first time it meets a problem (kernel,
-shape bucket, layout, dtype), by benchmarking candidates — which it cannot do inside a CUDA-graph
-capture (there it runs the default config), and which makes the first training step or the first
-request slow. :func:`tune` runs the model once, forward and backward, on an example input of the
-shapes it will see, so that every problem is decided (tuned now, or read from the caches) before
-capture or serving. It leaves no trace on the model: no ``.grad`` is written (the backward is
-``torch.autograd.grad``), buffers such as BatchNorm's running statistics are restored, and the
-random number generators are forked (dropout draws nothing from the caller's stream).
+A launch never benchmarks by default (:mod:`tritattn.tuning`): a kernel problem (kernel, shape
+bucket, layout, dtype) that no tuning table holds runs the config of the nearest tuned problem
+(the same one at another batch size) or the default. :func:`tune` is where configs get tuned:
+it runs the model once, forward and backward, on an example input of the shapes it will see,
+inside :func:`tuning.benchmarking`, so that every problem is decided (benchmarked now, or read
+from the caches) before CUDA-graph capture, training or serving — and persisted in the user
+cache for the next process. It leaves no trace on the model: no ``.grad`` is written (the
+backward is ``torch.autograd.grad``), buffers such as BatchNorm's running statistics are
+restored, and the random number generators are forked (dropout draws nothing from the
+caller's stream).
+
+Under ``torch.distributed`` with several ranks it is a collective: call it on every rank with
+the same example; rank 0 benchmarks, and every rank then takes rank 0's configs
+(:func:`tuning.share_rank0_decisions`), so that all ranks compute the same bits.
 
 On a backend without tuning (CPU, Triton's interpreter, kernels disabled, ``TRITATTN_AUTOTUNE=0``,
 deterministic mode) it runs nothing and says why.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -77,13 +84,18 @@ def _run_and_collect(model: nn.Module, inputs: tuple, backward: bool, device: to
     benchmarked = tuning.tuning_seconds()
     before = {d.kernel + "/" + d.key: d for d in tuning.decisions()}
     saved = [b.detach().clone() for b in model.buffers()]
+    # under torch.distributed rank 0 alone benchmarks; the others run the same pass (the model's
+    # collectives) and take its configs below
+    benchmarking = tuning.benchmarking() if tuning.distributed_rank() == 0 else contextlib.nullcontext()
     try:
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), tuning.recording() as keys:
+        with (torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), tuning.recording() as keys,
+              benchmarking):
             _forward_backward(model, inputs, backward)
     finally:
         with torch.no_grad():
             for buffer, value in zip(model.buffers(), saved):
                 buffer.copy_(value)
+    tuning.share_rank0_decisions(keys, device)
     decided = {key: tuning.decision(key) for key in sorted(keys)}  # None: no candidate built (logged)
     report.decisions = [d for d in decided.values() if d is not None]
     report.tuned_now = sum(d is not None and d.source == "tuned" and before.get(key) != d for key, d in decided.items())
@@ -94,9 +106,11 @@ def _run_and_collect(model: nn.Module, inputs: tuple, backward: bool, device: to
 
 def tune(model: nn.Module, example_input: Tensor | tuple, *, backward: bool = True) -> TuneReport:
     """Run ``model(example_input)`` (a tuple: ``model(*example_input)``) once, and its backward
-    unless ``backward=False``, so that every kernel problem it launches has its config before a
-    CUDA graph is captured or traffic is served. Returns a :class:`TuneReport` (summary logged at
-    INFO). A no-op, saying why, where nothing is tuned (CPU, interpreter, tuning off)."""
+    unless ``backward=False``, benchmarking every kernel problem it launches that no table holds,
+    so that each has its config before training, CUDA-graph capture or serving (the only place,
+    with ``TRITATTN_AUTOTUNE=1``, where configs are benchmarked). Under torch.distributed, call
+    it on every rank: rank 0's configs are given to all. Returns a :class:`TuneReport` (summary
+    logged at INFO). A no-op, saying why, where nothing is tuned (CPU, interpreter, tuning off)."""
     start = time.perf_counter()
     inputs = example_input if isinstance(example_input, tuple) else (example_input,)
     tensors = [t for t in tree_leaves(inputs) if isinstance(t, Tensor)]

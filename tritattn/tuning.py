@@ -9,34 +9,55 @@ A :class:`Tuner` picks one config per *problem key* — what changes the best co
     the layout (whether rows are the contiguous axis), the dtype, and the constexpr flags that
     change the memory traffic (e.g. WANT_MAX, HAS_RESIDUAL, ACT).
 
-A config is taken from, first hit wins:
+**Tuning is kept off the training step.** A launch never benchmarks unless the user asked for
+it. A config is taken from, first hit wins:
 
-1. this process's memory;
+1. this process's decisions;
 2. the user cache, ``$TRITATTN_CACHE_DIR/tuning.json`` (default ``$XDG_CACHE_HOME/tritattn`` or
    ``~/.cache/tritattn``), keyed by GPU name → triton version → ``kernel/problem key``; it is
    loaded at import, so a second process pays no tuning;
 3. the table shipped in the package for known GPUs, ``tritattn/tuned/<gpu>.json`` (same format,
    written by ``perf/sweep.py --write-tuned-table``); an entry made with another triton version
    is used too when the current version has none (configs are only block sizes, warps, stages);
-4. tuning now: the config space pruned to a handful of candidates (``tiling.prune_configs``:
-   layout-matching orientation, register budget, closeness to the heuristic default, occupancy),
-   each timed with ``triton.testing.do_bench`` (median) on the real arguments; the best one is
-   kept in 1 and written to 2. The kernels store each output element once and accumulate into
-   nothing, so re-running them on the real arguments is safe (no reset_to_zero / restore_value).
+4. benchmarking now — only where it was asked for: inside :func:`benchmarking` (the scope
+   ``tritattn.tune(model, example)`` runs its pass in), or on first use with
+   ``TRITATTN_AUTOTUNE=1`` (:data:`ON_FIRST_USE`). The config space is pruned to a handful of
+   candidates (``tiling.prune_configs``: layout-matching orientation, register budget,
+   closeness to the heuristic default, occupancy), each timed with ``triton.testing.do_bench``
+   (median) on the real arguments; the best one is kept in 1 and written to 2. The kernels
+   store each output element once and leave their ticket counters at 0, so re-running them on
+   the real arguments is safe (no reset_to_zero / restore_value);
+5. otherwise the *nearest tuned problem*: the same kernel, GPU and problem key but for the batch
+   bucket, the closest batch bucket (in powers of two; a tie goes to the larger batch), from the
+   user cache, then the shipped table (:meth:`ConfigTable.nearest`) — the last, partial batch of
+   an epoch runs the config tuned for the full batch, without a benchmark;
+6. otherwise the default config, ``tiling.default_config``.
+
+An INFO message on the ``tritattn`` logger says once why a problem was not benchmarked.
+Benchmarking on first use (``TRITATTN_AUTOTUNE=1``) is also refused while a CUDA graph is
+captured, on a side stream (where ``torch.compile(mode="reduce-overhead")`` and the
+``torch.cuda.graph`` recipe run their warm-ups: do_bench's 256 MB L2-flush buffer would land in
+the graph's memory pool) and under ``torch.distributed`` with more than one rank (each rank
+would time its own winner, and different configs give different bits: :func:`tune` benchmarks
+on rank 0 and broadcasts its choices instead, :func:`share_rank0_decisions`). With decisions
+taken from the tables only, every rank takes the same config for the same problem when every
+rank reads the same tables: the same package, and the same user cache (one shared
+``TRITATTN_CACHE_DIR``, or ``tuning.json`` copied), or ``tritattn.tune`` called on every rank.
 
 **Without a GPU nothing is tuned.** Under the Triton interpreter (``TRITON_INTERPRET=1``), with
-``TRITATTN_AUTOTUNE=0``, under ``torch.use_deterministic_algorithms(True)`` (the block size sets
-the summation order, so results then do not depend on the tuning cache), or while a CUDA graph
-is being captured (benchmarking would break the capture), the default config is used — ``tiling.default_config``, the tile heuristic with
-TILE_ELEMENTS / LONG_SIDE_MAX read at call time — and an INFO message on the ``tritattn`` logger
-says so once. :func:`decisions` tells which config each problem got and where it came from.
+``TRITATTN_AUTOTUNE=0``, or under ``torch.use_deterministic_algorithms(True)`` (the block size
+sets the summation order, so results then do not depend on the tuning cache) the tables are not
+read and the default config is used — ``tiling.default_config``, the tile heuristic with
+TILE_ELEMENTS / LONG_SIDE_MAX read at call time — and an INFO message says so once.
+:func:`decisions` tells which config each problem got and where it came from.
 
 Why a small tuner of our own rather than ``@triton.autotune``: the autotuner fails under the
 interpreter ("0 active drivers"), keeps its results in memory only (its optional disk cache,
 ``cache_results``, sits in triton's cache keyed by source hash, not by GPU, and cannot ship a
-table), and its cache key and internals differ between triton 3.6 and 3.9. This module uses only
-``triton.Config``, ``triton.testing.do_bench`` and a grid callable taking the config's META —
-the same pieces, stable across those versions — and keeps the cache in a format we own.
+table), tunes on first use wherever that is, and its cache key and internals differ between
+triton 3.6 and 3.9. This module uses only ``triton.Config``, ``triton.testing.do_bench`` and a
+grid callable taking the config's META — the same pieces, stable across those versions — and
+keeps the cache in a format we own.
 """
 from __future__ import annotations
 
@@ -50,9 +71,10 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, NamedTuple
 
 import torch
+import torch.distributed
 import triton
 import triton.testing
 from triton.compiler.errors import CompileTimeAssertionFailure
@@ -69,8 +91,21 @@ CONFIG_BUILD_ERRORS: tuple[type[Exception], ...] = (CompileTimeAssertionFailure,
     getattr(runtime_errors, name) for name in ("PTXASError",) if hasattr(runtime_errors, name)
 )
 
-#: Set TRITATTN_AUTOTUNE=0 (or this to False) to always use the default config.
-AUTOTUNE: bool = os.environ.get("TRITATTN_AUTOTUNE", "1") != "0"
+
+def autotune_switches(value: str | None) -> tuple[bool, bool]:
+    """(AUTOTUNE, ON_FIRST_USE) for a value of TRITATTN_AUTOTUNE: unset or empty → (True, False),
+    the tables only; "0" → (False, False), the default config always; anything else → (True,
+    True), and a problem no table holds is benchmarked where it is first met."""
+    value = value or ""
+    return value != "0", value not in ("", "0")
+
+
+#: AUTOTUNE False (TRITATTN_AUTOTUNE=0): every kernel runs the default config, the tables unread.
+#: ON_FIRST_USE (TRITATTN_AUTOTUNE=1): a problem that no table holds is benchmarked at the launch
+#: that first meets it (not under capture, on a side stream, nor with several distributed ranks).
+#: Neither set (the default): benchmarks run only inside :func:`benchmarking` (``tritattn.tune``).
+AUTOTUNE, ON_FIRST_USE = autotune_switches(os.environ.get("TRITATTN_AUTOTUNE"))
+
 #: At most this many configs are benchmarked for a new problem key.
 MAX_CONFIGS = 5
 #: do_bench's warm-up and measuring time per candidate config, in ms.
@@ -105,6 +140,10 @@ def config_from_json(d: dict[str, int]) -> triton.Config:
     return triton.Config(kwargs, num_warps=d["num_warps"], num_stages=d["num_stages"])
 
 
+#: The batch bucket in a problem key (see :attr:`Problem.key`).
+_BATCH_BUCKET = re.compile(r",B<=(\d+),")
+
+
 class ConfigTable:
     """Tuned configs: GPU name → triton version → ``"kernel/problem key"`` → config (as JSON)."""
 
@@ -125,12 +164,36 @@ class ConfigTable:
             log.warning("ignoring tuning cache %s (%s)", path, e)
             return cls()
 
-    def get(self, gpu: str, version: str, key: str, any_version: bool = False) -> triton.Config | None:
+    def _versions(self, gpu: str, version: str, any_version: bool) -> list[dict[str, dict[str, int]]]:
+        """``gpu``'s entries for ``version``, then (``any_version``) for the other versions, sorted."""
         by_version = self.entries.get(gpu, {})
-        versions = [version] + (sorted(v for v in by_version if v != version) if any_version else [])
-        for v in versions:
-            if key in by_version.get(v, {}):
-                return config_from_json(by_version[v][key])
+        others = sorted(v for v in by_version if v != version) if any_version else []
+        return [by_version.get(v, {}) for v in [version] + others]
+
+    def get(self, gpu: str, version: str, key: str, any_version: bool = False) -> triton.Config | None:
+        for keys in self._versions(gpu, version, any_version):
+            if key in keys:
+                return config_from_json(keys[key])
+        return None
+
+    def nearest(self, gpu: str, version: str, key: str, any_version: bool = False) -> tuple[triton.Config, str] | None:
+        """(config, its key) of the tuned problem nearest to ``key`` = ``"kernel/problem key"``: the
+        same kernel and problem key but for the batch bucket ``B<=n``, with the closest batch
+        bucket (in powers of two; a tie goes to the larger batch); versions as :meth:`get`."""
+        here = _BATCH_BUCKET.search(key)
+        if here is None:
+            return None
+        rest, log_batch = (key[:here.start()], key[here.end():]), int(here.group(1)).bit_length()
+        for keys in self._versions(gpu, version, any_version):
+            ranked = []
+            for other in keys:
+                there = _BATCH_BUCKET.search(other)
+                if there is not None and (other[:there.start()], other[there.end():]) == rest:
+                    batch = int(there.group(1))  # a power of two: bit_length is its log2 + 1
+                    ranked.append((abs(batch.bit_length() - log_batch), -batch, other))
+            if ranked:
+                other = min(ranked)[2]
+                return config_from_json(keys[other]), other
         return None
 
     def put(self, gpu: str, version: str, key: str, cfg: triton.Config) -> None:
@@ -170,6 +233,11 @@ _user_table = ConfigTable.load(cache_file())  # loaded at import: a second proce
 _shipped_table = _load_shipped()
 
 
+def _tables() -> tuple[tuple[ConfigTable, str, bool], ...]:
+    """The tables in the order they are read: (table, its name, any triton version's entries)."""
+    return ((_user_table, "user cache", False), (_shipped_table, "shipped table", True))
+
+
 def shipped_table() -> ConfigTable:
     """The tuned tables shipped in the package (``tritattn/tuned/*.json``), merged."""
     return _shipped_table
@@ -201,18 +269,42 @@ class Decision:
     kernel: str
     key: str
     config: dict[str, int]
-    source: str  # "tuned", "user cache", "shipped table", or "default: <why>"
+    source: str  # "tuned", "user cache", "shipped table", "<table>, nearest batch (B<=n)", or "default: <why>"
     candidates: int  # configs benchmarked (tuned) or that would be (interpreter: the pruned list)
+
+
+class Choice(NamedTuple):
+    """A problem's config on the launch path. ``final``: tuned, or read from a table for this very
+    problem; else a fallback (the nearest tuned problem's config, or the default: ``config`` None,
+    computed at each call), kept until benchmarking is allowed or the tables change."""
+
+    config: triton.Config | None
+    final: bool
 
 
 _decisions: dict[str, Decision] = {}  # "kernel/problem key" → decision, for reports
 _NO_DECISION = Decision("", "", {}, "none", 0)
-_chosen: dict[str, triton.Config] = {}  # the same keys → config, for the launch path
+_chosen: dict[str, Choice] = {}  # the same keys → config, for the launch path
 _tuning_seconds = 0.0
-_said_skipped = False
+_said: set[str] = set()  # the INFO messages said (once each)
+_benchmark_scopes = 0  # the open benchmarking() scopes
 
 
 _recorders: list[set[str]] = []  # the open recording() scopes
+
+
+@contextlib.contextmanager
+def benchmarking() -> Iterator[None]:
+    """Within the scope, a problem that no table holds is benchmarked where it is met (never
+    while a CUDA graph is captured). ``tritattn.tune`` runs its pass in it; keep it outside
+    CUDA-graph warm-ups (do_bench allocates a 256 MB L2-flush buffer) and, under
+    torch.distributed, to rank 0 (:func:`share_rank0_decisions`)."""
+    global _benchmark_scopes
+    _benchmark_scopes += 1
+    try:
+        yield
+    finally:
+        _benchmark_scopes -= 1
 
 
 @contextlib.contextmanager
@@ -253,15 +345,93 @@ def skip_reason(device: torch.device) -> str | None:
     return None
 
 
+def why_not_benchmark(device: torch.device) -> str | None:
+    """Why a problem that no table holds is not benchmarked now on ``device`` (None: it is)."""
+    if torch.cuda.is_current_stream_capturing():
+        return "a CUDA graph is being captured: not benchmarking; the nearest tuned problem's config or the default runs"
+    if _benchmark_scopes:
+        return None
+    if not ON_FIRST_USE:
+        return ("not benchmarking during a run: a kernel problem that no tuning table holds runs the config of the "
+                "nearest tuned problem (another batch size) or the default; tritattn.tune(model, example) benchmarks "
+                "(or TRITATTN_AUTOTUNE=1, on first use)")
+    world = distributed_world_size()
+    if world > 1:
+        return (f"TRITATTN_AUTOTUNE=1 not followed under torch.distributed ({world} ranks): ranks timing their own "
+                "winners could run different configs (different bits); tritattn.tune(model, example) benchmarks on "
+                "rank 0 and gives every rank its choices")
+    if on_side_stream(device):
+        return ("TRITATTN_AUTOTUNE=1: not benchmarking on a side stream, where CUDA-graph warm-ups run (do_bench's "
+                "256 MB flush buffer would stay in the graph's pool); call tritattn.tune(model, example) before capturing")
+    return None
+
+
+def on_side_stream(device: torch.device) -> bool:
+    """Whether work on ``device`` goes to a stream other than its default stream."""
+    return torch.cuda.current_stream(device) != torch.cuda.default_stream(device)
+
+
+def distributed_world_size() -> int:
+    """The number of torch.distributed ranks (1 when torch.distributed is not initialised)."""
+    dist = torch.distributed
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def distributed_rank() -> int:
+    """This process's torch.distributed rank (0 when torch.distributed is not initialised)."""
+    return torch.distributed.get_rank() if distributed_world_size() > 1 else 0
+
+
+def share_rank0_decisions(keys: set[str], device: torch.device) -> None:
+    """Under torch.distributed with several ranks, every rank takes rank 0's decisions for
+    ``keys`` (``"kernel/problem key"``): a collective, every rank calls it after the same run.
+    Ranks that read different tables, or timed their own winners, would run different configs,
+    and different configs give different bits. The configs rank 0 benchmarked go to every
+    rank's user cache too. A no-op with one process."""
+    if distributed_world_size() <= 1:
+        return
+    mine = {key: _decisions[key] for key in sorted(keys) if key in _decisions}
+    payload = [mine]
+    torch.distributed.broadcast_object_list(payload, src=0)
+    if distributed_rank() == 0:
+        return
+    theirs: dict[str, Decision] = payload[0]
+    if set(theirs) != set(mine):
+        log.warning("rank %d decided kernel problems that rank 0 did not, or the reverse: %s", distributed_rank(),
+                    sorted(set(theirs) ^ set(mine)))
+    gpu, version = gpu_name(device), triton.__version__
+    for key, d in theirs.items():
+        cfg = config_from_json(d.config)
+        _decisions[key], _chosen[key] = d, Choice(cfg, True)
+        if d.source == "tuned":
+            _user_table.put(gpu, version, key, cfg)
+    if any(d.source == "tuned" for d in theirs.values()):
+        _save_user_cache(gpu, version)
+    _forget_fallbacks()
+
+
 def gpu_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device)
 
 
-def _say_skipped_once(reason: str) -> None:
-    global _said_skipped
-    if not _said_skipped:
+def _say_once(reason: str) -> None:
+    if reason not in _said:
         log.info("%s", reason)
-        _said_skipped = True
+        _said.add(reason)
+
+
+def _forget_fallbacks() -> None:
+    """Drop the fallback choices: a table changed, the nearest tuned problem may be another."""
+    for key in [key for key, choice in _chosen.items() if not choice.final]:
+        del _chosen[key]
+
+
+def _save_user_cache(gpu: str, version: str) -> None:
+    try:
+        _user_table.only(gpu, version).save(cache_file())
+        log.debug("wrote the tuning cache %s", cache_file())
+    except OSError as e:
+        log.warning("could not write the tuning cache %s (%s)", cache_file(), e)
 
 
 class Tuner:
@@ -291,17 +461,20 @@ class Tuner:
     def _run(self, cfg: triton.Config, grid, args: tuple, constexprs: dict[str, Any]) -> None:
         self.kernel[grid](*args, **constexprs, **cfg.kwargs, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
 
-    def _remember(self, problem: Problem, cfg: triton.Config, source: str, candidates: int) -> triton.Config:
+    def _remember(self, problem: Problem, cfg: triton.Config, source: str, candidates: int,
+                  choice: Choice | None = None) -> triton.Config:
+        """Record the decision (``cfg`` from ``source``) and the launch path's choice (default:
+        ``cfg``, final)."""
         full_key = f"{self.name}/{problem.key}"
         _decisions[full_key] = Decision(self.name, problem.key, config_to_json(cfg), source, candidates)
-        _chosen[full_key] = cfg
+        _chosen[full_key] = choice if choice is not None else Choice(cfg, True)
         return cfg
 
     def _config(self, problem: Problem, grid, args: tuple, constexprs: dict[str, Any], device: torch.device) -> triton.Config:
         full_key = f"{self.name}/{problem.key}"
         reason = skip_reason(device)
         if reason is not None:
-            _say_skipped_once(reason)
+            _say_once(reason)
             default = self._default(problem)  # read TILE_ELEMENTS now: tests change it between calls
             if not _decisions.get(full_key, _NO_DECISION).source.startswith("default"):
                 # reported (also over an earlier tuned decision: the default is what runs now), not
@@ -311,16 +484,21 @@ class Tuner:
                                                 "default: " + reason.split(":")[0], len(self.candidates(problem, grid)))
             return default
 
-        if full_key in _chosen:
-            return _chosen[full_key]
+        chosen = _chosen.get(full_key)
+        if chosen is not None and chosen.final:
+            return chosen.config
+        why_not = why_not_benchmark(device)
+        if chosen is not None and why_not is not None:  # the fallback, until benchmarking is allowed
+            return chosen.config if chosen.config is not None else self._default(problem)
         gpu, version = gpu_name(device), triton.__version__
-        for table, source, any_version in ((_user_table, "user cache", False), (_shipped_table, "shipped table", True)):
+        for table, source, any_version in _tables():
             cfg = table.get(gpu, version, full_key, any_version)
             if cfg is not None:
                 log.debug("%s %s: %s from the %s", self.name, problem.key, config_to_json(cfg), source)
                 return self._remember(problem, cfg, source, 0)
-        if torch.cuda.is_current_stream_capturing():
-            return self._default(problem)  # cannot benchmark inside a capture; tune on a later call
+        if why_not is not None:
+            _say_once(why_not)
+            return self._fallback(problem, grid, gpu, version)
         sm_count = torch.cuda.get_device_properties(device).multi_processor_count
         candidates = self.candidates(problem, grid, min_programs=2 * sm_count)
         cfg = self._benchmark(candidates, grid, args, constexprs)
@@ -328,12 +506,23 @@ class Tuner:
             log.warning("%s: no candidate config built for %s; using the default", self.name, problem.key)
             return self._default(problem)
         _user_table.put(gpu, version, full_key, cfg)
-        try:
-            _user_table.only(gpu, version).save(cache_file())
-            log.debug("wrote %s %s to the tuning cache %s", self.name, problem.key, cache_file())
-        except OSError as e:
-            log.warning("could not write the tuning cache %s (%s)", cache_file(), e)
+        _save_user_cache(gpu, version)
+        _forget_fallbacks()
         return self._remember(problem, cfg, "tuned", len(candidates))
+
+    def _fallback(self, problem: Problem, grid, gpu: str, version: str) -> triton.Config:
+        """A problem no table holds, not benchmarked: the nearest tuned problem's config (user
+        cache, then shipped table; :meth:`ConfigTable.nearest`), else the default."""
+        full_key = f"{self.name}/{problem.key}"
+        for table, source, any_version in _tables():
+            near = table.nearest(gpu, version, full_key, any_version)
+            if near is not None:
+                cfg, other = near
+                batch = _BATCH_BUCKET.search(other).group(1)
+                log.debug("%s %s: %s, the nearest tuned problem's (%s)", self.name, problem.key, config_to_json(cfg), other)
+                return self._remember(problem, cfg, f"{source}, nearest batch (B<={batch})", 0, Choice(cfg, False))
+        return self._remember(problem, self._default(problem), "default: not tuned", len(self.candidates(problem, grid)),
+                              Choice(None, False))
 
     def _default(self, problem: Problem) -> triton.Config:
         return tiling.default_config(problem.R, problem.K, problem.rows_contiguous, self.num_stages)
