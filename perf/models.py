@@ -10,9 +10,9 @@ Models: timm seresnet50, ecaresnet50d, efficientnet_b0, mobilenetv3_large_100, r
 ResNet-50 (timm ``resnet50`` with ``block_args=dict(attn_layer="cbam")``), resnest50d, skresnet50,
 gcresnet50t, legacy_seresnet50, torchvision efficientnet_b0 and regnet_y_400mf, with random weights. Modes: ``inference`` (eval, no autograd)
 and ``train`` (forward, cross-entropy on random labels, backward, an SGD step with momentum).
-Each (model, variant, mode) is warmed up (compiles, tunes) and then timed step by step (CUDA
-events on a GPU): samples/s at the median step and at its p20 / p80, and the peak memory allocated
-during the timed steps. Device-independent: the activation bytes a training forward saves for
+Each (model, variant, mode) is warmed up (compiles; tunes, inside ``tuning.benchmarking()``) and
+then timed step by step (CUDA events on a GPU): samples/s at the median step and at its p20 / p80,
+and the peak memory allocated during the timed steps. Device-independent: the activation bytes a training forward saves for
 backward (``torch.autograd.graph.saved_tensors_hooks``, unique storages), counted on the "meta"
 device at full size (batch 32 at 224×224 unless set), for eager and tritattn.
 
@@ -59,6 +59,7 @@ from census import saved_activations  # noqa: E402
 from peer_packages import timm, torchvision  # noqa: E402
 
 import tritattn  # noqa: E402
+from tritattn import tuning  # noqa: E402
 
 #: model name → builder (random weights); "tv_" names are torchvision's
 MODELS: dict[str, Callable[[], nn.Module]] = {
@@ -175,8 +176,9 @@ def measure(name: str, variant: str, mode: str, s: Settings, device: torch.devic
     fn = step_fn(model, mode, s, device)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    for _ in range(s.warmup):
-        fn()
+    with tuning.benchmarking():  # the warm-up tunes what no table holds, as tritattn.tune would
+        for _ in range(s.warmup):
+            fn()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
