@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 import tritattn
-from tritattn import reference
+from tritattn import excitation_block, reference
 from conftest import DEVICE, TOLERANCES, assert_close, assert_same_layout, make_input, use_small_tiles
 from fixtures.model_runs import training_step
 from fixtures.workspaces import counters_reset, launched_counters  # noqa: F401
