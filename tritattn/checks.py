@@ -12,10 +12,19 @@ companions (the logits s / t and the residual) floating, strided, on x's device,
 
 Errors: ``TypeError`` for a wrong type, dtype or tensor layout; ``ValueError`` for a wrong
 shape, device, option value, or (modules) channel count.
+
+Under a tracer: a torch.fx ``Proxy`` passes unchecked (nothing about it is known until the graph
+runs: the functional ops trace through to their custom ops, which the graph calls unchecked, as
+``torch.ops.tritattn.*`` and the ``torch.autograd.Function`` classes are); under ``torch.jit.trace``
+the sizes are checked as plain ints (:func:`tritattn.tracing.sizes`: no TracerWarning, and the
+trace records no check). FakeTensors and meta tensors are tensors: checked as any other.
 """
 from __future__ import annotations
 
 import torch
+from torch.fx import Proxy
+
+from .tracing import sizes
 
 GATES = ("sigmoid", "hard_sigmoid")  # gate(s) applied to the logits: kernels/gates.py
 ACTS = ("identity", "relu")  # epilogue after the optional residual add
@@ -30,11 +39,18 @@ MAX_EXTENT = 2**31 - 2**20
 
 
 def _describe(t: torch.Tensor) -> str:
-    return f"shape {tuple(t.shape)}, dtype {t.dtype}, device {t.device}"
+    return f"shape {sizes(t)}, dtype {t.dtype}, device {t.device}"
+
+
+def _symbolic(t: object) -> bool:
+    """Whether t is a torch.fx Proxy: a value of a symbolic trace, unknown until the graph runs."""
+    return isinstance(t, Proxy)
 
 
 def check_tensor(t: object, name: str) -> None:
     """t must be a dense (strided) torch.Tensor of a floating dtype the kernels support."""
+    if _symbolic(t):
+        return
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
     if t.layout != torch.strided:
@@ -54,42 +70,52 @@ def check_tensor(t: object, name: str) -> None:
 def check_feature_map(x: object, name: str = "x") -> None:
     """x must be a dense floating [B, C, H, W] tensor with C, H, W > 0 (B may be 0)."""
     check_tensor(x, name)
-    if x.dim() != 4:
-        raise ValueError(f"{name} must be 4-D [B, C, H, W], got a {x.dim()}-D tensor of shape {tuple(x.shape)}")
-    _, C, H, W = x.shape
+    if _symbolic(x):
+        return
+    shape = sizes(x)
+    if len(shape) != 4:
+        raise ValueError(f"{name} must be 4-D [B, C, H, W], got a {len(shape)}-D tensor of shape {shape}")
+    _, C, H, W = shape
     if C == 0 or H == 0 or W == 0:
-        raise ValueError(f"{name} must have C, H, W > 0 to pool over, got shape {tuple(x.shape)} (B = 0 is allowed)")
+        raise ValueError(f"{name} must have C, H, W > 0 to pool over, got shape {shape} (B = 0 is allowed)")
     if C > MAX_EXTENT or H * W > MAX_EXTENT:
-        raise ValueError(f"{name} must have C and H×W at most {MAX_EXTENT}, got shape {tuple(x.shape)}")
+        raise ValueError(f"{name} must have C and H×W at most {MAX_EXTENT}, got shape {shape}")
 
 
 def check_companion(t: object, name: str, x: torch.Tensor, shape: tuple[int, ...]) -> None:
     """t (a gate, logits or residual belonging to x) must be dense, floating, on x's device, of ``shape``."""
     check_tensor(t, name)
+    if _symbolic(t) or _symbolic(x):
+        return
     if t.device != x.device:
         raise ValueError(f"{name} is on {t.device} but x is on {x.device}; move them to one device")
-    if tuple(t.shape) != tuple(shape):
-        raise ValueError(f"{name} must have shape {tuple(shape)} to match x ({_describe(x)}), got {tuple(t.shape)}")
+    if sizes(t) != sizes(shape):
+        raise ValueError(f"{name} must have shape {sizes(shape)} to match x ({_describe(x)}), got {sizes(t)}")
 
 
 def check_logits(s: object, x: torch.Tensor, name: str = "s") -> None:
     """Per-channel logits for x: [B, C] or [B, C, 1, 1] (the output of a 1×1 conv)."""
     check_tensor(s, name)
-    B, C = x.shape[:2]
-    if tuple(s.shape) not in ((B, C), (B, C, 1, 1)):
+    if _symbolic(s) or _symbolic(x):
+        return
+    B, C = sizes(x)[:2]
+    if sizes(s) not in ((B, C), (B, C, 1, 1)):
         raise ValueError(
             f"{name} must have shape ({B}, {C}) or ({B}, {C}, 1, 1) — [B, C] logits for x ({_describe(x)}) — "
-            f"got {tuple(s.shape)}"
+            f"got {sizes(s)}"
         )
-    check_companion(s, name, x, tuple(s.shape))
+    check_companion(s, name, x, sizes(s))
 
 
 def check_channels(x: torch.Tensor, expected: int, module: str) -> None:
     """A module built for ``expected`` channels must get x = [B, expected, H, W] (x already checked
     with :func:`check_feature_map`)."""
-    if x.shape[1] != expected:
+    if _symbolic(x):
+        return
+    channels = sizes(x)[1]
+    if channels != expected:
         raise ValueError(
-            f"{module} was built for {expected} channels but x has {x.shape[1]} "
+            f"{module} was built for {expected} channels but x has {channels} "
             f"(x: {_describe(x)}; expected [B, {expected}, H, W])"
         )
 

@@ -29,6 +29,7 @@ accumulate in ACC the same way.
 """
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -41,6 +42,7 @@ from .excitation_block import acc_dtype
 from .functions import differentiable
 from .layout import addressable
 from .ops import _empty_like_4d, _new
+from .tracing import leaf_function, sizes
 
 if TRITON_AVAILABLE:
     from . import launch
@@ -135,6 +137,7 @@ ContextPool = differentiable(context_pool_op, _setup, _backward)  # registers th
 
 # --- the public function -----------------------------------------------------------------------
 
+@leaf_function
 def context_pool(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """GCNet's global context of x [B, C, H, W]: ``ctx[b, c] = Σ_p softmax_p(w · x[b, :, p] + bias) · x[b, c, p]``
     → [B, C] in x's dtype, differentiable in x, weight and bias.
@@ -144,16 +147,16 @@ def context_pool(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tenso
     (float64 for float64 x); x is read once, in place for NCHW and channels_last.
     """
     check_feature_map(x)
-    C = x.shape[1]
+    C = sizes(x)[1]
     check_tensor(weight, "weight")
-    if weight.numel() != C or (weight.dim() != 1 and tuple(weight.shape) != (1, C, 1, 1)):
+    if math.prod(sizes(weight)) != C or (weight.dim() != 1 and sizes(weight) != (1, C, 1, 1)):
         raise ValueError(f"weight must have shape ({C},) or (1, {C}, 1, 1) — the 1×1 conv from x's {C} channels "
                          f"to one — got {tuple(weight.shape)}")
     if weight.device != x.device:
         raise ValueError(f"weight is on {weight.device} but x is on {x.device}; move them to one device")
     if bias is not None:
         check_tensor(bias, "bias")
-        if tuple(bias.shape) != (1,):
+        if sizes(bias) != (1,):
             raise ValueError(f"bias must have shape (1,) (the conv's one output channel), got {tuple(bias.shape)}")
         if bias.device != x.device:
             raise ValueError(f"bias is on {bias.device} but x is on {x.device}; move them to one device")

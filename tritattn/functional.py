@@ -50,6 +50,7 @@ from .checks import check_act, check_choice, check_companion, check_feature_map,
 from .context_block import ContextPool
 from .excitation_block import ExcitationBlock
 from .radix_block import RadixCombine, RadixPool
+from .tracing import leaf_function
 
 __all__ = [
     "squeeze", "excite_scale", "spatial_pool", "spatial_scale", "SqueezeMode",
@@ -60,6 +61,7 @@ __all__ = [
 SqueezeMode = Literal["mean", "max", "mean_max"]
 
 
+@leaf_function
 def squeeze(x: Tensor, mode: SqueezeMode = "mean") -> Tensor | tuple[Tensor, Tensor]:
     """Per-(b, c) pooling of x [B, C, H, W] over H×W, accumulated in float32.
 
@@ -72,6 +74,7 @@ def squeeze(x: Tensor, mode: SqueezeMode = "mean") -> Tensor | tuple[Tensor, Ten
     return {"mean": mean, "max": maximum}.get(mode, (mean, maximum))
 
 
+@leaf_function
 def excite_scale(
     x: Tensor, s: Tensor, gate: str = "sigmoid", residual: Tensor | None = None, act: str = "identity"
 ) -> Tensor:
@@ -92,12 +95,14 @@ def excite_scale(
     return torch.ops.tritattn.excite_scale(x, s.reshape(B, C), residual, gate, act)
 
 
+@leaf_function
 def spatial_pool(x: Tensor) -> Tensor:
     """CBAM's spatial descriptor: concat(mean over C, max over C) → [B, 2, H, W], x's dtype and format."""
     check_feature_map(x)
     return torch.ops.tritattn.spatial_pool(x)[0]
 
 
+@leaf_function
 def spatial_scale(x: Tensor, t: Tensor, gate: str = "sigmoid") -> Tensor:
     """y = x · gate(t)[b, 0, h, w]: CBAM's spatial attention applied, t the [B, 1, H, W] conv output."""
     check_feature_map(x)

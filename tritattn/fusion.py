@@ -32,6 +32,7 @@ import logging
 from dataclasses import dataclass
 from typing import Callable
 
+import torch
 from torch import Tensor, nn
 
 from .modules import CbamPipeline, ChannelExcitation, kernel_gate_as
@@ -39,6 +40,7 @@ from .peers import qualified_name
 from .probe import probe_rewrite
 from .hooks import has_hooks
 from .reclass import class_lookup, derived_class
+from .tracing import fx_leaf, is_symbolic, leaf_class
 from .twins import FAST_TWINS
 
 log = logging.getLogger("tritattn")
@@ -46,6 +48,10 @@ log = logging.getLogger("tritattn")
 
 def _basic_block_forward(self, x: Tensor) -> Tensor:
     """timm's ``BasicBlock.forward`` with the SE, residual add and act2 fused."""
+    if torch.jit.is_scripting():
+        return self.reference_forward(x)
+    if is_symbolic(x):
+        return fx_leaf(self, x)
     if _unfused_now(self):
         return unfused_class(self).forward(self, x)
     shortcut = x
@@ -58,6 +64,10 @@ def _basic_block_forward(self, x: Tensor) -> Tensor:
 
 def _bottleneck_forward(self, x: Tensor) -> Tensor:
     """timm's ``Bottleneck.forward`` with the SE, residual add and act3 fused."""
+    if torch.jit.is_scripting():
+        return self.reference_forward(x)
+    if is_symbolic(x):
+        return fx_leaf(self, x)
     if _unfused_now(self):
         return unfused_class(self).forward(self, x)
     shortcut = x
@@ -71,6 +81,10 @@ def _bottleneck_forward(self, x: Tensor) -> Tensor:
 
 def _senet_block_forward(self, x: Tensor) -> Tensor:
     """timm's ``senet.SEResNetBlock.forward`` with the SE, residual add and ReLU fused."""
+    if torch.jit.is_scripting():
+        return self.reference_forward(x)
+    if is_symbolic(x):
+        return fx_leaf(self, x)
     if _unfused_now(self):
         return unfused_class(self).forward(self, x)
     shortcut = x
@@ -84,6 +98,10 @@ def _senet_block_forward(self, x: Tensor) -> Tensor:
 def _senet_bottleneck_forward(self, x: Tensor) -> Tensor:
     """timm's ``senet.Bottleneck.forward`` (SEBottleneck, SEResNetBottleneck, SEResNeXtBottleneck)
     with the SE, residual add and ReLU fused."""
+    if torch.jit.is_scripting():
+        return self.reference_forward(x)
+    if is_symbolic(x):
+        return fx_leaf(self, x)
     if _unfused_now(self):
         return unfused_class(self).forward(self, x)
     shortcut = x
@@ -185,8 +203,9 @@ def is_fused(block: nn.Module) -> bool:
 
 def fused_class(cls: type[nn.Module]) -> type[nn.Module]:
     """The fused subclass of timm block class ``cls`` (created once, kept as an attribute here)."""
-    return derived_class(globals(), _FUSED_PREFIX, cls, MIRRORED_FORWARDS[qualified_name(cls)].forward,
-                         f"{qualified_name(cls)} with its SE, residual add and ReLU in one kernel pass.")
+    fused = derived_class(globals(), _FUSED_PREFIX, cls, MIRRORED_FORWARDS[qualified_name(cls)].forward,
+                          f"{qualified_name(cls)} with its SE, residual add and ReLU in one kernel pass.")
+    return leaf_class(fused, cls.forward)  # a leaf of torch.fx traces; TorchScript runs timm's forward
 
 
 def fusion_refusal(block: nn.Module, se_class: type[nn.Module] | None = None) -> str | None:

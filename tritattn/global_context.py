@@ -17,6 +17,7 @@ from .functional import excite_scale, squeeze
 from .modules import kernel_for_gate, kernel_gate, mlp_act_kind
 from .peers import qualified_name
 from .hooks import has_hooks
+from .tracing import fx_leaf, is_symbolic, leaf_class
 
 #: the hidden activations the in-kernel MLP computes (of modules.mlp_act_kind's)
 _MLP_ACTS = ("relu", "silu")
@@ -84,6 +85,10 @@ class GlobalContext(reference.GlobalContext):
     gate_attr = "gate"
 
     def forward(self, x: Tensor) -> Tensor:
+        if torch.jit.is_scripting():
+            return self.reference_forward(x)
+        if is_symbolic(x):
+            return fx_leaf(self, x)
         check_feature_map(x)
         for name in ("conv_attn", "mlp_scale", "mlp_add"):
             layer = getattr(self, name)
@@ -137,3 +142,6 @@ class GlobalContext(reference.GlobalContext):
         if self.mlp_scale is not None and kernel_for_gate(self.gate) is None:
             return f"the gate {type(self.gate).__name__} has no kernel"
         return None
+
+
+leaf_class(GlobalContext, reference.GlobalContext.forward)  # a leaf of torch.fx traces; TorchScript runs the reference

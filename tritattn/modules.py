@@ -37,6 +37,7 @@ from .excitation_block import BlockSpec
 from .peers import peer_gate_kind, qualified_name
 from .producer import Prologue, prologue_of
 from .reference import gate_kind
+from .tracing import fx_leaf, is_symbolic, leaf_twins, sizes
 
 _warned: set[tuple[str, str]] = set()
 
@@ -138,13 +139,13 @@ class ChannelExcitation(nn.Module):
     def _excite_after(self, prologue: Prologue, c: Tensor, residual: Tensor | None, act: str) -> Tensor:
         check_feature_map(c)
         gate = self.kernel_gate_name()
-        if gate is None or residual is not None or act != "identity" or not c.numel() or not self.uses_block_pipeline(c):
+        if gate is None or residual is not None or act != "identity" or 0 in sizes(c) or not self.uses_block_pipeline(c):
             return self._excite_input(prologue.eager(c), residual, act)
         if self.channels_attr is not None:
             check_channels(c, getattr(self, self.channels_attr).in_channels, type(self).__name__)
         norm = prologue.norm
         check_channels(c, norm.num_features, type(norm).__name__)
-        factor = count_batch(norm, c.shape) if norm.training else 0.0
+        factor = count_batch(norm, sizes(c)) if norm.training else 0.0
         batch_stats = norm.training or norm.running_mean is None
         y, stats = excitation_block.excitation_with_stats(
             c, self.block_spec(), gate, prologue=(prologue.kind, prologue.norm_args()), batch_stats=batch_stats)
@@ -167,6 +168,10 @@ class ChannelExcitation(nn.Module):
         return excite_scale(x, self.logits(x), gate, residual, act)
 
     def forward(self, x: Tensor) -> Tensor:
+        if torch.jit.is_scripting():
+            return self.reference_forward(x)
+        if is_symbolic(x):
+            return fx_leaf(self, x)
         return self.excite(x)
 
 
@@ -237,7 +242,7 @@ class CecaModule(ChannelExcitation, reference.CecaModule):
 
     def uses_block_pipeline(self, x: Tensor) -> bool:
         # circular padding wraps at most once (F.pad refuses more: the per-op path raises its error)
-        return x.shape[1] >= self.padding and super().uses_block_pipeline(x)
+        return sizes(x)[1] >= self.padding and super().uses_block_pipeline(x)
 
     def block_spec(self) -> BlockSpec:
         return BlockSpec("mean", "taps_circular", w1=self.conv.weight.flatten(), b2=self.conv.bias)
@@ -287,6 +292,10 @@ class SpatialScaling:
         raise NotImplementedError
 
     def forward(self, x: Tensor) -> Tensor:
+        if torch.jit.is_scripting():
+            return self.reference_forward(x)
+        if is_symbolic(x):
+            return fx_leaf(self, x)
         check_feature_map(x)
         gate = kernel_gate(self, self.gate)
         if gate is None:
@@ -360,13 +369,17 @@ class CbamPipeline:
         return excitation_block.runs_for(x) and self.pipeline_refusal() is None
 
     def forward(self, x: Tensor) -> Tensor:
+        if torch.jit.is_scripting():
+            return self.reference_forward(x)
+        if is_symbolic(x):
+            return fx_leaf(self, x)
         check_feature_map(x)
         check_channels(x, self.channel.fc1.in_channels, type(self).__name__)
         if not self.uses_pipeline(x):
             return self.spatial(self.channel(x))
         spec = self.channel.block_spec()
         bn = self.spatial.conv.bn
-        factor = count_batch(bn, torch.Size((x.shape[0], 1, *x.shape[2:]))) if bn.training else 0.0
+        factor = count_batch(bn, (sizes(x)[0], 1, *sizes(x)[2:])) if bn.training else 0.0
         y, _, _, affine = cbam_block.cbam_block(
             x, spec.w1, spec.b1, spec.w2, spec.b2, spec.pool, spec.act, self.channel.kernel_gate_name(),
             self.spatial.conv.conv.weight, bn.weight, bn.bias, bn.running_mean, bn.running_var, bn.eps, bn.training,
@@ -433,6 +446,10 @@ class SqueezeExcitation(ChannelExcitation, reference.SqueezeExcitation):
         return _fc_act_fc("mean", self.fc1, self.activation, self.fc2)
 
     def forward(self, input: Tensor) -> Tensor:  # torchvision's argument name
+        if torch.jit.is_scripting():
+            return self.reference_forward(input)
+        if is_symbolic(input):
+            return fx_leaf(self, input)
         return self.excite(input)
 
 
@@ -469,3 +486,4 @@ FAST_TWINS: dict[type[nn.Module], type[nn.Module]] = {
         LightSpatialAttn, CbamModule, LightCbamModule, SqueezeExcite, SqueezeExcitation, LegacySEModule,
     )
 }
+leaf_twins(FAST_TWINS)  # leaves of torch.fx traces; TorchScript runs their reference forwards

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor, nn
 
 from .peers import class_before_convert, qualified_name
 from .reclass import class_lookup, derived_class
+from .tracing import fx_leaf, is_symbolic, leaf_class
 
 #: the attribute of an SE block holding its :class:`Prologue` (in its ``__dict__``, not its state)
 PROLOGUE_ATTR = "_tritattn_prologue"
@@ -58,6 +60,10 @@ class Prologue:
 
 
 def _passthrough_forward(self: nn.Module, x: Tensor) -> Tensor:
+    if torch.jit.is_scripting():  # its own class's forward: the SE block's reference forward takes act(bn(c))
+        return self.reference_forward(x)
+    if is_symbolic(x):
+        return fx_leaf(self, x)
     if self._forward_hooks or self._forward_pre_hooks:
         raise RuntimeError(
             f"this {class_before_convert(self).__name__} was taken into the SE block after it by tritattn.convert "
@@ -67,8 +73,9 @@ def _passthrough_forward(self: nn.Module, x: Tensor) -> Tensor:
 
 def passthrough_class(cls: type[nn.Module]) -> type[nn.Module]:
     """The subclass of producer class ``cls`` whose forward passes its input through (created once)."""
-    return derived_class(globals(), _PREFIX, cls, _passthrough_forward,
-                         f"{qualified_name(cls)} taken into the SE block after it: passes its input through.")
+    passthrough = derived_class(globals(), _PREFIX, cls, _passthrough_forward,
+                                f"{qualified_name(cls)} taken into the SE block after it: passes its input through.")
+    return leaf_class(passthrough, cls.forward)  # a leaf of torch.fx traces; TorchScript runs cls's forward
 
 
 #: unpickling a model with a producer taken in looks its pass-through classes up here: built on demand

@@ -48,6 +48,7 @@ from .checks import _describe, check_companion, check_tensor
 from .excitation_block import MLP_ACTS, _norm, _prologue, acc_dtype
 from .functions import differentiable
 from .layout import flat_spatial_stride
+from .tracing import leaf_function, sizes
 from .ops import _new
 
 if TRITON_AVAILABLE:
@@ -190,10 +191,11 @@ def check_branches(x5: object, name: str = "x5") -> None:
             f"{name} must be 5-D [B, R, C, H, W] (R branches of C channels), got a {x5.dim()}-D tensor of "
             f"shape {tuple(x5.shape)}"
         )
-    if 0 in tuple(x5.shape[1:]):
+    if 0 in sizes(x5)[1:]:
         raise ValueError(f"{name} must have R, C, H, W > 0, got shape {tuple(x5.shape)} (B = 0 is allowed)")
 
 
+@leaf_function
 def radix_pool(x5: Tensor) -> Tensor:
     """The descriptor of split attention: mean over H×W of the sum of the R branches,
     ``x5.sum(1).mean((2, 3))`` of x5 [B, R, C, H, W] → [B, C], in x5's dtype (float32 / float64
@@ -202,12 +204,13 @@ def radix_pool(x5: Tensor) -> Tensor:
     return torch.ops.tritattn.radix_pool(x5)
 
 
+@leaf_function
 def radix_combine(x5: Tensor, a: Tensor) -> Tensor:
     """The attention-weighted sum of the branches: ``(x5 * a[..., None, None]).sum(1)`` of x5
     [B, R, C, H, W] and a [B, R, C] (the radix softmax) → [B, C, H, W], in x5's dtype and one
     branch's memory format, one rounding. Differentiable in x5 and a (one backward pass)."""
     check_branches(x5)
-    B, R, C = x5.shape[:3]
+    B, R, C = sizes(x5)[:3]
     check_tensor(a, "a")
     if a.dim() != 3:
         raise ValueError(
@@ -317,13 +320,13 @@ def radix_attention(
     inside both kernels (no pass of its own), z and x rounded to c's dtype as eager writes them.
     Not differentiable: raises if grad mode is on and an input requires grad."""
     check_branches(x5)
-    B, R, C = x5.shape[:3]
+    B, R, C = sizes(x5)[:3]
     if act not in MLP_ACTS:
         raise ValueError(f"act must be one of {MLP_ACTS}, got {act!r}")
     check_tensor(w1, "w1")
-    if w1.dim() != 2 or w1.shape[1] != C:
+    if w1.dim() != 2 or sizes(w1)[1] != C:
         raise ValueError(f"w1 must be a dense [RD, {C}] matrix for x5 ({_describe(x5)}), got shape {tuple(w1.shape)}")
-    RD = w1.shape[0]
+    RD = sizes(w1)[0]
     check_companion(w1, "w1", x5, (RD, C))
     check_companion(w2, "w2", x5, (R * C, RD))
     bn = tuple(norm[:4]) if norm is not None else (None,) * 4

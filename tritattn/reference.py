@@ -623,7 +623,7 @@ class SelectiveKernelAttn(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if x.shape[1] != self.num_paths:
-            raise ValueError(f"SelectiveKernelAttn expects {self.num_paths} paths on dim 1, got x of shape {tuple(x.shape)}")
+            raise ValueError(f"SelectiveKernelAttn expects {self.num_paths} paths on dim 1, got x of shape {list(x.shape)}")  # a list: TorchScript
         x = x.sum(1).mean((2, 3), keepdim=True)
         x = self.fc_reduce(x)
         x = self.bn(x)

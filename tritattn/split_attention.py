@@ -47,6 +47,7 @@ from .modules import _plain_batchnorm, hidden_layer_refusal, mlp_act_kind
 from .peers import qualified_name
 from .radix_block import check_branches, dense_pointwise, radix_attention, radix_combine, radix_logit_order, radix_pool
 from .hooks import has_hooks
+from .tracing import fx_leaf, is_symbolic, leaf_twins, sizes
 
 
 def _branches(x: Tensor, radix: int) -> Tensor:
@@ -181,11 +182,16 @@ class SplitAttn(reference.SplitAttn):
         return _mlp_weights(self.fc1, self.bn1, self.act1, self.fc2, self.radix, self.rsoftmax.cardinality)
 
     def forward(self, x: Tensor) -> Tensor:
+        if torch.jit.is_scripting():
+            return self.reference_forward(x)
+        if is_symbolic(x):
+            return fx_leaf(self, x)
         check_feature_map(x)
         check_channels(x, self.conv.in_channels, type(self).__name__)
         x = self.conv(x)
-        R, C = self.radix, x.shape[1] // self.radix
-        if R * C == x.shape[1] and C == self.fc1.in_channels and R * C == self.fc2.out_channels:
+        channels = sizes(x)[1]
+        R, C = self.radix, channels // self.radix
+        if R * C == channels and C == self.fc1.in_channels and R * C == self.fc2.out_channels:
             c5 = _branches(x, R)
             if self.attention_refusal(c5) is None and self.prologue_refusal(c5) is None:
                 # bn0, drop (an Identity) and act0 inside both kernels: they read the conv output
@@ -194,7 +200,7 @@ class SplitAttn(reference.SplitAttn):
         x = self.drop(x)
         x = self.act0(x)
         x5 = _branches(x, self.radix)
-        B, R, C = x5.shape[:3]
+        _, R, C = sizes(x5)[:3]
         if C == self.fc1.in_channels and R * C == self.fc2.out_channels and self.attention_refusal(x5) is None:
             return radix_attention(x5, *self.attention_weights())
         x_gap = radix_pool(x5)[:, :, None, None]
@@ -203,23 +209,28 @@ class SplitAttn(reference.SplitAttn):
         x_gap = self.act1(x_gap)
         x_attn = self.fc2(x_gap)
         a = self.rsoftmax(x_attn)  # [B, R·C] in (radix, channel) order; [B, C, 1, 1] for R = 1
-        return radix_combine(x5, a.reshape(B, R, C))
+        return radix_combine(x5, a.reshape(x5.shape[:3]))
 
 
 class SelectiveKernelAttn(reference.SelectiveKernelAttn):
     __doc__ = reference.SelectiveKernelAttn.__doc__
 
     def forward(self, x: Tensor) -> Tensor:
+        if torch.jit.is_scripting():
+            return self.reference_forward(x)
+        if is_symbolic(x):
+            return fx_leaf(self, x)
         check_branches(x, "x")
-        if x.shape[1] != self.num_paths:
+        shape = sizes(x)
+        if shape[1] != self.num_paths:
             raise ValueError(
-                f"{type(self).__name__} was built for {self.num_paths} paths but x has {x.shape[1]} on dim 1 "
-                f"(x: shape {tuple(x.shape)}; expected [B, {self.num_paths}, C, H, W])"
+                f"{type(self).__name__} was built for {self.num_paths} paths but x has {shape[1]} on dim 1 "
+                f"(x: shape {shape}; expected [B, {self.num_paths}, C, H, W])"
             )
-        if x.shape[2] != self.fc_reduce.in_channels:
+        if shape[2] != self.fc_reduce.in_channels:
             raise ValueError(
-                f"{type(self).__name__} was built for {self.fc_reduce.in_channels} channels but x has {x.shape[2]} "
-                f"on dim 2 (x: shape {tuple(x.shape)}; expected [B, {self.num_paths}, {self.fc_reduce.in_channels}, H, W])"
+                f"{type(self).__name__} was built for {self.fc_reduce.in_channels} channels but x has {shape[2]} "
+                f"on dim 2 (x: shape {shape}; expected [B, {self.num_paths}, {self.fc_reduce.in_channels}, H, W])"
             )
         x = radix_pool(x)[:, :, None, None]
         x = self.fc_reduce(x)
@@ -276,21 +287,25 @@ class SelectiveKernel(reference.SelectiveKernel):
                           for name in ("weight", "bias", "running_mean", "running_var")), bns[0].eps)
 
     def forward(self, x: Tensor) -> Tensor:
+        if torch.jit.is_scripting():
+            return self.reference_forward(x)
+        if is_symbolic(x):
+            return fx_leaf(self, x)
         check_feature_map(x)
         check_channels(x, self.in_channels, type(self).__name__)
         inputs = x.split(self.in_channels // self.num_paths, 1) if self.split_input else [x] * self.num_paths
         if self.attention_refusal(x) is None and self.prologue_refusal(x) is None:
             # the paths' BatchNorm and ReLU inside both kernels: they read the stacked conv outputs
             c5 = torch.stack([path.conv(inputs[i]) for i, path in enumerate(self.paths)], dim=1)
-            if c5.shape[1:3] == (self.attn.num_paths, self.attn.fc_reduce.in_channels):
+            if sizes(c5)[1:3] == (self.attn.num_paths, self.attn.fc_reduce.in_channels):
                 return radix_attention(c5, *self.attention_weights(), prologue=self.prologue_args())
         x5 = torch.stack([path(inputs[i]) for i, path in enumerate(self.paths)], dim=1)
-        B, R, C = x5.shape[:3]
+        _, R, C = sizes(x5)[:3]
         attn = self.attn
         if R == attn.num_paths and C == attn.fc_reduce.in_channels and self.attention_refusal(x5) is None:
             return radix_attention(x5, *self.attention_weights())
         a = self.attn(x5)  # [B, R, C, 1, 1]: timm's SelectiveKernelAttn or the twin
-        return radix_combine(x5, a.reshape(B, R, C))
+        return radix_combine(x5, a.reshape(x5.shape[:3]))
 
 
 #: reference class → its fast twin (the same parameters and buffers, so a module can be re-classed)
@@ -299,3 +314,4 @@ FAST_TWINS = {
     reference.SelectiveKernelAttn: SelectiveKernelAttn,
     reference.SelectiveKernel: SelectiveKernel,
 }
+leaf_twins(FAST_TWINS)  # leaves of torch.fx traces; TorchScript runs their reference forwards
