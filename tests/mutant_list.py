@@ -436,6 +436,43 @@ MUTANTS: list[Mutant] = [
         "tune leaves the BatchNorm running statistics of its example run in the model",
         ("tests/test_tune_model.py::test_tune_decides_every_problem_and_leaves_no_trace",),
     ),
+    # --- issue 24: tuning policy, workspaces, tracing -----------------------------------------
+    Mutant(
+        "tuning_benchmarks_on_first_use_by_default", "tritattn/tuning.py",
+        "    if not ON_FIRST_USE:\n",
+        "    if False and not ON_FIRST_USE:\n",
+        "a problem no table holds is benchmarked in the middle of a run although nobody asked for tuning",
+        ("tests/test_tuning.py::test_a_problem_no_table_holds_is_not_benchmarked_during_a_run",),
+    ),
+    Mutant(
+        "tuning_nearest_takes_the_farthest_batch", "tritattn/tuning.py",
+        "other = min(ranked)[2]",
+        "other = max(ranked)[2]",
+        "an unseen batch runs the config of the farthest tuned batch instead of the nearest",
+        ("tests/test_tuning.py::test_an_unseen_batch_runs_the_nearest_tuned_problem",),
+    ),
+    Mutant(
+        "counters_shared_across_calls", "tritattn/workspaces.py",
+        "    return torch.zeros(n, dtype=torch.int32, device=device)",
+        "    global _shared\n    if n > _shared.numel():\n        _shared = torch.zeros(max(n, 64), dtype=torch.int32, device=device)\n"
+        "    return _shared[:n]\n\n\n_shared = torch.zeros(0, dtype=torch.int32)",
+        "the counters are one cached buffer (64 slots or more) shared by every call, replaced by a bigger one (the old design)",
+        ("tests/test_workspaces.py::test_a_bigger_call_never_takes_the_counters_a_smaller_call_holds",),
+    ),
+    Mutant(
+        "channel_excitation_traced_through", "tritattn/modules.py",
+        "        if is_symbolic(x):\n            return fx_leaf(self, x)\n        return self.excite(x)",
+        "        return self.excite(x)",
+        "an SE twin is traced through by torch.fx (its checks meet a Proxy) instead of being a leaf",
+        ("tests/test_fx.py", "-k", "test_symbolic_trace_keeps_each_block_whole_and_computes_the_same"),
+    ),
+    Mutant(
+        "scripting_compiles_the_fast_forward", "tritattn/modules.py",
+        "        if torch.jit.is_scripting():\n            return self.reference_forward(x)\n        if is_symbolic(x):\n            return fx_leaf(self, x)\n        return self.excite(x)",
+        "        if is_symbolic(x):\n            return fx_leaf(self, x)\n        return self.excite(x)",
+        "torch.jit.script compiles an SE twin's kernel path (not scriptable) instead of its reference forward",
+        ("tests/test_torchscript.py", "-k", "test_scripted_model_runs_the_reference_forwards_on_the_same_parameters"),
+    ),
     # --- perf/gpu_check.py ----------------------------------------------------------------------
     Mutant(
         "stage_failure_reported_as_passed", "perf/stage_runner.py",
