@@ -52,7 +52,9 @@ def test_repr_is_the_summary_line():
     undone = tritattn.revert(model)
     for made in (dry, report, undone):
         assert repr(made) == f"<{type(made).__name__}: {made.summary()}>"
-        assert len(repr(made)) < 300, repr(made)
+        # one line whatever the model's size (it was the whole model: ~24 000 characters here); its longest
+        # form (dry run, producers taken in, the eager path and its reason) stays under 400
+        assert len(repr(made)) < 400, repr(made)
     assert report.summary().startswith(f"tritattn: 16 blocks {blocks_where()} (16 SE)")
 
 
