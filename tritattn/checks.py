@@ -22,9 +22,8 @@ trace records no check). FakeTensors and meta tensors are tensors: checked as an
 from __future__ import annotations
 
 import torch
-from torch.fx import Proxy
 
-from .tracing import sizes
+from .tracing import is_symbolic, sizes
 
 GATES = ("sigmoid", "hard_sigmoid")  # gate(s) applied to the logits: kernels/gates.py
 ACTS = ("identity", "relu")  # epilogue after the optional residual add
@@ -42,14 +41,9 @@ def _describe(t: torch.Tensor) -> str:
     return f"shape {sizes(t)}, dtype {t.dtype}, device {t.device}"
 
 
-def _symbolic(t: object) -> bool:
-    """Whether t is a torch.fx Proxy: a value of a symbolic trace, unknown until the graph runs."""
-    return isinstance(t, Proxy)
-
-
 def check_tensor(t: object, name: str) -> None:
     """t must be a dense (strided) torch.Tensor of a floating dtype the kernels support."""
-    if _symbolic(t):
+    if is_symbolic(t):
         return
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
@@ -70,7 +64,7 @@ def check_tensor(t: object, name: str) -> None:
 def check_feature_map(x: object, name: str = "x") -> None:
     """x must be a dense floating [B, C, H, W] tensor with C, H, W > 0 (B may be 0)."""
     check_tensor(x, name)
-    if _symbolic(x):
+    if is_symbolic(x):
         return
     shape = sizes(x)
     if len(shape) != 4:
@@ -85,7 +79,7 @@ def check_feature_map(x: object, name: str = "x") -> None:
 def check_companion(t: object, name: str, x: torch.Tensor, shape: tuple[int, ...]) -> None:
     """t (a gate, logits or residual belonging to x) must be dense, floating, on x's device, of ``shape``."""
     check_tensor(t, name)
-    if _symbolic(t) or _symbolic(x):
+    if is_symbolic(t) or is_symbolic(x):
         return
     if t.device != x.device:
         raise ValueError(f"{name} is on {t.device} but x is on {x.device}; move them to one device")
@@ -96,7 +90,7 @@ def check_companion(t: object, name: str, x: torch.Tensor, shape: tuple[int, ...
 def check_logits(s: object, x: torch.Tensor, name: str = "s") -> None:
     """Per-channel logits for x: [B, C] or [B, C, 1, 1] (the output of a 1×1 conv)."""
     check_tensor(s, name)
-    if _symbolic(s) or _symbolic(x):
+    if is_symbolic(s) or is_symbolic(x):
         return
     B, C = sizes(x)[:2]
     if sizes(s) not in ((B, C), (B, C, 1, 1)):
@@ -110,7 +104,7 @@ def check_logits(s: object, x: torch.Tensor, name: str = "s") -> None:
 def check_channels(x: torch.Tensor, expected: int, module: str) -> None:
     """A module built for ``expected`` channels must get x = [B, expected, H, W] (x already checked
     with :func:`check_feature_map`)."""
-    if _symbolic(x):
+    if is_symbolic(x):
         return
     channels = sizes(x)[1]
     if channels != expected:
