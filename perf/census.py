@@ -64,7 +64,7 @@ def _mutated_args(func: torch._ops.OpOverload, args: tuple, kwargs: dict) -> lis
     return [named[name] for name in written if name in named]
 
 
-def _launches_kernel(func: torch._ops.OpOverload, out: Any, args: tuple = (), kwargs: dict | None = None) -> bool:
+def launches_kernel(func: torch._ops.OpOverload, out: Any, args: tuple = (), kwargs: dict | None = None) -> bool:
     """Whether an op launches a kernel: not a view or an allocation, and some tensor it returns —
     or, for an in-place op returning nothing (``_foreach_*_``), some tensor it writes — not empty."""
     if func in NO_KERNEL or _is_view(func):
@@ -73,6 +73,19 @@ def _launches_kernel(func: torch._ops.OpOverload, out: Any, args: tuple = (), kw
     if not tensors:
         tensors = [t for t in tree_leaves(_mutated_args(func, args, kwargs or {})) if isinstance(t, torch.Tensor)]
     return any(t.numel() for t in tensors)
+
+
+def _tensor_bytes(tensors: Any) -> list[tuple[torch.Tensor, int]]:
+    return [(t, t.numel() * t.element_size()) for t in tree_leaves(tensors) if isinstance(t, torch.Tensor)]
+
+
+def aten_bytes(func: torch._ops.OpOverload, args: tuple, kwargs: dict, out: Any) -> int:
+    """Bytes an aten kernel moves: its tensor arguments read once and its outputs written once (an
+    argument the op writes in place counts once, as written; a broadcast input by its own size)."""
+    written = _mutated_args(func, args, kwargs)
+    outputs = _tensor_bytes(out) + [(t, n) for t, n in _tensor_bytes(written) if not any(t is o for o in tree_leaves(out))]
+    reads = [(t, n) for t, n in _tensor_bytes((args, kwargs)) if not any(t is w for w in tree_leaves(written))]
+    return sum(n for _, n in reads) + sum(n for _, n in outputs)
 
 
 class LaunchCensus(TorchDispatchMode):
@@ -86,6 +99,8 @@ class LaunchCensus(TorchDispatchMode):
         self.plane_numel = plane_numel
         self.tritattn_calls: list[tuple[str, dict[str, Any]]] = []
         self._aten_numels: list[list[int]] = []  # per launched aten op: its tensors' sizes
+        #: per launched aten op, in order: its name and the bytes it moves (:func:`aten_bytes`)
+        self.aten_launches: list[tuple[str, int]] = []
         self._triton_planes = 0
 
     @property
@@ -104,13 +119,14 @@ class LaunchCensus(TorchDispatchMode):
         if namespace == "tritattn":
             named = {a.name: v for a, v in zip(func._schema.arguments, args)} | kwargs
             self.tritattn_calls.append((func._opname, named))
-        if _launches_kernel(func, out, args, kwargs):
+        if launches_kernel(func, out, args, kwargs):
             if namespace == "tritattn":
                 self.triton += len(op_kernels(func._opname, named))
                 self._triton_planes += op_planes(func._opname, named)
             else:
                 self.aten += 1
                 self._aten_numels.append([t.numel() for t in tree_leaves((args, kwargs, out)) if isinstance(t, torch.Tensor)])
+                self.aten_launches.append((str(func.overloadpacket), aten_bytes(func, args, kwargs, out)))
         return out
 
     @property
@@ -161,3 +177,44 @@ def take_census(module: nn.Module, x: torch.Tensor) -> BlockCensus:
     for census in (fwd, bwd, inference):  # a plane: the smaller of the block's input and output
         census.plane_numel = min(x.numel(), y.numel())
     return BlockCensus(fwd, bwd, sum(saved.values()), inference)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python perf/census.py``: the critical-path census of every census block (issue 23 §1,
+    perf/critical_path.py), its launch table and the estimated µs per block on an H100 and an
+    H200 (estimates from the model), written to ``--out`` (critical_path.csv, estimates.csv,
+    critical_path.json, census_estimates.png)."""
+    import argparse
+    import json
+    from pathlib import Path
+
+    import critical_path
+    import plots
+    import report
+
+    p = argparse.ArgumentParser(description=main.__doc__)
+    p.add_argument("--blocks", default=",".join(critical_path.CENSUS_IDS), help="comma list of census block ids")
+    p.add_argument("--batches", default=",".join(map(str, critical_path.COUNT_BATCHES)), help="the two counted batches")
+    p.add_argument("--out", type=Path, default=Path(__file__).parent / "out")
+    args = p.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    counts = critical_path.count_blocks(args.blocks.split(","), tuple(int(b) for b in args.batches.split(",")))
+    launches, estimates = critical_path.launch_rows(counts), critical_path.estimate_rows(counts)
+    report.write_csv(args.out / "critical_path.csv", launches, report.CRITICAL_PATH_COLUMNS)
+    report.write_csv(args.out / "estimates.csv", estimates, report.ESTIMATE_COLUMNS)
+    report.write_json(args.out / "critical_path.json", {"launches": launches, "estimates": estimates})
+    png = plots.estimates(estimates, args.out / "census_estimates.png")
+    print(f"Critical-path census (memory instructions per program, counted in Triton's interpreter; full C, H, W; float32):")
+    print(report.critical_path_table(launches))
+    for gpu in critical_path.GPUS:
+        print(f"\nEstimated µs per block on an {gpu.name} — {critical_path.ESTIMATE_LABEL}, not a measurement "
+              f"(tritattn/cost_model.py; * = longest program extended linearly in B):")
+        print(report.estimate_table(estimates, gpu.name))
+    print(f"\nWrote {args.out}: critical_path.csv, estimates.csv, critical_path.json, {png.name}")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

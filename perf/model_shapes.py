@@ -17,6 +17,7 @@ from torch import nn
 #: reduced (bottleneck) width, if any.
 CHANNEL_ARGS: dict[str, tuple[str, str | None]] = {
     "SEModule": ("channels", "rd_channels"),
+    "EffectiveSEModule": ("channels", None),
     "EcaModule": ("channels", None),
     "CbamModule": ("channels", "rd_channels"),
     "SqueezeExcite": ("in_chs", "rd_channels"),

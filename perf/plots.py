@@ -84,11 +84,49 @@ def speedups(rows: list[dict], out_dir: Path, note: str) -> list[Path]:
     return paths
 
 
-def census(blocks: list[dict], out_dir: Path) -> Path:
-    """Device-independent: kernel launches per training step, and activation MiB saved for backward."""
+ESTIMATE_STYLES = {"tritattn": "C0", "tritattn-per-op": "C2", "eager": "C1"}
+ESTIMATE_PASSES = {"inference": "-", "step": "--"}
+
+
+def _estimate_panels(axes: list[plt.Axes], estimates: list[dict], gpu: str) -> None:
+    """One panel per block: estimated µs (from the model, not measured) against B, log-log; a line
+    per path (colour) and pass (solid: inference, dashed: training step)."""
+    blocks = list(dict.fromkeys(r["block"] for r in estimates))
+    for ax, block in zip(axes, blocks):
+        for path, colour in ESTIMATE_STYLES.items():
+            for pass_, style in ESTIMATE_PASSES.items():
+                pts = [(r["batch"], r["us"]) for r in estimates
+                       if r["block"] == block and r["path"] == path and r["pass"] == pass_ and r["gpu"] == gpu and r["us"]]
+                if pts:
+                    ax.plot(*zip(*pts), style, color=colour, marker="o", markersize=3, label=f"{path} {pass_}")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_title(block, fontsize=8)
+        ax.set_xlabel("batch", fontsize=7)
+        ax.set_ylabel(f"µs on {gpu} (estimate, model)", fontsize=7)
+        ax.tick_params(labelsize=6)
+    for ax in axes[len(blocks):]:
+        ax.axis("off")
+    if blocks:
+        axes[0].legend(fontsize=6)
+
+
+def _estimate_grid(fig: plt.Figure, grid, first_row: int, n: int, cols: int) -> list[plt.Axes]:
+    return [fig.add_subplot(grid[first_row + i // cols, i % cols]) for i in range((n + cols - 1) // cols * cols)]
+
+
+def census(blocks: list[dict], out_dir: Path, estimates: list[dict] | None = None, gpu: str = "H100") -> Path:
+    """Device-independent: kernel launches per training step, and activation MiB saved for backward;
+    with ``estimates`` (perf/critical_path.py), a panel per census block below: the estimated µs
+    of tritattn's path, the per-op path and eager against B (an estimate from the model)."""
     labels = [b["block"] for b in blocks]
     xs = range(len(blocks))
-    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(max(8, 0.3 * len(blocks)), 7))
+    cols = 4
+    n_est = len({r["block"] for r in estimates or []})
+    est_rows = (n_est + cols - 1) // cols
+    fig = plt.figure(figsize=(max(10, 0.3 * len(blocks)), 7 + 3 * est_rows))
+    grid = fig.add_gridspec(2 + est_rows, cols, height_ratios=[3.5, 3.5] + [3] * est_rows)
+    ax1, ax2 = fig.add_subplot(grid[0, :]), fig.add_subplot(grid[1, :])
     for j, impl in enumerate(("tritattn", "eager")):
         launches = [b[f"launches_fwd_{impl}"] + b[f"launches_bwd_{impl}"] for b in blocks]
         ax1.bar([x + 0.4 * j for x in xs], launches, 0.4, label=impl)
@@ -100,7 +138,20 @@ def census(blocks: list[dict], out_dir: Path) -> Path:
         ax.set_xticks([x + 0.2 for x in xs], labels, rotation=70, ha="right", fontsize=7)
         ax.legend(fontsize=7)
     ax1.set_title("Device-independent: launches per training step and activation memory kept", fontsize=9)
+    if n_est:
+        _estimate_panels(_estimate_grid(fig, grid, 2, n_est, cols), estimates, gpu)
     return _save(fig, out_dir / "census.png")
+
+
+def estimates(rows: list[dict], path: Path, gpu: str = "H100") -> Path:
+    """perf/census.py: the estimated µs per census block against B (an estimate from the model)."""
+    cols = 4
+    n = len({r["block"] for r in rows})
+    fig = plt.figure(figsize=(14, 3 * max(1, (n + cols - 1) // cols)))
+    grid = fig.add_gridspec(max(1, (n + cols - 1) // cols), cols)
+    _estimate_panels(_estimate_grid(fig, grid, 0, n, cols), rows, gpu)
+    fig.suptitle(f"Estimated µs per block on an {gpu} — estimate (model), not a measurement", fontsize=10)
+    return _save(fig, path)
 
 
 def models(rows: list[dict], out_dir: Path, note: str) -> list[Path]:

@@ -20,6 +20,14 @@ BLOCK_COLUMNS = [
     "launches_inference_tritattn", "launches_inference_eager", "passes_inference_tritattn", "passes_inference_eager",
     "passes_step_tritattn", "passes_step_eager",
 ]
+#: perf/critical_path.py's rows: one per counted launch, and one per estimate (model, not measured)
+CRITICAL_PATH_COLUMNS = [
+    "block", "path", "pass", "index", "kernel", "triton", "batch_small", "batch_large", "programs_small",
+    "programs_large", "median_small", "median_large", "longest_small", "longest_large", "bytes_small",
+    "bytes_large", "grows_with_batch", "launches_differ", "tail",
+]
+ESTIMATE_COLUMNS = ["block", "pass", "path", "gpu", "batch", "label", "us", "launches", "longest", "bytes",
+                    "extrapolated", "tails", "note"]
 #: what tritattn's rows are rated against; "tritattn-per-op" is tritattn with its block pipelines off
 BASELINES = ("eager", "compile", "compile-max-autotune", "tritattn-per-op")
 
@@ -116,4 +124,49 @@ def census_table(blocks: list[dict]) -> str:
         rows.append([b["block"], b["batch"], pair("launches_inference"), pair("passes_inference"),
                      f"{step[0]}/{step[1]}", pair("passes_step"),
                      f"{b['saved_bytes_tritattn'] / mib:.1f}/{b['saved_bytes_eager'] / mib:.1f}"])
+    return format_table(headers, rows)
+
+
+def _arrow(a: Any, b: Any) -> str:
+    return format_value(b) if a is None or a == b else f"{format_value(a)}→{format_value(b)}"
+
+
+def critical_path_table(launches: list[dict]) -> str:
+    """The critical-path census (perf/critical_path.py's launch rows): per block, path, pass and
+    launch, its programs, median and longest program's memory instructions at the two counted
+    batches (a→b where they differ), its bytes at the larger, whether the longest grows with B,
+    and the §2 tail check (cost_model.tail_violations) at the larger batch."""
+    headers = ["block", "path", "pass", "kernel", "B", "programs", "median", "longest", "MB", "grows", "tail (§2)"]
+    rows = []
+    for r in launches:
+        if not r["triton"]:
+            continue
+        rows.append([r["block"], r["path"], r["pass"], r["kernel"], _arrow(r["batch_small"], r["batch_large"]),
+                     _arrow(r["programs_small"], r["programs_large"]), _arrow(r["median_small"], r["median_large"]),
+                     _arrow(r["longest_small"], r["longest_large"]), r["bytes_large"] / 1e6,
+                     {True: "GROWS", False: "no", None: "?"}[r["grows_with_batch"]] + (" (launches differ)" if r["launches_differ"] else ""),
+                     "TAIL" if r["tail"] else "ok"])
+    return format_table(headers, rows)
+
+
+def estimate_table(estimates: list[dict], gpu: str) -> str:
+    """Estimated µs per block on ``gpu`` — **an estimate from the model (tritattn/cost_model.py),
+    not a measurement** — tritattn's path, the per-op path and eager, per pass and batch; "*"
+    marks a path whose longest program was extended linearly in B (it grows with B)."""
+    by_key: dict[tuple, dict[str, dict]] = {}
+    for r in estimates:
+        if r["gpu"] == gpu:
+            by_key.setdefault((r["block"], r["pass"], r["batch"]), {})[r["path"]] = r
+    headers = ["block", "pass", "B", "tritattn µs", "per-op µs", "eager µs", "x eager", "launches", "longest", "tails"]
+    rows = []
+    for (block, pass_, batch), paths in by_key.items():
+        t, o, e = (paths.get(p, {}) for p in ("tritattn", "tritattn-per-op", "eager"))
+
+        def us(r: dict) -> str:
+            return "-" if r.get("us") is None else f"{r['us']:.1f}" + ("*" if r.get("extrapolated") else "")
+
+        ratio = e["us"] / t["us"] if t.get("us") and e.get("us") else None
+        rows.append([block, pass_, batch, us(t), us(o), us(e), ratio,
+                     f"{format_value(t.get('launches'))}/{format_value(o.get('launches'))}/{format_value(e.get('launches'))}",
+                     t.get("longest"), t.get("tails")])
     return format_table(headers, rows)

@@ -1,0 +1,284 @@
+"""The critical-path census of issue 23 §1: every launch of a block's path, its programs, the
+median and the longest program's memory instructions, its bytes — and a paper estimate of the
+block's time on an H100 and an H200 from tritattn/cost_model.py (an **estimate from a model,
+never a measurement**).
+
+    python perf/census.py                 # all census blocks (minutes on a CPU)
+    python perf/critical_path.py --json F # the counts as JSON (what a GPU run's subprocess does)
+
+Three paths per block: ``tritattn`` (the twin, block pipelines on), ``tritattn-per-op`` (the
+same twin with the pipelines off, perf/cases.py's PerOpPath) and ``eager`` (the reference
+module). Two passes: ``inference`` (eval, no autograd) and ``step`` (train-mode forward, then the
+backward of a cotangent: the input's and every parameter's gradient).
+
+tritattn's two paths are counted in Triton's interpreter (perf/program_census.py) at full C, H,
+W, float32, the kernels' default configs (nothing is tuned in the interpreter), at two small
+batches ``COUNT_BATCHES``: the per-program counts depend on the shapes, not the data. Eager's aten
+kernels are taken on the "meta" device (perf/census.py's LaunchCensus, with each op's bytes) at
+every estimated batch directly.
+
+Estimates at B ∈ ``ESTIMATE_BATCHES``: a counted launch's programs and bytes are extended
+affinely in B through the two counts (both are affine in B: per-sample work plus weights); its
+median and longest program are the larger batch's, except where they grow with B between the
+two counts (the longest: ``cost_model.growth_violations``) — then they too are extended linearly
+in B, and the row says so (``extrapolated``). The launch sequence must be the same at both
+counts; a path whose launches differ is reported, not extended.
+
+Without the interpreter (a GPU run: ``TRITON_INTERPRET`` unset, the kernels compiled), nothing
+can be counted in this process: :func:`count_blocks` runs the count in a subprocess with
+``TRITON_INTERPRET=1`` on CPU tensors, and reads its JSON.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+if __name__ == "__main__":  # a count run by itself (the subprocess of a GPU run, or by hand)
+    os.environ["TRITON_INTERPRET"] = "1"
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+from dataclasses import asdict, dataclass, replace  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any, Sequence  # noqa: E402
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+import model_shapes  # noqa: E402
+from cases import DTYPES, build, build_eager  # noqa: E402
+from census import LaunchCensus  # noqa: E402
+from model_shapes import Block  # noqa: E402
+from tritattn import cost_model  # noqa: E402
+from tritattn.cost_model import GPUS, Launch, eager_launch, growth_violations, launch_seconds  # noqa: E402
+
+#: The batches the interpreter counts at (small: the counts do not depend on the data).
+COUNT_BATCHES = (2, 4)
+#: The batches the model estimates.
+ESTIMATE_BATCHES = (1, 8, 32, 128, 256)
+PATHS = ("tritattn", "tritattn-per-op", "eager")
+PASSES = ("inference", "step")
+ESTIMATE_LABEL = "estimate (model)"
+
+#: VoVNet's eSE (timm's ese_vovnet19b_dw / 39b: EffectiveSEModule, hard-sigmoid gate) at its 1024@14 stage.
+ESE_VOVNET = Block("ese_vovnet39b", "ese1024@14", "EffectiveSEModule", 1024, 14, 14, 1)
+
+#: The census's blocks (issue 23 §1), by id in perf/model_shapes.py; MobileNetV3's largest is its
+#: largest feature map (672@14).
+CENSUS_IDS = (
+    "seresnet50/s1", "seresnet50/s4", "efficientnet_b0/se32@112", "efficientnet_b0/se1152@7",
+    "mobilenetv3_large/se672@14", "regnety_016/s4b", "ese_vovnet39b/ese1024@14", "ecaresnet50d/s4",
+    "cbam_resnet50/s1", "resnest50d/splat64@56", "skresnet50/sk64@56", "gcresnet50t/gc64@56",
+)
+#: The subset ``python perf/sweep.py`` counts on a CPU (its time budget): one block per kernel family.
+SWEEP_IDS = ("seresnet50/s4", "ese_vovnet39b/ese1024@14", "ecaresnet50d/s4", "gcresnet50t/gc512@7")
+
+
+def census_block(block_id: str) -> Block:
+    """A census block by id (perf/model_shapes.py's, or :data:`ESE_VOVNET`)."""
+    if block_id == ESE_VOVNET.id:
+        return ESE_VOVNET
+    return next(b for b in model_shapes.ALL_BLOCKS if b.id == block_id)
+
+
+# --- counting ---------------------------------------------------------------------------------------
+
+
+def _module(impl: str, block: Block, device: torch.device, dtype: torch.dtype) -> nn.Module:
+    return build(impl, build_eager(block, device, dtype), block)
+
+
+def _output_shape(block: Block, x: torch.Tensor) -> torch.Size:
+    """The block's output shape for ``x`` (the reference module on the meta device)."""
+    meta = torch.device("meta")
+    return build_eager(block, meta, x.dtype).eval()(torch.empty(x.shape, device=meta, dtype=x.dtype)).shape
+
+
+def _run(block: Block, module: nn.Module, x: torch.Tensor, pass_: str, census: Any) -> None:
+    """One pass of ``module`` on ``x`` under ``census`` (the cotangent drawn outside it)."""
+    if pass_ == "inference":
+        module.eval()
+        with torch.no_grad(), census:
+            module(x)
+        return
+    module.train()
+    for p in module.parameters():
+        p.grad = None  # a first backward assigns the gradients: no accumulation kernel
+    x = x.detach().requires_grad_()
+    cotangent = torch.ones(_output_shape(block, x), device=x.device, dtype=x.dtype)
+    with census:
+        module(x).backward(cotangent)
+
+
+def count_path(block: Block, impl: str, pass_: str, batch: int, dtype: str = "fp32") -> list[Launch]:
+    """Every launch of one pass of tritattn's ``impl`` on ``block`` at ``batch``, counted in the
+    interpreter (CPU tensors)."""
+    from program_census import ProgramCensus
+
+    torch.manual_seed(0)
+    module = _module(impl, block, torch.device("cpu"), DTYPES[dtype])
+    x = torch.randn(batch, block.C, block.H, block.W, dtype=DTYPES[dtype])
+    census = ProgramCensus()
+    _run(block, module, x, pass_, census)
+    return census.launches()
+
+
+def eager_path(block: Block, pass_: str, batch: int, dtype: str = "fp32") -> list[Launch]:
+    """Eager's aten kernels of one pass, on the meta device, each with its bytes."""
+    meta = torch.device("meta")
+    module = build_eager(block, meta, DTYPES[dtype])
+    census = LaunchCensus()
+    _run(block, module, torch.empty(batch, block.C, block.H, block.W, device=meta, dtype=DTYPES[dtype]), pass_, census)
+    return [eager_launch(name, nbytes) for name, nbytes in census.aten_launches]
+
+
+@dataclass(frozen=True)
+class PathCount:
+    """One path of one block in one pass, counted at two batches (eager: launches per estimated batch)."""
+
+    block: str
+    impl: str
+    pass_: str
+    batches: tuple[int, int]
+    small: list[Launch]
+    large: list[Launch]
+
+
+def count_block(block: Block, batches: tuple[int, int] = COUNT_BATCHES, dtype: str = "fp32") -> list[PathCount]:
+    """tritattn's two paths of ``block`` in both passes, counted at both ``batches``."""
+    return [PathCount(block.id, impl, p, batches, *(count_path(block, impl, p, b, dtype) for b in batches))
+            for impl in PATHS[:2] for p in PASSES]
+
+
+def _from_json(d: dict) -> PathCount:
+    return PathCount(d["block"], d["impl"], d["pass_"], tuple(d["batches"]),
+                     [Launch(**x) for x in d["small"]], [Launch(**x) for x in d["large"]])
+
+
+def count_blocks(block_ids: Sequence[str], batches: tuple[int, int] = COUNT_BATCHES, dtype: str = "fp32") -> list[PathCount]:
+    """:func:`count_block` for each block — here when Triton's interpreter is on, else in a
+    subprocess with ``TRITON_INTERPRET=1`` (a GPU run: the compiled kernels cannot be counted)."""
+    from program_census import interpreting
+
+    if interpreting():
+        return [c for i in block_ids for c in count_block(census_block(i), batches, dtype)]
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "counts.json"
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--json", str(out), "--blocks", ",".join(block_ids),
+               "--batches", ",".join(map(str, batches)), "--dtype", dtype]
+        subprocess.run(cmd, check=True, env=os.environ | {"TRITON_INTERPRET": "1"})
+        return [_from_json(d) for d in json.loads(out.read_text())]
+
+
+# --- extending to other batches, estimating -------------------------------------------------------
+
+
+def grows(small: Launch, large: Launch, b_small: int, b_large: int) -> bool:
+    """Whether the launch's longest program grows with B between the two counts (cost_model's rule)."""
+    return bool(growth_violations([small], [large], b_small, b_large))
+
+
+def _affine(a: float, b: float, b1: int, b2: int, B: int) -> float:
+    return a + (b - a) * (B - b1) / (b2 - b1)
+
+
+def extend(small: Launch, large: Launch, b1: int, b2: int, B: int) -> tuple[Launch, bool]:
+    """The launch at batch ``B`` from its counts at ``b1`` < ``b2`` (see the module docstring), and
+    whether its longest program was extended linearly (it grows with B)."""
+    growing = grows(small, large, b1, b2)
+    longest = _affine(small.longest, large.longest, b1, b2, B) if growing else large.longest
+    median = _affine(small.median, large.median, b1, b2, B) if large.median > small.median else large.median
+    programs = _affine(small.programs, large.programs, b1, b2, B) if large.programs else 0
+    return replace(large, programs=max(1 if large.programs else 0, math.ceil(programs)),
+                   median=math.ceil(median), longest=max(math.ceil(longest), math.ceil(median)),
+                   bytes=max(0, round(_affine(small.bytes, large.bytes, b1, b2, B)))), growing
+
+
+def same_launches(small: Sequence[Launch], large: Sequence[Launch]) -> bool:
+    return [x.kernel for x in small] == [x.kernel for x in large]
+
+
+def launch_rows(counts: Sequence[PathCount]) -> list[dict]:
+    """One row per counted launch: its counts at both batches, whether it grows with B, the §2
+    tail check (cost_model.tail_violations at the larger batch)."""
+    rows = []
+    for c in counts:
+        b1, b2 = c.batches
+        aligned = same_launches(c.small, c.large)
+        for i, (s, l) in enumerate(zip(c.small, c.large) if aligned else ((None, l) for l in c.large)):
+            rows.append({
+                "block": c.block, "path": c.impl, "pass": c.pass_, "index": i, "kernel": l.kernel,
+                "triton": l.programs > 0, "batch_small": b1, "batch_large": b2,
+                "programs_small": s.programs if s else None, "programs_large": l.programs,
+                "median_small": s.median if s else None, "median_large": l.median,
+                "longest_small": s.longest if s else None, "longest_large": l.longest,
+                "bytes_small": s.bytes if s else None, "bytes_large": l.bytes,
+                "grows_with_batch": grows(s, l, b1, b2) if s and l.programs else None,
+                "launches_differ": not aligned,
+                "tail": "; ".join(cost_model.tail_violations(l)) if l.programs else "",
+            })
+    return rows
+
+
+def path_at(count: PathCount, B: int) -> tuple[list[Launch], bool] | None:
+    """A counted path's launches at batch ``B`` and whether any was extrapolated (None: the
+    launches differ between the two counts, so nothing can be extended)."""
+    if not same_launches(count.small, count.large):
+        return None
+    extended = [extend(s, l, *count.batches, B) for s, l in zip(count.small, count.large)]
+    return [e for e, _ in extended], any(g for _, g in extended)
+
+
+def estimate_rows(counts: Sequence[PathCount], batches: Sequence[int] = ESTIMATE_BATCHES, dtype: str = "fp32") -> list[dict]:
+    """Per block, pass, path, GPU and batch: the model's estimated µs (``estimate (model)``), the
+    launches, the longest program, the bytes; eager from the meta device at each batch."""
+    rows = []
+    paths: dict[tuple[str, str], dict[str, PathCount]] = {}
+    for c in counts:
+        paths.setdefault((c.block, c.pass_), {})[c.impl] = c
+    for (block_id, pass_), by_impl in paths.items():
+        block = census_block(block_id)
+        for B in batches:
+            launches: dict[str, tuple[list[Launch], bool] | None] = {i: path_at(c, B) for i, c in by_impl.items()}
+            note = ""
+            try:
+                launches["eager"] = (eager_path(block, pass_, B, dtype), False)
+            except ValueError as e:  # a BatchNorm in training over one value per channel (B = 1)
+                launches, note = dict.fromkeys([*launches, "eager"]), f"eager cannot run it: {e}"
+            for impl, got in launches.items():
+                for gpu in GPUS:
+                    row = {"block": block_id, "pass": pass_, "path": impl, "gpu": gpu.name, "batch": B,
+                           "label": ESTIMATE_LABEL, "us": None, "launches": None, "longest": None, "bytes": None,
+                           "extrapolated": None, "tails": None,
+                           "note": note or ("" if got else "the launches differ between the two counted batches")}
+                    if got is not None:
+                        ls, extrapolated = got
+                        row.update(us=1e6 * sum(launch_seconds(x, gpu) for x in ls), launches=len(ls),
+                                   longest=max((x.longest for x in ls), default=0), bytes=sum(x.bytes for x in ls),
+                                   extrapolated=extrapolated,
+                                   tails=sum(bool(cost_model.tail_violations(x)) for x in ls if x.programs))
+                    rows.append(row)
+    return rows
+
+
+# --- the subprocess's entry point -----------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="Count the census blocks' launches in Triton's interpreter, as JSON.")
+    p.add_argument("--json", type=Path, required=True)
+    p.add_argument("--blocks", default=",".join(CENSUS_IDS))
+    p.add_argument("--batches", default=",".join(map(str, COUNT_BATCHES)))
+    p.add_argument("--dtype", default="fp32", choices=list(DTYPES))
+    args = p.parse_args(argv)
+    batches = tuple(int(b) for b in args.batches.split(","))
+    counts = count_blocks(args.blocks.split(","), batches, args.dtype)
+    args.json.write_text(json.dumps([asdict(c) for c in counts]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
