@@ -73,15 +73,20 @@ CENSUS_IDS = (
     "mobilenetv3_large/se672@14", "regnety_016/s4b", "ese_vovnet39b/ese1024@14", "ecaresnet50d/s4",
     "cbam_resnet50/s1", "resnest50d/splat64@56", "skresnet50/sk64@56", "gcresnet50t/gc64@56",
 )
-#: The subset ``python perf/sweep.py`` counts on a CPU (its time budget): one block per kernel family.
-SWEEP_IDS = ("seresnet50/s4", "ese_vovnet39b/ese1024@14", "ecaresnet50d/s4", "gcresnet50t/gc512@7")
+#: The subset ``python perf/sweep.py`` counts (≈ 50 s of CPU in the interpreter, beside the timings):
+#: SE-ResNet-50's stage 4 (the SE pipeline) and the 7×7 stage of the split-attention, selective-kernel
+#: and global-context families; the rest (the 56×56 maps above all) in ``python perf/census.py``.
+SWEEP_IDS = ("seresnet50/s4", "resnest50d/splat512@7", "skresnet50/sk512@7", "gcresnet50t/gc512@7")
 
 
 def census_block(block_id: str) -> Block:
     """A census block by id (perf/model_shapes.py's, or :data:`ESE_VOVNET`)."""
     if block_id == ESE_VOVNET.id:
         return ESE_VOVNET
-    return next(b for b in model_shapes.ALL_BLOCKS if b.id == block_id)
+    for b in model_shapes.ALL_BLOCKS:
+        if b.id == block_id:
+            return b
+    raise ValueError(f"{block_id!r} is not a block of perf/model_shapes.py (census blocks: {', '.join(CENSUS_IDS)})")
 
 
 # --- counting ---------------------------------------------------------------------------------------
@@ -158,19 +163,38 @@ def _from_json(d: dict) -> PathCount:
                      [Launch(**x) for x in d["small"]], [Launch(**x) for x in d["large"]])
 
 
+class PendingCount:
+    """A count running in a subprocess with ``TRITON_INTERPRET=1`` (CPU tensors): the sweep starts
+    it first and reads it last, so it runs beside the timings (and beside a GPU's compiled kernels,
+    which cannot be counted)."""
+
+    def __init__(self, block_ids: Sequence[str], batches: tuple[int, int], dtype: str) -> None:
+        self._dir = tempfile.TemporaryDirectory()
+        self._json, self._log = Path(self._dir.name) / "counts.json", Path(self._dir.name) / "log.txt"
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--json", str(self._json), "--blocks", ",".join(block_ids),
+               "--batches", ",".join(map(str, batches)), "--dtype", dtype]
+        with self._log.open("w") as log:
+            self._process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                             env=os.environ | {"TRITON_INTERPRET": "1"})
+
+    def result(self) -> list[PathCount]:
+        """Wait for the count; its PathCounts (raises with the subprocess's output if it failed)."""
+        try:
+            if self._process.wait() != 0:
+                raise RuntimeError(f"the critical-path count failed:\n{self._log.read_text()[-4000:]}")
+            return [_from_json(d) for d in json.loads(self._json.read_text())]
+        finally:
+            self._dir.cleanup()
+
+
 def count_blocks(block_ids: Sequence[str], batches: tuple[int, int] = COUNT_BATCHES, dtype: str = "fp32") -> list[PathCount]:
     """:func:`count_block` for each block — here when Triton's interpreter is on, else in a
-    subprocess with ``TRITON_INTERPRET=1`` (a GPU run: the compiled kernels cannot be counted)."""
+    subprocess with it on (a GPU run: the compiled kernels cannot be counted)."""
     from program_census import interpreting
 
     if interpreting():
         return [c for i in block_ids for c in count_block(census_block(i), batches, dtype)]
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "counts.json"
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--json", str(out), "--blocks", ",".join(block_ids),
-               "--batches", ",".join(map(str, batches)), "--dtype", dtype]
-        subprocess.run(cmd, check=True, env=os.environ | {"TRITON_INTERPRET": "1"})
-        return [_from_json(d) for d in json.loads(out.read_text())]
+    return PendingCount(block_ids, batches, dtype).result()
 
 
 # --- extending to other batches, estimating -------------------------------------------------------

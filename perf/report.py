@@ -170,3 +170,21 @@ def estimate_table(estimates: list[dict], gpu: str) -> str:
                      f"{format_value(t.get('launches'))}/{format_value(o.get('launches'))}/{format_value(e.get('launches'))}",
                      t.get("longest"), t.get("tails")])
     return format_table(headers, rows)
+
+
+#: the census's passes by the sweep's
+ESTIMATE_PASS = {"fwd": "inference", "fwd+bwd": "step"}
+
+
+def estimate_beside_timings(rows: list[dict], estimates: list[dict], gpu: str) -> str:
+    """A GPU run: each float32 NCHW timing without CUDA graphs of a counted block beside the model's
+    estimate for the same block, path, pass and batch (the estimate includes a launch overhead
+    per kernel, as a run without graphs pays)."""
+    est = {(r["block"], r["path"], r["pass"], r["batch"]): r["us"] for r in estimates if r["gpu"] == gpu}
+    headers = ["block", "B", "pass", "impl", "measured µs", "estimate (model) µs", "measured / estimate"]
+    lines = []
+    for r in rows:
+        e = est.get((r["block"], r["impl"], ESTIMATE_PASS[r["pass"]], r["batch"]))
+        if e and r["ms"] and r["dtype"] == "fp32" and r["layout"] == "nchw" and not r["cuda_graph"]:
+            lines.append([r["block"], r["batch"], r["pass"], r["impl"], 1e3 * r["ms"], e, 1e3 * r["ms"] / e])
+    return format_table(headers, lines)

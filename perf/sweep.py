@@ -54,6 +54,7 @@ import triton  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 import bench  # noqa: E402
+import critical_path  # noqa: E402
 import measure  # noqa: E402
 import plan  # noqa: E402
 import plots  # noqa: E402
@@ -61,6 +62,7 @@ import report  # noqa: E402
 from cases import DTYPES, LAYOUTS, PASSES  # noqa: E402
 from model_shapes import MODELS  # noqa: E402
 from tritattn import backend_for, tuning  # noqa: E402
+from tritattn.cost_model import gpu_model  # noqa: E402
 
 DEFAULT_OUT = Path(__file__).parent / "out"
 
@@ -96,6 +98,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--budget-min", type=float, help="stop starting new cases after this many minutes")
     p.add_argument("--shrink", type=lambda s: tuple(int(v) for v in s.split(",")), help="C,SIDE: shrink blocks to at most C channels and SIDE×SIDE")
     p.add_argument("--census-batch", type=int, default=32, help="batch size of the device-independent figures (default 32)")
+    p.add_argument("--critical-path", default="sweep", help='the critical-path census (perf/critical_path.py): "sweep" '
+                   f'({", ".join(critical_path.SWEEP_IDS)}), "all" (python perf/census.py\'s blocks), "none", or a comma list of census block ids')
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (default perf/out)")
     p.add_argument("--write-tuned-table", action="store_true", help="GPU: write the tuned configs to tritattn/tuned/<gpu>.json, shipped with the package")
     args = p.parse_args(argv)
@@ -104,6 +108,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if getattr(args, name, None) is None:
             setattr(args, name, value)
     return args
+
+
+def critical_path_ids(choice: str) -> list[str]:
+    """The census blocks the sweep counts: "sweep", "all", "none" or a comma list of ids."""
+    if choice in ("sweep", "all", "none"):
+        return {"sweep": list(critical_path.SWEEP_IDS), "all": list(critical_path.CENSUS_IDS), "none": []}[choice]
+    ids = [i for i in choice.split(",") if i]
+    for i in ids:
+        critical_path.census_block(i)  # an unknown id fails here, before any work
+    return ids
 
 
 def describe_device(device: torch.device) -> str:
@@ -119,6 +133,9 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit("--write-tuned-table needs a GPU: there is nothing tuned without one")
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
+    census_ids = critical_path_ids(args.critical_path)
+    # counted in Triton's interpreter in a subprocess, beside the timings (a GPU's kernels cannot be counted)
+    pending = critical_path.PendingCount(census_ids, critical_path.COUNT_BATCHES, "fp32") if census_ids else None
     tuning_status = tuning.skip_reason(device) or f"autotuning on (cache {tuning.cache_file()})"
     print(f"device: {describe_device(device)}; tritattn backend: {backend_for(torch.empty(0, device=device))}")
     print(f"torch {torch.__version__}, triton {triton.__version__}; {tuning_status}")
@@ -146,10 +163,21 @@ def main(argv: list[str] | None = None) -> int:
     census_blocks = plan.pick_blocks(args.models, ["all"], shrink=None)
     census_rows = [measure.census_row(b, args.census_batch, args.dtypes[0]) for b in tqdm(census_blocks, desc="census", unit="block", file=sys.stderr)]
 
+    cp_launches, cp_estimates = [], []
+    if pending is not None:
+        counts = pending.result()
+        timed = {r["batch"] for r in rows} if device.type == "cuda" else set()  # full-size blocks: estimate beside them
+        cp_launches = critical_path.launch_rows(counts)
+        cp_estimates = critical_path.estimate_rows(counts, sorted(set(critical_path.ESTIMATE_BATCHES) | timed))
+
     note = "GPU timing" if device.type == "cuda" else "CPU timing, not GPU performance"
     report.write_csv(args.out / "timings.csv", rows, report.TIMING_COLUMNS)
     report.write_csv(args.out / "blocks.csv", census_rows, report.BLOCK_COLUMNS)
-    pngs = plots.throughput(rows, copy_gbs, args.out, note) + plots.speedups(rows, args.out, note) + [plots.census(census_rows, args.out)]
+    report.write_csv(args.out / "critical_path.csv", cp_launches, report.CRITICAL_PATH_COLUMNS)
+    report.write_csv(args.out / "estimates.csv", cp_estimates, report.ESTIMATE_COLUMNS)
+    plotted = [r for r in cp_estimates if r["batch"] in critical_path.ESTIMATE_BATCHES]
+    pngs = (plots.throughput(rows, copy_gbs, args.out, note) + plots.speedups(rows, args.out, note)
+            + [plots.census(census_rows, args.out, plotted)])
     tuned_table = str(tuning.write_shipped_table(device)) if args.write_tuned_table else None
     report.write_json(args.out / "sweep.json", {
         "meta": {
@@ -162,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
                        "decisions": [vars(d) for d in tuning.decisions()]},
         },
         "timings": rows, "blocks": census_rows, "skipped": skipped,
+        "critical_path": {"count_batches": list(critical_path.COUNT_BATCHES), "dtype": "fp32", "launches": cp_launches,
+                          "estimates": cp_estimates, "estimate_label": critical_path.ESTIMATE_LABEL},
     })
 
     print(f"\nTimings ({note}; ms are medians; GB/s = minimum bytes / time; copy bandwidth {copy_gbs:.1f} GB/s):")
@@ -170,13 +200,25 @@ def main(argv: list[str] | None = None) -> int:
     print(report.geomean_speedups(rows))
     print(f"\nDevice-independent figures (full-size blocks, batch {args.census_batch}, {args.dtypes[0]}):")
     print(report.census_table(census_rows))
+    if cp_launches:
+        b1, b2 = critical_path.COUNT_BATCHES
+        print(f"\nCritical-path census (memory instructions per program, counted in Triton's interpreter at "
+              f"B={b1} and {b2}; full C, H, W; float32; all blocks: python perf/census.py):")
+        print(report.critical_path_table(cp_launches))
+        for gpu in critical_path.GPUS:
+            print(f"\nEstimated µs per block on an {gpu.name} — {critical_path.ESTIMATE_LABEL}, not a measurement "
+                  "(tritattn/cost_model.py; * = longest program extended linearly in B):")
+            print(report.estimate_table(plotted, gpu.name))
+        if device.type == "cuda":
+            print(f"\nEstimate (model) beside the measurement ({describe_device(device)}):")
+            print(report.estimate_beside_timings(rows, cp_estimates, gpu_model(describe_device(device)).name))
     failed = [r for r in rows if r["error"]]
     for r in failed:
         print(f"FAILED {r['impl']} {r['block']} {r['pass']}: {r['error']}")
     if skipped:
         print(f"\n{len(skipped)} work items skipped: time budget of {args.budget_min} min reached")
     print(f"\nTuning: {tuning_status}; {len(tuning.decisions())} kernel/problem keys, {tuning.tuning_seconds():.1f} s benchmarking configs")
-    print(f"Wrote {args.out}: timings.csv, blocks.csv, sweep.json, {', '.join(p.name for p in pngs)}"
+    print(f"Wrote {args.out}: timings.csv, blocks.csv, critical_path.csv, estimates.csv, sweep.json, {', '.join(p.name for p in pngs)}"
           + (f"; tuned table {tuned_table}" if tuned_table else ""))
     print(f"Total {time.monotonic() - start:.0f} s")
     return 1 if failed else 0

@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "perf"))  # perf/ i
 
 import bytes_model  # noqa: E402
 import census  # noqa: E402
+import critical_path  # noqa: E402
 import measure  # noqa: E402
 import model_shapes  # noqa: E402
 import plan  # noqa: E402
@@ -39,7 +40,7 @@ def read_csv(path: Path) -> tuple[list[str], list[dict]]:
 def test_tiny_sweep_writes_valid_csv_json_png(tmp_path, capsys):
     args = ["--out", str(tmp_path), "--models", "seresnet50,cbam_resnet50", "--blocks", "representative",
             "--shrink", "16,4", "--dtypes", "fp32", "--layouts", "nchw,channels_last", "--batch-sizes", "1",
-            "--compile", "none", "--census-batch", "2"]
+            "--compile", "none", "--census-batch", "2", "--critical-path", "gcresnet50t/gc512@7"]
     assert sweep.main(args) == 0
     printed = capsys.readouterr().out
     graph_modes = 2 if DEVICE == "cuda" else 1
@@ -87,6 +88,21 @@ def test_tiny_sweep_writes_valid_csv_json_png(tmp_path, capsys):
         assert "no GPU" in meta["device"] and "not GPU performance" in meta["timing_note"]
         assert "autotuning skipped" in meta["tuning"]["status"] and "not GPU performance" in printed
         assert meta["tuning"]["decisions"] and all(d["source"].startswith("default") for d in meta["tuning"]["decisions"])
+
+    # the critical-path census of the block asked for: every launch of both tritattn paths and passes,
+    # and the model's estimates (labelled as such) of the three paths at every estimated batch
+    columns, launches = read_csv(tmp_path / "critical_path.csv")
+    assert columns == report.CRITICAL_PATH_COLUMNS
+    assert {(r["block"], r["path"], r["pass"]) for r in launches} == {
+        ("gcresnet50t/gc512@7", path, p) for path in ("tritattn", "tritattn-per-op") for p in critical_path.PASSES}
+    for r in (r for r in launches if r["triton"] == "True"):
+        assert int(r["programs_large"]) > int(r["programs_small"]) > 0 and int(r["longest_large"]) >= int(r["median_large"]) > 0
+    columns, estimates = read_csv(tmp_path / "estimates.csv")
+    assert columns == report.ESTIMATE_COLUMNS
+    assert len(estimates) == len(critical_path.PATHS) * len(critical_path.PASSES) * len(critical_path.GPUS) * len(critical_path.ESTIMATE_BATCHES)
+    assert all(r["label"] == "estimate (model)" and float(r["us"]) > 0 for r in estimates)
+    assert payload["critical_path"]["estimate_label"] == "estimate (model)" and len(payload["critical_path"]["launches"]) == len(launches)
+    assert printed.count("estimate (model), not a measurement") == len(critical_path.GPUS)
 
     pngs = sorted(p.name for p in tmp_path.glob("*.png"))
     assert pngs == ["census.png", "speedup_fp32_channels_last.png", "speedup_fp32_nchw.png",
@@ -492,3 +508,25 @@ def test_compile_rows_are_measured_and_rated():
     report.rate(rows, {(block.id, 1, "fp32", "nchw"): measure.min_bytes(block, 1, "fp32", "nchw")}, copy_gbs=1.0)
     assert [r["impl"] for r in rows] == ["eager", "compile"] and not any(r["error"] for r in rows)
     assert all(r["ms"] > 0 and r["gbps"] > 0 for r in rows)
+
+
+def test_aten_kernel_bytes_count_each_read_and_write_once():
+    meta = torch.device("meta")
+    a, b = torch.empty(4, 8, device=meta), torch.empty(8, 16, device=meta)
+    with census.LaunchCensus() as c:
+        out = torch.mm(a, b)  # reads a and b, writes out
+        out.add_(torch.empty(16, device=meta))  # reads the broadcast row, writes out in place (counted once)
+        out.t()  # a view: no kernel
+    assert c.aten_launches == [("aten.mm", (32 + 128 + 64) * 4), ("aten.add_", (16 + 64) * 4)]
+
+
+def test_estimates_scale_programs_and_bytes_and_extend_only_a_growing_longest():
+    from tritattn.cost_model import Launch
+
+    flat_small, flat_large = Launch("k", 10, 3, 20, 1000), Launch("k", 18, 3, 20, 1800)  # 4 programs, 400 B per sample
+    at_256, grew = critical_path.extend(flat_small, flat_large, 2, 4, 256)
+    assert not grew and (at_256.programs, at_256.median, at_256.longest, at_256.bytes) == (10 + 4 * 254, 3, 20, 1000 + 400 * 254)
+    loop_small, loop_large = Launch("k", 10, 3, 12, 1000), Launch("k", 18, 3, 20, 1800)  # the longest: 4 per sample
+    at_256, grew = critical_path.extend(loop_small, loop_large, 2, 4, 256)
+    assert grew and at_256.longest == 12 + 4 * 254
+    assert critical_path.extend(loop_small, loop_large, 2, 4, 2) == (loop_small, True)
