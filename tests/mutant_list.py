@@ -252,10 +252,17 @@ MUTANTS: list[Mutant] = [
     # --- tuner --------------------------------------------------------------------------------
     Mutant(
         "tuner_picks_slowest", "tritattn/tuning.py",
-        "best = min(range(len(candidates)), key=timings.__getitem__)",
-        "best = max(range(len(candidates)), key=timings.__getitem__)",
+        "    return min((i for i in built if spills[i] == least), key=timings.__getitem__)",
+        "    return max((i for i in built if spills[i] == least), key=timings.__getitem__)",
         "Tuner._benchmark keeps the slowest candidate",
         ("tests/test_tuning.py::test_the_fastest_candidate_wins",),
+    ),
+    Mutant(
+        "tuner_keeps_spilling_configs", "tritattn/tuning.py",
+        "    least = min(spills[i] for i in built)",
+        "    least = max(spills[i] for i in built)",
+        "Tuner._benchmark prefers the candidates whose compiled kernel spills registers",
+        ("tests/test_spills.py::test_the_tuner_drops_configs_that_spill",),
     ),
     Mutant(
         "tuner_tunes_in_deterministic_mode", "tritattn/tuning.py",

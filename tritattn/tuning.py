@@ -434,6 +434,17 @@ def _save_user_cache(gpu: str, version: str) -> None:
         log.warning("could not write the tuning cache %s (%s)", cache_file(), e)
 
 
+def fastest_without_spills(timings: list[float], spills: list[int]) -> int | None:
+    """The index of the fastest candidate (``timings`` in ms, inf: it did not build) among those
+    whose compiled kernel spills no registers (``spills``: its ``n_spills``) — where every one that
+    builds spills, among those that spill the least; None when none builds."""
+    built = [i for i, ms in enumerate(timings) if not math.isinf(ms)]
+    if not built:
+        return None
+    least = min(spills[i] for i in built)
+    return min((i for i in built if spills[i] == least), key=timings.__getitem__)
+
+
 class Tuner:
     """Launches one kernel with the config tuned for each problem (see the module docstring).
 
@@ -458,8 +469,10 @@ class Tuner:
         cfg = self._config(problem, grid, args, constexprs, device)
         self._run(cfg, grid, args, constexprs)
 
-    def _run(self, cfg: triton.Config, grid, args: tuple, constexprs: dict[str, Any]) -> None:
-        self.kernel[grid](*args, **constexprs, **cfg.kwargs, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+    def _run(self, cfg: triton.Config, grid, args: tuple, constexprs: dict[str, Any]) -> Any:
+        """Launch with ``cfg``; returns what the launch returns (on a GPU the compiled kernel, whose
+        ``n_spills`` :meth:`_benchmark` reads; None in the interpreter)."""
+        return self.kernel[grid](*args, **constexprs, **cfg.kwargs, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
 
     def _remember(self, problem: Problem, cfg: triton.Config, source: str, candidates: int,
                   choice: Choice | None = None) -> triton.Config:
@@ -528,24 +541,33 @@ class Tuner:
         return tiling.default_config(problem.R, problem.K, problem.rows_contiguous, self.num_stages)
 
     def _benchmark(self, candidates: list[triton.Config], grid, args: tuple, constexprs: dict[str, Any]) -> triton.Config | None:
-        """The fastest candidate by do_bench's median; None when none of them builds."""
+        """The fastest candidate by do_bench's median among those whose compiled kernel spills no
+        registers (:func:`fastest_without_spills`); None when none of them builds."""
         global _tuning_seconds
         start = time.perf_counter()
-        timings = []
+        timings, spills = [], []
         for cfg in candidates:
+            launched: list[Any] = [None]  # what the last launch returned: the compiled kernel on a GPU
+
+            def launch(cfg: triton.Config = cfg, launched: list[Any] = launched) -> None:
+                launched[0] = self._run(cfg, grid, args, constexprs)
+
             try:
-                ms = triton.testing.do_bench(
-                    lambda: self._run(cfg, grid, args, constexprs),
-                    warmup=BENCH_WARMUP_MS, rep=BENCH_REP_MS, return_mode="median",
-                )
+                ms = triton.testing.do_bench(launch, warmup=BENCH_WARMUP_MS, rep=BENCH_REP_MS, return_mode="median")
             except CONFIG_BUILD_ERRORS as e:
                 log.debug("%s config %s failed: %s", self.name, config_to_json(cfg), e)
                 ms = math.inf
             timings.append(ms)
+            spills.append(int(getattr(launched[0], "n_spills", 0) or 0))
+            if spills[-1]:
+                log.debug("%s config %s spills registers (n_spills %d)", self.name, config_to_json(cfg), spills[-1])
         _tuning_seconds += time.perf_counter() - start
-        best = min(range(len(candidates)), key=timings.__getitem__)
-        if math.isinf(timings[best]):
+        best = fastest_without_spills(timings, spills)
+        if best is None:
             return None
+        if spills[best]:
+            log.warning("%s: every candidate config that builds spills registers; %s spills the least (n_spills %d)",
+                        self.name, config_to_json(candidates[best]), spills[best])
         log.info("tuned %s: %s (%.4f ms, %d configs)", self.name, config_to_json(candidates[best]), timings[best], len(candidates))
         return candidates[best]
 
