@@ -20,7 +20,8 @@ Every kernel works on a program's block of BLOCK_P pixels of one sample and loop
 BLOCK_C steps, twice: once to form the pixels' logits, once more — the tile is then in L1/L2, a
 program's footprint being C·BLOCK_P elements (launch.py sizes BLOCK_P for that) — to use them.
 So x comes from HBM once per kernel. Softmax is stable as in flash-decoding: each program keeps
-its own max m and sum l = Σ exp(logit - m); context_pool_combine merges them exactly.
+its own max m and sum l = Σ exp(logit - m); context_pool_combine merges them exactly, a tile of
+BLOCK_NP partials per step (no program walks a sample's partials one by one).
 Accumulation in ACC (float32; float64 for float64 x), one rounding per stored output; every sum
 runs in a fixed order, without atomics: results are bitwise repeatable.
 
@@ -105,23 +106,27 @@ def _channel_block(C, BLOCK_C: tl.constexpr):
 
 
 @triton.jit
-def _merge_partials(part_ptr, pstats_ptr, b, offs_c, mask_c, C, NP, ACC: tl.constexpr, BLOCK_C: tl.constexpr):
-    """(ctx, M, L) [BLOCK_C] of sample b at channels offs_c: the merge of its NP partials in
-    program order (context_pool_combine's docstring); M and L as BLOCK_C equal lanes."""
+def _merge_partials(part_ptr, pstats_ptr, b, offs_c, mask_c, C, NP,
+                    ACC: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_NP: tl.constexpr):
+    """(ctx [BLOCK_C], M, L) of sample b at channels offs_c: the merge of its NP partials,
+    BLOCK_NP of them per step (one [BLOCK_NP, BLOCK_C] tile of part and the BLOCK_NP (m_i, l_i),
+    three loads), the steps in order with a running max (context_pool_combine's docstring)."""
     acc = tl.zeros([BLOCK_C], dtype=ACC)
-    # the running (M, L) as BLOCK_C equal lanes: loop-carried values keep one type and shape
-    run_m = tl.full([BLOCK_C], float("-inf"), dtype=ACC)
-    run_l = tl.zeros([BLOCK_C], dtype=ACC)
-    for i in range(0, NP):
-        row = b * NP + i
-        m_i = tl.load(pstats_ptr + row * 2 + tl.zeros([BLOCK_C], dtype=tl.int32))
-        l_i = tl.load(pstats_ptr + row * 2 + 1 + tl.zeros([BLOCK_C], dtype=tl.int32))
-        part = tl.load(part_ptr + row * C + offs_c, mask=mask_c, other=0.0)
-        new_m = tl.maximum(run_m, m_i)
+    run_m = tl.max(tl.full([BLOCK_NP], float("-inf"), dtype=ACC), axis=0)  # scalars: -inf, 0
+    run_l = tl.sum(tl.zeros([BLOCK_NP], dtype=ACC), axis=0)
+    for i0 in range(0, NP, BLOCK_NP):
+        offs_i = i0 + tl.arange(0, BLOCK_NP)
+        mask_i = offs_i < NP
+        rows = b * NP + offs_i
+        m_i = tl.load(pstats_ptr + rows * 2, mask=mask_i, other=float("-inf"))
+        l_i = tl.load(pstats_ptr + rows * 2 + 1, mask=mask_i, other=0.0)
+        part = tl.load(part_ptr + rows[:, None] * C + offs_c[None, :], mask=mask_i[:, None] & mask_c[None, :],
+                       other=0.0)
+        new_m = tl.maximum(run_m, tl.max(m_i, axis=0))
         old_scale = tl.exp(run_m - new_m)  # 0 on the first step (run_m = -inf)
-        new_scale = tl.exp(m_i - new_m)
-        acc = acc * old_scale + part * new_scale
-        run_l = run_l * old_scale + l_i * new_scale
+        new_scale = tl.exp(m_i - new_m)  # 0 where masked (m_i = -inf)
+        acc = acc * old_scale + tl.sum(part * new_scale[:, None], axis=0)
+        run_l = run_l * old_scale + tl.sum(l_i * new_scale, axis=0)
         run_m = new_m
     return acc / run_l, run_m, run_l
 
@@ -131,10 +136,11 @@ def context_pool_combine(
     part_ptr, pstats_ptr, ctx_ptr, stats_ptr,
     C, NP,
     scb, scc,
-    ACC: tl.constexpr, BLOCK_C: tl.constexpr,
+    ACC: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_NP: tl.constexpr,
 ):
     """Forward, second launch: per (b, block of BLOCK_C channels), the merge of the sample's NP
-    partials in program order i = 0 … NP-1 (a running max, rescaling what was summed before):
+    partials, BLOCK_NP per step (:func:`_merge_partials`), the steps in order with a running max
+    (rescaling what was summed before):
 
       M = max_i m_i,  L = Σ_i l_i · e^{m_i - M},  ctx[b, c] = Σ_i part[b·NP + i, c] · e^{m_i - M} / L
 
@@ -142,15 +148,17 @@ def context_pool_combine(
     stats[b, 0] = M, stats[b, 1] = L (by the sample's first program), stats[b, 2 + c] = ctx
     unrounded (the backward's k = Σ_c dctx · ctx). Minimum bytes: the workspaces read,
     B·NP·(C + 2)·sizeof(ACC), + B·C·itemsize + B·(C + 2)·sizeof(ACC) written.
-    Grid: one program per (b, channel block), B·cdiv(C, BLOCK_C) programs.
+    Grid: one program per (b, channel block), B·cdiv(C, BLOCK_C) programs; each issues
+    3·cdiv(NP, BLOCK_NP) loads and 2 stores (+ 2 by the sample's first): no program is longer
+    than another by more than those two, and none grows with B.
     """
     b, cblock, offs_c, mask_c = _channel_block(C, BLOCK_C)
-    ctx, run_m, run_l = _merge_partials(part_ptr, pstats_ptr, b, offs_c, mask_c, C, NP, ACC, BLOCK_C)
+    ctx, run_m, run_l = _merge_partials(part_ptr, pstats_ptr, b, offs_c, mask_c, C, NP, ACC, BLOCK_C, BLOCK_NP)
     tl.store(ctx_ptr + b * scb + offs_c.to(tl.int64) * scc, to_output(ctx, ctx_ptr), mask=mask_c)
     tl.store(stats_ptr + b * (C + 2) + 2 + offs_c, ctx, mask=mask_c)
     if cblock == 0:
-        tl.store(stats_ptr + b * (C + 2), tl.max(run_m, axis=0))  # the lanes are equal
-        tl.store(stats_ptr + b * (C + 2) + 1, tl.max(run_l, axis=0))
+        tl.store(stats_ptr + b * (C + 2), run_m)
+        tl.store(stats_ptr + b * (C + 2) + 1, run_l)
 
 
 @triton.jit
@@ -193,7 +201,8 @@ def context_pool_combine_mlp(
     ssw1j, ssw1c, ssw2c, ssw2j,
     asw1j, asw1c, asw2c, asw2j,
     HAS_SCALE: tl.constexpr, HAS_ADD: tl.constexpr, ACT: tl.constexpr,
-    ACC: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_J: tl.constexpr, MLP_BLOCK_C: tl.constexpr,
+    ACC: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_NP: tl.constexpr, BLOCK_J: tl.constexpr,
+    MLP_BLOCK_C: tl.constexpr,
 ):
     """Forward for inference, second launch: context_pool_combine's merge, then GCNet's MLPs.
 
@@ -213,10 +222,14 @@ def context_pool_combine_mlp(
     back (ctx, by the last programs) + the MLPs' weights, n_mlp·(2·RD·C + 3·RD + C)·w_itemsize,
     once per sample (from L2 after the first; count them once per block, as the SE pipeline).
     Grid: one program per (b, channel block), B·cdiv(C, BLOCK_C) programs; the MLP's weight tile
-    BLOCK_J × MLP_BLOCK_C (BLOCK_J ≥ max(RD_S, RD_A)).
+    BLOCK_J × MLP_BLOCK_C (BLOCK_J ≥ max(RD_S, RD_A)). Every program issues 3·cdiv(NP, BLOCK_NP)
+    loads, a store and its ticket; a sample's last adds each MLP's 5·cdiv(C, MLP_BLOCK_C) + 3
+    memory instructions (W1 and ctx tiles; b1, ln_w, ln_b; W2 and b2 tiles and the output): a tail
+    that grows with C·RD, not with B — the op takes this path only where the model says it is the
+    faster one (tritattn/context_cost.py).
     """
     b, cblock, offs_c, mask_c = _channel_block(C, BLOCK_C)
-    ctx, run_m, run_l = _merge_partials(part_ptr, pstats_ptr, b, offs_c, mask_c, C, NP, ACC, BLOCK_C)
+    ctx, run_m, run_l = _merge_partials(part_ptr, pstats_ptr, b, offs_c, mask_c, C, NP, ACC, BLOCK_C, BLOCK_NP)
     tl.store(ctx_ptr + b * C + offs_c, ctx, mask=mask_c)
     if last_of_sample(counter_ptr, b, tl.cdiv(C, BLOCK_C)):
         if HAS_SCALE:

@@ -148,9 +148,16 @@ def batch_stats_fwd_planes() -> int:
     return 1
 
 
-def batch_stats_fwd(B: int, C: int, K: int, itemsize: int, acc: int) -> int:
-    """x read; the per-sample (mean, M2) [B, 2, C] written and read back, stats [3, C] written (ACC)."""
-    return batch_stats_fwd_planes() * B * C * K * itemsize + 4 * B * C * acc + 3 * C * acc
+def batch_stats_fwd(B: int, C: int, K: int, itemsize: int, acc: int, rows: int) -> int:
+    """x read; the partial (mean, M2) [rows, 2, C] written and read back (``rows``: one per sample
+    and pixel chunk, and per group of them: :func:`batch_stats_rows`), stats [3, C] written (ACC)."""
+    return batch_stats_fwd_planes() * B * C * K * itemsize + 4 * rows * C * acc + 3 * C * acc
+
+
+def batch_stats_rows(x: Tensor) -> int:
+    """Rows of batch_stats_fwd's workspace for x (tritattn/launch.py's tile rule)."""
+    from tritattn.launch import batch_stats_workspace  # needs triton: only a prologue's traffic asks
+    return batch_stats_workspace(x)[0]
 
 
 def prologue_norm_bwd(B: int, C: int, acc: int) -> int:
@@ -248,7 +255,8 @@ def _block_traffic(op: str, a: dict[str, Any]) -> list[KernelTraffic]:
     pre = prologue_vectors(C, acc, pre_norm)
     if op == "excitation_block":
         has_residual = a["residual"] is not None
-        stats = ([KernelTraffic("batch_stats_fwd", batch_stats_fwd(B, C, K, size, acc), batch_stats_fwd_planes())]
+        stats = ([KernelTraffic("batch_stats_fwd", batch_stats_fwd(B, C, K, size, acc, batch_stats_rows(a["x"])),
+                                batch_stats_fwd_planes())]
                  if a.get("pre_batch_stats") else [])
         return stats + [
             KernelTraffic("squeeze_excite_fwd", squeeze_excite_fwd(B, C, K, size, acc, with_max) + pre,

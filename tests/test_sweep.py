@@ -282,7 +282,7 @@ def test_byte_model_counts_the_tensors_each_kernel_moves(monkeypatch):
         pre = (rand(C, dtype=torch.float32), rand(C, dtype=torch.float32), rand(C, dtype=torch.float32),
                torch.rand(C, device=DEVICE) + 0.5, 1e-5)
         what, vectors = f"excitation_block prologue batch_stats={batch_stats}", bm.prologue_vectors(C, f32, True)
-        stats = [bm.batch_stats_fwd(B, C, HW, 2, f32)] if batch_stats else []
+        stats = [bm.batch_stats_fwd(B, C, HW, 2, f32, bm.batch_stats_rows(x))] if batch_stats else []
         hidden = bm.hidden_vectors("fc_act_fc", "mean")
         y, s_, stats_ = check(
             what, ["batch_stats_fwd"] * batch_stats + ["squeeze_excite_fwd", "gated_scale_fwd"],

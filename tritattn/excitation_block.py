@@ -196,7 +196,8 @@ def excitation_block(
     counter = workspaces.counters(x.device, B)
     step = samples_per_launch(x)
     if pre_batch_stats:
-        launch.batch_stats_fwd(x, _new((B, 2, C), acc_dtype(x), x.device), stats, workspaces.counters(x.device, C))
+        rows, slots = launch.batch_stats_workspace(x)
+        launch.batch_stats_fwd(x, _new((rows, 2, C), acc_dtype(x), x.device), stats, workspaces.counters(x.device, slots))
         pre_running_mean, pre_running_var = stats[0], stats[1]
     prologue = _prologue(prologue_act, pre_weight, pre_bias, pre_running_mean, pre_running_var, pre_eps)
     for b0 in range(0, B, step):  # one chunk, the whole batch, unless the L2 chunking is on

@@ -42,8 +42,11 @@ CBAM_SPATIAL_BWD_REDUCE = Tuner(
 SPATIAL_CONV_BWD_BLOCK_P = 256
 SPATIAL_CONV_BWD = FixedConfig("spatial_conv_bwd", cbam_spatial_bwd.spatial_conv_bwd,
                                triton.Config({"BLOCK_P": SPATIAL_CONV_BWD_BLOCK_P}, num_warps=4, num_stages=1))
-BATCH_STATS_FWD = Tuner("batch_stats_fwd", prologue_norm.batch_stats_fwd, prologue_norm.BATCH_STATS_FWD_CONFIGS, num_stages=3)
-#: prologue_norm_bwd: a tiny [B, C] reduction, one fixed tile (its BLOCK_C is passed by the launcher)
+#: batch_stats_fwd's workspace has a row per (sample, pixel chunk): its tile is part of its
+#: algorithm, chosen per problem by :func:`batch_stats_tile` and passed as constexprs (not tuned)
+BATCH_STATS_FWD = FixedConfig("batch_stats_fwd", prologue_norm.batch_stats_fwd,
+                              triton.Config({}, num_warps=4, num_stages=2))
+#: prologue_norm_bwd: a tiny [B, C] reduction, one fixed config (BLOCK_B, BLOCK_C from :func:`prologue_norm_bwd`)
 PROLOGUE_NORM_BWD = FixedConfig("prologue_norm_bwd", prologue_norm.prologue_norm_bwd,
                                 triton.Config({}, num_warps=4, num_stages=1))
 EXCITATION_BWD_APPLY = Tuner(
@@ -283,14 +286,60 @@ def excitation_bwd(
         )
 
 
+#: batch_stats_fwd: at most this many channels per program (its merges then read
+#: TILE_ELEMENTS / 2 / BLOCK_R ≥ 64 partial rows per load)
+BATCH_STATS_MAX_BLOCK_R = 32
+#: batch_stats_fwd: BLOCK_K tiles per program (a chunk of KC = BATCH_STATS_STEPS · BLOCK_K pixels)
+BATCH_STATS_STEPS = 8
+
+
+def batch_stats_tile(x: torch.Tensor) -> dict[str, int]:
+    """batch_stats_fwd's tile for x [B, C, H, W]: BLOCK_R, BLOCK_K (the long side on the
+    contiguous axis, tiling.tile_shape's rule, at most BATCH_STATS_MAX_BLOCK_R channels), KC (a
+    program's chunk of pixels), MERGE_ROWS (partial rows per merge load), ROWS = B·cdiv(H·W, KC)
+    (one per sample and chunk) and NG = cdiv(ROWS, MERGE_ROWS) groups (TILE_ELEMENTS and
+    LONG_SIDE_MAX read at call time: tests shrink them)."""
+    B, C, H, W = x.shape
+    K = H * W
+    cap_r = min(BATCH_STATS_MAX_BLOCK_R, tiling.LONG_SIDE_MAX)
+    if _problem(x, "channel", plane_strides(x, "channel")).rows_contiguous:
+        block_r = min(triton.next_power_of_2(C), cap_r)
+        block_k = max(1, min(triton.next_power_of_2(K), tiling.TILE_ELEMENTS // block_r))
+    else:
+        block_k = min(triton.next_power_of_2(K), tiling.LONG_SIDE_MAX, tiling.TILE_ELEMENTS)
+        block_r = max(1, min(triton.next_power_of_2(C), cap_r, tiling.TILE_ELEMENTS // block_k))
+    kc = BATCH_STATS_STEPS * block_k
+    merge_rows = max(1, tiling.TILE_ELEMENTS // 2 // block_r)
+    rows = B * triton.cdiv(K, kc)
+    return dict(BLOCK_R=block_r, BLOCK_K=block_k, KC=kc, MERGE_ROWS=merge_rows, ROWS=rows,
+                NG=triton.cdiv(rows, merge_rows))
+
+
+def batch_stats_workspace(x: torch.Tensor) -> tuple[int, int]:
+    """(rows of batch_stats_fwd's ACC workspace [rows, 2, C]: ROWS, + NG with several groups; its
+    counter slots: cdiv(C, BLOCK_R) · (1 + NG)) — :func:`batch_stats_tile`."""
+    t = batch_stats_tile(x)
+    return t["ROWS"] + (t["NG"] if t["NG"] > 1 else 0), triton.cdiv(x.shape[1], t["BLOCK_R"]) * (1 + t["NG"])
+
+
 def batch_stats_fwd(x: torch.Tensor, part: torch.Tensor, stats: torch.Tensor, counter: torch.Tensor) -> None:
     """Per channel of x: batch mean, biased and unbiased variance into ``stats`` [3, C]
-    (kernels/prologue_norm.py); ``part`` [B, 2, C] workspace, ``counter`` ≥ C slots."""
+    (kernels/prologue_norm.py); ``part`` [rows, 2, C] ACC workspace and ``counter`` zeroed
+    slots (left at 0), as many as :func:`batch_stats_workspace` says."""
     xs = plane_strides(x, "channel")
     p = _problem(x, "channel", xs)
+    t = batch_stats_tile(x)
     with _device_guard(x):
-        BATCH_STATS_FWD.launch(p, _rows_grid(p), (x, part, stats, counter, p.B, p.R, p.K, *xs),
-                               dict(ACC=_acc_dtype(x)), x.device)
+        BATCH_STATS_FWD.launch(p, lambda META: (t["ROWS"] * triton.cdiv(p.R, t["BLOCK_R"]),),
+                               (x, part, stats, counter, p.R, p.K, t["KC"], triton.cdiv(p.K, t["KC"]), t["ROWS"], *xs),
+                               dict(ACC=_acc_dtype(x), BLOCK_R=t["BLOCK_R"], BLOCK_K=t["BLOCK_K"],
+                                    MERGE_ROWS=t["MERGE_ROWS"]), x.device)
+
+
+#: prologue_norm_bwd's tile: up to this many samples per load (more take several steps) ...
+PROLOGUE_NORM_BWD_MAX_BLOCK_B = 256
+#: ... and this many elements per [BLOCK_B, BLOCK_C] tile
+PROLOGUE_NORM_BWD_TILE = 2048
 
 
 def prologue_norm_bwd(
@@ -298,13 +347,15 @@ def prologue_norm_bwd(
     grad_weight: torch.Tensor, grad_bias: torch.Tensor, gate: str, K: int,
 ) -> None:
     """The prologue BatchNorm's per-channel sums S, T into ``sums`` [2, C] and its weight and bias
-    gradients (kernels/prologue_norm.py)."""
+    gradients (kernels/prologue_norm.py): [BLOCK_B, BLOCK_C] tiles, BLOCK_B the batch up to
+    PROLOGUE_NORM_BWD_MAX_BLOCK_B samples, BLOCK_B · BLOCK_C = PROLOGUE_NORM_BWD_TILE."""
     B, C = s.shape
-    block_c = prologue_norm.PROLOGUE_NORM_BWD_BLOCK_C
+    block_b = min(triton.next_power_of_2(B), PROLOGUE_NORM_BWD_MAX_BLOCK_B)
+    block_c = max(1, min(triton.next_power_of_2(C), PROLOGUE_NORM_BWD_TILE // block_b))
     ps = Problem(B, C, 1, rows_contiguous=True, dtype=s.dtype)
     PROLOGUE_NORM_BWD.launch(ps, lambda META: (triton.cdiv(C, block_c),),
                              (s, grad_mean, psum, sums, grad_weight, grad_bias, B, C, K),
-                             dict(GATE=gate, ACC=_acc_dtype(s), BLOCK_C=block_c), s.device)
+                             dict(GATE=gate, ACC=_acc_dtype(s), BLOCK_B=block_b, BLOCK_C=block_c), s.device)
 
 
 def weight_programs(spec: dict, C: int, RD: int, has_b2: bool) -> int:
@@ -506,19 +557,26 @@ CONTEXT_POOL_BWD = FixedConfig("context_pool_bwd", context_pool.context_pool_bwd
 #: [CONTEXT_POOL_MIN_BLOCK_P, CONTEXT_POOL_MAX_BLOCK_P] (at least 16 pixels: 32-byte sectors in NCHW).
 CONTEXT_POOL_CACHE_BYTES = 32 * 1024
 CONTEXT_POOL_MIN_BLOCK_P, CONTEXT_POOL_MAX_BLOCK_P = 16, 128
-#: channels per program of context_pool_combine
-CONTEXT_POOL_COMBINE_BLOCK_C = 256
+#: ... and, where that minimum allows, small enough that a program's loops over C take at most
+#: this many steps of BLOCK_C = TILE_ELEMENTS / BLOCK_P channels (each step a few memory
+#: instructions in series: fewer steps, more programs)
+CONTEXT_POOL_C_STEPS = 2
+#: the merge (context_pool_combine, context_pool_combine_mlp) reads [BLOCK_NP, BLOCK_C] tiles of
+#: the partials, with at least this many channels per program
+CONTEXT_COMBINE_MIN_BLOCK_C = 32
 
 
 def context_pool_tile(x: torch.Tensor) -> tuple[int, int]:
     """(BLOCK_P, BLOCK_C) of the context-pooling kernels for x [B, C, H, W]: BLOCK_P from the cache
-    budget (:data:`CONTEXT_POOL_CACHE_BYTES`), BLOCK_C = TILE_ELEMENTS / BLOCK_P, both at most
+    budget (:data:`CONTEXT_POOL_CACHE_BYTES`) and the steps over C (:data:`CONTEXT_POOL_C_STEPS`),
+    at least CONTEXT_POOL_MIN_BLOCK_P, BLOCK_C = TILE_ELEMENTS / BLOCK_P, both at most
     tiling.LONG_SIDE_MAX and the problem's extent (TILE_ELEMENTS and LONG_SIDE_MAX read at call
     time: tests shrink them)."""
     _, C, H, W = x.shape
     fit = max(1, CONTEXT_POOL_CACHE_BYTES // (C * x.element_size()))
+    few_steps = max(1, tiling.TILE_ELEMENTS // triton.next_power_of_2(triton.cdiv(C, CONTEXT_POOL_C_STEPS)))
     block_p = min(triton.next_power_of_2(H * W), tiling.LONG_SIDE_MAX, CONTEXT_POOL_MAX_BLOCK_P,
-                  max(CONTEXT_POOL_MIN_BLOCK_P, 1 << (fit.bit_length() - 1)))
+                  max(CONTEXT_POOL_MIN_BLOCK_P, min(1 << (fit.bit_length() - 1), few_steps)))
     block_c = max(1, min(triton.next_power_of_2(C), tiling.LONG_SIDE_MAX, tiling.TILE_ELEMENTS // block_p))
     return block_p, block_c
 
@@ -535,11 +593,20 @@ def _context_problem(x: torch.Tensor, xs: tuple[int, int, int]) -> Problem:
     return Problem(B, H * W, C, rows_contiguous=xs[2] < xs[1], dtype=x.dtype)
 
 
+def context_combine_tile(x: torch.Tensor) -> tuple[int, int]:
+    """(BLOCK_NP, BLOCK_C) of the merge of the partials for x [B, C, H, W]: BLOCK_NP ≥ NP (all of a
+    sample's partials in one load) up to TILE_ELEMENTS / CONTEXT_COMBINE_MIN_BLOCK_C, and BLOCK_C
+    = TILE_ELEMENTS / BLOCK_NP channels (at most LONG_SIDE_MAX and C; both read at call time)."""
+    C = x.shape[1]
+    n_partials = context_pool_programs(x) // max(x.shape[0], 1)
+    block_np = min(triton.next_power_of_2(n_partials), max(1, tiling.TILE_ELEMENTS // CONTEXT_COMBINE_MIN_BLOCK_C))
+    return block_np, max(1, min(triton.next_power_of_2(C), tiling.LONG_SIDE_MAX, tiling.TILE_ELEMENTS // block_np))
+
+
 def _launch_context_partials(
     x: torch.Tensor, w: torch.Tensor, part: torch.Tensor, pstats: torch.Tensor,
-) -> tuple[Problem, int, int]:
-    """Launch context_pool_partials; returns its Problem, its number of programs (B · NP) and the
-    channels per program of the combine launch that follows."""
+) -> tuple[Problem, int]:
+    """Launch context_pool_partials; returns its Problem and its number of programs (B · NP)."""
     B, C, H, W = x.shape
     xs = plane_strides(x, "channel")
     p = _context_problem(x, xs)
@@ -548,7 +615,7 @@ def _launch_context_partials(
     with _device_guard(x):
         CONTEXT_POOL_PARTIALS.launch(p, lambda META: (n_programs,), (x, w, part, pstats, C, H * W, *xs),
                                      dict(ACC=_acc_dtype(x), BLOCK_C=block_c, BLOCK_P=block_p), x.device)
-    return p, n_programs, max(1, min(triton.next_power_of_2(C), tiling.LONG_SIDE_MAX, CONTEXT_POOL_COMBINE_BLOCK_C))
+    return p, n_programs
 
 
 def context_pool_fwd(
@@ -558,12 +625,12 @@ def context_pool_fwd(
     pooling of x under the logits w · x (w [C], contiguous), in two launches; ``part``
     [B·NP, C] and ``pstats`` [B·NP, 2] (ACC, contiguous) are workspaces (:func:`context_pool_programs`)."""
     B, C, H, W = x.shape
-    p, n_programs, combine_c = _launch_context_partials(x, w, part, pstats)
-    acc = _acc_dtype(x)
+    p, n_programs = _launch_context_partials(x, w, part, pstats)
+    block_np, combine_c = context_combine_tile(x)
     with _device_guard(x):
         CONTEXT_POOL_COMBINE.launch(p, lambda META: (B * triton.cdiv(C, combine_c),),
                                     (part, pstats, ctx, stats, C, n_programs // B, ctx.stride(0), ctx.stride(1)),
-                                    dict(ACC=acc, BLOCK_C=combine_c), x.device)
+                                    dict(ACC=_acc_dtype(x), BLOCK_C=combine_c, BLOCK_NP=block_np), x.device)
 
 
 def context_pool_bwd(
@@ -615,7 +682,8 @@ def global_context_fwd(
     eps) or None; ``act``: "relu" or "silu"; ``counter`` ≥ B zeroed slots
     (workspaces.counters), left at 0. ``part``, ``pstats`` as :func:`context_pool_fwd`'s."""
     B, C, H, W = x.shape
-    p, n_programs, combine_c = _launch_context_partials(x, w, part, pstats)
+    p, n_programs = _launch_context_partials(x, w, part, pstats)
+    block_np, combine_c = context_combine_tile(x)
     s_args, rd_s, eps_s, s_strides = _context_mlp_args(scale_mlp)
     a_args, rd_a, eps_a, a_strides = _context_mlp_args(add_mlp)
     pc = Problem(p.B, p.R, p.K, p.rows_contiguous, p.dtype,
@@ -628,5 +696,5 @@ def global_context_fwd(
             (part, pstats, ctx, counter, *s_args, s, *a_args, t, C, n_programs // B, rd_s, rd_a, eps_s, eps_a,
              *s_strides, *a_strides),
             dict(HAS_SCALE=scale_mlp is not None, HAS_ADD=add_mlp is not None, ACT=act, ACC=acc, BLOCK_C=combine_c,
-                 **excitation_geometry(C, max(rd_s, rd_a))), x.device,
+                 BLOCK_NP=block_np, **excitation_geometry(C, max(rd_s, rd_a))), x.device,
         )
