@@ -182,10 +182,9 @@ def take_census(module: nn.Module, x: torch.Tensor) -> BlockCensus:
 def main(argv: list[str] | None = None) -> int:
     """``python perf/census.py``: the critical-path census of every census block (issue 23 §1,
     perf/critical_path.py), its launch table and the estimated µs per block on an H100 and an
-    H200 (estimates from the model), written to ``--out`` (critical_path.csv, estimates.csv,
-    critical_path.json, census_estimates.png)."""
+    H200 (estimates from the model), written to ``--out`` (counts.json, critical_path.csv,
+    estimates.csv, critical_path.json, census_estimates.png)."""
     import argparse
-    import json
     from pathlib import Path
 
     import critical_path
@@ -195,22 +194,23 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=main.__doc__)
     p.add_argument("--blocks", default=",".join(critical_path.CENSUS_IDS), help="comma list of census block ids")
     p.add_argument("--batches", default=",".join(map(str, critical_path.COUNT_BATCHES)), help="the two counted batches")
+    p.add_argument("--counts", type=Path, help="estimate from a previous run's counts.json instead of counting")
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "out")
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    counts = critical_path.count_blocks(args.blocks.split(","), tuple(int(b) for b in args.batches.split(",")))
+    if args.counts:
+        counts = critical_path.load_counts(args.counts)
+    else:
+        counts = critical_path.count_blocks(args.blocks.split(","), tuple(int(b) for b in args.batches.split(",")))
+    critical_path.save_counts(counts, args.out / "counts.json")
     launches, estimates = critical_path.launch_rows(counts), critical_path.estimate_rows(counts)
     report.write_csv(args.out / "critical_path.csv", launches, report.CRITICAL_PATH_COLUMNS)
     report.write_csv(args.out / "estimates.csv", estimates, report.ESTIMATE_COLUMNS)
     report.write_json(args.out / "critical_path.json", {"launches": launches, "estimates": estimates})
     png = plots.estimates(estimates, args.out / "census_estimates.png")
-    print(f"Critical-path census (memory instructions per program, counted in Triton's interpreter; full C, H, W; float32):")
-    print(report.critical_path_table(launches))
-    for gpu in critical_path.GPUS:
-        print(f"\nEstimated µs per block on an {gpu.name} — {critical_path.ESTIMATE_LABEL}, not a measurement "
-              f"(tritattn/cost_model.py; * = longest program extended linearly in B):")
-        print(report.estimate_table(estimates, gpu.name))
-    print(f"\nWrote {args.out}: critical_path.csv, estimates.csv, critical_path.json, {png.name}")
+    print(report.critical_path_text(launches, estimates, counts[0].batches if counts else (0, 0),
+                                    [g.name for g in critical_path.GPUS], critical_path.ESTIMATE_LABEL))
+    print(f"\nWrote {args.out}: counts.json, critical_path.csv, estimates.csv, critical_path.json, {png.name}")
     return 0
 
 

@@ -50,8 +50,10 @@ from torch import nn  # noqa: E402
 
 import model_shapes  # noqa: E402
 from cases import DTYPES, build, build_eager  # noqa: E402
+from bytes_model import op_kernels  # noqa: E402
 from census import LaunchCensus  # noqa: E402
 from model_shapes import Block  # noqa: E402
+from program_census import ProgramCensus, interpreting  # noqa: E402
 from tritattn import cost_model  # noqa: E402
 from tritattn.cost_model import GPUS, Launch, eager_launch, growth_violations, launch_seconds  # noqa: E402
 
@@ -63,14 +65,15 @@ PATHS = ("tritattn", "tritattn-per-op", "eager")
 PASSES = ("inference", "step")
 ESTIMATE_LABEL = "estimate (model)"
 
-#: VoVNet's eSE (timm's ese_vovnet19b_dw / 39b: EffectiveSEModule, hard-sigmoid gate) at its 1024@14 stage.
-ESE_VOVNET = Block("ese_vovnet39b", "ese1024@14", "EffectiveSEModule", 1024, 14, 14, 1)
+#: Effective-SE (VoVNet's eSE: EffectiveSEModule, hard-sigmoid gate) at issue 23's 1024@14×14 — one
+#: full C×C excitation on a larger map than timm's ese_vovnet39b has at 224² (768@14, 1024@7).
+EFFECTIVE_SE = Block("effective_se", "ese1024@14", "EffectiveSEModule", 1024, 14, 14, 1)
 
 #: The census's blocks (issue 23 §1), by id in perf/model_shapes.py; MobileNetV3's largest is its
 #: largest feature map (672@14).
 CENSUS_IDS = (
     "seresnet50/s1", "seresnet50/s4", "efficientnet_b0/se32@112", "efficientnet_b0/se1152@7",
-    "mobilenetv3_large/se672@14", "regnety_016/s4b", "ese_vovnet39b/ese1024@14", "ecaresnet50d/s4",
+    "mobilenetv3_large/se672@14", "regnety_016/s4b", "effective_se/ese1024@14", "ecaresnet50d/s4",
     "cbam_resnet50/s1", "resnest50d/splat64@56", "skresnet50/sk64@56", "gcresnet50t/gc64@56",
 )
 #: The subset ``python perf/sweep.py`` counts (≈ 50 s of CPU in the interpreter, beside the timings):
@@ -80,9 +83,9 @@ SWEEP_IDS = ("seresnet50/s4", "resnest50d/splat512@7", "skresnet50/sk512@7", "gc
 
 
 def census_block(block_id: str) -> Block:
-    """A census block by id (perf/model_shapes.py's, or :data:`ESE_VOVNET`)."""
-    if block_id == ESE_VOVNET.id:
-        return ESE_VOVNET
+    """A census block by id (perf/model_shapes.py's, or :data:`EFFECTIVE_SE`)."""
+    if block_id == EFFECTIVE_SE.id:
+        return EFFECTIVE_SE
     for b in model_shapes.ALL_BLOCKS:
         if b.id == block_id:
             return b
@@ -121,8 +124,6 @@ def _run(block: Block, module: nn.Module, x: torch.Tensor, pass_: str, census: A
 def count_path(block: Block, impl: str, pass_: str, batch: int, dtype: str = "fp32") -> list[Launch]:
     """Every launch of one pass of tritattn's ``impl`` on ``block`` at ``batch``, counted in the
     interpreter (CPU tensors)."""
-    from program_census import ProgramCensus
-
     torch.manual_seed(0)
     module = _module(impl, block, torch.device("cpu"), DTYPES[dtype])
     x = torch.randn(batch, block.C, block.H, block.W, dtype=DTYPES[dtype])
@@ -131,13 +132,24 @@ def count_path(block: Block, impl: str, pass_: str, batch: int, dtype: str = "fp
     return census.launches()
 
 
-def eager_path(block: Block, pass_: str, batch: int, dtype: str = "fp32") -> list[Launch]:
-    """Eager's aten kernels of one pass, on the meta device, each with its bytes."""
+def _meta_census(block: Block, impl: str, pass_: str, batch: int, dtype: str) -> LaunchCensus:
     meta = torch.device("meta")
-    module = build_eager(block, meta, DTYPES[dtype])
+    module = _module(impl, block, meta, DTYPES[dtype])
     census = LaunchCensus()
     _run(block, module, torch.empty(batch, block.C, block.H, block.W, device=meta, dtype=DTYPES[dtype]), pass_, census)
-    return [eager_launch(name, nbytes) for name, nbytes in census.aten_launches]
+    return census
+
+
+def eager_path(block: Block, pass_: str, batch: int, dtype: str = "fp32") -> list[Launch]:
+    """Eager's aten kernels of one pass, on the meta device, each with its bytes."""
+    return [eager_launch(name, nbytes) for name, nbytes in _meta_census(block, "eager", pass_, batch, dtype).aten_launches]
+
+
+def triton_kernels_at(block: Block, impl: str, pass_: str, batch: int, dtype: str = "fp32") -> list[str]:
+    """The Triton kernels tritattn's ``impl`` launches at ``batch``, on the meta device (the path a
+    GPU takes; perf/bytes_model.py's op_kernels): whether the counted path is still the one taken."""
+    census = _meta_census(block, impl, pass_, batch, dtype)
+    return [kernel for op, args in census.tritattn_calls for kernel, _ in op_kernels(op, args)]
 
 
 @dataclass(frozen=True)
@@ -158,9 +170,15 @@ def count_block(block: Block, batches: tuple[int, int] = COUNT_BATCHES, dtype: s
             for impl in PATHS[:2] for p in PASSES]
 
 
-def _from_json(d: dict) -> PathCount:
-    return PathCount(d["block"], d["impl"], d["pass_"], tuple(d["batches"]),
-                     [Launch(**x) for x in d["small"]], [Launch(**x) for x in d["large"]])
+def save_counts(counts: Sequence[PathCount], path: Path) -> None:
+    """The counts as JSON (:func:`load_counts` reads them back: estimates can be redone from them)."""
+    path.write_text(json.dumps([asdict(c) for c in counts]))
+
+
+def load_counts(path: Path) -> list[PathCount]:
+    return [PathCount(d["block"], d["impl"], d["pass_"], tuple(d["batches"]),
+                      [Launch(**x) for x in d["small"]], [Launch(**x) for x in d["large"]])
+            for d in json.loads(path.read_text())]
 
 
 class PendingCount:
@@ -182,7 +200,7 @@ class PendingCount:
         try:
             if self._process.wait() != 0:
                 raise RuntimeError(f"the critical-path count failed:\n{self._log.read_text()[-4000:]}")
-            return [_from_json(d) for d in json.loads(self._json.read_text())]
+            return load_counts(self._json)
         finally:
             self._dir.cleanup()
 
@@ -190,8 +208,6 @@ class PendingCount:
 def count_blocks(block_ids: Sequence[str], batches: tuple[int, int] = COUNT_BATCHES, dtype: str = "fp32") -> list[PathCount]:
     """:func:`count_block` for each block — here when Triton's interpreter is on, else in a
     subprocess with it on (a GPU run: the compiled kernels cannot be counted)."""
-    from program_census import interpreting
-
     if interpreting():
         return [c for i in block_ids for c in count_block(census_block(i), batches, dtype)]
     return PendingCount(block_ids, batches, dtype).result()
@@ -225,9 +241,30 @@ def same_launches(small: Sequence[Launch], large: Sequence[Launch]) -> bool:
     return [x.kernel for x in small] == [x.kernel for x in large]
 
 
+def longest_over_median(launch: Launch) -> bool:
+    """§2's first tail check, which does not depend on B: longest > 2 × median + 32 instructions."""
+    return launch.longest > cost_model.LONGEST_PER_MEDIAN * launch.median + cost_model.LONGEST_SLACK
+
+
+#: The batch at which §2 asks a launch moving more than BIG_LAUNCH_BYTES for MIN_PROGRAMS programs.
+BIG_LAUNCH_BATCH = 32
+
+
+def violations(launch: Launch, batch: int) -> list[str]:
+    """The §2 targets a (Triton) launch misses at ``batch``: cost_model.tail_violations, and at
+    B = 32 a launch moving more than BIG_LAUNCH_BYTES with fewer than MIN_PROGRAMS programs."""
+    out = cost_model.tail_violations(launch)
+    big = launch.bytes > cost_model.BIG_LAUNCH_BYTES and batch == BIG_LAUNCH_BATCH
+    if big and launch.programs < cost_model.MIN_PROGRAMS:
+        out.append(f"{launch.kernel}: {launch.bytes / 2**20:.1f} MiB in {launch.programs} programs "
+                   f"< {cost_model.MIN_PROGRAMS}")
+    return out
+
+
 def launch_rows(counts: Sequence[PathCount]) -> list[dict]:
-    """One row per counted launch: its counts at both batches, whether it grows with B, the §2
-    tail check (cost_model.tail_violations at the larger batch)."""
+    """One row per counted launch: its counts at both batches, whether its longest program grows
+    with B, and §2's first tail check (longest ≤ 2 × median + 32, at the larger batch); the checks
+    that depend on the bytes are made per estimated batch (:func:`estimate_rows`)."""
     rows = []
     for c in counts:
         b1, b2 = c.batches
@@ -242,7 +279,7 @@ def launch_rows(counts: Sequence[PathCount]) -> list[dict]:
                 "bytes_small": s.bytes if s else None, "bytes_large": l.bytes,
                 "grows_with_batch": grows(s, l, b1, b2) if s and l.programs else None,
                 "launches_differ": not aligned,
-                "tail": "; ".join(cost_model.tail_violations(l)) if l.programs else "",
+                "longest_over_median": longest_over_median(l) if l.programs else None,
             })
     return rows
 
@@ -256,9 +293,31 @@ def path_at(count: PathCount, B: int) -> tuple[list[Launch], bool] | None:
     return [e for e, _ in extended], any(g for _, g in extended)
 
 
+def _paths_at(by_impl: dict[str, PathCount], block: Block, pass_: str, B: int, dtype: str) -> dict[str, tuple[list[Launch] | None, bool, str]]:
+    """Each path's launches at batch ``B`` (None where the counts cannot give them), whether one was
+    extrapolated, and why not."""
+    out: dict[str, tuple[list[Launch] | None, bool, str]] = {}
+    try:
+        for impl, c in by_impl.items():
+            got = path_at(c, B)
+            counted = [x.kernel for x in c.large if x.programs]
+            taken = triton_kernels_at(block, impl, pass_, B, dtype) if got else counted
+            if got is None:
+                out[impl] = (None, False, "the launches differ between the two counted batches")
+            elif taken != counted:  # the path changes with B: the counts are not its counts
+                out[impl] = (None, False, f"at B={B} the path launches {', '.join(taken)}, not the counted {', '.join(counted)}")
+            else:
+                out[impl] = (*got, "")
+        out["eager"] = (eager_path(block, pass_, B, dtype), False, "")
+    except ValueError as e:  # a BatchNorm in training over one value per channel (B = 1)
+        return {impl: (None, False, f"cannot run: {e}") for impl in [*by_impl, "eager"]}
+    return out
+
+
 def estimate_rows(counts: Sequence[PathCount], batches: Sequence[int] = ESTIMATE_BATCHES, dtype: str = "fp32") -> list[dict]:
     """Per block, pass, path, GPU and batch: the model's estimated µs (``estimate (model)``), the
-    launches, the longest program, the bytes; eager from the meta device at each batch."""
+    launches, the longest program, the bytes, the §2 targets its Triton launches miss at that batch
+    (:func:`violations`: ``tails`` counts the launches); eager from the meta device at each batch."""
     rows = []
     paths: dict[tuple[str, str], dict[str, PathCount]] = {}
     for c in counts:
@@ -266,24 +325,17 @@ def estimate_rows(counts: Sequence[PathCount], batches: Sequence[int] = ESTIMATE
     for (block_id, pass_), by_impl in paths.items():
         block = census_block(block_id)
         for B in batches:
-            launches: dict[str, tuple[list[Launch], bool] | None] = {i: path_at(c, B) for i, c in by_impl.items()}
-            note = ""
-            try:
-                launches["eager"] = (eager_path(block, pass_, B, dtype), False)
-            except ValueError as e:  # a BatchNorm in training over one value per channel (B = 1)
-                launches, note = dict.fromkeys([*launches, "eager"]), f"eager cannot run it: {e}"
-            for impl, got in launches.items():
+            for impl, (ls, extrapolated, note) in _paths_at(by_impl, block, pass_, B, dtype).items():
                 for gpu in GPUS:
                     row = {"block": block_id, "pass": pass_, "path": impl, "gpu": gpu.name, "batch": B,
                            "label": ESTIMATE_LABEL, "us": None, "launches": None, "longest": None, "bytes": None,
-                           "extrapolated": None, "tails": None,
-                           "note": note or ("" if got else "the launches differ between the two counted batches")}
-                    if got is not None:
-                        ls, extrapolated = got
+                           "extrapolated": None, "tails": None, "violations": None, "note": note}
+                    if ls is not None:
                         row.update(us=1e6 * sum(launch_seconds(x, gpu) for x in ls), launches=len(ls),
                                    longest=max((x.longest for x in ls), default=0), bytes=sum(x.bytes for x in ls),
                                    extrapolated=extrapolated,
-                                   tails=sum(bool(cost_model.tail_violations(x)) for x in ls if x.programs))
+                                   tails=sum(bool(violations(x, B)) for x in ls if x.programs),
+                                   violations="; ".join(v for x in ls if x.programs for v in violations(x, B)))
                     rows.append(row)
     return rows
 
@@ -300,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     batches = tuple(int(b) for b in args.batches.split(","))
     counts = count_blocks(args.blocks.split(","), batches, args.dtype)
-    args.json.write_text(json.dumps([asdict(c) for c in counts]))
+    save_counts(counts, args.json)
     return 0
 
 

@@ -30,7 +30,6 @@ subprocess with ``TRITON_INTERPRET=1`` when the sweep runs on a GPU).
 """
 from __future__ import annotations
 
-import os
 import statistics
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -51,8 +50,10 @@ MEMORY_OPS = (
 
 
 def interpreting() -> bool:
-    """Whether Triton's kernels run in the interpreter (the switch is read when a kernel is defined)."""
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+    """Whether Triton's kernels run in the interpreter (tritattn's probe kernel was defined as one)."""
+    from tritattn import backend
+
+    return backend.INTERPRETER
 
 
 @dataclass
@@ -226,8 +227,9 @@ class ProgramCensus(TorchDispatchMode):
         return out
 
     def launches(self) -> list[Launch]:
-        """Every launch in order, as the model's :class:`~tritattn.cost_model.Launch`."""
-        return [r.launch() for r in self.records]
+        """Every launch in order, as the model's :class:`~tritattn.cost_model.Launch` (a Triton
+        launch over an empty grid launches nothing on a GPU: left out)."""
+        return [r.launch() for r in self.records if r.programs or not r.triton]
 
 
 def _custom_op_implementation(func: torch._ops.OpOverload) -> Callable | None:

@@ -24,10 +24,10 @@ BLOCK_COLUMNS = [
 CRITICAL_PATH_COLUMNS = [
     "block", "path", "pass", "index", "kernel", "triton", "batch_small", "batch_large", "programs_small",
     "programs_large", "median_small", "median_large", "longest_small", "longest_large", "bytes_small",
-    "bytes_large", "grows_with_batch", "launches_differ", "tail",
+    "bytes_large", "grows_with_batch", "launches_differ", "longest_over_median",
 ]
 ESTIMATE_COLUMNS = ["block", "pass", "path", "gpu", "batch", "label", "us", "launches", "longest", "bytes",
-                    "extrapolated", "tails", "note"]
+                    "extrapolated", "tails", "violations", "note"]
 #: what tritattn's rows are rated against; "tritattn-per-op" is tritattn with its block pipelines off
 BASELINES = ("eager", "compile", "compile-max-autotune", "tritattn-per-op")
 
@@ -135,8 +135,8 @@ def critical_path_table(launches: list[dict]) -> str:
     """The critical-path census (perf/critical_path.py's launch rows): per block, path, pass and
     launch, its programs, median and longest program's memory instructions at the two counted
     batches (a→b where they differ), its bytes at the larger, whether the longest grows with B,
-    and the §2 tail check (cost_model.tail_violations) at the larger batch."""
-    headers = ["block", "path", "pass", "kernel", "B", "programs", "median", "longest", "MB", "grows", "tail (§2)"]
+    and §2's first tail check (longest ≤ 2 × median + 32) at the larger batch."""
+    headers = ["block", "path", "pass", "kernel", "B", "programs", "median", "longest", "MB", "grows with B", "longest ≤ 2·median+32"]
     rows = []
     for r in launches:
         if not r["triton"]:
@@ -145,19 +145,20 @@ def critical_path_table(launches: list[dict]) -> str:
                      _arrow(r["programs_small"], r["programs_large"]), _arrow(r["median_small"], r["median_large"]),
                      _arrow(r["longest_small"], r["longest_large"]), r["bytes_large"] / 1e6,
                      {True: "GROWS", False: "no", None: "?"}[r["grows_with_batch"]] + (" (launches differ)" if r["launches_differ"] else ""),
-                     "TAIL" if r["tail"] else "ok"])
+                     {True: "NO (tail)", False: "ok", None: "?"}[r["longest_over_median"]]])
     return format_table(headers, rows)
 
 
 def estimate_table(estimates: list[dict], gpu: str) -> str:
     """Estimated µs per block on ``gpu`` — **an estimate from the model (tritattn/cost_model.py),
     not a measurement** — tritattn's path, the per-op path and eager, per pass and batch; "*"
-    marks a path whose longest program was extended linearly in B (it grows with B)."""
+    marks a path whose longest program was extended linearly in B (it grows with B); "tails":
+    tritattn's launches that miss a §2 target at that batch (critical_path.violations)."""
     by_key: dict[tuple, dict[str, dict]] = {}
     for r in estimates:
         if r["gpu"] == gpu:
             by_key.setdefault((r["block"], r["pass"], r["batch"]), {})[r["path"]] = r
-    headers = ["block", "pass", "B", "tritattn µs", "per-op µs", "eager µs", "x eager", "launches", "longest", "tails"]
+    headers = ["block", "pass", "B", "tritattn µs", "per-op µs", "eager µs", "x per-op", "x eager", "launches", "longest", "tails"]
     rows = []
     for (block, pass_, batch), paths in by_key.items():
         t, o, e = (paths.get(p, {}) for p in ("tritattn", "tritattn-per-op", "eager"))
@@ -165,8 +166,10 @@ def estimate_table(estimates: list[dict], gpu: str) -> str:
         def us(r: dict) -> str:
             return "-" if r.get("us") is None else f"{r['us']:.1f}" + ("*" if r.get("extrapolated") else "")
 
-        ratio = e["us"] / t["us"] if t.get("us") and e.get("us") else None
-        rows.append([block, pass_, batch, us(t), us(o), us(e), ratio,
+        def speedup(base: dict) -> float | None:
+            return base["us"] / t["us"] if t.get("us") and base.get("us") else None
+
+        rows.append([block, pass_, batch, us(t), us(o), us(e), speedup(o), speedup(e),
                      f"{format_value(t.get('launches'))}/{format_value(o.get('launches'))}/{format_value(e.get('launches'))}",
                      t.get("longest"), t.get("tails")])
     return format_table(headers, rows)
@@ -188,3 +191,13 @@ def estimate_beside_timings(rows: list[dict], estimates: list[dict], gpu: str) -
         if e and r["ms"] and r["dtype"] == "fp32" and r["layout"] == "nchw" and not r["cuda_graph"]:
             lines.append([r["block"], r["batch"], r["pass"], r["impl"], 1e3 * r["ms"], e, 1e3 * r["ms"] / e])
     return format_table(headers, lines)
+
+
+def critical_path_text(launches: list[dict], estimates: list[dict], batches: tuple[int, int], gpus: list[str], label: str) -> str:
+    """The census's launch table and, per GPU, its estimate table, with their headings."""
+    parts = [f"Critical-path census (memory instructions per program, counted in Triton's interpreter at B={batches[0]} "
+             f"and {batches[1]}; full C, H, W; float32):", critical_path_table(launches)]
+    for gpu in gpus:
+        parts += [f"\nEstimated µs per block on an {gpu} — {label}, not a measurement (tritattn/cost_model.py; "
+                  "* = longest program extended linearly in B):", estimate_table(estimates, gpu)]
+    return "\n".join(parts)

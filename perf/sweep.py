@@ -201,14 +201,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nDevice-independent figures (full-size blocks, batch {args.census_batch}, {args.dtypes[0]}):")
     print(report.census_table(census_rows))
     if cp_launches:
-        b1, b2 = critical_path.COUNT_BATCHES
-        print(f"\nCritical-path census (memory instructions per program, counted in Triton's interpreter at "
-              f"B={b1} and {b2}; full C, H, W; float32; all blocks: python perf/census.py):")
-        print(report.critical_path_table(cp_launches))
-        for gpu in critical_path.GPUS:
-            print(f"\nEstimated µs per block on an {gpu.name} — {critical_path.ESTIMATE_LABEL}, not a measurement "
-                  "(tritattn/cost_model.py; * = longest program extended linearly in B):")
-            print(report.estimate_table(plotted, gpu.name))
+        print("\n" + report.critical_path_text(cp_launches, plotted, critical_path.COUNT_BATCHES,
+                                              [g.name for g in critical_path.GPUS], critical_path.ESTIMATE_LABEL))
+        print("(the sweep counts a subset; every census block: python perf/census.py)")
         if device.type == "cuda":
             print(f"\nEstimate (model) beside the measurement ({describe_device(device)}):")
             print(report.estimate_beside_timings(rows, cp_estimates, gpu_model(describe_device(device)).name))
