@@ -282,7 +282,7 @@ def test_byte_model_counts_the_tensors_each_kernel_moves(monkeypatch):
         pre = (rand(C, dtype=torch.float32), rand(C, dtype=torch.float32), rand(C, dtype=torch.float32),
                torch.rand(C, device=DEVICE) + 0.5, 1e-5)
         what, vectors = f"excitation_block prologue batch_stats={batch_stats}", bm.prologue_vectors(C, f32, True)
-        stats = [bm.batch_stats_fwd(B, C, HW, 2, f32, bm.batch_stats_rows(x))] if batch_stats else []
+        stats = [bm.batch_stats_fwd(B, C, HW, 2, f32)] if batch_stats else []
         hidden = bm.hidden_vectors("fc_act_fc", "mean")
         y, s_, stats_ = check(
             what, ["batch_stats_fwd"] * batch_stats + ["squeeze_excite_fwd", "gated_scale_fwd"],
@@ -530,3 +530,17 @@ def test_estimates_scale_programs_and_bytes_and_extend_only_a_growing_longest():
     at_256, grew = critical_path.extend(loop_small, loop_large, 2, 4, 256)
     assert grew and at_256.longest == 12 + 4 * 254
     assert critical_path.extend(loop_small, loop_large, 2, 4, 2) == (loop_small, True)
+
+
+def test_a_gpu_timing_is_printed_beside_the_models_estimate():
+    def timing(impl, pass_, ms, **kw):
+        return {"block": "b", "batch": 32, "pass": pass_, "impl": impl, "ms": ms, "dtype": "fp32", "layout": "nchw",
+                "cuda_graph": False} | kw
+    rows = [timing("tritattn", "fwd", 0.05), timing("eager", "fwd+bwd", 0.2), timing("tritattn", "fwd", 0.01, cuda_graph=True),
+            timing("tritattn", "fwd", 0.04, dtype="bf16"), timing("compile", "fwd", 0.03)]
+    estimates = [{"block": "b", "path": p, "pass": q, "batch": 32, "gpu": "H100", "us": 25.0}
+                 for p in ("tritattn", "eager") for q in ("inference", "step")]
+    lines = report.estimate_beside_timings(rows, estimates, "H100").splitlines()[2:]
+    # only float32 NCHW timings without CUDA graphs of a path the model estimates: measured µs, estimate, ratio
+    assert [line.split() for line in lines] == [["b", "32", "fwd", "tritattn", "50", "25", "2"],
+                                                 ["b", "32", "fwd+bwd", "eager", "200", "25", "8"]]
