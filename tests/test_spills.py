@@ -2,27 +2,28 @@
 
 The census's blocks (perf/model_shapes.py: the issue's §1 list, plus VoVNet's eSE 1024@14,
 GCNet 256@56, EfficientNet-B0's first block with its producer's BatchNorm taken in, and the
-per-op ops at 256@56) each run an inference forward and a training step at batch 16 with their
+per-op ops at 256@56) each run an inference forward and a training step at batch 16, in float32
+NCHW and in bfloat16 channels_last under autocast (mixed precision's float32 weights), with their
 kernel launches recorded and not run (fixtures/launches.py): which kernel, its arguments,
 constexprs and config — the default config, which the tuner runs wherever nothing is tuned, or
 a FixedConfig's one. Each distinct launch is compiled for sm_90 by Triton's own compiler in a
 child process without a GPU, and ptxas -v reports its spill stores and loads
 (fixtures/sm90_compile.py): every kernel of tritattn/launch.py must be compiled at some block
-and spill 0 bytes there. The compiled results are shared by the pytest-xdist workers of a run,
-and Triton's cache keeps the compiled kernels between runs.
+and spill 0 bytes there, and every block must run (a block that raises is reported, and the
+others still count). The compiled results are shared by the pytest-xdist workers of a run, and
+Triton's cache keeps the compiled kernels (and ptxas's reports) between runs.
 
 On a GPU, the tuner drops candidate configs whose compiled kernel spills (``n_spills``):
 :func:`tritattn.tuning.fastest_without_spills`, tested here with a stand-in kernel.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Callable
@@ -79,9 +80,9 @@ def _efficientnet_first_block() -> tuple[nn.Module, tuple[int, ...]]:
     return block, (BATCH, 32, 112, 112)
 
 
-def _per_op_ops() -> None:
-    """The per-op path's ops at 256@56: squeeze, excite_scale, spatial_pool, spatial_scale and their backwards."""
-    x = torch.randn(BATCH, 256, 56, 56, device=DEVICE, requires_grad=True)
+def _per_op_ops(x: torch.Tensor) -> None:
+    """The per-op path's ops: squeeze, excite_scale, spatial_pool, spatial_scale and their backwards."""
+    x = x.requires_grad_()
     mean, maximum = tritattn.squeeze(x, "mean_max")
     y = tritattn.excite_scale(x, mean + maximum, "sigmoid", x, "relu")
     t = tritattn.spatial_pool(y).sum(1, keepdim=True)
@@ -99,21 +100,44 @@ def _training(module: nn.Module, x: torch.Tensor) -> None:
     y.backward(torch.randn_like(y))
 
 
-def record_census() -> list[tuple[str, KernelLaunch]]:
-    """("block pass", launch) for every launch of every census block's inference forward and
-    training step, no kernel run."""
-    recorded = []
+#: what the blocks' inputs are recorded in: float32 NCHW, and mixed precision's bfloat16 in
+#: channels_last (float32 weights, torch's own ops under autocast)
+VARIANTS = {"fp32": (torch.float32, torch.contiguous_format, False),
+            "bf16-channels_last": (torch.bfloat16, torch.channels_last, True)}
+
+
+@dataclass
+class Census:
+    launches: list[tuple[str, KernelLaunch]]  # (where: "block variant pass", launch)
+    failures: list[str]  # the runs that raised, and why
+
+
+def record_census() -> Census:
+    """Every launch of every census block's inference forward and training step, and of the
+    per-op ops at 256@56, in each of :data:`VARIANTS`, no kernel run."""
+    census = Census([], [])
+
+    def record(where: str, run: Callable[[], None], amp: bool) -> None:
+        with recorded_launches(execute=False) as launches:
+            try:
+                with torch.autocast(DEVICE, dtype=torch.bfloat16, enabled=amp):
+                    run()
+            except Exception as e:  # reported by test_every_census_block_runs; the other blocks still count
+                census.failures.append(f"{where}: {type(e).__name__}: {e}")
+        census.launches.extend((where, launch) for launch in launches)
+
     for label, build in census_blocks().items():
         torch.manual_seed(0)
         module, shape = build()
-        module, x = module.to(DEVICE), torch.randn(shape, device=DEVICE)
-        for name, run in (("inference", _inference), ("training", _training)):
-            with recorded_launches(execute=False) as launches:
-                run(module, x)
-            recorded += [(f"{label} {name}", launch) for launch in launches]
-    with recorded_launches(execute=False) as launches:
-        _per_op_ops()
-    return recorded + [("per-op ops 256@56 training", launch) for launch in launches]
+        for variant, (dtype, layout, amp) in VARIANTS.items():
+            module = module.to(DEVICE, memory_format=layout)
+            x = torch.randn(shape, device=DEVICE).to(dtype=dtype, memory_format=layout)
+            for name, run in (("inference", _inference), ("training", _training)):
+                record(f"{label} {variant} {name}", lambda: run(module, x), amp)
+    for variant, (dtype, layout, amp) in VARIANTS.items():
+        x = torch.randn(BATCH, 256, 56, 56, device=DEVICE).to(dtype=dtype, memory_format=layout)
+        record(f"per-op ops 256@56 {variant} training", lambda: _per_op_ops(x), amp)
+    return census
 
 
 @dataclass
@@ -153,24 +177,44 @@ def _ptxas_problem() -> str | None:
     return None
 
 
-def _compile_shared(jobs: list[dict[str, Any]], tmp_path_factory) -> list[dict[str, Any]]:
-    """compile_jobs(jobs), once per test run: the pytest-xdist workers share the results."""
-    worker = os.environ.get("PYTEST_XDIST_WORKER")
-    if worker is None:
-        return compile_jobs(jobs)
+def _once_per_run(tmp_path_factory, name: str, compute: Callable[[], Any]) -> Any:
+    """compute(), JSON, once per test run: the pytest-xdist workers of a run share the result."""
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        return compute()
     from filelock import FileLock
 
     run_dir = tmp_path_factory.getbasetemp().parent  # this run's, shared by its workers
-    key = hashlib.sha256(json.dumps(jobs, sort_keys=True).encode()).hexdigest()[:16]
-    cached = run_dir / f"sm90-{key}.json"
-    with FileLock(str(run_dir / "sm90.lock")):
-        if not cached.exists():
-            cached.write_text(json.dumps(compile_jobs(jobs)))
-        return json.loads(cached.read_text())
+    with FileLock(str(run_dir / f"{name}.lock")):
+        path = run_dir / f"{name}.json"
+        if not path.exists():
+            path.write_text(json.dumps(compute()))
+        return json.loads(path.read_text())
+
+
+def compile_census() -> dict[str, Any]:
+    """The census recorded, each distinct launch compiled for sm_90: {"compiled": [Compiled as a
+    dict], "failures": [...]}."""
+    recorded = record_census()
+    distinct: dict[str, tuple[dict[str, Any], list[str]]] = {}
+    for where, launch_ in recorded.launches:
+        job = job_of(launch_)
+        blocks = distinct.setdefault(json.dumps(job, sort_keys=True), (job, []))[1]
+        if where not in blocks:
+            blocks.append(where)
+    reports = compile_jobs([job for job, _ in distinct.values()])
+    compiled = [Compiled(job["kernel"], _config(job), blocks, report)
+                for (job, blocks), report in zip(distinct.values(), reports)]
+    return {"compiled": [asdict(c) for c in compiled], "failures": recorded.failures}
+
+
+@dataclass
+class CompiledCensus:
+    compiled: list[Compiled]
+    failures: list[str]
 
 
 @pytest.fixture(scope="session")
-def compiled(tmp_path_factory) -> list[Compiled]:
+def census(tmp_path_factory) -> CompiledCensus:
     """Every distinct launch of the census blocks, compiled for sm_90 (see the module docstring)."""
     if not INTERPRETER:
         pytest.skip("the launches are recorded in the Triton interpreter (TRITON_INTERPRET=1); "
@@ -178,15 +222,13 @@ def compiled(tmp_path_factory) -> list[Compiled]:
     problem = _ptxas_problem()
     if problem is not None:
         pytest.skip(f"ptxas for sm_{CAPABILITY} cannot run on this machine: {problem}")
-    distinct: dict[str, tuple[dict[str, Any], list[str]]] = {}
-    for label, recorded in record_census():
-        job = job_of(recorded)
-        blocks = distinct.setdefault(json.dumps(job, sort_keys=True), (job, []))[1]
-        if label not in blocks:
-            blocks.append(label)
-    jobs = [job for job, _ in distinct.values()]
-    reports = _compile_shared(jobs, tmp_path_factory)
-    return [Compiled(job["kernel"], _config(job), blocks, report) for (job, blocks), report in zip(distinct.values(), reports)]
+    result = _once_per_run(tmp_path_factory, "sm90-census", compile_census)
+    return CompiledCensus([Compiled(**c) for c in result["compiled"]], result["failures"])
+
+
+def test_every_census_block_runs(census):
+    assert not census.failures, "census blocks that raised (their launches are not all compiled):\n" + "\n".join(
+        census.failures)
 
 
 #: every kernel launch.py launches (each Tuner's and FixedConfig's)
@@ -194,8 +236,8 @@ KERNELS = sorted({tuner.kernel.__name__ for tuner in vars(launch).values() if is
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
-def test_no_kernel_spills_registers_on_sm90(kernel, compiled):
-    mine = [c for c in compiled if c.kernel == kernel]
+def test_no_kernel_spills_registers_on_sm90(kernel, census):
+    mine = [c for c in census.compiled if c.kernel == kernel]
     assert mine, f"no census block launches {kernel}: add a block that does, so that it is compiled for sm_90"
     failed = [c.line() for c in mine if "error" in c.report]
     assert not failed, "failed to compile for sm_90:\n" + "\n".join(failed)
