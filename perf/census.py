@@ -185,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     H200 (estimates from the model), written to ``--out`` (counts.json, critical_path.csv,
     estimates.csv, critical_path.json, census_estimates.png)."""
     import argparse
+    import os
     from pathlib import Path
 
     import critical_path
@@ -195,13 +196,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--blocks", default=",".join(critical_path.CENSUS_IDS), help="comma list of census block ids")
     p.add_argument("--batches", default=",".join(map(str, critical_path.COUNT_BATCHES)), help="the two counted batches")
     p.add_argument("--counts", type=Path, help="estimate from a previous run's counts.json instead of counting")
+    p.add_argument("--jobs", type=int, default=min(4, os.cpu_count() or 1), help="counting subprocesses (default: up to 4)")
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "out")
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     if args.counts:
         counts = critical_path.load_counts(args.counts)
     else:
-        counts = critical_path.count_blocks(args.blocks.split(","), tuple(int(b) for b in args.batches.split(",")))
+        counts = critical_path.count_blocks(args.blocks.split(","), tuple(int(b) for b in args.batches.split(",")), jobs=args.jobs)
     critical_path.save_counts(counts, args.out / "counts.json")
     launches, estimates = critical_path.launch_rows(counts), critical_path.estimate_rows(counts)
     report.write_csv(args.out / "critical_path.csv", launches, report.CRITICAL_PATH_COLUMNS)

@@ -205,12 +205,17 @@ class PendingCount:
             self._dir.cleanup()
 
 
-def count_blocks(block_ids: Sequence[str], batches: tuple[int, int] = COUNT_BATCHES, dtype: str = "fp32") -> list[PathCount]:
-    """:func:`count_block` for each block — here when Triton's interpreter is on, else in a
-    subprocess with it on (a GPU run: the compiled kernels cannot be counted)."""
-    if interpreting():
+def count_blocks(block_ids: Sequence[str], batches: tuple[int, int] = COUNT_BATCHES, dtype: str = "fp32",
+                 jobs: int = 1) -> list[PathCount]:
+    """:func:`count_block` for each block: here when Triton's interpreter is on and ``jobs`` is 1,
+    else in ``jobs`` subprocesses with it on, the blocks dealt out among them (a GPU run: the
+    compiled kernels cannot be counted)."""
+    if jobs <= 1 and interpreting():
         return [c for i in block_ids for c in count_block(census_block(i), batches, dtype)]
-    return PendingCount(block_ids, batches, dtype).result()
+    shares = [list(block_ids[j::jobs]) for j in range(max(1, jobs)) if block_ids[j::jobs]]
+    pending = [PendingCount(share, batches, dtype) for share in shares]
+    counts = [c for p in pending for c in p.result()]
+    return sorted(counts, key=lambda c: list(block_ids).index(c.block))
 
 
 # --- extending to other batches, estimating -------------------------------------------------------
