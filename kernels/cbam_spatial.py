@@ -1,94 +1,72 @@
 """CBAM's spatial half on the channel-gated map, forward: z = x · gate_c(s_c[b, c]) is never written.
 
   gated_spatial_pool_fwd   per pixel p of sample b: mean_c z and max_c z (CBAM) or their average
-                           (light CBAM) → the descriptor map d [B, D, H·W]; the sample's last
-                           program (kernels/excitation.py's per-sample counter) computes the k×k
-                           conv of d (zero padding (k-1)/2, no bias) → u [B, H·W]; the launch's
-                           last program the BatchNorm as an affine t = a · u + c — from the batch
-                           statistics of u in training (and the running statistics moved), from
+                           (light CBAM) → the descriptor map d [B, D, H·W]
+  spatial_conv_fwd         per (sample, tile of pixels): u = the k×k conv of d (zero padding
+                           (k-1)/2, no bias) → u [B, H·W]; the spatial BatchNorm as an affine
+                           t = a · u + c — from the batch statistics of u in training (each tile's
+                           (n, mean, M2) merged in a fixed-order tree, kernels/ticket_tree.py), from
                            the running statistics in eval
   doubly_gated_scale_fwd   y = x · gate_c(s_c[b, c]) · gate_s(t[b, p])
 
-With squeeze_excite_fwd (s_c) that is CBAM's forward in 3 kernels and 4 passes over x-sized
-tensors (x read three times, y written), in training as in eval. z is rounded to x's dtype
-before it is pooled, as eager's materialised x · gate does; d, u and s_c stay in ACC (float32;
-float64 for float64 x). The backward is kernels/cbam_spatial_bwd.py.
+With squeeze_excite_fwd (s_c) that is CBAM's forward in 4 kernels and 4 passes over x-sized
+tensors (x read three times, y written), in training as in eval. No program loops over the
+batch, over a whole map or over the other programs' results: the conv has its own launch over
+(sample, pixel tile), every program of it issuing a fixed handful of memory instructions (its
+tile's halo of d is one gather), and the batch statistics' merge adds 4 per tree level to the
+programs that merge. z is rounded to x's dtype before it is pooled, as eager's materialised
+x · gate does; d, u and s_c stay in ACC (float32; float64 for float64 x). The backward is
+kernels/cbam_spatial_bwd.py.
 """
 import triton
 import triton.language as tl
 
-from .excitation import last_of_sample
 from .gates import gate_value
-from .mean_max import chan_combine, pool_start, pool_tile, pooled_max
+from .mean_max import pool_start, pool_tile, pooled_max
 from .program_tiles import elementwise_tile, row_block
 from .rounding import as_materialised, to_output
+from .ticket_tree import moments_row, row_entry, tree_merge
 from .tiling import ELEMENTWISE_TILES, ROW_TILES, oriented_configs
 
-#: gated_spatial_pool_fwd loops over C; the conv's tile (CONV_BLOCK_P pixels) is set by the problem.
+#: gated_spatial_pool_fwd loops over C; spatial_conv_fwd's tile is set by the problem (launch.py).
 GATED_SPATIAL_POOL_FWD_CONFIGS = oriented_configs(ROW_TILES, num_warps=(2, 4, 8), num_stages=(1, 2, 3))
 #: doubly_gated_scale_fwd: one tile per program.
 DOUBLY_GATED_SCALE_FWD_CONFIGS = oriented_configs(ELEMENTWISE_TILES, num_warps=(2, 4, 8), num_stages=(1,))
 
 
 @triton.jit
-def acc_zero(ACC: tl.constexpr):
-    """A scalar 0 of type ACC (a loop-carried scalar must keep one type)."""
-    return tl.sum(tl.zeros([2], dtype=ACC), axis=0)
+def pixel_tile(H, W, BLOCK_P: tl.constexpr):
+    """The (sample, tile of BLOCK_P pixels) of a program over [B, H·W] maps (grid: B · ⌈H·W /
+    BLOCK_P⌉, tiles fastest): b (int64), the pixel offsets, their mask, rows and columns."""
+    pid = tl.program_id(0)
+    n_tiles = tl.cdiv(H * W, BLOCK_P)
+    offs_p = (pid % n_tiles) * BLOCK_P + tl.arange(0, BLOCK_P)
+    return (pid // n_tiles).to(tl.int64), offs_p, offs_p < H * W, offs_p // W, offs_p % W
 
 
 @triton.jit
-def sample_conv(
-    b, d_ptr, u_ptr, stats_ptr, w_ptr, H, W,
-    D: tl.constexpr, KS: tl.constexpr, ACC: tl.constexpr, CONV_BLOCK_P: tl.constexpr,
-):
-    """u[b, :] = conv(d[b]) for one sample (w [1, D, KS, KS] contiguous, zero padding (KS-1)/2, Σ
-    over (D, KS, KS) in a fixed order), and the sample's (mean, Σ (u - mean)²) into stats[b, 0:2],
-    combined block by block in a fixed order (mean_max.chan_combine)."""
-    P = H * W
-    pad: tl.constexpr = (KS - 1) // 2
-    n, mean, m2 = acc_zero(ACC), acc_zero(ACC), acc_zero(ACC)
-    for p0 in range(0, P, CONV_BLOCK_P):
-        offs_p = p0 + tl.arange(0, CONV_BLOCK_P)
-        mask_p = offs_p < P
-        h = offs_p // W
-        w = offs_p % W
-        acc = tl.zeros([CONV_BLOCK_P], dtype=ACC)
-        for ci in tl.static_range(D):
-            for dy in tl.static_range(KS):
-                hh = h + (dy - pad)
-                for dx in tl.static_range(KS):
-                    ww = w + (dx - pad)
-                    valid = mask_p & (hh >= 0) & (hh < H) & (ww >= 0) & (ww < W)
-                    v = tl.load(d_ptr + (b * D + ci) * P + hh * W + ww, mask=valid, other=0.0, cache_modifier=".cg")
-                    acc += tl.load(w_ptr + (ci * KS + dy) * KS + dx).to(ACC) * v
-        tl.store(u_ptr + b * P + offs_p, acc, mask=mask_p)
-        nb = tl.sum(mask_p.to(ACC), axis=0)
-        mean_b = tl.sum(acc, axis=0) / nb  # acc is 0 at masked pixels
-        m2_b = tl.sum(tl.where(mask_p, (acc - mean_b) * (acc - mean_b), 0.0), axis=0)
-        n, mean, m2 = chan_combine(n, mean, m2, nb, mean_b, m2_b)
-    tl.store(stats_ptr + b * 2, mean)
-    tl.store(stats_ptr + b * 2 + 1, m2)
+def affine_entries(affine_ptr):
+    """(a, c, μ, 1/σ) of the BatchNorm's affine (its 5 entries in ACC: :func:`batch_norm_affine`), in one load."""
+    offs = tl.arange(0, 8)
+    v = tl.load(affine_ptr + offs, mask=offs < 5, other=0.0)
+    return row_entry(v, offs, 0), row_entry(v, offs, 1), row_entry(v, offs, 2), row_entry(v, offs, 3)
 
 
 @triton.jit
 def batch_norm_affine(
-    stats_ptr, affine_ptr, bnw_ptr, bnb_ptr, rm_ptr, rv_ptr, B, P, bn_eps,
-    BATCH_STATS: tl.constexpr, ACC: tl.constexpr,
+    moments, cols, affine_ptr, bnw_ptr, bnb_ptr, rm_ptr, rv_ptr, bn_eps, BATCH_STATS: tl.constexpr, ACC: tl.constexpr,
 ):
-    """The spatial BatchNorm's one channel as t = a · u + c, by the last program of the launch.
+    """The spatial BatchNorm's one channel as t = a · u + c, stored to affine.
 
-    BATCH_STATS: μ, σ² = the mean and biased variance of u over (B, H, W), the per-sample
-    (mean, Σ (u - mean)²) combined in sample order; otherwise the running statistics.
-    a = weight / sqrt(σ² + eps), c = bias - μ · a; affine = (a, c, μ, 1 / sqrt(σ² + eps), v) for
-    the scale kernel and the backward, v = the unbiased batch variance σ² · N / (N - 1) with which
-    the host moves the running variance (the running variance in eval)."""
+    BATCH_STATS: μ, σ² = the mean and biased variance of u over (B, H, W), from ``moments`` =
+    (n, mean, M2) of all of u; otherwise the running statistics. a = weight / sqrt(σ² + eps),
+    c = bias - μ · a; affine = (a, c, μ, 1 / sqrt(σ² + eps), v) for the scale kernel and the
+    backward, v = the unbiased batch variance σ² · N / (N - 1) with which the host moves the
+    running variance (the running variance in eval)."""
     if BATCH_STATS:
-        n, mean, m2 = acc_zero(ACC), acc_zero(ACC), acc_zero(ACC)
-        nb = acc_zero(ACC) + P
-        for b in range(0, B):
-            mean_b = tl.load(stats_ptr + b * 2, cache_modifier=".cg")
-            m2_b = tl.load(stats_ptr + b * 2 + 1, cache_modifier=".cg")
-            n, mean, m2 = chan_combine(n, mean, m2, nb, mean_b, m2_b)
+        n = row_entry(moments, cols, 0)
+        mean = row_entry(moments, cols, 1)
+        m2 = row_entry(moments, cols, 2)
         var = m2 / n
         unbiased = m2 / (n - 1.0)
     else:
@@ -97,11 +75,11 @@ def batch_norm_affine(
         unbiased = var
     inv_std = 1.0 / tl.sqrt(var + bn_eps)
     a = tl.load(bnw_ptr).to(ACC) * inv_std
-    tl.store(affine_ptr, a)
-    tl.store(affine_ptr + 1, tl.load(bnb_ptr).to(ACC) - mean * a)
-    tl.store(affine_ptr + 2, mean)
-    tl.store(affine_ptr + 3, inv_std)
-    tl.store(affine_ptr + 4, unbiased)
+    c = tl.load(bnb_ptr).to(ACC) - mean * a
+    offs = tl.arange(0, 8)
+    entries = tl.where(offs == 0, a, tl.where(offs == 1, c, tl.where(offs == 2, mean,
+                                                                   tl.where(offs == 3, inv_std, unbiased))))
+    tl.store(affine_ptr + offs, entries, mask=offs < 5)
 
 
 @triton.jit
@@ -117,24 +95,22 @@ def store_descriptor(d_ptr, b, R, r64, mask_r, mean, maximum, D: tl.constexpr):
 
 @triton.jit
 def gated_spatial_pool_fwd(
-    x_ptr, s_ptr, d_ptr, u_ptr, stats_ptr, affine_ptr, counter_ptr,
-    w_ptr, bnw_ptr, bnb_ptr, rm_ptr, rv_ptr,
-    B, R, K, H, W, bn_eps,
+    x_ptr, s_ptr, d_ptr,
+    R, K,
     sxb, sxr, sxk,
-    GATE: tl.constexpr, D: tl.constexpr, KS: tl.constexpr, BATCH_STATS: tl.constexpr,
-    ACC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr, CONV_BLOCK_P: tl.constexpr,
+    GATE: tl.constexpr, D: tl.constexpr,
+    ACC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
-    """The spatial descriptor of z = x · gate(s[b, k]), its conv and the BatchNorm's affine
-    (R = H·W pixels, K = C channels; s [B, C] contiguous):
+    """The spatial descriptor of z = x · gate(s[b, k]) (R = H·W pixels, K = C channels; s [B, C]
+    contiguous):
 
       D = 2: d[b, 0, p] = Σ_c z / C, d[b, 1, p] = max_c z         (CBAM)
       D = 1: d[b, 0, p] = 0.5 · Σ_c z / C + 0.5 · max_c z          (light CBAM)
-      u[b, :] = conv(d[b]) and its (mean, M2)  by the sample's last program    (sample_conv)
-      affine = (a, c, μ, 1/σ, v)                by the last sample's last program (batch_norm_affine)
 
-    Counters: one per sample (slots 0 … B-1) and one for the launch (slot B), all left at 0.
-    Minimum bytes: x read + s read + d written (ACC) + u written (ACC).
-    Grid: rows_grid — one program per (b, BLOCK_R pixels) looping over C.
+    Reduces over C in a fixed order, per pixel. Minimum bytes: x read + s read + d written (ACC).
+    Grid: rows_grid — one program per (b, BLOCK_R pixels) looping over C (launch.py cuts BLOCK_R
+    so that a sample's map is spread over several programs); every program alike: 2 loads per
+    BLOCK_K channels and D stores.
     """
     b, offs_r = row_block(R, BLOCK_R)
     mask_r = offs_r < R
@@ -150,12 +126,59 @@ def gated_spatial_pool_fwd(
         z = as_materialised(x * g[None, :], x_ptr)
         total, run_max, run_count, has_nan = pool_tile(z, mask, total, run_max, run_count, has_nan, True, True)
     store_descriptor(d_ptr, b, R, r64, mask_r, total / K, pooled_max(run_max, has_nan), D)
-    if last_of_sample(counter_ptr, b, tl.cdiv(R, BLOCK_R)):
-        sample_conv(b, d_ptr, u_ptr, stats_ptr, w_ptr, H, W, D, KS, ACC, CONV_BLOCK_P)
-        tl.store(counter_ptr + b, 0)
-        if last_of_sample(counter_ptr, B, B):
-            batch_norm_affine(stats_ptr, affine_ptr, bnw_ptr, bnb_ptr, rm_ptr, rv_ptr, B, R, bn_eps, BATCH_STATS, ACC)
-            tl.store(counter_ptr + B, 0)
+
+
+@triton.jit
+def spatial_conv_fwd(
+    d_ptr, w_ptr, u_ptr, part_ptr, counter_ptr, affine_ptr, bnw_ptr, bnb_ptr, rm_ptr, rv_ptr,
+    H, W, bn_eps,
+    D: tl.constexpr, KS: tl.constexpr, BATCH_STATS: tl.constexpr, FAN: tl.constexpr,
+    ACC: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_T: tl.constexpr,
+):
+    """u = conv(d) and the BatchNorm's affine, on [B, D, H·W] maps (w [1, D, KS, KS] contiguous,
+    pad = (KS-1)/2, no bias):
+
+      u[b, p] = Σ_{ci, dy, dx} w[ci, dy, dx] · d[b, ci, p + (dy - pad, dx - pad)]   (zero outside)
+
+    Tap t = (ci · KS + dy) · KS + dx < D·KS·KS ≤ BLOCK_T: the tile's halo of d is one [BLOCK_P,
+    BLOCK_T] gather (re-read from cache by the neighbouring tiles), the weights one load, Σ over
+    the taps one reduction (fixed order).
+    BATCH_STATS: the tile's (n, mean, M2) of u is merged with the other tiles' in a fixed-order
+    tree (kernels/ticket_tree.py: part [rows, 4] ACC, fan-in FAN, counter slots
+    left at 0) and the root stores the affine (:func:`batch_norm_affine`); in eval program 0
+    stores it from the running statistics.
+    Minimum bytes: d read + u written (ACC). Grid: one program per (b, BLOCK_P pixels); each
+    issues 2 loads and 2 stores (+ its ticket in training); the programs that merge 4 more per
+    tree level, the root 3 more (the BatchNorm's weight and bias, the affine).
+    """
+    pid = tl.program_id(0)
+    b, offs_p, mask_p, h, w = pixel_tile(H, W, BLOCK_P)
+    P = H * W
+    pad: tl.constexpr = (KS - 1) // 2
+    taps = tl.arange(0, BLOCK_T)
+    ci = taps // (KS * KS)
+    dy = (taps // KS) % KS
+    dx = taps % KS
+    mask_t = taps < D * KS * KS
+    hh = h[:, None] + (dy[None, :] - pad)
+    ww = w[:, None] + (dx[None, :] - pad)
+    valid = mask_p[:, None] & mask_t[None, :] & (hh >= 0) & (hh < H) & (ww >= 0) & (ww < W)
+    v = tl.load(d_ptr + (b * D + ci[None, :]) * P + hh * W + ww, mask=valid, other=0.0)
+    wt = tl.load(w_ptr + taps, mask=mask_t, other=0.0).to(ACC)
+    u = tl.sum(v * wt[None, :], axis=1)  # 0 at masked pixels
+    tl.store(u_ptr + b * P + offs_p, u, mask=mask_p)
+    cols = tl.arange(0, 4)
+    if BATCH_STATS:
+        n = tl.sum(mask_p.to(ACC), axis=0)
+        mean = tl.sum(u, axis=0) / n
+        m2 = tl.sum(tl.where(mask_p, (u - mean) * (u - mean), 0.0), axis=0)
+        root, moments = tree_merge(part_ptr, counter_ptr, pid, tl.num_programs(0), moments_row(n, mean, m2, cols),
+                                   "moments", FAN, 4)
+        if root:
+            batch_norm_affine(moments, cols, affine_ptr, bnw_ptr, bnb_ptr, rm_ptr, rv_ptr, bn_eps, BATCH_STATS, ACC)
+    else:
+        if pid == 0:  # the running statistics: no moments (cols stands in)
+            batch_norm_affine(cols, cols, affine_ptr, bnw_ptr, bnb_ptr, rm_ptr, rv_ptr, bn_eps, BATCH_STATS, ACC)
 
 
 @triton.jit

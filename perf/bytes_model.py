@@ -113,8 +113,13 @@ def gated_spatial_pool_fwd_planes() -> int:
 
 
 def gated_spatial_pool_fwd(B: int, C: int, P: int, D: int, itemsize: int, acc: int) -> int:
-    """x read, s [B, C] read; the descriptor d [B, D, P] and the conv output u [B, P] written (ACC)."""
-    return gated_spatial_pool_fwd_planes() * B * C * P * itemsize + B * C * acc + B * P * (D + 1) * acc
+    """x read, s [B, C] read; the descriptor d [B, D, P] written (ACC)."""
+    return gated_spatial_pool_fwd_planes() * B * C * P * itemsize + B * C * acc + B * P * D * acc
+
+
+def spatial_conv_fwd(B: int, P: int, D: int, acc: int) -> int:
+    """[B, P] maps only: the descriptor d [B, D, P] read, the conv output u [B, P] written (ACC)."""
+    return B * P * (D + 1) * acc
 
 
 def doubly_gated_scale_fwd_planes() -> int:
@@ -283,6 +288,7 @@ def _cbam_traffic(op: str, a: dict[str, Any]) -> list[KernelTraffic]:
         return [KernelTraffic("squeeze_excite_fwd", squeeze_excite_fwd(B, C, P, size, acc, True), squeeze_excite_fwd_planes()),
                 KernelTraffic("gated_spatial_pool_fwd", gated_spatial_pool_fwd(B, C, P, D, size, acc),
                               gated_spatial_pool_fwd_planes()),
+                KernelTraffic("spatial_conv_fwd", spatial_conv_fwd(B, P, D, acc), 0),
                 KernelTraffic("doubly_gated_scale_fwd", doubly_gated_scale_fwd(B, C, P, size, acc),
                               doubly_gated_scale_fwd_planes())]
     RD, hidden = a["w1"].shape[0], hidden_vectors("fc_act_fc", a["pool"])

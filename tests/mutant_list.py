@@ -130,8 +130,8 @@ MUTANTS: list[Mutant] = [
     ),
     Mutant(
         "cbam_conv_taps_flipped", "kernels/cbam_spatial.py",
-        "ww = w + (dx - pad)",
-        "ww = w + (pad - dx)",
+        "ww = w[:, None] + (dx[None, :] - pad)",
+        "ww = w[:, None] + (pad - dx[None, :])",
         "CBAM's forward conv flips its kernel left-right (a correlation becomes a convolution)",
         ("tests/test_cbam_block.py", "-k", "test_cbam_inference_matches_float64_reference and 37x5x3 and nchw"),
     ),
@@ -151,8 +151,8 @@ MUTANTS: list[Mutant] = [
     ),
     Mutant(
         "cbam_transposed_conv_not_flipped", "kernels/cbam_spatial_bwd.py",
-        "                qh = h - (ky - pad)",
-        "                qh = h + (ky - pad)",
+        "    qh = h[:, None] - (ky[None, :] - pad)",
+        "    qh = h[:, None] + (ky[None, :] - pad)",
         "the spatial conv's backward applies the conv instead of its transpose",
         ("tests/test_cbam_block.py", "-k", "test_cbam_step_matches_float64_reference and train and 37x5x3 and default_tiles and nchw and not Light"),
     ),
@@ -172,10 +172,24 @@ MUTANTS: list[Mutant] = [
     ),
     Mutant(
         "cbam_conv_grad_from_the_first_program_only", "kernels/cbam_spatial_bwd.py",
-        "        for q in range(0, tl.num_programs(0)):",
-        "        for q in range(0, 1):",
+        "    wrow = tl.sum(grad_u[:, None] * v, axis=0)",
+        "    wrow = tl.where(pid == 0, tl.sum(grad_u[:, None] * v, axis=0), 0.0)",
         "the conv weight's gradient sums the first program's partial only",
         ("tests/test_cbam_block.py", "-k", "test_cbam_step_matches_float64_reference and train and 37x5x3 and default_tiles and nchw and not Light"),
+    ),
+    Mutant(
+        "tree_moments_drop_the_spread_of_the_means", "kernels/ticket_tree.py",
+        "m2 = tl.sum(m2_i, axis=0) + tl.sum(n_i * (mean_i - mean) * (mean_i - mean), axis=0)",
+        "m2 = tl.sum(m2_i, axis=0)",
+        "the merge of (n, mean, M2) rows forgets the groups' spread about the common mean: CBAM's batch variance too small",
+        ("tests/test_ticket_tree.py", "-k", "test_the_root_holds and moments and 65-8"),
+    ),
+    Mutant(
+        "tree_ragged_group_waits_for_a_full_one", "kernels/ticket_tree.py",
+        "root = last_of_sample(counter_ptr, slot + g, tl.minimum(n - g * FAN, FAN))",
+        "root = last_of_sample(counter_ptr, slot + g, FAN)",
+        "a merge tree's last, ragged group waits for FAN tickets that never come: no program becomes the root",
+        ("tests/test_ticket_tree.py", "-k", "test_the_root_holds and sum and 65-64"),
     ),
     Mutant(
         "prologue_act_backward_dropped", "kernels/excitation.py",

@@ -1,10 +1,11 @@
-"""CBAM and light CBAM as one pipeline (``tritattn::cbam_block``, 3 kernels, and its 4-kernel
+"""CBAM and light CBAM as one pipeline (``tritattn::cbam_block``, 4 kernels, and its 4-kernel
 backward) against the float64 reference modules with shared weights and non-trivial BatchNorm
 statistics: in training (batch statistics, running statistics moved, every gradient) and in eval
 (running statistics, with and without autograd); odd C and H×W, batch 1, both layouts, both
-gates, 3×3 and 7×7 convs, maps larger than one conv block, default and tiny tiles (several
-programs per sample, each feeding the last one's conv); float32 / float16 / bfloat16 no worse than
-eager; the refusals, and the error eager gives for a single value per channel.
+gates, 3×3 and 7×7 convs, maps of many conv tiles (57×57: merge trees of two levels), default
+and tiny tiles (several programs per sample; fan-in 2 trees); float32 / float16 / bfloat16 no worse
+than eager; the same bits twice and in any program order; the refusals, and the error eager gives
+for a single value per channel.
 """
 import copy
 import sys
@@ -16,8 +17,10 @@ from torch import nn
 
 import tritattn
 from tritattn import excitation_block, reference
+from tritattn.backend import INTERPRETER
 from conftest import DEVICE, TOLERANCES, assert_close, assert_same_layout, make_input, use_small_tiles
 from fixtures.model_runs import training_step
+from fixtures.program_order import interpreter_internals_missing, program_order
 from fixtures.workspaces import counters_reset, launched_counters  # noqa: F401
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "perf"))
@@ -83,7 +86,7 @@ def test_cbam_step_matches_float64_reference(name, shape, kernel_size, tiles, mo
     cotangent = torch.randn(shape, dtype=torch.float64, device=DEVICE)
     with census.LaunchCensus() as c:
         got = training_step(fast, x, cotangent)
-    assert [op for op, _ in c.tritattn_calls] == ["cbam_block", "cbam_block_backward"] and c.triton == 7
+    assert [op for op, _ in c.tritattn_calls] == ["cbam_block", "cbam_block_backward"] and c.triton == 8
     assert_same_layout(got["y"], x)
     assert_same_layout(got["grad_x"], x)
     # torch's CPU hardsigmoid_backward multiplies by 1.0f / 6.0f, a float32 constant, even in
@@ -93,13 +96,20 @@ def test_cbam_step_matches_float64_reference(name, shape, kernel_size, tiles, mo
     assert_steps_close(got, training_step(ref, x, cotangent), f"{name} {mode}", tolerance, scales)
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_cbam_step_on_maps_of_several_conv_blocks(name):
-    """17×19 = 323 pixels: the per-sample conv, its statistics and the conv's backward each span
-    two 256-pixel blocks, the second ragged."""
-    ref, fast = build_pair(name, 6, torch.float64, spatial_kernel_size=7)
+@pytest.mark.parametrize("name, shape, channels_last", [
+    ("CbamModule", (2, 6, 17, 19), True), ("LightCbamModule", (2, 6, 17, 19), True),
+    ("CbamModule", (2, 5, 57, 57), False), ("LightCbamModule", (2, 5, 57, 57), True),
+    ("CbamModule", (1, 7, 7, 7), False), ("LightCbamModule", (1, 7, 7, 7), True),
+], ids=["cbam-17x19-channels_last", "light-17x19-channels_last", "cbam-57x57-nchw", "light-57x57-channels_last",
+        "cbam-b1-7x7-nchw", "light-b1-7x7-channels_last"])
+def test_cbam_step_on_maps_of_many_conv_tiles(name, shape, channels_last):
+    """Training steps at default tiles on maps of many pixel tiles: 57×57 = 3249 pixels are 102
+    ragged tiles of the 7×7 conv per sample, whose (n, mean, M2) and conv-weight partials merge in
+    trees of two levels, the BatchNorm sums over 13 pixel blocks per sample; 17×19 and a single
+    7×7 sample (B = 1) in between."""
+    ref, fast = build_pair(name, shape[1], torch.float64, spatial_kernel_size=7)
     ref.train(), fast.train()
-    x = make_input((2, 6, 17, 19), torch.float64, channels_last=True)
+    x = make_input(shape, torch.float64, channels_last=channels_last)
     cotangent = torch.randn(x.shape, dtype=torch.float64, device=DEVICE)
     scales = batch_norm_grad_scales(ref, x, cotangent)
     assert_steps_close(training_step(fast, x, cotangent), training_step(ref, x, cotangent), name, scales=scales)
@@ -112,23 +122,27 @@ def test_cbam_inference_matches_float64_reference(name, shape, kernel_size, chan
     x = make_input(shape, torch.float64, channels_last)
     with torch.no_grad(), census.LaunchCensus() as c:
         y = fast(x)
-    assert [op for op, _ in c.tritattn_calls] == ["cbam_block"] and c.total == 3
+    assert [op for op, _ in c.tritattn_calls] == ["cbam_block"] and c.total == 4
     assert_same_layout(y, x)
     assert_close(y, ref(x), what=f"{name} inference")
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name, shape", [
+    ("CbamModule", (2, 24, 6, 5)), ("LightCbamModule", (2, 24, 6, 5)), ("CbamModule", (1, 16, 7, 7)),
+    ("LightCbamModule", (2, 8, 57, 57)),
+], ids=["cbam-24x6x5", "light-24x6x5", "cbam-b1-16x7x7", "light-8x57x57"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("mode", ["train", "eval"])
-def test_cbam_forward_is_as_accurate_as_eager(name, dtype, mode):
-    """The output, in training (batch statistics) and eval. (Gradients are compared in float64
-    above: in 16 bits the channel max of the rounded x · gate can tie or move between channels,
-    and eager and the float64 reference then send a pixel's gradient to different channels.)"""
-    ref, fast = build_pair(name, 24, dtype)
+def test_cbam_forward_is_as_accurate_as_eager(name, shape, dtype, mode):
+    """The output, in training (batch statistics) and eval, channels_last; 7×7 with B = 1 and
+    57×57 (many conv tiles) too. (Gradients are compared in float64 above: in 16 bits the channel
+    max of the rounded x · gate can tie or move between channels, and eager and the float64
+    reference then send a pixel's gradient to different channels.)"""
+    ref, fast = build_pair(name, shape[1], dtype)
     eager = copy.deepcopy(ref).to(dtype)
     for m in (ref, fast, eager):
         m.train(mode == "train")
-    x = make_input((2, 24, 6, 5), dtype, channels_last=True)
+    x = make_input(shape, dtype, channels_last=True)
     with torch.no_grad():
         y, y_eager, y_ref = fast(x), eager(x), ref(x.double())
     assert y.dtype == dtype and not y.isnan().any()
@@ -141,16 +155,22 @@ def test_cbam_forward_is_as_accurate_as_eager(name, dtype, mode):
 
 
 def test_cbam_step_is_bitwise_repeatable_and_leaves_the_counters_at_zero(monkeypatch, launched_counters):
-    """(Under the interpreter the programs run in order, so the repeat is equal by construction:
-    the check means most on a GPU, where which program is last varies.)"""
+    """Tiny tiles: one pixel per conv program (20 per sample), merge trees of fan-in 2 to 16 and up
+    to six levels. Run twice in order and, under the interpreter, with every launch's programs
+    shuffled (on a GPU, which program merges which group varies by itself; test_program_order.py
+    runs every ticket kernel reversed too): the same bits each time."""
     use_small_tiles(monkeypatch)  # several programs per sample
     _, fast = build_pair("CbamModule", 12, torch.float32)
     fast.train()
     x = make_input((2, 12, 5, 4), torch.float32, channels_last=True)
     cotangent = torch.randn(x.shape, device=DEVICE)
     runs = [training_step(copy.deepcopy(fast), x, cotangent) for _ in range(2)]
-    for key in runs[0]:
-        assert torch.equal(runs[0][key], runs[1][key]), key
+    if INTERPRETER and interpreter_internals_missing() is None:
+        with program_order("shuffled", seed=3):
+            runs.append(training_step(copy.deepcopy(fast), x, cotangent))
+    for run in runs[1:]:
+        for key in runs[0]:
+            assert torch.equal(runs[0][key], run[key]), key
     assert counters_reset(launched_counters)
 
 
@@ -207,7 +227,7 @@ def test_converted_timm_cbam_takes_the_pipeline(name):
     x = make_input((2, 24, 5, 7), torch.float64, channels_last=True)
     cotangent = torch.randn(x.shape, dtype=torch.float64, device=DEVICE)
     report = tritattn.convert(peer)
-    assert "block pipeline (3 kernels forward, 4 backward)" in str(report)
+    assert "block pipeline (4 kernels forward, 4 backward)" in str(report)
     with census.LaunchCensus() as c:
         got = training_step(peer, x, cotangent)
     assert [op for op, _ in c.tritattn_calls] == ["cbam_block", "cbam_block_backward"]

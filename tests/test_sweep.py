@@ -141,8 +141,10 @@ def _pointers_moved(kernel: str, f: dict) -> list[str]:
         return ["x_ptr", "part_ptr", "part_ptr", "stats_ptr"]
     if kernel == "prologue_norm_bwd":  # psum, s, grad_mean read; sums, the two gradients written
         return ["psum_ptr", "s_ptr", "grad_mean_ptr", "sums_ptr", "gw_ptr", "gb_ptr"]
-    if kernel == "gated_spatial_pool_fwd":  # x, s read; descriptor d and conv output u written
-        return ["x_ptr", "s_ptr", "d_ptr", "u_ptr"]
+    if kernel == "gated_spatial_pool_fwd":  # x, s read; descriptor d written
+        return ["x_ptr", "s_ptr", "d_ptr"]
+    if kernel == "spatial_conv_fwd":  # descriptor d read; conv output u written
+        return ["d_ptr", "u_ptr"]
     if kernel == "doubly_gated_scale_fwd":  # x, s, u read; y written
         return ["x_ptr", "s_ptr", "u_ptr", "y_ptr"]
     if kernel == "cbam_spatial_bwd_reduce":  # grad_y, x, s, u read; grad_t, d, sp's gate and max rows, ties written
@@ -307,9 +309,9 @@ def test_byte_model_counts_the_tensors_each_kernel_moves(monkeypatch):
                   torch.rand(1, device=DEVICE) + 0.5)
             conv_w, what = rand(1, d, 3, 3, dtype=torch.float32), f"cbam_block D={d} training={training}"
             _, s_, u, affine = check(
-                what, ["squeeze_excite_fwd", "gated_spatial_pool_fwd", "doubly_gated_scale_fwd"],
+                what, ["squeeze_excite_fwd", "gated_spatial_pool_fwd", "spatial_conv_fwd", "doubly_gated_scale_fwd"],
                 [bm.squeeze_excite_fwd(B, C, HW, 2, f32, True), bm.gated_spatial_pool_fwd(B, C, HW, d, 2, f32),
-                 bm.doubly_gated_scale_fwd(B, C, HW, 2, f32)],
+                 bm.spatial_conv_fwd(B, HW, d, f32), bm.doubly_gated_scale_fwd(B, C, HW, 2, f32)],
                 ops.cbam_block, x, *weights["fc_act_fc"], pool, "relu", "sigmoid", conv_w, *bn, 1e-5, training, "sigmoid")
             hidden = bm.hidden_vectors("fc_act_fc", pool)
             check(what + " backward",
@@ -352,7 +354,7 @@ def test_byte_model_counts_the_tensors_each_kernel_moves(monkeypatch):
               [bm.context_pool_partials(B, C, HW, NP, 2, f32), bm.context_pool_combine_mlp(B, C, NP, f32, scale + add)],
               ops.context_mlp, x, rand(C), *(mlp if scale else none), *(mlp if add else none), "relu")
 
-    assert len(counts) == (8 + 2 * 10 + 4 * 2 * len(blocks) + 4 + (3 + 3 + 2 + 3) + 2 * 2 * 7 + 3 * 3 + 2 * 3
+    assert len(counts) == (8 + 2 * 10 + 4 * 2 * len(blocks) + 4 + (3 + 3 + 2 + 3) + 2 * 2 * 8 + 3 * 3 + 2 * 3
                            + 2 * 2 + 3 * 2)
     wrong = [c for c in counts if c[2] != c[3]]
     assert not wrong, "\n".join(f"{what} ({kernel}): byte model {m}, tensors moved {n}" for what, kernel, m, n in wrong)
@@ -388,8 +390,8 @@ def _bytes_of_launch(name: str, p: tuning.Problem) -> int:
         return bytes_model.doubly_gated_scale_fwd(p.B, p.R, p.K, size, acc)
     if name == "cbam_spatial_bwd_reduce":  # R = H×W, K = C
         return bytes_model.cbam_spatial_bwd_reduce(p.B, p.K, p.R, f["D"], size, acc)
-    if name == "spatial_conv_bwd":  # R = H×W
-        return bytes_model.spatial_conv_bwd(p.B, p.R, f["D"], acc)
+    if name in ("spatial_conv_fwd", "spatial_conv_bwd"):  # R = H×W
+        return getattr(bytes_model, name)(p.B, p.R, f["D"], acc)
     if name == "radix_squeeze_attend_fwd":
         return bytes_model.radix_squeeze_attend_fwd(p.B, f["RADIX"], p.R, p.K, size, acc)
     if name.startswith("radix_"):  # R = C, K = H×W; the radix is a flag; a in x's dtype (fp32 here: = ACC)

@@ -37,7 +37,7 @@ def test_tune_decides_every_problem_and_leaves_no_trace(simulated_gpu, caplog):
     assert report.skipped is None and report.tuned_now == len(report.decisions) > 0, str(report)
     kernels = {d.kernel for d in report.decisions}
     # the SE with a BatchNorm in its MLP runs the per-op kernels, CBAM its pipeline (whose
-    # spatial_conv_bwd has one fixed config: nothing to decide)
+    # spatial_conv_fwd and spatial_conv_bwd have one fixed config each: nothing to decide)
     assert kernels == {"mean_max_fwd", "gated_scale_fwd", "gated_scale_bwd", "squeeze_excite_fwd",
                        "gated_spatial_pool_fwd", "doubly_gated_scale_fwd", "cbam_spatial_bwd_reduce",
                        "excitation_bwd_reduce", "excitation_bwd_apply"}, kernels
@@ -121,7 +121,8 @@ def test_tune_under_torch_distributed_gives_every_rank_rank0s_configs(simulated_
 
 def test_tune_forward_only(simulated_gpu):
     report = tritattn.tune(_model().eval(), torch.randn(1, 3, 4, 4), backward=False)
-    # in eval every block is a pipeline: CBAM's 3 kernels, the SE with a BatchNorm in its MLP 2
+    # in eval every block is a pipeline: CBAM's 4 kernels (its conv's fixed config decides nothing), the SE
+    # with a BatchNorm in its MLP 2
     assert {d.kernel for d in report.decisions} == {
         "gated_scale_fwd", "squeeze_excite_fwd", "gated_spatial_pool_fwd", "doubly_gated_scale_fwd"}, str(report)
 

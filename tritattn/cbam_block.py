@@ -1,12 +1,13 @@
-"""CBAM and light CBAM as one differentiable unit: ``tritattn::cbam_block`` (3 kernels) and its
+"""CBAM and light CBAM as one differentiable unit: ``tritattn::cbam_block`` (4 kernels) and its
 backward (4 kernels), in training as in inference.
 
 Forward: squeeze_excite_fwd (the channel branch's pooling and shared MLP → s_c) →
-gated_spatial_pool_fwd (the spatial descriptor d of z = x · gate_c(s_c), never written; per
-sample the k×k conv → u; for the launch the BatchNorm as t = a · u + c, from the batch statistics
-in training or the running ones in eval) →
-doubly_gated_scale_fwd (y = z · gate_s(t)). Eager runs about 18 kernels and 8 passes over x-sized
-tensors; this runs 3 and 4 (kernels/cbam_spatial.py).
+gated_spatial_pool_fwd (the spatial descriptor d of z = x · gate_c(s_c), never written) →
+spatial_conv_fwd (the k×k conv → u over (sample, pixel tile) programs; the BatchNorm as
+t = a · u + c, from the batch statistics merged in a fixed-order tree in training or the running
+ones in eval) → doubly_gated_scale_fwd (y = z · gate_s(t)). Eager runs about 18 kernels and 8
+passes over x-sized tensors; this runs 4 and 4 (kernels/cbam_spatial.py), no program of them
+looping over the batch or a whole map.
 
 Backward: cbam_spatial_bwd_reduce (Σ_c grad_y · z → grad_t, the BatchNorm's gradients) →
 spatial_conv_bwd (grad_u, the transposed conv, the conv's gradient) → the channel branch's
@@ -61,14 +62,17 @@ def cbam_block(
         s.zero_(), u.zero_(), affine.zero_()
         return y, s, u, affine
     B, C, H, W = x.shape
+    P, D, KS = H * W, conv_w.shape[1], conv_w.shape[2]
     acc = acc_dtype(x)
-    counter = workspaces.counters(x.device, B + 1)
+    rows, slots = launch.cbam_forward_workspace(B, P, D, KS, bn_training)
+    counter = workspaces.counters(x.device, max(B, slots))  # squeeze_excite_fwd's B, then the conv's tree
     launch.squeeze_excite_fwd(x, w1, b1, w2, b2, *pipeline_spec(pool, "fc_act_fc", act, w1, C),
                               *pooled_workspace(x, pool), s, counter)
-    d = _new((B, conv_w.shape[1], H * W), acc, x.device)
-    stats = _new((B, 2), acc, x.device)
-    launch.cbam_spatial_forward(x, s, gate_c, gate_s, conv_w.contiguous(), (bn_weight, bn_bias, bn_running_mean, bn_running_var),
-                            bn_eps, bn_training, d, u, stats, affine, counter, y)
+    d = _new((B, D, P), acc, x.device)
+    part = _new((max(rows, 1), launch.MOMENTS_WIDTH), acc, x.device)
+    launch.cbam_spatial_forward(x, s, gate_c, gate_s, conv_w.contiguous(),
+                                (bn_weight, bn_bias, bn_running_mean, bn_running_var), bn_eps, bn_training,
+                                d, u, part, affine, counter, y)
     return y, s, u, affine
 
 
@@ -103,13 +107,15 @@ def cbam_block_backward(
         return out
     P, D, KS = H * W, conv_w.shape[1], conv_w.shape[2]
     acc = acc_dtype(x)
+    sum_rows, w_rows, slots = launch.cbam_backward_workspace(B, P, D, KS)
     work = dict(
         grad_t=_new((B, P), acc, x.device), d=_new((B, D, P), acc, x.device), sp=_new((B, 4, P), acc, x.device),
-        ties=_new((B, P), torch.int32, x.device), part=_new((B, 2), acc, x.device), sums=_new((2,), acc, x.device),
-        wpart=_new((launch.spatial_conv_bwd_programs(B, P), launch.conv_taps_block(D, KS)), acc, x.device),
+        ties=_new((B, P), torch.int32, x.device), part=_new((max(sum_rows, 1), launch.BN_SUMS_WIDTH), acc, x.device),
+        sums=_new((2,), acc, x.device),
+        wpart=_new((max(w_rows, 1), launch.spatial_conv_tile(P, D, KS)[1]), acc, x.device),
     )
     launch.cbam_spatial_backward(grad_y, x, s, u, affine, gate_c, gate_s, conv_w.contiguous(), bn_training, work,
-                            workspaces.counters(x.device, B + 1), gconv, gbnw, gbnb)
+                                 workspaces.counters(x.device, max(slots, 1)), gconv, gbnw, gbnb)
     channel_backward(grad_y, x, None, s, (w1, b1, w2, b2), pool, "fc_act_fc", act, gate_c, "spatial",
                      grad_x, None, (gw1, gb1, gw2, gb2), work["sp"])
     return out

@@ -97,7 +97,7 @@ def pipeline_as(module: nn.Module, twin: type[nn.Module]) -> str:
     if issubclass(twin, modules.CbamPipeline):
         refusal = twin.refusal(module)
         if refusal is None:
-            return "block pipeline (3 kernels forward, 4 backward)"
+            return "block pipeline (4 kernels forward, 4 backward)"
         parts = [(name, child, type(child) if type(child) in _FAST_CLASSES else _twin_of(type(child)))
                  for name, child in module.named_children()]
         return f"per part ({refusal}): " + "; ".join(

@@ -18,10 +18,11 @@ import triton
 import triton.language as tl
 
 from .kernels import (
-    cbam_spatial, cbam_spatial_bwd, context_pool, excitation, gated_scale, mean_max, prologue_norm, radix_combine, tiling,
+    cbam_spatial, cbam_spatial_bwd, context_pool, excitation, gated_scale, mean_max, prologue_norm, radix_combine,
+    ticket_tree, tiling,
 )
 from .layout import Axis, flat_spatial_stride, plane_strides, vector_strides
-from .tuning import FixedConfig, Problem, Tuner
+from .tuning import MAX_CONFIGS, FixedConfig, Problem, Tuner
 
 # Kernels that loop over K default to 3 pipeline stages; elementwise ones have nothing to pipeline.
 MEAN_MAX_FWD = Tuner("mean_max_fwd", mean_max.mean_max_fwd, mean_max.MEAN_MAX_FWD_CONFIGS, num_stages=3)
@@ -31,17 +32,8 @@ GATED_SCALE_BWD = Tuner("gated_scale_bwd", gated_scale.gated_scale_bwd, gated_sc
 SQUEEZE_EXCITE_FWD = Tuner("squeeze_excite_fwd", excitation.squeeze_excite_fwd, excitation.SQUEEZE_EXCITE_FWD_CONFIGS, num_stages=3)
 EXCITATION_BWD_REDUCE = Tuner(
     "excitation_bwd_reduce", excitation.excitation_bwd_reduce, excitation.EXCITATION_BWD_REDUCE_CONFIGS, num_stages=3)
-GATED_SPATIAL_POOL_FWD = Tuner(
-    "gated_spatial_pool_fwd", cbam_spatial.gated_spatial_pool_fwd, cbam_spatial.GATED_SPATIAL_POOL_FWD_CONFIGS, num_stages=3)
 DOUBLY_GATED_SCALE_FWD = Tuner(
     "doubly_gated_scale_fwd", cbam_spatial.doubly_gated_scale_fwd, cbam_spatial.DOUBLY_GATED_SCALE_FWD_CONFIGS, num_stages=1)
-CBAM_SPATIAL_BWD_REDUCE = Tuner(
-    "cbam_spatial_bwd_reduce", cbam_spatial_bwd.cbam_spatial_bwd_reduce,
-    cbam_spatial_bwd.CBAM_SPATIAL_BWD_REDUCE_CONFIGS, num_stages=3)
-#: spatial_conv_bwd's workspace has a row per program: one fixed tile (SPATIAL_CONV_BWD_BLOCK_P pixels)
-SPATIAL_CONV_BWD_BLOCK_P = 256
-SPATIAL_CONV_BWD = FixedConfig("spatial_conv_bwd", cbam_spatial_bwd.spatial_conv_bwd,
-                               triton.Config({"BLOCK_P": SPATIAL_CONV_BWD_BLOCK_P}, num_warps=4, num_stages=1))
 #: batch_stats_fwd's workspace has a row per (sample, pixel chunk): its tile is part of its
 #: algorithm, chosen per problem by :func:`batch_stats_tile` and passed as constexprs (not tuned)
 BATCH_STATS_FWD = FixedConfig("batch_stats_fwd", prologue_norm.batch_stats_fwd,
@@ -368,27 +360,130 @@ def weight_programs(spec: dict, C: int, RD: int, has_b2: bool) -> int:
 
 # --- CBAM's spatial half (kernels/cbam_spatial.py, kernels/cbam_spatial_bwd.py) ----------------
 
-#: pixels per step of the per-sample k×k conv and of the per-sample sums over H·W
-CONV_BLOCK_P = 256
+#: The per-pixel reductions over C (gated_spatial_pool_fwd, cbam_spatial_bwd_reduce) spread a
+#: sample's map over at least this many programs by default: ≥ 264 programs (two per H100 SM,
+#: cost_model.MIN_PROGRAMS) from B = 32 on, with every program's work independent of B ...
+SPATIAL_PROGRAMS_PER_SAMPLE = 9
+#: ... and a program takes at most this many steps along C (2 or 3 loads each), so that its
+#: memory instructions stay a few dozen (cost_model.tail_violations: × 0.4 µs under 12 µs) ...
+SPATIAL_MAX_STEPS = 4
+#: ... without cutting a program's pixels below this many in NCHW, where they are contiguous.
+SPATIAL_MIN_BLOCK_R = 4
+#: Their tile holds several live copies (x, z, grad_y, the masks): half of tiling.TILE_ELEMENTS
+#: over 8 warps, which compiles for sm_90 without spilling (4096 over 4 warps spills up to 672 B).
+SPATIAL_TILE_SHARE, SPATIAL_NUM_WARPS = 2, 8
+
+
+def _power_of_two_below(n: int) -> int:
+    return 1 << (max(1, n).bit_length() - 1)
+
+
+def pixel_rows_config(p: Problem, num_stages: int) -> triton.Config:
+    """The untuned tile of CBAM's per-pixel reductions over C (R = H·W pixels, K = C): tiling's
+    tile shape for tiling.TILE_ELEMENTS / SPATIAL_TILE_SHARE elements, its pixel side cut to at
+    most R / SPATIAL_PROGRAMS_PER_SAMPLE and to what leaves at most SPATIAL_MAX_STEPS steps along
+    C (powers of two, not below SPATIAL_MIN_BLOCK_R when the pixels are contiguous), its channel
+    side grown to keep the tile's size; SPATIAL_NUM_WARPS warps."""
+    elements = max(1, tiling.TILE_ELEMENTS // SPATIAL_TILE_SHARE)
+    block_r, block_k = tiling.tile_shape(p.R, p.K, p.rows_contiguous, elements)
+    share = _power_of_two_below(p.R // SPATIAL_PROGRAMS_PER_SAMPLE)
+    steps = _power_of_two_below(elements * SPATIAL_MAX_STEPS // triton.next_power_of_2(p.K))
+    cap = max(SPATIAL_MIN_BLOCK_R if p.rows_contiguous else 1, min(share, steps))
+    if block_r > cap:
+        block_r, block_k = cap, max(1, min(triton.next_power_of_2(p.K), tiling.LONG_SIDE_MAX, block_r * block_k // cap))
+    return triton.Config({"BLOCK_R": block_r, "BLOCK_K": block_k}, num_warps=SPATIAL_NUM_WARPS, num_stages=num_stages)
+
+
+class PixelRowsTuner(Tuner):
+    """A Tuner of CBAM's per-pixel reductions over C: its untuned tile is :func:`pixel_rows_config`,
+    the first of the candidates it benchmarks (then tiling's pruned ones)."""
+
+    def _default(self, problem: Problem) -> triton.Config:
+        return pixel_rows_config(problem, self.num_stages)
+
+    def candidates(self, problem: Problem, grid: Grid, min_programs: int = 0) -> list[triton.Config]:
+        default = self._default(problem)
+        rest = [cfg for cfg in super().candidates(problem, grid, min_programs)
+                if (cfg.kwargs, cfg.num_warps, cfg.num_stages) != (default.kwargs, default.num_warps, default.num_stages)]
+        return [default] + rest[:MAX_CONFIGS - 1]
+
+
+GATED_SPATIAL_POOL_FWD = PixelRowsTuner(
+    "gated_spatial_pool_fwd", cbam_spatial.gated_spatial_pool_fwd, cbam_spatial.GATED_SPATIAL_POOL_FWD_CONFIGS, num_stages=3)
+CBAM_SPATIAL_BWD_REDUCE = PixelRowsTuner(
+    "cbam_spatial_bwd_reduce", cbam_spatial_bwd.cbam_spatial_bwd_reduce,
+    cbam_spatial_bwd.CBAM_SPATIAL_BWD_REDUCE_CONFIGS, num_stages=3)
+#: The conv launches' tile (spatial_conv_tile) is part of their workspace's shape: one config each.
+SPATIAL_CONV_FWD = FixedConfig("spatial_conv_fwd", cbam_spatial.spatial_conv_fwd,
+                               triton.Config({}, num_warps=4, num_stages=1))
+SPATIAL_CONV_BWD = FixedConfig("spatial_conv_bwd", cbam_spatial_bwd.spatial_conv_bwd,  # 4 warps spill (light CBAM)
+                               triton.Config({}, num_warps=8, num_stages=1))
+#: Row widths of the merge trees (kernels/ticket_tree.py): the forward conv's (n, mean, M2) and the
+#: BatchNorm's two gradient sums.
+MOMENTS_WIDTH, BN_SUMS_WIDTH = 4, 2
+
+
+def spatial_conv_tile(P: int, D: int, KS: int) -> tuple[int, int]:
+    """(BLOCK_P, BLOCK_T) of spatial_conv_fwd (BLOCK_T ≥ D·KS·KS taps) and of spatial_conv_bwd
+    (BLOCK_T ≥ KS·KS taps of each of D channels): BLOCK_P pixels × the D·KS·KS taps padded to a
+    power of two make a gather of at most tiling.TILE_ELEMENTS (read at call time)."""
+    taps = triton.next_power_of_2(D * KS * KS)
+    return max(1, min(triton.next_power_of_2(P), tiling.TILE_ELEMENTS // taps)), taps
+
+
+def spatial_conv_programs(B: int, P: int, D: int, KS: int) -> int:
+    """The conv launches' grid: one program per (sample, BLOCK_P pixels)."""
+    return B * triton.cdiv(P, spatial_conv_tile(P, D, KS)[0])
+
+
+def _tree_fan(width: int) -> int:
+    """FAN of a merge tree of rows of ``width`` values (tiling.TILE_ELEMENTS read at call time)."""
+    return ticket_tree.tree_fan(width, tiling.TILE_ELEMENTS)
+
+
+def _tree(n: int, width: int) -> tuple[int, int]:
+    """(partial rows, counter slots) of a merge tree of ``n`` rows of ``width`` values."""
+    return ticket_tree.tree_shape(n, _tree_fan(width))
+
+
+def cbam_forward_workspace(B: int, P: int, D: int, KS: int, batch_stats: bool) -> tuple[int, int]:
+    """(rows of the forward's merge workspace [rows, MOMENTS_WIDTH], counter slots) of
+    :func:`cbam_spatial_forward`: the batch statistics' tree (none with running statistics)."""
+    return _tree(spatial_conv_programs(B, P, D, KS), MOMENTS_WIDTH) if batch_stats else (0, 0)
+
+
+def cbam_backward_workspace(B: int, P: int, D: int, KS: int) -> tuple[int, int, int]:
+    """(rows of the BatchNorm sums' merge workspace [rows, BN_SUMS_WIDTH], rows of the conv
+    weight's [rows, D·KS·KS padded], counter slots) of :func:`cbam_spatial_backward`. The first
+    launch's grid is its tuned tile's: sized for its most programs (one per pixel)."""
+    sum_rows, sum_slots = _tree(B * P, BN_SUMS_WIDTH)
+    w_rows, w_slots = _tree(spatial_conv_programs(B, P, D, KS), spatial_conv_tile(P, D, KS)[1])
+    return sum_rows, w_rows, max(sum_slots, w_slots)
 
 
 def cbam_spatial_forward(
     x: torch.Tensor, s: torch.Tensor, gate_c: str, gate_s: str, conv_w: torch.Tensor, bn: tuple, bn_eps: float,
-    batch_stats: bool, d: torch.Tensor, u: torch.Tensor, stats: torch.Tensor, affine: torch.Tensor, counter: torch.Tensor, y: torch.Tensor,
+    batch_stats: bool, d: torch.Tensor, u: torch.Tensor, part: torch.Tensor, affine: torch.Tensor, counter: torch.Tensor,
+    y: torch.Tensor,
 ) -> None:
-    """CBAM's spatial half on z = x · gate_c(s): the descriptor d, u = conv(d) and the BatchNorm's
-    affine in one launch, then y = z · gate_s(a · u + c) in a second. ``bn`` = (weight, bias,
-    running mean, running var); ``counter`` holds B + 1 slots."""
+    """CBAM's spatial half on z = x · gate_c(s) in three launches: the descriptor d; u = conv(d)
+    and the BatchNorm's affine; y = z · gate_s(a · u + c). ``bn`` = (weight, bias, running mean,
+    running var); ``part`` and ``counter``: the merge tree's workspace (:func:`cbam_forward_workspace`)."""
     B, C, H, W = x.shape
     xs_spatial = plane_strides(x, "spatial")
     D, KS = conv_w.shape[1], conv_w.shape[2]
-    p = _problem(x, "spatial", xs_spatial, GATE=gate_c, D=D, KS=KS)
+    p = _problem(x, "spatial", xs_spatial, GATE=gate_c, D=D)
     acc = _acc_dtype(x)
+    block_p, block_t = spatial_conv_tile(H * W, D, KS)
     with _device_guard(x):
-        GATED_SPATIAL_POOL_FWD.launch(
-            p, _rows_grid(p),
-            (x, s, d, u, stats, affine, counter, conv_w, *bn, B, p.R, p.K, H, W, bn_eps, *xs_spatial),
-            dict(GATE=gate_c, D=D, KS=KS, BATCH_STATS=batch_stats, ACC=acc, CONV_BLOCK_P=CONV_BLOCK_P), x.device,
+        GATED_SPATIAL_POOL_FWD.launch(p, _rows_grid(p), (x, s, d, p.R, p.K, *xs_spatial),
+                                      dict(GATE=gate_c, D=D, ACC=acc), x.device)
+        pc = Problem(B, H * W, 1, rows_contiguous=True, dtype=x.dtype, flags=(("D", D), ("KS", KS)))
+        SPATIAL_CONV_FWD.launch(
+            pc, lambda META: (spatial_conv_programs(B, H * W, D, KS),),
+            (d, conv_w, u, part, counter, affine, *bn, H, W, bn_eps),
+            dict(D=D, KS=KS, BATCH_STATS=batch_stats, FAN=_tree_fan(MOMENTS_WIDTH), ACC=acc,
+                 BLOCK_P=block_p, BLOCK_T=block_t), x.device,
         )
         xs = plane_strides(x, "channel")
         pc = _problem(x, "channel", xs, GATE_C=gate_c, GATE_S=gate_s)
@@ -405,36 +500,30 @@ def cbam_spatial_backward(
 ) -> None:
     """CBAM's spatial half backward in two launches (kernels/cbam_spatial_bwd.py): grad_t and the
     BatchNorm's gradients, then grad_u, grad_d and the conv's gradient; leaves ``work["sp"]`` for
-    the channel branch's backward (:func:`excitation_bwd` with act_out "spatial")."""
+    the channel branch's backward (the excitation's backward kernels with act_out "spatial").
+    ``work["part"]``, ``work["wpart"]`` and ``counter``: the merge trees' workspaces
+    (:func:`cbam_backward_workspace`)."""
     B, C, H, W = x.shape
     D, KS = conv_w.shape[1], conv_w.shape[2]
     xs = plane_strides(x, "spatial")
     p = _problem(x, "spatial", xs, GATE_C=gate_c, GATE_S=gate_s, D=D)
     acc = _acc_dtype(x)
+    block_p, block_t = spatial_conv_tile(H * W, D, KS)
     with _device_guard(x):
         CBAM_SPATIAL_BWD_REDUCE.launch(
             p, _rows_grid(p),
             (grad_y, x, s, u, affine, work["grad_t"], work["d"], work["sp"], work["ties"], work["part"], work["sums"],
-             counter, grad_bn_weight, grad_bn_bias, B, p.R, p.K, *plane_strides(grad_y, "spatial"), *xs),
-            dict(GATE_C=gate_c, GATE_S=gate_s, D=D, ACC=acc, SUM_BLOCK_P=CONV_BLOCK_P), x.device,
+             counter, grad_bn_weight, grad_bn_bias, p.R, p.K, *plane_strides(grad_y, "spatial"), *xs),
+            dict(GATE_C=gate_c, GATE_S=gate_s, D=D, FAN=_tree_fan(BN_SUMS_WIDTH), ACC=acc), x.device,
         )
         ps = Problem(B, H * W, 1, rows_contiguous=True, dtype=x.dtype, flags=(("D", D), ("KS", KS)))
         SPATIAL_CONV_BWD.launch(
-            ps, lambda META: (spatial_conv_bwd_programs(B, H * W),),
+            ps, lambda META: (spatial_conv_programs(B, H * W, D, KS),),
             (work["grad_t"], u, work["d"], affine, work["sums"], conv_w, work["sp"], work["ties"], work["wpart"],
              counter, grad_conv_w, C, H, W, B * H * W),
-            dict(D=D, KS=KS, BATCH_STATS=batch_stats, ACC=acc, BLOCK_T=conv_taps_block(D, KS)), x.device,
+            dict(D=D, KS=KS, BATCH_STATS=batch_stats, FAN=_tree_fan(block_t), ACC=acc,
+                 BLOCK_P=block_p, BLOCK_T=block_t // D), x.device,
         )
-
-
-def spatial_conv_bwd_programs(B: int, P: int) -> int:
-    """spatial_conv_bwd's grid: one program per (b, SPATIAL_CONV_BWD_BLOCK_P pixels)."""
-    return B * triton.cdiv(P, SPATIAL_CONV_BWD_BLOCK_P)
-
-
-def conv_taps_block(D: int, KS: int) -> int:
-    """BLOCK_T of spatial_conv_bwd: the conv's D·KS·KS weights, padded to a power of two."""
-    return triton.next_power_of_2(D * KS * KS)
 
 
 # --- radix (split) attention: ResNeSt's SplitAttn, SKNet's SelectiveKernel (kernels/radix_combine.py) ---

@@ -327,7 +327,7 @@ def _plain_batchnorm(bn: nn.Module) -> bool:
 
 
 class CbamPipeline:
-    """The forward shared by CBAM and light CBAM: one pipeline of 3 kernels forward and 4 backward
+    """The forward shared by CBAM and light CBAM: one pipeline of 4 kernels forward and 4 backward
     (:mod:`tritattn.cbam_block`), in training as in inference; otherwise the channel part, then
     the spatial part."""
 
