@@ -202,7 +202,7 @@ def squeeze_excite_fwd(
     sw1j, sw1c, sw2c, sw2j,
     POOL: tl.constexpr, MLP: tl.constexpr, ACT: tl.constexpr, PAD: tl.constexpr, TAPS: tl.constexpr,
     HAS_B1: tl.constexpr, HAS_B2: tl.constexpr, HIDDEN_NORM: tl.constexpr,
-    PRO_ACT: tl.constexpr, PRO_NORM: tl.constexpr,
+    PRO_ACT: tl.constexpr, PRO_NORM: tl.constexpr, MLP_TAIL: tl.constexpr,
     ACC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr,
     BLOCK_J: tl.constexpr, MLP_BLOCK_C: tl.constexpr,
 ):
@@ -210,6 +210,8 @@ def squeeze_excite_fwd(
 
       mean[b, c] = Σ_k x[b, c, k] / K;  max[b, c], count[b, c] = max_k x and its ties (POOL ≠ "mean")
       s[b, :]    = excitation of the pooled vectors (module docstring), by the sample's last program
+                   (MLP_TAIL; without it the launch pools only, and the MLP runs over all samples
+                   as GEMMs afterwards: tritattn/excitation_mlp.py — the split path)
 
     With a prologue (PRO_ACT ≠ "none"), x_ptr holds z or c and x = act(z) is computed on the fly
     (kernels/norm_act.py; the BatchNorm's weight, bias, running mean and variance at pw, pb, pm, pv).
@@ -238,7 +240,7 @@ def squeeze_excite_fwd(
     if want_max:
         tl.store(max_ptr + b * R + r64, run_max, mask=mask_r)
         tl.store(count_ptr + b * R + r64, run_count, mask=mask_r)
-    if last_of_sample(counter_ptr, b, tl.cdiv(R, BLOCK_R)):
+    if MLP_TAIL and last_of_sample(counter_ptr, b, tl.cdiv(R, BLOCK_R)):
         sample_logits(b, mean_ptr, max_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, bnw_ptr, bnb_ptr, bnm_ptr, bnv_ptr, s_ptr,
                       R, RD, bn_eps, sw1j, sw1c, sw2c, sw2j, POOL, MLP, ACT, PAD, TAPS, HAS_B1, HAS_B2, HIDDEN_NORM,
                       ACC, BLOCK_J, MLP_BLOCK_C)
@@ -357,7 +359,7 @@ def excitation_bwd_reduce(
     GATE: tl.constexpr, ACT_OUT: tl.constexpr,
     POOL: tl.constexpr, MLP: tl.constexpr, ACT: tl.constexpr, PAD: tl.constexpr, TAPS: tl.constexpr,
     HAS_B1: tl.constexpr, HIDDEN_NORM: tl.constexpr, PRO_ACT: tl.constexpr, PRO_NORM: tl.constexpr,
-    ACC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr,
+    MLP_TAIL: tl.constexpr, ACC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr,
     BLOCK_J: tl.constexpr, MLP_BLOCK_C: tl.constexpr,
 ):
     """Backward, first launch (R = C, K = H×W): one pass over grad_y and x, then the MLP backward.
@@ -369,8 +371,10 @@ def excitation_bwd_reduce(
                       sums over k of act'(z) · (d, 1, d · x̂, x̂) (kernels/prologue_norm.py)
       grad_s[b, c]  = gate'(s[b, c]) · Σ_k d · x                       fixed order, ACC
       mean, max, count [B, C] of x recomputed in the same pass (the forward does not save them)
-      per sample, by its last program: :func:`sample_pool_grads` → grad_mean, grad_max [B, C]
-      (and hidden, grad_h [B, RD] for the weight gradients; grad_norm [B, 2, RD] with HIDDEN_NORM)
+      per sample, by its last program (MLP_TAIL): :func:`sample_pool_grads` → grad_mean, grad_max
+      [B, C] (and hidden, grad_h [B, RD] for the weight gradients; grad_norm [B, 2, RD] with
+      HIDDEN_NORM); without MLP_TAIL the MLP's backward runs over all samples as GEMMs afterwards
+      (tritattn/excitation_mlp.py — the split path), and so do the weight gradients on either path
 
     Minimum bytes: grad_y and x read (+ y for relu; + sp [B, 4, K] for "spatial") + the per-sample vectors (s read; grad_s,
     mean, grad_mean written, + max, count, grad_max with max pooling; hidden, grad_h written).
@@ -418,7 +422,7 @@ def excitation_bwd_reduce(
     if want_max:
         tl.store(max_ptr + b * R + r64, pooled_max(run_max, has_nan), mask=mask_r)
         tl.store(count_ptr + b * R + r64, run_count, mask=mask_r)
-    if last_of_sample(counter_ptr, b, tl.cdiv(R, BLOCK_R)):
+    if MLP_TAIL and last_of_sample(counter_ptr, b, tl.cdiv(R, BLOCK_R)):
         sample_pool_grads(b, grad_s_ptr, mean_ptr, max_ptr, w1_ptr, b1_ptr, w2_ptr, bnw_ptr, bnb_ptr, bnm_ptr, bnv_ptr,
                           hidden_ptr, grad_h_ptr, grad_norm_ptr, grad_mean_ptr, grad_max_ptr, R, RD, bn_eps,
                           sw1j, sw1c, sw2c, sw2j, POOL, MLP, ACT, PAD, TAPS, HAS_B1, HIDDEN_NORM, ACC, BLOCK_J,
@@ -427,109 +431,21 @@ def excitation_bwd_reduce(
 
 
 @triton.jit
-def weight_grads(
-    q, B, grad_s_ptr, mean_ptr, max_ptr, hidden_ptr, grad_h_ptr, grad_norm_ptr,
-    gw1_ptr, gb1_ptr, gw2_ptr, gb2_ptr, gbnw_ptr, gbnb_ptr,
-    C, RD, sgw1j, sgw1c, sgw2c, sgw2j,
-    POOL: tl.constexpr, MLP: tl.constexpr, PAD: tl.constexpr, TAPS: tl.constexpr,
-    HAS_B1: tl.constexpr, HAS_B2: tl.constexpr, HIDDEN_NORM: tl.constexpr,
-    ACC: tl.constexpr, BLOCK_J: tl.constexpr, MLP_BLOCK_C: tl.constexpr,
-):
-    """Weight-gradient program q: sums over the batch in a fixed order (b = 0, 1, …), no atomics.
-
-      "fc_act_fc": channel tile q: grad_W1[:, tile] = Σ_b grad_h[b] ⊗ v[b, tile] (+ grad_h_max ⊗ max),
-                   grad_W2[tile, :] = Σ_b grad_s[b, tile] ⊗ hidden[b], grad_b2[tile] = Σ_b grad_s
-                   (× 2 for "mean_max_both"); tile 0 also grad_b1 = Σ_b grad_h (+ grad_h_max)
-                   and, with HIDDEN_NORM, the BatchNorm's grad_bias, grad_weight = Σ_b grad_norm[b]
-      "fc":        channel tile q: grad_W[tile, :] = Σ_b grad_s[b, tile] ⊗ v[b], grad_b[tile] = Σ_b grad_s
-      taps:        q < TAPS: grad_w[q] = Σ_b Σ_c grad_s[b, c] · v[b, c + q - PAD]; q = TAPS: grad_b
-    """
-    offs_j = tl.arange(0, BLOCK_J)
-    mask_j = offs_j < RD
-    if MLP == "fc_act_fc" or MLP == "fc":
-        offs_c = q * MLP_BLOCK_C + tl.arange(0, MLP_BLOCK_C)
-        mask_c = offs_c < C
-        gw2 = tl.zeros([MLP_BLOCK_C, BLOCK_J], dtype=ACC)
-        gb2 = tl.zeros([MLP_BLOCK_C], dtype=ACC)
-        gw1 = tl.zeros([BLOCK_J, MLP_BLOCK_C], dtype=ACC)
-        gb1 = tl.zeros([BLOCK_J], dtype=ACC)
-        for b in range(0, B):
-            ds = tl.load(grad_s_ptr + b * C + offs_c, mask=mask_c, other=0.0)
-            gb2 += ds
-            if MLP == "fc":
-                a = pooled_input(mean_ptr, max_ptr, b * C + offs_j, mask_j, POOL)
-            else:
-                a = tl.load(hidden_ptr + b * RD + offs_j, mask=mask_j, other=0.0)
-                if POOL == "mean_max_both":
-                    dh = tl.load(grad_h_ptr + b * 2 * RD + offs_j, mask=mask_j, other=0.0)
-                    dh_max = tl.load(grad_h_ptr + b * 2 * RD + RD + offs_j, mask=mask_j, other=0.0)
-                    v = tl.load(mean_ptr + b * C + offs_c, mask=mask_c, other=0.0)
-                    v_max = tl.load(max_ptr + b * C + offs_c, mask=mask_c, other=0.0)
-                    gw1 += dh[:, None] * v[None, :] + dh_max[:, None] * v_max[None, :]
-                    gb1 += dh + dh_max
-                else:
-                    dh = tl.load(grad_h_ptr + b * RD + offs_j, mask=mask_j, other=0.0)
-                    v = pooled_input(mean_ptr, max_ptr, b * C + offs_c, mask_c, POOL)
-                    gw1 += dh[:, None] * v[None, :]
-                    gb1 += dh
-            gw2 += ds[:, None] * a[None, :]
-        tile = mask_c[:, None] & mask_j[None, :]
-        tl.store(gw2_ptr + offs_c[:, None] * sgw2c + offs_j[None, :] * sgw2j, to_output(gw2, gw2_ptr), mask=tile)
-        if HAS_B2:
-            gb2 = 2.0 * gb2 if POOL == "mean_max_both" else gb2
-            tl.store(gb2_ptr + offs_c, to_output(gb2, gb2_ptr), mask=mask_c)
-        if MLP == "fc_act_fc":
-            tl.store(gw1_ptr + offs_j[:, None] * sgw1j + offs_c[None, :] * sgw1c, to_output(gw1, gw1_ptr),
-                     mask=mask_j[:, None] & mask_c[None, :])
-            if HAS_B1 and q == 0:
-                tl.store(gb1_ptr + offs_j, to_output(gb1, gb1_ptr), mask=mask_j)
-            if HIDDEN_NORM and q == 0:
-                g_bias = tl.zeros([BLOCK_J], dtype=ACC)
-                g_weight = tl.zeros([BLOCK_J], dtype=ACC)
-                for b in range(0, B):
-                    g_bias += tl.load(grad_norm_ptr + b * 2 * RD + offs_j, mask=mask_j, other=0.0)
-                    g_weight += tl.load(grad_norm_ptr + b * 2 * RD + RD + offs_j, mask=mask_j, other=0.0)
-                tl.store(gbnb_ptr + offs_j, to_output(g_bias, gbnb_ptr), mask=mask_j)
-                tl.store(gbnw_ptr + offs_j, to_output(g_weight, gbnw_ptr), mask=mask_j)
-    else:
-        total = tl.zeros([MLP_BLOCK_C], dtype=ACC)
-        for b in range(0, B):
-            for c0 in range(0, C, MLP_BLOCK_C):
-                offs_c = c0 + tl.arange(0, MLP_BLOCK_C)
-                mask_c = offs_c < C
-                ds = tl.load(grad_s_ptr + b * C + offs_c, mask=mask_c, other=0.0)
-                if q < TAPS:
-                    idx, valid = channel_tap(offs_c, mask_c, C, q - PAD, MLP == "taps_circular")
-                    ds = ds * pooled_input(mean_ptr, max_ptr, b * C + idx, valid, POOL)
-                total += ds
-        if q < TAPS:
-            tl.store(gw1_ptr + q * sgw1c, to_output(tl.sum(total, axis=0), gw1_ptr))
-        elif HAS_B2:  # program q = TAPS exists only with a bias; without one gb2_ptr is None
-            tl.store(gb2_ptr, to_output(tl.sum(total, axis=0), gb2_ptr))
-
-
-@triton.jit
 def excitation_bwd_apply(
     grad_y_ptr, x_ptr, y_ptr, sp_ptr, s_ptr, grad_x_ptr, grad_res_ptr,
     grad_mean_ptr, grad_max_ptr, max_ptr, count_ptr,
-    grad_s_ptr, mean_ptr, hidden_ptr, grad_h_ptr, grad_norm_ptr,
-    gw1_ptr, gb1_ptr, gw2_ptr, gb2_ptr, gbnw_ptr, gbnb_ptr,
     pw_ptr, pb_ptr, pm_ptr, pv_ptr, sums_ptr,
-    B, R, K, RD, p_eps,
+    B, R, K, p_eps,
     sgyb, sgyr, sgyk,
     sxb, sxr, sxk,
     syb, syr, syk,
     sgxb, sgxr, sgxk,
     sgrb, sgrr, sgrk,
-    sgw1j, sgw1c, sgw2c, sgw2j,
-    GATE: tl.constexpr, ACT_OUT: tl.constexpr, WRITE_GRAD_RES: tl.constexpr,
-    POOL: tl.constexpr, MLP: tl.constexpr, PAD: tl.constexpr, TAPS: tl.constexpr,
-    HAS_B1: tl.constexpr, HAS_B2: tl.constexpr, HIDDEN_NORM: tl.constexpr,
+    GATE: tl.constexpr, ACT_OUT: tl.constexpr, WRITE_GRAD_RES: tl.constexpr, POOL: tl.constexpr,
     PRO_ACT: tl.constexpr, PRO_NORM: tl.constexpr, BATCH_STATS: tl.constexpr,
     ACC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr,
-    BLOCK_J: tl.constexpr, MLP_BLOCK_C: tl.constexpr,
 ):
-    """Backward, second launch: grad_x (and grad_residual) elementwise, and the weight gradients.
+    """Backward, second launch: grad_x (and grad_residual), elementwise.
 
       d             = grad_y · [not y ≤ 0] (relu), grad_y, or CBAM's (:func:`block_output_grad`)
       grad_x        = d · gate(s[b, c]) + grad_mean[b, c] / K + [x == max] · grad_max[b, c] / count
@@ -538,56 +454,49 @@ def excitation_bwd_apply(
       with PRO_NORM the BatchNorm's backward, grad_c = w/σ · (grad_z - S/N - x̂ · T/N) with the
       sums [2, C] of kernels/prologue_norm.py (BATCH_STATS), or w/σ · grad_z (running statistics)
 
-    Programs [0, B·⌈R/BLOCK_R⌉·⌈K/BLOCK_K⌉) each own one tile of grad_x (elementwise_grid order);
-    the programs after them compute the weight gradients (:func:`weight_grads`).
+    One tile of grad_x per program (elementwise_grid order); the weight gradients are GEMMs over
+    the batch on the [B, ·] workspaces (tritattn/excitation_mlp.py).
     Minimum bytes: grad_y read, grad_x written (+ y read and grad_residual written for relu, + x
-    read with max pooling, "spatial" or a prologue, + sp for "spatial") + the per-sample vectors read; the weight gradients, written once, are
-    counted with the parameters per block (perf/bytes_model.py).
+    read with max pooling, "spatial" or a prologue, + sp for "spatial") + the per-sample vectors
+    read (s, grad_mean; + max, count, grad_max with max pooling).
     """
-    n_tiles = B * tl.cdiv(R, BLOCK_R) * tl.cdiv(K, BLOCK_K)
-    pid = tl.program_id(0)
-    if pid < n_tiles:
-        b, offs_r, offs_k = elementwise_tile(R, K, BLOCK_R, BLOCK_K)
-        mask_r = offs_r < R
-        mask = mask_r[:, None] & (offs_k < K)[None, :]
-        r64 = offs_r.to(tl.int64)
-        rows = r64[:, None]
-        k64 = offs_k.to(tl.int64)[None, :]
-        g = gate_value(tl.load(s_ptr + b * R + r64, mask=mask_r, other=0.0), GATE)
-        has_max: tl.constexpr = POOL != "mean"
-        x = tl.zeros([BLOCK_R, BLOCK_K], dtype=ACC)
-        z = x
-        v = x
-        scale, shift, inv_std, p_mean = prologue_affine(pw_ptr, pb_ptr, pm_ptr, pv_ptr, p_eps, offs_r, mask_r,
-                                                        PRO_NORM, ACC)
-        if has_max or ACT_OUT == "spatial" or PRO_ACT != "none":
-            v = tl.load(x_ptr + b * sxb + rows * sxr + k64 * sxk, mask=mask, other=0.0).to(ACC)
-            x, z = prologue(v, mask, scale, shift, x_ptr, PRO_ACT, PRO_NORM)
-        d = block_output_grad(grad_y_ptr, y_ptr, sp_ptr, x_ptr, b * sgyb + rows * sgyr + k64 * sgyk,
-                              b * syb + rows * syr + k64 * syk, x, g, b, offs_k, mask, K, ACT_OUT, ACC)
-        if WRITE_GRAD_RES:
-            tl.store(grad_res_ptr + b * sgrb + rows * sgrr + k64 * sgrk, to_output(d, grad_res_ptr), mask=mask)
-        g_mean = tl.load(grad_mean_ptr + b * R + r64, mask=mask_r, other=0.0)
-        g_max = g_mean
-        m = g_mean
-        n = g_mean
-        if has_max:
-            g_max = tl.load(grad_max_ptr + b * R + r64, mask=mask_r, other=0.0)
-            m = tl.load(max_ptr + b * R + r64, mask=mask_r, other=0.0)
-            n = tl.load(count_ptr + b * R + r64, mask=mask_r, other=1).to(ACC)
-        grad_x = add_pool_grad(d * g[:, None], x, g_mean, g_max, m, n, K, True, has_max)
-        if PRO_ACT != "none":
-            grad_x = activation_backward(z, grad_x, PRO_ACT)
-        if PRO_NORM:
-            if BATCH_STATS:
-                n = tl.zeros([BLOCK_R], dtype=ACC) + B * K
-                total = tl.load(sums_ptr + r64, mask=mask_r, other=0.0) / n
-                total_hat = tl.load(sums_ptr + R + r64, mask=mask_r, other=0.0) / n
-                x_hat = (v - p_mean[:, None]) * inv_std[:, None]
-                grad_x = grad_x - total[:, None] - x_hat * total_hat[:, None]
-            grad_x = grad_x * scale[:, None]
-        tl.store(grad_x_ptr + b * sgxb + rows * sgxr + k64 * sgxk, to_output(grad_x, grad_x_ptr), mask=mask)
-    else:
-        weight_grads(pid - n_tiles, B, grad_s_ptr, mean_ptr, max_ptr, hidden_ptr, grad_h_ptr, grad_norm_ptr,
-                     gw1_ptr, gb1_ptr, gw2_ptr, gb2_ptr, gbnw_ptr, gbnb_ptr, R, RD, sgw1j, sgw1c, sgw2c, sgw2j,
-                     POOL, MLP, PAD, TAPS, HAS_B1, HAS_B2, HIDDEN_NORM, ACC, BLOCK_J, MLP_BLOCK_C)
+    b, offs_r, offs_k = elementwise_tile(R, K, BLOCK_R, BLOCK_K)
+    mask_r = offs_r < R
+    mask = mask_r[:, None] & (offs_k < K)[None, :]
+    r64 = offs_r.to(tl.int64)
+    rows = r64[:, None]
+    k64 = offs_k.to(tl.int64)[None, :]
+    g = gate_value(tl.load(s_ptr + b * R + r64, mask=mask_r, other=0.0), GATE)
+    has_max: tl.constexpr = POOL != "mean"
+    x = tl.zeros([BLOCK_R, BLOCK_K], dtype=ACC)
+    z = x
+    v = x
+    scale, shift, inv_std, p_mean = prologue_affine(pw_ptr, pb_ptr, pm_ptr, pv_ptr, p_eps, offs_r, mask_r,
+                                                    PRO_NORM, ACC)
+    if has_max or ACT_OUT == "spatial" or PRO_ACT != "none":
+        v = tl.load(x_ptr + b * sxb + rows * sxr + k64 * sxk, mask=mask, other=0.0).to(ACC)
+        x, z = prologue(v, mask, scale, shift, x_ptr, PRO_ACT, PRO_NORM)
+    d = block_output_grad(grad_y_ptr, y_ptr, sp_ptr, x_ptr, b * sgyb + rows * sgyr + k64 * sgyk,
+                          b * syb + rows * syr + k64 * syk, x, g, b, offs_k, mask, K, ACT_OUT, ACC)
+    if WRITE_GRAD_RES:
+        tl.store(grad_res_ptr + b * sgrb + rows * sgrr + k64 * sgrk, to_output(d, grad_res_ptr), mask=mask)
+    g_mean = tl.load(grad_mean_ptr + b * R + r64, mask=mask_r, other=0.0)
+    g_max = g_mean
+    m = g_mean
+    n = g_mean
+    if has_max:
+        g_max = tl.load(grad_max_ptr + b * R + r64, mask=mask_r, other=0.0)
+        m = tl.load(max_ptr + b * R + r64, mask=mask_r, other=0.0)
+        n = tl.load(count_ptr + b * R + r64, mask=mask_r, other=1).to(ACC)
+    grad_x = add_pool_grad(d * g[:, None], x, g_mean, g_max, m, n, K, True, has_max)
+    if PRO_ACT != "none":
+        grad_x = activation_backward(z, grad_x, PRO_ACT)
+    if PRO_NORM:
+        if BATCH_STATS:
+            n = tl.zeros([BLOCK_R], dtype=ACC) + B * K
+            total = tl.load(sums_ptr + r64, mask=mask_r, other=0.0) / n
+            total_hat = tl.load(sums_ptr + R + r64, mask=mask_r, other=0.0) / n
+            x_hat = (v - p_mean[:, None]) * inv_std[:, None]
+            grad_x = grad_x - total[:, None] - x_hat * total_hat[:, None]
+        grad_x = grad_x * scale[:, None]
+    tl.store(grad_x_ptr + b * sgxb + rows * sgxr + k64 * sgxk, to_output(grad_x, grad_x_ptr), mask=mask)

@@ -70,9 +70,10 @@ def squeeze_excite_fwd_planes() -> int:
     return 1
 
 
-def squeeze_excite_fwd(B: int, C: int, K: int, itemsize: int, acc: int, with_max: bool) -> int:
-    """x read; mean and s written (+ max and its int32 tie count with max pooling)."""
-    return squeeze_excite_fwd_planes() * B * C * K * itemsize + B * C * (2 * acc + (acc + INT32) * with_max)
+def squeeze_excite_fwd(B: int, C: int, K: int, itemsize: int, acc: int, with_max: bool, tail: bool = True) -> int:
+    """x read; mean written (+ max and its int32 tie count with max pooling); s written by the
+    MLP tail (the one-launch path; the split path's MLP writes it outside the kernel)."""
+    return squeeze_excite_fwd_planes() * B * C * K * itemsize + B * C * ((1 + tail) * acc + (acc + INT32) * with_max)
 
 
 def excitation_bwd_reduce_planes(relu: bool) -> int:
@@ -81,13 +82,13 @@ def excitation_bwd_reduce_planes(relu: bool) -> int:
 
 
 def excitation_bwd_reduce(B: int, C: int, K: int, RD: int, itemsize: int, acc: int, relu: bool, with_max: bool,
-                          hidden_vectors: int, spatial: bool = False) -> int:
-    """grad_y and x read (+ y for relu); s read, grad_s, mean, grad_mean written (+ max, its int32
-    tie count and grad_max written); ``hidden_vectors`` [B, RD] vectors written (hidden and
-    grad_h: 2, 3 for CBAM's two branches, 0 without a hidden layer); CBAM's per-pixel sp
-    [B, 4, K] read (``spatial``)."""
-    vectors = B * C * (4 * acc + (2 * acc + INT32) * with_max) + 4 * B * K * acc * spatial
-    return excitation_bwd_reduce_planes(relu) * B * C * K * itemsize + vectors + B * RD * acc * hidden_vectors
+                          hidden_vectors: int, spatial: bool = False, tail: bool = True) -> int:
+    """grad_y and x read (+ y for relu); s read, grad_s, mean written (+ max and its int32 tie
+    count written); CBAM's per-pixel sp [B, 4, K] read (``spatial``); with the MLP ``tail`` (the
+    one-launch path) also grad_mean (+ grad_max) and ``hidden_vectors`` [B, RD] vectors written
+    (hidden and grad_h: 2, 3 for CBAM's two branches, 0 without a hidden layer)."""
+    vectors = B * C * ((3 + tail) * acc + ((1 + tail) * acc + INT32) * with_max) + 4 * B * K * acc * spatial
+    return excitation_bwd_reduce_planes(relu) * B * C * K * itemsize + vectors + B * RD * acc * hidden_vectors * tail
 
 
 def excitation_bwd_apply_planes(relu: bool, write_grad_res: bool, with_max: bool, spatial: bool = False,
@@ -97,14 +98,14 @@ def excitation_bwd_apply_planes(relu: bool, write_grad_res: bool, with_max: bool
     return 2 + relu + write_grad_res + (with_max or spatial or prologue)
 
 
-def excitation_bwd_apply(B: int, C: int, K: int, RD: int, itemsize: int, acc: int, relu: bool, write_grad_res: bool,
-                         with_max: bool, hidden_vectors: int, spatial: bool = False, prologue: bool = False) -> int:
+def excitation_bwd_apply(B: int, C: int, K: int, itemsize: int, acc: int, relu: bool, write_grad_res: bool,
+                         with_max: bool, spatial: bool = False, prologue: bool = False) -> int:
     """grad_y read, grad_x written (+ y read for relu, + grad_residual written, + x read with max
-    pooling, ``spatial`` or a ``prologue``); s, grad_mean, grad_s, mean read (+ max, grad_max,
-    count); the hidden vectors read; CBAM's per-pixel sp [B, 4, K] read (``spatial``)."""
+    pooling, ``spatial`` or a ``prologue``); s, grad_mean read (+ max, grad_max, count); CBAM's
+    per-pixel sp [B, 4, K] read (``spatial``). The weight gradients are GEMMs outside it."""
     planes = excitation_bwd_apply_planes(relu, write_grad_res, with_max, spatial, prologue) * B * C * K * itemsize
-    vectors = B * C * (4 * acc + (2 * acc + INT32) * with_max) + 4 * B * K * acc * spatial
-    return planes + vectors + B * RD * acc * hidden_vectors
+    vectors = B * C * (2 * acc + (2 * acc + INT32) * with_max) + 4 * B * K * acc * spatial
+    return planes + vectors
 
 
 def gated_spatial_pool_fwd_planes() -> int:
@@ -249,6 +250,13 @@ class KernelTraffic(NamedTuple):
     planes: int
 
 
+def _mlp_tail(a: dict[str, Any], backward: bool) -> bool:
+    """Whether a block op's call runs the MLP in its kernels' tail (the one-launch path) or as
+    GEMMs between them (the split path), as the op decides (tritattn.excitation_block.op_kernel_path)."""
+    from tritattn.excitation_block import op_kernel_path  # needs triton: only a block op's traffic asks
+    return op_kernel_path(a, backward) == "one-launch"
+
+
 def _block_traffic(op: str, a: dict[str, Any]) -> list[KernelTraffic]:
     B, C, K, size = _channel(a["x"])
     acc = _acc_size(a["x"])
@@ -258,13 +266,14 @@ def _block_traffic(op: str, a: dict[str, Any]) -> list[KernelTraffic]:
     prologue = a.get("prologue_act", "none") != "none"
     pre_norm = a.get("pre_weight") is not None
     pre = prologue_vectors(C, acc, pre_norm)
+    tail = _mlp_tail(a, op == "excitation_block_backward")
     if op == "excitation_block":
         has_residual = a["residual"] is not None
         stats = ([KernelTraffic("batch_stats_fwd", batch_stats_fwd(B, C, K, size, acc, batch_stats_rows(a["x"])),
                                 batch_stats_fwd_planes())]
                  if a.get("pre_batch_stats") else [])
         return stats + [
-            KernelTraffic("squeeze_excite_fwd", squeeze_excite_fwd(B, C, K, size, acc, with_max) + pre,
+            KernelTraffic("squeeze_excite_fwd", squeeze_excite_fwd(B, C, K, size, acc, with_max, tail) + pre,
                           squeeze_excite_fwd_planes()),
             KernelTraffic("gated_scale_fwd", gated_scale_fwd(B, C, K, size, acc, has_residual) + pre,
                           gated_scale_fwd_planes(has_residual))]
@@ -273,10 +282,10 @@ def _block_traffic(op: str, a: dict[str, Any]) -> list[KernelTraffic]:
                 if pre_norm else [])
     psum, sums = 4 * B * C * acc * pre_norm, 2 * C * acc * pre_norm
     return [KernelTraffic("excitation_bwd_reduce",
-                          excitation_bwd_reduce(B, C, K, RD, size, acc, relu, with_max, hidden) + pre + psum,
+                          excitation_bwd_reduce(B, C, K, RD, size, acc, relu, with_max, hidden, tail=tail) + pre + psum,
                           excitation_bwd_reduce_planes(relu))] + norm_bwd + [
             KernelTraffic("excitation_bwd_apply",
-                          excitation_bwd_apply(B, C, K, RD, size, acc, relu, wgr, with_max, hidden, prologue=prologue)
+                          excitation_bwd_apply(B, C, K, size, acc, relu, wgr, with_max, prologue=prologue)
                           + pre + sums,
                           excitation_bwd_apply_planes(relu, wgr, with_max, prologue=prologue))]
 
@@ -295,10 +304,11 @@ def _cbam_traffic(op: str, a: dict[str, Any]) -> list[KernelTraffic]:
     return [KernelTraffic("cbam_spatial_bwd_reduce", cbam_spatial_bwd_reduce(B, C, P, D, size, acc),
                           cbam_spatial_bwd_reduce_planes()),
             KernelTraffic("spatial_conv_bwd", spatial_conv_bwd(B, P, D, acc), 0),
-            KernelTraffic("excitation_bwd_reduce", excitation_bwd_reduce(B, C, P, RD, size, acc, False, True, hidden, True),
+            KernelTraffic("excitation_bwd_reduce", excitation_bwd_reduce(B, C, P, RD, size, acc, False, True, hidden, True,
+                                                                         _mlp_tail(dict(a, bn_weight=None), True)),
                           excitation_bwd_reduce_planes(False)),
             KernelTraffic("excitation_bwd_apply",
-                          excitation_bwd_apply(B, C, P, RD, size, acc, False, False, True, hidden, True),
+                          excitation_bwd_apply(B, C, P, size, acc, False, False, True, True),
                           excitation_bwd_apply_planes(False, False, True, True))]
 
 

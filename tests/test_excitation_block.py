@@ -2,8 +2,10 @@
 reference written here from the math: every pooling × excitation kind, both epilogues, odd C and
 H×W, batch 1, hidden width 1, NCHW and channels_last, three dtypes of x (float32 weights, as
 under AMP), default and tiny tiles (many programs per sample: the per-sample counters and the
-last program's MLP), and the properties the pipeline promises: bitwise repeatable, counters left
-at zero, 2 kernels forward and 2 backward, nothing x-sized saved beyond eager's.
+last program's MLP), both kernel paths (the MLP in the squeeze kernel's last program,
+"one-launch"; the MLP as GEMMs between the launches, "split"), and the properties the pipeline
+promises: bitwise repeatable, counters left at zero, 2 kernels forward and 2 backward, nothing
+x-sized saved beyond eager's.
 """
 import functools
 import sys
@@ -14,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 import tritattn
-from tritattn import excitation_block
+from tritattn import excitation_block, paths, tuning
 from conftest import DEVICE, assert_close, assert_same_layout, make_input, relu_kink_near, use_small_tiles
 from fixtures.workspaces import counters_reset, launched_counters  # noqa: F401
 
@@ -29,6 +31,8 @@ KINDS = [
 ]
 KIND_IDS = ["-".join(k) for k in KINDS]
 SHAPES = [(2, 37, 7, 7), (1, 130, 1, 1), (3, 6, 3, 5)]
+#: the op's two paths (excitation_block's ``path`` argument)
+KERNEL_PATHS = ["one-launch", "split"]
 ACTS = {"relu": F.relu, "silu": F.silu, "identity": lambda t: t}
 #: hard-sigmoid as relu6(s + 3) / 6, timm's form: torch's own hardsigmoid backward multiplies by a
 #: float32 1/6 even in float64 (fixtures.model_runs.exact_hardsigmoid_backward)
@@ -105,11 +109,12 @@ def draw(shape, dtype, channels_last, pool, mlp, act, gate, act_out, rd=5, bias=
     raise AssertionError("no draw kept every kink out of reach")
 
 
-def run_block(x, residual, weights, pool, mlp, act, gate, act_out):
-    return torch.ops.tritattn.excitation_block(x, residual, *weights, pool, mlp, act, gate, act_out)[0]
+def run_block(x, residual, weights, pool, mlp, act, gate, act_out, path="one-launch"):
+    return torch.ops.tritattn.excitation_block(x, residual, *weights, pool, mlp, act, gate, act_out, path=path)[0]
 
 
-def check_block(shape, dtype, channels_last, pool, mlp, act, gate="sigmoid", act_out="identity", rd=5, bias=True):
+def check_block(shape, dtype, channels_last, pool, mlp, act, gate="sigmoid", act_out="identity", rd=5, bias=True,
+                path="one-launch"):
     x, residual, weights = draw(shape, dtype, channels_last, pool, mlp, act, gate, act_out, rd, bias)
     leaves = [t for t in (x, residual, *weights) if t is not None]
     refs = [t.detach().double().requires_grad_() for t in leaves]
@@ -118,9 +123,9 @@ def check_block(shape, dtype, channels_last, pool, mlp, act, gate="sigmoid", act
     res64 = next(it) if residual is not None else None
     w64 = tuple(next(it) if t is not None else None for t in weights)
 
-    y = run_block(x, residual, weights, pool, mlp, act, gate, act_out)
+    y = run_block(x, residual, weights, pool, mlp, act, gate, act_out, path)
     y_ref, _ = reference(x64, res64, w64, pool, mlp, act, gate, act_out)
-    what = f"{pool}/{mlp}/{act} {gate} {act_out} {tuple(shape)} {dtype}"
+    what = f"{pool}/{mlp}/{act} {gate} {act_out} {tuple(shape)} {dtype} {path}"
     assert y.dtype == dtype
     assert_same_layout(y, x)
     assert_close(y, y_ref, what=what + " output")
@@ -140,38 +145,64 @@ def check_block(shape, dtype, channels_last, pool, mlp, act, gate="sigmoid", act
 
 @pytest.mark.parametrize("pool, mlp, act", KINDS, ids=KIND_IDS)
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
-@pytest.mark.parametrize("tiles", ["default_tiles", "small_tiles"])
-def test_block_matches_float64_reference(pool, mlp, act, shape, tiles, channels_last, monkeypatch):
+@pytest.mark.parametrize("tiles, path", [("default_tiles", "one-launch"), ("small_tiles", "one-launch"),
+                                         ("small_tiles", "split")])
+def test_block_matches_float64_reference(pool, mlp, act, shape, tiles, path, channels_last, monkeypatch):
     if tiles == "small_tiles":
         use_small_tiles(monkeypatch)
-    check_block(shape, torch.float64, channels_last, pool, mlp, act, act_out="relu" if shape[0] == 2 else "identity")
+    check_block(shape, torch.float64, channels_last, pool, mlp, act, act_out="relu" if shape[0] == 2 else "identity",
+                path=path)
 
 
+@pytest.mark.parametrize("path", KERNEL_PATHS)
 @pytest.mark.parametrize("pool, mlp, act", KINDS, ids=KIND_IDS)
-def test_block_in_each_dtype_with_float32_weights(pool, mlp, act, dtype, channels_last):
-    check_block((2, 37, 5, 3), dtype, channels_last, pool, mlp, act, act_out="relu")
+def test_block_in_each_dtype_with_float32_weights(pool, mlp, act, path, dtype, channels_last):
+    check_block((2, 37, 5, 3), dtype, channels_last, pool, mlp, act, act_out="relu", path=path)
 
 
+@pytest.mark.parametrize("path", KERNEL_PATHS)
 @pytest.mark.parametrize("gate", ["sigmoid", "hard_sigmoid"])
 @pytest.mark.parametrize("act_out", ["identity", "relu"])
-def test_block_gates_epilogues_hidden_width_one_and_no_bias(gate, act_out, monkeypatch):
+def test_block_gates_epilogues_hidden_width_one_and_no_bias(gate, act_out, path, monkeypatch):
     use_small_tiles(monkeypatch)
-    check_block((3, 6, 4, 4), torch.float64, True, "mean", "fc_act_fc", "relu", gate, act_out, rd=1, bias=False)
-    check_block((1, 9, 2, 3), torch.float64, False, "mean", "taps_zero", "identity", gate, act_out, bias=False)
+    check_block((3, 6, 4, 4), torch.float64, True, "mean", "fc_act_fc", "relu", gate, act_out, rd=1, bias=False, path=path)
+    check_block((1, 9, 2, 3), torch.float64, False, "mean", "taps_zero", "identity", gate, act_out, bias=False, path=path)
 
 
-def test_block_is_bitwise_repeatable_and_leaves_the_counters_at_zero(monkeypatch, launched_counters):
+@pytest.mark.parametrize("path", KERNEL_PATHS)
+def test_block_is_bitwise_repeatable_and_leaves_the_counters_at_zero(path, monkeypatch, launched_counters):
     use_small_tiles(monkeypatch)  # several programs per sample: which one runs the MLP is not fixed on a GPU
     x, residual, weights = draw((2, 37, 5, 5), torch.float32, True, "mean_max_both", "fc_act_fc", "relu", "sigmoid", "relu")
     cot = torch.randn(x.shape, device=DEVICE)
     runs = []
     for _ in range(2):
-        y = run_block(x, residual, weights, "mean_max_both", "fc_act_fc", "relu", "sigmoid", "relu")
+        y = run_block(x, residual, weights, "mean_max_both", "fc_act_fc", "relu", "sigmoid", "relu", path)
         leaves = [x, residual, *weights]
         runs.append([y] + list(torch.autograd.grad(y, leaves, cot)))
     for a, b in zip(*runs):
         assert torch.equal(a, b)
-    assert counters_reset(launched_counters)
+    if path == "one-launch":  # the split path takes no counters
+        assert counters_reset(launched_counters)
+    else:
+        assert not launched_counters
+
+
+@pytest.mark.parametrize("path", KERNEL_PATHS)
+def test_the_backward_takes_the_forwards_path(path):
+    """The path argument reaches the backward op (saved with the forward): the split path's
+    squeeze and reduce kernels run without their MLP tail (their problem keys say MLP_TAIL=0),
+    the one-launch path's with it; and the op with no path chooses one (paths.choose)."""
+    x, residual, weights = draw((2, 37, 5, 5), torch.float32, False, "mean", "fc_act_fc", "relu", "sigmoid", "relu")
+    with tuning.recording() as keys:
+        y = run_block(x, residual, weights, "mean", "fc_act_fc", "relu", "sigmoid", "relu", path)
+        torch.autograd.grad(y, [x, *weights], torch.randn_like(y))
+    tails = {key.split("/")[0]: "MLP_TAIL=0" not in key for key in keys}
+    assert tails == {"squeeze_excite_fwd": path == "one-launch", "gated_scale_fwd": True,
+                     "excitation_bwd_reduce": path == "one-launch", "excitation_bwd_apply": True}, sorted(keys)
+    with paths.forced(path), tuning.recording() as keys:
+        y = run_block(x, residual, weights, "mean", "fc_act_fc", "relu", "sigmoid", "relu", "")
+        torch.autograd.grad(y, [x, *weights], torch.randn_like(y))
+    assert {key.split("/")[0]: "MLP_TAIL=0" not in key for key in keys} == tails
 
 
 @pytest.mark.parametrize("name, args, kwargs, step_max", [
@@ -206,11 +237,13 @@ def test_switching_the_pipeline_off_gives_the_per_op_path(monkeypatch):
 
 
 @pytest.mark.parametrize("add_maxpool", [False, True], ids=["mean", "mean_max_avg"])
-@pytest.mark.parametrize("tiles", ["default_tiles", "small_tiles"])
-def test_se_with_a_batchnorm_in_its_mlp_runs_it_inside_the_pipeline_in_eval(add_maxpool, tiles, channels_last, monkeypatch):
+@pytest.mark.parametrize("tiles, path", [("default_tiles", "one-launch"), ("small_tiles", "one-launch"),
+                                         ("default_tiles", "split")])
+def test_se_with_a_batchnorm_in_its_mlp_runs_it_inside_the_pipeline_in_eval(add_maxpool, tiles, path, channels_last,
+                                                                             monkeypatch):
     """timm SEModule(norm_layer=BatchNorm2d) (ReXNet's SE) in eval against the float64 reference
-    module: output, input and every parameter gradient (the BatchNorm's weight and bias included);
-    in training it keeps the per-op path (batch statistics)."""
+    module, on each kernel path: output, input and every parameter gradient (the BatchNorm's
+    weight and bias included); in training it keeps the per-op path (batch statistics)."""
     if tiles == "small_tiles":
         use_small_tiles(monkeypatch)
     ref = tritattn.reference.SEModule(20, rd_ratio=0.25, norm_layer=torch.nn.BatchNorm2d, add_maxpool=add_maxpool)
@@ -224,10 +257,11 @@ def test_se_with_a_batchnorm_in_its_mlp_runs_it_inside_the_pipeline_in_eval(add_
     x = make_input((3, 20, 5, 7), torch.float64, channels_last, requires_grad=True)
     x_ref = x.detach().clone().requires_grad_()
     cot = torch.randn(x.shape, dtype=torch.float64, device=DEVICE)
-    with census.LaunchCensus() as c:
+    with paths.forced(path), census.LaunchCensus() as c:
         y = fast(x)
         y.backward(cot)
     assert [op for op, _ in c.tritattn_calls] == ["excitation_block", "excitation_block_backward"] and c.total == 4
+    assert [a["path"] for _, a in c.tritattn_calls] == [path, path]
     y_ref = ref(x_ref)
     y_ref.backward(cot)
     assert_close(y, y_ref, what="output")

@@ -151,18 +151,20 @@ def _pointers_moved(kernel: str, f: dict) -> list[str]:
         return ["grad_y_ptr", "x_ptr", "s_ptr", "u_ptr", "grad_t_ptr", "d_ptr", "sp_half", "ties_ptr"]
     if kernel == "spatial_conv_bwd":  # grad_t, u, d, ties read; sp's two gradient rows written
         return ["grad_t_ptr", "u_ptr", "d_ptr", "ties_ptr", "sp_half"]
-    if kernel == "squeeze_excite_fwd":  # x read; mean, s written (+ max, count)
-        return ["x_ptr", "mean_ptr", "s_ptr"] + ["max_ptr", "count_ptr"] * with_max + pre
+    tail = f.get("MLP_TAIL", True)  # the one-launch path: the MLP in the kernel's tail
+    if kernel == "squeeze_excite_fwd":  # x read; mean, s (tail) written (+ max, count)
+        return ["x_ptr", "mean_ptr"] + ["s_ptr"] * tail + ["max_ptr", "count_ptr"] * with_max + pre
     spatial = f.get("ACT_OUT") == "spatial"
-    if kernel == "excitation_bwd_reduce":  # grad_y, x (y; sp), s read; grad_s, mean, grad_mean (max, count, grad_max), hidden written
-        return (["grad_y_ptr", "x_ptr", "s_ptr", "mean_ptr", "grad_s_ptr", "grad_mean_ptr"] + ["y_ptr"] * (f["ACT_OUT"] == "relu")
-                + ["max_ptr", "count_ptr", "grad_max_ptr"] * with_max + hidden + ["sp_ptr"] * spatial
+    if kernel == "excitation_bwd_reduce":  # grad_y, x (y; sp), s read; grad_s, mean (max, count) written; tail: grad_mean (grad_max), hidden
+        return (["grad_y_ptr", "x_ptr", "s_ptr", "mean_ptr", "grad_s_ptr"] + ["grad_mean_ptr"] * tail
+                + ["y_ptr"] * (f["ACT_OUT"] == "relu") + ["max_ptr", "count_ptr"] * with_max
+                + ["grad_max_ptr"] * (with_max and tail) + hidden * tail + ["sp_ptr"] * spatial
                 + pre + ["psum_ptr"] * bool(pre))
     if kernel == "excitation_bwd_apply":  # grad_y read, grad_x written (y, grad_res; x, max, count, grad_max; sp); vectors read
-        return (["grad_y_ptr", "grad_x_ptr", "s_ptr", "grad_mean_ptr", "grad_s_ptr", "mean_ptr"]
+        return (["grad_y_ptr", "grad_x_ptr", "s_ptr", "grad_mean_ptr"]
                 + ["y_ptr"] * (f["ACT_OUT"] == "relu") + ["grad_res_ptr"] * f["WRITE_GRAD_RES"]
                 + ["x_ptr"] * (with_max or spatial or prologue) + ["max_ptr", "count_ptr", "grad_max_ptr"] * with_max
-                + hidden + ["sp_ptr"] * spatial + pre + ["sums_ptr"] * bool(pre))
+                + ["sp_ptr"] * spatial + pre + ["sums_ptr"] * bool(pre))
     if kernel == "mean_max_fwd":  # x read; mean written if wanted; max and its int32 tie count if wanted
         return ["x_ptr"] + ["mean_ptr"] * f["WANT_MEAN"] + ["max_ptr", "count_ptr"] * f["WANT_MAX"]
     if kernel == "mean_max_bwd":  # grad_x written; grad_mean read; x, grad_max, max, count read for the max term
@@ -261,7 +263,7 @@ def test_byte_model_counts_the_tensors_each_kernel_moves(monkeypatch):
             relu = act_out == "relu"
             check(what + " backward", ["excitation_bwd_reduce", "excitation_bwd_apply"],
                   [bm.excitation_bwd_reduce(B, C, HW, rd, 2, f32, relu, with_max, hidden),
-                   bm.excitation_bwd_apply(B, C, HW, rd, 2, f32, relu, residual, with_max, hidden)],
+                   bm.excitation_bwd_apply(B, C, HW, 2, f32, relu, residual, with_max)],
                   ops.excitation_block_backward, rand(B, C, H, W), x, y if relu else None, s_,
                   *weights[mlp], pool, mlp, "relu", "sigmoid", act_out, residual)
 
@@ -275,7 +277,7 @@ def test_byte_model_counts_the_tensors_each_kernel_moves(monkeypatch):
                   *norm)
     check("excitation_block hidden norm backward", ["excitation_bwd_reduce", "excitation_bwd_apply"],
           [bm.excitation_bwd_reduce(B, C, HW, RD, 2, f32, False, False, hidden),
-           bm.excitation_bwd_apply(B, C, HW, RD, 2, f32, False, False, False, hidden)],
+           bm.excitation_bwd_apply(B, C, HW, 2, f32, False, False, False)],
           ops.excitation_block_backward, rand(B, C, H, W), x, None, s_, *weights["fc_act_fc"], "mean", "fc_act_fc", "relu",
           "sigmoid", "identity", False, *norm)
 
@@ -296,7 +298,7 @@ def test_byte_model_counts_the_tensors_each_kernel_moves(monkeypatch):
         check(what + " backward", ["excitation_bwd_reduce", "prologue_norm_bwd", "excitation_bwd_apply"],
               [bm.excitation_bwd_reduce(B, C, HW, RD, 2, f32, False, False, hidden) + vectors + 4 * B * C * f32,
                bm.prologue_norm_bwd(B, C, f32),
-               bm.excitation_bwd_apply(B, C, HW, RD, 2, f32, False, False, False, hidden, prologue=True)
+               bm.excitation_bwd_apply(B, C, HW, 2, f32, False, False, False, prologue=True)
                + vectors + 2 * C * f32],
               ops.excitation_block_backward, rand(B, C, H, W), x, None, s_, *weights["fc_act_fc"], "mean", "fc_act_fc",
               "relu", "sigmoid", "identity", False, None, None, None, None, 0.0, "silu", pre[0], pre[1], *pre_stats,
@@ -318,7 +320,7 @@ def test_byte_model_counts_the_tensors_each_kernel_moves(monkeypatch):
                   ["cbam_spatial_bwd_reduce", "spatial_conv_bwd", "excitation_bwd_reduce", "excitation_bwd_apply"],
                   [bm.cbam_spatial_bwd_reduce(B, C, HW, d, 2, f32), bm.spatial_conv_bwd(B, HW, d, f32),
                    bm.excitation_bwd_reduce(B, C, HW, RD, 2, f32, False, True, hidden, True),
-                   bm.excitation_bwd_apply(B, C, HW, RD, 2, f32, False, False, True, hidden, True)],
+                   bm.excitation_bwd_apply(B, C, HW, 2, f32, False, False, True, True)],
                   ops.cbam_block_backward, rand(B, C, H, W), x, s_, u, affine, *weights["fc_act_fc"], pool, "relu",
                   "sigmoid", conv_w, bn[0], bn[1], training, "sigmoid")
 
@@ -383,7 +385,7 @@ def _bytes_of_launch(name: str, p: tuning.Problem) -> int:
     with_max = f.get("POOL") != "mean"
     hidden = bytes_model.hidden_vectors(f.get("MLP"), f.get("POOL"), f.get("HIDDEN_NORM", False))
     if name == "squeeze_excite_fwd":
-        return bytes_model.squeeze_excite_fwd(p.B, p.R, p.K, size, acc, with_max)
+        return bytes_model.squeeze_excite_fwd(p.B, p.R, p.K, size, acc, with_max, f.get("MLP_TAIL", True))
     if name == "gated_spatial_pool_fwd":  # R = H×W, K = C
         return bytes_model.gated_spatial_pool_fwd(p.B, p.K, p.R, f["D"], size, acc)
     if name == "doubly_gated_scale_fwd":
@@ -407,10 +409,10 @@ def _bytes_of_launch(name: str, p: tuning.Problem) -> int:
     spatial = f.get("ACT_OUT") == "spatial"
     if name == "excitation_bwd_reduce":
         return bytes_model.excitation_bwd_reduce(p.B, p.R, p.K, f["RD"], size, acc, f["ACT_OUT"] == "relu", with_max, hidden,
-                                                 spatial)
+                                                 spatial, f.get("MLP_TAIL", True))
     if name == "excitation_bwd_apply":
-        return bytes_model.excitation_bwd_apply(p.B, p.R, p.K, f["RD"], size, acc, f["ACT_OUT"] == "relu",
-                                                f["WRITE_GRAD_RES"], with_max, hidden, spatial)
+        return bytes_model.excitation_bwd_apply(p.B, p.R, p.K, size, acc, f["ACT_OUT"] == "relu",
+                                                f["WRITE_GRAD_RES"], with_max, spatial)
     return bytes_model.gated_scale_bwd(p.B, p.R, p.K, size, size, f["ACT"] == "relu", f["WRITE_GRAD_RES"])
 
 

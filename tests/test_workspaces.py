@@ -99,9 +99,9 @@ def run_global_context_inference():
 
 #: a call site of each launcher with counters → (the run, the launchers it must reach)
 CALL_SITES = {
-    "se block": (run_se_training, {"squeeze_excite_fwd", "excitation_bwd"}),
-    "prologue batch statistics": (run_prologue_training, {"batch_stats_fwd", "squeeze_excite_fwd", "excitation_bwd"}),
-    "cbam": (run_cbam_training, {"squeeze_excite_fwd", "cbam_spatial_forward", "cbam_spatial_backward", "excitation_bwd"}),
+    "se block": (run_se_training, {"squeeze_excite_fwd", "excitation_bwd_reduce"}),
+    "prologue batch statistics": (run_prologue_training, {"batch_stats_fwd", "squeeze_excite_fwd", "excitation_bwd_reduce"}),
+    "cbam": (run_cbam_training, {"squeeze_excite_fwd", "cbam_spatial_forward", "cbam_spatial_backward", "excitation_bwd_reduce"}),
     "split attention": (run_split_attention_inference, {"radix_squeeze_attend_fwd"}),
     "global context": (run_global_context_inference, {"global_context_fwd"}),
 }

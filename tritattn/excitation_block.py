@@ -21,17 +21,19 @@ the kernels cannot take (the eager fallback, :func:`tritattn.backend_for`) uses 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from dataclasses import dataclass
-from typing import Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import torch
 from torch import Tensor
 
-from . import workspaces
+from . import excitation_cost, excitation_mlp, paths, workspaces
 from .backend import backend_for, kernels_disabled
+from .excitation_cost import KERNEL_PATHS, BlockShape
 from .functions import differentiable
-from .layout import addressable
+from .layout import addressable, flat_spatial_stride
 from .ops import _empty_like_4d, _new, _nothing, _optional
 
 #: Pooling of the block's input: "mean"; "mean_max_avg" (0.5·mean + 0.5·max, timm's add_maxpool
@@ -110,17 +112,18 @@ class BlockSpec:
 
 
 def excitation(x: Tensor, spec: BlockSpec, gate: str, residual: Tensor | None = None, act_out: str = "identity",
-               prologue: tuple | None = None) -> Tensor:
+               prologue: tuple | None = None, path: str = "") -> Tensor:
     """y = act_out(x' · gate(excitation(pool(x'))) + residual) through the block pipeline, x' = x,
     or with ``prologue`` = (act, norm): x' = act(x) (norm None), or act(bn(x)) with norm = a
     BatchNorm's (weight, bias, running mean, running var, eps), normalising with its running
-    statistics (:func:`excitation_with_stats` for the batch's)."""
-    return excitation_with_stats(x, spec, gate, residual, act_out, prologue)[0]
+    statistics (:func:`excitation_with_stats` for the batch's). ``path``: "one-launch" or
+    "split" (:data:`KERNEL_PATHS`), or "" to let the op choose (:func:`kernel_path`)."""
+    return excitation_with_stats(x, spec, gate, residual, act_out, prologue, path=path)[0]
 
 
 def excitation_with_stats(x: Tensor, spec: BlockSpec, gate: str, residual: Tensor | None = None,
                           act_out: str = "identity", prologue: tuple | None = None,
-                          batch_stats: bool = False) -> tuple[Tensor, Tensor]:
+                          batch_stats: bool = False, path: str = "") -> tuple[Tensor, Tensor]:
     """(y, stats) as :func:`excitation`; with ``batch_stats`` the prologue's BatchNorm normalises
     with the batch's statistics (its running ones may be None) and ``stats`` [3, C] holds them:
     mean, biased and unbiased variance (for the running statistics' update); else stats is empty."""
@@ -128,8 +131,72 @@ def excitation_with_stats(x: Tensor, spec: BlockSpec, gate: str, residual: Tenso
     pro_act, pro_norm = prologue if prologue is not None else ("none", None)
     y, _, stats = torch.ops.tritattn.excitation_block(
         x, residual, spec.w1, spec.b1, spec.w2, spec.b2, spec.pool, spec.mlp, spec.act, gate, act_out, *norm,
-        pro_act, *(pro_norm if pro_norm is not None else (None, None, None, None, 0.0)), batch_stats)
+        pro_act, *(pro_norm if pro_norm is not None else (None, None, None, None, 0.0)), batch_stats, path)
     return y, stats
+
+
+# --- the path of a call (tritattn/paths.py; the predictions: tritattn/excitation_cost.py) -----------
+
+
+def block_shape(x: Tensor, spec: BlockSpec | dict, w1: Optional[Tensor], b1: Optional[Tensor], b2: Optional[Tensor],
+                hidden_norm: bool, residual: bool, act_out: str, pro_norm: bool = False) -> BlockShape:
+    """The cost model's view of one block call on ``x`` (``spec``: a BlockSpec, or the kernels'
+    description of :func:`pipeline_spec`)."""
+    B, C, H, W = x.shape
+    pool, mlp, act = (spec.pool, spec.mlp, spec.act) if isinstance(spec, BlockSpec) else (spec["pool"], spec["mlp"], spec["act"])
+    kernel_spec, RD = pipeline_spec(pool, mlp, act, w1, C)
+    sp = flat_spatial_stride(x)
+    return BlockShape(B, C, H * W, x.element_size(), sp is not None and x.stride(1) < sp, pool, mlp, act, RD,
+                      kernel_spec["taps"], b1 is not None, b2 is not None, hidden_norm, residual, act_out, pro_norm)
+
+
+def kernel_path(path: str, shape: BlockShape, device: torch.device, backward: bool) -> str:
+    """The op's path: ``path`` when it names one of :data:`KERNEL_PATHS`, else chosen between them
+    for the forward (or the ``backward``) alone (paths.choose: forced, tuned, or estimated)."""
+    if path in KERNEL_PATHS:
+        return path
+    direction = excitation_cost.backward if backward else excitation_cost.forward
+    return paths.choose(f"excitation_block {'backward' if backward else 'forward'}", shape.key(backward),
+                        KERNEL_PATHS, lambda: {name: direction(shape, name) for name in KERNEL_PATHS}, device)
+
+
+def op_kernel_path(args: dict, backward: bool) -> str:
+    """The kernel path a call of ``tritattn::excitation_block`` (or, ``backward``, of its backward
+    op; or of CBAM's channel branch: no "mlp" nor "act_out" given, "fc_act_fc" and "spatial")
+    with these arguments by name takes, as the op decides it (perf/bytes_model.py asks)."""
+    hidden_norm = args.get("bn_weight") is not None
+    residual = args.get("want_grad_residual", False) if backward else args.get("residual") is not None
+    spec = dict(pool=args["pool"], mlp=args.get("mlp", "fc_act_fc"), act=args["act"])
+    shape = block_shape(args["x"], spec, args["w1"], args["b1"], args["b2"], hidden_norm, residual,
+                        args.get("act_out", "spatial"), args.get("pre_weight") is not None)
+    return kernel_path(args.get("path", ""), shape, args["x"].device, backward)
+
+
+def block_path(x: Tensor, spec: BlockSpec, gate: str, residual: Tensor | None, act_out: str,
+               run: Callable[[], Tensor] | None = None) -> str:
+    """The path a module's call takes (:data:`excitation_cost.PATHS`: "one-launch", "split",
+    "per-op" or "eager"), for the inference forward, or the training step when x or a weight
+    needs a gradient (paths.choose). ``run``: the module's call on x, for timing each path
+    inside ``tritattn.tune`` on a GPU."""
+    tensors = (x, residual, spec.w1, spec.b1, spec.w2, spec.b2)
+    training = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+    shape = block_shape(x, spec, spec.w1, spec.b1, spec.b2, spec.norm is not None, residual is not None, act_out)
+    measure = None
+    if run is not None:
+        leaves = [t for t in tensors if t is not None and t.requires_grad] if training else []
+        measure = functools.partial(_timed_call, run=run, leaves=leaves)
+    return paths.choose("excitation_block", shape.key(training), excitation_cost.PATHS,
+                        lambda: excitation_cost.paths(shape, training), x.device, measure)
+
+
+def _timed_call(path: str, run: Callable[[], Tensor], leaves: list[Tensor]) -> Callable[[], None]:
+    """One call of ``run`` with ``path`` forced: the forward, and its backward when ``leaves`` need gradients."""
+    def call() -> None:
+        with paths.forced(path):
+            y = run()
+            if leaves:
+                torch.autograd.grad(y, leaves, torch.ones_like(y))
+    return call
 
 
 def pipeline_spec(pool: str, mlp: str, act: str, w1: Optional[Tensor], C: int) -> tuple[dict, int]:
@@ -165,7 +232,7 @@ def excitation_block(
     bn_running_var: Optional[Tensor] = None, bn_eps: float = 0.0,
     prologue_act: str = "none", pre_weight: Optional[Tensor] = None, pre_bias: Optional[Tensor] = None,
     pre_running_mean: Optional[Tensor] = None, pre_running_var: Optional[Tensor] = None, pre_eps: float = 0.0,
-    pre_batch_stats: bool = False,
+    pre_batch_stats: bool = False, path: str = "",
 ) -> tuple[Tensor, Tensor, Tensor]:
     """(y, s, stats): y = act_out(x · gate(s) + residual) with s = excitation(pool(x)), the logits
     [B, C] in float32 (float64 for float64 x), kept for the backward; stats below.
@@ -180,7 +247,12 @@ def excitation_block(
     ``pre_running_var``, or with ``pre_batch_stats`` with the batch's (kernels/prologue_norm.py),
     which ``stats`` [3, C] returns: mean, biased and unbiased variance (empty otherwise); the
     running statistics are not updated here (the op is functional). act(…) is computed where
-    the kernels load x, never written; the backward gives the gradient of x itself."""
+    the kernels load x, never written; the backward gives the gradient of x itself.
+
+    ``path``: "one-launch" (each sample's MLP in the last program of the squeeze launch), "split"
+    (the squeeze launch pools only; the MLP runs as GEMMs over all samples,
+    tritattn/excitation_mlp.py), or "" to choose by the critical-path model or a tuned winner
+    (:func:`kernel_path`); the backward takes the same argument."""
     from . import launch
 
     x = addressable(x)
@@ -192,8 +264,11 @@ def excitation_block(
         stats.zero_()  # no batch, no statistics (the modules run an empty input on the eager path)
         return y, s, stats
     spec, RD = pipeline_spec(pool, mlp, act, w1, C)
+    norm = _norm(bn_weight, bn_bias, bn_running_mean, bn_running_var, bn_eps)
+    shape = block_shape(x, spec, w1, b1, b2, norm is not None, residual is not None, act_out, pre_weight is not None)
+    tail = kernel_path(path, shape, x.device, backward=False) == "one-launch"
     workspace = pooled_workspace(x, pool)
-    counter = workspaces.counters(x.device, B)
+    counter = workspaces.counters(x.device, B) if tail else None
     step = samples_per_launch(x)
     if pre_batch_stats:
         rows, slots = launch.batch_stats_workspace(x)
@@ -202,9 +277,13 @@ def excitation_block(
     prologue = _prologue(prologue_act, pre_weight, pre_bias, pre_running_mean, pre_running_var, pre_eps)
     for b0 in range(0, B, step):  # one chunk, the whole batch, unless the L2 chunking is on
         chunk = slice(b0, b0 + step)
-        launch.squeeze_excite_fwd(x[chunk], w1, b1, w2, b2, spec, RD,
-                                  *(t[chunk] if t is not None else None for t in workspace), s[chunk], counter,
-                                  _norm(bn_weight, bn_bias, bn_running_mean, bn_running_var, bn_eps), prologue)
+        pooled = [t[chunk] if t is not None else None for t in workspace]
+        if tail:
+            launch.squeeze_excite_fwd(x[chunk], w1, b1, w2, b2, spec, RD, *pooled, s[chunk], counter, norm, prologue)
+        else:
+            launch.squeeze_excite_fwd(x[chunk], None, None, None, None, spec, RD, *pooled, None, None, norm, prologue,
+                                      mlp_tail=False)
+            excitation_mlp.logits(pooled[0], pooled[1], (w1, b1, w2, b2), spec, norm, s[chunk])
         launch.gated_scale_fwd(x[chunk], s[chunk], residual[chunk] if residual is not None else None, y[chunk],
                                "channel", gate, act_out, prologue)
     return y, s, stats
@@ -213,7 +292,7 @@ def excitation_block(
 @excitation_block.register_fake
 def _(x, residual, w1, b1, w2, b2, pool, mlp, act, gate, act_out, bn_weight=None, bn_bias=None, bn_running_mean=None,
       bn_running_var=None, bn_eps=0.0, prologue_act="none", pre_weight=None, pre_bias=None, pre_running_mean=None,
-      pre_running_var=None, pre_eps=0.0, pre_batch_stats=False):
+      pre_running_var=None, pre_eps=0.0, pre_batch_stats=False, path=""):
     return _alloc_forward(addressable(x), pre_batch_stats)
 
 
@@ -242,12 +321,13 @@ def excitation_block_backward(
     bn_weight: Optional[Tensor] = None, bn_bias: Optional[Tensor] = None, bn_running_mean: Optional[Tensor] = None,
     bn_running_var: Optional[Tensor] = None, bn_eps: float = 0.0, prologue_act: str = "none",
     pre_weight: Optional[Tensor] = None, pre_bias: Optional[Tensor] = None, pre_mean: Optional[Tensor] = None,
-    pre_var: Optional[Tensor] = None, pre_eps: float = 0.0, pre_batch_stats: bool = False,
+    pre_var: Optional[Tensor] = None, pre_eps: float = 0.0, pre_batch_stats: bool = False, path: str = "",
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """(grad_x, grad_residual, grad_w1, grad_b1, grad_w2, grad_b2, grad_bn_weight, grad_bn_bias,
     grad_pre_weight, grad_pre_bias); an absent one is empty. With a prologue, grad_x is the
     gradient of x itself (z, or the BatchNorm's input c); ``pre_mean`` / ``pre_var``: the
-    statistics the forward normalised with (the batch's with ``pre_batch_stats``)."""
+    statistics the forward normalised with (the batch's with ``pre_batch_stats``); ``path`` as
+    the forward's (:func:`excitation_block`)."""
     x, grad_y = addressable(x), addressable(grad_y)
     y = addressable(y) if y is not None else None
     out = _alloc_backward(x, want_grad_residual, w1, b1, w2, b2, bn_weight, bn_bias, pre_weight, pre_bias)
@@ -259,7 +339,7 @@ def excitation_block_backward(
     channel_backward(grad_y, x, y, s, (w1, b1, w2, b2), pool, mlp, act, gate, act_out,
                      grad_x, _optional(grad_res), grads, norm=_norm(bn_weight, bn_bias, bn_running_mean, bn_running_var, bn_eps),
                      prologue=_prologue(prologue_act, pre_weight, pre_bias, pre_mean, pre_var, pre_eps),
-                     batch_stats=pre_batch_stats)
+                     batch_stats=pre_batch_stats, path=path)
     return out
 
 
@@ -267,51 +347,67 @@ def channel_backward(
     grad_y: Tensor, x: Tensor, y: Optional[Tensor], s: Tensor, weights: tuple, pool: str, mlp: str, act: str,
     gate: str, act_out: str, grad_x: Tensor, grad_res: Optional[Tensor], grads: Sequence[Tensor],
     sp: Optional[Tensor] = None, norm: Optional[tuple] = None, prologue: Optional[tuple] = None,
-    batch_stats: bool = False,
+    batch_stats: bool = False, path: str = "",
 ) -> None:
-    """The excitation's backward kernels (launch.excitation_bwd) with their [B, C] workspaces:
-    ``weights`` = (w1, b1, w2, b2) and ``grads`` their gradients (+ the hidden BatchNorm's weight
-    and bias with ``norm``; empty where absent); ``sp``: the spatial half's per-pixel terms for
-    CBAM (act_out "spatial"); ``prologue`` (act, norm) and ``batch_stats`` as launch.excitation_bwd
-    takes them (+ the prologue BatchNorm's weight and bias gradients in ``grads``)."""
+    """The excitation's backward (launch.excitation_bwd_reduce → the MLP's backward and the weight
+    gradients as GEMMs, tritattn/excitation_mlp.py → launch.excitation_bwd_apply) with its [B, C]
+    workspaces: ``weights`` = (w1, b1, w2, b2) and ``grads`` their gradients (+ the hidden
+    BatchNorm's weight and bias with ``norm``; empty where absent); ``sp``: the spatial half's
+    per-pixel terms for CBAM (act_out "spatial"); ``prologue`` (act, norm) and ``batch_stats``
+    as the launchers take them (+ the prologue BatchNorm's weight and bias gradients in
+    ``grads``); ``path`` as :func:`excitation_block`'s ("": chosen for this backward)."""
     from . import launch
 
     B, C = x.shape[:2]
     w1, b1, w2, b2 = weights
     spec, RD = pipeline_spec(pool, mlp, act, w1, C)
+    pro_norm = prologue is not None and prologue[1] is not None
+    shape = block_shape(x, spec, w1, b1, b2, norm is not None, grad_res is not None, act_out, pro_norm)
+    tail = kernel_path(path, shape, x.device, backward=True) == "one-launch"
     acc = acc_dtype(x)
     with_max = pool != "mean"
     mean, maximum, count = pooled_workspace(x, pool)
+    hidden = tail and mlp == "fc_act_fc"
     work = dict(
         grad_s=_new((B, C), acc, x.device),
         grad_mean=_new((B, C), acc, x.device),
         grad_max=_new((B, C), acc, x.device) if with_max else None,
-        hidden=_new((B, RD), acc, x.device) if mlp == "fc_act_fc" else None,
-        grad_h=_new((B, (2 if pool == "mean_max_both" else 1) * RD), acc, x.device) if mlp == "fc_act_fc" else None,
-        grad_norm=_new((B, 2 * RD), acc, x.device) if norm is not None else None,
+        hidden=_new((B, RD), acc, x.device) if hidden else None,
+        grad_h=_new((B, (2 if pool == "mean_max_both" else 1) * RD), acc, x.device) if hidden else None,
+        grad_norm=_new((B, 2 * RD), acc, x.device) if hidden and norm is not None else None,
     )
-    if prologue is not None and prologue[1] is not None:
+    if pro_norm:
         work.update(psum=_new((B, 4, C), acc, x.device), sums=_new((2, C), acc, x.device))
-    launch.excitation_bwd(
-        grad_y, x, y, s, mean, maximum, count, w1, b1, w2, b2, spec, RD,
-        gate, act_out, work, workspaces.counters(x.device, B), grad_x, grad_res,
-        dict(zip(("w1", "b1", "w2", "b2", "bn_weight", "bn_bias", "pre_weight", "pre_bias"),
-                 (_optional(g) for g in grads))), sp, norm, prologue, batch_stats,
-    )
+    named = dict(zip(("w1", "b1", "w2", "b2", "bn_weight", "bn_bias", "pre_weight", "pre_bias"),
+                     (_optional(g) for g in grads)))
+    launch.excitation_bwd_reduce(grad_y, x, y, s, mean, maximum, count, w1 if tail else None, b1 if tail else None,
+                                 w2 if tail else None, spec, RD, gate, act_out, work,
+                                 workspaces.counters(x.device, B) if tail else None, sp, norm if tail else None,
+                                 prologue, batch_stats, mlp_tail=tail)
+    if tail:
+        excitation_mlp.tail_weight_grads(work["grad_s"], mean, maximum, spec, RD, work, named)
+    else:
+        excitation_mlp.pool_grads(work["grad_s"], mean, maximum, weights, spec, norm, work["grad_mean"],
+                                  work["grad_max"], named)
+    if pro_norm:
+        launch.prologue_norm_bwd(s, work["grad_mean"], work["psum"], work["sums"], named["pre_weight"],
+                                 named["pre_bias"], gate, x.shape[2] * x.shape[3])
+    launch.excitation_bwd_apply(grad_y, x, y, s, maximum, count, spec, RD, gate, act_out, work, grad_x, grad_res, sp,
+                                norm, prologue, batch_stats)
 
 
 @excitation_block_backward.register_fake
 def _(grad_y, x, y, s, w1, b1, w2, b2, pool, mlp, act, gate, act_out, want_grad_residual, bn_weight=None, bn_bias=None,
       bn_running_mean=None, bn_running_var=None, bn_eps=0.0, prologue_act="none", pre_weight=None, pre_bias=None,
-      pre_mean=None, pre_var=None, pre_eps=0.0, pre_batch_stats=False):
+      pre_mean=None, pre_var=None, pre_eps=0.0, pre_batch_stats=False, path=""):
     return _alloc_backward(addressable(x), want_grad_residual, w1, b1, w2, b2, bn_weight, bn_bias, pre_weight, pre_bias)
 
 
 def _setup(ctx, inputs, output) -> None:
     (x, residual, w1, b1, w2, b2, pool, mlp, act, gate, act_out, bn_weight, bn_bias, bn_mean, bn_var, bn_eps,
-     prologue_act, pre_weight, pre_bias, pre_mean, pre_var, pre_eps, pre_batch_stats) = inputs
+     prologue_act, pre_weight, pre_bias, pre_mean, pre_var, pre_eps, pre_batch_stats, path) = inputs
     y, s, stats = output
-    ctx.config = (pool, mlp, act, gate, act_out, bn_eps, prologue_act, pre_eps, pre_batch_stats)
+    ctx.config = (pool, mlp, act, gate, act_out, bn_eps, prologue_act, pre_eps, pre_batch_stats, path)
     ctx.has_residual = residual is not None
     if pre_batch_stats:
         pre_mean, pre_var = stats[0], stats[1]
@@ -324,12 +420,12 @@ def _setup(ctx, inputs, output) -> None:
 
 def _backward(ctx, grad_y, grad_s, grad_stats):
     x, y, s, w1, b1, w2, b2, bn_weight, bn_bias, bn_mean, bn_var, pre_weight, pre_bias, pre_mean, pre_var = ctx.saved_tensors
-    pool, mlp, act, gate, act_out, bn_eps, prologue_act, pre_eps, pre_batch_stats = ctx.config
+    pool, mlp, act, gate, act_out, bn_eps, prologue_act, pre_eps, pre_batch_stats, path = ctx.config
     want_grad_res = ctx.has_residual and act_out != "identity" and ctx.needs_input_grad[1]
     grad_x, grad_res, *grads = torch.ops.tritattn.excitation_block_backward(
         grad_y, x, y, s, w1, b1, w2, b2, pool, mlp, act, gate, act_out, want_grad_res,
         bn_weight, bn_bias, bn_mean, bn_var, bn_eps, prologue_act, pre_weight, pre_bias, pre_mean, pre_var, pre_eps,
-        pre_batch_stats)
+        pre_batch_stats, path)
     if not ctx.has_residual:
         grad_res = None
     elif act_out == "identity":
@@ -337,7 +433,7 @@ def _backward(ctx, grad_y, grad_s, grad_stats):
     params = (w1, b1, w2, b2, bn_weight, bn_bias, pre_weight, pre_bias)
     grads = [g if t is not None else None for g, t in zip(grads, params)]
     return (grad_x, grad_res, *grads[:4], None, None, None, None, None, *grads[4:6], None, None, None,
-            None, *grads[6:], None, None, None, None)
+            None, *grads[6:], None, None, None, None, None)
 
 
 ExcitationBlock = differentiable(excitation_block, _setup, _backward)  # registers the formula, too

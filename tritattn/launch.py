@@ -5,7 +5,7 @@ and preallocated outputs, describes the problem (B, R, K, layout, dtype, flags) 
 kernel through its :class:`~tritattn.tuning.Tuner`, which picks the block sizes, num_warps and
 num_stages (tuned per GPU on CUDA, the tile heuristic under the interpreter); the grid is a
 callable of the chosen config's META. The per-op functions mirror :mod:`tritattn.eager_ops` name
-for name; the block pipeline's (``squeeze_excite_fwd``, ``excitation_bwd``) have no eager twin: a
+for name; the block pipeline's (``squeeze_excite_fwd``, ``excitation_bwd_reduce`` / ``excitation_bwd_apply``) have no eager twin: a
 block whose tensors the kernels cannot take runs the per-op path instead (tritattn/modules.py).
 """
 from __future__ import annotations
@@ -30,8 +30,25 @@ MEAN_MAX_BWD = Tuner("mean_max_bwd", mean_max.mean_max_bwd, mean_max.MEAN_MAX_BW
 GATED_SCALE_FWD = Tuner("gated_scale_fwd", gated_scale.gated_scale_fwd, gated_scale.GATED_SCALE_FWD_CONFIGS, num_stages=1)
 GATED_SCALE_BWD = Tuner("gated_scale_bwd", gated_scale.gated_scale_bwd, gated_scale.GATED_SCALE_BWD_CONFIGS, num_stages=3)
 SQUEEZE_EXCITE_FWD = Tuner("squeeze_excite_fwd", excitation.squeeze_excite_fwd, excitation.SQUEEZE_EXCITE_FWD_CONFIGS, num_stages=3)
-EXCITATION_BWD_REDUCE = Tuner(
-    "excitation_bwd_reduce", excitation.excitation_bwd_reduce, excitation.EXCITATION_BWD_REDUCE_CONFIGS, num_stages=3)
+
+
+class WideTuner(Tuner):
+    """A Tuner whose untuned config spreads tiling's tile over ``num_warps`` warps (not 4)."""
+
+    def __init__(self, name: str, kernel, configs: list[triton.Config], num_stages: int, num_warps: int) -> None:
+        super().__init__(name, kernel, configs, num_stages)
+        self.num_warps = num_warps
+
+    def _default(self, problem: Problem) -> triton.Config:
+        cfg = super()._default(problem)
+        return triton.Config(cfg.kwargs, num_warps=self.num_warps, num_stages=cfg.num_stages)
+
+
+#: excitation_bwd_reduce keeps x, grad_y, d and the pooling's running max and ties live: tiling's
+#: 4096-element tile over 4 warps spills on sm_90 (84 B of stores at SE 2048@7×7 NCHW, with or
+#: without the MLP tail; 255 registers); over 8 warps it does not (tests/test_spills.py)
+EXCITATION_BWD_REDUCE = WideTuner("excitation_bwd_reduce", excitation.excitation_bwd_reduce,
+                                  excitation.EXCITATION_BWD_REDUCE_CONFIGS, num_stages=3, num_warps=8)
 DOUBLY_GATED_SCALE_FWD = Tuner(
     "doubly_gated_scale_fwd", cbam_spatial.doubly_gated_scale_fwd, cbam_spatial.DOUBLY_GATED_SCALE_FWD_CONFIGS, num_stages=1)
 #: batch_stats_fwd's workspace has a row per (sample, pixel chunk): its tile is part of its
@@ -196,15 +213,16 @@ def _norm_args(norm: tuple | None) -> tuple:
 
 def squeeze_excite_fwd(
     x: torch.Tensor, w1, b1, w2, b2, spec: dict, RD: int,
-    mean: torch.Tensor, maximum: torch.Tensor | None, count: torch.Tensor | None, s: torch.Tensor, counter: torch.Tensor,
-    norm: tuple | None = None, prologue: tuple | None = None,
+    mean: torch.Tensor, maximum: torch.Tensor | None, count: torch.Tensor | None, s: torch.Tensor | None,
+    counter: torch.Tensor | None, norm: tuple | None = None, prologue: tuple | None = None, mlp_tail: bool = True,
 ) -> None:
     """Pooled vectors and the excitation logits s [B, C] of x in one launch (kernels/excitation.py);
     ``norm``: the hidden BatchNorm's (weight, bias, running mean, running var, eps), or None;
-    ``prologue`` as in :func:`gated_scale_fwd`."""
+    ``prologue`` as in :func:`gated_scale_fwd`. Without ``mlp_tail`` (the split path) the
+    launch pools only: s, the weights and the counters are not used (None)."""
     xs = plane_strides(x, "channel")
     p = _problem(x, "channel", xs, POOL=spec["pool"], MLP=spec["mlp"], RD=RD, **_norm_flags(norm),
-                 **_prologue_flags(prologue))
+                 **_prologue_flags(prologue), **_tail_flag(mlp_tail))
     *bn, bn_eps = _norm_args(norm)
     pro, pro_eps, pro_flags = _prologue_args(prologue)
     with _device_guard(x):
@@ -213,68 +231,85 @@ def squeeze_excite_fwd(
             (x, mean, maximum, count, counter, w1, b1, w2, b2, *bn, s, *pro, p.R, p.K, RD, bn_eps, pro_eps, *xs,
              *_strides2(w1), *_strides2(w2)),
             dict(_excitation_flags(spec, p.R, RD), ACT=spec["act"], HAS_B1=b1 is not None, HAS_B2=b2 is not None,
-                 HIDDEN_NORM=norm is not None, ACC=_acc_dtype(x), **pro_flags),
+                 HIDDEN_NORM=norm is not None, ACC=_acc_dtype(x), MLP_TAIL=mlp_tail, **pro_flags),
             x.device,
         )
 
 
-def excitation_bwd(
+def _tail_flag(mlp_tail: bool) -> dict:
+    """The Problem flag of the split path (no MLP tail): present only then, so the one-launch
+    path's tuning keys are unchanged."""
+    return {} if mlp_tail else {"MLP_TAIL": False}
+
+
+def excitation_bwd_reduce(
     grad_y: torch.Tensor, x: torch.Tensor, y: torch.Tensor | None, s: torch.Tensor,
     mean: torch.Tensor, maximum: torch.Tensor | None, count: torch.Tensor | None,
-    w1, b1, w2, b2, spec: dict, RD: int, gate: str, act_out: str,
-    work: dict[str, torch.Tensor], counter: torch.Tensor,
-    grad_x: torch.Tensor, grad_res: torch.Tensor | None, grads: dict[str, torch.Tensor | None],
+    w1, b1, w2, spec: dict, RD: int, gate: str, act_out: str,
+    work: dict[str, torch.Tensor], counter: torch.Tensor | None,
     sp: torch.Tensor | None = None, norm: tuple | None = None, prologue: tuple | None = None,
-    batch_stats: bool = False,
+    batch_stats: bool = False, mlp_tail: bool = True,
 ) -> None:
-    """The block's backward in two launches (three with a prologue BatchNorm): excitation_bwd_reduce (Σ_k dy·x and the pooled
-    vectors into ``mean`` / ``maximum`` / ``count``, then the MLP backward per sample into
-    ``work``), then excitation_bwd_apply (grad_x, grad_residual and the
-    weight gradients ``grads`` "w1", "b1", "w2", "b2"). With act_out "spatial" (CBAM), grad_y is
-    the gradient of the block's output after the spatial half, and ``sp`` [B, 4, H·W] that
-    half's per-pixel terms (kernels/cbam_spatial_bwd.py). ``norm``: the hidden BatchNorm's
-    (weight, bias, running mean, running var, eps), its gradients in ``grads`` "bn_weight",
-    "bn_bias". ``prologue`` as in :func:`gated_scale_fwd`, its BatchNorm's mean and variance the
-    batch's with ``batch_stats``: grad_x is then the gradient of the tensor x holds (z or c);
-    with a BatchNorm, :func:`prologue_norm_bwd` runs between the two (workspaces ``work``
-    "psum", "sums"; its gradients in ``grads`` "pre_weight", "pre_bias")."""
+    """The block's backward, first launch (kernels/excitation.py excitation_bwd_reduce): Σ_k dy·x
+    → ``work`` "grad_s", the pooled vectors into ``mean`` / ``maximum`` / ``count``, and with
+    ``mlp_tail`` (the one-launch path) the MLP backward per sample into ``work`` ("grad_mean",
+    "grad_max", "hidden", "grad_h", "grad_norm"); without it (the split path) the weights, those
+    workspaces and the counters are not used. With act_out "spatial" (CBAM), grad_y is the
+    gradient of the block's output after the spatial half, and ``sp`` [B, 4, H·W] that half's
+    per-pixel terms (kernels/cbam_spatial_bwd.py). ``norm``: the hidden BatchNorm's (weight,
+    bias, running mean, running var, eps). ``prologue`` as in :func:`gated_scale_fwd` (with a
+    BatchNorm also ``work`` "psum"), its BatchNorm's statistics the batch's with ``batch_stats``."""
     xs = plane_strides(x, "channel")
     gys = plane_strides(grad_y, "channel")
     ys = plane_strides(y, "channel") if y is not None else (0, 0, 0)
-    flags = _excitation_flags(spec, x.shape[1], RD)
-    acc = _acc_dtype(x)
-    pro_flags = _prologue_flags(prologue)
-    if prologue is not None and prologue[1] is not None:
-        pro_flags["BATCH_STATS"] = batch_stats
     p = _problem(x, "channel", xs, POOL=spec["pool"], MLP=spec["mlp"], RD=RD, ACT_OUT=act_out, **_norm_flags(norm),
-                 **pro_flags)
+                 **_backward_prologue_flags(prologue, batch_stats), **_tail_flag(mlp_tail))
     *bn, bn_eps = _norm_args(norm)
     pro, pro_eps, pro_kernel_flags = _prologue_args(prologue)
-    flags.update(HIDDEN_NORM=norm is not None, **pro_kernel_flags)
     with _device_guard(x):
         EXCITATION_BWD_REDUCE.launch(
             p, _rows_grid(p),
             (grad_y, x, y, sp, s, work["grad_s"], counter, mean, maximum, count, w1, b1, w2, *bn,
              work["hidden"], work["grad_h"], work["grad_norm"], work["grad_mean"], work["grad_max"],
              *pro, work.get("psum"), p.R, p.K, RD, bn_eps, pro_eps, *gys, *xs, *ys, *_strides2(w1), *_strides2(w2)),
-            dict(flags, ACT=spec["act"], GATE=gate, ACT_OUT=act_out, HAS_B1=b1 is not None, ACC=acc), x.device,
+            dict(_excitation_flags(spec, x.shape[1], RD), ACT=spec["act"], GATE=gate, ACT_OUT=act_out,
+                 HAS_B1=b1 is not None, HIDDEN_NORM=norm is not None, MLP_TAIL=mlp_tail, ACC=_acc_dtype(x),
+                 **pro_kernel_flags), x.device,
         )
-        if pro_kernel_flags["PRO_NORM"]:
-            prologue_norm_bwd(s, work["grad_mean"], work["psum"], work["sums"], grads["pre_weight"], grads["pre_bias"],
-                              gate, p.K)
-        n_weight_programs = weight_programs(spec, x.shape[1], RD, b2 is not None)
-        pa = _problem(x, "channel", xs, POOL=spec["pool"], MLP=spec["mlp"], RD=RD, ACT_OUT=act_out,
-                      WRITE_GRAD_RES=grad_res is not None, **_norm_flags(norm), **pro_flags)
-        grs = plane_strides(grad_res, "channel") if grad_res is not None else (0, 0, 0)
+
+
+def _backward_prologue_flags(prologue: tuple | None, batch_stats: bool) -> dict:
+    """The backward's Problem flags of a prologue (BATCH_STATS with a prologue BatchNorm)."""
+    flags = _prologue_flags(prologue)
+    if prologue is not None and prologue[1] is not None:
+        flags["BATCH_STATS"] = batch_stats
+    return flags
+
+
+def excitation_bwd_apply(
+    grad_y: torch.Tensor, x: torch.Tensor, y: torch.Tensor | None, s: torch.Tensor,
+    maximum: torch.Tensor | None, count: torch.Tensor | None, spec: dict, RD: int, gate: str, act_out: str,
+    work: dict[str, torch.Tensor], grad_x: torch.Tensor, grad_res: torch.Tensor | None,
+    sp: torch.Tensor | None = None, norm: tuple | None = None, prologue: tuple | None = None,
+    batch_stats: bool = False,
+) -> None:
+    """The block's backward, last launch (kernels/excitation.py excitation_bwd_apply), elementwise:
+    grad_x (and grad_residual) from ``work`` "grad_mean" / "grad_max" (and "sums" with a
+    prologue BatchNorm, :func:`prologue_norm_bwd`); arguments as :func:`excitation_bwd_reduce`."""
+    xs = plane_strides(x, "channel")
+    gys = plane_strides(grad_y, "channel")
+    ys = plane_strides(y, "channel") if y is not None else (0, 0, 0)
+    pa = _problem(x, "channel", xs, POOL=spec["pool"], MLP=spec["mlp"], RD=RD, ACT_OUT=act_out,
+                  WRITE_GRAD_RES=grad_res is not None, **_norm_flags(norm), **_backward_prologue_flags(prologue, batch_stats))
+    pro, pro_eps, pro_kernel_flags = _prologue_args(prologue)
+    grs = plane_strides(grad_res, "channel") if grad_res is not None else (0, 0, 0)
+    with _device_guard(x):
         EXCITATION_BWD_APPLY.launch(
-            pa, lambda META: (_elementwise_grid(pa)(META)[0] + n_weight_programs,),
+            pa, _elementwise_grid(pa),
             (grad_y, x, y, sp, s, grad_x, grad_res, work["grad_mean"], work["grad_max"], maximum, count,
-             work["grad_s"], mean, work["hidden"], work["grad_h"], work["grad_norm"],
-             grads["w1"], grads["b1"], grads["w2"], grads["b2"], grads.get("bn_weight"), grads.get("bn_bias"),
-             *pro, work.get("sums"), pa.B, pa.R, pa.K, RD, pro_eps, *gys, *xs, *ys, *plane_strides(grad_x, "channel"), *grs,
-             *_strides2(grads["w1"]), *_strides2(grads["w2"])),
-            dict(flags, GATE=gate, ACT_OUT=act_out, WRITE_GRAD_RES=grad_res is not None,
-                 HAS_B1=b1 is not None, HAS_B2=b2 is not None, BATCH_STATS=batch_stats, ACC=acc), x.device,
+             *pro, work.get("sums"), pa.B, pa.R, pa.K, pro_eps, *gys, *xs, *ys, *plane_strides(grad_x, "channel"), *grs),
+            dict(GATE=gate, ACT_OUT=act_out, WRITE_GRAD_RES=grad_res is not None, POOL=spec["pool"],
+                 BATCH_STATS=batch_stats, ACC=_acc_dtype(x), **pro_kernel_flags), x.device,
         )
 
 
@@ -348,14 +383,6 @@ def prologue_norm_bwd(
     PROLOGUE_NORM_BWD.launch(ps, lambda META: (triton.cdiv(C, block_c),),
                              (s, grad_mean, psum, sums, grad_weight, grad_bias, B, C, K),
                              dict(GATE=gate, ACC=_acc_dtype(s), BLOCK_B=block_b, BLOCK_C=block_c), s.device)
-
-
-def weight_programs(spec: dict, C: int, RD: int, has_b2: bool) -> int:
-    """Programs excitation_bwd_apply runs after its grad_x tiles for the weight gradients: one per
-    MLP_BLOCK_C channels (the MLPs), or one per tap plus one for the bias (ECA / CECA)."""
-    if spec["mlp"] in ("fc_act_fc", "fc"):
-        return triton.cdiv(C, excitation_geometry(C, RD)["MLP_BLOCK_C"])
-    return spec["taps"] + has_b2
 
 
 # --- CBAM's spatial half (kernels/cbam_spatial.py, kernels/cbam_spatial_bwd.py) ----------------

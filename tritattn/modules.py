@@ -158,14 +158,24 @@ class ChannelExcitation(nn.Module):
         if self.channels_attr is not None:
             check_channels(x, getattr(self, self.channels_attr).in_channels, type(self).__name__)
         gate = self.kernel_gate_name()
-        if gate is None:
+        path = self.block_path(x, gate, residual, act) if gate is not None else "eager"
+        if path == "eager":
             y = super().forward(x)  # the reference class's forward
             if residual is not None:
                 y = y + residual
             return F.relu(y) if act == "relu" else y
-        if self.uses_block_pipeline(x):
-            return excitation_block.excitation(x, self.block_spec(), gate, residual, act)
+        if path != "per-op":
+            return excitation_block.excitation(x, self.block_spec(), gate, residual, act, path=path)
         return excite_scale(x, self.logits(x), gate, residual, act)
+
+    def block_path(self, x: Tensor, gate: str, residual: Tensor | None = None, act: str = "identity") -> str:
+        """The path ``self.excite(x, residual, act)`` takes (tritattn/paths.py): "per-op" off the
+        block pipeline, else the fastest of "one-launch", "split", "per-op" and "eager" for the
+        shape (excitation_block.block_path: estimated, or measured by ``tritattn.tune``)."""
+        if not self.uses_block_pipeline(x):
+            return "per-op"
+        return excitation_block.block_path(x, self.block_spec(), gate, residual, act,
+                                           run=lambda: self._excite_input(x, residual, act))
 
     def forward(self, x: Tensor) -> Tensor:
         if torch.jit.is_scripting():

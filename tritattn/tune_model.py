@@ -6,7 +6,9 @@ bucket, layout, dtype) that no tuning table holds runs the config of the nearest
 it runs the model once, forward and backward, on an example input of the shapes it will see,
 inside :func:`tuning.benchmarking`, so that every problem is decided (benchmarked now, or read
 from the caches) before CUDA-graph capture, training or serving — and persisted in the user
-cache for the next process. It leaves no trace on the model: no ``.grad`` is written (the
+cache for the next process. The blocks with several paths (tritattn/paths.py: the channel-attention
+block's one-launch, split, per-op and eager paths) time their candidates in the same pass and
+store the winner per problem key. It leaves no trace on the model: no ``.grad`` is written (the
 backward is ``torch.autograd.grad``), buffers such as BatchNorm's running statistics are
 restored, and the random number generators are forked (dropout draws nothing from the
 caller's stream).
@@ -33,6 +35,7 @@ from torch.utils._pytree import tree_leaves, tree_map
 from .backend import backend_for, backend_reason
 
 if TYPE_CHECKING:
+    from .paths import PathDecision
     from .tuning import Decision
 
 log = logging.getLogger("tritattn")
@@ -48,6 +51,7 @@ class TuneReport:
     seconds: float = 0.0  #: wall time of the call
     benchmark_seconds: float = 0.0  #: of which spent benchmarking candidate configs
     skipped: str | None = None  #: why nothing was run (no tuning on this backend)
+    paths: list["PathDecision"] = field(default_factory=list)  #: the path each block with several took, and why
 
     def summary(self) -> str:
         if self.skipped is not None:
@@ -58,6 +62,7 @@ class TuneReport:
 
     def __str__(self) -> str:
         rows = [f"  {d.kernel} {d.key}: {d.config} ({d.source})" for d in self.decisions]
+        rows += [f"  path of {d.block} {d.key}: {d.path} ({d.reason})" for d in self.paths]
         return "\n".join([self.summary()] + rows)
 
 
@@ -77,7 +82,7 @@ def _forward_backward(model: nn.Module, inputs: tuple, backward: bool) -> None:
 
 def _run_and_collect(model: nn.Module, inputs: tuple, backward: bool, device: torch.device, report: TuneReport) -> None:
     """One tuning pass: the model's buffers and the RNG as they were afterwards, even on an error."""
-    from . import tuning
+    from . import paths, tuning
 
     if torch.cuda.is_current_stream_capturing():  # asked only where tuning runs: on a GPU
         raise RuntimeError("tritattn.tune cannot benchmark inside a CUDA graph capture: call it before capturing")
@@ -89,7 +94,7 @@ def _run_and_collect(model: nn.Module, inputs: tuple, backward: bool, device: to
     benchmarking = tuning.benchmarking() if tuning.distributed_rank() == 0 else contextlib.nullcontext()
     try:
         with (torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), tuning.recording() as keys,
-              benchmarking):
+              paths.recording() as path_keys, benchmarking):
             _forward_backward(model, inputs, backward)
     finally:
         with torch.no_grad():
@@ -98,6 +103,7 @@ def _run_and_collect(model: nn.Module, inputs: tuple, backward: bool, device: to
     tuning.share_rank0_decisions(keys, device)
     decided = {key: tuning.decision(key) for key in sorted(keys)}  # None: no candidate built (logged)
     report.decisions = [d for d in decided.values() if d is not None]
+    report.paths = [d for d in (paths.decision(*key) for key in sorted(path_keys)) if d is not None]
     report.tuned_now = sum(d is not None and d.source == "tuned" and before.get(key) != d for key, d in decided.items())
     report.benchmark_seconds = tuning.tuning_seconds() - benchmarked
     if device.type == "cuda":

@@ -199,6 +199,16 @@ class ConfigTable:
     def put(self, gpu: str, version: str, key: str, cfg: triton.Config) -> None:
         self.entries.setdefault(gpu, {}).setdefault(version, {})[key] = config_to_json(cfg)
 
+    def get_path(self, gpu: str, version: str, key: str, any_version: bool = False) -> str | None:
+        """The measured winning path stored under ``key`` (:func:`path_key`), if any."""
+        for keys in self._versions(gpu, version, any_version):
+            if key in keys:
+                return keys[key].get("path")
+        return None
+
+    def put_path(self, gpu: str, version: str, key: str, path: str) -> None:
+        self.entries.setdefault(gpu, {}).setdefault(version, {})[key] = {"path": path}
+
     def merge(self, other: "ConfigTable") -> None:
         """Add ``other``'s entries; ``other`` wins where both have one."""
         for gpu, versions in other.entries.items():
@@ -584,6 +594,44 @@ class FixedConfig(Tuner):
 
     def _config(self, problem: Problem, grid, args: tuple, constexprs: dict[str, Any], device: torch.device) -> triton.Config:
         return self.configs[0]
+
+
+# --- measured path winners (tritattn/paths.py) -------------------------------------------------------
+#
+# A block's measured fastest path is kept beside the configs, under the pseudo-kernel name
+# "path:<block>" (:func:`path_key`) with the value {"path": <name>}: same tables, same files, same
+# shipped-table writer; no Tuner has such a name, so no config lookup meets one.
+
+
+def path_key(block: str, key: str) -> str:
+    """The tables' key of ``block``'s path winner for a problem ``key``."""
+    return f"path:{block}/{key}"
+
+
+def path_winner(device: torch.device, block: str, key: str) -> tuple[str, str] | None:
+    """(path, the table it came from) of ``block``'s measured winner for ``key`` on ``device``'s
+    GPU: the user cache, then the shipped table; None where nothing is tuned (:func:`skip_reason`)."""
+    if skip_reason(device) is not None:
+        return None
+    gpu, full_key = gpu_name(device), path_key(block, key)
+    for table, source, any_version in _tables():
+        path = table.get_path(gpu, triton.__version__, full_key, any_version)
+        if path is not None:
+            return path, source
+    return None
+
+
+def store_path_winner(device: torch.device, block: str, key: str, path: str) -> None:
+    """Keep ``block``'s measured winner for ``key`` in the user cache (written to disk now)."""
+    gpu, version = gpu_name(device), triton.__version__
+    _user_table.put_path(gpu, version, path_key(block, key), path)
+    _save_user_cache(gpu, version)
+
+
+def may_benchmark(device: torch.device) -> bool:
+    """Whether a launch on ``device`` may be benchmarked now (a GPU, tuning on, and inside
+    :func:`benchmarking` or with TRITATTN_AUTOTUNE=1, not under capture)."""
+    return skip_reason(device) is None and why_not_benchmark(device) is None
 
 
 def write_shipped_table(device: torch.device, directory: Path = SHIPPED_DIR) -> Path:
