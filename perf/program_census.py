@@ -104,6 +104,7 @@ class ProgramCensus(TorchDispatchMode):
         self._program = 0
         self._depth = 0  # nesting of memory ops: a load built from another counts once
         self._restore: list[Callable[[], None]] = []
+        self._entered = 0  # the mode is entered again inside each tritattn op it steps into
 
     # --- the interpreter -------------------------------------------------------------------------
 
@@ -198,16 +199,20 @@ class ProgramCensus(TorchDispatchMode):
                 self._patch(builder, name, self._instruction)
 
     def __enter__(self) -> "ProgramCensus":
-        if not interpreting():
-            raise RuntimeError("the program census counts in Triton's interpreter: set TRITON_INTERPRET=1 "
-                               "before triton is imported (perf/critical_path.py runs it in a subprocess)")
-        self._instrument()
+        if self._entered == 0:  # the interpreter is instrumented once, however often the mode is entered
+            if not interpreting():
+                raise RuntimeError("the program census counts in Triton's interpreter: set TRITON_INTERPRET=1 "
+                                   "before triton is imported (perf/critical_path.py runs it in a subprocess)")
+            self._instrument()
+        self._entered += 1
         return super().__enter__()
 
     def __exit__(self, *exc) -> None:
         super().__exit__(*exc)
-        while self._restore:
-            self._restore.pop()()
+        self._entered -= 1
+        if self._entered == 0:
+            while self._restore:
+                self._restore.pop()()
 
     # --- torch ops -------------------------------------------------------------------------------
 

@@ -23,6 +23,8 @@ from typing import Callable
 
 import pytest
 import torch
+import triton
+import triton.language as tl
 from torch import nn
 
 from tritattn import excitation_block
@@ -139,22 +141,20 @@ def test_no_launch_has_a_serial_tail(family, shape, train):
     assert not problems, f"{family} {'step' if train else 'inference'} C×H×W={shape}:\n" + "\n".join(problems)
 
 
+@triton.jit
+def staircase(x_ptr, y_ptr):
+    """Program p loads p + 1 tiles of 4 float32 (the last masked to 3 elements), stores one value."""
+    p = tl.program_id(0)
+    acc = tl.zeros([4], dtype=tl.float32)
+    for i in range(p + 1):
+        offs = i * 4 + tl.arange(0, 4)
+        acc += tl.load(x_ptr + offs, mask=tl.arange(0, 4) < tl.where(i < p, 4, 3), other=0.0)
+    tl.store(y_ptr + p, tl.sum(acc))
+
+
 def test_the_count_sees_each_program_and_each_memory_instruction():
-    """The counter itself, on a kernel whose counts are known: program p of 5 loads p + 1 tiles of
-    4 float32 (the last masked to 3 elements) and stores one value, so it issues p + 2 memory
+    """The counter itself, on a kernel whose counts are known: program p of 5 issues p + 2 memory
     instructions and touches 16·p + 12 + 4 bytes."""
-    import triton
-    import triton.language as tl
-
-    @triton.jit
-    def staircase(x_ptr, y_ptr):
-        p = tl.program_id(0)
-        acc = tl.zeros([4], dtype=tl.float32)
-        for i in range(p + 1):
-            offs = i * 4 + tl.arange(0, 4)
-            acc += tl.load(x_ptr + offs, mask=tl.arange(0, 4) < tl.where(i < p, 4, 3), other=0.0)
-        tl.store(y_ptr + p, tl.sum(acc))
-
     x, y = torch.randn(64), torch.empty(5)
     with ProgramCensus() as census:
         staircase[(5,)](x, y)
@@ -165,3 +165,18 @@ def test_the_count_sees_each_program_and_each_memory_instruction():
     assert record.program_bytes.tolist() == [16 * p + 12 + 4 for p in range(5)]
     launch = record.launch()
     assert (launch.programs, launch.median, launch.longest, launch.bytes) == (5, 4, 6, sum(16 * p + 16 for p in range(5)))
+
+
+def test_a_kernel_inside_a_tritattn_op_counts_once_and_the_count_goes_on_after_the_op():
+    """The census steps into tritattn's custom ops (to see the aten kernels they run between their
+    Triton kernels): a kernel launched there counts once, and launches after the op still count."""
+    x, s, y = torch.randn(2, 48, 7, 7), torch.randn(2, 48), torch.empty(5)
+    with torch.no_grad(), ProgramCensus() as census:
+        torch.ops.tritattn.excite_scale(x, s, None, "sigmoid", "identity")
+        staircase[(5,)](x, y)
+        torch.ops.tritattn.excite_scale(x, s, None, "sigmoid", "identity")
+    launches = [launch for launch in census.launches() if launch.programs]
+    assert [launch.kernel for launch in launches] == ["gated_scale_fwd", "staircase", "gated_scale_fwd"]
+    # x read, y written, the logits read: each byte once
+    assert [launches[0].bytes, launches[2].bytes] == [2 * x.numel() * 4 + s.numel() * 4] * 2
+    assert launches[1].bytes == sum(16 * p + 16 for p in range(5))
