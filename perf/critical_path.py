@@ -41,6 +41,7 @@ import json  # noqa: E402
 import math  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
+import weakref  # noqa: E402
 from dataclasses import asdict, dataclass, replace  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any, Sequence  # noqa: E402
@@ -184,7 +185,8 @@ def load_counts(path: Path) -> list[PathCount]:
 class PendingCount:
     """A count running in a subprocess with ``TRITON_INTERPRET=1`` (CPU tensors): the sweep starts
     it first and reads it last, so it runs beside the timings (and beside a GPU's compiled kernels,
-    which cannot be counted)."""
+    which cannot be counted). A count never read (the caller failed first) is stopped when this
+    object goes away, at the latest when Python exits."""
 
     def __init__(self, block_ids: Sequence[str], batches: tuple[int, int], dtype: str) -> None:
         self._dir = tempfile.TemporaryDirectory()
@@ -194,6 +196,7 @@ class PendingCount:
         with self._log.open("w") as log:
             self._process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
                                              env=os.environ | {"TRITON_INTERPRET": "1"})
+        self._stop = weakref.finalize(self, _stop_count, self._process, self._dir)
 
     def result(self) -> list[PathCount]:
         """Wait for the count; its PathCounts (raises with the subprocess's output if it failed)."""
@@ -202,7 +205,14 @@ class PendingCount:
                 raise RuntimeError(f"the critical-path count failed:\n{self._log.read_text()[-4000:]}")
             return load_counts(self._json)
         finally:
-            self._dir.cleanup()
+            self._stop()
+
+
+def _stop_count(process: subprocess.Popen, folder: tempfile.TemporaryDirectory) -> None:
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+    folder.cleanup()
 
 
 def count_blocks(block_ids: Sequence[str], batches: tuple[int, int] = COUNT_BATCHES, dtype: str = "fp32",
