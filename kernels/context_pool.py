@@ -67,7 +67,8 @@ def context_pool_partials(
     NP = cdiv(P, BLOCK_P). Reads x once from HBM (the second loop re-reads the program's
     C × BLOCK_P tile from cache) and w; writes the ACC workspaces part [B·NP, C] (contiguous)
     and pstats [B·NP, 2]. Minimum bytes: B·C·P·itemsize read + B·NP·(C + 2)·sizeof(ACC) written.
-    Grid: one program per (b, pixel block), B·NP programs.
+    Grid: one program per (b, pixel block), B·NP programs, all alike: 4·cdiv(C, BLOCK_C) + 2 memory
+    instructions (launch.context_pool_tile keeps cdiv(C, BLOCK_C) ≤ 2 where BLOCK_P ≥ 16 allows).
     """
     b, i, offs_p = _pixel_block(P, BLOCK_P)
     mask_p = offs_p < P
@@ -216,7 +217,7 @@ def context_pool_combine_mlp(
       HAS_SCALE:  s[b, :] = mlp_scale(ctx[b])   (the gate's logits)      → s [B, C] (ACC, contiguous)
       HAS_ADD:    t[b, :] = mlp_add(ctx[b])                              → t [B, C] (ACC, contiguous)
 
-    and resets the counter to 0 for the next launch. No stats for a backward: inference only.
+    having reset the counter to 0 (for the next launch) first. No stats for a backward: inference only.
     Reads the workspaces part, pstats and ctx back; writes ctx, s and / or t. Minimum bytes:
     B·NP·(C + 2)·sizeof(ACC) read + B·C·sizeof(ACC)·(1 + n_mlp) written + B·C·sizeof(ACC) read
     back (ctx, by the last programs) + the MLPs' weights, n_mlp·(2·RD·C + 3·RD + C)·w_itemsize,
@@ -232,13 +233,13 @@ def context_pool_combine_mlp(
     ctx, run_m, run_l = _merge_partials(part_ptr, pstats_ptr, b, offs_c, mask_c, C, NP, ACC, BLOCK_C, BLOCK_NP)
     tl.store(ctx_ptr + b * C + offs_c, ctx, mask=mask_c)
     if last_of_sample(counter_ptr, b, tl.cdiv(C, BLOCK_C)):
+        tl.store(counter_ptr + b, 0)  # every ticket of the sample is drawn: the slot is free again
         if HAS_SCALE:
             layer_norm_mlp(b, ctx_ptr, sw1_ptr, sb1_ptr, slnw_ptr, slnb_ptr, sw2_ptr, sb2_ptr, s_ptr,
                            C, RD_S, eps_s, ssw1j, ssw1c, ssw2c, ssw2j, ACT, ACC, BLOCK_J, MLP_BLOCK_C)
         if HAS_ADD:
             layer_norm_mlp(b, ctx_ptr, aw1_ptr, ab1_ptr, alnw_ptr, alnb_ptr, aw2_ptr, ab2_ptr, t_ptr,
                            C, RD_A, eps_a, asw1j, asw1c, asw2c, asw2j, ACT, ACC, BLOCK_J, MLP_BLOCK_C)
-        tl.store(counter_ptr + b, 0)
 
 
 @triton.jit
@@ -262,7 +263,8 @@ def context_pool_bwd(
     The host sums wpart [B·NP, C + 1] (ACC, contiguous) over its rows (a fixed-order reduction)
     into grad_w and grad_bias. Reads x once from HBM (the second loop from cache) and writes
     grad_x: minimum bytes 2·B·C·P·itemsize + B·NP·(C + 1)·sizeof(ACC) written + the [B, C]
-    vectors. Grid: one program per (b, pixel block), B·NP programs, as context_pool_partials.
+    vectors. Grid: one program per (b, pixel block), B·NP programs, as context_pool_partials, all
+    alike: 9·cdiv(C, BLOCK_C) + 3 memory instructions.
     """
     b, i, offs_p = _pixel_block(P, BLOCK_P)
     mask_p = offs_p < P

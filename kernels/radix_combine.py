@@ -82,7 +82,9 @@ def radix_pool_fwd(
     stores pooled (strides spb, spc) once, rounded to its dtype. BLOCK_R tiles the C channels.
     Minimum bytes: B·R·C·K·itemsize(x) read + B·C·itemsize(pooled) written.
     Grid: rows_grid(B, C, BLOCK_R) — one program per (b, block of BLOCK_R channels), looping over
-    r and over K in BLOCK_K steps.
+    r and over K in BLOCK_K steps: every program issues R·cdiv(K, BLOCK_K) loads and a store (no
+    program longer than another; with channels_last's default tile, all C channels in one block,
+    that is R·K / BLOCK_K loads per sample — a long loop at 56×56, left to the tuner).
     """
     b, offs_c = row_block(C, BLOCK_R)
     mask_c = offs_c < C
@@ -112,7 +114,8 @@ def radix_combine_fwd(
     Minimum bytes: B·R·C·K·itemsize(x) read + B·C·K·itemsize(out) written + B·R·C·itemsize(a) read
     (with a prologue x is c, the same size; the BatchNorm's vectors are per-block parameters).
     Grid: elementwise_grid(B, C, K, BLOCK_R, BLOCK_K) — one program per (b, channel block,
-    pixel block), looping over the R branches of its tile.
+    pixel block), looping over the R branches of its tile: R·(2 + 4·PRO_NORM) + 1 memory
+    instructions, every program alike.
     """
     b, offs_c, offs_k = elementwise_tile(C, K, BLOCK_R, BLOCK_K)
     mask_c = offs_c < C
@@ -157,7 +160,8 @@ def radix_combine_bwd(
     Minimum bytes: B·C·K·itemsize(grad_out) + B·R·C·K·itemsize(x) read, B·R·C·K·itemsize(grad_x)
     written, B·R·C·itemsize(a) read + B·R·C·itemsize(grad_a) written.
     Grid: rows_grid(B, C, BLOCK_R) — one program per (b, block of BLOCK_R channels), looping over
-    K in BLOCK_K steps and over the R branches inside.
+    K in BLOCK_K steps and over the R branches inside: cdiv(K, BLOCK_K)·(1 + 3R) + 1 memory
+    instructions, every program alike (channels_last's default tile: see radix_pool_fwd).
     """
     b, offs_c = row_block(C, BLOCK_R)
     mask_c = offs_c < C
@@ -260,10 +264,10 @@ def radix_squeeze_attend_fwd(
     written. Each program pools its BLOCK_R channels (r outer, K blocks inner: a fixed
     order, no atomics on floats) and stores them to the ACC workspace pooled [B, C] (contiguous);
     the program that draws the sample's last ticket (:func:`kernels.excitation.last_of_sample`,
-    int32 counter slot b) reads the complete vector back in a fixed order, computes the MLP and
-    the radix softmax (:func:`sample_radix_attention`), stores a [B, R, C] (ACC, contiguous) and
-    resets the counter to 0. Bitwise repeatable; weights read in their own dtype, all arithmetic
-    in ACC.
+    int32 counter slot b) resets the slot to 0 (every ticket of the sample is drawn: nobody else
+    reads it in this launch), reads the complete vector back in a fixed order, computes the MLP
+    and the radix softmax (:func:`sample_radix_attention`) and stores a [B, R, C] (ACC,
+    contiguous). Bitwise repeatable; weights read in their own dtype, all arithmetic in ACC.
     Minimum bytes: B·R·C·K·itemsize(x) read + B·C·itemsize(ACC) (pooled) + B·R·C·itemsize(ACC)
     (a) written (with a prologue x is c, the same size). The weights — and a prologue's BatchNorm
     vectors, read once per program and branch — are per-block parameters (read from L2 after the
@@ -271,7 +275,9 @@ def radix_squeeze_attend_fwd(
     Grid: rows_grid(B, C, BLOCK_R) — one program per (b, block of BLOCK_R channels), looping over
     r and over K in BLOCK_K steps; the sample's last program then runs the MLP with a
     BLOCK_J × MLP_BLOCK_C weight tile (BLOCK_J ≥ RD) and a [RADIX_BLOCK, MLP_BLOCK_C] logit tile
-    (RADIX_BLOCK = R rounded up to a power of two).
+    (RADIX_BLOCK = R rounded up to a power of two): 2·n + 1 + 4·HIDDEN_NORM loads for the hidden
+    layer and n·(R·(1 + HAS_B2) + 1) for the logits, n = cdiv(C, MLP_BLOCK_C) — a tail that grows
+    with C·RD (not with B).
     """
     b, offs_c = row_block(C, BLOCK_R)
     mask_c = offs_c < C
@@ -280,7 +286,7 @@ def radix_squeeze_attend_fwd(
                        PRO_ACT, PRO_NORM, ACC, BLOCK_R, BLOCK_K)
     tl.store(pooled_ptr + b * C + c64, total / K, mask=mask_c)
     if last_of_sample(counter_ptr, b, tl.cdiv(C, BLOCK_R)):
+        tl.store(counter_ptr + b, 0)
         sample_radix_attention(b, pooled_ptr, w1_ptr, b1_ptr, bnw_ptr, bnb_ptr, bnm_ptr, bnv_ptr, w2_ptr, b2_ptr,
                                a_ptr, R, C, RD, bn_eps, sw1j, sw1c, sw2n, sw2j, ACT, HAS_B1, HAS_B2, HIDDEN_NORM,
                                ACC, RADIX_BLOCK, BLOCK_J, MLP_BLOCK_C)
-        tl.store(counter_ptr + b, 0)
