@@ -522,6 +522,28 @@ MUTANTS: list[Mutant] = [
         "torch.jit.script compiles an SE twin's kernel path (not scriptable) instead of its reference forward",
         ("tests/test_torchscript.py", "-k", "test_scripted_model_runs_the_reference_forwards_on_the_same_parameters"),
     ),
+    # --- issue 23 §1b: the host's short path ------------------------------------------------
+    Mutant(
+        "dispatch_skips_autograd", "tritattn/dispatch.py",
+        "    if not needs_grad(args):\n        return op._init_fn(*args)\n",
+        "    if True:\n        return op._init_fn(*args)\n",
+        "a custom op called where autograd must record it runs its implementation bare: no gradient",
+        ("tests/test_host_time.py", "-k", "test_an_op_skips_the_dispatcher_with_the_same_results and training"),
+    ),
+    Mutant(
+        "default_config_cache_ignores_the_heuristic", "tritattn/tuning.py",
+        "self.num_stages, tiling.TILE_ELEMENTS,\n                               tiling.LONG_SIDE_MAX)",
+        "self.num_stages, 4096,\n                               1024)",
+        "the cached default config outlives a change of the tile heuristic (TILE_ELEMENTS, LONG_SIDE_MAX)",
+        ("tests/test_host_time.py::test_problem_keys_are_cached_per_problem_and_the_default_follows_the_heuristic",),
+    ),
+    Mutant(
+        "block_trusts_the_residual", "tritattn/modules.py",
+        "        if residual is not None:\n            check_companion(residual, \"residual\", x, sizes(x))\n",
+        "",
+        "an SE block's excite(x, residual) runs its pipeline on a residual of another shape",
+        ("tests/test_host_time.py::test_a_block_checks_the_residual_it_is_given",),
+    ),
     # --- perf/gpu_check.py ----------------------------------------------------------------------
     Mutant(
         "stage_failure_reported_as_passed", "perf/stage_runner.py",

@@ -22,9 +22,8 @@ spatial_scale     x, t                                 spatial_scale_backward: x
 """
 from __future__ import annotations
 
-import torch
-
 from . import ops
+from .dispatch import call
 from .functions import differentiable
 
 
@@ -43,8 +42,8 @@ def _squeeze_backward(ctx, grad_mean, grad_max, grad_count):
         # op's grad_x reads it for free.
         B, C, H, W = ctx.x_shape
         return (grad_mean / (H * W))[:, :, None, None].expand(ctx.x_shape), None, None
-    grad_x = torch.ops.tritattn.squeeze_backward(
-        x, grad_mean if ctx.want_mean else None, grad_max, maximum, count,
+    grad_x = call(
+        ops.squeeze_backward, x, grad_mean if ctx.want_mean else None, grad_max, maximum, count,
     )
     return grad_x, None, None
 
@@ -57,7 +56,7 @@ def _spatial_pool_setup(ctx, inputs, output) -> None:
 
 def _spatial_pool_backward(ctx, grad_pooled, grad_count):
     x, pooled, count = ctx.saved_tensors
-    return torch.ops.tritattn.spatial_pool_backward(x, grad_pooled, pooled, count)
+    return call(ops.spatial_pool_backward, x, grad_pooled, pooled, count)
 
 
 def _excite_scale_setup(ctx, inputs, output) -> None:
@@ -69,7 +68,7 @@ def _excite_scale_setup(ctx, inputs, output) -> None:
 def _excite_scale_backward(ctx, grad_y):
     x, s, y = ctx.saved_tensors
     want_grad_res = ctx.has_residual and ctx.act != "identity" and ctx.needs_input_grad[2]
-    grad_x, grad_s, grad_res = torch.ops.tritattn.excite_scale_backward(grad_y, x, s, y, ctx.gate, ctx.act, want_grad_res)
+    grad_x, grad_s, grad_res = call(ops.excite_scale_backward, grad_y, x, s, y, ctx.gate, ctx.act, want_grad_res)
     if not ctx.has_residual:
         grad_res = None
     elif ctx.act == "identity":
@@ -85,7 +84,7 @@ def _spatial_scale_setup(ctx, inputs, output) -> None:
 
 def _spatial_scale_backward(ctx, grad_y):
     x, t = ctx.saved_tensors
-    grad_x, grad_t = torch.ops.tritattn.spatial_scale_backward(grad_y, x, t, ctx.gate)
+    grad_x, grad_t = call(ops.spatial_scale_backward, grad_y, x, t, ctx.gate)
     return grad_x, grad_t, None
 
 

@@ -79,6 +79,11 @@ def check_feature_map(x: object, name: str = "x") -> None:
 def check_companion(t: object, name: str, x: torch.Tensor, shape: tuple[int, ...]) -> None:
     """t (a gate, logits or residual belonging to x) must be dense, floating, on x's device, of ``shape``."""
     check_tensor(t, name)
+    _check_placement(t, name, x, shape)
+
+
+def _check_placement(t: torch.Tensor, name: str, x: torch.Tensor, shape: tuple[int, ...]) -> None:
+    """t (already checked with :func:`check_tensor`) is on x's device and has ``shape``."""
     if is_symbolic(t) or is_symbolic(x):
         return
     if t.device != x.device:
@@ -98,7 +103,7 @@ def check_logits(s: object, x: torch.Tensor, name: str = "s") -> None:
             f"{name} must have shape ({B}, {C}) or ({B}, {C}, 1, 1) — [B, C] logits for x ({_describe(x)}) — "
             f"got {sizes(s)}"
         )
-    check_companion(s, name, x, sizes(s))
+    _check_placement(s, name, x, sizes(s))
 
 
 def check_channels(x: torch.Tensor, expected: int, module: str) -> None:

@@ -36,18 +36,24 @@ ContextPool      x, w [C], bias                                                 
 
 (``help(X)`` prints the full argument list with defaults.) The inference-only block ops,
 ``tritattn::radix_attention`` and ``tritattn::context_mlp``, have no backward and no class.
+
+Each public function checks its arguments, then calls its op through :func:`tritattn.dispatch.call`
+(the op's implementation without the dispatcher where nothing needs it: the same results). The
+``*_unchecked`` forms skip the checks, for callers that made them (the modules check x once per
+call).
 """
 from __future__ import annotations
 
 from typing import Literal
 
-import torch
 from torch import Tensor
 
+from . import ops
 from .autograd import ExciteScale, SpatialPool, SpatialScale, Squeeze  # (registers the ops' formulas, too)
 from .cbam_block import CbamBlock
 from .checks import check_act, check_choice, check_companion, check_feature_map, check_gate, check_logits
 from .context_block import ContextPool
+from .dispatch import call
 from .excitation_block import ExcitationBlock
 from .radix_block import RadixCombine, RadixPool
 from .tracing import leaf_function
@@ -70,8 +76,7 @@ def squeeze(x: Tensor, mode: SqueezeMode = "mean") -> Tensor | tuple[Tensor, Ten
     """
     check_feature_map(x)
     check_choice(mode, "mode", ("mean", "max", "mean_max"))
-    mean, maximum, _ = torch.ops.tritattn.squeeze(x, mode != "max", mode != "mean")
-    return {"mean": mean, "max": maximum}.get(mode, (mean, maximum))
+    return squeeze_unchecked(x, mode)
 
 
 @leaf_function
@@ -86,20 +91,19 @@ def excite_scale(
     The result has x's dtype and memory format.
     """
     check_feature_map(x)
-    B, C = x.shape[:2]
     check_logits(s, x)
     if residual is not None:
         check_companion(residual, "residual", x, tuple(x.shape))
     check_gate(gate)
     check_act(act)
-    return torch.ops.tritattn.excite_scale(x, s.reshape(B, C), residual, gate, act)
+    return excite_scale_unchecked(x, s, gate, residual, act)
 
 
 @leaf_function
 def spatial_pool(x: Tensor) -> Tensor:
     """CBAM's spatial descriptor: concat(mean over C, max over C) → [B, 2, H, W], x's dtype and format."""
     check_feature_map(x)
-    return torch.ops.tritattn.spatial_pool(x)[0]
+    return spatial_pool_unchecked(x)
 
 
 @leaf_function
@@ -109,4 +113,30 @@ def spatial_scale(x: Tensor, t: Tensor, gate: str = "sigmoid") -> Tensor:
     B, _, H, W = x.shape
     check_companion(t, "t", x, (B, 1, H, W))
     check_gate(gate)
-    return torch.ops.tritattn.spatial_scale(x, t, gate)
+    return spatial_scale_unchecked(x, t, gate)
+
+
+# The same ops for a caller that has checked its arguments itself (the modules check x once per
+# call, and build s, t, gate and act themselves): no second check, and the custom op called
+# through tritattn.dispatch (its implementation directly where the dispatcher adds nothing).
+
+def squeeze_unchecked(x: Tensor, mode: SqueezeMode = "mean") -> Tensor | tuple[Tensor, Tensor]:
+    """:func:`squeeze` without its argument checks: x and mode must be valid."""
+    mean, maximum, _ = call(ops.squeeze, x, mode != "max", mode != "mean")
+    return {"mean": mean, "max": maximum}.get(mode, (mean, maximum))
+
+
+def excite_scale_unchecked(x: Tensor, s: Tensor, gate: str = "sigmoid", residual: Tensor | None = None,
+                           act: str = "identity") -> Tensor:
+    """:func:`excite_scale` without its argument checks: x, s (B·C logits), residual, gate and act must be valid."""
+    return call(ops.excite_scale, x, s.reshape(x.shape[:2]), residual, gate, act)
+
+
+def spatial_pool_unchecked(x: Tensor) -> Tensor:
+    """:func:`spatial_pool` without its argument check: x must be valid."""
+    return call(ops.spatial_pool, x)[0]
+
+
+def spatial_scale_unchecked(x: Tensor, t: Tensor, gate: str = "sigmoid") -> Tensor:
+    """:func:`spatial_scale` without its argument checks: x, t [B, 1, H, W] and gate must be valid."""
+    return call(ops.spatial_scale, x, t, gate)

@@ -8,6 +8,12 @@ convolutions stay torch, and the gate plus the scaling of x is one
 A gate without a kernel (anything but sigmoid and hard-sigmoid, torch's or timm's classes) runs
 the reference forward, with a one-time warning naming the module and the gate.
 
+A module checks its input once per call (x, and the residual given to ``excite``): the ops below
+it take the checked tensors through the functional ops' unchecked forms
+(:func:`~tritattn.functional.squeeze_unchecked`, …) and :func:`tritattn.dispatch.call`, which runs
+a custom op's implementation without the dispatcher where nothing needs it (host time:
+perf/host_time.py).
+
 The channel-attention blocks (:class:`ChannelExcitation` subclasses) also take a residual and a
 ReLU into the same pass: ``block.excite(x, residual, "relu")`` is ``relu(block(x) + residual)``,
 the tail of an SE-ResNet block (:mod:`tritattn.fusion`).
@@ -31,8 +37,9 @@ from torch import Tensor, nn
 
 from . import cbam_block, excitation_block, reference
 from .batchnorm import count_batch, update_running_stats
-from .checks import check_channels, check_feature_map
-from .functional import excite_scale, spatial_pool, spatial_scale, squeeze
+from .checks import check_channels, check_companion, check_feature_map
+from .dispatch import call
+from .functional import excite_scale_unchecked, spatial_pool_unchecked, spatial_scale_unchecked, squeeze_unchecked
 from .excitation_block import BlockSpec
 from .peers import peer_gate_kind, qualified_name
 from .producer import Prologue, prologue_of
@@ -88,9 +95,9 @@ def _fc_act_fc(pool: str, fc1: nn.Conv2d, act: nn.Module, fc2: nn.Conv2d) -> Blo
 def _pooled(x: Tensor, add_maxpool: bool) -> Tensor:
     """timm's SE pooling: the mean over H×W, or (mean + max) / 2 with add_maxpool; [B, C, 1, 1]."""
     if add_maxpool:
-        mean, maximum = squeeze(x, "mean_max")
+        mean, maximum = squeeze_unchecked(x, "mean_max")
         return (0.5 * mean + 0.5 * maximum)[:, :, None, None]
-    return squeeze(x, "mean")[:, :, None, None]
+    return squeeze_unchecked(x, "mean")[:, :, None, None]
 
 
 class ChannelExcitation(nn.Module):
@@ -130,19 +137,23 @@ class ChannelExcitation(nn.Module):
     def excite(self, x: Tensor, residual: Tensor | None = None, act: str = "identity") -> Tensor:
         """``act(self(x) + residual)`` in one pass over x (act: "identity" or "relu"). With a
         prologue (:mod:`tritattn.prologue`), x is the producer BatchNorm's input and the block's
-        input is act(bn(x)), computed by the kernels where they can."""
+        input is act(bn(x)), computed by the kernels where they can.
+
+        x (and the residual) are checked here, once per call; the ops below trust them."""
+        check_feature_map(x)
+        if self.channels_attr is not None:
+            check_channels(x, getattr(self, self.channels_attr).in_channels, type(self).__name__)
+        if residual is not None:
+            check_companion(residual, "residual", x, sizes(x))
         prologue = prologue_of(self)
         if prologue is not None:
             return self._excite_after(prologue, x, residual, act)
         return self._excite_input(x, residual, act)
 
     def _excite_after(self, prologue: Prologue, c: Tensor, residual: Tensor | None, act: str) -> Tensor:
-        check_feature_map(c)
         gate = self.kernel_gate_name()
         if gate is None or residual is not None or act != "identity" or 0 in sizes(c) or not self.uses_block_pipeline(c):
             return self._excite_input(prologue.eager(c), residual, act)
-        if self.channels_attr is not None:
-            check_channels(c, getattr(self, self.channels_attr).in_channels, type(self).__name__)
         norm = prologue.norm
         check_channels(c, norm.num_features, type(norm).__name__)
         factor = count_batch(norm, sizes(c)) if norm.training else 0.0
@@ -154,9 +165,6 @@ class ChannelExcitation(nn.Module):
         return y
 
     def _excite_input(self, x: Tensor, residual: Tensor | None, act: str) -> Tensor:
-        check_feature_map(x)
-        if self.channels_attr is not None:
-            check_channels(x, getattr(self, self.channels_attr).in_channels, type(self).__name__)
         gate = self.kernel_gate_name()
         path = self.block_path(x, gate, residual, act) if gate is not None else "eager"
         if path == "eager":
@@ -166,7 +174,7 @@ class ChannelExcitation(nn.Module):
             return F.relu(y) if act == "relu" else y
         if path != "per-op":
             return excitation_block.excitation(x, self.block_spec(), gate, residual, act, path=path)
-        return excite_scale(x, self.logits(x), gate, residual, act)
+        return excite_scale_unchecked(x, self.logits(x), gate, residual, act)
 
     def block_path(self, x: Tensor, gate: str, residual: Tensor | None = None, act: str = "identity") -> str:
         """The path ``self.excite(x, residual, act)`` takes (tritattn/paths.py): "per-op" off the
@@ -230,7 +238,7 @@ class EcaModule(ChannelExcitation, reference.EcaModule):
 
     def logits(self, x: Tensor) -> Tensor:
         B, C = x.shape[:2]
-        y = self.conv(squeeze(x, "mean").view(B, 1, C))
+        y = self.conv(squeeze_unchecked(x, "mean").view(B, 1, C))
         if self.conv2 is not None:
             y = self.conv2(self.act(y))
         return y.view(B, C)
@@ -247,7 +255,7 @@ class CecaModule(ChannelExcitation, reference.CecaModule):
 
     def logits(self, x: Tensor) -> Tensor:
         B, C = x.shape[:2]
-        y = F.pad(squeeze(x, "mean").view(B, 1, C), (self.padding, self.padding), mode="circular")
+        y = F.pad(squeeze_unchecked(x, "mean").view(B, 1, C), (self.padding, self.padding), mode="circular")
         return self.conv(y).view(B, C)
 
     def uses_block_pipeline(self, x: Tensor) -> bool:
@@ -266,7 +274,7 @@ class ChannelAttn(ChannelExcitation, reference.ChannelAttn):
         return self.fc2(self.act(self.fc1(v[:, :, None, None])))
 
     def logits(self, x: Tensor) -> Tensor:
-        mean, maximum = squeeze(x, "mean_max")
+        mean, maximum = squeeze_unchecked(x, "mean_max")
         return self._mlp(mean) + self._mlp(maximum)
 
     #: CBAM's channel pooling: the MLP of the mean plus the MLP of the max
@@ -287,7 +295,7 @@ class LightChannelAttn(ChannelAttn, reference.LightChannelAttn):
     block_pool = "mean_max_avg"  # the MLP of 0.5 · mean + 0.5 · max
 
     def logits(self, x: Tensor) -> Tensor:
-        mean, maximum = squeeze(x, "mean_max")
+        mean, maximum = squeeze_unchecked(x, "mean_max")
         return self._mlp(0.5 * mean + 0.5 * maximum)
 
 
@@ -310,7 +318,7 @@ class SpatialScaling:
         gate = kernel_gate(self, self.gate)
         if gate is None:
             return super().forward(x)
-        return spatial_scale(x, self.conv(self.descriptor(spatial_pool(x))), gate)
+        return spatial_scale_unchecked(x, self.conv(self.descriptor(spatial_pool_unchecked(x))), gate)
 
 
 class SpatialAttn(SpatialScaling, reference.SpatialAttn):
@@ -390,7 +398,8 @@ class CbamPipeline:
         spec = self.channel.block_spec()
         bn = self.spatial.conv.bn
         factor = count_batch(bn, (sizes(x)[0], 1, *sizes(x)[2:])) if bn.training else 0.0
-        y, _, _, affine = cbam_block.cbam_block(
+        y, _, _, affine = call(
+            cbam_block.cbam_block,
             x, spec.w1, spec.b1, spec.w2, spec.b2, spec.pool, spec.act, self.channel.kernel_gate_name(),
             self.spatial.conv.conv.weight, bn.weight, bn.bias, bn.running_mean, bn.running_var, bn.eps, bn.training,
             kernel_for_gate(self.spatial.gate),
@@ -432,7 +441,7 @@ class SqueezeExcite(ChannelExcitation, reference.SqueezeExcite):
     channels_attr = "conv_reduce"
 
     def logits(self, x: Tensor) -> Tensor:
-        return self.conv_expand(self.act1(self.conv_reduce(squeeze(x, "mean")[:, :, None, None])))
+        return self.conv_expand(self.act1(self.conv_reduce(squeeze_unchecked(x, "mean")[:, :, None, None])))
 
     def block_refusal(self) -> str | None:
         return hidden_layer_refusal(self.act1, self.conv_reduce)
@@ -447,7 +456,7 @@ class SqueezeExcitation(ChannelExcitation, reference.SqueezeExcitation):
     channels_attr = "fc1"
 
     def logits(self, input: Tensor) -> Tensor:
-        return self.fc2(self.activation(self.fc1(squeeze(input, "mean")[:, :, None, None])))
+        return self.fc2(self.activation(self.fc1(squeeze_unchecked(input, "mean")[:, :, None, None])))
 
     def block_refusal(self) -> str | None:
         return hidden_layer_refusal(self.activation, self.fc1)
@@ -469,7 +478,7 @@ class LegacySEModule(ChannelExcitation, reference.LegacySEModule):
     channels_attr = "fc1"
 
     def logits(self, x: Tensor) -> Tensor:
-        return self.fc2(self.relu(self.fc1(squeeze(x, "mean")[:, :, None, None])))
+        return self.fc2(self.relu(self.fc1(squeeze_unchecked(x, "mean")[:, :, None, None])))
 
     def block_refusal(self) -> str | None:
         return hidden_layer_refusal(self.relu, self.fc1)

@@ -62,6 +62,7 @@ keeps the cache in a format we own.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -266,10 +267,30 @@ class Problem:
 
     @property
     def key(self) -> str:
-        flags = "".join(f",{name}={int(v) if isinstance(v, bool) else v}" for name, v in self.flags)
-        layout = "rows" if self.rows_contiguous else "cols"
-        bucket = triton.next_power_of_2
-        return f"R={self.R},K<={bucket(self.K)},B<={bucket(self.B)},contig={layout},{str(self.dtype).removeprefix('torch.')}{flags}"
+        """The problem key of the tables, formatted once per problem (:func:`problem_key`)."""
+        return problem_key(self)
+
+
+#: Distinct problems (and default configs) whose key is kept: a process meets a few per shape it runs.
+KEY_CACHE_SIZE = 4096
+
+
+@functools.lru_cache(maxsize=KEY_CACHE_SIZE)
+def problem_key(p: Problem) -> str:
+    """``p.key``: a pure function of the problem, cached — a launch looks its config up by it,
+    so a shape met before costs one dict lookup, not the formatting."""
+    flags = "".join(f",{name}={int(v) if isinstance(v, bool) else v}" for name, v in p.flags)
+    layout = "rows" if p.rows_contiguous else "cols"
+    bucket = triton.next_power_of_2
+    return f"R={p.R},K<={bucket(p.K)},B<={bucket(p.B)},contig={layout},{str(p.dtype).removeprefix('torch.')}{flags}"
+
+
+@functools.lru_cache(maxsize=KEY_CACHE_SIZE)
+def _default_config(R: int, K: int, rows_contiguous: bool, num_stages: int, tile_elements: int,
+                    long_side_max: int) -> triton.Config:
+    """``tiling.default_config``, cached; ``tile_elements`` and ``long_side_max`` are the values of
+    ``tiling.TILE_ELEMENTS`` / ``LONG_SIDE_MAX`` it reads, so a changed heuristic is a new entry."""
+    return tiling.default_config(R, K, rows_contiguous, num_stages)
 
 
 @dataclass(frozen=True)
@@ -548,7 +569,8 @@ class Tuner:
                               Choice(None, False))
 
     def _default(self, problem: Problem) -> triton.Config:
-        return tiling.default_config(problem.R, problem.K, problem.rows_contiguous, self.num_stages)
+        return _default_config(problem.R, problem.K, problem.rows_contiguous, self.num_stages, tiling.TILE_ELEMENTS,
+                               tiling.LONG_SIDE_MAX)
 
     def _benchmark(self, candidates: list[triton.Config], grid, args: tuple, constexprs: dict[str, Any]) -> triton.Config | None:
         """The fastest candidate by do_bench's median among those whose compiled kernel spills no

@@ -1,0 +1,90 @@
+"""A custom op called on the host's short path: its Python implementation directly, where the
+dispatcher would add nothing but its own time.
+
+``torch.ops.tritattn.<op>(...)`` goes through torch's dispatcher and the Python layers of
+``torch.library.custom_op``: the autograd wrapper, a redispatch, the backend wrapper that keeps
+dynamo out — ≈ 10–30 µs of host time per call without autograd; with autograd, the op's
+registered formula is set up through ``torch._library.utils.fill_defaults``, which rebuilds the
+schema's argument list once per argument (≈ 5 µs × arguments² / arguments: 117 µs for the 23
+arguments of ``tritattn::excitation_block``). That is more than the launches the op leads to at
+batch 1–8. :func:`call` runs the same function the dispatcher would reach, on the same arguments:
+
+- without autograd (grad mode off, or no tensor argument requires a gradient): the op's
+  implementation directly;
+- with autograd: through a plain ``torch.autograd.Function`` (:func:`_eager_function`) whose
+  forward runs the implementation and calls the op's registered ``setup_context`` with the whole
+  argument list (defaults filled in, as the op's own autograd wrapper does), and whose backward is
+  the op's registered backward — the op's formula, the same saved tensors;
+
+when nothing in the call needs the dispatcher: not ``torch.compile`` / ``torch.export``
+(``torch.compiler.is_compiling``), not ``torch.jit.trace`` (it records the op), no
+``TorchDispatchMode`` (FakeTensorMode, FunctionalTensorMode, the census's counting modes) nor
+``TorchFunctionMode`` (``with torch.device(...)``, user modes) active, no functorch transform
+(``vmap``, ``grad``), no profiler running (its trace shows the op by name), and x a plain dense
+tensor (``type(x) is torch.Tensor``: not a FakeTensor or another subclass) off the meta device
+(there the op runs its fake implementation: shapes only). Otherwise the op is called as usual.
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import torch
+from torch import Tensor
+
+#: op's qualified name → (its eager Function, its defaults, its number of arguments without a default)
+_functions: dict[str, tuple[type[torch.autograd.Function], tuple, int]] = {}
+
+
+def direct(x: Tensor) -> bool:
+    """Whether an op on x may skip the dispatcher (see the module docstring), autograd aside."""
+    if torch.compiler.is_compiling():  # first: dynamo answers it as a constant and traces no further
+        return False
+    if type(x) is not torch.Tensor or x.device.type == "meta":
+        return False
+    return not (torch._C._len_torch_dispatch_stack() or torch._C._len_torch_function_stack()
+                or torch._C._functorch.peek_interpreter_stack() is not None or torch.jit.is_tracing()
+                or torch.autograd._profiler_enabled())
+
+
+def needs_grad(args: tuple) -> bool:
+    """Whether autograd must record a call on ``args``: grad mode on and a tensor argument requiring a gradient."""
+    return torch.is_grad_enabled() and any(isinstance(a, Tensor) and a.requires_grad for a in args)
+
+
+def call(op: torch.library.CustomOpDef, *args: Any) -> Any:
+    """``op(*args)`` (positional, in schema order, x first): its implementation directly, or through
+    :func:`_eager_function` when autograd must record it, where :func:`direct` allows; else
+    through the dispatcher."""
+    if not direct(args[0]):
+        return op._opoverload(*args)
+    if not needs_grad(args):
+        return op._init_fn(*args)
+    if op._backward_fn is None:  # no formula: the dispatcher says so, as usual
+        return op._opoverload(*args)
+    function, defaults, required = _eager_function(op)
+    return function.apply(*args, *defaults[len(args) - required:])  # the formula sees every argument
+
+
+def _eager_function(op: torch.library.CustomOpDef) -> tuple[type[torch.autograd.Function], tuple, int]:
+    """(``op`` as a plain ``torch.autograd.Function`` differentiated by its registered formula,
+    the defaults of its trailing arguments, the number of arguments without one); built once per op."""
+    entry = _functions.get(op._qualname)
+    if entry is not None:
+        return entry
+    parameters = list(inspect.signature(op._init_fn).parameters.values())
+    defaults = tuple(p.default for p in parameters if p.default is not p.empty)
+    implementation, setup = op._init_fn, op._setup_context_fn
+
+    def forward(ctx, *inputs):
+        output = implementation(*inputs)
+        setup(ctx, inputs, output)
+        return output
+
+    function = type(f"Eager_{op._name}", (torch.autograd.Function,), {
+        "__doc__": f"{op._qualname} for tritattn.dispatch.call: the op's implementation, its registered formula.",
+        "forward": staticmethod(forward),
+        "backward": staticmethod(op._backward_fn),
+    })
+    entry = _functions[op._qualname] = (function, defaults, len(parameters) - len(defaults))
+    return entry
