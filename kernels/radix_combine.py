@@ -243,11 +243,12 @@ def radix_squeeze_attend_fwd(
     sxb, sxr, sxc, sxk,
     sw1j, sw1c, sw2n, sw2j,
     ACT: tl.constexpr, HAS_B1: tl.constexpr, HAS_B2: tl.constexpr, HIDDEN_NORM: tl.constexpr,
-    PRO_ACT: tl.constexpr, PRO_NORM: tl.constexpr,
+    PRO_ACT: tl.constexpr, PRO_NORM: tl.constexpr, MLP_TAIL: tl.constexpr,
     ACC: tl.constexpr, RADIX_BLOCK: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr,
     BLOCK_J: tl.constexpr, MLP_BLOCK_C: tl.constexpr,
 ):
-    """Inference: the squeeze and the attention MLP of split attention in one launch.
+    """Inference: the squeeze and the attention MLP of split attention in one launch (MLP_TAIL),
+    or the squeeze alone (the split path: the MLP then runs as GEMMs over all samples in torch).
 
       x[b, r, c, k] = act(bn_{r·C + c}(c[b, r, c, k]))              with a prologue (PRO_ACT ≠ "none")
       v[b, c]    = (1/K) · Σ_r Σ_k x[b, r, c, k]                    (as radix_pool_fwd)
@@ -267,7 +268,8 @@ def radix_squeeze_attend_fwd(
     int32 counter slot b) resets the slot to 0 (every ticket of the sample is drawn: nobody else
     reads it in this launch), reads the complete vector back in a fixed order, computes the MLP
     and the radix softmax (:func:`sample_radix_attention`) and stores a [B, R, C] (ACC,
-    contiguous). Bitwise repeatable; weights read in their own dtype, all arithmetic in ACC.
+    contiguous). Without MLP_TAIL no ticket is drawn and a, the weights and the counters are not
+    used. Bitwise repeatable; weights read in their own dtype, all arithmetic in ACC.
     Minimum bytes: B·R·C·K·itemsize(x) read + B·C·itemsize(ACC) (pooled) + B·R·C·itemsize(ACC)
     (a) written (with a prologue x is c, the same size). The weights — and a prologue's BatchNorm
     vectors, read once per program and branch — are per-block parameters (read from L2 after the
@@ -277,7 +279,8 @@ def radix_squeeze_attend_fwd(
     BLOCK_J × MLP_BLOCK_C weight tile (BLOCK_J ≥ RD) and a [RADIX_BLOCK, MLP_BLOCK_C] logit tile
     (RADIX_BLOCK = R rounded up to a power of two): 2·n + 1 + 4·HIDDEN_NORM loads for the hidden
     layer and n·(R·(1 + HAS_B2) + 1) for the logits, n = cdiv(C, MLP_BLOCK_C) — a tail that grows
-    with C·RD (not with B).
+    with C·RD (not with B), taken only where the model says it is the faster path
+    (tritattn/radix_cost.py).
     """
     b, offs_c = row_block(C, BLOCK_R)
     mask_c = offs_c < C
@@ -285,8 +288,9 @@ def radix_squeeze_attend_fwd(
     total = branch_sum(x_ptr, b, c64, mask_c, R, C, K, sxb, sxr, sxc, sxk, pw_ptr, pb_ptr, pm_ptr, pv_ptr, p_eps,
                        PRO_ACT, PRO_NORM, ACC, BLOCK_R, BLOCK_K)
     tl.store(pooled_ptr + b * C + c64, total / K, mask=mask_c)
-    if last_of_sample(counter_ptr, b, tl.cdiv(C, BLOCK_R)):
-        tl.store(counter_ptr + b, 0)
-        sample_radix_attention(b, pooled_ptr, w1_ptr, b1_ptr, bnw_ptr, bnb_ptr, bnm_ptr, bnv_ptr, w2_ptr, b2_ptr,
-                               a_ptr, R, C, RD, bn_eps, sw1j, sw1c, sw2n, sw2j, ACT, HAS_B1, HAS_B2, HIDDEN_NORM,
-                               ACC, RADIX_BLOCK, BLOCK_J, MLP_BLOCK_C)
+    if MLP_TAIL:
+        if last_of_sample(counter_ptr, b, tl.cdiv(C, BLOCK_R)):
+            tl.store(counter_ptr + b, 0)
+            sample_radix_attention(b, pooled_ptr, w1_ptr, b1_ptr, bnw_ptr, bnb_ptr, bnm_ptr, bnv_ptr, w2_ptr, b2_ptr,
+                                   a_ptr, R, C, RD, bn_eps, sw1j, sw1c, sw2n, sw2j, ACT, HAS_B1, HAS_B2, HIDDEN_NORM,
+                                   ACC, RADIX_BLOCK, BLOCK_J, MLP_BLOCK_C)

@@ -202,9 +202,10 @@ def radix_combine_bwd(B: int, R: int, C: int, K: int, itemsize: int, a_itemsize:
     return B * C * K * itemsize + 2 * B * R * C * K * itemsize + 2 * B * R * C * a_itemsize
 
 
-def radix_squeeze_attend_fwd(B: int, R: int, C: int, K: int, itemsize: int, acc: int) -> int:
-    """x5 read; the pooled vector [B, C] and the attention [B, R, C] written (ACC); weights counted per block."""
-    return B * R * C * K * itemsize + B * C * acc + B * R * C * acc
+def radix_squeeze_attend_fwd(B: int, R: int, C: int, K: int, itemsize: int, acc: int, mlp_tail: bool = True) -> int:
+    """x5 read; the pooled vector [B, C] and (with the MLP tail: the one-launch path) the attention
+    [B, R, C] written (ACC); weights counted per block."""
+    return B * R * C * K * itemsize + B * C * acc + B * R * C * acc * mlp_tail
 
 
 def context_pool_partials(B: int, C: int, P: int, NP: int, itemsize: int, acc: int) -> int:
@@ -318,9 +319,11 @@ def _radix_traffic(op: str, a: dict[str, Any]) -> list[KernelTraffic]:
     size = a["x5"].element_size()
     if op == "radix_pool":
         return [KernelTraffic("radix_pool_fwd", radix_pool_fwd(B, R, C, H * W, size), R)]
-    if op == "radix_attention":  # inference: the squeeze with the MLP, then the combine of the ACC attention
-        acc = _acc_size(a["x5"])
-        return [KernelTraffic("radix_squeeze_attend_fwd", radix_squeeze_attend_fwd(B, R, C, H * W, size, acc), R),
+    if op == "radix_attention":  # inference: the squeeze (with the MLP: one-launch), then the combine of the ACC attention
+        from tritattn.radix_block import op_attention_path  # the op's own choice of path
+
+        acc, tail = _acc_size(a["x5"]), op_attention_path(a) == "one-launch"
+        return [KernelTraffic("radix_squeeze_attend_fwd", radix_squeeze_attend_fwd(B, R, C, H * W, size, acc, tail), R),
                 KernelTraffic("radix_combine_fwd", radix_combine_fwd(B, R, C, H * W, size, acc), R + 1)]
     a_size = a["a"].element_size()
     if op == "radix_combine":
@@ -340,10 +343,14 @@ def _context_traffic(op: str, a: dict[str, Any]) -> list[KernelTraffic]:
     if op == "context_pool":
         return [KernelTraffic("context_pool_partials", context_pool_partials(B, C, P, NP, size, acc), 1),
                 KernelTraffic("context_pool_combine", context_pool_combine(B, C, NP, size, acc), 0)]
-    if op == "context_mlp":  # inference: the merge with the MLPs
+    if op == "context_mlp":  # inference: the merge with the MLPs (one-launch), or the merge (split: the MLPs in torch)
+        from tritattn.context_block import op_mlp_path  # the op's own choice of path
+
         n_mlp = (a["scale_w1"] is not None) + (a["add_w1"] is not None)
-        return [KernelTraffic("context_pool_partials", context_pool_partials(B, C, P, NP, size, acc), 1),
-                KernelTraffic("context_pool_combine_mlp", context_pool_combine_mlp(B, C, NP, acc, n_mlp), 0)]
+        merge = (KernelTraffic("context_pool_combine_mlp", context_pool_combine_mlp(B, C, NP, acc, n_mlp), 0)
+                 if op_mlp_path(a) == "one-launch" else
+                 KernelTraffic("context_pool_combine", context_pool_combine(B, C, NP, acc, acc), 0))
+        return [KernelTraffic("context_pool_partials", context_pool_partials(B, C, P, NP, size, acc), 1), merge]
     return [KernelTraffic("context_pool_bwd", context_pool_bwd(B, C, P, NP, size, acc), 2)]
 
 

@@ -485,3 +485,94 @@ def test_inference_leaves_the_counters_at_zero_and_is_bitwise_repeatable(monkeyp
         first, second = fast(x), fast(x)
     assert torch.equal(first, second)
     assert counters_reset(launched_counters)
+
+
+# --- the path of context_mlp: one-launch (the MLPs in the merge's last program) or split ---------
+
+#: the kernels of the split path: the context (partials and merge); the MLPs then run as GEMMs in torch
+SPLIT = ["context_pool_partials", "context_pool_combine"]
+
+
+@pytest.mark.skipif(not ON_KERNELS, reason="the torch backend has one path: the eager formulas")
+@pytest.mark.parametrize("config", INFERENCE_CONFIGS)
+@pytest.mark.parametrize("tiles", ["default", "small"])
+def test_split_path_matches_timm_and_runs_the_mlps_as_gemms(config, tiles, channels_last, monkeypatch,
+                                                            launched_counters):
+    """The split path forced: the two context kernels (no ticket; the MLPs then run as GEMMs over
+    all samples inside the op), timm's numbers in float64; bitwise repeatable."""
+    from tritattn import paths
+
+    if tiles == "small":
+        use_small_tiles(monkeypatch)
+    peer, fast = timm_pair(config)
+    peer.eval(), fast.eval()
+    x = make_input((3, 12, 5, 7), torch.float64, channels_last)
+    with torch.no_grad(), paths.forced("split"):
+        want = peer(x)
+        got, launched, ops_seen = run_recorded(fast, x, monkeypatch)
+        again = fast(x)
+    assert launched == SPLIT + (["gated_scale_fwd"] if fast.mlp_scale is not None else []), launched
+    assert "tritattn.context_mlp" in ops_seen, ops_seen
+    assert_same_layout(got, x)
+    assert_close(got, want, what=f"{config} split path")
+    assert torch.equal(got, again) and not launched_counters  # no launcher with tickets ran
+
+
+def _shape(C: int, K: int, rd: int, B: int = 8):
+    from tritattn.context_cost import ContextShape
+
+    return ContextShape(B, C, K, torch.float32, rd, rd, "relu", True)
+
+
+@pytest.mark.parametrize("C, K, rd, path", [(256, 56 * 56, 16, "one-launch"), (64, 56 * 56, 8, "one-launch"),
+                                            (2048, 7 * 7, 256, "split"), (1024, 14 * 14, 128, "split")])
+def test_the_model_takes_the_mlps_out_of_the_kernel_where_their_tail_is_long(C, K, rd, path):
+    """With nothing tuned, the estimate decides: a small MLP (C·RD) stays in the merge's last
+    program, a wide one (hundreds of serial weight tiles) runs as GEMMs; the decision says why."""
+    from tritattn import context_block, context_cost, cost_model, paths
+
+    shape = _shape(C, K, rd)
+    paths.forget()
+    assert context_block.mlp_path("", shape, torch.device("cpu")) == path
+    decision = paths.decision("context_mlp", shape.key())
+    assert decision.path == path and decision.reason.startswith("estimate (H100 model)")
+    kernel = context_cost.combine_mlp(shape)
+    assert (kernel.longest > cost_model.LONGEST_PER_MEDIAN * kernel.median + cost_model.LONGEST_SLACK) == (path == "split")
+
+
+@pytest.mark.skipif(not ON_KERNELS, reason="the count runs the Triton kernels in the interpreter")
+@pytest.mark.parametrize("path", ["one-launch", "split"])
+@pytest.mark.parametrize("tiles", ["default", "small"])
+def test_the_predicted_launches_are_the_counted_ones(path, tiles, monkeypatch):
+    """tritattn/context_cost.py's launches (programs, median and longest program's memory instructions) are
+    what the interpreter counts (perf/program_census.py), on both paths, several tiles per sample."""
+    import sys
+    from pathlib import Path
+
+    from tritattn import context_block, context_cost, paths
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "perf"))
+    from program_census import ProgramCensus, interpreting
+
+    if not interpreting():
+        pytest.skip("the count needs Triton's interpreter (TRITON_INTERPRET=1)")
+    if tiles == "small":
+        use_small_tiles(monkeypatch)
+    _, fast = timm_pair("add_and_scale", C=40)
+    fast.float().eval()
+    x = make_input((3, 40, 7, 7), torch.float32, channels_last=False)
+    census = ProgramCensus()
+    with torch.no_grad(), paths.forced(path), census:
+        fast(x)
+    counted = [(c.kernel, c.programs, c.median, c.longest) for c in census.launches() if c.programs][:2]
+    mlps = [context_block._mlp(*args[:6], args[6]) for args in
+            (global_context_mlp_args(fast.mlp_scale), global_context_mlp_args(fast.mlp_add))]
+    shape = context_block.mlp_shape(x, *mlps, "relu")
+    predicted = [(c.kernel, c.programs, c.median, c.longest) for c in context_cost.paths(shape)[path] if c.programs]
+    assert counted == predicted
+
+
+def global_context_mlp_args(mlp):
+    from tritattn.global_context import _mlp_args
+
+    return _mlp_args(mlp)

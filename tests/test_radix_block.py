@@ -804,3 +804,89 @@ def test_selective_kernel_prologue_refusals(launched):
         assert_close(y, ref, torch.float64, what=f"sk refused prologue ({name})")
         if name == "hook":
             assert calls == ["act", "act"], calls  # the twin's and timm's forward each ran the hooked module
+
+
+# --- the path of radix_attention: one-launch (the MLP in the squeeze's last program) or split ------
+
+
+@pytest.mark.skipif(not on_kernels(), reason="the torch backend has one path: the eager formulas")
+@pytest.mark.parametrize("case", list(MODULE_CASES))
+def test_split_path_matches_timm(case, channels_last, launched, launched_counters):
+    """The split path forced: the squeeze kernel pools only (no ticket), the MLP and the radix
+    softmax run as GEMMs over all samples, then the combine; timm's numbers in float64, the
+    branches' layout, bitwise repeatable."""
+    from tritattn import paths
+
+    peer, twin = build_peer_and_twin(case)
+    peer.eval(), twin.eval()
+    x = inference_input(case, channels_last, batch=3)
+    with torch.no_grad(), paths.forced("split"):
+        ref = peer(x)
+        launched.clear()
+        y = twin(x)
+        assert launched == FUSED
+        again = twin(x)
+    assert_close(y, ref, torch.float64, what=f"{case} split path")
+    assert torch.equal(y, again) and not launched_counters  # no launcher with tickets ran
+    assert y.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+def _radix_shape(R: int, C: int, K: int, rd: int, B: int = 8, norm: bool = True):
+    from tritattn.radix_cost import RadixShape
+
+    return RadixShape(B, R, C, K, 4, False, rd, "relu", True, True, norm, False, True)
+
+
+@pytest.mark.parametrize("R, C, K, rd, path", [(2, 64, 56 * 56, 32, "one-launch"), (2, 128, 28 * 28, 64, "one-launch"),
+                                               (2, 512, 7 * 7, 256, "split"), (4, 256, 14 * 14, 256, "split")])
+def test_the_model_takes_the_mlp_out_of_the_kernel_where_its_tail_is_long(R, C, K, rd, path):
+    """With nothing tuned, the estimate decides: ResNeSt's stage-1 MLP stays in the squeeze's last
+    program, a wide one (hundreds of serial weight tiles) runs as GEMMs; the decision says why."""
+    from tritattn import cost_model, paths, radix_cost
+
+    shape = _radix_shape(R, C, K, rd)
+    paths.forget()
+    assert radix_block.attention_path("", shape, torch.device("cpu")) == path
+    decision = paths.decision("radix_attention", shape.key())
+    assert decision.path == path and decision.reason.startswith("estimate (H100 model)")
+    kernel = radix_cost.squeeze(shape, True)
+    assert (kernel.longest > cost_model.LONGEST_PER_MEDIAN * kernel.median + cost_model.LONGEST_SLACK) == (path == "split")
+
+
+@pytest.mark.skipif(not on_kernels(), reason="the count runs the Triton kernels in the interpreter")
+@pytest.mark.parametrize("path", ["one-launch", "split"])
+@pytest.mark.parametrize("case", ["splat-r4-g2-bn", "sk-3paths-nosplit"])
+def test_the_predicted_launches_are_the_counted_ones(path, case, channels_last, monkeypatch):
+    """tritattn/radix_cost.py's launches (programs, median and longest program's memory
+    instructions) are what the interpreter counts (perf/program_census.py), on both paths, with
+    the prologue (the BatchNorm's vectors per branch) and several MLP tiles per sample."""
+    import sys
+    from pathlib import Path
+
+    from tritattn import paths, radix_cost
+    from tritattn.kernels import excitation
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "perf"))
+    from program_census import ProgramCensus, interpreting
+
+    if not interpreting():
+        pytest.skip("the count needs Triton's interpreter (TRITON_INTERPRET=1)")
+    monkeypatch.setattr(excitation, "MLP_TILE_ELEMENTS", 16)
+    peer, twin = build_peer_and_twin(case)
+    twin.float().eval()
+    x = inference_input(case, channels_last, batch=3).float()
+    seen = []
+    real = radix_block.attention_shape
+
+    def recording(*args):
+        seen.append(real(*args))
+        return seen[-1]
+
+    monkeypatch.setattr(radix_block, "attention_shape", recording)
+    census = ProgramCensus()
+    with torch.no_grad(), paths.forced(path), census:
+        twin(x)
+    counted = [(c.kernel, c.programs, c.median, c.longest) for c in census.launches() if c.programs][-2:]
+    (shape,) = seen
+    predicted = [(c.kernel, c.programs, c.median, c.longest) for c in radix_cost.paths(shape)[path] if c.programs]
+    assert counted == predicted

@@ -127,8 +127,8 @@ def _pointers_moved(kernel: str, f: dict) -> list[str]:
         return ["x_ptr", "a_ptr", "out_ptr"]
     if kernel == "radix_combine_bwd":  # grad_out, x5, a read; grad_x5, grad_a written
         return ["grad_out_ptr", "x_ptr", "a_ptr", "grad_x_ptr", "grad_a_ptr"]
-    if kernel == "radix_squeeze_attend_fwd":  # x5 read; pooled, the attention written (weights: parameters)
-        return ["x_ptr", "pooled_ptr", "a_ptr"]
+    if kernel == "radix_squeeze_attend_fwd":  # x5 read; pooled (the attention with the MLP tail) written (weights: parameters)
+        return ["x_ptr", "pooled_ptr"] + ["a_ptr"] * f["MLP_TAIL"]
     if kernel == "context_pool_combine_mlp":  # the partials read; ctx written and read back; s and / or t written
         return ["part_ptr", "pstats_ptr", "ctx_ptr", "ctx_ptr"] + ["s_ptr"] * f["HAS_SCALE"] + ["t_ptr"] * f["HAS_ADD"]
     if kernel == "context_pool_partials":  # x read; the partials written (w: a parameter)
@@ -286,7 +286,7 @@ def test_byte_model_counts_the_tensors_each_kernel_moves(monkeypatch):
         pre = (rand(C, dtype=torch.float32), rand(C, dtype=torch.float32), rand(C, dtype=torch.float32),
                torch.rand(C, device=DEVICE) + 0.5, 1e-5)
         what, vectors = f"excitation_block prologue batch_stats={batch_stats}", bm.prologue_vectors(C, f32, True)
-        stats = [bm.batch_stats_fwd(B, C, HW, 2, f32)] if batch_stats else []
+        stats = [bm.batch_stats_fwd(B, C, HW, 2, f32, bm.batch_stats_rows(x))] if batch_stats else []
         hidden = bm.hidden_vectors("fc_act_fc", "mean")
         y, s_, stats_ = check(
             what, ["batch_stats_fwd"] * batch_stats + ["squeeze_excite_fwd", "gated_scale_fwd"],
@@ -395,7 +395,7 @@ def _bytes_of_launch(name: str, p: tuning.Problem) -> int:
     if name in ("spatial_conv_fwd", "spatial_conv_bwd"):  # R = H×W
         return getattr(bytes_model, name)(p.B, p.R, f["D"], acc)
     if name == "radix_squeeze_attend_fwd":
-        return bytes_model.radix_squeeze_attend_fwd(p.B, f["RADIX"], p.R, p.K, size, acc)
+        return bytes_model.radix_squeeze_attend_fwd(p.B, f["RADIX"], p.R, p.K, size, acc, f.get("MLP_TAIL", True))
     if name.startswith("radix_"):  # R = C, K = H×W; the radix is a flag; a in x's dtype (fp32 here: = ACC)
         size_a, R = size, f["RADIX"]
         return getattr(bytes_model, name)(p.B, R, p.R, p.K, size, *(() if name == "radix_pool_fwd" else (size_a,)))

@@ -35,7 +35,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from . import eager_ops, workspaces
+from . import context_cost, eager_ops, paths, workspaces
 from .backend import TRITON_AVAILABLE, backend_for
 from .checks import check_feature_map, check_tensor
 from .excitation_block import acc_dtype
@@ -183,7 +183,7 @@ def context_mlp_op(
     scale_w2: Optional[Tensor], scale_b2: Optional[Tensor], scale_eps: float,
     add_w1: Optional[Tensor], add_b1: Optional[Tensor], add_ln_w: Optional[Tensor], add_ln_b: Optional[Tensor],
     add_w2: Optional[Tensor], add_b2: Optional[Tensor], add_eps: float,
-    act: str,
+    act: str, path: str = "",
 ) -> tuple[Tensor, Tensor]:
     """GCNet's context and its MLPs for inference (no autograd formula): (s, t) [B, C] in ACC,
     s = mlp_scale(ctx) and t = mlp_add(ctx) (an absent MLP's output is empty), with ctx the
@@ -191,10 +191,13 @@ def context_mlp_op(
     and each MLP W2 · act(LayerNorm(W1 · ctx + b1)) + b2 (w1 [RD, C], b1, ln_w, ln_b [RD],
     w2 [C, RD], b2 [C]; absent: its w1 None; at least one present); act "relu" or "silu".
 
-    Triton: context_pool_partials, then context_pool_combine_mlp (the merge, and both MLPs by each
-    sample's last program). The block's output is the module's: the gated-scale kernel with t as
-    its stride-0 residual, or x + t. Raises if an input requires grad while grad mode is on: there
-    is no backward."""
+    Triton, ``path`` (tritattn/context_cost.py): "one-launch" — context_pool_partials, then
+    context_pool_combine_mlp (the merge, and both MLPs by each sample's last program); "split" —
+    context_pool_partials, context_pool_combine, then the MLPs as GEMMs over all samples in torch
+    (eager_ops.context_mlp); "" — chosen by the critical-path model or a tuned winner
+    (:func:`mlp_path`). The block's output is the module's: the gated-scale kernel with t as its
+    stride-0 residual, or x + t. Raises if an input requires grad while grad mode is on: there is
+    no backward."""
     x = addressable(x)
     s, t = _alloc_context_mlp(x, scale_w1, add_w1)
     if not x.numel():
@@ -205,22 +208,49 @@ def context_mlp_op(
     add_mlp = _mlp(add_w1, add_b1, add_ln_w, add_ln_b, add_w2, add_b2, add_eps)
     conv_w = conv_w.reshape(C).contiguous()
     outputs = (s if scale_mlp is not None else None, t if add_mlp is not None else None)
+    ctx, stats = _new((B, C), acc, x.device), _new((B, C + 2), acc, x.device)
     if backend_for(x) == "torch":
-        ctx = _new((B, C), acc, x.device)
-        eager_ops.context_pool_fwd(x, conv_w, ctx, _new((B, C + 2), acc, x.device))
-        for mlp, out in zip((scale_mlp, add_mlp), outputs):
-            if mlp is not None:
-                out.copy_(eager_ops.context_mlp(ctx, mlp, act))
+        eager_ops.context_pool_fwd(x, conv_w, ctx, stats)
     else:
         rows = launch.context_pool_programs(x)
-        launch.global_context_fwd(x, conv_w, _new((rows, C), acc, x.device), _new((rows, 2), acc, x.device),
-                                  _new((B, C), acc, x.device), workspaces.counters(x.device, B), scale_mlp, add_mlp, *outputs, act)
+        part, pstats = _new((rows, C), acc, x.device), _new((rows, 2), acc, x.device)
+        shape = mlp_shape(x, scale_mlp, add_mlp, act)
+        if mlp_path(path, shape, x.device) == "one-launch":
+            launch.global_context_fwd(x, conv_w, part, pstats, ctx, workspaces.counters(x.device, B), scale_mlp, add_mlp,
+                                      *outputs, act)
+            return s, t
+        launch.context_pool_fwd(x, conv_w, part, pstats, ctx, stats)
+    s, t = (eager_ops.context_mlp(ctx, mlp, act) if mlp is not None else out for mlp, out in zip((scale_mlp, add_mlp), (s, t)))
     return s, t
+
+
+def mlp_shape(x: Tensor, scale_mlp: tuple | None, add_mlp: tuple | None, act: str) -> context_cost.ContextShape:
+    """The cost model's view of one context_mlp call on x (MLPs as :func:`_mlp` gives them)."""
+    B, C, H, W = x.shape
+    acc = acc_dtype(x)
+    weights = [t for mlp in (scale_mlp, add_mlp) if mlp is not None for t in mlp[:6]]
+    return context_cost.ContextShape(B, C, H * W, x.dtype, scale_mlp[0].shape[0] if scale_mlp else 0,
+                                     add_mlp[0].shape[0] if add_mlp else 0, act, all(w.dtype == acc for w in weights))
+
+
+def mlp_path(path: str, shape: context_cost.ContextShape, device: torch.device) -> str:
+    """The op's path: ``path`` when it names one of context_cost.PATHS, else chosen (paths.choose:
+    forced, tuned, or estimated by the critical-path model)."""
+    if path in context_cost.PATHS:
+        return path
+    return paths.choose("context_mlp", shape.key(), context_cost.PATHS, lambda: context_cost.paths(shape), device)
+
+
+def op_mlp_path(args: dict) -> str:
+    """The path a call of ``tritattn::context_mlp`` with these arguments by name takes, as the op
+    decides it (perf/bytes_model.py asks)."""
+    mlps = [_mlp(*(args[f"{kind}_{n}"] for n in ("w1", "b1", "ln_w", "ln_b", "w2", "b2", "eps"))) for kind in ("scale", "add")]
+    return mlp_path(args.get("path", ""), mlp_shape(args["x"], *mlps, args["act"]), args["x"].device)
 
 
 @context_mlp_op.register_fake
 def _(x, conv_w, scale_w1, scale_b1, scale_ln_w, scale_ln_b, scale_w2, scale_b2, scale_eps,
-      add_w1, add_b1, add_ln_w, add_ln_b, add_w2, add_b2, add_eps, act):
+      add_w1, add_b1, add_ln_w, add_ln_b, add_w2, add_b2, add_eps, act, path=""):
     return _alloc_context_mlp(x, scale_w1, add_w1)
 
 

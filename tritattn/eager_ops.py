@@ -135,18 +135,23 @@ def radix_attention_weights(
 ) -> torch.Tensor:
     """radix_squeeze_attend_fwd's attention a [B, R, C] in the accumulator dtype: the radix softmax
     (sigmoid for R = 1) of W2 · act(bn(W1 · mean_hw(Σ_r x5) + b1)) + b2."""
-    B, R, C = x5.shape[:3]
-    xa = _acc(x5)
-    h = xa.sum(1).mean((2, 3)) @ w1.to(xa.dtype).T
-    if b1 is not None:
-        h = h + b1.to(xa.dtype)
+    return radix_pooled_attention(_acc(x5).sum(1).mean((2, 3)), x5.shape[1], w1, b1, norm, w2, b2, act)
+
+
+def radix_pooled_attention(
+    pooled: torch.Tensor, R: int, w1: torch.Tensor, b1: torch.Tensor | None, norm: tuple | None, w2: torch.Tensor,
+    b2: torch.Tensor | None, act: str,
+) -> torch.Tensor:
+    """The attention a [B, R, C] in pooled's dtype (the accumulator's) of the pooled vector [B, C]:
+    the radix softmax (sigmoid for R = 1) of W2 · act(bn(W1 · pooled + b1)) + b2, as GEMMs over
+    all samples (the split path's MLP, and the eager formula's)."""
+    dt = pooled.dtype
+    h = F.linear(pooled, w1.to(dt), b1.to(dt) if b1 is not None else None)
     if norm is not None:
-        scale, shift = eval_batchnorm(norm, xa.dtype)
+        scale, shift = eval_batchnorm(norm, dt)
         h = h * scale + shift
-    z = _ACTIVATIONS[act](h) @ w2.to(xa.dtype).T
-    if b2 is not None:
-        z = z + b2.to(xa.dtype)
-    z = z.view(B, R, C)
+    z = F.linear(_ACTIVATIONS[act](h), w2.to(dt), b2.to(dt) if b2 is not None else None)
+    z = z.view(pooled.shape[0], R, pooled.shape[1])
     return z.sigmoid() if R == 1 else z.softmax(1)
 
 
@@ -195,8 +200,9 @@ def context_pool_bwd(
 
 def context_mlp(ctx: torch.Tensor, mlp: tuple, act: str) -> torch.Tensor:
     """context_pool_combine_mlp's MLP output W2 · act(LayerNorm(W1 · ctx + b1)) + b2 in ctx's dtype
-    (the accumulator's); ``mlp`` = (w1 [RD, C], b1, ln_w, ln_b, w2 [C, RD], b2, eps)."""
+    (the accumulator's), as GEMMs over all samples (the split path's MLP, and the eager formula's);
+    ``mlp`` = (w1 [RD, C], b1, ln_w, ln_b, w2 [C, RD], b2, eps)."""
     w1, b1, ln_w, ln_b, w2, b2, eps = mlp
     dt = ctx.dtype
-    h = F.layer_norm(ctx @ w1.to(dt).t() + b1.to(dt), (w1.shape[0],), ln_w.to(dt), ln_b.to(dt), eps)
-    return _ACTIVATIONS[act](h) @ w2.to(dt).t() + b2.to(dt)
+    h = F.layer_norm(F.linear(ctx, w1.to(dt), b1.to(dt)), (w1.shape[0],), ln_w.to(dt), ln_b.to(dt), eps)
+    return F.linear(_ACTIVATIONS[act](h), w2.to(dt), b2.to(dt))

@@ -631,18 +631,21 @@ RADIX_SQUEEZE_ATTEND_FWD = Tuner(
 def radix_squeeze_attend_fwd(
     x5: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor | None, norm: tuple | None,
     w2: torch.Tensor, b2: torch.Tensor | None, act: str,
-    pooled: torch.Tensor, a: torch.Tensor, counter: torch.Tensor, prologue: tuple | None = None,
+    pooled: torch.Tensor, a: torch.Tensor | None, counter: torch.Tensor | None, prologue: tuple | None = None,
+    mlp_tail: bool = True,
 ) -> None:
     """The attention a [B, R, C] (ACC, contiguous) of the branches x5 [B, R, C, H, W] in one launch
     (kernels/radix_combine.py): the pooled vector (workspace ``pooled`` [B, C], ACC, contiguous),
     then per sample act(bn(W1 · v + b1)) → W2 · … + b2 → softmax over r (sigmoid for R = 1).
     ``w1`` dense [RD, C], ``w2`` dense [R·C, RD] with rows in (r, c) order; ``norm`` the hidden
     BatchNorm's (weight, bias, running mean, running var, eps), or None; ``counter`` ≥ B zeroed
-    int32 slots (left at 0); ``prologue`` as in :func:`radix_combine_fwd` (x5 then holds c)."""
+    int32 slots (left at 0); ``prologue`` as in :func:`radix_combine_fwd` (x5 then holds c).
+    Without ``mlp_tail`` (the split path) the launch writes ``pooled`` only: a and the counters
+    are not used (None)."""
     xs = _radix_strides(x5)
     B, R, C, H, W = x5.shape
     RD = w1.shape[0]
-    p = _radix_problem(x5, xs, prologue, RD=RD, ACT=act, **_norm_flags(norm))
+    p = _radix_problem(x5, xs, prologue, RD=RD, ACT=act, **_norm_flags(norm), **_tail_flag(mlp_tail))
     *bn, bn_eps = _norm_args(norm)
     pro, pro_eps, pro_flags = _prologue_args(prologue)
     with _device_guard(x5):
@@ -651,7 +654,8 @@ def radix_squeeze_attend_fwd(
             (x5, pooled, counter, w1, b1, *bn, w2, b2, a, *pro, R, C, H * W, RD, bn_eps, pro_eps, *xs,
              *_strides2(w1), *_strides2(w2)),
             dict(ACT=act, HAS_B1=b1 is not None, HAS_B2=b2 is not None, HIDDEN_NORM=norm is not None,
-                 ACC=_acc_dtype(x5), RADIX_BLOCK=triton.next_power_of_2(R), **excitation_geometry(C, RD), **pro_flags),
+                 ACC=_acc_dtype(x5), RADIX_BLOCK=triton.next_power_of_2(R), MLP_TAIL=mlp_tail,
+                 **excitation_geometry(C, RD), **pro_flags),
             x5.device,
         )
 

@@ -42,7 +42,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from . import eager_ops, workspaces
+from . import eager_ops, paths, radix_cost, workspaces
 from .backend import TRITON_AVAILABLE, backend_for
 from .checks import _describe, check_companion, check_tensor
 from .excitation_block import MLP_ACTS, _norm, _prologue, acc_dtype
@@ -249,13 +249,18 @@ def radix_attention_op(
     x5: Tensor, w1: Tensor, b1: Optional[Tensor], bn_weight: Optional[Tensor], bn_bias: Optional[Tensor],
     bn_mean: Optional[Tensor], bn_var: Optional[Tensor], bn_eps: float, w2: Tensor, b2: Optional[Tensor], act: str,
     pre_weight: Optional[Tensor] = None, pre_bias: Optional[Tensor] = None, pre_mean: Optional[Tensor] = None,
-    pre_var: Optional[Tensor] = None, pre_eps: float = 0.0, prologue_act: str = "none",
+    pre_var: Optional[Tensor] = None, pre_eps: float = 0.0, prologue_act: str = "none", path: str = "",
 ) -> Tensor:
     """out [B, C, H, W] = Σ_r a[b, r, c] · x5[b, r, c, h, w], a = the radix softmax over r (sigmoid
     for R = 1) of W2 · act(bn(W1 · pooled + b1)) + b2, pooled = mean over H·W of Σ_r x5; w1 dense
     [RD, C], w2 dense [R·C, RD] (rows in (r, c) order), the BatchNorm (all four tensors or none)
     in eval. Two kernels: radix_squeeze_attend_fwd (a in float32 / float64), radix_combine_fwd
     (one rounding to x5's dtype). Inference only: no backward.
+
+    ``path`` (tritattn/radix_cost.py): "one-launch" (the MLP and the softmax in each sample's last
+    program of the first kernel), "split" (the first kernel pools only; the MLP and the softmax
+    run as GEMMs over all samples in torch, eager_ops.radix_pooled_attention), or "" to choose
+    by the critical-path model or a tuned winner (:func:`attention_path`).
 
     Prologue (``prologue_act`` ≠ "none": kernels/radix_combine.py): x5 holds SplitAttn's conv
     output c, and the branches are x5 ← prologue_act(bn(c)) with the eval BatchNorm ``pre_*``
@@ -275,14 +280,49 @@ def radix_attention_op(
         eager_ops.radix_combine_fwd(x5, a, out)
         return out
     pooled = _new((B, C), acc_dtype(x5), x5.device)
-    launch.radix_squeeze_attend_fwd(x5, w1, b1, norm, w2, b2, act, pooled, a, workspaces.counters(x5.device, B), prologue)
+    if attention_path(path, attention_shape(x5, w1, b1, norm, w2, b2, act, prologue), x5.device) == "one-launch":
+        launch.radix_squeeze_attend_fwd(x5, w1, b1, norm, w2, b2, act, pooled, a, workspaces.counters(x5.device, B),
+                                        prologue)
+    else:
+        launch.radix_squeeze_attend_fwd(x5, w1, b1, norm, w2, b2, act, pooled, None, None, prologue, mlp_tail=False)
+        a = eager_ops.radix_pooled_attention(pooled, R, w1, b1, norm, w2, b2, act)
     launch.radix_combine_fwd(x5, a, out, prologue)
     return out
 
 
+def attention_shape(x5: Tensor, w1: Tensor, b1: Optional[Tensor], norm: Optional[tuple], w2: Tensor,
+                    b2: Optional[Tensor], act: str, prologue: Optional[tuple]) -> radix_cost.RadixShape:
+    """The cost model's view of one radix_attention call on the branches x5."""
+    B, R, C, H, W = x5.shape
+    acc = acc_dtype(x5)
+    return radix_cost.RadixShape(
+        B, R, C, H * W, x5.element_size(), branch_memory_format(x5) == torch.channels_last, w1.shape[0], act,
+        b1 is not None, b2 is not None, norm is not None, prologue is not None and prologue[1] is not None,
+        all(t.dtype == acc for t in (w1, b1, w2, b2) if t is not None))
+
+
+def op_attention_path(args: dict) -> str:
+    """The path a call of ``tritattn::radix_attention`` with these arguments by name takes, as the
+    op decides it (perf/bytes_model.py asks)."""
+    norm = _norm(args["bn_weight"], args["bn_bias"], args["bn_mean"], args["bn_var"], args["bn_eps"])
+    prologue = _prologue(args.get("prologue_act", "none"), args.get("pre_weight"), args.get("pre_bias"),
+                         args.get("pre_mean"), args.get("pre_var"), args.get("pre_eps", 0.0))
+    x5 = args["x5"]
+    shape = attention_shape(x5, args["w1"], args["b1"], norm, args["w2"], args["b2"], args["act"], prologue)
+    return attention_path(args.get("path", ""), shape, x5.device)
+
+
+def attention_path(path: str, shape: radix_cost.RadixShape, device: torch.device) -> str:
+    """The op's path: ``path`` when it names one of radix_cost.PATHS, else chosen (paths.choose:
+    forced, tuned, or estimated by the critical-path model)."""
+    if path in radix_cost.PATHS:
+        return path
+    return paths.choose("radix_attention", shape.key(), radix_cost.PATHS, lambda: radix_cost.paths(shape), device)
+
+
 @radix_attention_op.register_fake
 def _(x5, w1, b1, bn_weight, bn_bias, bn_mean, bn_var, bn_eps, w2, b2, act, pre_weight=None, pre_bias=None,
-      pre_mean=None, pre_var=None, pre_eps=0.0, prologue_act="none"):
+      pre_mean=None, pre_var=None, pre_eps=0.0, prologue_act="none", path=""):
     return _alloc_combine(addressable_branches(x5))
 
 
