@@ -29,8 +29,9 @@ accumulate in ACC the same way.
 """
 from __future__ import annotations
 
+import functools
 import math
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from torch import Tensor
@@ -215,7 +216,10 @@ def context_mlp_op(
         rows = launch.context_pool_programs(x)
         part, pstats = _new((rows, C), acc, x.device), _new((rows, 2), acc, x.device)
         shape = mlp_shape(x, scale_mlp, add_mlp, act)
-        if mlp_path(path, shape, x.device) == "one-launch":
+        call = functools.partial(torch.ops.tritattn.context_mlp, x, conv_w, scale_w1, scale_b1, scale_ln_w, scale_ln_b,
+                                 scale_w2, scale_b2, scale_eps, add_w1, add_b1, add_ln_w, add_ln_b, add_w2, add_b2,
+                                 add_eps, act)
+        if mlp_path(path, shape, x.device, paths.op_measure(call)) == "one-launch":
             launch.global_context_fwd(x, conv_w, part, pstats, ctx, workspaces.counters(x.device, B), scale_mlp, add_mlp,
                                       *outputs, act)
             return s, t
@@ -233,12 +237,15 @@ def mlp_shape(x: Tensor, scale_mlp: tuple | None, add_mlp: tuple | None, act: st
                                      add_mlp[0].shape[0] if add_mlp else 0, act, all(w.dtype == acc for w in weights))
 
 
-def mlp_path(path: str, shape: context_cost.ContextShape, device: torch.device) -> str:
+def mlp_path(path: str, shape: context_cost.ContextShape, device: torch.device,
+             measure: Callable[[str], Callable[[], object]] | None = None) -> str:
     """The op's path: ``path`` when it names one of context_cost.PATHS, else chosen (paths.choose:
-    forced, tuned, or estimated by the critical-path model)."""
+    forced, tuned, measured inside ``tritattn.tune`` on a GPU with ``measure``, or estimated by the
+    critical-path model)."""
     if path in context_cost.PATHS:
         return path
-    return paths.choose("context_mlp", shape.key(), context_cost.PATHS, lambda: context_cost.paths(shape), device)
+    return paths.choose("context_mlp", shape.key(), context_cost.PATHS, lambda: context_cost.paths(shape), device,
+                        measure)
 
 
 def op_mlp_path(args: dict) -> str:

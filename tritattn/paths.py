@@ -27,6 +27,7 @@ one-launch 12.3 µs, split 8.1 µs, per-op 9.0 µs, eager 14.0 µs`` or ``measur
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 from dataclasses import dataclass
@@ -148,6 +149,12 @@ def choose(
     _decisions[(block, key)] = PathDecision(block, key, path, reason)
     log.debug("%s %s: path %s (%s)", block, key, path, reason)
     return path
+
+
+def op_measure(call: Callable[..., object]) -> Callable[[str], Callable[[], object]]:
+    """``measure`` for :func:`choose` on behalf of a custom op that takes a ``path`` argument:
+    candidate ``name`` is timed as ``call(path=name)`` (the op's own arguments bound in ``call``)."""
+    return lambda name: functools.partial(call, path=name)
 
 
 def _may_measure(device: torch.device) -> bool:

@@ -37,7 +37,8 @@ the eager fallback the op computes the same math in torch.
 """
 from __future__ import annotations
 
-from typing import Optional
+import functools
+from typing import Callable, Optional
 
 import torch
 from torch import Tensor
@@ -280,7 +281,10 @@ def radix_attention_op(
         eager_ops.radix_combine_fwd(x5, a, out)
         return out
     pooled = _new((B, C), acc_dtype(x5), x5.device)
-    if attention_path(path, attention_shape(x5, w1, b1, norm, w2, b2, act, prologue), x5.device) == "one-launch":
+    call = functools.partial(torch.ops.tritattn.radix_attention, x5, w1, b1, bn_weight, bn_bias, bn_mean, bn_var, bn_eps,
+                             w2, b2, act, pre_weight, pre_bias, pre_mean, pre_var, pre_eps, prologue_act)
+    shape = attention_shape(x5, w1, b1, norm, w2, b2, act, prologue)
+    if attention_path(path, shape, x5.device, paths.op_measure(call)) == "one-launch":
         launch.radix_squeeze_attend_fwd(x5, w1, b1, norm, w2, b2, act, pooled, a, workspaces.counters(x5.device, B),
                                         prologue)
     else:
@@ -312,12 +316,15 @@ def op_attention_path(args: dict) -> str:
     return attention_path(args.get("path", ""), shape, x5.device)
 
 
-def attention_path(path: str, shape: radix_cost.RadixShape, device: torch.device) -> str:
+def attention_path(path: str, shape: radix_cost.RadixShape, device: torch.device,
+                   measure: Callable[[str], Callable[[], object]] | None = None) -> str:
     """The op's path: ``path`` when it names one of radix_cost.PATHS, else chosen (paths.choose:
-    forced, tuned, or estimated by the critical-path model)."""
+    forced, tuned, measured inside ``tritattn.tune`` on a GPU with ``measure``, or estimated by the
+    critical-path model)."""
     if path in radix_cost.PATHS:
         return path
-    return paths.choose("radix_attention", shape.key(), radix_cost.PATHS, lambda: radix_cost.paths(shape), device)
+    return paths.choose("radix_attention", shape.key(), radix_cost.PATHS, lambda: radix_cost.paths(shape), device,
+                        measure)
 
 
 @radix_attention_op.register_fake
