@@ -1,7 +1,7 @@
 """Host time per block call: the CPU work of one converted block against eager's same block.
 
-    python perf/host_time.py              # the table (a minute on 2 CPU cores)
-    python perf/host_time.py --calls 2000 # more calls per median
+    python perf/host_time.py                  # the table (~5 minutes on one free CPU core)
+    python perf/host_time.py --blocks SE --calls 100   # a subset, fewer calls per figure
 
 At batch 1–8 a block's GPU work takes a few µs, so the CPU time of a call — Python, dispatch,
 argument checks, allocation, problem keys, config lookups, kernel launches — decides. This tool
@@ -38,6 +38,9 @@ How, without a GPU (the table of :func:`table`, "host µs"):
   launches stubbed — the path (and problem keys) a GPU would take at that shape; given for the
   blocks whose torch ops (outside the kernels) touch only [B, C] vectors, else None: ResNeSt's and
   SKNet's convolutions and GCNet's ``x + context`` would compute over the whole map on the CPU.
+  Those [B, C] ops still compute here — the split path's MLP GEMMs (tritattn/excitation_mlp.py),
+  several hundred µs at SE 2048@7×7 on a CPU core — so where the full shape takes a path with
+  torch GEMMs this column is an upper bound, not host time.
 
 On a GPU (``torch.cuda.is_available()``) every figure is the real host time: CUDA tensors at the
 full shape, the launches real, the device synchronised before each call and outside its timing
