@@ -194,8 +194,9 @@ class PendingCount:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--json", str(self._json), "--blocks", ",".join(block_ids),
                "--batches", ",".join(map(str, batches)), "--dtype", dtype]
         with self._log.open("w") as log:
+            # one thread: the count stays on one core, beside the timings it runs next to
             self._process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                             env=os.environ | {"TRITON_INTERPRET": "1"})
+                                             env=os.environ | {"TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1"})
         self._stop = weakref.finalize(self, _stop_count, self._process, self._dir)
 
     def result(self) -> list[PathCount]:
