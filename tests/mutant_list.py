@@ -255,6 +255,13 @@ MUTANTS: list[Mutant] = [
         ("tests/test_prologue.py::test_prologue_is_bitwise_repeatable_and_leaves_the_counters_at_zero",),
     ),
     Mutant(
+        "batch_stats_group_counts_from_row_0", "kernels/prologue_norm.py",
+        "        start = row0 + e * unit  # the entry's first partial row",
+        "        start = e * unit  # mutant: the entry's first partial row",
+        "batch_stats_fwd's merge of a group of partial rows counts their values as if the group began at row 0",
+        ("tests/test_batch_stats.py", "-k", "several_groups"),
+    ),
+    Mutant(
         "prologue_norm_bwd_mean_term_not_over_k", "kernels/prologue_norm.py",
         "        gm = tl.load(grad_mean_ptr + bc, mask=mask, other=0.0) / K",
         "        gm = tl.load(grad_mean_ptr + bc, mask=mask, other=0.0)",
