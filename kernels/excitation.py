@@ -1,5 +1,6 @@
-"""A channel-attention block as one pipeline: the squeeze and the excitation MLP in one launch,
-and the block's backward in two.
+"""A channel-attention block as one pipeline: the squeeze and the excitation MLP in one launch
+(MLP_TAIL; else the squeeze alone, the MLP then running as GEMMs over the batch outside the
+kernels: tritattn/excitation_mlp.py), and the block's backward in two.
 
 The block (SE, Effective-SE, ECA / CECA, CBAM's channel branch) is, per sample b,
 

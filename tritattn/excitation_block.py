@@ -1,11 +1,22 @@
 """A channel-attention block (SE, Effective-SE, ECA / CECA, CBAM's channel branch) as one
-differentiable unit: ``tritattn::excitation_block`` (2 kernels) and its backward (2 kernels).
+differentiable unit: ``tritattn::excitation_block`` (2 kernels) and its backward (2 kernels),
+each on one of two kernel paths (``path``):
 
-Forward: squeeze_excite_fwd (pool over H×W, then each sample's MLP or channel conv, computed in
-Triton) → gated_scale_fwd (y = act_out(x · gate(s) + residual)). Backward:
-excitation_bwd_reduce (Σ_hw dy·x → grad of the logits, then the MLP's backward per sample) →
-excitation_bwd_apply (grad_x = dy · gate + grad of the pooling, grad_residual, the weight
-gradients). See kernels/excitation.py for the math.
+- "one-launch": squeeze_excite_fwd (pool over H×W, then each sample's MLP or channel conv in the
+  sample's last program) → gated_scale_fwd (y = act_out(x · gate(s) + residual)); backward
+  excitation_bwd_reduce (Σ_hw dy·x → grad of the logits, then the MLP's backward per sample) →
+  the weight gradients as GEMMs over the batch → excitation_bwd_apply (grad_x = dy · gate + grad
+  of the pooling, grad_residual; elementwise);
+- "split": squeeze_excite_fwd pools only → the MLP as GEMMs over all samples
+  (tritattn/excitation_mlp.py: one read of the weights) → gated_scale_fwd; backward
+  excitation_bwd_reduce without the MLP → the MLP's backward and the weight gradients as GEMMs
+  → excitation_bwd_apply.
+
+The last program's MLP re-reads all C×RD weights per sample, a serial tail where C·RD is large;
+:func:`block_path` chooses per shape between the two, the per-op path and the reference
+module's eager forward (tritattn/paths.py: the critical-path model on the launches
+tritattn/excitation_cost.py predicts, or a winner ``tritattn.tune`` measured). See
+kernels/excitation.py for the math.
 
 Saved for backward: x and the logits s [B, C] (float32), and y only with the ReLU epilogue (as
 eager's ReLU saves its output); never an x-sized intermediate. The pooled vectors are not saved:
@@ -172,21 +183,45 @@ def op_kernel_path(args: dict, backward: bool) -> str:
     return kernel_path(args.get("path", ""), shape, args["x"].device, backward)
 
 
+#: The ``path`` argument that lets the block op choose between its kernel paths (:func:`kernel_path`).
+OP_CHOOSES = ""
+
+
 def block_path(x: Tensor, spec: BlockSpec, gate: str, residual: Tensor | None, act_out: str,
                run: Callable[[], Tensor] | None = None) -> str:
     """The path a module's call takes (:data:`excitation_cost.PATHS`: "one-launch", "split",
     "per-op" or "eager"), for the inference forward, or the training step when x or a weight
     needs a gradient (paths.choose). ``run``: the module's call on x, for timing each path
-    inside ``tritattn.tune`` on a GPU."""
+    inside ``tritattn.tune`` on a GPU. Under ``torch.compile`` / ``torch.export`` and
+    ``torch.jit.trace``: :data:`OP_CHOOSES` — the recorded block op chooses between its kernel
+    paths at each call (dynamo traces no further; the tracer records no shape decision)."""
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():
+        return OP_CHOOSES
     tensors = (x, residual, spec.w1, spec.b1, spec.w2, spec.b2)
     training = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
-    shape = block_shape(x, spec, spec.w1, spec.b1, spec.b2, spec.norm is not None, residual is not None, act_out)
+    shape, key = _shape_and_key(x, spec, residual is not None, act_out, training)
     measure = None
     if run is not None:
         leaves = [t for t in tensors if t is not None and t.requires_grad] if training else []
         measure = functools.partial(_timed_call, run=run, leaves=leaves)
-    return paths.choose("excitation_block", shape.key(training), excitation_cost.PATHS,
+    return paths.choose("excitation_block", key, excitation_cost.PATHS,
                         lambda: excitation_cost.paths(shape, training), x.device, measure)
+
+
+#: (x's sizes, strides and dtype, what the spec's shapes say, residual, act_out, training) →
+#: (BlockShape, its problem key): computed once per distinct call, as the host path is short
+_shapes: dict[tuple, tuple[BlockShape, str]] = {}
+
+
+def _shape_and_key(x: Tensor, spec: BlockSpec, residual: bool, act_out: str, training: bool) -> tuple[BlockShape, str]:
+    w1 = spec.w1
+    memo = (tuple(x.shape), x.stride(), x.dtype, spec.pool, spec.mlp, spec.act, None if w1 is None else w1.shape[0],
+            spec.b1 is None, spec.b2 is None, spec.norm is None, residual, act_out, training)
+    found = _shapes.get(memo)
+    if found is None:
+        shape = block_shape(x, spec, w1, spec.b1, spec.b2, spec.norm is not None, residual, act_out)
+        found = _shapes[memo] = (shape, shape.key(training))
+    return found
 
 
 def _timed_call(path: str, run: Callable[[], Tensor], leaves: list[Tensor]) -> Callable[[], None]:

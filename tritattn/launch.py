@@ -33,22 +33,27 @@ SQUEEZE_EXCITE_FWD = Tuner("squeeze_excite_fwd", excitation.squeeze_excite_fwd, 
 
 
 class WideTuner(Tuner):
-    """A Tuner whose untuned config spreads tiling's tile over ``num_warps`` warps (not 4)."""
+    """A Tuner whose untuned config spreads tiling's tile over ``num_warps`` warps (not 4) where
+    both its sides are at least ``min_side`` (a square-ish tile; a long thin one keeps 4)."""
 
-    def __init__(self, name: str, kernel, configs: list[triton.Config], num_stages: int, num_warps: int) -> None:
+    def __init__(self, name: str, kernel, configs: list[triton.Config], num_stages: int, num_warps: int,
+                 min_side: int) -> None:
         super().__init__(name, kernel, configs, num_stages)
-        self.num_warps = num_warps
+        self.num_warps, self.min_side = num_warps, min_side
 
     def _default(self, problem: Problem) -> triton.Config:
         cfg = super()._default(problem)
+        if min(cfg.kwargs["BLOCK_R"], cfg.kwargs["BLOCK_K"]) < self.min_side:
+            return cfg
         return triton.Config(cfg.kwargs, num_warps=self.num_warps, num_stages=cfg.num_stages)
 
 
 #: excitation_bwd_reduce keeps x, grad_y, d and the pooling's running max and ties live: tiling's
-#: 4096-element tile over 4 warps spills on sm_90 (84 B of stores at SE 2048@7×7 NCHW, with or
-#: without the MLP tail; 255 registers); over 8 warps it does not (tests/test_spills.py)
+#: 64 × 64 tile (NCHW 7×7) over 4 warps spills on sm_90 (84 B of stores at SE 2048@7×7, with or
+#: without the MLP tail; 255 registers), over 8 warps not (169); a 4 × 1024 tile spills over 8
+#: warps (12 B with the prologue and the MLP tail: 128 registers), not over 4 (tests/test_spills.py)
 EXCITATION_BWD_REDUCE = WideTuner("excitation_bwd_reduce", excitation.excitation_bwd_reduce,
-                                  excitation.EXCITATION_BWD_REDUCE_CONFIGS, num_stages=3, num_warps=8)
+                                  excitation.EXCITATION_BWD_REDUCE_CONFIGS, num_stages=3, num_warps=8, min_side=16)
 DOUBLY_GATED_SCALE_FWD = Tuner(
     "doubly_gated_scale_fwd", cbam_spatial.doubly_gated_scale_fwd, cbam_spatial.DOUBLY_GATED_SCALE_FWD_CONFIGS, num_stages=1)
 #: batch_stats_fwd's workspace has a row per (sample, pixel chunk): its tile is part of its

@@ -166,24 +166,29 @@ class ChannelExcitation(nn.Module):
 
     def _excite_input(self, x: Tensor, residual: Tensor | None, act: str) -> Tensor:
         gate = self.kernel_gate_name()
-        path = self.block_path(x, gate, residual, act) if gate is not None else "eager"
+        spec = self.block_spec() if gate is not None and self.uses_block_pipeline(x) else None
+        path = self.block_path(x, spec, gate, residual, act)
         if path == "eager":
             y = super().forward(x)  # the reference class's forward
             if residual is not None:
                 y = y + residual
             return F.relu(y) if act == "relu" else y
         if path != "per-op":
-            return excitation_block.excitation(x, self.block_spec(), gate, residual, act, path=path)
+            return excitation_block.excitation(x, spec, gate, residual, act, path=path)
         return excite_scale_unchecked(x, self.logits(x), gate, residual, act)
 
-    def block_path(self, x: Tensor, gate: str, residual: Tensor | None = None, act: str = "identity") -> str:
-        """The path ``self.excite(x, residual, act)`` takes (tritattn/paths.py): "per-op" off the
-        block pipeline, else the fastest of "one-launch", "split", "per-op" and "eager" for the
-        shape (excitation_block.block_path: estimated, or measured by ``tritattn.tune``)."""
-        if not self.uses_block_pipeline(x):
+    def block_path(self, x: Tensor, spec: BlockSpec | None, gate: str | None, residual: Tensor | None = None,
+                   act: str = "identity") -> str:
+        """The path ``self.excite(x, residual, act)`` takes (tritattn/paths.py), given the gate's
+        kernel name (None: none) and ``spec``, :meth:`block_spec` where the block pipeline runs for
+        x (None elsewhere): "eager" without a gate kernel, "per-op" off the pipeline, else the
+        fastest of "one-launch", "split", "per-op" and "eager" for the shape
+        (excitation_block.block_path: estimated, or measured by ``tritattn.tune``)."""
+        if gate is None:
+            return "eager"
+        if spec is None:
             return "per-op"
-        return excitation_block.block_path(x, self.block_spec(), gate, residual, act,
-                                           run=lambda: self._excite_input(x, residual, act))
+        return excitation_block.block_path(x, spec, gate, residual, act, run=lambda: self._excite_input(x, residual, act))
 
     def forward(self, x: Tensor) -> Tensor:
         if torch.jit.is_scripting():
