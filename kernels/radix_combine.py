@@ -83,8 +83,8 @@ def radix_pool_fwd(
     Minimum bytes: B·R·C·K·itemsize(x) read + B·C·itemsize(pooled) written.
     Grid: rows_grid(B, C, BLOCK_R) — one program per (b, block of BLOCK_R channels), looping over
     r and over K in BLOCK_K steps: every program issues R·cdiv(K, BLOCK_K) loads and a store (no
-    program longer than another; with channels_last's default tile, all C channels in one block,
-    that is R·K / BLOCK_K loads per sample — a long loop at 56×56, left to the tuner).
+    program longer than another; the untuned tile, launch.radix_rows_tile, keeps that ≤ 16 where
+    ≥ 8 contiguous channels per program allow: 7 steps of 512 pixels per branch at 56×56).
     """
     b, offs_c = row_block(C, BLOCK_R)
     mask_c = offs_c < C
@@ -161,7 +161,7 @@ def radix_combine_bwd(
     written, B·R·C·itemsize(a) read + B·R·C·itemsize(grad_a) written.
     Grid: rows_grid(B, C, BLOCK_R) — one program per (b, block of BLOCK_R channels), looping over
     K in BLOCK_K steps and over the R branches inside: cdiv(K, BLOCK_K)·(1 + 3R) + 1 memory
-    instructions, every program alike (channels_last's default tile: see radix_pool_fwd).
+    instructions, every program alike (the untuned tile: see radix_pool_fwd).
     """
     b, offs_c = row_block(C, BLOCK_R)
     mask_c = offs_c < C

@@ -603,3 +603,22 @@ def test_tune_measures_both_paths_and_the_winner_is_kept(simulated_gpu, monkeypa
     assert paths.decision("context_mlp", decision.key).reason == "measured (user cache)"
     assert torch.equal(y, again)
     assert_close(y, peer(x), what="the measured path")
+
+
+@pytest.mark.skipif(not ON_KERNELS, reason="the torch backend has one path: the eager formulas")
+def test_split_path_keeps_float32_under_autocast():
+    """Mixed precision (bfloat16 x under autocast, float32 weights): the split path's GEMMs run in
+    the accumulator's float32 like the kernel's MLP (s, t float32 and close to the one-launch path's)."""
+    from tritattn import paths
+
+    C, RD = 16, 8
+    x = make_input((2, C, 3, 5), torch.bfloat16)
+    w = torch.randn(C, device=DEVICE)
+    mlp = tuple(torch.randn(s, device=DEVICE) for s in ((RD, C), (RD,), (RD,), (RD,), (C, RD), (C,))) + (1e-5,)
+    out = {}
+    for path in ("one-launch", "split"):
+        with torch.autocast(DEVICE, dtype=torch.bfloat16), paths.forced(path), torch.no_grad():
+            out[path] = torch.ops.tritattn.context_mlp(x, w, *mlp, *mlp, "relu")
+    for name, got, want in zip(("s", "t"), out["split"], out["one-launch"]):
+        assert got.dtype == want.dtype == torch.float32, name
+        assert_close(got, want.double(), torch.float32, what=f"{name} under autocast")

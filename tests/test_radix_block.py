@@ -917,3 +917,28 @@ def test_tune_measures_both_paths_and_the_winner_is_kept(simulated_gpu, monkeypa
         assert paths.decision("radix_attention", decision.key).reason == "measured (user cache)"
         assert torch.equal(y, again)
         assert_close(y, peer(x), torch.float64, what="the measured path")
+
+
+@pytest.mark.skipif(not on_kernels(), reason="the torch backend has one path: the eager formulas")
+def test_split_path_keeps_float32_attention_under_autocast():
+    """Mixed precision (bfloat16 branches under autocast, float32 weights): the split path's GEMMs
+    and softmax run in float32 like the kernel's MLP: the same output as the one-launch path."""
+    from tritattn import paths
+
+    R, C, RD = 2, 16, 8
+    x5 = branches(R, (2, C, 3, 5), torch.bfloat16, "split_channels_last")[1].detach()
+    weights = (torch.randn(RD, C, device=DEVICE), torch.randn(RD, device=DEVICE), None,
+               torch.randn(R * C, RD, device=DEVICE), torch.randn(R * C, device=DEVICE), "relu")
+    out = {}
+    for path in ("one-launch", "split"):
+        with torch.autocast(DEVICE, dtype=torch.bfloat16), paths.forced(path), torch.no_grad():
+            out[path] = radix_block.radix_attention(x5, *weights)
+    assert out["split"].dtype == torch.bfloat16
+    assert_close(out["split"], out["one-launch"].double(), what="split under autocast")
+    pooled = torch.randn(2, C, device=DEVICE)
+    with torch.autocast(DEVICE, dtype=torch.bfloat16):
+        a = eager_ops.radix_pooled_attention(pooled, R, *weights)
+    w1, b1, _, w2, b2, _ = (t.double() if isinstance(t, torch.Tensor) else t for t in weights)
+    want = (torch.relu(pooled.double() @ w1.T + b1) @ w2.T + b2).view(2, R, C).softmax(1)
+    assert a.dtype == torch.float32
+    assert_close(a, want, what="the attention under autocast")

@@ -6,6 +6,8 @@ kernels, so both backends give the same numbers up to summation order.
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 
@@ -146,13 +148,21 @@ def radix_pooled_attention(
     the radix softmax (sigmoid for R = 1) of W2 · act(bn(W1 · pooled + b1)) + b2, as GEMMs over
     all samples (the split path's MLP, and the eager formula's)."""
     dt = pooled.dtype
-    h = F.linear(pooled, w1.to(dt), b1.to(dt) if b1 is not None else None)
-    if norm is not None:
-        scale, shift = eval_batchnorm(norm, dt)
-        h = h * scale + shift
-    z = F.linear(_ACTIVATIONS[act](h), w2.to(dt), b2.to(dt) if b2 is not None else None)
+    with without_autocast(pooled):
+        h = F.linear(pooled, w1.to(dt), b1.to(dt) if b1 is not None else None)
+        if norm is not None:
+            scale, shift = eval_batchnorm(norm, dt)
+            h = h * scale + shift
+        z = F.linear(_ACTIVATIONS[act](h), w2.to(dt), b2.to(dt) if b2 is not None else None)
     z = z.view(pooled.shape[0], R, pooled.shape[1])
     return z.sigmoid() if R == 1 else z.softmax(1)
+
+
+def without_autocast(t: torch.Tensor) -> contextlib.AbstractContextManager:
+    """Autocast off on t's device (where it has one): GEMMs on the accumulator's [B, ·] vectors keep
+    its dtype under mixed precision, as the kernels' own sums do."""
+    device = t.device.type
+    return torch.autocast(device, enabled=False) if torch.amp.is_autocast_available(device) else contextlib.nullcontext()
 
 
 def radix_combine_fwd(x5: torch.Tensor, a: torch.Tensor, out: torch.Tensor, prologue: tuple | None = None) -> None:
@@ -204,5 +214,6 @@ def context_mlp(ctx: torch.Tensor, mlp: tuple, act: str) -> torch.Tensor:
     ``mlp`` = (w1 [RD, C], b1, ln_w, ln_b, w2 [C, RD], b2, eps)."""
     w1, b1, ln_w, ln_b, w2, b2, eps = mlp
     dt = ctx.dtype
-    h = F.layer_norm(F.linear(ctx, w1.to(dt), b1.to(dt)), (w1.shape[0],), ln_w.to(dt), ln_b.to(dt), eps)
-    return F.linear(_ACTIVATIONS[act](h), w2.to(dt), b2.to(dt))
+    with without_autocast(ctx):
+        h = F.layer_norm(F.linear(ctx, w1.to(dt), b1.to(dt)), (w1.shape[0],), ln_w.to(dt), ln_b.to(dt), eps)
+        return F.linear(_ACTIVATIONS[act](h), w2.to(dt), b2.to(dt))

@@ -561,10 +561,44 @@ def cbam_spatial_backward(
 # --- radix (split) attention: ResNeSt's SplitAttn, SKNet's SelectiveKernel (kernels/radix_combine.py) ---
 
 
-RADIX_POOL_FWD = Tuner("radix_pool_fwd", radix_combine.radix_pool_fwd, radix_combine.RADIX_POOL_FWD_CONFIGS, num_stages=3)
+#: The radix row reductions (radix_pool_fwd, radix_combine_bwd, radix_squeeze_attend_fwd) loop over
+#: the R branches and over H·W in BLOCK_K steps in each program: their untuned tile keeps those
+#: R · cdiv(H·W, BLOCK_K) steps at most this many where it can (channels_last's tile otherwise
+#: holds every channel and walks a whole 56×56 map: 98 steps at C = 64, R = 2) ...
+RADIX_MAX_STEPS = 16
+#: ... halving its channels (and doubling its pixels) down to this many where they are contiguous.
+RADIX_MIN_BLOCK_R = 8
+
+
+def radix_rows_tile(C: int, K: int, rows_contiguous: bool, radix: int) -> tuple[int, int]:
+    """(BLOCK_R, BLOCK_K) of the radix row reductions' untuned tile: tiling.tile_shape's, its
+    channel side halved and its pixel side doubled (the tile's size kept, BLOCK_K at most
+    LONG_SIDE_MAX and H·W) while a program takes more than RADIX_MAX_STEPS steps, not below
+    RADIX_MIN_BLOCK_R channels where they are contiguous (TILE_ELEMENTS, LONG_SIDE_MAX read at
+    call time)."""
+    block_r, block_k = tiling.tile_shape(C, K, rows_contiguous, tiling.TILE_ELEMENTS)
+    floor = RADIX_MIN_BLOCK_R if rows_contiguous else 1
+    k_cap = min(triton.next_power_of_2(K), tiling.LONG_SIDE_MAX)
+    while radix * triton.cdiv(K, block_k) > RADIX_MAX_STEPS and block_r // 2 >= floor and block_k * 2 <= k_cap:
+        block_r, block_k = block_r // 2, block_k * 2
+    return block_r, block_k
+
+
+class RadixRowsTuner(PixelRowsTuner):
+    """A Tuner of the radix row reductions: its untuned tile is :func:`radix_rows_tile` with 4
+    warps, the first of the candidates it benchmarks (then tiling's pruned ones: PixelRowsTuner's
+    candidates)."""
+
+    def _default(self, problem: Problem) -> triton.Config:
+        block_r, block_k = radix_rows_tile(problem.R, problem.K, problem.rows_contiguous, dict(problem.flags)["RADIX"])
+        return triton.Config({"BLOCK_R": block_r, "BLOCK_K": block_k}, num_warps=4, num_stages=self.num_stages)
+
+
+RADIX_POOL_FWD = RadixRowsTuner(
+    "radix_pool_fwd", radix_combine.radix_pool_fwd, radix_combine.RADIX_POOL_FWD_CONFIGS, num_stages=3)
 RADIX_COMBINE_FWD = Tuner(
     "radix_combine_fwd", radix_combine.radix_combine_fwd, radix_combine.RADIX_COMBINE_FWD_CONFIGS, num_stages=1)
-RADIX_COMBINE_BWD = Tuner(
+RADIX_COMBINE_BWD = RadixRowsTuner(
     "radix_combine_bwd", radix_combine.radix_combine_bwd, radix_combine.RADIX_COMBINE_BWD_CONFIGS, num_stages=3)
 
 
@@ -628,7 +662,7 @@ def radix_combine_bwd(
 
 # --- split attention in inference: the squeeze and the attention MLP in one launch ----------------
 
-RADIX_SQUEEZE_ATTEND_FWD = Tuner(
+RADIX_SQUEEZE_ATTEND_FWD = RadixRowsTuner(
     "radix_squeeze_attend_fwd", radix_combine.radix_squeeze_attend_fwd, radix_combine.RADIX_SQUEEZE_ATTEND_FWD_CONFIGS,
     num_stages=3)
 

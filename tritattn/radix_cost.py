@@ -9,8 +9,8 @@ model**, which tritattn/paths.py compares (or a measurement replaces, inside ``t
 - ``split``: radix_squeeze_attend_fwd pools only → the MLP and the softmax as GEMMs over all
   samples in torch (eager_ops.radix_pooled_attention) → radix_combine_fwd.
 
-A Triton launch's counts are those of its default config (tiling.default_config, what the
-interpreter runs); torch's launches are parallel (cost_model.eager_launch): bytes and a launch.
+A Triton launch's counts are those of its default config (launch.radix_rows_tile for the squeeze,
+tiling.default_config for the combine: what the interpreter runs); torch's launches are parallel (cost_model.eager_launch): bytes and a launch.
 """
 from __future__ import annotations
 
@@ -64,9 +64,11 @@ def mlp_tail(s: RadixShape) -> int:
 
 
 def squeeze(s: RadixShape, tail: bool) -> Launch:
-    cfg = tiling.default_config(s.C, s.K, s.channels_last, 3)
-    per_sample = triton.cdiv(s.C, cfg.kwargs["BLOCK_R"])
-    median = s.R * (4 * s.pro_norm + triton.cdiv(s.K, cfg.kwargs["BLOCK_K"])) + 1 + tail  # tiles; pooled; ticket
+    from .launch import radix_rows_tile  # launch imports the kernels: only a prediction needs it
+
+    block_r, block_k = radix_rows_tile(s.C, s.K, s.channels_last, s.R)
+    per_sample = triton.cdiv(s.C, block_r)
+    median = s.R * (4 * s.pro_norm + triton.cdiv(s.K, block_k)) + 1 + tail  # tiles; pooled; ticket
     longest = median + (1 + mlp_tail(s) if tail else 0)  # the counter reset, the sample's MLP
     if per_sample == 1:  # every program is its sample's last
         median = longest
