@@ -61,7 +61,7 @@ import plots  # noqa: E402
 import report  # noqa: E402
 from cases import DTYPES, LAYOUTS, PASSES  # noqa: E402
 from model_shapes import MODELS  # noqa: E402
-from tritattn import backend_for, tuning  # noqa: E402
+from tritattn import backend_for, paths, tuning  # noqa: E402
 from tritattn.cost_model import gpu_model  # noqa: E402
 
 DEFAULT_OUT = Path(__file__).parent / "out"
@@ -188,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
             "args": {k: v for k, v in vars(args).items()},
             "tuning": {"status": tuning_status, "seconds": tuning.tuning_seconds(), "shipped_table_written": tuned_table,
                        "decisions": [vars(d) for d in tuning.decisions()]},
+            "paths": [vars(d) for d in paths.decisions()],
         },
         "timings": rows, "blocks": census_rows, "skipped": skipped,
         "critical_path": {"count_batches": list(critical_path.COUNT_BATCHES), "dtype": "fp32", "launches": cp_launches,
@@ -212,6 +213,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"FAILED {r['impl']} {r['block']} {r['pass']}: {r['error']}")
     if skipped:
         print(f"\n{len(skipped)} work items skipped: time budget of {args.budget_min} min reached")
+    print("\nPaths the timed blocks took (tritattn.paths: a tuned winner, else the critical-path model's estimate):")
+    for d in paths.decisions():
+        print(f"  {d.block} {d.key}: {d.path} — {d.reason}")
     print(f"\nTuning: {tuning_status}; {len(tuning.decisions())} kernel/problem keys, {tuning.tuning_seconds():.1f} s benchmarking configs")
     print(f"Wrote {args.out}: timings.csv, blocks.csv, critical_path.csv, estimates.csv, sweep.json, {', '.join(p.name for p in pngs)}"
           + (f"; tuned table {tuned_table}" if tuned_table else ""))

@@ -84,12 +84,17 @@ _PER_OP_DESCRIPTIONS: dict[type[nn.Module], str] = {
 }
 
 
+#: A channel-attention block on the kernels: its path is chosen per problem at its first call
+#: (tritattn/paths.py: a tuned winner, else the critical-path model's fastest); paths.decisions() lists them.
+PATH_PER_SHAPE = "block pipeline, path per shape (one-launch, split, per-op or eager: tritattn.paths.decisions())"
+
+
 def pipeline_as(module: nn.Module, twin: type[nn.Module]) -> str:
     """How ``module`` runs as a ``twin`` on the Triton kernels: "block pipeline", or "per-op" and
     why; a CBAM lists its two parts. (On the eager fallback every block runs the per-op path.)"""
     if issubclass(twin, modules.ChannelExcitation):
         refusal = twin.block_refusal(module)  # reads only the parameters and submodules twin and peer share
-        return "block pipeline" if refusal is None else f"per-op: {refusal}"
+        return PATH_PER_SHAPE if refusal is None else f"per-op: {refusal}"
     if issubclass(twin, modules.SpatialScaling):
         return "per-op: spatial pool, conv, spatial scale"
     if twin in _PER_OP_DESCRIPTIONS:

@@ -40,8 +40,9 @@ class Replaced:
     peer: str  #: its class before, qualified
     twin: str  #: its tritattn class now
     gate: str | None  #: the kernel gate it applies (None for a container such as CbamModule)
-    #: how it runs on the kernels: "block pipeline" (squeeze + MLP, scale: 2 kernels forward, 2
-    #: backward) or "per-op" with the reason (a container lists its parts')
+    #: how it runs on the kernels: "block pipeline, path per shape …" (the path — one-launch,
+    #: split, per-op or eager — is chosen per problem at its first call: tritattn.paths.decisions()
+    #: lists each with its reason) or "per-op" with the reason (a container lists its parts')
     pipeline: str = ""
 
 
