@@ -16,11 +16,25 @@ kernels/excitation.py's module docstring (pool, mlp, act as in tritattn.excitati
 """
 from __future__ import annotations
 
-from typing import Optional
+import functools
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from .eager_ops import without_autocast
+
+
+def _in_acc(fn: Callable[..., None]) -> Callable[..., None]:
+    """Runs ``fn`` with autocast off on its first tensor's device: under mixed precision the
+    GEMMs on the [B, ·] workspaces keep the accumulator's dtype, as the kernels' own sums do
+    (autocast would cast one operand to bfloat16 and leave the workspace in float32)."""
+    @functools.wraps(fn)
+    def wrapper(first: Tensor, *args, **kwargs) -> None:
+        with without_autocast(first):
+            return fn(first, *args, **kwargs)
+    return wrapper
 
 
 def _acc(t: Optional[Tensor], dtype: torch.dtype) -> Optional[Tensor]:
@@ -70,6 +84,7 @@ def _hidden(v: Tensor, w1: Tensor, b1: Optional[Tensor], bn) -> tuple[Tensor, Te
     return h_pre, (h_pre * bn[0] + bn[1] if bn is not None else h_pre)
 
 
+@_in_acc
 def logits(mean: Tensor, maximum: Optional[Tensor], weights: tuple, spec: dict, norm: Optional[tuple], s: Tensor) -> None:
     """s [B, C] = excitation(pool) for every sample (the split path's MLP), from the pooled
     ``mean`` / ``maximum`` [B, C]; ``weights`` = (w1, b1, w2, b2) as excitation_block takes them."""
@@ -97,6 +112,7 @@ def _linear_into(out: Tensor, a: Tensor, w: Tensor, bias: Optional[Tensor], bias
         torch.addmm(bias, a, w.t(), beta=bias_factor, out=out)
 
 
+@_in_acc
 def pool_grads(grad_s: Tensor, mean: Tensor, maximum: Optional[Tensor], weights: tuple, spec: dict,
                norm: Optional[tuple], grad_mean: Tensor, grad_max: Optional[Tensor], grads: dict) -> None:
     """The split path's MLP backward for every sample: from grad_s [B, C] (the logits' gradient)
@@ -140,6 +156,7 @@ def pool_grads(grad_s: Tensor, mean: Tensor, maximum: Optional[Tensor], weights:
     weight_grads(grad_s, v, maximum, spec, hidden, grad_h, grad_h_max, grad_norm, grads)
 
 
+@_in_acc
 def weight_grads(grad_s: Tensor, v: Tensor, maximum: Optional[Tensor], spec: dict, hidden: Optional[Tensor],
                  grad_h: Optional[Tensor], grad_h_max: Optional[Tensor], grad_norm: Optional[tuple],
                  grads: dict) -> None:
@@ -202,6 +219,7 @@ def _sum_into(dst: Optional[Tensor], t: Tensor, factor: float = 1.0) -> None:
         dst.copy_(out)
 
 
+@_in_acc
 def tail_weight_grads(grad_s: Tensor, mean: Tensor, maximum: Optional[Tensor], spec: dict, RD: int,
                       work: dict, grads: dict) -> None:
     """:func:`weight_grads` from the workspaces the one-launch path's reduce kernel wrote
