@@ -202,8 +202,8 @@ class PendingCount:
     def result(self) -> list[PathCount]:
         """Wait for the count; its PathCounts (raises with the subprocess's output if it failed)."""
         try:
-            if self._process.wait() != 0:
-                raise RuntimeError(f"the critical-path count failed:\n{self._log.read_text()[-4000:]}")
+            if (code := self._process.wait()) != 0:
+                raise RuntimeError(f"the critical-path count failed (exit status {code}):\n{self._log.read_text()[-4000:]}")
             return load_counts(self._json)
         finally:
             self._stop()
