@@ -122,9 +122,10 @@ def _paired(small: list[Launch], large: list[Launch]) -> tuple[list[Launch], lis
 
 
 def tail_problems(launches: list[Launch], batch: int) -> list[str]:
-    bound = lambda x: LONGEST_PER_MEDIAN * x.median + LONGEST_SLACK  # noqa: E731
+    """The launches whose longest program issues more than LONGEST_PER_MEDIAN × the median's + LONGEST_SLACK."""
     return [f"{x.kernel} at B={batch}: longest program {x.longest} > {LONGEST_PER_MEDIAN} × median {x.median} + "
-            f"{LONGEST_SLACK} ({x.programs} programs)" for x in launches if x.longest > bound(x)]
+            f"{LONGEST_SLACK} ({x.programs} programs)"
+            for x in launches if x.longest > LONGEST_PER_MEDIAN * x.median + LONGEST_SLACK]
 
 
 CASES = [pytest.param(family, shape, id=f"{family}-{name}") for family in FAMILIES for name, shape in SHAPES.items()
