@@ -18,12 +18,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import triton
 
-from .cost_model import Launch, eager_launch
+from .cost_model import INT32, Launch, cdiv, eager_launch, next_power_of_2
 
 PATHS = ("one-launch", "split")
-INT32 = 4
 
 
 @dataclass(frozen=True)
@@ -53,7 +51,7 @@ class ContextShape:
 
     def key(self) -> str:
         """The decision's problem key: the batch bucketed to a power of two, as tuning keys are."""
-        return (f"C={self.C},K={self.K},B<={triton.next_power_of_2(self.B)},{str(self.dtype).removeprefix('torch.')},"
+        return (f"C={self.C},K={self.K},B<={next_power_of_2(self.B)},{str(self.dtype).removeprefix('torch.')},"
                 f"scale={self.rd_scale},add={self.rd_add},{self.act},w_acc={int(self.weights_in_acc)}")
 
 
@@ -62,7 +60,7 @@ def mlp_tail(s: ContextShape) -> int:
     W1 and ctx tiles, b1, ln_w, ln_b, W2 and b2 tiles and the output: 5·n + 3)."""
     from .launch import excitation_geometry  # launch imports the kernels: only a prediction needs it
 
-    n = triton.cdiv(s.C, excitation_geometry(s.C, max(s.mlps))["MLP_BLOCK_C"])
+    n = cdiv(s.C, excitation_geometry(s.C, max(s.mlps))["MLP_BLOCK_C"])
     return len(s.mlps) * (5 * n + 3)
 
 
@@ -71,7 +69,7 @@ def partials(s: ContextShape) -> Launch:
 
     x = s.x()
     programs = context_pool_programs(x)
-    n = 4 * triton.cdiv(s.C, context_pool_tile(x)[1]) + 2  # x and w; x again and part; pstats
+    n = 4 * cdiv(s.C, context_pool_tile(x)[1]) + 2  # x and w; x again and part; pstats
     return Launch("context_pool_partials", programs, n, n,
                   s.B * s.C * s.K * x.element_size() + programs * (s.C + 2) * s.acc)
 
@@ -83,7 +81,7 @@ def _merge(s: ContextShape) -> tuple[int, int, int]:
     x = s.x()
     block_np, block_c = context_combine_tile(x)
     rows = context_pool_programs(x)
-    return s.B * triton.cdiv(s.C, block_c), triton.cdiv(rows // s.B, block_np), rows * (s.C + 2) * s.acc
+    return s.B * cdiv(s.C, block_c), cdiv(rows // s.B, block_np), rows * (s.C + 2) * s.acc
 
 
 def combine(s: ContextShape) -> Launch:

@@ -24,16 +24,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import triton
 
-from .cost_model import Launch, eager_launch
-from .kernels import tiling
+from .cost_model import INT32, Launch, cdiv, eager_launch, next_power_of_2
 
 #: The paths of the block op itself (the kernels), and all the candidates of a module.
 KERNEL_PATHS = ("one-launch", "split")
 PATHS = KERNEL_PATHS + ("per-op", "eager")
-#: bytes of an int32 tie count
-INT32 = 4
 
 
 @dataclass(frozen=True)
@@ -73,7 +69,7 @@ class BlockShape:
     def key(self, training: bool) -> str:
         """The decision's problem key: the batch bucketed to a power of two, as tuning keys are."""
         layout = "rows" if self.channels_last else "cols"
-        fields = (f"C={self.C},K={self.K},B<={triton.next_power_of_2(self.B)},contig={layout},item={self.itemsize},"
+        fields = (f"C={self.C},K={self.K},B<={next_power_of_2(self.B)},contig={layout},item={self.itemsize},"
                   f"{self.pool},{self.mlp},{self.act},RD={self.RD},taps={self.taps},b1={int(self.has_b1)},"
                   f"b2={int(self.has_b2)},norm={int(self.hidden_norm)},res={int(self.residual)},{self.act_out},"
                   f"pro_norm={int(self.pro_norm)},train={int(training)}")
@@ -82,21 +78,25 @@ class BlockShape:
 
 def _row_grid(s: BlockShape) -> tuple[int, int]:
     """(programs, K tiles per program) of a row-reduction kernel (rows_grid) at the default tile."""
+    from .kernels import tiling  # tiling imports triton: only a prediction needs it
+
     cfg = tiling.default_config(s.C, s.K, s.channels_last, 3)
-    return s.B * triton.cdiv(s.C, cfg.kwargs["BLOCK_R"]), triton.cdiv(s.K, cfg.kwargs["BLOCK_K"])
+    return s.B * cdiv(s.C, cfg.kwargs["BLOCK_R"]), cdiv(s.K, cfg.kwargs["BLOCK_K"])
 
 
 def _tile_programs(s: BlockShape) -> int:
     """Programs of an elementwise kernel (elementwise_grid) at the default tile."""
+    from .kernels import tiling  # tiling imports triton: only a prediction needs it
+
     cfg = tiling.default_config(s.C, s.K, s.channels_last, 1)
-    return s.B * triton.cdiv(s.C, cfg.kwargs["BLOCK_R"]) * triton.cdiv(s.K, cfg.kwargs["BLOCK_K"])
+    return s.B * cdiv(s.C, cfg.kwargs["BLOCK_R"]) * cdiv(s.K, cfg.kwargs["BLOCK_K"])
 
 
 def mlp_tiles(s: BlockShape) -> int:
     """The weight tiles a sample's MLP tail steps through: ⌈C / MLP_BLOCK_C⌉ (launch.excitation_geometry)."""
     from .launch import excitation_geometry  # launch imports the kernels: only a prediction needs it
 
-    return triton.cdiv(s.C, excitation_geometry(s.C, s.RD)["MLP_BLOCK_C"])
+    return cdiv(s.C, excitation_geometry(s.C, s.RD)["MLP_BLOCK_C"])
 
 
 def _pooled_loads(s: BlockShape) -> int:

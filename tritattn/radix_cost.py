@@ -16,13 +16,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import triton
 
-from .cost_model import Launch, eager_launch
-from .kernels import tiling
+from .cost_model import INT32, Launch, cdiv, eager_launch, next_power_of_2
 
 PATHS = ("one-launch", "split")
-INT32 = 4
 
 
 @dataclass(frozen=True)
@@ -49,7 +46,7 @@ class RadixShape:
 
     def key(self) -> str:
         """The decision's problem key: the batch bucketed to a power of two, as tuning keys are."""
-        return (f"R={self.R},C={self.C},K={self.K},B<={triton.next_power_of_2(self.B)},"
+        return (f"R={self.R},C={self.C},K={self.K},B<={next_power_of_2(self.B)},"
                 f"contig={'rows' if self.channels_last else 'cols'},item={self.itemsize},RD={self.RD},{self.act},"
                 f"b1={int(self.has_b1)},b2={int(self.has_b2)},norm={int(self.hidden_norm)},"
                 f"pro_norm={int(self.pro_norm)},w_acc={int(self.weights_in_acc)}")
@@ -59,7 +56,7 @@ def mlp_tail(s: RadixShape) -> int:
     """Memory instructions of one sample's MLP and softmax in its last program (sample_radix_attention)."""
     from .launch import excitation_geometry  # launch imports the kernels: only a prediction needs it
 
-    n = triton.cdiv(s.C, excitation_geometry(s.C, s.RD)["MLP_BLOCK_C"])
+    n = cdiv(s.C, excitation_geometry(s.C, s.RD)["MLP_BLOCK_C"])
     return 2 * n + s.has_b1 + 4 * s.hidden_norm + n * (s.R * (1 + s.has_b2) + 1)
 
 
@@ -67,8 +64,8 @@ def squeeze(s: RadixShape, tail: bool) -> Launch:
     from .launch import radix_rows_tile  # launch imports the kernels: only a prediction needs it
 
     block_r, block_k = radix_rows_tile(s.C, s.K, s.channels_last, s.R)
-    per_sample = triton.cdiv(s.C, block_r)
-    median = s.R * (4 * s.pro_norm + triton.cdiv(s.K, block_k)) + 1 + tail  # tiles; pooled; ticket
+    per_sample = cdiv(s.C, block_r)
+    median = s.R * (4 * s.pro_norm + cdiv(s.K, block_k)) + 1 + tail  # tiles; pooled; ticket
     longest = median + (1 + mlp_tail(s) if tail else 0)  # the counter reset, the sample's MLP
     if per_sample == 1:  # every program is its sample's last
         median = longest
@@ -77,8 +74,10 @@ def squeeze(s: RadixShape, tail: bool) -> Launch:
 
 
 def combine(s: RadixShape) -> Launch:
+    from .kernels import tiling  # tiling imports triton: only a prediction needs it
+
     cfg = tiling.default_config(s.C, s.K, s.channels_last, 1)
-    programs = s.B * triton.cdiv(s.C, cfg.kwargs["BLOCK_R"]) * triton.cdiv(s.K, cfg.kwargs["BLOCK_K"])
+    programs = s.B * cdiv(s.C, cfg.kwargs["BLOCK_R"]) * cdiv(s.K, cfg.kwargs["BLOCK_K"])
     n = s.R * (2 + 4 * s.pro_norm) + 1  # per branch a and x (and the BatchNorm's vectors); out
     return Launch("radix_combine_fwd", programs, n, n,
                   s.B * s.C * s.K * s.itemsize * (s.R + 1) + s.B * s.R * s.C * s.acc)
