@@ -29,7 +29,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from . import workspaces
+from . import dispatch, workspaces
 from .excitation_block import acc_dtype, channel_backward, pipeline_spec, pooled_workspace
 from .functions import differentiable
 from .layout import addressable
@@ -138,8 +138,8 @@ def _setup(ctx, inputs, output) -> None:
 def _backward(ctx, grad_y, _grad_s, _grad_u, _grad_affine):
     x, s, u, affine, w1, b1, w2, b2, conv_w, bn_weight, bn_bias = ctx.saved_tensors
     pool, act, gate_c, bn_training, gate_s = ctx.config
-    grad_x, gw1, gb1, gw2, gb2, gconv, gbnw, gbnb = torch.ops.tritattn.cbam_block_backward(
-        grad_y, x, s, u, affine, w1, b1, w2, b2, pool, act, gate_c, conv_w, bn_weight, bn_bias, bn_training, gate_s)
+    grad_x, gw1, gb1, gw2, gb2, gconv, gbnw, gbnb = dispatch.call(
+        cbam_block_backward, grad_y, x, s, u, affine, w1, b1, w2, b2, pool, act, gate_c, conv_w, bn_weight, bn_bias, bn_training, gate_s)
     return (grad_x, gw1, gb1 if b1 is not None else None, gw2, gb2 if b2 is not None else None, None, None, None,
             gconv, gbnw, gbnb, None, None, None, None, None)
 

@@ -36,7 +36,7 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
-from . import context_cost, eager_ops, paths, workspaces
+from . import context_cost, dispatch, eager_ops, paths, workspaces
 from .backend import TRITON_AVAILABLE, backend_for
 from .checks import check_feature_map, check_tensor
 from .excitation_block import acc_dtype
@@ -129,7 +129,7 @@ def _backward(ctx, grad_ctx, _grad_stats):
     x, w, bias, stats = ctx.saved_tensors
     if grad_ctx is None:
         return None, None, None
-    grad_x, grad_w, grad_bias = torch.ops.tritattn.context_pool_backward(grad_ctx, x, w, bias, stats)
+    grad_x, grad_w, grad_bias = dispatch.call(context_pool_backward, grad_ctx, x, w, bias, stats)
     return grad_x, grad_w, grad_bias if ctx.has_bias else None
 
 
@@ -161,7 +161,7 @@ def context_pool(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tenso
             raise ValueError(f"bias must have shape (1,) (the conv's one output channel), got {tuple(bias.shape)}")
         if bias.device != x.device:
             raise ValueError(f"bias is on {bias.device} but x is on {x.device}; move them to one device")
-    return torch.ops.tritattn.context_pool(x, weight.reshape(C), bias)[0]
+    return dispatch.call(context_pool_op, x, weight.reshape(C), bias)[0]
 
 
 # --- GCNet's whole block, for inference: the context and its MLPs in one launch pair ------------

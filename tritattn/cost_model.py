@@ -28,16 +28,6 @@ from typing import Iterable, Sequence
 INT32 = 4
 
 
-def cdiv(a: int, b: int) -> int:
-    """⌈a / b⌉ for positive ints (triton.cdiv, without importing triton)."""
-    return -(-a // b)
-
-
-def next_power_of_2(n: int) -> int:
-    """The least power of two ≥ n, n ≥ 1 (triton.next_power_of_2, without importing triton)."""
-    return 1 << (n - 1).bit_length()
-
-
 @dataclass(frozen=True)
 class GpuModel:
     """One GPU's constants in the model."""

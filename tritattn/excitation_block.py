@@ -40,7 +40,7 @@ from typing import Callable, Iterator, Optional, Sequence
 import torch
 from torch import Tensor
 
-from . import excitation_cost, excitation_mlp, paths, workspaces
+from . import dispatch, excitation_cost, excitation_mlp, paths, workspaces
 from .backend import backend_for, kernels_disabled
 from .excitation_cost import KERNEL_PATHS, BlockShape
 from .functions import differentiable
@@ -140,8 +140,8 @@ def excitation_with_stats(x: Tensor, spec: BlockSpec, gate: str, residual: Tenso
     mean, biased and unbiased variance (for the running statistics' update); else stats is empty."""
     norm = spec.norm if spec.norm is not None else (None, None, None, None, 0.0)
     pro_act, pro_norm = prologue if prologue is not None else ("none", None)
-    y, _, stats = torch.ops.tritattn.excitation_block(
-        x, residual, spec.w1, spec.b1, spec.w2, spec.b2, spec.pool, spec.mlp, spec.act, gate, act_out, *norm,
+    y, _, stats = dispatch.call(
+        excitation_block, x, residual, spec.w1, spec.b1, spec.w2, spec.b2, spec.pool, spec.mlp, spec.act, gate, act_out, *norm,
         pro_act, *(pro_norm if pro_norm is not None else (None, None, None, None, 0.0)), batch_stats, path)
     return y, stats
 
@@ -161,11 +161,13 @@ def block_shape(x: Tensor, spec: BlockSpec | dict, w1: Optional[Tensor], b1: Opt
                       kernel_spec["taps"], b1 is not None, b2 is not None, hidden_norm, residual, act_out, pro_norm)
 
 
-def kernel_path(path: str, shape: BlockShape, device: torch.device, backward: bool) -> str:
-    """The op's path: ``path`` when it names one of :data:`KERNEL_PATHS`, else chosen between them
-    for the forward (or the ``backward``) alone (paths.choose: forced, tuned, or estimated)."""
+def kernel_path(path: str, shape_of: Callable[[], BlockShape], device: torch.device, backward: bool) -> str:
+    """The op's path: ``path`` when it names one of :data:`KERNEL_PATHS` (the module chose it),
+    else chosen between them for the forward (or the ``backward``) alone (paths.choose: forced,
+    tuned, or estimated) for the call whose shape ``shape_of()`` gives (built only then)."""
     if path in KERNEL_PATHS:
         return path
+    shape = shape_of()
     direction = excitation_cost.backward if backward else excitation_cost.forward
     return paths.choose(f"excitation_block {'backward' if backward else 'forward'}", shape.key(backward),
                         KERNEL_PATHS, lambda: {name: direction(shape, name) for name in KERNEL_PATHS}, device)
@@ -178,9 +180,9 @@ def op_kernel_path(args: dict, backward: bool) -> str:
     hidden_norm = args.get("bn_weight") is not None
     residual = args.get("want_grad_residual", False) if backward else args.get("residual") is not None
     spec = dict(pool=args["pool"], mlp=args.get("mlp", "fc_act_fc"), act=args["act"])
-    shape = block_shape(args["x"], spec, args["w1"], args["b1"], args["b2"], hidden_norm, residual,
-                        args.get("act_out", "spatial"), args.get("pre_weight") is not None)
-    return kernel_path(args.get("path", ""), shape, args["x"].device, backward)
+    return kernel_path(args.get("path", ""), lambda: block_shape(
+        args["x"], spec, args["w1"], args["b1"], args["b2"], hidden_norm, residual, args.get("act_out", "spatial"),
+        args.get("pre_weight") is not None), args["x"].device, backward)
 
 
 #: The ``path`` argument that lets the block op choose between its kernel paths (:func:`kernel_path`).
@@ -300,8 +302,8 @@ def excitation_block(
         return y, s, stats
     spec, RD = pipeline_spec(pool, mlp, act, w1, C)
     norm = _norm(bn_weight, bn_bias, bn_running_mean, bn_running_var, bn_eps)
-    shape = block_shape(x, spec, w1, b1, b2, norm is not None, residual is not None, act_out, pre_weight is not None)
-    tail = kernel_path(path, shape, x.device, backward=False) == "one-launch"
+    tail = kernel_path(path, lambda: block_shape(x, spec, w1, b1, b2, norm is not None, residual is not None, act_out,
+                                                 pre_weight is not None), x.device, backward=False) == "one-launch"
     workspace = pooled_workspace(x, pool)
     counter = workspaces.counters(x.device, B) if tail else None
     step = samples_per_launch(x)
@@ -311,17 +313,23 @@ def excitation_block(
         pre_running_mean, pre_running_var = stats[0], stats[1]
     prologue = _prologue(prologue_act, pre_weight, pre_bias, pre_running_mean, pre_running_var, pre_eps)
     for b0 in range(0, B, step):  # one chunk, the whole batch, unless the L2 chunking is on
-        chunk = slice(b0, b0 + step)
-        pooled = [t[chunk] if t is not None else None for t in workspace]
+        xc, sc, yc, rc, pooled = (x, s, y, residual, workspace) if step >= B else (
+            _chunk(t, b0, step) for t in (x, s, y, residual, workspace))
         if tail:
-            launch.squeeze_excite_fwd(x[chunk], w1, b1, w2, b2, spec, RD, *pooled, s[chunk], counter, norm, prologue)
+            launch.squeeze_excite_fwd(xc, w1, b1, w2, b2, spec, RD, *pooled, sc, counter, norm, prologue)
         else:
-            launch.squeeze_excite_fwd(x[chunk], None, None, None, None, spec, RD, *pooled, None, None, norm, prologue,
+            launch.squeeze_excite_fwd(xc, None, None, None, None, spec, RD, *pooled, None, None, norm, prologue,
                                       mlp_tail=False)
-            excitation_mlp.logits(pooled[0], pooled[1], (w1, b1, w2, b2), spec, norm, s[chunk])
-        launch.gated_scale_fwd(x[chunk], s[chunk], residual[chunk] if residual is not None else None, y[chunk],
-                               "channel", gate, act_out, prologue)
+            excitation_mlp.logits(pooled[0], pooled[1], (w1, b1, w2, b2), spec, norm, sc)
+        launch.gated_scale_fwd(xc, sc, rc, yc, "channel", gate, act_out, prologue)
     return y, s, stats
+
+
+def _chunk(t, b0: int, step: int):
+    """Samples b0 … b0 + step - 1 of a tensor (None stays None), or of each in a tuple."""
+    if isinstance(t, tuple):
+        return tuple(_chunk(u, b0, step) for u in t)
+    return t[b0:b0 + step] if t is not None else None
 
 
 @excitation_block.register_fake
@@ -397,8 +405,8 @@ def channel_backward(
     w1, b1, w2, b2 = weights
     spec, RD = pipeline_spec(pool, mlp, act, w1, C)
     pro_norm = prologue is not None and prologue[1] is not None
-    shape = block_shape(x, spec, w1, b1, b2, norm is not None, grad_res is not None, act_out, pro_norm)
-    tail = kernel_path(path, shape, x.device, backward=True) == "one-launch"
+    tail = kernel_path(path, lambda: block_shape(x, spec, w1, b1, b2, norm is not None, grad_res is not None, act_out,
+                                                 pro_norm), x.device, backward=True) == "one-launch"
     acc = acc_dtype(x)
     with_max = pool != "mean"
     mean, maximum, count = pooled_workspace(x, pool)
@@ -457,8 +465,8 @@ def _backward(ctx, grad_y, grad_s, grad_stats):
     x, y, s, w1, b1, w2, b2, bn_weight, bn_bias, bn_mean, bn_var, pre_weight, pre_bias, pre_mean, pre_var = ctx.saved_tensors
     pool, mlp, act, gate, act_out, bn_eps, prologue_act, pre_eps, pre_batch_stats, path = ctx.config
     want_grad_res = ctx.has_residual and act_out != "identity" and ctx.needs_input_grad[1]
-    grad_x, grad_res, *grads = torch.ops.tritattn.excitation_block_backward(
-        grad_y, x, y, s, w1, b1, w2, b2, pool, mlp, act, gate, act_out, want_grad_res,
+    grad_x, grad_res, *grads = dispatch.call(
+        excitation_block_backward, grad_y, x, y, s, w1, b1, w2, b2, pool, mlp, act, gate, act_out, want_grad_res,
         bn_weight, bn_bias, bn_mean, bn_var, bn_eps, prologue_act, pre_weight, pre_bias, pre_mean, pre_var, pre_eps,
         pre_batch_stats, path)
     if not ctx.has_residual:

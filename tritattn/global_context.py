@@ -10,9 +10,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from . import excitation_block, reference
+from . import dispatch, excitation_block, reference
 from .checks import check_channels, check_feature_map
-from .context_block import context_pool
+from .context_block import context_mlp_op, context_pool
 from .functional import excite_scale, squeeze
 from .modules import kernel_for_gate, kernel_gate, mlp_act_kind
 from .peers import qualified_name
@@ -102,8 +102,8 @@ class GlobalContext(reference.GlobalContext):
                 return super().forward(x)  # the reference forward
         if self.mlp_kernel_refusal(x) is None:  # inference: the MLPs inside the context kernel
             mlp = self.mlp_scale if self.mlp_scale is not None else self.mlp_add
-            s, t = torch.ops.tritattn.context_mlp(
-                x, self.conv_attn.weight.flatten(), *_mlp_args(self.mlp_scale), *_mlp_args(self.mlp_add),
+            s, t = dispatch.call(
+                context_mlp_op, x, self.conv_attn.weight.flatten(), *_mlp_args(self.mlp_scale), *_mlp_args(self.mlp_add),
                 mlp_act_kind(mlp.act))
             added = t.to(x.dtype)[:, :, None, None] if self.mlp_add is not None else None  # eager's mlp_add is in x's dtype
             if self.mlp_scale is None:

@@ -21,6 +21,7 @@ from .kernels import (
     cbam_spatial, cbam_spatial_bwd, context_pool, excitation, gated_scale, mean_max, prologue_norm, radix_combine,
     ticket_tree, tiling,
 )
+from .kernels.grid_math import cdiv, next_power_of_2
 from .layout import Axis, flat_spatial_stride, plane_strides, vector_strides
 from .tuning import MAX_CONFIGS, FixedConfig, Problem, Tuner
 
@@ -194,8 +195,8 @@ def _strides2(t: torch.Tensor | None) -> tuple[int, int]:
 def excitation_geometry(C: int, RD: int) -> dict[str, int]:
     """The per-sample MLP's tile: BLOCK_J ≥ RD (the hidden width; C for "fc"; 1 for the taps) and
     MLP_BLOCK_C channels per step, BLOCK_J × MLP_BLOCK_C ≤ excitation.MLP_TILE_ELEMENTS."""
-    block_j = triton.next_power_of_2(max(RD, 1))
-    block_c = max(1, min(triton.next_power_of_2(C), excitation.MLP_TILE_ELEMENTS // block_j))
+    block_j = next_power_of_2(max(RD, 1))
+    block_c = max(1, min(next_power_of_2(C), excitation.MLP_TILE_ELEMENTS // block_j))
     return dict(BLOCK_J=block_j, MLP_BLOCK_C=block_c)
 
 
@@ -335,23 +336,23 @@ def batch_stats_tile(x: torch.Tensor) -> dict[str, int]:
     K = H * W
     cap_r = min(BATCH_STATS_MAX_BLOCK_R, tiling.LONG_SIDE_MAX)
     if _problem(x, "channel", plane_strides(x, "channel")).rows_contiguous:
-        block_r = min(triton.next_power_of_2(C), cap_r)
-        block_k = max(1, min(triton.next_power_of_2(K), tiling.TILE_ELEMENTS // block_r))
+        block_r = min(next_power_of_2(C), cap_r)
+        block_k = max(1, min(next_power_of_2(K), tiling.TILE_ELEMENTS // block_r))
     else:
-        block_k = min(triton.next_power_of_2(K), tiling.LONG_SIDE_MAX, tiling.TILE_ELEMENTS)
-        block_r = max(1, min(triton.next_power_of_2(C), cap_r, tiling.TILE_ELEMENTS // block_k))
+        block_k = min(next_power_of_2(K), tiling.LONG_SIDE_MAX, tiling.TILE_ELEMENTS)
+        block_r = max(1, min(next_power_of_2(C), cap_r, tiling.TILE_ELEMENTS // block_k))
     kc = BATCH_STATS_STEPS * block_k
     merge_rows = max(1, tiling.TILE_ELEMENTS // 2 // block_r)
-    rows = B * triton.cdiv(K, kc)
+    rows = B * cdiv(K, kc)
     return dict(BLOCK_R=block_r, BLOCK_K=block_k, KC=kc, MERGE_ROWS=merge_rows, ROWS=rows,
-                NG=triton.cdiv(rows, merge_rows))
+                NG=cdiv(rows, merge_rows))
 
 
 def batch_stats_workspace(x: torch.Tensor) -> tuple[int, int]:
     """(rows of batch_stats_fwd's ACC workspace [rows, 2, C]: ROWS, + NG with several groups; its
     counter slots: cdiv(C, BLOCK_R) · (1 + NG)) — :func:`batch_stats_tile`."""
     t = batch_stats_tile(x)
-    return t["ROWS"] + (t["NG"] if t["NG"] > 1 else 0), triton.cdiv(x.shape[1], t["BLOCK_R"]) * (1 + t["NG"])
+    return t["ROWS"] + (t["NG"] if t["NG"] > 1 else 0), cdiv(x.shape[1], t["BLOCK_R"]) * (1 + t["NG"])
 
 
 def batch_stats_fwd(x: torch.Tensor, part: torch.Tensor, stats: torch.Tensor, counter: torch.Tensor) -> None:
@@ -362,8 +363,8 @@ def batch_stats_fwd(x: torch.Tensor, part: torch.Tensor, stats: torch.Tensor, co
     p = _problem(x, "channel", xs)
     t = batch_stats_tile(x)
     with _device_guard(x):
-        BATCH_STATS_FWD.launch(p, lambda META: (t["ROWS"] * triton.cdiv(p.R, t["BLOCK_R"]),),
-                               (x, part, stats, counter, p.R, p.K, t["KC"], triton.cdiv(p.K, t["KC"]), t["ROWS"], *xs),
+        BATCH_STATS_FWD.launch(p, lambda META: (t["ROWS"] * cdiv(p.R, t["BLOCK_R"]),),
+                               (x, part, stats, counter, p.R, p.K, t["KC"], cdiv(p.K, t["KC"]), t["ROWS"], *xs),
                                dict(ACC=_acc_dtype(x), BLOCK_R=t["BLOCK_R"], BLOCK_K=t["BLOCK_K"],
                                     MERGE_ROWS=t["MERGE_ROWS"]), x.device)
 
@@ -382,10 +383,10 @@ def prologue_norm_bwd(
     gradients (kernels/prologue_norm.py): [BLOCK_B, BLOCK_C] tiles, BLOCK_B the batch up to
     PROLOGUE_NORM_BWD_MAX_BLOCK_B samples, BLOCK_B · BLOCK_C = PROLOGUE_NORM_BWD_TILE."""
     B, C = s.shape
-    block_b = min(triton.next_power_of_2(B), PROLOGUE_NORM_BWD_MAX_BLOCK_B)
-    block_c = max(1, min(triton.next_power_of_2(C), PROLOGUE_NORM_BWD_TILE // block_b))
+    block_b = min(next_power_of_2(B), PROLOGUE_NORM_BWD_MAX_BLOCK_B)
+    block_c = max(1, min(next_power_of_2(C), PROLOGUE_NORM_BWD_TILE // block_b))
     ps = Problem(B, C, 1, rows_contiguous=True, dtype=s.dtype)
-    PROLOGUE_NORM_BWD.launch(ps, lambda META: (triton.cdiv(C, block_c),),
+    PROLOGUE_NORM_BWD.launch(ps, lambda META: (cdiv(C, block_c),),
                              (s, grad_mean, psum, sums, grad_weight, grad_bias, B, C, K),
                              dict(GATE=gate, ACC=_acc_dtype(s), BLOCK_B=block_b, BLOCK_C=block_c), s.device)
 
@@ -419,10 +420,10 @@ def pixel_rows_config(p: Problem, num_stages: int) -> triton.Config:
     elements = max(1, tiling.TILE_ELEMENTS // SPATIAL_TILE_SHARE)
     block_r, block_k = tiling.tile_shape(p.R, p.K, p.rows_contiguous, elements)
     share = _power_of_two_below(p.R // SPATIAL_PROGRAMS_PER_SAMPLE)
-    steps = _power_of_two_below(elements * SPATIAL_MAX_STEPS // triton.next_power_of_2(p.K))
+    steps = _power_of_two_below(elements * SPATIAL_MAX_STEPS // next_power_of_2(p.K))
     cap = max(SPATIAL_MIN_BLOCK_R if p.rows_contiguous else 1, min(share, steps))
     if block_r > cap:
-        block_r, block_k = cap, max(1, min(triton.next_power_of_2(p.K), tiling.LONG_SIDE_MAX, block_r * block_k // cap))
+        block_r, block_k = cap, max(1, min(next_power_of_2(p.K), tiling.LONG_SIDE_MAX, block_r * block_k // cap))
     return triton.Config({"BLOCK_R": block_r, "BLOCK_K": block_k}, num_warps=SPATIAL_NUM_WARPS, num_stages=num_stages)
 
 
@@ -459,13 +460,13 @@ def spatial_conv_tile(P: int, D: int, KS: int) -> tuple[int, int]:
     """(BLOCK_P, BLOCK_T) of spatial_conv_fwd (BLOCK_T ≥ D·KS·KS taps) and of spatial_conv_bwd
     (BLOCK_T ≥ KS·KS taps of each of D channels): BLOCK_P pixels × the D·KS·KS taps padded to a
     power of two make a gather of at most tiling.TILE_ELEMENTS (read at call time)."""
-    taps = triton.next_power_of_2(D * KS * KS)
-    return max(1, min(triton.next_power_of_2(P), tiling.TILE_ELEMENTS // taps)), taps
+    taps = next_power_of_2(D * KS * KS)
+    return max(1, min(next_power_of_2(P), tiling.TILE_ELEMENTS // taps)), taps
 
 
 def spatial_conv_programs(B: int, P: int, D: int, KS: int) -> int:
     """The conv launches' grid: one program per (sample, BLOCK_P pixels)."""
-    return B * triton.cdiv(P, spatial_conv_tile(P, D, KS)[0])
+    return B * cdiv(P, spatial_conv_tile(P, D, KS)[0])
 
 
 def _tree_fan(width: int) -> int:
@@ -578,8 +579,8 @@ def radix_rows_tile(C: int, K: int, rows_contiguous: bool, radix: int) -> tuple[
     call time)."""
     block_r, block_k = tiling.tile_shape(C, K, rows_contiguous, tiling.TILE_ELEMENTS)
     floor = RADIX_MIN_BLOCK_R if rows_contiguous else 1
-    k_cap = min(triton.next_power_of_2(K), tiling.LONG_SIDE_MAX)
-    while radix * triton.cdiv(K, block_k) > RADIX_MAX_STEPS and block_r // 2 >= floor and block_k * 2 <= k_cap:
+    k_cap = min(next_power_of_2(K), tiling.LONG_SIDE_MAX)
+    while radix * cdiv(K, block_k) > RADIX_MAX_STEPS and block_r // 2 >= floor and block_k * 2 <= k_cap:
         block_r, block_k = block_r // 2, block_k * 2
     return block_r, block_k
 
@@ -656,7 +657,7 @@ def radix_combine_bwd(
             p, _rows_grid(p),
             (g, x5, a, grad_x5, grad_a, R, p.R, p.K, *plane_strides(g, "channel"), *xs, *a.stride(),
              *_radix_strides(grad_x5), *grad_a.stride()),
-            dict(ACC=_acc_dtype(x5), RADIX_BLOCK=triton.next_power_of_2(R)), x5.device,
+            dict(ACC=_acc_dtype(x5), RADIX_BLOCK=next_power_of_2(R)), x5.device,
         )
 
 
@@ -693,7 +694,7 @@ def radix_squeeze_attend_fwd(
             (x5, pooled, counter, w1, b1, *bn, w2, b2, a, *pro, R, C, H * W, RD, bn_eps, pro_eps, *xs,
              *_strides2(w1), *_strides2(w2)),
             dict(ACT=act, HAS_B1=b1 is not None, HAS_B2=b2 is not None, HIDDEN_NORM=norm is not None,
-                 ACC=_acc_dtype(x5), RADIX_BLOCK=triton.next_power_of_2(R), MLP_TAIL=mlp_tail,
+                 ACC=_acc_dtype(x5), RADIX_BLOCK=next_power_of_2(R), MLP_TAIL=mlp_tail,
                  **excitation_geometry(C, RD), **pro_flags),
             x5.device,
         )
@@ -733,10 +734,10 @@ def context_pool_tile(x: torch.Tensor) -> tuple[int, int]:
     time: tests shrink them)."""
     _, C, H, W = x.shape
     fit = max(1, CONTEXT_POOL_CACHE_BYTES // (C * x.element_size()))
-    few_steps = max(1, tiling.TILE_ELEMENTS // triton.next_power_of_2(triton.cdiv(C, CONTEXT_POOL_C_STEPS)))
-    block_p = min(triton.next_power_of_2(H * W), tiling.LONG_SIDE_MAX, CONTEXT_POOL_MAX_BLOCK_P,
+    few_steps = max(1, tiling.TILE_ELEMENTS // next_power_of_2(cdiv(C, CONTEXT_POOL_C_STEPS)))
+    block_p = min(next_power_of_2(H * W), tiling.LONG_SIDE_MAX, CONTEXT_POOL_MAX_BLOCK_P,
                   max(CONTEXT_POOL_MIN_BLOCK_P, min(1 << (fit.bit_length() - 1), few_steps)))
-    block_c = max(1, min(triton.next_power_of_2(C), tiling.LONG_SIDE_MAX, tiling.TILE_ELEMENTS // block_p))
+    block_c = max(1, min(next_power_of_2(C), tiling.LONG_SIDE_MAX, tiling.TILE_ELEMENTS // block_p))
     return block_p, block_c
 
 
@@ -744,7 +745,7 @@ def context_pool_programs(x: torch.Tensor) -> int:
     """Programs of context_pool_partials and context_pool_bwd (rows of their workspaces): B · NP,
     NP = cdiv(H·W, BLOCK_P)."""
     B, _, H, W = x.shape
-    return B * triton.cdiv(H * W, context_pool_tile(x)[0])
+    return B * cdiv(H * W, context_pool_tile(x)[0])
 
 
 def _context_problem(x: torch.Tensor, xs: tuple[int, int, int]) -> Problem:
@@ -758,8 +759,8 @@ def context_combine_tile(x: torch.Tensor) -> tuple[int, int]:
     = TILE_ELEMENTS / BLOCK_NP channels (at most LONG_SIDE_MAX and C; both read at call time)."""
     C = x.shape[1]
     n_partials = context_pool_programs(x) // max(x.shape[0], 1)
-    block_np = min(triton.next_power_of_2(n_partials), max(1, tiling.TILE_ELEMENTS // CONTEXT_COMBINE_MIN_BLOCK_C))
-    return block_np, max(1, min(triton.next_power_of_2(C), tiling.LONG_SIDE_MAX, tiling.TILE_ELEMENTS // block_np))
+    block_np = min(next_power_of_2(n_partials), max(1, tiling.TILE_ELEMENTS // CONTEXT_COMBINE_MIN_BLOCK_C))
+    return block_np, max(1, min(next_power_of_2(C), tiling.LONG_SIDE_MAX, tiling.TILE_ELEMENTS // block_np))
 
 
 def _launch_context_partials(
@@ -770,7 +771,7 @@ def _launch_context_partials(
     xs = plane_strides(x, "channel")
     p = _context_problem(x, xs)
     block_p, block_c = context_pool_tile(x)
-    n_programs = B * triton.cdiv(H * W, block_p)
+    n_programs = B * cdiv(H * W, block_p)
     with _device_guard(x):
         CONTEXT_POOL_PARTIALS.launch(p, lambda META: (n_programs,), (x, w, part, pstats, C, H * W, *xs),
                                      dict(ACC=_acc_dtype(x), BLOCK_C=block_c, BLOCK_P=block_p), x.device)
@@ -787,7 +788,7 @@ def context_pool_fwd(
     p, n_programs = _launch_context_partials(x, w, part, pstats)
     block_np, combine_c = context_combine_tile(x)
     with _device_guard(x):
-        CONTEXT_POOL_COMBINE.launch(p, lambda META: (B * triton.cdiv(C, combine_c),),
+        CONTEXT_POOL_COMBINE.launch(p, lambda META: (B * cdiv(C, combine_c),),
                                     (part, pstats, ctx, stats, C, n_programs // B, ctx.stride(0), ctx.stride(1)),
                                     dict(ACC=_acc_dtype(x), BLOCK_C=combine_c, BLOCK_NP=block_np), x.device)
 
@@ -805,7 +806,7 @@ def context_pool_bwd(
     block_p, block_c = context_pool_tile(x)
     with _device_guard(x):
         CONTEXT_POOL_BWD.launch(
-            p, lambda META: (B * triton.cdiv(H * W, block_p),),
+            p, lambda META: (B * cdiv(H * W, block_p),),
             (grad_ctx, x, w, stats, grad_x, wpart, C, H * W, grad_ctx.stride(0), grad_ctx.stride(1), *xs,
              *plane_strides(grad_x, "channel")),
             dict(ACC=_acc_dtype(x), BLOCK_C=block_c, BLOCK_P=block_p), x.device,
@@ -851,7 +852,7 @@ def global_context_fwd(
     acc = _acc_dtype(x)
     with _device_guard(x):
         CONTEXT_POOL_COMBINE_MLP.launch(
-            pc, lambda META: (B * triton.cdiv(C, combine_c),),
+            pc, lambda META: (B * cdiv(C, combine_c),),
             (part, pstats, ctx, counter, *s_args, s, *a_args, t, C, n_programs // B, rd_s, rd_a, eps_s, eps_a,
              *s_strides, *a_strides),
             dict(HAS_SCALE=scale_mlp is not None, HAS_ADD=add_mlp is not None, ACT=act, ACC=acc, BLOCK_C=combine_c,

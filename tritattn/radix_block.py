@@ -43,7 +43,7 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
-from . import eager_ops, paths, radix_cost, workspaces
+from . import dispatch, eager_ops, paths, radix_cost, workspaces
 from .backend import TRITON_AVAILABLE, backend_for
 from .checks import _describe, check_companion, check_tensor
 from .excitation_block import MLP_ACTS, _norm, _prologue, acc_dtype
@@ -172,7 +172,7 @@ def _combine_setup(ctx, inputs, output) -> None:
 
 def _combine_backward(ctx, grad_out):
     x5, a = ctx.saved_tensors
-    grad_x5, grad_a = torch.ops.tritattn.radix_combine_backward(grad_out, x5, a)
+    grad_x5, grad_a = dispatch.call(radix_combine_backward, grad_out, x5, a)
     return grad_x5, grad_a
 
 
@@ -202,7 +202,7 @@ def radix_pool(x5: Tensor) -> Tensor:
     ``x5.sum(1).mean((2, 3))`` of x5 [B, R, C, H, W] → [B, C], in x5's dtype (float32 / float64
     accumulation, one rounding). Differentiable; its gradient is a broadcast view."""
     check_branches(x5)
-    return torch.ops.tritattn.radix_pool(x5)
+    return dispatch.call(radix_pool_op, x5)
 
 
 @leaf_function
@@ -219,7 +219,7 @@ def radix_combine(x5: Tensor, a: Tensor) -> Tensor:
             f"shape {tuple(a.shape)}"
         )
     check_companion(a, "a", x5, (B, R, C))
-    return torch.ops.tritattn.radix_combine(x5, a)
+    return dispatch.call(radix_combine_op, x5, a)
 
 
 # --- inference: the squeeze and the attention MLP in one kernel (radix_attention) -----------------
@@ -395,6 +395,6 @@ def radix_attention(
     tensors = (x5, w1, b1, w2, b2, *bn, *pre)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
         raise RuntimeError(INFERENCE_ONLY)
-    return torch.ops.tritattn.radix_attention(
-        x5, w1, b1, *bn, float(norm[4]) if norm is not None else 0.0, w2, b2, act,
+    return dispatch.call(
+        radix_attention_op, x5, w1, b1, *bn, float(norm[4]) if norm is not None else 0.0, w2, b2, act,
         *pre, float(pro_norm[4]) if pro_norm is not None else 0.0, pro_act)

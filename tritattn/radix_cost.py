@@ -17,7 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
-from .cost_model import INT32, Launch, cdiv, eager_launch, next_power_of_2
+from .cost_model import INT32, Launch, eager_launch
+from .kernels.grid_math import cdiv, next_power_of_2
 
 PATHS = ("one-launch", "split")
 

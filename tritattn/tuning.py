@@ -83,6 +83,7 @@ from triton.runtime import errors as runtime_errors
 
 from .backend import INTERPRETER
 from .kernels import tiling
+from .kernels.grid_math import next_power_of_2
 
 log = logging.getLogger("tritattn")
 
@@ -281,7 +282,7 @@ def problem_key(p: Problem) -> str:
     so a shape met before costs one dict lookup, not the formatting."""
     flags = "".join(f",{name}={int(v) if isinstance(v, bool) else v}" for name, v in p.flags)
     layout = "rows" if p.rows_contiguous else "cols"
-    bucket = triton.next_power_of_2
+    bucket = next_power_of_2
     return f"R={p.R},K<={bucket(p.K)},B<={bucket(p.B)},contig={layout},{str(p.dtype).removeprefix('torch.')}{flags}"
 
 
