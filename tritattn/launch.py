@@ -70,6 +70,24 @@ EXCITATION_BWD_APPLY = Tuner(
 Grid = Callable[[dict], tuple[int]]
 
 
+#: Launch plans: what a launcher derives from a call's signature alone (shapes, strides, dtype,
+#: flags) — its Problem, grid and constexprs — built once per distinct signature, so a call met
+#: before only assembles its argument tuple (host time at batch 1–8: tritattn/dispatch.py).
+_plans: dict[tuple, tuple] = {}
+#: distinct signatures kept: a process meets a few per shape it runs; beyond this the cache restarts
+PLAN_CACHE_SIZE = 4096
+
+
+def _plan(signature: tuple, build: Callable[[], tuple]) -> tuple:
+    """``build()`` for ``signature``, built on its first call and then remembered."""
+    plan = _plans.get(signature)
+    if plan is None:
+        if len(_plans) >= PLAN_CACHE_SIZE:
+            _plans.clear()
+        plan = _plans[signature] = build()
+    return plan
+
+
 def _acc_dtype(t: torch.Tensor):
     return tl.float64 if t.dtype == torch.float64 else tl.float32
 
@@ -151,16 +169,20 @@ def gated_scale_fwd(
     """y = act(x · gate(s) + residual), s broadcast along the K axis of ``axis``; ``prologue``
     (channel axis only): (the producer's activation, its BatchNorm's (weight, bias, mean, var,
     eps) — running or batch statistics — or None), applied to x as loaded."""
-    xs = plane_strides(x, axis)
-    p = _problem(x, axis, xs, HAS_RESIDUAL=residual is not None, ACT=act, **_prologue_flags(prologue))
-    rs = plane_strides(residual, axis) if residual is not None else (0, 0, 0)
     pro, pro_eps, pro_flags = _prologue_args(prologue)
+
+    def build() -> tuple:
+        xs = plane_strides(x, axis)
+        p = _problem(x, axis, xs, HAS_RESIDUAL=residual is not None, ACT=act, **_prologue_flags(prologue))
+        strides = (*xs, *vector_strides(s, axis), *(plane_strides(residual, axis) if residual is not None else (0, 0, 0)),
+                   *plane_strides(y, axis))
+        return p, _elementwise_grid(p), strides, dict(p.flags, GATE=gate, ACC=_acc_dtype(x), **pro_flags)
+
+    p, grid, strides, constexprs = _plan(
+        ("gated_scale_fwd", x.shape, x.stride(), x.dtype, s.stride(), None if residual is None else residual.stride(),
+         y.stride(), axis, gate, act, tuple(pro_flags.values())), build)
     with _device_guard(x):
-        GATED_SCALE_FWD.launch(
-            p, _elementwise_grid(p),
-            (x, s, residual, y, *pro, p.R, p.K, pro_eps, *xs, *vector_strides(s, axis), *rs, *plane_strides(y, axis)),
-            dict(p.flags, GATE=gate, ACC=_acc_dtype(x), **pro_flags), x.device,
-        )
+        GATED_SCALE_FWD.launch(p, grid, (x, s, residual, y, *pro, p.R, p.K, pro_eps, *strides), constexprs, x.device)
 
 
 def gated_scale_bwd(
@@ -226,20 +248,26 @@ def squeeze_excite_fwd(
     ``norm``: the hidden BatchNorm's (weight, bias, running mean, running var, eps), or None;
     ``prologue`` as in :func:`gated_scale_fwd`. Without ``mlp_tail`` (the split path) the
     launch pools only: s, the weights and the counters are not used (None)."""
-    xs = plane_strides(x, "channel")
-    p = _problem(x, "channel", xs, POOL=spec["pool"], MLP=spec["mlp"], RD=RD, **_norm_flags(norm),
-                 **_prologue_flags(prologue), **_tail_flag(mlp_tail))
     *bn, bn_eps = _norm_args(norm)
     pro, pro_eps, pro_flags = _prologue_args(prologue)
+
+    def build() -> tuple:
+        xs = plane_strides(x, "channel")
+        p = _problem(x, "channel", xs, POOL=spec["pool"], MLP=spec["mlp"], RD=RD, **_norm_flags(norm),
+                     **_prologue_flags(prologue), **_tail_flag(mlp_tail))
+        constexprs = dict(_excitation_flags(spec, p.R, RD), ACT=spec["act"], HAS_B1=b1 is not None,
+                          HAS_B2=b2 is not None, HIDDEN_NORM=norm is not None, ACC=_acc_dtype(x), MLP_TAIL=mlp_tail,
+                          **pro_flags)
+        return p, _rows_grid(p), (*xs, *_strides2(w1), *_strides2(w2)), constexprs
+
+    p, grid, strides, constexprs = _plan(
+        ("squeeze_excite_fwd", x.shape, x.stride(), x.dtype, spec["pool"], spec["mlp"], spec["act"], spec["taps"], RD,
+         None if w1 is None else w1.stride(), b1 is None, None if w2 is None else w2.stride(), b2 is None, norm is None,
+         tuple(pro_flags.values()), mlp_tail, excitation.MLP_TILE_ELEMENTS), build)
     with _device_guard(x):
         SQUEEZE_EXCITE_FWD.launch(
-            p, _rows_grid(p),
-            (x, mean, maximum, count, counter, w1, b1, w2, b2, *bn, s, *pro, p.R, p.K, RD, bn_eps, pro_eps, *xs,
-             *_strides2(w1), *_strides2(w2)),
-            dict(_excitation_flags(spec, p.R, RD), ACT=spec["act"], HAS_B1=b1 is not None, HAS_B2=b2 is not None,
-                 HIDDEN_NORM=norm is not None, ACC=_acc_dtype(x), MLP_TAIL=mlp_tail, **pro_flags),
-            x.device,
-        )
+            p, grid, (x, mean, maximum, count, counter, w1, b1, w2, b2, *bn, s, *pro, p.R, p.K, RD, bn_eps, pro_eps,
+                      *strides), constexprs, x.device)
 
 
 def _tail_flag(mlp_tail: bool) -> dict:
@@ -265,23 +293,31 @@ def excitation_bwd_reduce(
     per-pixel terms (kernels/cbam_spatial_bwd.py). ``norm``: the hidden BatchNorm's (weight,
     bias, running mean, running var, eps). ``prologue`` as in :func:`gated_scale_fwd` (with a
     BatchNorm also ``work`` "psum"), its BatchNorm's statistics the batch's with ``batch_stats``."""
-    xs = plane_strides(x, "channel")
-    gys = plane_strides(grad_y, "channel")
-    ys = plane_strides(y, "channel") if y is not None else (0, 0, 0)
-    p = _problem(x, "channel", xs, POOL=spec["pool"], MLP=spec["mlp"], RD=RD, ACT_OUT=act_out, **_norm_flags(norm),
-                 **_backward_prologue_flags(prologue, batch_stats), **_tail_flag(mlp_tail))
     *bn, bn_eps = _norm_args(norm)
     pro, pro_eps, pro_kernel_flags = _prologue_args(prologue)
+
+    def build() -> tuple:
+        xs = plane_strides(x, "channel")
+        p = _problem(x, "channel", xs, POOL=spec["pool"], MLP=spec["mlp"], RD=RD, ACT_OUT=act_out, **_norm_flags(norm),
+                     **_backward_prologue_flags(prologue, batch_stats), **_tail_flag(mlp_tail))
+        strides = (*plane_strides(grad_y, "channel"), *xs, *(plane_strides(y, "channel") if y is not None else (0, 0, 0)),
+                   *_strides2(w1), *_strides2(w2))
+        constexprs = dict(_excitation_flags(spec, x.shape[1], RD), ACT=spec["act"], GATE=gate, ACT_OUT=act_out,
+                          HAS_B1=b1 is not None, HIDDEN_NORM=norm is not None, MLP_TAIL=mlp_tail, ACC=_acc_dtype(x),
+                          **pro_kernel_flags)
+        return p, _rows_grid(p), strides, constexprs
+
+    p, grid, strides, constexprs = _plan(
+        ("excitation_bwd_reduce", x.shape, x.stride(), x.dtype, grad_y.stride(), None if y is None else y.stride(),
+         spec["pool"], spec["mlp"], spec["act"], spec["taps"], RD, gate, act_out,
+         None if w1 is None else w1.stride(), b1 is None, None if w2 is None else w2.stride(), norm is None,
+         tuple(pro_kernel_flags.values()), batch_stats, mlp_tail, excitation.MLP_TILE_ELEMENTS), build)
     with _device_guard(x):
         EXCITATION_BWD_REDUCE.launch(
-            p, _rows_grid(p),
+            p, grid,
             (grad_y, x, y, sp, s, work["grad_s"], counter, mean, maximum, count, w1, b1, w2, *bn,
              work["hidden"], work["grad_h"], work["grad_norm"], work["grad_mean"], work["grad_max"],
-             *pro, work.get("psum"), p.R, p.K, RD, bn_eps, pro_eps, *gys, *xs, *ys, *_strides2(w1), *_strides2(w2)),
-            dict(_excitation_flags(spec, x.shape[1], RD), ACT=spec["act"], GATE=gate, ACT_OUT=act_out,
-                 HAS_B1=b1 is not None, HIDDEN_NORM=norm is not None, MLP_TAIL=mlp_tail, ACC=_acc_dtype(x),
-                 **pro_kernel_flags), x.device,
-        )
+             *pro, work.get("psum"), p.R, p.K, RD, bn_eps, pro_eps, *strides), constexprs, x.device)
 
 
 def _backward_prologue_flags(prologue: tuple | None, batch_stats: bool) -> dict:
@@ -302,21 +338,29 @@ def excitation_bwd_apply(
     """The block's backward, last launch (kernels/excitation.py excitation_bwd_apply), elementwise:
     grad_x (and grad_residual) from ``work`` "grad_mean" / "grad_max" (and "sums" with a
     prologue BatchNorm, :func:`prologue_norm_bwd`); arguments as :func:`excitation_bwd_reduce`."""
-    xs = plane_strides(x, "channel")
-    gys = plane_strides(grad_y, "channel")
-    ys = plane_strides(y, "channel") if y is not None else (0, 0, 0)
-    pa = _problem(x, "channel", xs, POOL=spec["pool"], MLP=spec["mlp"], RD=RD, ACT_OUT=act_out,
-                  WRITE_GRAD_RES=grad_res is not None, **_norm_flags(norm), **_backward_prologue_flags(prologue, batch_stats))
     pro, pro_eps, pro_kernel_flags = _prologue_args(prologue)
-    grs = plane_strides(grad_res, "channel") if grad_res is not None else (0, 0, 0)
+
+    def build() -> tuple:
+        xs = plane_strides(x, "channel")
+        pa = _problem(x, "channel", xs, POOL=spec["pool"], MLP=spec["mlp"], RD=RD, ACT_OUT=act_out,
+                      WRITE_GRAD_RES=grad_res is not None, **_norm_flags(norm),
+                      **_backward_prologue_flags(prologue, batch_stats))
+        strides = (*plane_strides(grad_y, "channel"), *xs, *(plane_strides(y, "channel") if y is not None else (0, 0, 0)),
+                   *plane_strides(grad_x, "channel"),
+                   *(plane_strides(grad_res, "channel") if grad_res is not None else (0, 0, 0)))
+        constexprs = dict(GATE=gate, ACT_OUT=act_out, WRITE_GRAD_RES=grad_res is not None, POOL=spec["pool"],
+                          BATCH_STATS=batch_stats, ACC=_acc_dtype(x), **pro_kernel_flags)
+        return pa, _elementwise_grid(pa), strides, constexprs
+
+    pa, grid, strides, constexprs = _plan(
+        ("excitation_bwd_apply", x.shape, x.stride(), x.dtype, grad_y.stride(), None if y is None else y.stride(),
+         grad_x.stride(), None if grad_res is None else grad_res.stride(), spec["pool"], spec["mlp"], RD, gate,
+         act_out, norm is None, tuple(pro_kernel_flags.values()), batch_stats), build)
     with _device_guard(x):
         EXCITATION_BWD_APPLY.launch(
-            pa, _elementwise_grid(pa),
+            pa, grid,
             (grad_y, x, y, sp, s, grad_x, grad_res, work["grad_mean"], work["grad_max"], maximum, count,
-             *pro, work.get("sums"), pa.B, pa.R, pa.K, pro_eps, *gys, *xs, *ys, *plane_strides(grad_x, "channel"), *grs),
-            dict(GATE=gate, ACT_OUT=act_out, WRITE_GRAD_RES=grad_res is not None, POOL=spec["pool"],
-                 BATCH_STATS=batch_stats, ACC=_acc_dtype(x), **pro_kernel_flags), x.device,
-        )
+             *pro, work.get("sums"), pa.B, pa.R, pa.K, pro_eps, *strides), constexprs, x.device)
 
 
 #: batch_stats_fwd: at most this many channels per program (its merges then read
