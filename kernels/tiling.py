@@ -7,37 +7,58 @@ CBAM's spatial attention uses R = H×W, K = C. Element (b, r, k) lives at
 
 A tile is BLOCK_R × BLOCK_K elements. The memory-contiguous axis gets the long side so loads
 coalesce. ``TILE_ELEMENTS`` bounds a tile so live registers stay modest on a GPU
-(4096 float32 values over 4 warps = 32 per thread). :func:`tile_shape` is the untuned choice;
-the second half of this file builds and prunes the autotuning spaces (tritattn/tuning.py).
+(4096 float32 values over 4 warps = 32 per thread). :func:`tile_shape` is the untuned choice,
+for a row reduction :func:`loop_tile_shape` (its loop over K kept short); the second half of
+this file builds and prunes the autotuning spaces (tritattn/tuning.py).
 """
 import math
 from typing import Callable
 
 import triton
 
+from .grid_math import cdiv, next_power_of_2
+
 TILE_ELEMENTS = 4096
 LONG_SIDE_MAX = 1024
+#: A row reduction's program waits a round trip per BLOCK_K step of its loop over K: where K is
+#: contiguous and tile_shape's tile would take more steps than this, the tile grows along K
+#: (past LONG_SIDE_MAX, up to TILE_ELEMENTS) — :func:`loop_tile_shape`.
+LOOP_STEPS_MAX = 4
 
 
 def tile_shape(R: int, K: int, rows_contiguous: bool, tile_elements: int = TILE_ELEMENTS) -> tuple[int, int]:
     """(BLOCK_R, BLOCK_K), powers of two, the long side on the axis with unit stride."""
     if rows_contiguous:
-        block_r = min(triton.next_power_of_2(R), LONG_SIDE_MAX, tile_elements)
-        block_k = max(1, min(triton.next_power_of_2(K), tile_elements // block_r))
+        block_r = min(next_power_of_2(R), LONG_SIDE_MAX, tile_elements)
+        block_k = max(1, min(next_power_of_2(K), tile_elements // block_r))
     else:
-        block_k = min(triton.next_power_of_2(K), LONG_SIDE_MAX, tile_elements)
-        block_r = max(1, min(triton.next_power_of_2(R), tile_elements // block_k))
+        block_k = min(next_power_of_2(K), LONG_SIDE_MAX, tile_elements)
+        block_r = max(1, min(next_power_of_2(R), tile_elements // block_k))
+    return block_r, block_k
+
+
+def loop_tile_shape(R: int, K: int, rows_contiguous: bool, tile_elements: int = TILE_ELEMENTS) -> tuple[int, int]:
+    """(BLOCK_R, BLOCK_K) of a row reduction (rows_grid: a program per BLOCK_R rows, looping over
+    K): :func:`tile_shape`'s, except where K is the contiguous axis and the loop would take more
+    than LOOP_STEPS_MAX steps: then BLOCK_K doubles (BLOCK_R halving where the tile would
+    outgrow ``tile_elements``) until it takes at most LOOP_STEPS_MAX steps or BLOCK_K reaches
+    ``tile_elements``. Fewer, longer loads per program and more programs; the batch plays no
+    part, so a launch's per-program counts stay the same at every batch."""
+    block_r, block_k = tile_shape(R, K, rows_contiguous, tile_elements)
+    while not rows_contiguous and cdiv(K, block_k) > LOOP_STEPS_MAX and 2 * block_k <= tile_elements:
+        block_k *= 2
+        block_r = max(1, min(block_r, tile_elements // block_k))
     return block_r, block_k
 
 
 def rows_grid(B: int, R: int, block_r: int) -> tuple[int]:
     """Row-reduction kernels: one program per (b, block of BLOCK_R rows), looping over K."""
-    return (B * triton.cdiv(R, block_r),)
+    return (B * cdiv(R, block_r),)
 
 
 def elementwise_grid(B: int, R: int, K: int, block_r: int, block_k: int) -> tuple[int]:
     """Elementwise kernels: one program per (b, row block, column block), column block fastest."""
-    return (B * triton.cdiv(R, block_r) * triton.cdiv(K, block_k),)
+    return (B * cdiv(R, block_r) * cdiv(K, block_k),)
 
 
 # --- configuration spaces for autotuning (tritattn/tuning.py) ---------------------------------
@@ -50,8 +71,9 @@ def elementwise_grid(B: int, R: int, K: int, block_r: int, block_k: int) -> tupl
 MAX_ELEMENTS_PER_THREAD = 64
 
 #: (long side, short side) tiles of the row-reduction kernels (rows_grid, looping over K):
-#: from one long row per program to 32 × 32.
-ROW_TILES = [(1024, 1), (1024, 2), (512, 2), (512, 4), (256, 4), (256, 8), (128, 8), (128, 16), (64, 16), (64, 32), (32, 32)]
+#: from one long row per program (TILE_ELEMENTS long: loop_tile_shape's longest) to 32 × 32.
+ROW_TILES = [(4096, 1), (2048, 2), (1024, 1), (1024, 2), (512, 2), (512, 4), (256, 4), (256, 8), (128, 8), (128, 16),
+             (64, 16), (64, 32), (32, 32)]
 #: (long side, short side) tiles of the elementwise kernels (elementwise_grid, one tile per program).
 ELEMENTWISE_TILES = [(1024, 1), (1024, 2), (1024, 4), (512, 4), (512, 8), (256, 8), (256, 16), (128, 16), (128, 32), (64, 32), (64, 64)]
 
@@ -69,8 +91,11 @@ def oriented_configs(
 
 def default_config(R: int, K: int, rows_contiguous: bool, num_stages: int) -> triton.Config:
     """The untuned choice: :func:`tile_shape` with the current TILE_ELEMENTS / LONG_SIDE_MAX
-    (read at call time, so tests can shrink them) and 4 warps."""
-    block_r, block_k = tile_shape(R, K, rows_contiguous, tile_elements=TILE_ELEMENTS)
+    (read at call time, so tests can shrink them) and 4 warps; for a kernel that loops over K
+    (``num_stages`` > 1: tritattn/launch.py gives the row reductions 3 stages, the elementwise
+    kernels 1), :func:`loop_tile_shape`."""
+    shape = loop_tile_shape if num_stages > 1 else tile_shape
+    block_r, block_k = shape(R, K, rows_contiguous, tile_elements=TILE_ELEMENTS)
     return triton.Config({"BLOCK_R": block_r, "BLOCK_K": block_k}, num_warps=4, num_stages=num_stages)
 
 
@@ -98,7 +123,7 @@ def prune_configs(
        ``max_configs - 1`` best after the default.
     """
     default = default_config(R, K, rows_contiguous, num_stages)
-    r_cap, k_cap = triton.next_power_of_2(R), triton.next_power_of_2(K)
+    r_cap, k_cap = next_power_of_2(R), next_power_of_2(K)
     seen = {_signature(default)}
     candidates = []
     for cfg in configs:

@@ -27,8 +27,9 @@ BLOCKS = [
     ("EffectiveSEModule", (200,), {}, (2, 200, 5, 5)),
     ("EcaModule", (130,), {}, (2, 130, 3, 5)),
     ("ChannelAttnTwin", (96,), {"rd_ratio": 0.125}, (2, 96, 6, 6)),
+    ("SEModule", (6,), {"rd_channels": 3}, (2, 6, 75, 75)),  # K = 5625: the row reductions' tile grows along K
 ]
-IDS = ["se520", "se37_maxpool", "ese200", "eca130", "cbam_channel96"]
+IDS = ["se520", "se37_maxpool", "ese200", "eca130", "cbam_channel96", "se6_long_k"]
 
 
 def build(name: str, args: tuple, kwargs: dict) -> torch.nn.Module:

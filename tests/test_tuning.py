@@ -36,9 +36,10 @@ SPACES = {
     "gated_scale_bwd": gated_scale.GATED_SCALE_BWD_CONFIGS,
 }
 TUNERS = [launch.MEAN_MAX_FWD, launch.MEAN_MAX_BWD, launch.GATED_SCALE_FWD, launch.GATED_SCALE_BWD]
-#: (R, K, rows_contiguous): SE-ResNet stages NCHW / channels_last, CBAM spatial, tiny and ragged.
+#: (R, K, rows_contiguous): SE-ResNet stages NCHW / channels_last, CBAM spatial, tiny and ragged,
+#: EfficientNet-B0's first SE in NCHW (a row reduction's default tile past LONG_SIDE_MAX).
 PROBLEMS = [(256, 3136, False), (256, 3136, True), (2048, 49, False), (2048, 49, True), (3136, 256, True),
-            (37, 1, True), (1, 1, False), (130, 784, False)]
+            (37, 1, True), (1, 1, False), (130, 784, False), (32, 12544, False)]
 
 
 @pytest.mark.parametrize("name", SPACES)
