@@ -38,7 +38,7 @@ def _in_acc(fn: Callable[..., None]) -> Callable[..., None]:
 
 
 def _acc(t: Optional[Tensor], dtype: torch.dtype) -> Optional[Tensor]:
-    return t.to(dtype) if t is not None else None
+    return t.to(dtype) if t is not None and t.dtype != dtype else t
 
 
 def pooled_input(mean: Tensor, maximum: Optional[Tensor], pool: str) -> Tensor:
