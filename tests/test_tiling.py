@@ -3,14 +3,15 @@ contiguous (``loop_tile_shape``), the elementwise kernels and channels_last keep
 tile, and ``default_config`` tells the two kinds apart by their pipeline depth — which
 tritattn/launch.py gives every row reduction (> 1) and no elementwise kernel (1).
 """
-import ast
-import inspect
 import itertools
 
 import pytest
+import torch
 import triton
+from torch import nn
 
-from tritattn import launch
+import tritattn
+from tritattn import paths, tuning
 from tritattn.kernels import tiling
 from tritattn.kernels.grid_math import cdiv
 
@@ -75,29 +76,42 @@ def test_the_shrunk_heuristic_grows_the_loop_tile_too(monkeypatch):
     assert (cfg.kwargs["BLOCK_R"], cfg.kwargs["BLOCK_K"]) == (2, 16)
 
 
-def _tuner_grids() -> dict[str, set[str]]:
-    """{Tuner name in tritattn/launch.py: the grid helpers (``_rows_grid``, ``_elementwise_grid``)
-    its launches are given}, read from launch.py's source."""
-    grids: dict[str, set[str]] = {}
-    for node in ast.walk(ast.parse(inspect.getsource(launch))):
-        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "launch"
-                and isinstance(node.func.value, ast.Name) and len(node.args) >= 2 and isinstance(node.args[1], ast.Call)
-                and isinstance(node.args[1].func, ast.Name)):
-            grids.setdefault(node.func.value.id, set()).add(node.args[1].func.id)
-    return grids
+def _launches_by_grid(monkeypatch) -> dict[str, dict[str, int]]:
+    """{"_rows_grid" / "_elementwise_grid": {Tuner name: its num_stages}} of the Tuners that a
+    training step of the per-op ops, SE (both kernel paths), CBAM and split attention launch,
+    at small shapes (the grid told by the launch.py helper that made it)."""
+    seen: dict[str, dict[str, int]] = {}
+    real_launch = tuning.Tuner.launch
+
+    def launch_(self, problem, grid, *args, **kwargs):
+        helper = getattr(grid, "__qualname__", "").split(".")[0]
+        seen.setdefault(helper, {})[self.name] = self.num_stages
+        return real_launch(self, problem, grid, *args, **kwargs)
+
+    monkeypatch.setattr(tuning.Tuner, "launch", launch_)
+    x = torch.randn(2, 12, 5, 7, requires_grad=True)
+    mean, maximum = tritattn.squeeze(x, "mean_max")
+    y = tritattn.excite_scale(x, mean + maximum, "sigmoid", x, "relu")
+    y.backward(torch.randn_like(y))
+    blocks = [tritattn.SEModule(12, rd_channels=4), tritattn.CbamModule(12, rd_channels=4),
+              tritattn.SplitAttn(12, 12, radix=2, norm_layer=nn.BatchNorm2d)]
+    for block in blocks:
+        for path in ("one-launch", "split"):
+            with paths.forced(path):
+                z = block(x)
+                z.backward(torch.randn_like(z))
+    return seen
 
 
-def test_every_row_reduction_has_stages_and_no_elementwise_kernel_has():
-    """default_config's marker holds in launch.py: every Tuner launched on a rows grid has
-    num_stages > 1 (its tile is loop_tile_shape's), every one launched on an elementwise grid 1."""
-    grids = _tuner_grids()
-    rows = [name for name, g in grids.items() if "_rows_grid" in g]
-    elementwise = [name for name, g in grids.items() if "_elementwise_grid" in g]
-    assert {"MEAN_MAX_FWD", "GATED_SCALE_BWD", "SQUEEZE_EXCITE_FWD", "EXCITATION_BWD_REDUCE"} <= set(rows)
-    assert {"MEAN_MAX_BWD", "GATED_SCALE_FWD", "EXCITATION_BWD_APPLY"} <= set(elementwise)
-    assert not set(rows) & set(elementwise)
-    assert all(getattr(launch, name).num_stages > 1 for name in rows), rows
-    assert all(getattr(launch, name).num_stages == 1 for name in elementwise), elementwise
+def test_every_row_reduction_has_stages_and_no_elementwise_kernel_has(monkeypatch):
+    """default_config's marker holds: every Tuner launched on launch.py's rows grid has
+    num_stages > 1 (its default tile is loop_tile_shape's), every one on its elementwise grid 1."""
+    seen = _launches_by_grid(monkeypatch)
+    rows, elementwise = seen.get("_rows_grid", {}), seen.get("_elementwise_grid", {})
+    assert {"mean_max_fwd", "gated_scale_bwd", "squeeze_excite_fwd", "excitation_bwd_reduce"} <= set(rows), seen
+    assert {"mean_max_bwd", "gated_scale_fwd", "excitation_bwd_apply"} <= set(elementwise), seen
+    assert all(stages > 1 for stages in rows.values()), rows
+    assert all(stages == 1 for stages in elementwise.values()), elementwise
 
 
 def test_row_tiles_hold_the_loop_tiles():
