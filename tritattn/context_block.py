@@ -239,13 +239,11 @@ def mlp_shape(x: Tensor, scale_mlp: tuple | None, add_mlp: tuple | None, act: st
 
 def mlp_path(path: str, shape: context_cost.ContextShape, device: torch.device,
              measure: Callable[[str], Callable[[], object]] | None = None) -> str:
-    """The op's path: ``path`` when it names one of context_cost.PATHS, else chosen (paths.choose:
+    """The op's path: ``path`` when it names one of context_cost.PATHS, else chosen (paths.op_path:
     forced, tuned, measured inside ``tritattn.tune`` on a GPU with ``measure``, or estimated by the
     critical-path model)."""
-    if path in context_cost.PATHS:
-        return path
-    return paths.choose("context_mlp", shape.key(), context_cost.PATHS, lambda: context_cost.paths(shape), device,
-                        measure)
+    return paths.op_path("context_mlp", path, context_cost.PATHS, lambda: shape, context_cost.ContextShape.key,
+                         context_cost.paths, device, measure)
 
 
 def op_mlp_path(args: dict) -> str:

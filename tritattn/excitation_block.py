@@ -163,14 +163,12 @@ def block_shape(x: Tensor, spec: BlockSpec | dict, w1: Optional[Tensor], b1: Opt
 
 def kernel_path(path: str, shape_of: Callable[[], BlockShape], device: torch.device, backward: bool) -> str:
     """The op's path: ``path`` when it names one of :data:`KERNEL_PATHS` (the module chose it),
-    else chosen between them for the forward (or the ``backward``) alone (paths.choose: forced,
+    else chosen between them for the forward (or the ``backward``) alone (paths.op_path: forced,
     tuned, or estimated) for the call whose shape ``shape_of()`` gives (built only then)."""
-    if path in KERNEL_PATHS:
-        return path
-    shape = shape_of()
     direction = excitation_cost.backward if backward else excitation_cost.forward
-    return paths.choose(f"excitation_block {'backward' if backward else 'forward'}", shape.key(backward),
-                        KERNEL_PATHS, lambda: {name: direction(shape, name) for name in KERNEL_PATHS}, device)
+    return paths.op_path(f"excitation_block {'backward' if backward else 'forward'}", path, KERNEL_PATHS, shape_of,
+                         lambda shape: shape.key(backward),
+                         lambda shape: {name: direction(shape, name) for name in KERNEL_PATHS}, device)
 
 
 def op_kernel_path(args: dict, backward: bool) -> str:

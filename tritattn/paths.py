@@ -31,7 +31,7 @@ import functools
 import logging
 import os
 from dataclasses import dataclass
-from typing import Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 
@@ -149,6 +149,21 @@ def choose(
     _decisions[(block, key)] = PathDecision(block, key, path, reason)
     log.debug("%s %s: path %s (%s)", block, key, path, reason)
     return path
+
+
+def op_path(
+    block: str, path: str, names: Sequence[str], shape_of: Callable[[], Any], key_of: Callable[[Any], str],
+    predict: Callable[[Any], Mapping[str, Sequence[Launch]]], device: torch.device,
+    measure: Callable[[str], Callable[[], object]] | None = None,
+) -> str:
+    """The path a block op with a ``path`` argument takes: ``path`` itself when it names one of
+    ``names`` (its caller chose it), else :func:`choose`'s for the call's shape ``shape_of()``
+    (built only then: the op's host path is short) under the problem key ``key_of(shape)``, with
+    ``predict(shape)`` the predicted launches of each name."""
+    if path in names:
+        return path
+    shape = shape_of()
+    return choose(block, key_of(shape), names, lambda: predict(shape), device, measure)
 
 
 def op_measure(call: Callable[..., object]) -> Callable[[str], Callable[[], object]]:

@@ -318,13 +318,11 @@ def op_attention_path(args: dict) -> str:
 
 def attention_path(path: str, shape: radix_cost.RadixShape, device: torch.device,
                    measure: Callable[[str], Callable[[], object]] | None = None) -> str:
-    """The op's path: ``path`` when it names one of radix_cost.PATHS, else chosen (paths.choose:
+    """The op's path: ``path`` when it names one of radix_cost.PATHS, else chosen (paths.op_path:
     forced, tuned, measured inside ``tritattn.tune`` on a GPU with ``measure``, or estimated by the
     critical-path model)."""
-    if path in radix_cost.PATHS:
-        return path
-    return paths.choose("radix_attention", shape.key(), radix_cost.PATHS, lambda: radix_cost.paths(shape), device,
-                        measure)
+    return paths.op_path("radix_attention", path, radix_cost.PATHS, lambda: shape, radix_cost.RadixShape.key,
+                         radix_cost.paths, device, measure)
 
 
 @radix_attention_op.register_fake
