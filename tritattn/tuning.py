@@ -288,9 +288,10 @@ def problem_key(p: Problem) -> str:
 
 @functools.lru_cache(maxsize=KEY_CACHE_SIZE)
 def _default_config(R: int, K: int, rows_contiguous: bool, num_stages: int, tile_elements: int,
-                    long_side_max: int) -> triton.Config:
-    """``tiling.default_config``, cached; ``tile_elements`` and ``long_side_max`` are the values of
-    ``tiling.TILE_ELEMENTS`` / ``LONG_SIDE_MAX`` it reads, so a changed heuristic is a new entry."""
+                    long_side_max: int, loop_steps_max: int) -> triton.Config:
+    """``tiling.default_config``, cached; ``tile_elements``, ``long_side_max`` and ``loop_steps_max``
+    are the values of ``tiling.TILE_ELEMENTS`` / ``LONG_SIDE_MAX`` / ``LOOP_STEPS_MAX`` it reads, so
+    a changed heuristic is a new entry."""
     return tiling.default_config(R, K, rows_contiguous, num_stages)
 
 
@@ -571,7 +572,7 @@ class Tuner:
 
     def _default(self, problem: Problem) -> triton.Config:
         return _default_config(problem.R, problem.K, problem.rows_contiguous, self.num_stages, tiling.TILE_ELEMENTS,
-                               tiling.LONG_SIDE_MAX)
+                               tiling.LONG_SIDE_MAX, tiling.LOOP_STEPS_MAX)
 
     def _benchmark(self, candidates: list[triton.Config], grid, args: tuple, constexprs: dict[str, Any]) -> triton.Config | None:
         """The fastest candidate by do_bench's median among those whose compiled kernel spills no
