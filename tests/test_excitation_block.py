@@ -210,10 +210,14 @@ def test_the_backward_takes_the_forwards_path(path):
     ("EffectiveSEModule", (40,), {}, 5), ("EcaModule", (40,), {}, 5), ("CecaModule", (40,), {}, 5),
 ])
 def test_channel_blocks_run_two_kernels_forward_and_save_no_more_than_eager(name, args, kwargs, step_max):
+    """The block pipeline's one-launch path (forced: at this small shape the model prefers the
+    per-op path for the training step, whose backward has fewer serial tails)."""
     fast = getattr(tritattn, name)(*args, **kwargs)
     eager = getattr(tritattn.reference, name)(*args, **kwargs)
     x = torch.randn(2, 40, 6, 6)
-    c, e = census.take_census(fast, x), census.take_census(eager, x)
+    with paths.forced("one-launch"):
+        c = census.take_census(fast, x)
+    e = census.take_census(eager, x)
     assert (c.fwd.triton, c.fwd.aten) == (2, 0), [op for op, _ in c.fwd.tritattn_calls]
     assert c.inference.total == 2
     assert c.fwd.total + c.bwd.total <= step_max

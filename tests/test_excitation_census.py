@@ -1,8 +1,9 @@
 """The channel-attention block's predicted launches (tritattn/excitation_cost.py, what the path
 choice estimates from) against the launches counted in Triton's interpreter
-(perf/program_census.py): for each Triton kernel of the one-launch and the split path, the
-programs and the median and longest program's memory instructions are the counted ones, and the
-torch launches between the kernels are as many as predicted.
+(perf/program_census.py), on every path — one-launch, split, per-op and eager (the reference
+module's forward and autograd): for each Triton kernel, the programs and the median and longest
+program's memory instructions are the counted ones, and the torch launches between the kernels
+are as many as predicted (one per aten op, as perf/census.py counts eager).
 """
 import sys
 from pathlib import Path
@@ -48,7 +49,7 @@ def triton_counts(launches) -> list[tuple[str, int, int, int]]:
     return [(launch.kernel, launch.programs, launch.median, launch.longest) for launch in launches if launch.programs]
 
 
-@pytest.mark.parametrize("path", excitation_cost.KERNEL_PATHS)
+@pytest.mark.parametrize("path", excitation_cost.PATHS)
 @pytest.mark.parametrize("name, args, kwargs, shape", BLOCKS, ids=IDS)
 def test_predicted_launches_are_the_counted_ones(name, args, kwargs, shape, path, monkeypatch):
     monkeypatch.setattr(ops, "poison_outputs", False)  # the NaN fill of the outputs is a test's, not a launch of the op

@@ -112,13 +112,15 @@ def se_on_meta(C: int, rd: int, B: int, hw: int, grad: bool) -> None:
 
 def test_the_model_splits_a_long_mlp_tail_and_keeps_a_short_one():
     """SE-ResNet-50 stage 4 (2048@7×7, RD 128): the last program's MLP re-reads 2·C·RD weights
-    (325 memory instructions), so the MLP goes to GEMMs; a small SE keeps its one launch. Each
+    (325 memory instructions), so the MLP goes to GEMMs; a small SE keeps its one launch (3
+    launches against the per-op path's 5: in inference it wins; in the training step its backward's
+    torch GEMMs for the weight gradients make it 52.8 µs against the per-op path's 49.8). Each
     decision is recorded with every candidate's estimate."""
     se_on_meta(2048, 128, 8, 7, grad=False)
-    se_on_meta(64, 8, 8, 7, grad=True)
+    se_on_meta(64, 8, 8, 7, grad=False)
     (big, small) = paths.decisions()
     assert (big.block, big.path, small.path) == ("excitation_block", "split", "one-launch")
-    assert "train=0" in big.key and "train=1" in small.key
+    assert "train=0" in big.key and "train=0" in small.key
     for d in (big, small):
         assert d.reason.startswith("estimate (H100 model): one-launch "), d.reason
         assert all(f" {name} " in d.reason for name in excitation_cost.PATHS), d.reason

@@ -248,6 +248,75 @@ def mlp_backward(s: BlockShape, size: int) -> list[Launch]:
     return out + _vector_ops("pooled input grad", 2 * (s.pool == "mean_max_avg"), B * C, size)
 
 
+# --- the module's own MLP (the per-op path and eager): torch's autograd of its layers -----------------
+#
+# One aten op, one launch — as perf/census.py counts eager (tests/test_excitation_census.py checks
+# these predictions against that count). A GPU's convolution may launch more than one kernel (a
+# convolution_backward computes its input, weight and bias gradients in up to three), so for
+# these two paths the count is a lower bound: the estimate favours them, never tritattn's own.
+
+
+def _conv(name: str, B: int, cin: int, cout: int, size: int, bias: bool) -> Launch:
+    """A 1×1 convolution (or ECA's conv1d) over [B, cin] → [B, cout], its bias inside the op."""
+    return eager_launch(name, (B * cin + cin * cout + bias * cout + B * cout) * size)
+
+
+def _conv_backward(name: str, B: int, cin: int, cout: int, size: int, bias: bool) -> Launch:
+    """convolution_backward: the input's, the weight's (and the bias's) gradients in one op."""
+    return eager_launch(name, (2 * B * cout + 2 * B * cin + 2 * cin * cout + bias * cout) * size)
+
+
+def _module_branches(s: BlockShape) -> int:
+    """The MLP's passes: CBAM's channel branch ("mean_max_both") runs it on the mean and on the max."""
+    return 2 if s.pool == "mean_max_both" else 1
+
+
+def _module_layers(s: BlockShape, size: int) -> list[tuple[str, Launch, Launch]]:
+    """(name, forward launch, backward launch) of the module's MLP layers, in forward order, for one branch."""
+    B, C, RD = s.B, s.C, s.RD
+    if s.mlp == "fc_act_fc":
+        layers = [("fc1", _conv("fc1", B, C, RD, size, s.has_b1), _conv_backward("fc1 backward", B, C, RD, size, s.has_b1))]
+        if s.hidden_norm:
+            layers.append(("hidden norm", eager_launch("hidden norm", (2 * B * RD + 4 * RD) * size),
+                           eager_launch("hidden norm backward", (3 * B * RD + 6 * RD) * size)))
+        if s.act != "identity":
+            layers.append(("act", eager_launch("act", 2 * B * RD * size), eager_launch("act backward", 3 * B * RD * size)))
+        return layers + [("fc2", _conv("fc2", B, RD, C, size, s.has_b2),
+                          _conv_backward("fc2 backward", B, RD, C, size, s.has_b2))]
+    if s.mlp == "fc":
+        return [("fc", _conv("fc", B, C, C, size, s.has_b2), _conv_backward("fc backward", B, C, C, size, s.has_b2))]
+    return [("taps", _conv("taps", B, C, C, size, s.has_b2), _conv_backward("taps backward", B, C, C, size, s.has_b2))]
+
+
+def _module_parameters(s: BlockShape) -> int:
+    """The MLP's parameter tensors (their gradients are summed over CBAM's two branches)."""
+    if s.mlp == "fc_act_fc":
+        return 2 + s.has_b1 + s.has_b2 + 2 * s.hidden_norm
+    return 1 + s.has_b2
+
+
+def module_mlp_forward(s: BlockShape) -> list[Launch]:
+    """The module's MLP on the pooled vectors, in x's dtype: timm's (mean + max) / 2 pooling as
+    0.5·mean + 0.5·max (three ops), each layer an op, CBAM's two branches added."""
+    vec = s.B * s.C
+    out = _vector_ops("pooled input", 3 * (s.pool == "mean_max_avg"), vec, s.itemsize)
+    for _ in range(_module_branches(s)):
+        out += [forward for _, forward, _ in _module_layers(s, s.itemsize)]
+    return out + _vector_ops("branch sum", _module_branches(s) - 1, vec, s.itemsize)
+
+
+def module_mlp_backward(s: BlockShape) -> list[Launch]:
+    """autograd of :func:`module_mlp_forward`: each layer's backward op (a convolution_backward gives
+    its weight and bias gradients too), CBAM's second branch's parameter gradients added to the
+    first's, the pooled input's two halves scaled by 0.5 (timm's (mean + max) / 2)."""
+    out: list[Launch] = []
+    for _ in range(_module_branches(s)):
+        out += [backward for _, _, backward in reversed(_module_layers(s, s.itemsize))]
+    out += _vector_ops("parameter gradient sum", (_module_branches(s) - 1) * _module_parameters(s), s.C * s.RD,
+                       s.itemsize)
+    return out + _vector_ops("pooled input grad", 2 * (s.pool == "mean_max_avg"), s.B * s.C, s.itemsize)
+
+
 def weight_grads(s: BlockShape, size: int) -> list[Launch]:
     """The weight gradients as GEMMs and column sums over the batch (excitation_mlp.weight_grads;
     weights in ACC's dtype, as float32 weights under AMP: no conversion of the results)."""
@@ -281,8 +350,7 @@ def forward(s: BlockShape, path: str) -> list[Launch]:
     if path == "split":
         return [squeeze_excite_fwd(s, False)] + mlp_forward(s, s.acc) + [gated_scale_fwd(s, s.residual)]
     if path == "per-op":
-        return ([mean_max_fwd(s, True, s.with_max)] + mlp_forward(s, s.itemsize)
-                + [gated_scale_fwd(s, s.residual)])
+        return [mean_max_fwd(s, True, s.with_max)] + module_mlp_forward(s) + [gated_scale_fwd(s, s.residual)]
     return _eager_forward(s)
 
 
@@ -296,8 +364,13 @@ def backward(s: BlockShape, path: str) -> list[Launch]:
         return ([_counters(s)] * tail + [excitation_bwd_reduce(s, tail)] + (pooled if tail else mlp_backward(s, s.acc))
                 + weight_grads(s, s.acc) + [excitation_bwd_apply(s, write_grad_res)])
     if path == "per-op":
-        return ([gated_scale_bwd(s, relu, write_grad_res)] + mlp_backward(s, s.itemsize) + weight_grads(s, s.itemsize)
-                + [mean_max_bwd(s, True, s.with_max), eager_launch("grad x sum", 3 * s.plane)])
+        vec = s.B * s.C * s.itemsize
+        # the squeeze's gradient: the mean's alone is a broadcast view (grad / H·W), added to
+        # grad x; with the max, the squeeze_backward kernel (its absent mean gradient zero-filled)
+        pool = ([eager_launch("zeros", vec), mean_max_bwd(s, True, True)] if s.with_max
+                else [eager_launch("grad mean / H·W", 2 * vec)])
+        return ([gated_scale_bwd(s, relu, write_grad_res)] + module_mlp_backward(s) + pool
+                + [eager_launch("grad x sum", 3 * s.plane)])
     return _eager_backward(s)
 
 
@@ -311,7 +384,7 @@ def _pool_eager(s: BlockShape) -> list[Launch]:
 
 def _eager_forward(s: BlockShape) -> list[Launch]:
     """The reference module's forward: pool, the MLP, the gate, x · gate (+ residual, relu)."""
-    out = _pool_eager(s) + mlp_forward(s, s.itemsize)
+    out = _pool_eager(s) + module_mlp_forward(s)
     out += [eager_launch("gate", 2 * s.B * s.C * s.itemsize), eager_launch("x * gate", 2 * s.plane)]
     if s.residual:
         out.append(eager_launch("+ residual", 3 * s.plane))
@@ -322,15 +395,19 @@ def _eager_forward(s: BlockShape) -> list[Launch]:
 
 def _eager_backward(s: BlockShape) -> list[Launch]:
     """Autograd of the reference forward: relu, the product's two gradients, the gate, the MLP,
-    the pooling's backward, the sum of x's gradients."""
+    the pooling's backward (amax's: the mask x == max, its count, the gradient shared among the
+    ties), the sum of x's gradients."""
     out = [eager_launch("relu backward", 3 * s.plane)] if s.act_out == "relu" else []
     out += [eager_launch("grad x from the product", 3 * s.plane), eager_launch("grad gate: dy * x", 3 * s.plane),
             eager_launch("grad gate: sum over H×W", s.plane), eager_launch("gate backward", 3 * s.B * s.C * s.itemsize)]
-    out += mlp_backward(s, s.itemsize) + weight_grads(s, s.itemsize)
-    out += [eager_launch("mean backward", s.plane)]
+    out += module_mlp_backward(s)
+    mask = s.plane // s.itemsize  # bytes of a boolean x-sized tensor
     if s.with_max:
-        out += [eager_launch("amax backward", 3 * s.plane), eager_launch("grad x sum", 3 * s.plane)]
-    return out + [eager_launch("grad x sum", 3 * s.plane)]
+        vec = s.B * s.C * s.itemsize
+        out += [eager_launch("amax backward: x == max", s.plane + vec + mask), eager_launch("amax backward: ties", mask + vec),
+                eager_launch("amax backward: grad / ties", 3 * vec), eager_launch("amax backward: mask · grad", mask + vec + s.plane),
+                eager_launch("grad x sum", 3 * s.plane)]
+    return out + [eager_launch("mean backward", 2 * s.plane), eager_launch("grad x sum", 3 * s.plane)]
 
 
 def paths(s: BlockShape, training: bool, names: tuple[str, ...] = PATHS) -> dict[str, list[Launch]]:
