@@ -539,8 +539,8 @@ MUTANTS: list[Mutant] = [
     ),
     Mutant(
         "default_config_cache_ignores_the_heuristic", "tritattn/tuning.py",
-        "self.num_stages, tiling.TILE_ELEMENTS,\n                               tiling.LONG_SIDE_MAX)",
-        "self.num_stages, 4096,\n                               1024)",
+        "self.num_stages, tiling.TILE_ELEMENTS,\n                               tiling.LONG_SIDE_MAX, tiling.LOOP_STEPS_MAX)",
+        "self.num_stages, 4096,\n                               1024, 4)",
         "the cached default config outlives a change of the tile heuristic (TILE_ELEMENTS, LONG_SIDE_MAX)",
         ("tests/test_host_time.py::test_problem_keys_are_cached_per_problem_and_the_default_follows_the_heuristic",),
     ),

@@ -29,7 +29,6 @@ from .tuning import MAX_CONFIGS, FixedConfig, Problem, Tuner
 MEAN_MAX_FWD = Tuner("mean_max_fwd", mean_max.mean_max_fwd, mean_max.MEAN_MAX_FWD_CONFIGS, num_stages=3)
 MEAN_MAX_BWD = Tuner("mean_max_bwd", mean_max.mean_max_bwd, mean_max.MEAN_MAX_BWD_CONFIGS, num_stages=1)
 GATED_SCALE_FWD = Tuner("gated_scale_fwd", gated_scale.gated_scale_fwd, gated_scale.GATED_SCALE_FWD_CONFIGS, num_stages=1)
-GATED_SCALE_BWD = Tuner("gated_scale_bwd", gated_scale.gated_scale_bwd, gated_scale.GATED_SCALE_BWD_CONFIGS, num_stages=3)
 SQUEEZE_EXCITE_FWD = Tuner("squeeze_excite_fwd", excitation.squeeze_excite_fwd, excitation.SQUEEZE_EXCITE_FWD_CONFIGS, num_stages=3)
 
 
@@ -55,6 +54,11 @@ class WideTuner(Tuner):
 #: warps (12 B with the prologue and the MLP tail: 128 registers), not over 4 (tests/test_spills.py)
 EXCITATION_BWD_REDUCE = WideTuner("excitation_bwd_reduce", excitation.excitation_bwd_reduce,
                                   excitation.EXCITATION_BWD_REDUCE_CONFIGS, num_stages=3, num_warps=8, min_side=16)
+#: gated_scale_bwd keeps grad_y, x, y (and its reduction) live: over 4 warps tiling's 64 × 64 tile
+#: (NCHW 7×7) spills on sm_90 (360 B at SE 2048@7×7: 255 registers), and so does a 1024 × 4 tile
+#: (bf16 channels_last, 12 B); over 8 warps neither does (tests/test_spills.py)
+GATED_SCALE_BWD = WideTuner("gated_scale_bwd", gated_scale.gated_scale_bwd, gated_scale.GATED_SCALE_BWD_CONFIGS,
+                            num_stages=3, num_warps=8, min_side=1)
 DOUBLY_GATED_SCALE_FWD = Tuner(
     "doubly_gated_scale_fwd", cbam_spatial.doubly_gated_scale_fwd, cbam_spatial.DOUBLY_GATED_SCALE_FWD_CONFIGS, num_stages=1)
 #: batch_stats_fwd's workspace has a row per (sample, pixel chunk): its tile is part of its
