@@ -313,15 +313,22 @@ def _paths_at(by_impl: dict[str, PathCount], block: Block, pass_: str, B: int, d
     """Each path's launches at batch ``B`` (None where the counts cannot give them), whether one was
     extrapolated, and why not."""
     out: dict[str, tuple[list[Launch] | None, bool, str]] = {}
+    kernels = {impl: [x.kernel for x in c.large if x.programs] for impl, c in by_impl.items()}
     try:
         for impl, c in by_impl.items():
             got = path_at(c, B)
-            counted = [x.kernel for x in c.large if x.programs]
+            counted = kernels[impl]
             taken = triton_kernels_at(block, impl, pass_, B, dtype) if got else counted
             if got is None:
                 out[impl] = (None, False, "the launches differ between the two counted batches")
-            elif taken != counted:  # the path changes with B: the counts are not its counts
-                out[impl] = (None, False, f"at B={B} the path launches {', '.join(taken)}, not the counted {', '.join(counted)}")
+            elif taken != counted:  # the path changes with B: the counts are not its counts ...
+                # ... unless it is another counted path's (tritattn taking its per-op path at this B)
+                other = next((o for o in by_impl if o != impl and kernels[o] == taken and path_at(by_impl[o], B)), None)
+                if other is not None:
+                    out[impl] = (*path_at(by_impl[other], B), f"at B={B} the path taken is {other}'s")
+                else:
+                    out[impl] = (None, False,
+                                 f"at B={B} the path launches {', '.join(taken)}, not the counted {', '.join(counted)}")
             else:
                 out[impl] = (*got, "")
         out["eager"] = (eager_path(block, pass_, B, dtype), False, "")
