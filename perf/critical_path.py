@@ -323,9 +323,10 @@ def _paths_at(by_impl: dict[str, PathCount], block: Block, pass_: str, B: int, d
                 out[impl] = (None, False, "the launches differ between the two counted batches")
             elif taken != counted:  # the path changes with B: the counts are not its counts ...
                 # ... unless it is another counted path's (tritattn taking its per-op path at this B)
-                other = next((o for o in by_impl if o != impl and kernels[o] == taken and path_at(by_impl[o], B)), None)
-                if other is not None:
-                    out[impl] = (*path_at(by_impl[other], B), f"at B={B} the path taken is {other}'s")
+                other = next((o for o in by_impl if o != impl and kernels[o] == taken), None)
+                other_at = path_at(by_impl[other], B) if other is not None else None
+                if other_at is not None:
+                    out[impl] = (*other_at, f"at B={B} the path taken is {other}'s")
                 else:
                     out[impl] = (None, False,
                                  f"at B={B} the path launches {', '.join(taken)}, not the counted {', '.join(counted)}")

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from fixtures.aten_ops import AtenOps
-from fixtures.simulated_gpu import simulated_gpu  # noqa: F401
+from fixtures.simulated_gpu import simulated_gpu, split_measured_and_kept  # noqa: F401
 from fixtures.workspaces import counters_reset, launched_counters  # noqa: F401
 
 from tritattn import reference, tuning
@@ -583,24 +583,10 @@ def test_tune_measures_both_paths_and_the_winner_is_kept(simulated_gpu, monkeypa
     """On the simulated GPU inside tuning.benchmarking() (tritattn.tune's pass): the op times each
     path (here with made-up times: split faster), stores the winner in the user cache, and a new
     process reads it back ("measured (user cache)") instead of estimating."""
-    from tritattn import paths
-
-    times = iter([2.0, 1.0])  # one-launch, then split, in PATHS order
-    monkeypatch.setattr(paths, "_may_measure", tuning.may_benchmark)  # the simulated GPU's device is the CPU
-    monkeypatch.setattr(paths, "_time_ms", lambda run: (run(), next(times))[1])
     peer, fast = timm_pair("gcresnet")
     peer.eval(), fast.eval()
     x = make_input((2, 12, 3, 5), torch.float64)
-    paths.forget()
-    with torch.no_grad(), tuning.benchmarking():
-        y = fast(x)
-    (decision,) = [d for d in paths.decisions() if d.block == "context_mlp"]
-    assert decision.path == "split" and decision.reason == "measured now: one-launch 2000.0 µs, split 1000.0 µs"
-    simulated_gpu.new_process()
-    paths.forget()
-    with torch.no_grad():
-        again = fast(x)
-    assert paths.decision("context_mlp", decision.key).reason == "measured (user cache)"
+    y, again = split_measured_and_kept(simulated_gpu, monkeypatch, "context_mlp", lambda: fast(x))
     assert torch.equal(y, again)
     assert_close(y, peer(x), what="the measured path")
 

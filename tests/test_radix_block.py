@@ -18,7 +18,7 @@ import pytest
 import torch
 from torch import nn
 from fixtures.aten_ops import AtenOps
-from fixtures.simulated_gpu import simulated_gpu  # noqa: F401
+from fixtures.simulated_gpu import simulated_gpu, split_measured_and_kept  # noqa: F401
 from fixtures.workspaces import counters_reset, launched_counters  # noqa: F401
 
 from conftest import (
@@ -897,25 +897,12 @@ def test_tune_measures_both_paths_and_the_winner_is_kept(simulated_gpu, monkeypa
     """On the simulated GPU inside tuning.benchmarking() (tritattn.tune's pass): the op times each
     path (here with made-up times: split faster), stores the winner in the user cache, and a new
     process reads it back ("measured (user cache)") instead of estimating."""
-    from tritattn import paths, tuning
-
-    times = iter([2.0, 1.0])  # one-launch, then split, in PATHS order
-    monkeypatch.setattr(paths, "_may_measure", tuning.may_benchmark)  # the simulated GPU's device is the CPU
-    monkeypatch.setattr(paths, "_time_ms", lambda run: (run(), next(times))[1])
     peer, twin = build_peer_and_twin("splat-r2-bn")
     peer.eval(), twin.eval()
     x = inference_input("splat-r2-bn", channels_last=False)
-    paths.forget()
-    with torch.no_grad(), tuning.benchmarking():
-        y = twin(x)
-    (decision,) = [d for d in paths.decisions() if d.block == "radix_attention"]
-    assert decision.path == "split" and decision.reason == "measured now: one-launch 2000.0 µs, split 1000.0 µs"
-    simulated_gpu.new_process()
-    paths.forget()
+    y, again = split_measured_and_kept(simulated_gpu, monkeypatch, "radix_attention", lambda: twin(x))
+    assert torch.equal(y, again)
     with torch.no_grad():
-        again = twin(x)
-        assert paths.decision("radix_attention", decision.key).reason == "measured (user cache)"
-        assert torch.equal(y, again)
         assert_close(y, peer(x), torch.float64, what="the measured path")
 
 
