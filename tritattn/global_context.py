@@ -7,6 +7,8 @@ place (``module.__class__ = GlobalContext``) and keeps its own submodules.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import Tensor, nn
 
@@ -17,6 +19,7 @@ from .functional import excite_scale, squeeze
 from .modules import kernel_for_gate, kernel_gate, mlp_act_kind
 from .peers import qualified_name
 from .hooks import has_hooks
+from .module_plans import cached
 from .tracing import fx_leaf, is_symbolic, leaf_class
 
 #: the hidden activations the in-kernel MLP computes (of modules.mlp_act_kind's)
@@ -58,6 +61,22 @@ def _mlp_args(mlp: nn.Module | None) -> tuple:
             mlp.fc2.bias, float(mlp.norm.eps))
 
 
+@dataclasses.dataclass(frozen=True)
+class ContextPlan:
+    """What a :class:`GlobalContext` call reads from its module (kept by module_plans)."""
+
+    #: (layer name, the channels it takes) for each present layer
+    channels: tuple[tuple[str, int], ...]
+    #: the gate's kernel name (None: no mlp_scale, or no kernel)
+    gate: str | None
+    #: why the MLPs cannot run inside the context kernel, whatever x and grad mode; or None
+    mlp_refusal: str | None
+    #: tritattn::context_mlp's arguments after x, where mlp_refusal is None
+    mlp_args: tuple | None
+    #: whether a parameter requires a gradient
+    params_need_grad: bool
+
+
 class GlobalContext(reference.GlobalContext):
     """timm's ``GlobalContext`` with its passes over x on tritattn's kernels.
 
@@ -90,21 +109,14 @@ class GlobalContext(reference.GlobalContext):
         if is_symbolic(x):
             return fx_leaf(self, x)
         check_feature_map(x)
-        for name in ("conv_attn", "mlp_scale", "mlp_add"):
-            layer = getattr(self, name)
-            if layer is not None:
-                conv = layer if name == "conv_attn" else layer.fc1
-                check_channels(x, conv.in_channels, f"{type(self).__name__}.{name}")
-        gate = None
-        if self.mlp_scale is not None:
-            gate = kernel_gate(self, self.gate)
-            if gate is None:
-                return super().forward(x)  # the reference forward
-        if self.mlp_kernel_refusal(x) is None:  # inference: the MLPs inside the context kernel
-            mlp = self.mlp_scale if self.mlp_scale is not None else self.mlp_add
-            s, t = dispatch.call(
-                context_mlp_op, x, self.conv_attn.weight.flatten(), *_mlp_args(self.mlp_scale), *_mlp_args(self.mlp_add),
-                mlp_act_kind(mlp.act))
+        plan = self._plan()
+        for name, channels in plan.channels:
+            check_channels(x, channels, f"{type(self).__name__}.{name}")
+        gate = plan.gate
+        if self.mlp_scale is not None and gate is None:
+            return super().forward(x)  # the reference forward
+        if self._mlp_kernel_refusal(x, plan) is None:  # inference: the MLPs inside the context kernel
+            s, t = dispatch.call(context_mlp_op, x, *plan.mlp_args)
             added = t.to(x.dtype)[:, :, None, None] if self.mlp_add is not None else None  # eager's mlp_add is in x's dtype
             if self.mlp_scale is None:
                 return x + added  # a broadcast add is already one pass over x
@@ -124,10 +136,35 @@ class GlobalContext(reference.GlobalContext):
     def mlp_kernel_refusal(self, x: Tensor) -> str | None:
         """Why ``self(x)`` does not run its MLPs inside the context kernel (tritattn::context_mlp,
         inference only) but on the per-op path, or None when it does."""
+        return self._mlp_kernel_refusal(x, self._plan())
+
+    def _mlp_kernel_refusal(self, x: Tensor, plan: ContextPlan) -> str | None:
         if not excitation_block.runs_for(x):
             return "the block pipelines are off or x is not on Triton kernels"
-        if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters())):
+        if torch.is_grad_enabled() and (x.requires_grad or plan.params_need_grad):
             return "a gradient is needed (the in-kernel MLP has no backward)"
+        return plan.mlp_refusal
+
+    def _plan(self) -> ContextPlan:
+        """What a call reads from the module, built once while it is unchanged (module_plans;
+        hooks watched: a hooked MLP refuses the kernel)."""
+        return cached(self, self._build_plan, (excitation_block.MAX_HIDDEN,), watch_hooks=True)
+
+    def _build_plan(self) -> ContextPlan:
+        layers = [(name, getattr(self, name)) for name in ("conv_attn", "mlp_scale", "mlp_add")]
+        channels = tuple((name, (layer if name == "conv_attn" else layer.fc1).in_channels)
+                         for name, layer in layers if layer is not None)
+        gate = kernel_gate(self, self.gate) if self.mlp_scale is not None else None
+        refusal = self._static_mlp_refusal()
+        mlp_args = None
+        if refusal is None:
+            mlp = self.mlp_scale if self.mlp_scale is not None else self.mlp_add
+            mlp_args = (self.conv_attn.weight.flatten(), *_mlp_args(self.mlp_scale), *_mlp_args(self.mlp_add),
+                        mlp_act_kind(mlp.act))
+        return ContextPlan(channels, gate, refusal, mlp_args, any(p.requires_grad for p in self.parameters()))
+
+    def _static_mlp_refusal(self) -> str | None:
+        """:meth:`mlp_kernel_refusal`'s reasons that do not depend on x or grad mode."""
         if self.conv_attn is None:
             return "no conv_attn: the mean context runs on the per-op path"
         mlps = [(name, getattr(self, name)) for name in ("mlp_scale", "mlp_add") if getattr(self, name) is not None]

@@ -39,6 +39,7 @@ from . import cbam_block, excitation_block, reference
 from .batchnorm import count_batch, update_running_stats
 from .checks import check_channels, check_companion, check_feature_map
 from .dispatch import call
+from .module_plans import cached
 from .functional import excite_scale_unchecked, spatial_pool_unchecked, spatial_scale_unchecked, squeeze_unchecked
 from .excitation_block import BlockSpec
 from .peers import peer_gate_kind, qualified_name
@@ -100,6 +101,20 @@ def _pooled(x: Tensor, add_maxpool: bool) -> Tensor:
     return squeeze_unchecked(x, "mean")[:, :, None, None]
 
 
+@dataclasses.dataclass(frozen=True)
+class ExcitationPlan:
+    """What a channel-attention block's call reads from its module (kept by module_plans)."""
+
+    #: the kernel gate, or None: no kernel (the block runs its reference forward)
+    gate: str | None
+    #: why the block cannot run as one pipeline, or None
+    refusal: str | None
+    #: the block's excitation for the pipeline, where it has a gate kernel and no refusal
+    spec: BlockSpec | None
+    #: the channel count the block takes (its :attr:`~ChannelExcitation.channels_attr` conv's), or None
+    channels: int | None
+
+
 class ChannelExcitation(nn.Module):
     """Base of the fast channel-attention blocks: ``x · gate(logits(x))[b, c]``, one kernel pass.
 
@@ -126,13 +141,31 @@ class ChannelExcitation(nn.Module):
         """The block's excitation for the pipeline (when :meth:`block_refusal` is None)."""
         raise NotImplementedError
 
+    #: the block's own plain attributes its plan reads (module_plans: a change builds it again)
+    plan_attrs: tuple[str, ...] = ()
+
     def uses_block_pipeline(self, x: Tensor) -> bool:
         """Whether ``self(x)`` runs as one pipeline: Triton kernels for x, no refusal, not switched off."""
-        return excitation_block.runs_for(x) and self.block_refusal() is None
+        return self._runs_pipeline(x, self._plan())
+
+    def _runs_pipeline(self, x: Tensor, plan: ExcitationPlan) -> bool:
+        return plan.refusal is None and excitation_block.runs_for(x)
 
     def kernel_gate_name(self) -> str | None:
         """The kernel gate this block applies, or None (after a one-time warning): no kernel."""
-        return self.fixed_gate or kernel_gate(self, getattr(self, self.gate_attr))
+        return self._plan().gate
+
+    def _plan(self) -> ExcitationPlan:
+        """This module's gate, refusal and spec, built once while the module is unchanged (module_plans)."""
+        d = self.__dict__
+        return cached(self, self._build_plan, (excitation_block.MAX_HIDDEN, *(d[a] for a in self.plan_attrs)))
+
+    def _build_plan(self) -> ExcitationPlan:
+        gate = self.fixed_gate or kernel_gate(self, getattr(self, self.gate_attr))
+        refusal = self.block_refusal()
+        spec = self.block_spec() if gate is not None and refusal is None else None
+        channels = getattr(self, self.channels_attr).in_channels if self.channels_attr is not None else None
+        return ExcitationPlan(gate, refusal, spec, channels)
 
     def excite(self, x: Tensor, residual: Tensor | None = None, act: str = "identity") -> Tensor:
         """``act(self(x) + residual)`` in one pass over x (act: "identity" or "relu"). With a
@@ -141,33 +174,35 @@ class ChannelExcitation(nn.Module):
 
         x (and the residual) are checked here, once per call; the ops below trust them."""
         check_feature_map(x)
-        if self.channels_attr is not None:
-            check_channels(x, getattr(self, self.channels_attr).in_channels, type(self).__name__)
+        plan = self._plan()
+        if plan.channels is not None:
+            check_channels(x, plan.channels, type(self).__name__)
         if residual is not None:
             check_companion(residual, "residual", x, sizes(x))
         prologue = prologue_of(self)
         if prologue is not None:
-            return self._excite_after(prologue, x, residual, act)
-        return self._excite_input(x, residual, act)
+            return self._excite_after(plan, prologue, x, residual, act)
+        return self._excite_input(plan, x, residual, act)
 
-    def _excite_after(self, prologue: Prologue, c: Tensor, residual: Tensor | None, act: str) -> Tensor:
-        gate = self.kernel_gate_name()
-        if gate is None or residual is not None or act != "identity" or 0 in sizes(c) or not self.uses_block_pipeline(c):
-            return self._excite_input(prologue.eager(c), residual, act)
+    def _excite_after(self, plan: ExcitationPlan, prologue: Prologue, c: Tensor, residual: Tensor | None,
+                      act: str) -> Tensor:
+        gate = plan.gate
+        if gate is None or residual is not None or act != "identity" or 0 in sizes(c) or not self._runs_pipeline(c, plan):
+            return self._excite_input(plan, prologue.eager(c), residual, act)
         norm = prologue.norm
         check_channels(c, norm.num_features, type(norm).__name__)
         factor = count_batch(norm, sizes(c)) if norm.training else 0.0
         batch_stats = norm.training or norm.running_mean is None
         y, stats = excitation_block.excitation_with_stats(
-            c, self.block_spec(), gate, prologue=(prologue.kind, prologue.norm_args()), batch_stats=batch_stats)
+            c, plan.spec, gate, prologue=(prologue.kind, prologue.norm_args()), batch_stats=batch_stats)
         if norm.training and norm.running_mean is not None:
             update_running_stats(norm.running_mean, norm.running_var, stats[0::2], factor)
         return y
 
-    def _excite_input(self, x: Tensor, residual: Tensor | None, act: str) -> Tensor:
-        gate = self.kernel_gate_name()
-        spec = self.block_spec() if gate is not None and self.uses_block_pipeline(x) else None
-        path = self.block_path(x, spec, gate, residual, act)
+    def _excite_input(self, plan: ExcitationPlan, x: Tensor, residual: Tensor | None, act: str) -> Tensor:
+        gate = plan.gate
+        spec = plan.spec if plan.spec is not None and self._runs_pipeline(x, plan) else None
+        path = self.block_path(x, spec, gate, residual, act, plan)
         if path == "eager":
             y = super().forward(x)  # the reference class's forward
             if residual is not None:
@@ -178,17 +213,19 @@ class ChannelExcitation(nn.Module):
         return excite_scale_unchecked(x, self.logits(x), gate, residual, act)
 
     def block_path(self, x: Tensor, spec: BlockSpec | None, gate: str | None, residual: Tensor | None = None,
-                   act: str = "identity") -> str:
+                   act: str = "identity", plan: ExcitationPlan | None = None) -> str:
         """The path ``self.excite(x, residual, act)`` takes (tritattn/paths.py), given the gate's
         kernel name (None: none) and ``spec``, :meth:`block_spec` where the block pipeline runs for
         x (None elsewhere): "eager" without a gate kernel, "per-op" off the pipeline, else the
         fastest of "one-launch", "split", "per-op" and "eager" for the shape
-        (excitation_block.block_path: estimated, or measured by ``tritattn.tune``)."""
+        (excitation_block.block_path: estimated, or measured by ``tritattn.tune``, which calls
+        the block with ``plan``, :meth:`_plan` by default)."""
         if gate is None:
             return "eager"
         if spec is None:
             return "per-op"
-        return excitation_block.block_path(x, spec, gate, residual, act, run=lambda: self._excite_input(x, residual, act))
+        return excitation_block.block_path(x, spec, gate, residual, act,
+                                           run=lambda: self._excite_input(plan or self._plan(), x, residual, act))
 
     def forward(self, x: Tensor) -> Tensor:
         if torch.jit.is_scripting():
@@ -201,6 +238,7 @@ class ChannelExcitation(nn.Module):
 class SEModule(ChannelExcitation, reference.SEModule):
     __doc__ = reference.SEModule.__doc__
     channels_attr = "fc1"
+    plan_attrs = ("add_maxpool",)
 
     def logits(self, x: Tensor) -> Tensor:
         return self.fc2(self.act(self.bn(self.fc1(_pooled(x, self.add_maxpool)))))
@@ -225,6 +263,7 @@ class SEModule(ChannelExcitation, reference.SEModule):
 class EffectiveSEModule(ChannelExcitation, reference.EffectiveSEModule):
     __doc__ = reference.EffectiveSEModule.__doc__
     channels_attr = "fc"
+    plan_attrs = ("add_maxpool",)
 
     def logits(self, x: Tensor) -> Tensor:
         return self.fc(_pooled(x, self.add_maxpool))
@@ -263,9 +302,9 @@ class CecaModule(ChannelExcitation, reference.CecaModule):
         y = F.pad(squeeze_unchecked(x, "mean").view(B, 1, C), (self.padding, self.padding), mode="circular")
         return self.conv(y).view(B, C)
 
-    def uses_block_pipeline(self, x: Tensor) -> bool:
+    def _runs_pipeline(self, x: Tensor, plan: ExcitationPlan) -> bool:
         # circular padding wraps at most once (F.pad refuses more: the per-op path raises its error)
-        return sizes(x)[1] >= self.padding and super().uses_block_pipeline(x)
+        return sizes(x)[1] >= self.padding and super()._runs_pipeline(x, plan)
 
     def block_spec(self) -> BlockSpec:
         return BlockSpec("mean", "taps_circular", w1=self.conv.weight.flatten(), b2=self.conv.bias)
