@@ -210,3 +210,22 @@ def test_global_context_plan_follows_weights_and_hooks():
     gc_block.mlp_add.act.register_forward_hook(lambda *args: fired.append(1))
     check_output(gc_block, x, "with a hook")
     assert "hooks" in gc_block._plan().mlp_refusal and fired
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_selective_kernel_sees_in_place_writes(groups):
+    """SelectiveKernel's inference kernels take the paths' BatchNorms concatenated (a copy, made at
+    each call) and, with grouped attention convs, dense weights (a copy too): a write through
+    ``.data`` (no version bump) after the first call is seen, as are the views' writes."""
+    from tritattn.split_attention import SelectiveKernel
+
+    sk = SelectiveKernel(C, C, rd_channels=4).double().to(DEVICE).eval()
+    if groups > 1:
+        for conv in (sk.attn.fc_reduce, sk.attn.fc_select):
+            conv.groups = groups
+            conv.weight = nn.Parameter(conv.weight[:, : conv.in_channels // groups].detach().clone())
+    x = make_input(SHAPE, torch.float64)
+    check_output(sk, x, "first call")
+    sk.paths[0].bn.running_mean.data.copy_(torch.randn_like(sk.paths[0].bn.running_mean))
+    sk.attn.fc_select.weight.data.mul_(-1.5)
+    check_output(sk, x, "after in-place writes through .data")

@@ -15,7 +15,11 @@ when the module's :func:`state_token` changes. The token holds, for every module
 
 and the caller's ``extra`` values (the block's own plain attributes, module-level limits), grad
 mode and inference mode (a weight view made in one is not valid in the other: one plan per mode).
-The plan holds the objects behind the identities, so no identity is reused while it lives. Other
+A plan holds the module's tensors or views of them, never a copy: an in-place update (an optimizer
+step, ``load_state_dict``, a write through ``p.data``) is seen without a rebuild, so a training
+loop keeps its plans across steps. A twin makes its copies (grouped weights made dense,
+concatenated BatchNorms) at each call. The plan holds the objects behind the identities, so no
+identity is reused while it lives. Other
 plain attributes of the layers (a conv's padding, fixed by timm's constructors) are read when the
 plan is built; with ``watch_hooks`` the token also holds whether each module has hooks.
 

@@ -38,6 +38,8 @@ take the per-op path; nothing else changes. The output is in one branch's memory
 """
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import Tensor, nn
 
@@ -47,6 +49,7 @@ from .modules import _plain_batchnorm, hidden_layer_refusal, mlp_act_kind
 from .peers import qualified_name
 from .radix_block import check_branches, dense_pointwise, radix_attention, radix_combine, radix_logit_order, radix_pool
 from .hooks import has_hooks
+from .module_plans import cached
 from .tracing import fx_leaf, is_symbolic, leaf_twins, sizes
 
 
@@ -89,9 +92,9 @@ def _pointwise(conv: nn.Module) -> bool:
             and conv.weight.dim() == 4)
 
 
-def _mlp_refusal(fc1: nn.Module, bn: nn.Module, act: nn.Module, fc2: nn.Module, x: Tensor | None) -> str | None:
-    """Why the attention MLP fc1 → bn → act → fc2 cannot run inside radix_squeeze_attend_fwd, or
-    None; with x (the branches, or the block's input) also the reasons of this call."""
+def _mlp_refusal(fc1: nn.Module, bn: nn.Module, act: nn.Module, fc2: nn.Module) -> str | None:
+    """Why the attention MLP fc1 → bn → act → fc2 cannot run inside radix_squeeze_attend_fwd,
+    whatever the call, or None (:func:`_call_refusal`: this call's reasons)."""
     if not (_pointwise(fc1) and _pointwise(fc2)):
         return "the attention MLP's fc layers are not plain 1×1 nn.Conv2d"
     if type(bn) is not nn.Identity:
@@ -105,13 +108,81 @@ def _mlp_refusal(fc1: nn.Module, bn: nn.Module, act: nn.Module, fc2: nn.Module, 
     hooked = [type(m).__name__ for m in (fc1, bn, act, fc2) if has_hooks(m)]
     if hooked:
         return f"hooks on the attention MLP's {', '.join(hooked)} (they would be bypassed)"
-    if x is not None:
-        if not excitation_block.runs_for(x):
-            return "no Triton kernels for x (eager fallback), or the block pipelines are switched off"
-        params = [p for m in (fc1, bn, fc2) for p in m.parameters()]
-        if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params)):
-            return "a gradient is needed (grad mode on and x or an MLP parameter requires grad): inference only"
     return None
+
+
+def _call_refusal(x: Tensor, mlp_needs_grad: bool) -> str | None:
+    """Why this call on x (the branches, or the block's input) cannot run the attention's inference
+    kernels, or None; ``mlp_needs_grad``: whether an MLP parameter requires grad."""
+    if not excitation_block.runs_for(x):
+        return "no Triton kernels for x (eager fallback), or the block pipelines are switched off"
+    if torch.is_grad_enabled() and (x.requires_grad or mlp_needs_grad):
+        return "a gradient is needed (grad mode on and x or an MLP parameter requires grad): inference only"
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class RadixPlan:
+    """What a SplitAttn / SelectiveKernel call reads from its module (kept by module_plans)."""
+
+    #: attention_refusal() and prologue_refusal() without x: the reasons whatever the call
+    attention_refusal: str | None
+    prologue_refusal: str | None
+    #: attention_weights() and prologue_args(), where those refusals are None and they are views of
+    #: the module's tensors (a copy — grouped weights made dense, concatenated BatchNorms — is
+    #: made at each call: an in-place write through ``p.data`` would leave a kept copy stale)
+    weights: tuple | None
+    prologue: tuple | None
+    #: whether an attention MLP parameter, a prologue BatchNorm parameter requires grad
+    mlp_needs_grad: bool
+    prologue_needs_grad: bool
+
+
+def _mlp_needs_grad(*layers: nn.Module) -> bool:
+    return any(p.requires_grad for m in layers for p in m.parameters())
+
+
+class _Planned:
+    """The plan of a radix twin: its refusals without x, weights and prologue, built once while the
+    module is unchanged (module_plans: hooks watched, MAX_HIDDEN and ``radix`` too). Each twin
+    defines ``_static_attention_refusal``, ``_static_prologue_refusal``, ``attention_weights``,
+    ``prologue_args``, ``_mlp_layers`` and ``_prologue_layers``."""
+
+    def _plan(self) -> RadixPlan:
+        return cached(self, self._build_plan, (excitation_block.MAX_HIDDEN, self.__dict__.get("radix")),
+                      watch_hooks=True)
+
+    def _build_plan(self) -> RadixPlan:
+        attention, prologue = self._static_attention_refusal(), self._static_prologue_refusal()
+        views = attention is None and self._weights_are_views()
+        return RadixPlan(attention, prologue, self.attention_weights() if views else None,
+                         self.prologue_args() if views and prologue is None and self._prologue_is_views() else None,
+                         _mlp_needs_grad(*self._mlp_layers()), _mlp_needs_grad(*self._prologue_layers()))
+
+    def _weights(self, plan: RadixPlan) -> tuple:
+        return plan.weights if plan.weights is not None else self.attention_weights()
+
+    def _prologue(self, plan: RadixPlan) -> tuple:
+        return plan.prologue if plan.prologue is not None else self.prologue_args()
+
+    def attention_refusal(self, x: Tensor | None = None) -> str | None:
+        """Why this block's attention cannot run as the two-kernel inference pass (and takes the
+        per-op path), or None; with x (the block's input, or its branches or stacked paths) also
+        this call's reasons: no Triton kernels for x, or a gradient needed."""
+        plan = self._plan()
+        if plan.attention_refusal is not None or x is None:
+            return plan.attention_refusal
+        return _call_refusal(x, plan.mlp_needs_grad)
+
+    def prologue_refusal(self, x: Tensor | None = None) -> str | None:
+        """Why the prologue (SplitAttn: bn0 → drop → act0; SelectiveKernel: the paths' BatchNorm
+        and ReLU) cannot run inside the two inference kernels and runs as modules instead, or
+        None; with x also this call's reason: a gradient needed for the prologue's parameters.
+        Taken only where :meth:`attention_refusal` is None too."""
+        plan = self._plan()
+        if plan.prologue_refusal is None and x is not None and torch.is_grad_enabled() and plan.prologue_needs_grad:
+            return f"a gradient is needed (grad mode on and a {self._prologue_name} parameter requires grad): inference only"
+        return plan.prologue_refusal
 
 
 def _mlp_weights(fc1: nn.Conv2d, bn: nn.Module, act: nn.Module, fc2: nn.Conv2d, radix: int,
@@ -134,15 +205,25 @@ def _bn0_refusal(bn: nn.Module) -> str | None:
     return None
 
 
-class SplitAttn(reference.SplitAttn):
+class SplitAttn(_Planned, reference.SplitAttn):
     __doc__ = reference.SplitAttn.__doc__
+    _prologue_name = "bn0"
 
-    def prologue_refusal(self, x: Tensor | None = None) -> str | None:
-        """Why bn0 → drop → act0 cannot run inside the two inference kernels (as their prologue:
-        :func:`~tritattn.radix_block.radix_attention`'s ``prologue``) and run as modules instead,
-        or None; with x (the block's input, or the conv output or its branches) also this call's
-        reason: a gradient needed for bn0's parameters. Taken only where :meth:`attention_refusal`
-        is None too."""
+    def _mlp_layers(self) -> tuple[nn.Module, ...]:
+        return self.fc1, self.bn1, self.fc2
+
+    def _prologue_layers(self) -> tuple[nn.Module, ...]:
+        return (self.bn0,)
+
+    def _weights_are_views(self) -> bool:
+        # dense_pointwise copies grouped weights; radix_logit_order reorders rows for radix and cardinality > 1
+        return self.fc1.groups == 1 and self.fc2.groups == 1 and (self.radix == 1 or self.rsoftmax.cardinality == 1)
+
+    def _prologue_is_views(self) -> bool:
+        return True  # bn0's own tensors
+
+    def _static_prologue_refusal(self) -> str | None:
+        """bn0 → drop → act0 as the kernels' prologue (radix_attention's ``prologue``)."""
         reason = _bn0_refusal(self.bn0)
         if reason is not None:
             return reason
@@ -154,8 +235,6 @@ class SplitAttn(reference.SplitAttn):
                   if any(has_hooks(sub) for sub in m.modules())]
         if hooked:
             return f"hooks on {', '.join(hooked)} (they would be bypassed)"
-        if x is not None and torch.is_grad_enabled() and any(p.requires_grad for p in self.bn0.parameters()):
-            return "a gradient is needed (grad mode on and a bn0 parameter requires grad): inference only"
         return None
 
     def prologue_args(self) -> tuple:
@@ -165,16 +244,13 @@ class SplitAttn(reference.SplitAttn):
         bn = self.bn0
         return "relu", (bn.weight, bn.bias, bn.running_mean, bn.running_var, bn.eps)
 
-    def attention_refusal(self, x: Tensor | None = None) -> str | None:
-        """Why this block's attention cannot run as the two-kernel inference pass (and takes the
-        per-op path), or None; with x (the block's input or its branches) also this call's
-        reasons: no Triton kernels for x, or a gradient needed."""
+    def _static_attention_refusal(self) -> str | None:
         rsoftmax = self.rsoftmax
         if qualified_name(type(rsoftmax)) not in _RADIX_SOFTMAXES or has_hooks(rsoftmax):
             return f"rsoftmax is a {type(rsoftmax).__name__} (hooked or not timm's RadixSoftmax)"
         if rsoftmax.radix != self.radix:
             return f"rsoftmax.radix {rsoftmax.radix} != radix {self.radix}"
-        return _mlp_refusal(self.fc1, self.bn1, self.act1, self.fc2, x)
+        return _mlp_refusal(self.fc1, self.bn1, self.act1, self.fc2)
 
     def attention_weights(self) -> tuple:
         """:func:`~tritattn.radix_block.radix_attention`'s (w1, b1, norm, w2, b2, act) of this
@@ -193,16 +269,17 @@ class SplitAttn(reference.SplitAttn):
         R, C = self.radix, channels // self.radix
         if R * C == channels and C == self.fc1.in_channels and R * C == self.fc2.out_channels:
             c5 = _branches(x, R)
+            plan = self._plan()
             if self.attention_refusal(c5) is None and self.prologue_refusal(c5) is None:
                 # bn0, drop (an Identity) and act0 inside both kernels: they read the conv output
-                return radix_attention(c5, *self.attention_weights(), prologue=self.prologue_args())
+                return radix_attention(c5, *self._weights(plan), prologue=self._prologue(plan))
         x = self.bn0(x)
         x = self.drop(x)
         x = self.act0(x)
         x5 = _branches(x, self.radix)
         _, R, C = sizes(x5)[:3]
         if C == self.fc1.in_channels and R * C == self.fc2.out_channels and self.attention_refusal(x5) is None:
-            return radix_attention(x5, *self.attention_weights())
+            return radix_attention(x5, *self._weights(self._plan()))
         x_gap = radix_pool(x5)[:, :, None, None]
         x_gap = self.fc1(x_gap)
         x_gap = self.bn1(x_gap)
@@ -242,19 +319,30 @@ class SelectiveKernelAttn(reference.SelectiveKernelAttn):
         return x.softmax(dim=1)
 
 
-class SelectiveKernel(reference.SelectiveKernel):
+class SelectiveKernel(_Planned, reference.SelectiveKernel):
     __doc__ = reference.SelectiveKernel.__doc__
+    _prologue_name = "path's BatchNorm"
 
-    def attention_refusal(self, x: Tensor | None = None) -> str | None:
-        """Why this block's attention cannot run as the two-kernel inference pass (and takes the
-        per-op path through ``self.attn``), or None; with x (the block's input or its stacked
-        paths) also this call's reasons: no Triton kernels for x, or a gradient needed."""
+    def _mlp_layers(self) -> tuple[nn.Module, ...]:
+        attn = self.attn
+        return (attn.fc_reduce, attn.bn, attn.fc_select) if self._static_attention_refusal() is None else ()
+
+    def _prologue_layers(self) -> tuple[nn.Module, ...]:
+        return tuple(path.bn for path in self.paths) if self._static_prologue_refusal() is None else ()
+
+    def _weights_are_views(self) -> bool:
+        return self.attn.fc_reduce.groups == 1 and self.attn.fc_select.groups == 1
+
+    def _prologue_is_views(self) -> bool:
+        return False  # the paths' BatchNorms concatenated
+
+    def _static_attention_refusal(self) -> str | None:
         attn = self.attn
         if qualified_name(type(attn)) not in _SK_ATTNS and type(attn) is not SelectiveKernelAttn:
             return f"attn is a {type(attn).__name__}, not timm's SelectiveKernelAttn or its twin"
         if has_hooks(attn):
             return "hooks on attn (they would be bypassed)"
-        return _mlp_refusal(attn.fc_reduce, attn.bn, attn.act, attn.fc_select, x)
+        return _mlp_refusal(attn.fc_reduce, attn.bn, attn.act, attn.fc_select)
 
     def attention_weights(self) -> tuple:
         """:func:`~tritattn.radix_block.radix_attention`'s (w1, b1, norm, w2, b2, act) of
@@ -263,20 +351,15 @@ class SelectiveKernel(reference.SelectiveKernel):
         attn = self.attn
         return _mlp_weights(attn.fc_reduce, attn.bn, attn.act, attn.fc_select, attn.num_paths, 1)
 
-    def prologue_refusal(self, x: Tensor | None = None) -> str | None:
-        """Why the paths' BatchNorm and ReLU cannot run inside the two inference kernels (their
-        prologue: the kernels read the stacked conv outputs as relu(bn_r(c_r))), or None; with x
-        also this call's reason: a gradient needed for a BatchNorm's parameters. Taken only where
-        :meth:`attention_refusal` is None too."""
+    def _static_prologue_refusal(self) -> str | None:
+        """The paths' BatchNorm and ReLU as the kernels' prologue (they read the stacked conv
+        outputs as relu(bn_r(c_r)))."""
         for path in self.paths:
             reason = _path_refusal(path)
             if reason is not None:
                 return reason
         if len({path.bn.eps for path in self.paths}) > 1:
             return "the paths' BatchNorms have different eps"
-        if x is not None and torch.is_grad_enabled() and any(p.requires_grad for path in self.paths
-                                                              for p in path.bn.parameters()):
-            return "a gradient is needed (grad mode on and a path's BatchNorm parameter requires grad): inference only"
         return None
 
     def prologue_args(self) -> tuple:
@@ -294,16 +377,17 @@ class SelectiveKernel(reference.SelectiveKernel):
         check_feature_map(x)
         check_channels(x, self.in_channels, type(self).__name__)
         inputs = x.split(self.in_channels // self.num_paths, 1) if self.split_input else [x] * self.num_paths
+        plan = self._plan()
         if self.attention_refusal(x) is None and self.prologue_refusal(x) is None:
             # the paths' BatchNorm and ReLU inside both kernels: they read the stacked conv outputs
             c5 = torch.stack([path.conv(inputs[i]) for i, path in enumerate(self.paths)], dim=1)
             if sizes(c5)[1:3] == (self.attn.num_paths, self.attn.fc_reduce.in_channels):
-                return radix_attention(c5, *self.attention_weights(), prologue=self.prologue_args())
+                return radix_attention(c5, *self._weights(plan), prologue=self._prologue(plan))
         x5 = torch.stack([path(inputs[i]) for i, path in enumerate(self.paths)], dim=1)
         _, R, C = sizes(x5)[:3]
         attn = self.attn
         if R == attn.num_paths and C == attn.fc_reduce.in_channels and self.attention_refusal(x5) is None:
-            return radix_attention(x5, *self.attention_weights())
+            return radix_attention(x5, *self._weights(self._plan()))
         a = self.attn(x5)  # [B, R, C, 1, 1]: timm's SelectiveKernelAttn or the twin
         return radix_combine(x5, a.reshape(x5.shape[:3]))
 
