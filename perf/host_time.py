@@ -31,7 +31,11 @@ How, without a GPU (the table of :func:`table`, "host µs"):
   op's dispatch), so meta would overstate eager's host time many times over. So both run at the
   **proxy shape**: the block with the same module options and at most 16 channels on a 2×2 map
   (:meth:`Block.scaled`), where eager's arithmetic is well under a µs per op and its CPU time is
-  its dispatch; tritattn's host work does not depend on the shape (the same calls, cached keys).
+  its dispatch; tritattn's host work does not depend on the shape (the same calls, cached keys)
+  — but its path does: the proxy shape's estimate can choose another path than the block's own
+  shape (SE-ResNet-50 stage 4's inference: split at 2048@7×7, one-launch at 16@2×2), so the
+  proxy runs with the path its census shape chooses forced (:func:`census_shape_paths`: one
+  call on the meta device, shapes only; the column ``path``).
   CPU dispatch of an aten op does not include a CUDA launch (``cudaLaunchKernel``, 2–4 µs), so
   the eager figure is a lower bound of eager's host time on a GPU.
 - **tritattn at full shape** (``tritattn_full_us``): the converted block at the census shape,
@@ -76,7 +80,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from cases import build, build_eager  # noqa: E402
 from model_shapes import MODELS, Block  # noqa: E402
-from tritattn import backend_for, tuning  # noqa: E402
+from tritattn import backend_for, paths, tuning  # noqa: E402
 
 class _ChannelsOnly(Block):
     """A block whose module takes only ``channels`` (eSE: model_shapes.py lists no VoVNet)."""
@@ -201,6 +205,39 @@ def call_fn(module: nn.Module, x: torch.Tensor, pass_: str) -> Callable[[], Any]
     return step
 
 
+@contextlib.contextmanager
+def recorded_paths() -> Iterator[list[str]]:
+    """The paths ``tritattn.paths.choose`` returns within the scope, in call order."""
+    chosen: list[str] = []
+    original = paths.choose
+
+    def recording(*args: Any, **kwargs: Any) -> str:
+        path = original(*args, **kwargs)
+        chosen.append(path)
+        return path
+
+    paths.choose = recording
+    try:
+        yield chosen
+    finally:
+        paths.choose = original
+
+
+def census_shape_paths(block: Block, batch: int, pass_: str) -> list[str]:
+    """The paths the converted ``block`` chooses in one call at its census shape (B = ``batch``):
+    shapes only, on the meta device, where a twin takes the path a GPU would (its estimate); []
+    where the call chooses none (a block with one path) or cannot run (a training BatchNorm on a
+    [1, C, 1, 1] batch)."""
+    meta = torch.device("meta")
+    try:
+        fn = call_fn(_modules(block, meta)[1], torch.empty(batch, block.C, block.H, block.W, device=meta), pass_)
+        with recorded_paths() as chosen:  # after call_fn's own forward (the cotangent's shape)
+            fn()
+    except (ValueError, RuntimeError):
+        return []
+    return chosen
+
+
 def _modules(block: Block, device: torch.device) -> tuple[nn.Module, nn.Module]:
     eager = build_eager(block, device, torch.float32)
     return eager, build("tritattn", eager, block)
@@ -216,8 +253,12 @@ def measure(label: str, block: Block, batch: int, pass_: str, calls: int = CALLS
     timed = block if on_gpu else block.scaled(PROXY_CHANNELS, PROXY_SIDE)
     row["shape"] = f"{timed.C}@{timed.H}×{timed.W}"
     row["how"] = ("GPU: real host time, launches included" if on_gpu else
-                  "CPU: Triton launches stubbed, both at the proxy shape")
-    with stubbed_launches() if not on_gpu else contextlib.nullcontext() as count:
+                  "CPU: Triton launches stubbed, both at the proxy shape, on the census shape's path")
+    # the proxy shape's own estimate could choose another path than the census shape's: take that one
+    taken = census_shape_paths(block, batch, pass_) if not on_gpu else []
+    force = taken[0] if len(set(taken)) == 1 else None
+    row["path"] = force or ("mixed: " + ", ".join(taken) if taken else None)
+    with (stubbed_launches() if not on_gpu else contextlib.nullcontext()) as count, paths.forced(force):
         try:
             eager, fast = _modules(timed, device)
             x = torch.randn(batch, timed.C, timed.H, timed.W, device=device)
@@ -245,7 +286,9 @@ def table(batches: tuple[int, ...] = BATCHES, passes: tuple[str, ...] = PASSES, 
     ``block``, ``id``, ``module``, ``batch``, ``pass``, ``tritattn_us``, ``eager_us``, ``ratio``
     (tritattn / eager), ``tritattn_full_us`` (at the census shape; None where it cannot be taken
     on a CPU), ``launches`` (Triton launches per call; None on a GPU), ``shape``, ``how`` and
-    ``error`` (None, or why the block cannot run: e.g. a training BatchNorm on a [1, C, 1, 1] batch).
+    ``error`` (None, or why the block cannot run: e.g. a training BatchNorm on a [1, C, 1, 1] batch),
+    ``path`` (on a CPU: the path the census shape chooses, :func:`census_shape_paths`, timed at
+    the proxy shape; None where the block chooses none).
     Raises RuntimeError on a CPU without Triton's interpreter (the twins would run eager)."""
     if not torch.cuda.is_available() and backend_for(torch.empty(0)) != "triton-interpreter":
         raise RuntimeError("host_time on a CPU needs Triton's interpreter: set TRITON_INTERPRET=1 before triton is "
@@ -265,16 +308,19 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         return "—" if v is None else f"{v:.1f}"
 
     lines = [f"{'block':26} {'pass':8} {'B':>2} {'tritattn µs':>11} {'eager µs':>9} {'ratio':>6} {'full-shape µs':>13} "
-             f"{'launches':>8}"]
+             f"{'launches':>8}  path"]
     for r in rows:
         if r["error"] is not None:
             lines.append(f"{r['block']:26} {r['pass']:8} {r['batch']:>2} not run: {r['error'][:80]}")
             continue
         lines.append(f"{r['block']:26} {r['pass']:8} {r['batch']:>2} {us(r['tritattn_us']):>11} {us(r['eager_us']):>9} "
-                     f"{r['ratio']:>6.2f} {us(r['tritattn_full_us']):>13} {r['launches'] if r['launches'] is not None else '—':>8}")
+                     f"{r['ratio']:>6.2f} {us(r['tritattn_full_us']):>13} {r['launches'] if r['launches'] is not None else '—':>8}"
+                     f"  {r['path'] or '—'}")
     if rows:
         lines.append(f"Host µs per call, median ({rows[0]['how']}; proxy shape {PROXY_CHANNELS} channels, "
-                     f"{PROXY_SIDE}×{PROXY_SIDE}; full-shape: tritattn at the census shape, launches stubbed).")
+                     f"{PROXY_SIDE}×{PROXY_SIDE}; full-shape: tritattn at the census shape, launches stubbed; "
+                     f"path: the one the census shape chooses, forced at the proxy shape — — where the block "
+                     f"chooses none).")
     lines.append("CUDA graphs / torch.compile(mode='reduce-overhead') remove all of this host work on replay "
                  "(one graph launch per captured region) — a statement, not measured here.")
     return "\n".join(lines)

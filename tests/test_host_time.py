@@ -178,3 +178,27 @@ def test_fake_tensors_go_through_the_dispatcher():
         assert not dispatch.direct(fake)
         mean = tritattn.squeeze(fake)
     assert mean.shape == (2, C)
+
+
+@pytest.mark.parametrize("pass_, batch", [("fwd", 8), ("fwd+bwd", 1), ("fwd+bwd", 8)])
+def test_host_time_forces_the_census_shapes_path(pass_, batch):
+    """perf/host_time.py times a block at a small proxy shape, whose own estimate may choose
+    another path: it forces the path the census shape chooses — the timed call's own choice (a
+    training step's, not that of the forward run first for the cotangent's shape), as the twin's
+    block_path gives it for the census shape."""
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "perf"))
+    import host_time
+
+    label, block = host_time.BLOCKS[0]
+    taken = host_time.census_shape_paths(block, batch, pass_)
+    fast = host_time._modules(block, torch.device("meta"))[1]
+    x = torch.empty(batch, block.C, block.H, block.W, device="meta")
+    training = pass_ == "fwd+bwd"
+    fast.train(training)
+    with torch.set_grad_enabled(training):
+        x.requires_grad_(training)
+        plan = fast._plan()
+        expected = fast.block_path(x, plan.spec, plan.gate)
+    assert taken == [expected], label
