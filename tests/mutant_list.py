@@ -271,8 +271,8 @@ MUTANTS: list[Mutant] = [
     # --- host side ----------------------------------------------------------------------------
     Mutant(
         "launch_swaps_x_batch_row_strides", "tritattn/launch.py",
-        "p, _rows_grid(p), (x, mean, maximum, count, p.R, p.K, *xs, *ms, *Ms),",
-        "p, _rows_grid(p), (x, mean, maximum, count, p.R, p.K, xs[1], xs[0], xs[2], *ms, *Ms),",
+        "return p, _rows_grid(p), (*xs, *ms, *Ms), dict(p.flags, ACC=_acc_dtype(x))",
+        "return p, _rows_grid(p), (xs[1], xs[0], xs[2], *ms, *Ms), dict(p.flags, ACC=_acc_dtype(x))",
         "launch.mean_max_fwd passes x's batch and row strides swapped",
         # B = C = 3: the swapped strides still address x in bounds (a transpose of B and C)
         ("tests/test_ops.py", "-k", "test_squeeze and 3x3x3x5"),

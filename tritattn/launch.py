@@ -123,15 +123,18 @@ def mean_max_fwd(
     x: torch.Tensor, axis: Axis, mean: torch.Tensor | None, maximum: torch.Tensor | None, count: torch.Tensor | None
 ) -> None:
     """mean / max (and tie count) of x over the K axis of ``axis`` into the given per-row vectors."""
-    xs = plane_strides(x, axis)
-    p = _problem(x, axis, xs, WANT_MEAN=mean is not None, WANT_MAX=maximum is not None)
-    ms = vector_strides(mean, axis) if mean is not None else (0, 0)
-    Ms = vector_strides(maximum, axis) if maximum is not None else (0, 0)
+    def build() -> tuple:
+        xs = plane_strides(x, axis)
+        p = _problem(x, axis, xs, WANT_MEAN=mean is not None, WANT_MAX=maximum is not None)
+        ms = vector_strides(mean, axis) if mean is not None else (0, 0)
+        Ms = vector_strides(maximum, axis) if maximum is not None else (0, 0)
+        return p, _rows_grid(p), (*xs, *ms, *Ms), dict(p.flags, ACC=_acc_dtype(x))
+
+    p, grid, strides, constexprs = _plan(
+        ("mean_max_fwd", x.shape, x.stride(), x.dtype, axis, None if mean is None else mean.stride(),
+         None if maximum is None else maximum.stride(), count is None), build)
     with _device_guard(x):
-        MEAN_MAX_FWD.launch(
-            p, _rows_grid(p), (x, mean, maximum, count, p.R, p.K, *xs, *ms, *Ms),
-            dict(p.flags, ACC=_acc_dtype(x)), x.device,
-        )
+        MEAN_MAX_FWD.launch(p, grid, (x, mean, maximum, count, p.R, p.K, *strides), constexprs, x.device)
 
 
 def mean_max_bwd(
@@ -139,17 +142,21 @@ def mean_max_bwd(
     maximum: torch.Tensor | None, count: torch.Tensor | None, grad_x: torch.Tensor,
 ) -> None:
     """grad_x = grad_mean / K + [x == max] · grad_max / count, broadcast along K."""
-    xs = plane_strides(x, axis)
-    p = _problem(x, axis, xs, HAS_MEAN=grad_mean is not None, HAS_MAX=grad_max is not None)
-    gms = vector_strides(grad_mean, axis) if grad_mean is not None else (0, 0)
-    gMs = vector_strides(grad_max, axis) if grad_max is not None else (0, 0)
-    Ms = vector_strides(maximum, axis) if maximum is not None else (0, 0)
+    def build() -> tuple:
+        xs = plane_strides(x, axis)
+        p = _problem(x, axis, xs, HAS_MEAN=grad_mean is not None, HAS_MAX=grad_max is not None)
+        gms = vector_strides(grad_mean, axis) if grad_mean is not None else (0, 0)
+        gMs = vector_strides(grad_max, axis) if grad_max is not None else (0, 0)
+        Ms = vector_strides(maximum, axis) if maximum is not None else (0, 0)
+        return (p, _elementwise_grid(p), (*xs, *plane_strides(grad_x, axis), *gms, *gMs, *Ms),
+                dict(p.flags, ACC=_acc_dtype(x)))
+
+    p, grid, strides, constexprs = _plan(
+        ("mean_max_bwd", x.shape, x.stride(), x.dtype, axis, grad_x.stride(),
+         *(None if t is None else t.stride() for t in (grad_mean, grad_max, maximum)), count is None), build)
     with _device_guard(x):
-        MEAN_MAX_BWD.launch(
-            p, _elementwise_grid(p),
-            (x, grad_mean, grad_max, maximum, count, grad_x, p.R, p.K, *xs, *plane_strides(grad_x, axis), *gms, *gMs, *Ms),
-            dict(p.flags, ACC=_acc_dtype(x)), x.device,
-        )
+        MEAN_MAX_BWD.launch(p, grid, (x, grad_mean, grad_max, maximum, count, grad_x, p.R, p.K, *strides),
+                            constexprs, x.device)
 
 
 def _prologue_flags(prologue: tuple | None) -> dict:
@@ -195,18 +202,22 @@ def gated_scale_bwd(
     axis: Axis, gate: str, act: str,
 ) -> None:
     """grad_x, grad_s (and grad_residual for relu) of gated_scale in one pass over grad_y and x."""
-    xs = plane_strides(x, axis)
-    p = _problem(x, axis, xs, ACT=act, WRITE_GRAD_RES=grad_res is not None)
-    ys = plane_strides(y, axis) if y is not None else (0, 0, 0)
-    grs = plane_strides(grad_res, axis) if grad_res is not None else (0, 0, 0)
+    def build() -> tuple:
+        xs = plane_strides(x, axis)
+        p = _problem(x, axis, xs, ACT=act, WRITE_GRAD_RES=grad_res is not None)
+        ys = plane_strides(y, axis) if y is not None else (0, 0, 0)
+        grs = plane_strides(grad_res, axis) if grad_res is not None else (0, 0, 0)
+        strides = (*plane_strides(grad_y, axis), *xs, *vector_strides(s, axis), *ys,
+                   *plane_strides(grad_x, axis), *grs, *vector_strides(grad_s, axis))
+        return p, _rows_grid(p), strides, dict(p.flags, GATE=gate, ACC=_acc_dtype(x))
+
+    p, grid, strides, constexprs = _plan(
+        ("gated_scale_bwd", x.shape, x.stride(), x.dtype, grad_y.stride(), s.stride(),
+         None if y is None else y.stride(), grad_x.stride(), None if grad_res is None else grad_res.stride(),
+         grad_s.stride(), axis, gate, act), build)
     with _device_guard(x):
-        GATED_SCALE_BWD.launch(
-            p, _rows_grid(p),
-            (grad_y, x, s, y, grad_x, grad_res, grad_s, p.R, p.K,
-             *plane_strides(grad_y, axis), *xs, *vector_strides(s, axis), *ys,
-             *plane_strides(grad_x, axis), *grs, *vector_strides(grad_s, axis)),
-            dict(p.flags, GATE=gate, ACC=_acc_dtype(x)), x.device,
-        )
+        GATED_SCALE_BWD.launch(p, grid, (grad_y, x, s, y, grad_x, grad_res, grad_s, p.R, p.K, *strides),
+                               constexprs, x.device)
 
 
 # --- the channel-attention block pipeline (kernels/excitation.py) ------------------------------
