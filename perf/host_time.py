@@ -319,7 +319,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     if rows:
         lines.append(f"Host µs per call, median ({rows[0]['how']}; proxy shape {PROXY_CHANNELS} channels, "
                      f"{PROXY_SIDE}×{PROXY_SIDE}; full-shape: tritattn at the census shape, launches stubbed; "
-                     f"path: the one the census shape chooses, forced at the proxy shape — — where the block "
+                     f"path: the one the census shape chooses, forced at the proxy shape; '—': the block "
                      f"chooses none).")
     lines.append("CUDA graphs / torch.compile(mode='reduce-overhead') remove all of this host work on replay "
                  "(one graph launch per captured region) — a statement, not measured here.")
