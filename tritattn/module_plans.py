@@ -19,9 +19,9 @@ A plan holds the module's tensors or views of them, never a copy: an in-place up
 step, ``load_state_dict``, a write through ``p.data``) is seen without a rebuild, so a training
 loop keeps its plans across steps. A twin makes its copies (grouped weights made dense,
 concatenated BatchNorms) at each call. The plan holds the objects behind the identities, so no
-identity is reused while it lives. Other
-plain attributes of the layers (a conv's padding, fixed by timm's constructors) are read when the
-plan is built; with ``watch_hooks`` the token also holds whether each module has hooks.
+identity is reused while it lives. Other plain attributes of the layers (a conv's padding, fixed
+by timm's constructors) are read when the plan is built; with ``watch_hooks`` the token also
+holds whether each module has hooks.
 
 Under ``torch.compile`` / ``torch.export`` (dynamo traces the build instead) and ``torch.jit.trace``
 the plan is built at each call and not kept.

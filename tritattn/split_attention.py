@@ -138,7 +138,7 @@ class RadixPlan:
     prologue_needs_grad: bool
 
 
-def _mlp_needs_grad(*layers: nn.Module) -> bool:
+def _needs_grad(*layers: nn.Module) -> bool:
     return any(p.requires_grad for m in layers for p in m.parameters())
 
 
@@ -155,9 +155,11 @@ class _Planned:
     def _build_plan(self) -> RadixPlan:
         attention, prologue = self._static_attention_refusal(), self._static_prologue_refusal()
         views = attention is None and self._weights_are_views()
+        # the layers exist as named only where their refusal is None (and only then is the answer read)
         return RadixPlan(attention, prologue, self.attention_weights() if views else None,
                          self.prologue_args() if views and prologue is None and self._prologue_is_views() else None,
-                         _mlp_needs_grad(*self._mlp_layers()), _mlp_needs_grad(*self._prologue_layers()))
+                         attention is None and _needs_grad(*self._mlp_layers()),
+                         prologue is None and _needs_grad(*self._prologue_layers()))
 
     def _weights(self, plan: RadixPlan) -> tuple:
         return plan.weights if plan.weights is not None else self.attention_weights()
@@ -169,7 +171,9 @@ class _Planned:
         """Why this block's attention cannot run as the two-kernel inference pass (and takes the
         per-op path), or None; with x (the block's input, or its branches or stacked paths) also
         this call's reasons: no Triton kernels for x, or a gradient needed."""
-        plan = self._plan()
+        return self._attention_refusal(self._plan(), x)
+
+    def _attention_refusal(self, plan: RadixPlan, x: Tensor | None) -> str | None:
         if plan.attention_refusal is not None or x is None:
             return plan.attention_refusal
         return _call_refusal(x, plan.mlp_needs_grad)
@@ -179,7 +183,9 @@ class _Planned:
         and ReLU) cannot run inside the two inference kernels and runs as modules instead, or
         None; with x also this call's reason: a gradient needed for the prologue's parameters.
         Taken only where :meth:`attention_refusal` is None too."""
-        plan = self._plan()
+        return self._prologue_refusal(self._plan(), x)
+
+    def _prologue_refusal(self, plan: RadixPlan, x: Tensor | None) -> str | None:
         if plan.prologue_refusal is None and x is not None and torch.is_grad_enabled() and plan.prologue_needs_grad:
             return f"a gradient is needed (grad mode on and a {self._prologue_name} parameter requires grad): inference only"
         return plan.prologue_refusal
@@ -270,7 +276,7 @@ class SplitAttn(_Planned, reference.SplitAttn):
         if R * C == channels and C == self.fc1.in_channels and R * C == self.fc2.out_channels:
             c5 = _branches(x, R)
             plan = self._plan()
-            if self.attention_refusal(c5) is None and self.prologue_refusal(c5) is None:
+            if self._attention_refusal(plan, c5) is None and self._prologue_refusal(plan, c5) is None:
                 # bn0, drop (an Identity) and act0 inside both kernels: they read the conv output
                 return radix_attention(c5, *self._weights(plan), prologue=self._prologue(plan))
         x = self.bn0(x)
@@ -278,8 +284,10 @@ class SplitAttn(_Planned, reference.SplitAttn):
         x = self.act0(x)
         x5 = _branches(x, self.radix)
         _, R, C = sizes(x5)[:3]
-        if C == self.fc1.in_channels and R * C == self.fc2.out_channels and self.attention_refusal(x5) is None:
-            return radix_attention(x5, *self._weights(self._plan()))
+        if C == self.fc1.in_channels and R * C == self.fc2.out_channels:
+            plan = self._plan()
+            if self._attention_refusal(plan, x5) is None:
+                return radix_attention(x5, *self._weights(plan))
         x_gap = radix_pool(x5)[:, :, None, None]
         x_gap = self.fc1(x_gap)
         x_gap = self.bn1(x_gap)
@@ -325,10 +333,10 @@ class SelectiveKernel(_Planned, reference.SelectiveKernel):
 
     def _mlp_layers(self) -> tuple[nn.Module, ...]:
         attn = self.attn
-        return (attn.fc_reduce, attn.bn, attn.fc_select) if self._static_attention_refusal() is None else ()
+        return attn.fc_reduce, attn.bn, attn.fc_select
 
     def _prologue_layers(self) -> tuple[nn.Module, ...]:
-        return tuple(path.bn for path in self.paths) if self._static_prologue_refusal() is None else ()
+        return tuple(path.bn for path in self.paths)
 
     def _weights_are_views(self) -> bool:
         return self.attn.fc_reduce.groups == 1 and self.attn.fc_select.groups == 1
@@ -378,7 +386,7 @@ class SelectiveKernel(_Planned, reference.SelectiveKernel):
         check_channels(x, self.in_channels, type(self).__name__)
         inputs = x.split(self.in_channels // self.num_paths, 1) if self.split_input else [x] * self.num_paths
         plan = self._plan()
-        if self.attention_refusal(x) is None and self.prologue_refusal(x) is None:
+        if self._attention_refusal(plan, x) is None and self._prologue_refusal(plan, x) is None:
             # the paths' BatchNorm and ReLU inside both kernels: they read the stacked conv outputs
             c5 = torch.stack([path.conv(inputs[i]) for i, path in enumerate(self.paths)], dim=1)
             if sizes(c5)[1:3] == (self.attn.num_paths, self.attn.fc_reduce.in_channels):
@@ -386,8 +394,8 @@ class SelectiveKernel(_Planned, reference.SelectiveKernel):
         x5 = torch.stack([path(inputs[i]) for i, path in enumerate(self.paths)], dim=1)
         _, R, C = sizes(x5)[:3]
         attn = self.attn
-        if R == attn.num_paths and C == attn.fc_reduce.in_channels and self.attention_refusal(x5) is None:
-            return radix_attention(x5, *self._weights(self._plan()))
+        if R == attn.num_paths and C == attn.fc_reduce.in_channels and self._attention_refusal(plan, x5) is None:
+            return radix_attention(x5, *self._weights(plan))
         a = self.attn(x5)  # [B, R, C, 1, 1]: timm's SelectiveKernelAttn or the twin
         return radix_combine(x5, a.reshape(x5.shape[:3]))
 
