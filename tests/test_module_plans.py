@@ -111,9 +111,11 @@ def test_mode_and_limit_changes_rebuild_the_refusal(monkeypatch):
         check_output(se, x, "per-op, over the hidden limit")
 
 
-def _grads(module, x, cot):
+def _grads(module, x, cot, reference=False):
+    """(output, gradients of x and every parameter that requires one) of the twin's forward, or
+    with ``reference`` of its reference class's forward on the same module."""
     x = x.detach().requires_grad_(True)
-    y = module(x)
+    y = reference_forward(module, x) if reference else module(x)
     leaves = [x] + [p for p in module.parameters() if p.requires_grad]
     return y, torch.autograd.grad(y, leaves, cot)
 
@@ -131,17 +133,10 @@ def test_gradients_after_plans_built_in_other_modes(path):
         with torch.no_grad():
             se(x)
         y, grads = _grads(se, x, cot)
-    y_ref, grads_ref = _reference_grads(se, x, cot)
+    y_ref, grads_ref = _grads(se, x, cot, reference=True)
     assert_close(y, y_ref, what="output")
     for g, r in zip(grads, grads_ref):
         assert_close(g, r, what="gradient")
-
-
-def _reference_grads(module, x, cot):
-    x = x.detach().requires_grad_(True)
-    y = reference_forward(module, x)
-    leaves = [x] + [p for p in module.parameters() if p.requires_grad]
-    return y, torch.autograd.grad(y, leaves, cot)
 
 
 @pytest.mark.parametrize("path", KERNEL_PATHS)
@@ -160,7 +155,7 @@ def test_freezing_and_unfreezing_a_weight(path):
         se(x).backward(cot)
         assert se.fc1.weight.grad is None and se.fc2.weight.grad is not None
         se.fc1.weight.requires_grad_(True)
-    _, grads_ref = _reference_grads(se, x, cot)
+    _, grads_ref = _grads(se, x, cot, reference=True)
     assert len(grads) == len(grads_ref) == 5
     for g, r in zip(grads, grads_ref):
         assert_close(g, r, what="gradient after unfreezing")
