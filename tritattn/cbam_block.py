@@ -33,7 +33,7 @@ from . import dispatch, workspaces
 from .excitation_block import acc_dtype, channel_backward, pipeline_spec, pooled_workspace
 from .functions import differentiable
 from .layout import addressable
-from .ops import _empty_like_4d, _new
+from .ops import _empty_like_4d, _new, _optional
 
 
 def _alloc_forward(x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -117,7 +117,7 @@ def cbam_block_backward(
     launch.cbam_spatial_backward(grad_y, x, s, u, affine, gate_c, gate_s, conv_w.contiguous(), bn_training, work,
                                  workspaces.counters(x.device, max(slots, 1)), gconv, gbnw, gbnb)
     channel_backward(grad_y, x, None, s, (w1, b1, w2, b2), pool, "fc_act_fc", act, gate_c, "spatial",
-                     grad_x, None, (gw1, gb1, gw2, gb2), work["sp"])
+                     grad_x, None, [_optional(g) for g in (gw1, gb1, gw2, gb2)], work["sp"])
     return out
 
 

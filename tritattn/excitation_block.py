@@ -45,7 +45,7 @@ from .backend import backend_for, kernels_disabled
 from .excitation_cost import KERNEL_PATHS, BlockShape
 from .functions import differentiable
 from .layout import addressable, flat_spatial_stride
-from .ops import _empty_like_4d, _new, _nothing, _optional
+from .ops import _empty_like_4d, _new, _new_as, _nothing, _optional
 
 #: Pooling of the block's input: "mean"; "mean_max_avg" (0.5·mean + 0.5·max, timm's add_maxpool
 #: and LightChannelAttn); "mean_max_both" (CBAM's ChannelAttn: mlp(mean) + mlp(max)).
@@ -128,7 +128,14 @@ def excitation(x: Tensor, spec: BlockSpec, gate: str, residual: Tensor | None = 
     or with ``prologue`` = (act, norm): x' = act(x) (norm None), or act(bn(x)) with norm = a
     BatchNorm's (weight, bias, running mean, running var, eps), normalising with its running
     statistics (:func:`excitation_with_stats` for the batch's). ``path``: "one-launch" or
-    "split" (:data:`KERNEL_PATHS`), or "" to let the op choose (:func:`kernel_path`)."""
+    "split" (:data:`KERNEL_PATHS`), or "" to let the op choose (:func:`kernel_path`). A call that
+    autograd records takes, where it can, the host's short path to the same launches
+    (tritattn/excitation_step.py)."""
+    if prologue is None:
+        from . import excitation_step
+
+        if excitation_step.applies(x, spec, residual, path):
+            return excitation_step.step(x, spec, gate, residual, act_out, path)
     return excitation_with_stats(x, spec, gate, residual, act_out, prologue, path=path)[0]
 
 
@@ -313,14 +320,27 @@ def excitation_block(
     for b0 in range(0, B, step):  # one chunk, the whole batch, unless the L2 chunking is on
         xc, sc, yc, rc, pooled = (x, s, y, residual, workspace) if step >= B else (
             _chunk(t, b0, step) for t in (x, s, y, residual, workspace))
-        if tail:
-            launch.squeeze_excite_fwd(xc, w1, b1, w2, b2, spec, RD, *pooled, sc, counter, norm, prologue)
-        else:
-            launch.squeeze_excite_fwd(xc, None, None, None, None, spec, RD, *pooled, None, None, norm, prologue,
-                                      mlp_tail=False)
-            excitation_mlp.logits(pooled[0], pooled[1], (w1, b1, w2, b2), spec, norm, sc)
-        launch.gated_scale_fwd(xc, sc, rc, yc, "channel", gate, act_out, prologue)
+        forward_launches(xc, rc, (w1, b1, w2, b2), spec, RD, gate, act_out, tail, yc, sc, pooled, counter, norm, prologue)
     return y, s, stats
+
+
+def forward_launches(x: Tensor, residual: Optional[Tensor], weights: tuple, spec: dict, RD: int, gate: str,
+                     act_out: str, tail: bool, y: Tensor, s: Tensor, pooled: tuple, counter: Optional[Tensor],
+                     norm: Optional[tuple] = None, prologue: Optional[tuple] = None) -> None:
+    """The forward's launches on samples x (the batch, or one L2 chunk): squeeze_excite_fwd (with
+    each sample's MLP where ``tail``, the one-launch path; else pooling only, then the MLP as
+    GEMMs) → gated_scale_fwd, into y and the logits s; ``pooled`` = :func:`pooled_workspace`'s
+    (mean, max, ties), ``counter`` the zeroed ticket slots of the one-launch path."""
+    from . import launch
+
+    w1, b1, w2, b2 = weights
+    if tail:
+        launch.squeeze_excite_fwd(x, w1, b1, w2, b2, spec, RD, *pooled, s, counter, norm, prologue)
+    else:
+        launch.squeeze_excite_fwd(x, None, None, None, None, spec, RD, *pooled, None, None, norm, prologue,
+                                  mlp_tail=False)
+        excitation_mlp.logits(pooled[0], pooled[1], weights, spec, norm, s)
+    launch.gated_scale_fwd(x, s, residual, y, "channel", gate, act_out, prologue)
 
 
 def _chunk(t, b0: int, step: int):
@@ -351,7 +371,7 @@ def _norm(weight, bias, running_mean, running_var, eps) -> tuple | None:
 def _alloc_backward(x: Tensor, want_grad_res: bool, *params: Optional[Tensor]) -> tuple[Tensor, ...]:
     grad_res = _empty_like_4d(x) if want_grad_res else _nothing(x)
     return (_empty_like_4d(x), grad_res) + tuple(
-        _new(t.shape, t.dtype, t.device) if t is not None else _nothing(x) for t in params)
+        _new_as(t) if t is not None else _nothing(x) for t in params)
 
 
 @torch.library.custom_op("tritattn::excitation_block_backward", mutates_args=())
@@ -378,7 +398,7 @@ def excitation_block_backward(
             g.zero_()
         return out
     channel_backward(grad_y, x, y, s, (w1, b1, w2, b2), pool, mlp, act, gate, act_out,
-                     grad_x, _optional(grad_res), grads, norm=_norm(bn_weight, bn_bias, bn_running_mean, bn_running_var, bn_eps),
+                     grad_x, _optional(grad_res), [_optional(g) for g in grads], norm=_norm(bn_weight, bn_bias, bn_running_mean, bn_running_var, bn_eps),
                      prologue=_prologue(prologue_act, pre_weight, pre_bias, pre_mean, pre_var, pre_eps),
                      batch_stats=pre_batch_stats, path=path)
     return out
@@ -386,14 +406,15 @@ def excitation_block_backward(
 
 def channel_backward(
     grad_y: Tensor, x: Tensor, y: Optional[Tensor], s: Tensor, weights: tuple, pool: str, mlp: str, act: str,
-    gate: str, act_out: str, grad_x: Tensor, grad_res: Optional[Tensor], grads: Sequence[Tensor],
+    gate: str, act_out: str, grad_x: Optional[Tensor], grad_res: Optional[Tensor], grads: Sequence[Optional[Tensor]],
     sp: Optional[Tensor] = None, norm: Optional[tuple] = None, prologue: Optional[tuple] = None,
     batch_stats: bool = False, path: str = "",
 ) -> None:
     """The excitation's backward (launch.excitation_bwd_reduce → the MLP's backward and the weight
     gradients as GEMMs, tritattn/excitation_mlp.py → launch.excitation_bwd_apply) with its [B, C]
     workspaces: ``weights`` = (w1, b1, w2, b2) and ``grads`` their gradients (+ the hidden
-    BatchNorm's weight and bias with ``norm``; empty where absent); ``sp``: the spatial half's
+    BatchNorm's weight and bias with ``norm``; None where absent or not wanted); grad_x None
+    (and grad_res None): x's gradient is not wanted, and the apply launch does not run; ``sp``: the spatial half's
     per-pixel terms for CBAM (act_out "spatial"); ``prologue`` (act, norm) and ``batch_stats``
     as the launchers take them (+ the prologue BatchNorm's weight and bias gradients in
     ``grads``); ``path`` as :func:`excitation_block`'s ("": chosen for this backward)."""
@@ -419,8 +440,8 @@ def channel_backward(
     )
     if pro_norm:
         work.update(psum=_new((B, 4, C), acc, x.device), sums=_new((2, C), acc, x.device))
-    named = dict(zip(("w1", "b1", "w2", "b2", "bn_weight", "bn_bias", "pre_weight", "pre_bias"),
-                     (_optional(g) for g in grads)))
+    named = dict(zip(("w1", "b1", "w2", "b2", "bn_weight", "bn_bias", "pre_weight", "pre_bias"), grads))
+    named.update(dict.fromkeys(("w1", "b1", "w2", "b2", "bn_weight", "bn_bias", "pre_weight", "pre_bias")[len(grads):]))
     launch.excitation_bwd_reduce(grad_y, x, y, s, mean, maximum, count, w1 if tail else None, b1 if tail else None,
                                  w2 if tail else None, spec, RD, gate, act_out, work,
                                  workspaces.counters(x.device, B) if tail else None, sp, norm if tail else None,
@@ -433,8 +454,9 @@ def channel_backward(
     if pro_norm:
         launch.prologue_norm_bwd(s, work["grad_mean"], work["psum"], work["sums"], named["pre_weight"],
                                  named["pre_bias"], gate, x.shape[2] * x.shape[3])
-    launch.excitation_bwd_apply(grad_y, x, y, s, maximum, count, spec, RD, gate, act_out, work, grad_x, grad_res, sp,
-                                norm, prologue, batch_stats)
+    if grad_x is not None:
+        launch.excitation_bwd_apply(grad_y, x, y, s, maximum, count, spec, RD, gate, act_out, work, grad_x, grad_res,
+                                    sp, norm, prologue, batch_stats)
 
 
 @excitation_block_backward.register_fake

@@ -29,11 +29,21 @@ if TRITON_AVAILABLE:
 poison_outputs: bool = os.environ.get("TRITATTN_POISON_OUTPUTS", "0") == "1"
 
 
-def _new(shape, dtype: torch.dtype, device: torch.device, memory_format=torch.contiguous_format) -> Tensor:
-    t = torch.empty(shape, dtype=dtype, device=device, memory_format=memory_format)
+def _poisoned(t: Tensor) -> Tensor:
+    """t, filled with NaN (-1 for integers) where :data:`poison_outputs` asks."""
     if poison_outputs and t.numel() and not isinstance(t, torch._subclasses.FakeTensor):
         t.fill_(float("nan") if t.is_floating_point() else -1)
     return t
+
+
+def _new(shape, dtype: torch.dtype, device: torch.device, memory_format=torch.contiguous_format) -> Tensor:
+    # a tuple: torch.empty parses a torch.Size ≈ 1 µs slower (host time at every call)
+    return _poisoned(torch.empty(tuple(shape), dtype=dtype, device=device, memory_format=memory_format))
+
+
+def _new_as(t: Tensor) -> Tensor:
+    """A new contiguous tensor of t's shape, dtype and device (a gradient for a weight t)."""
+    return _poisoned(torch.empty_like(t, memory_format=torch.contiguous_format))
 
 
 def _impl(x: Tensor):
@@ -54,7 +64,7 @@ def _empty_4d(x: Tensor, channels: int, dtype: torch.dtype | None = None) -> Ten
 
 
 def _empty_like_4d(x: Tensor) -> Tensor:
-    return _empty_4d(x, x.shape[1])
+    return _poisoned(torch.empty_like(x, memory_format=memory_format_of(x)))
 
 
 def _optional(t: Tensor) -> Tensor | None:

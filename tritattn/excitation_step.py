@@ -1,0 +1,118 @@
+"""A channel-attention block's call under autograd on the host's short path: one plain
+``torch.autograd.Function`` (:class:`ExcitationStep`) running the block op's own launches.
+
+Through the custom op ``tritattn::excitation_block`` (even called directly, tritattn/dispatch.py),
+a training step pays, besides its launches, the generic op's plumbing: an autograd formula over
+the op's 24 arguments and a backward op of 29, whose outputs cannot be None (0-size placeholders
+for every absent gradient), its kernel path chosen again inside each op, and a gradient
+allocated for every weight whether or not autograd wants it. On perf/host_time.py's proxy that
+was ≈ 100 µs of the one-launch path's 280 µs step, where eager timm's whole SE block takes 185.
+
+:class:`ExcitationStep` runs the same launches on the path the module chose
+(excitation_block.forward_launches, excitation_block.channel_backward), so its results are the
+op's to the bit (tests/test_excitation_step.py), with:
+
+- the op's saved tensors: x, the logits s (float32), y only with the ReLU epilogue;
+- gradients allocated only for the inputs autograd asks for (``ctx.needs_input_grad``); where
+  neither x nor the residual wants one, the backward's apply launch does not run.
+
+:func:`applies` takes it where the op would run its implementation directly anyway
+(``dispatch.direct``: not under torch.compile / export / jit.trace, no dispatch or function
+mode, no functorch transform, no profiler, a plain tensor) and autograd records the call, in the
+common case: no prologue (the caller's), no hidden BatchNorm, one launch pair over the batch (the
+L2 chunking off), a non-empty x, a kernel path named by the module. Everything else calls the op
+as before, and under torch.compile the op is what dynamo records. Like the op's backward, the
+backward is not differentiable: under ``create_graph`` its gradients carry a gradient function
+that raises (as ``once_differentiable``'s do), the residual's identity gradient excepted.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import torch
+from torch import Tensor
+
+from . import dispatch, workspaces
+from .excitation_block import (KERNEL_PATHS, BlockSpec, acc_dtype, channel_backward, forward_launches, pipeline_spec,
+                               pooled_workspace, samples_per_launch)
+from .layout import addressable
+from .ops import _empty_like_4d, _new, _new_as
+
+
+class StepCall(NamedTuple):
+    """The non-tensor arguments of one call: the kernels' description of the excitation
+    (excitation_block.pipeline_spec), the hidden width RD, the gate, the epilogue, the path."""
+
+    spec: dict
+    RD: int
+    gate: str
+    act_out: str
+    path: str
+
+
+def applies(x: Tensor, spec: BlockSpec, residual: Optional[Tensor], path: str) -> bool:
+    """Whether a call of the block op on these arguments (no prologue) takes :class:`ExcitationStep`."""
+    return (path in KERNEL_PATHS and spec.norm is None and x.numel() > 0 and dispatch.direct(x)
+            and dispatch.needs_grad((x, residual, spec.w1, spec.b1, spec.w2, spec.b2))
+            and samples_per_launch(x) == x.shape[0])
+
+
+def step(x: Tensor, spec: BlockSpec, gate: str, residual: Optional[Tensor], act_out: str, path: str) -> Tensor:
+    """y = act_out(x · gate(excitation(pool(x))) + residual) on ``path``, recorded by autograd as
+    one :class:`ExcitationStep` (where :func:`applies`)."""
+    kernel_spec, RD = pipeline_spec(spec.pool, spec.mlp, spec.act, spec.w1, x.shape[1])
+    return ExcitationStep.apply(x, residual, spec.w1, spec.b1, spec.w2, spec.b2,
+                                StepCall(kernel_spec, RD, gate, act_out, path))
+
+
+class ExcitationStep(torch.autograd.Function):
+    """The block op's forward and backward launches as one autograd node (module docstring)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, residual: Optional[Tensor], w1: Optional[Tensor], b1: Optional[Tensor],
+                w2: Optional[Tensor], b2: Optional[Tensor], call: StepCall) -> Tensor:
+        x = addressable(x)
+        residual = addressable(residual) if residual is not None else None
+        B, C = x.shape[:2]
+        tail = call.path == "one-launch"
+        y = _empty_like_4d(x)
+        s = _new((B, C), acc_dtype(x), x.device)
+        forward_launches(x, residual, (w1, b1, w2, b2), call.spec, call.RD, call.gate, call.act_out, tail, y, s,
+                         pooled_workspace(x, call.spec["pool"]), workspaces.counters(x.device, B) if tail else None)
+        ctx.call, ctx.has_residual = call, residual is not None
+        ctx.save_for_backward(x, y if call.act_out == "relu" else None, s, w1, b1, w2, b2)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_y: Tensor):
+        if not torch.is_grad_enabled():
+            return _backward(ctx, grad_y)
+        # create_graph: the launches' gradients are not differentiable; a double backward through them raises
+        with torch.no_grad():
+            grads = _backward(ctx, grad_y)
+        return tuple(_not_differentiable(g) if isinstance(g, Tensor) and g is not grad_y else g for g in grads)
+
+
+def _not_differentiable(t: Tensor) -> Tensor:
+    """t, with a gradient function that raises when differentiated (as ``once_differentiable`` marks its results)."""
+    t = t.detach().requires_grad_()  # an input that requires grad, so the result gets the raising function
+    return torch._C._functions.DelayedError(
+        "tritattn: the backward of a channel-attention block is not differentiable (no double backward)", 1)(t)
+
+
+def _backward(ctx, grad_y: Tensor) -> tuple:
+    x, y, s, w1, b1, w2, b2 = ctx.saved_tensors
+    call, needs = ctx.call, ctx.needs_input_grad
+    spec = call.spec
+    # d(y)/d(residual) is the identity without an epilogue; the apply launch writes it after a ReLU
+    grad_res_written = ctx.has_residual and call.act_out != "identity" and needs[1]
+    grad_x = _empty_like_4d(x) if needs[0] or grad_res_written else None
+    grad_res = _empty_like_4d(x) if grad_res_written else None
+    grads = [_new_as(t) if t is not None and wanted else None
+             for t, wanted in zip((w1, b1, w2, b2), needs[2:6])]
+    channel_backward(addressable(grad_y), x, y, s, (w1, b1, w2, b2), spec["pool"], spec["mlp"], spec["act"],
+                     call.gate, call.act_out, grad_x, grad_res, grads, path=call.path)
+    if ctx.has_residual and call.act_out == "identity" and needs[1]:
+        grad_res = grad_y
+    return (grad_x if needs[0] else None), grad_res, *grads, None
+
