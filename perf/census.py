@@ -12,12 +12,15 @@ autograd once, not the calls inside an operator's implementation):
   ``excitation_block`` and its backward (tests/test_sweep.py checks this against tritattn/launch.py);
 - an aten op counts as one kernel launch, except views and metadata ops — ops whose schema
   returns an alias they do not write (view, expand, permute, …) and the ops in :data:`NO_KERNEL`
-  (allocation, detach, …);
+  (allocation, detach, …) — and ``convolution_backward``, which counts one launch per gradient it
+  computes (:func:`aten_kernels`: on a GPU, cuDNN's backward-data and backward-filter calls, and
+  the bias's as a sum outside the backend, as PyTorch's aten/src/ATen/native/Convolution.cpp
+  computes it);
 - an op whose tensor outputs are all empty launches nothing (an in-place op that returns nothing,
   as ``_foreach_lerp_``: whose written arguments are all empty).
 
-cuDNN convolutions or multi-pass reductions can launch more than one kernel on a GPU, so the
-eager count is a lower bound.
+A cuDNN call or a multi-pass reduction can launch more than one kernel on a GPU, so the eager
+count is a lower bound.
 
 Tensor passes (``LaunchCensus(plane_numel)``): the feature-map-sized tensors the launched kernels
 read or write — an aten op's inputs and outputs of at least a plane's size (the smaller of the
@@ -88,6 +91,29 @@ def aten_bytes(func: torch._ops.OpOverload, args: tuple, kwargs: dict, out: Any)
     return sum(n for _, n in reads) + sum(n for _, n in outputs)
 
 
+#: ``convolution_backward``'s outputs (grad_input, grad_weight, grad_bias) and the arguments each one's kernel reads
+_CONV_GRAD_READS = (("grad input", (0, 2)), ("grad weight", (0, 1)), ("grad bias", (0,)))
+
+
+def aten_kernels(func: torch._ops.OpOverload, args: tuple, kwargs: dict, out: Any) -> list[tuple[str, list[int], int]]:
+    """The kernels an aten op that :func:`launches_kernel` runs on a GPU, as [(name, its tensors'
+    sizes, the bytes it moves)]: one (:func:`aten_bytes`), except for ``convolution_backward``: one
+    per gradient it returns — grad_output and the weight read for grad_input, grad_output and
+    the input for grad_weight (cuDNN's backward-data and backward-filter calls), grad_output for
+    grad_bias (a sum outside the backend: PyTorch's Convolution.cpp, ``convolution_backward``)."""
+    name = str(func.overloadpacket)
+    if func.overloadpacket is aten.convolution_backward:
+        kernels = []
+        for grad, (what, reads) in zip(out, _CONV_GRAD_READS):
+            if grad is not None and grad.numel():
+                tensors = [args[i] for i in reads] + [grad]
+                kernels.append((f"{name} ({what})", [t.numel() for t in tensors],
+                                sum(t.numel() * t.element_size() for t in tensors)))
+        return kernels
+    numels = [t.numel() for t in tree_leaves((args, kwargs, out)) if isinstance(t, torch.Tensor)]
+    return [(name, numels, aten_bytes(func, args, kwargs, out))]
+
+
 class LaunchCensus(TorchDispatchMode):
     """Counts kernel launches (see the module docstring) and records each tritattn op call."""
 
@@ -124,9 +150,10 @@ class LaunchCensus(TorchDispatchMode):
                 self.triton += len(op_kernels(func._opname, named))
                 self._triton_planes += op_planes(func._opname, named)
             else:
-                self.aten += 1
-                self._aten_numels.append([t.numel() for t in tree_leaves((args, kwargs, out)) if isinstance(t, torch.Tensor)])
-                self.aten_launches.append((str(func.overloadpacket), aten_bytes(func, args, kwargs, out)))
+                for name, numels, nbytes in aten_kernels(func, args, kwargs, out):
+                    self.aten += 1
+                    self._aten_numels.append(numels)
+                    self.aten_launches.append((name, nbytes))
         return out
 
     @property

@@ -16,7 +16,7 @@ data, only on the shapes, so it is taken on the CPU.
   actually accessed (unmasked) × their size;
 - every aten op that launches a kernel (census.py's rule: not a view, not an allocation, a
   non-empty result) outside a Triton launch is recorded as an eager launch with its tensors'
-  bytes (census.aten_bytes) — also the aten ops that a tritattn custom op runs inside its
+  bytes (census.aten_kernels) — also the aten ops that a tritattn custom op runs inside its
   implementation (a ``torch.mm`` between two Triton kernels, a zeroed workspace): the mode
   steps into the op's implementation instead of treating it as opaque.
 
@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from census import aten_bytes, launches_kernel
+from census import aten_kernels, launches_kernel
 from tritattn.cost_model import Launch, eager_launch
 
 #: The interpreter builder's memory operations; each call is one memory instruction.
@@ -227,8 +227,8 @@ class ProgramCensus(TorchDispatchMode):
                     return impl(*args, **kwargs)
         out = func(*args, **kwargs)
         if func.namespace != "tritattn" and launches_kernel(func, out, args, kwargs):
-            self.records.append(KernelRecord(str(func.overloadpacket), triton=False,
-                                             aten_bytes=aten_bytes(func, args, kwargs, out)))
+            for name, _, nbytes in aten_kernels(func, args, kwargs, out):
+                self.records.append(KernelRecord(name, triton=False, aten_bytes=nbytes))
         return out
 
     def launches(self) -> list[Launch]:

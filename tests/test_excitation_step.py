@@ -1,10 +1,10 @@
-"""The block op's short host path under autograd (tritattn/excitation_step.py): the same launches as
-``tritattn::excitation_block`` and its backward op, so the same bits, on both kernel paths, for
-every pooling × excitation kind, both epilogues and a residual, NCHW and channels_last; only the
-gradients autograd asks for (the apply launch skipped where x and the residual want none); a
-double backward refused; and taken only where the op would run its implementation directly.
-(Against the float64 reference: tests/test_excitation_block.py, whose autograd calls take this
-path, and tests/test_modules.py through the twins.)"""
+"""The block op's short host path (tritattn/excitation_step.py): the same launches as
+``tritattn::excitation_block`` and its backward op, so the same bits, with autograd and without,
+on both kernel paths, for every pooling × excitation kind, both epilogues and a residual, NCHW
+and channels_last; only the gradients autograd asks for (the apply launch skipped where x and
+the residual want none); a double backward refused; and taken only where the op would run its
+implementation directly. (Against the float64 reference: tests/test_excitation_block.py, whose
+calls take this path, and tests/test_modules.py through the twins.)"""
 import pytest
 import torch
 
@@ -57,6 +57,18 @@ def test_the_step_gives_the_ops_bits(path, kind, epilogue, channels_last):
         assert torch.equal(g, g_op) and g.shape == g_op.shape
 
 
+@pytest.mark.parametrize("kind", KINDS, ids=KIND_IDS)
+@pytest.mark.parametrize("path", KERNEL_PATHS)
+def test_without_autograd_the_forward_gives_the_ops_bits(path, kind, channels_last):
+    pool, mlp, act = kind
+    x, residual, weights = _call(pool, mlp, act, channels_last, True)
+    with torch.no_grad():
+        y = excitation_block.excitation(x, BlockSpec(pool, mlp, act, *weights), "sigmoid", residual, "relu", path=path)
+        y_op = _through_the_op(x, residual, weights, pool, mlp, act, "relu", path)
+    assert y.grad_fn is None
+    assert torch.equal(y, y_op) and y.stride() == y_op.stride()
+
+
 @pytest.mark.parametrize("path", KERNEL_PATHS)
 def test_frozen_weights_get_no_gradient_and_x_the_same(path):
     pool, mlp, act = "mean", "fc_act_fc", "relu"
@@ -106,7 +118,7 @@ def test_where_the_step_applies():
     assert not excitation_step.applies(x, spec, None, excitation_block.OP_CHOOSES)  # compile / trace: the op
     assert not excitation_step.applies(x, spec, None, "per-op")
     with torch.no_grad():
-        assert not excitation_step.applies(x, spec, None, "split")  # nothing to record: the op's implementation
+        assert excitation_step.applies(x, spec, None, "split")  # nothing to record: the forward's launches alone
     norm = tuple(torch.rand(4) + 0.5 for _ in range(4)) + (1e-5,)
     assert not excitation_step.applies(x, BlockSpec(pool, mlp, act, *weights, norm=norm), None, "split")
     assert not excitation_step.applies(x.detach().to("meta").requires_grad_(), spec, None, "split")

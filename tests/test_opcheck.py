@@ -195,12 +195,34 @@ def excitation_block_backward_case(pool, mlp, act, gate, act_out, residual) -> C
 
     def args(p: Sample, requires_grad: bool) -> tuple:
         x, weights = p.feature_map(), _block_weights(mlp, False)
-        y, s, _ = tritattn.excitation_block(x, p.feature_map() if residual else None, *weights, pool, mlp, act, gate, act_out)
+        y, s, _, _ = tritattn.excitation_block(x, p.feature_map() if residual else None, *weights, pool, mlp, act, gate,
+                                               act_out)
         return (p.feature_map(), x, y if act_out == "relu" else None, s, *weights,
                 pool, mlp, act, gate, act_out, residual and act_out != "identity")
 
     return Case(tritattn.excitation_block_backward.default, _block_variant(pool, mlp, act, gate, act_out, residual),
                 args, False)
+
+
+def excitation_block_kept_hidden_case(act: str, backward: bool) -> Case:
+    """The split path named by the caller: the forward keeps the MLP's hidden vectors (its fourth
+    output; SiLU keeps two), the backward takes them."""
+    settings = ("mean_max_avg", "fc_act_fc", act, "sigmoid", "identity")
+
+    def forward_args(p: Sample, requires_grad: bool) -> tuple:
+        return (p.feature_map(requires_grad=requires_grad), None, *_block_weights("fc_act_fc", requires_grad), *settings,
+                None, None, None, None, 0.0, "none", None, None, None, None, 0.0, False, "split")
+
+    def backward_args(p: Sample, requires_grad: bool) -> tuple:
+        x, _, *weights = forward_args(p, False)[:6]
+        _, s, _, hidden = tritattn.excitation_block(*forward_args(p, False))
+        assert hidden.shape[0] == (2 if act == "silu" else 1)
+        return (p.feature_map(), x, None, s, *weights, *settings, False, None, None, None, None, 0.0, "none",
+                None, None, None, None, 0.0, False, "split", hidden)
+
+    if backward:
+        return Case(tritattn.excitation_block_backward.default, f"kept-hidden-{act}", backward_args, False)
+    return Case(tritattn.excitation_block.default, f"kept-hidden-{act}", forward_args, True)
 
 
 def excitation_block_norm_case(backward: bool) -> Case:
@@ -214,8 +236,8 @@ def excitation_block_norm_case(backward: bool) -> Case:
 
     def backward_args(p: Sample, requires_grad: bool) -> tuple:
         x, _, w1, b1, w2, b2, *settings, act_out, bn_w, bn_b, bn_m, bn_v, eps = forward_args(p, False)
-        _, s, _ = tritattn.excitation_block(*forward_args(p, False)[:1], None, w1, b1, w2, b2, *settings, act_out,
-                                            bn_w, bn_b, bn_m, bn_v, eps)
+        _, s, _, _ = tritattn.excitation_block(*forward_args(p, False)[:1], None, w1, b1, w2, b2, *settings, act_out,
+                                               bn_w, bn_b, bn_m, bn_v, eps)
         return (p.feature_map(), x, None, s, w1, b1, w2, b2, *settings, act_out, False, bn_w, bn_b, bn_m, bn_v, eps)
 
     if backward:
@@ -236,7 +258,7 @@ def excitation_block_prologue_case(backward: bool, batch_stats: bool) -> Case:
         args = forward_args(p, False)
         x, _, w1, b1, w2, b2, *settings = args[:11]
         pre_w, pre_b, pre_m, pre_v, pre_eps, _ = args[17:]
-        _, s, stats = tritattn.excitation_block(*args)
+        _, s, stats, _ = tritattn.excitation_block(*args)
         if batch_stats:
             pre_m, pre_v = stats[0], stats[1]
         return (p.feature_map(), x, None, s, w1, b1, w2, b2, *settings, False, None, None, None, None, 0.0, "silu",
@@ -371,6 +393,7 @@ CASES: list[Case] = [
     *(spatial_scale_backward_case(gate) for gate in ("sigmoid", "hard_sigmoid")),
     *(excitation_block_case(*settings) for settings in BLOCK_SETTINGS),
     *(excitation_block_backward_case(*settings) for settings in BLOCK_SETTINGS),
+    *(excitation_block_kept_hidden_case(act, backward) for act in ("relu", "silu") for backward in (False, True)),
     excitation_block_norm_case(False),
     excitation_block_norm_case(True),
     *(excitation_block_prologue_case(backward, batch_stats) for backward in (False, True) for batch_stats in (False, True)),

@@ -256,7 +256,7 @@ def test_byte_model_counts_the_tensors_each_kernel_moves(monkeypatch):
         rd = RD if mlp == "fc_act_fc" else 0
         for act_out, residual in (("identity", False), ("relu", True)):
             what = f"excitation_block {pool} {mlp} {act_out}"
-            y, s_, _ = check(
+            y, s_, _, _ = check(
                 what, ["squeeze_excite_fwd", "gated_scale_fwd"],
                 [bm.squeeze_excite_fwd(B, C, HW, 2, f32, with_max), bm.gated_scale_fwd(B, C, HW, 2, f32, residual)],
                 ops.excitation_block, x, rand(B, C, H, W) if residual else None, *weights[mlp], pool, mlp, "relu", "sigmoid", act_out)
@@ -271,7 +271,7 @@ def test_byte_model_counts_the_tensors_each_kernel_moves(monkeypatch):
     norm = (rand(RD, dtype=torch.float32), rand(RD, dtype=torch.float32), rand(RD, dtype=torch.float32),
             torch.rand(RD, device=DEVICE) + 0.5, 1e-5)
     hidden = bm.hidden_vectors("fc_act_fc", "mean", norm=True)
-    y, s_, _ = check("excitation_block hidden norm", ["squeeze_excite_fwd", "gated_scale_fwd"],
+    y, s_, _, _ = check("excitation_block hidden norm", ["squeeze_excite_fwd", "gated_scale_fwd"],
                   [bm.squeeze_excite_fwd(B, C, HW, 2, f32, False), bm.gated_scale_fwd(B, C, HW, 2, f32, False)],
                   ops.excitation_block, x, None, *weights["fc_act_fc"], "mean", "fc_act_fc", "relu", "sigmoid", "identity",
                   *norm)
@@ -288,7 +288,7 @@ def test_byte_model_counts_the_tensors_each_kernel_moves(monkeypatch):
         what, vectors = f"excitation_block prologue batch_stats={batch_stats}", bm.prologue_vectors(C, f32, True)
         stats = [bm.batch_stats_fwd(B, C, HW, 2, f32, bm.batch_stats_rows(x))] if batch_stats else []
         hidden = bm.hidden_vectors("fc_act_fc", "mean")
-        y, s_, stats_ = check(
+        y, s_, stats_, _ = check(
             what, ["batch_stats_fwd"] * batch_stats + ["squeeze_excite_fwd", "gated_scale_fwd"],
             stats + [bm.squeeze_excite_fwd(B, C, HW, 2, f32, False) + vectors,
                      bm.gated_scale_fwd(B, C, HW, 2, f32, False) + vectors],

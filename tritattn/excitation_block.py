@@ -128,14 +128,13 @@ def excitation(x: Tensor, spec: BlockSpec, gate: str, residual: Tensor | None = 
     or with ``prologue`` = (act, norm): x' = act(x) (norm None), or act(bn(x)) with norm = a
     BatchNorm's (weight, bias, running mean, running var, eps), normalising with its running
     statistics (:func:`excitation_with_stats` for the batch's). ``path``: "one-launch" or
-    "split" (:data:`KERNEL_PATHS`), or "" to let the op choose (:func:`kernel_path`). A call that
-    autograd records takes, where it can, the host's short path to the same launches
-    (tritattn/excitation_step.py)."""
+    "split" (:data:`KERNEL_PATHS`), or "" to let the op choose (:func:`kernel_path`). A call takes,
+    where it can, the host's short path to the same launches (tritattn/excitation_step.py)."""
     if prologue is None:
         from . import excitation_step
 
         if excitation_step.applies(x, spec, residual, path):
-            return excitation_step.step(x, spec, gate, residual, act_out, path)
+            return excitation_step.excite(x, spec, gate, residual, act_out, path)
     return excitation_with_stats(x, spec, gate, residual, act_out, prologue, path=path)[0]
 
 
@@ -147,7 +146,7 @@ def excitation_with_stats(x: Tensor, spec: BlockSpec, gate: str, residual: Tenso
     mean, biased and unbiased variance (for the running statistics' update); else stats is empty."""
     norm = spec.norm if spec.norm is not None else (None, None, None, None, 0.0)
     pro_act, pro_norm = prologue if prologue is not None else ("none", None)
-    y, _, stats = dispatch.call(
+    y, _, stats, _ = dispatch.call(
         excitation_block, x, residual, spec.w1, spec.b1, spec.w2, spec.b2, spec.pool, spec.mlp, spec.act, gate, act_out, *norm,
         pro_act, *(pro_norm if pro_norm is not None else (None, None, None, None, 0.0)), batch_stats, path)
     return y, stats
@@ -253,9 +252,21 @@ def acc_dtype(x: Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
-def _alloc_forward(x: Tensor, batch_stats: bool = False) -> tuple[Tensor, Tensor, Tensor]:
-    stats = _new((3, x.shape[1]) if batch_stats else (0,), acc_dtype(x), x.device)
-    return _empty_like_4d(x), _new(x.shape[:2], acc_dtype(x), x.device), stats
+def _alloc_forward(x: Tensor, batch_stats: bool = False, kept: tuple = (0, 0)) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    B, C = x.shape[:2]
+    stats = _new((3, C) if batch_stats else (0,), acc_dtype(x), x.device)
+    slots, RD = kept
+    return _empty_like_4d(x), _new((B, C), acc_dtype(x), x.device), stats, _new((slots, B, RD) if slots else (0,),
+                                                                                 acc_dtype(x), x.device)
+
+
+def kept_hidden(pool: str, mlp: str, act: str, w1: Optional[Tensor], hidden_norm: bool, path: str) -> tuple[int, int]:
+    """(slots, RD) of the hidden vectors [slots, B, RD] (ACC) the split path's forward keeps for
+    its backward (excitation_mlp.hidden_slots) where the caller names that path; else (0, 0): the
+    backward computes them again (the one-launch path's reduce kernel does; under torch.compile
+    the op chooses its path at run time)."""
+    slots = excitation_mlp.hidden_slots(mlp, pool, act, hidden_norm) if path == "split" else 0
+    return (slots, w1.shape[0]) if slots else (0, 0)
 
 
 def pooled_workspace(x: Tensor, pool: str) -> tuple[Tensor, Tensor | None, Tensor | None]:
@@ -275,9 +286,10 @@ def excitation_block(
     prologue_act: str = "none", pre_weight: Optional[Tensor] = None, pre_bias: Optional[Tensor] = None,
     pre_running_mean: Optional[Tensor] = None, pre_running_var: Optional[Tensor] = None, pre_eps: float = 0.0,
     pre_batch_stats: bool = False, path: str = "",
-) -> tuple[Tensor, Tensor, Tensor]:
-    """(y, s, stats): y = act_out(x · gate(s) + residual) with s = excitation(pool(x)), the logits
-    [B, C] in float32 (float64 for float64 x), kept for the backward; stats below.
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(y, s, stats, hidden): y = act_out(x · gate(s) + residual) with s = excitation(pool(x)), the
+    logits [B, C] in float32 (float64 for float64 x), kept for the backward; stats below; hidden:
+    the MLP's hidden vectors the split path keeps for the backward (:func:`kept_hidden`), or empty.
 
     Weights: "fc_act_fc" w1 [RD, C], b1 [RD], w2 [C, RD], b2 [C]; "fc" w2 [C, C], b2 [C]; taps
     w1 [k] (k odd; padding (k-1)/2), b2 [1]. "fc_act_fc" may have a BatchNorm in eval between fc1
@@ -299,12 +311,13 @@ def excitation_block(
 
     x = addressable(x)
     residual = addressable(residual) if residual is not None else None
-    y, s, stats = _alloc_forward(x, pre_batch_stats)
+    y, s, stats, hidden = _alloc_forward(x, pre_batch_stats,
+                                         kept_hidden(pool, mlp, act, w1, bn_weight is not None, path))
     B, C = x.shape[:2]
     if not x.numel():
         s.zero_()
         stats.zero_()  # no batch, no statistics (the modules run an empty input on the eager path)
-        return y, s, stats
+        return y, s, stats, hidden
     spec, RD = pipeline_spec(pool, mlp, act, w1, C)
     norm = _norm(bn_weight, bn_bias, bn_running_mean, bn_running_var, bn_eps)
     tail = kernel_path(path, lambda: block_shape(x, spec, w1, b1, b2, norm is not None, residual is not None, act_out,
@@ -317,20 +330,25 @@ def excitation_block(
         launch.batch_stats_fwd(x, _new((rows, 2, C), acc_dtype(x), x.device), stats, workspaces.counters(x.device, slots))
         pre_running_mean, pre_running_var = stats[0], stats[1]
     prologue = _prologue(prologue_act, pre_weight, pre_bias, pre_running_mean, pre_running_var, pre_eps)
+    kept = _optional(hidden)
     for b0 in range(0, B, step):  # one chunk, the whole batch, unless the L2 chunking is on
         xc, sc, yc, rc, pooled = (x, s, y, residual, workspace) if step >= B else (
             _chunk(t, b0, step) for t in (x, s, y, residual, workspace))
-        forward_launches(xc, rc, (w1, b1, w2, b2), spec, RD, gate, act_out, tail, yc, sc, pooled, counter, norm, prologue)
-    return y, s, stats
+        hc = kept if kept is None or step >= B else kept[:, b0:b0 + step]
+        forward_launches(xc, rc, (w1, b1, w2, b2), spec, RD, gate, act_out, tail, yc, sc, pooled, counter, norm,
+                         prologue, hc)
+    return y, s, stats, hidden
 
 
 def forward_launches(x: Tensor, residual: Optional[Tensor], weights: tuple, spec: dict, RD: int, gate: str,
                      act_out: str, tail: bool, y: Tensor, s: Tensor, pooled: tuple, counter: Optional[Tensor],
-                     norm: Optional[tuple] = None, prologue: Optional[tuple] = None) -> None:
+                     norm: Optional[tuple] = None, prologue: Optional[tuple] = None,
+                     hidden: Optional[Tensor] = None) -> None:
     """The forward's launches on samples x (the batch, or one L2 chunk): squeeze_excite_fwd (with
     each sample's MLP where ``tail``, the one-launch path; else pooling only, then the MLP as
     GEMMs) → gated_scale_fwd, into y and the logits s; ``pooled`` = :func:`pooled_workspace`'s
-    (mean, max, ties), ``counter`` the zeroed ticket slots of the one-launch path."""
+    (mean, max, ties), ``counter`` the zeroed ticket slots of the one-launch path, ``hidden`` the
+    split path's kept hidden vectors (:func:`kept_hidden`) or None."""
     from . import launch
 
     w1, b1, w2, b2 = weights
@@ -339,7 +357,7 @@ def forward_launches(x: Tensor, residual: Optional[Tensor], weights: tuple, spec
     else:
         launch.squeeze_excite_fwd(x, None, None, None, None, spec, RD, *pooled, None, None, norm, prologue,
                                   mlp_tail=False)
-        excitation_mlp.logits(pooled[0], pooled[1], weights, spec, norm, s)
+        excitation_mlp.logits(pooled[0], pooled[1], weights, spec, norm, s, hidden)
     launch.gated_scale_fwd(x, s, residual, y, "channel", gate, act_out, prologue)
 
 
@@ -354,7 +372,7 @@ def _chunk(t, b0: int, step: int):
 def _(x, residual, w1, b1, w2, b2, pool, mlp, act, gate, act_out, bn_weight=None, bn_bias=None, bn_running_mean=None,
       bn_running_var=None, bn_eps=0.0, prologue_act="none", pre_weight=None, pre_bias=None, pre_running_mean=None,
       pre_running_var=None, pre_eps=0.0, pre_batch_stats=False, path=""):
-    return _alloc_forward(addressable(x), pre_batch_stats)
+    return _alloc_forward(addressable(x), pre_batch_stats, kept_hidden(pool, mlp, act, w1, bn_weight is not None, path))
 
 
 def _prologue(act: str, weight, bias, running_mean, running_var, eps) -> tuple | None:
@@ -383,12 +401,14 @@ def excitation_block_backward(
     bn_running_var: Optional[Tensor] = None, bn_eps: float = 0.0, prologue_act: str = "none",
     pre_weight: Optional[Tensor] = None, pre_bias: Optional[Tensor] = None, pre_mean: Optional[Tensor] = None,
     pre_var: Optional[Tensor] = None, pre_eps: float = 0.0, pre_batch_stats: bool = False, path: str = "",
+    hidden: Optional[Tensor] = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """(grad_x, grad_residual, grad_w1, grad_b1, grad_w2, grad_b2, grad_bn_weight, grad_bn_bias,
     grad_pre_weight, grad_pre_bias); an absent one is empty. With a prologue, grad_x is the
     gradient of x itself (z, or the BatchNorm's input c); ``pre_mean`` / ``pre_var``: the
     statistics the forward normalised with (the batch's with ``pre_batch_stats``); ``path`` as
-    the forward's (:func:`excitation_block`)."""
+    the forward's (:func:`excitation_block`); ``hidden``: the hidden vectors the forward kept
+    (its fourth output), or None."""
     x, grad_y = addressable(x), addressable(grad_y)
     y = addressable(y) if y is not None else None
     out = _alloc_backward(x, want_grad_residual, w1, b1, w2, b2, bn_weight, bn_bias, pre_weight, pre_bias)
@@ -397,10 +417,10 @@ def excitation_block_backward(
         for g in grads:
             g.zero_()
         return out
-    channel_backward(grad_y, x, y, s, (w1, b1, w2, b2), pool, mlp, act, gate, act_out,
-                     grad_x, _optional(grad_res), [_optional(g) for g in grads], norm=_norm(bn_weight, bn_bias, bn_running_mean, bn_running_var, bn_eps),
+    channel_backward(grad_y, x, y, s, (w1, b1, w2, b2), pool, mlp, act, gate, act_out, grad_x, _optional(grad_res),
+                     [_optional(g) for g in grads], norm=_norm(bn_weight, bn_bias, bn_running_mean, bn_running_var, bn_eps),
                      prologue=_prologue(prologue_act, pre_weight, pre_bias, pre_mean, pre_var, pre_eps),
-                     batch_stats=pre_batch_stats, path=path)
+                     batch_stats=pre_batch_stats, path=path, kept=hidden)
     return out
 
 
@@ -408,7 +428,7 @@ def channel_backward(
     grad_y: Tensor, x: Tensor, y: Optional[Tensor], s: Tensor, weights: tuple, pool: str, mlp: str, act: str,
     gate: str, act_out: str, grad_x: Optional[Tensor], grad_res: Optional[Tensor], grads: Sequence[Optional[Tensor]],
     sp: Optional[Tensor] = None, norm: Optional[tuple] = None, prologue: Optional[tuple] = None,
-    batch_stats: bool = False, path: str = "",
+    batch_stats: bool = False, path: str = "", kept: Optional[Tensor] = None,
 ) -> None:
     """The excitation's backward (launch.excitation_bwd_reduce → the MLP's backward and the weight
     gradients as GEMMs, tritattn/excitation_mlp.py → launch.excitation_bwd_apply) with its [B, C]
@@ -417,7 +437,8 @@ def channel_backward(
     (and grad_res None): x's gradient is not wanted, and the apply launch does not run; ``sp``: the spatial half's
     per-pixel terms for CBAM (act_out "spatial"); ``prologue`` (act, norm) and ``batch_stats``
     as the launchers take them (+ the prologue BatchNorm's weight and bias gradients in
-    ``grads``); ``path`` as :func:`excitation_block`'s ("": chosen for this backward)."""
+    ``grads``); ``path`` as :func:`excitation_block`'s ("": chosen for this backward); ``kept``:
+    the hidden vectors the split path's forward kept (:func:`kept_hidden`), or None."""
     from . import launch
 
     B, C = x.shape[:2]
@@ -450,7 +471,7 @@ def channel_backward(
         excitation_mlp.tail_weight_grads(work["grad_s"], mean, maximum, spec, RD, work, named)
     else:
         excitation_mlp.pool_grads(work["grad_s"], mean, maximum, weights, spec, norm, work["grad_mean"],
-                                  work["grad_max"], named)
+                                  work["grad_max"], named, kept)
     if pro_norm:
         launch.prologue_norm_bwd(s, work["grad_mean"], work["psum"], work["sums"], named["pre_weight"],
                                  named["pre_bias"], gate, x.shape[2] * x.shape[3])
@@ -462,33 +483,34 @@ def channel_backward(
 @excitation_block_backward.register_fake
 def _(grad_y, x, y, s, w1, b1, w2, b2, pool, mlp, act, gate, act_out, want_grad_residual, bn_weight=None, bn_bias=None,
       bn_running_mean=None, bn_running_var=None, bn_eps=0.0, prologue_act="none", pre_weight=None, pre_bias=None,
-      pre_mean=None, pre_var=None, pre_eps=0.0, pre_batch_stats=False, path=""):
+      pre_mean=None, pre_var=None, pre_eps=0.0, pre_batch_stats=False, path="", hidden=None):
     return _alloc_backward(addressable(x), want_grad_residual, w1, b1, w2, b2, bn_weight, bn_bias, pre_weight, pre_bias)
 
 
 def _setup(ctx, inputs, output) -> None:
     (x, residual, w1, b1, w2, b2, pool, mlp, act, gate, act_out, bn_weight, bn_bias, bn_mean, bn_var, bn_eps,
      prologue_act, pre_weight, pre_bias, pre_mean, pre_var, pre_eps, pre_batch_stats, path) = inputs
-    y, s, stats = output
+    y, s, stats, hidden = output
     ctx.config = (pool, mlp, act, gate, act_out, bn_eps, prologue_act, pre_eps, pre_batch_stats, path)
     ctx.has_residual = residual is not None
     if pre_batch_stats:
         pre_mean, pre_var = stats[0], stats[1]
     ctx.save_for_backward(x, y if act_out == "relu" else None, s, w1, b1, w2, b2, bn_weight, bn_bias, bn_mean, bn_var,
-                          pre_weight, pre_bias, pre_mean, pre_var)
-    # s and stats are not differentiable outputs: autograd allocates no zero gradient for them
-    ctx.mark_non_differentiable(s, stats)
+                          pre_weight, pre_bias, pre_mean, pre_var, hidden if hidden.numel() else None)
+    # s, stats and hidden are not differentiable outputs: autograd allocates no zero gradient for them
+    ctx.mark_non_differentiable(s, stats, hidden)
     ctx.set_materialize_grads(False)
 
 
-def _backward(ctx, grad_y, grad_s, grad_stats):
-    x, y, s, w1, b1, w2, b2, bn_weight, bn_bias, bn_mean, bn_var, pre_weight, pre_bias, pre_mean, pre_var = ctx.saved_tensors
+def _backward(ctx, grad_y, grad_s, grad_stats, grad_hidden):
+    (x, y, s, w1, b1, w2, b2, bn_weight, bn_bias, bn_mean, bn_var, pre_weight, pre_bias, pre_mean, pre_var,
+     hidden) = ctx.saved_tensors
     pool, mlp, act, gate, act_out, bn_eps, prologue_act, pre_eps, pre_batch_stats, path = ctx.config
     want_grad_res = ctx.has_residual and act_out != "identity" and ctx.needs_input_grad[1]
     grad_x, grad_res, *grads = dispatch.call(
         excitation_block_backward, grad_y, x, y, s, w1, b1, w2, b2, pool, mlp, act, gate, act_out, want_grad_res,
         bn_weight, bn_bias, bn_mean, bn_var, bn_eps, prologue_act, pre_weight, pre_bias, pre_mean, pre_var, pre_eps,
-        pre_batch_stats, path)
+        pre_batch_stats, path, hidden)
     if not ctx.has_residual:
         grad_res = None
     elif act_out == "identity":

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 
 from .cost_model import INT32, Launch, eager_launch
+from .excitation_mlp import keeps_hidden
 from .kernels.grid_math import cdiv, next_power_of_2
 
 #: The paths of the block op itself (the kernels), and all the candidates of a module.
@@ -207,7 +208,8 @@ def _act_launches(act: str) -> int:
 
 
 def _act_backward_launches(act: str) -> int:
-    return {"identity": 0, "relu": 2, "silu": 6}[act]
+    """threshold_backward (ReLU) or silu_backward (SiLU): one launch (excitation_mlp._activation_backward)."""
+    return 0 if act == "identity" else 1
 
 
 def mlp_forward(s: BlockShape, size: int) -> list[Launch]:
@@ -230,10 +232,16 @@ def mlp_forward(s: BlockShape, size: int) -> list[Launch]:
 
 
 def mlp_backward(s: BlockShape, size: int) -> list[Launch]:
-    """The MLP's backward over all samples (excitation_mlp.pool_grads, without the weight gradients)."""
+    """The MLP's backward over all samples (excitation_mlp.pool_grads, without the weight gradients):
+    from the hidden vectors the forward kept (excitation_mlp.keeps_hidden; kept where the module
+    names the split path, as it does outside torch.compile), else computing them again."""
     B, C, RD = s.B, s.C, s.RD
     out = _vector_ops("pooled input", 2 * (s.pool == "mean_max_avg"), B * C, size)
-    if s.mlp == "fc_act_fc":
+    if keeps_hidden(s.mlp, s.pool, s.hidden_norm):
+        out += [_gemm("fc2 input grad", B, C, RD, size)] + _vector_ops("act backward", _act_backward_launches(s.act),
+                                                                       B * RD, size)
+        out.append(_gemm("fc1 input grad", B, RD, C, size))
+    elif s.mlp == "fc_act_fc":
         branches = 2 if s.pool == "mean_max_both" else 1
         out += [_gemm("fc2 input grad", B, C, RD, size)]
         for _ in range(branches):
@@ -251,9 +259,8 @@ def mlp_backward(s: BlockShape, size: int) -> list[Launch]:
 # --- the module's own MLP (the per-op path and eager): torch's autograd of its layers -----------------
 #
 # One aten op, one launch — as perf/census.py counts eager (tests/test_excitation_census.py checks
-# these predictions against that count). A GPU's convolution may launch more than one kernel (a
-# convolution_backward computes its input, weight and bias gradients in up to three), so for
-# these two paths the count is a lower bound: the estimate favours them, never tritattn's own.
+# these predictions against that count) — except convolution_backward: one launch per gradient
+# (census.aten_kernels: cuDNN's backward-data and backward-filter calls, the bias's sum).
 
 
 def _conv(name: str, B: int, cin: int, cout: int, size: int, bias: bool) -> Launch:
@@ -261,9 +268,13 @@ def _conv(name: str, B: int, cin: int, cout: int, size: int, bias: bool) -> Laun
     return eager_launch(name, (B * cin + cin * cout + bias * cout + B * cout) * size)
 
 
-def _conv_backward(name: str, B: int, cin: int, cout: int, size: int, bias: bool) -> Launch:
-    """convolution_backward: the input's, the weight's (and the bias's) gradients in one op."""
-    return eager_launch(name, (2 * B * cout + 2 * B * cin + 2 * cin * cout + bias * cout) * size)
+def _conv_backward(name: str, B: int, cin: int, cout: int, size: int, bias: bool) -> list[Launch]:
+    """convolution_backward: the input's gradient (reads grad_output and the weight), the
+    weight's (grad_output and the input), the bias's (grad_output), one launch each."""
+    grad_out = B * cout * size
+    out = [eager_launch(f"{name} (grad input)", grad_out + (cin * cout + B * cin) * size),
+           eager_launch(f"{name} (grad weight)", grad_out + (B * cin + cin * cout) * size)]
+    return out + [eager_launch(f"{name} (grad bias)", grad_out + cout * size)] * bias
 
 
 def _module_branches(s: BlockShape) -> int:
@@ -271,16 +282,16 @@ def _module_branches(s: BlockShape) -> int:
     return 2 if s.pool == "mean_max_both" else 1
 
 
-def _module_layers(s: BlockShape, size: int) -> list[tuple[str, Launch, Launch]]:
-    """(name, forward launch, backward launch) of the module's MLP layers, in forward order, for one branch."""
+def _module_layers(s: BlockShape, size: int) -> list[tuple[str, Launch, list[Launch]]]:
+    """(name, forward launch, backward launches) of the module's MLP layers, in forward order, for one branch."""
     B, C, RD = s.B, s.C, s.RD
     if s.mlp == "fc_act_fc":
         layers = [("fc1", _conv("fc1", B, C, RD, size, s.has_b1), _conv_backward("fc1 backward", B, C, RD, size, s.has_b1))]
         if s.hidden_norm:
             layers.append(("hidden norm", eager_launch("hidden norm", (2 * B * RD + 4 * RD) * size),
-                           eager_launch("hidden norm backward", (3 * B * RD + 6 * RD) * size)))
+                           [eager_launch("hidden norm backward", (3 * B * RD + 6 * RD) * size)]))
         if s.act != "identity":
-            layers.append(("act", eager_launch("act", 2 * B * RD * size), eager_launch("act backward", 3 * B * RD * size)))
+            layers.append(("act", eager_launch("act", 2 * B * RD * size), [eager_launch("act backward", 3 * B * RD * size)]))
         return layers + [("fc2", _conv("fc2", B, RD, C, size, s.has_b2),
                           _conv_backward("fc2 backward", B, RD, C, size, s.has_b2))]
     if s.mlp == "fc":
@@ -306,12 +317,12 @@ def module_mlp_forward(s: BlockShape) -> list[Launch]:
 
 
 def module_mlp_backward(s: BlockShape) -> list[Launch]:
-    """autograd of :func:`module_mlp_forward`: each layer's backward op (a convolution_backward gives
-    its weight and bias gradients too), CBAM's second branch's parameter gradients added to the
-    first's, the pooled input's two halves scaled by 0.5 (timm's (mean + max) / 2)."""
+    """autograd of :func:`module_mlp_forward`: each layer's backward (a convolution_backward: its
+    input's, weight's and bias's gradients), CBAM's second branch's parameter gradients added to
+    the first's, the pooled input's two halves scaled by 0.5 (timm's (mean + max) / 2)."""
     out: list[Launch] = []
     for _ in range(_module_branches(s)):
-        out += [backward for _, _, backward in reversed(_module_layers(s, s.itemsize))]
+        out += [launch for _, _, backward in reversed(_module_layers(s, s.itemsize)) for launch in backward]
     out += _vector_ops("parameter gradient sum", (_module_branches(s) - 1) * _module_parameters(s), s.C * s.RD,
                        s.itemsize)
     return out + _vector_ops("pooled input grad", 2 * (s.pool == "mean_max_avg"), s.B * s.C, s.itemsize)

@@ -52,12 +52,40 @@ def _activation(h: Tensor, act: str) -> Tensor:
 
 
 def _activation_backward(h: Tensor, grad: Tensor, act: str) -> Tensor:
+    """The gradient of act's input h from its output's, one launch (ReLU's: ``h`` may be act(h) as well)."""
     if act == "relu":
-        return torch.where(h > 0, grad, 0.0)
+        return torch.ops.aten.threshold_backward(grad, h, 0)
     if act == "silu":
-        sig = torch.sigmoid(h)
-        return grad * sig * (1 + h * (1 - sig))
+        return torch.ops.aten.silu_backward(grad, h)
     return grad
+
+
+def keeps_hidden(mlp: str, pool: str, hidden_norm: bool) -> bool:
+    """Whether the split path's forward keeps the MLP's hidden vectors for its backward
+    (:func:`hidden_slots`), which else computes them again: an SE MLP without a hidden BatchNorm,
+    on one pooled vector (not CBAM's two)."""
+    return mlp == "fc_act_fc" and not hidden_norm and pool != "mean_max_both"
+
+
+def hidden_slots(mlp: str, pool: str, act: str, hidden_norm: bool) -> int:
+    """[B, RD] vectors the split path keeps (:func:`keeps_hidden`; else 0): act(h), and h for SiLU
+    (its backward's input)."""
+    if not keeps_hidden(mlp, pool, hidden_norm):
+        return 0
+    return 2 if act == "silu" else 1
+
+
+def _hidden_into(hidden: Tensor, v: Tensor, w1: Tensor, b1: Optional[Tensor], act: str) -> Tensor:
+    """act(W1 · v + b1) into hidden[0] and, for SiLU, W1 · v + b1 into hidden[1] (the same launches
+    as computing them anew); returns hidden[0]."""
+    a = hidden[0]
+    h = hidden[1] if act == "silu" else a
+    _linear_into(h, v, w1, b1)
+    if act == "relu":
+        torch.relu_(a)
+    elif act == "silu":
+        torch.ops.aten.silu.out(h, out=a)
+    return a
 
 
 def _hidden_norm(norm: Optional[tuple], dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor, Tensor] | None:
@@ -85,13 +113,17 @@ def _hidden(v: Tensor, w1: Tensor, b1: Optional[Tensor], bn) -> tuple[Tensor, Te
 
 
 @_in_acc
-def logits(mean: Tensor, maximum: Optional[Tensor], weights: tuple, spec: dict, norm: Optional[tuple], s: Tensor) -> None:
+def logits(mean: Tensor, maximum: Optional[Tensor], weights: tuple, spec: dict, norm: Optional[tuple], s: Tensor,
+           hidden: Optional[Tensor] = None) -> None:
     """s [B, C] = excitation(pool) for every sample (the split path's MLP), from the pooled
-    ``mean`` / ``maximum`` [B, C]; ``weights`` = (w1, b1, w2, b2) as excitation_block takes them."""
+    ``mean`` / ``maximum`` [B, C]; ``weights`` = (w1, b1, w2, b2) as excitation_block takes them;
+    ``hidden`` [:func:`hidden_slots`, B, RD] (ACC) receives the hidden vectors where they are kept."""
     dtype = s.dtype
     w1, b1, w2, b2 = (_acc(t, dtype) for t in weights)
     pool, mlp = spec["pool"], spec["mlp"]
-    if mlp == "fc_act_fc":
+    if mlp == "fc_act_fc" and hidden is not None:
+        _linear_into(s, _hidden_into(hidden, pooled_input(mean, maximum, pool), w1, b1, spec["act"]), w2, b2)
+    elif mlp == "fc_act_fc":
         bn = _hidden_norm(norm, dtype)
         a = _activation(_hidden(pooled_input(mean, maximum, pool), w1, b1, bn)[1], spec["act"])
         if pool == "mean_max_both":  # W2 · (act(h_mean) + act(h_max)) + 2·b2
@@ -114,17 +146,22 @@ def _linear_into(out: Tensor, a: Tensor, w: Tensor, bias: Optional[Tensor], bias
 
 @_in_acc
 def pool_grads(grad_s: Tensor, mean: Tensor, maximum: Optional[Tensor], weights: tuple, spec: dict,
-               norm: Optional[tuple], grad_mean: Tensor, grad_max: Optional[Tensor], grads: dict) -> None:
+               norm: Optional[tuple], grad_mean: Tensor, grad_max: Optional[Tensor], grads: dict,
+               kept: Optional[Tensor] = None) -> None:
     """The split path's MLP backward for every sample: from grad_s [B, C] (the logits' gradient)
     the pooled vectors' gradients into ``grad_mean`` / ``grad_max`` [B, C], and the weight
-    gradients into ``grads`` (as :func:`weight_grads`)."""
+    gradients into ``grads`` (as :func:`weight_grads`); ``kept``: the forward's hidden vectors
+    (:func:`logits`), else they are computed again."""
     dtype = grad_s.dtype
     w1, b1, w2, _ = (_acc(t, dtype) for t in weights)
     pool, mlp = spec["pool"], spec["mlp"]
     v = pooled_input(mean, maximum, pool)
-    grad_max_v = None
     hidden = grad_h = grad_h_max = grad_norm = None
-    if mlp == "fc_act_fc":
+    if mlp == "fc_act_fc" and kept is not None:
+        hidden = kept[0]
+        grad_h = _activation_backward(kept[-1], grad_s @ w2, spec["act"])  # SiLU's from h, ReLU's from act(h)
+        torch.mm(grad_h, w1, out=grad_mean)
+    elif mlp == "fc_act_fc":
         bn = _hidden_norm(norm, dtype)
         h_pre, h = _hidden(v, w1, b1, bn)
         da = grad_s @ w2
@@ -156,7 +193,6 @@ def pool_grads(grad_s: Tensor, mean: Tensor, maximum: Optional[Tensor], weights:
     weight_grads(grad_s, v, maximum, spec, hidden, grad_h, grad_h_max, grad_norm, grads)
 
 
-@_in_acc
 def weight_grads(grad_s: Tensor, v: Tensor, maximum: Optional[Tensor], spec: dict, hidden: Optional[Tensor],
                  grad_h: Optional[Tensor], grad_h_max: Optional[Tensor], grad_norm: Optional[tuple],
                  grads: dict) -> None:
@@ -172,7 +208,7 @@ def weight_grads(grad_s: Tensor, v: Tensor, maximum: Optional[Tensor], spec: dic
     v [B, C] is the MLP's input (:func:`pooled_input`), hidden [B, RD] = act(h) (+ act(h_max)),
     grad_h / grad_h_max [B, RD] the gradients of the hidden pre-activations (after the
     BatchNorm's scale), grad_norm = ([B, RD] terms of the BatchNorm's bias gradient, of its
-    weight gradient)."""
+    weight gradient). Called by :func:`pool_grads` and :func:`tail_weight_grads`, with autocast off."""
     pool, mlp = spec["pool"], spec["mlp"]
     if mlp == "fc_act_fc":
         _mm_into(grads["w1"], grad_h.t(), v, grad_h_max.t() if grad_h_max is not None else None, maximum)

@@ -1,29 +1,33 @@
-"""A channel-attention block's call under autograd on the host's short path: one plain
-``torch.autograd.Function`` (:class:`ExcitationStep`) running the block op's own launches.
+"""A channel-attention block's call on the host's short path: the block op's own launches
+without the op's plumbing, under autograd as one plain ``torch.autograd.Function``
+(:class:`ExcitationStep`).
 
 Through the custom op ``tritattn::excitation_block`` (even called directly, tritattn/dispatch.py),
-a training step pays, besides its launches, the generic op's plumbing: an autograd formula over
-the op's 24 arguments and a backward op of 29, whose outputs cannot be None (0-size placeholders
-for every absent gradient), its kernel path chosen again inside each op, and a gradient
-allocated for every weight whether or not autograd wants it. On perf/host_time.py's proxy that
-was ≈ 100 µs of the one-launch path's 280 µs step, where eager timm's whole SE block takes 185.
+a call pays, besides its launches, the generic op's plumbing: an autograd formula over the op's
+24 arguments and a backward op of 29, whose outputs cannot be None (0-size placeholders for
+every absent gradient), its kernel path chosen again inside each op, a gradient allocated for
+every weight whether or not autograd wants it. On perf/host_time.py's proxy that was ≈ 100 µs of
+the one-launch path's 280 µs training step, where eager timm's whole SE block takes 185.
 
-:class:`ExcitationStep` runs the same launches on the path the module chose
+:func:`excite` runs the same launches on the path the module chose
 (excitation_block.forward_launches, excitation_block.channel_backward), so its results are the
-op's to the bit (tests/test_excitation_step.py), with:
+op's to the bit (tests/test_excitation_step.py):
 
-- the op's saved tensors: x, the logits s (float32), y only with the ReLU epilogue;
-- gradients allocated only for the inputs autograd asks for (``ctx.needs_input_grad``); where
-  neither x nor the residual wants one, the backward's apply launch does not run.
+- without autograd, the forward's launches alone (no hidden vectors kept);
+- under autograd, :class:`ExcitationStep`, saving what the op saves: x, the logits s (float32),
+  y only with the ReLU epilogue, the split path's hidden vectors (excitation_block.kept_hidden);
+  its backward allocates gradients only for the inputs autograd asks for
+  (``ctx.needs_input_grad``), and where neither x nor the residual wants one the apply launch
+  does not run.
 
 :func:`applies` takes it where the op would run its implementation directly anyway
 (``dispatch.direct``: not under torch.compile / export / jit.trace, no dispatch or function
-mode, no functorch transform, no profiler, a plain tensor) and autograd records the call, in the
-common case: no prologue (the caller's), no hidden BatchNorm, one launch pair over the batch (the
-L2 chunking off), a non-empty x, a kernel path named by the module. Everything else calls the op
-as before, and under torch.compile the op is what dynamo records. Like the op's backward, the
-backward is not differentiable: under ``create_graph`` its gradients carry a gradient function
-that raises (as ``once_differentiable``'s do), the residual's identity gradient excepted.
+mode, no functorch transform, no profiler, a plain tensor), in the common case: no prologue (the
+caller's), no hidden BatchNorm, one launch pair over the batch (the L2 chunking off), a
+non-empty x, a kernel path named by the module. Everything else calls the op as before, and
+under torch.compile the op is what dynamo records. Like the op's backward, the backward is not
+differentiable: under ``create_graph`` its gradients carry a gradient function that raises (as
+``once_differentiable``'s do), the residual's identity gradient excepted.
 """
 from __future__ import annotations
 
@@ -33,8 +37,8 @@ import torch
 from torch import Tensor
 
 from . import dispatch, workspaces
-from .excitation_block import (KERNEL_PATHS, BlockSpec, acc_dtype, channel_backward, forward_launches, pipeline_spec,
-                               pooled_workspace, samples_per_launch)
+from .excitation_block import (KERNEL_PATHS, BlockSpec, acc_dtype, channel_backward, forward_launches, kept_hidden,
+                               pipeline_spec, pooled_workspace, samples_per_launch)
 from .layout import addressable
 from .ops import _empty_like_4d, _new, _new_as
 
@@ -51,18 +55,40 @@ class StepCall(NamedTuple):
 
 
 def applies(x: Tensor, spec: BlockSpec, residual: Optional[Tensor], path: str) -> bool:
-    """Whether a call of the block op on these arguments (no prologue) takes :class:`ExcitationStep`."""
+    """Whether a call of the block op on these arguments (no prologue) takes :func:`excite`."""
     return (path in KERNEL_PATHS and spec.norm is None and x.numel() > 0 and dispatch.direct(x)
-            and dispatch.needs_grad((x, residual, spec.w1, spec.b1, spec.w2, spec.b2))
             and samples_per_launch(x) == x.shape[0])
 
 
-def step(x: Tensor, spec: BlockSpec, gate: str, residual: Optional[Tensor], act_out: str, path: str) -> Tensor:
-    """y = act_out(x · gate(excitation(pool(x))) + residual) on ``path``, recorded by autograd as
-    one :class:`ExcitationStep` (where :func:`applies`)."""
+def excite(x: Tensor, spec: BlockSpec, gate: str, residual: Optional[Tensor], act_out: str, path: str) -> Tensor:
+    """y = act_out(x · gate(excitation(pool(x))) + residual) on ``path`` (where :func:`applies`),
+    recorded by autograd as one :class:`ExcitationStep` where x, the residual or a weight needs a
+    gradient."""
     kernel_spec, RD = pipeline_spec(spec.pool, spec.mlp, spec.act, spec.w1, x.shape[1])
-    return ExcitationStep.apply(x, residual, spec.w1, spec.b1, spec.w2, spec.b2,
-                                StepCall(kernel_spec, RD, gate, act_out, path))
+    call = StepCall(kernel_spec, RD, gate, act_out, path)
+    if dispatch.needs_grad((x, residual, spec.w1, spec.b1, spec.w2, spec.b2)):
+        return ExcitationStep.apply(x, residual, spec.w1, spec.b1, spec.w2, spec.b2, call)
+    return _forward(addressable(x), _addressable(residual), (spec.w1, spec.b1, spec.w2, spec.b2), call, keep=False)[0]
+
+
+def _addressable(t: Optional[Tensor]) -> Optional[Tensor]:
+    return addressable(t) if t is not None else None
+
+
+def _forward(x: Tensor, residual: Optional[Tensor], weights: tuple, call: StepCall,
+             keep: bool) -> tuple[Tensor, Tensor, Optional[Tensor]]:
+    """(y, s, the split path's hidden vectors where ``keep`` asks and the path keeps them, else
+    None) for an addressable x (and residual)."""
+    B, C = x.shape[:2]
+    spec, tail = call.spec, call.path == "one-launch"
+    y = _empty_like_4d(x)
+    s = _new((B, C), acc_dtype(x), x.device)
+    slots, RD = kept_hidden(spec["pool"], spec["mlp"], spec["act"], weights[0], False, call.path) if keep else (0, 0)
+    hidden = _new((slots, B, RD), s.dtype, x.device) if slots else None
+    forward_launches(x, residual, weights, spec, call.RD, call.gate, call.act_out, tail, y, s,
+                     pooled_workspace(x, spec["pool"]), workspaces.counters(x.device, B) if tail else None,
+                     hidden=hidden)
+    return y, s, hidden
 
 
 class ExcitationStep(torch.autograd.Function):
@@ -72,15 +98,9 @@ class ExcitationStep(torch.autograd.Function):
     def forward(ctx, x: Tensor, residual: Optional[Tensor], w1: Optional[Tensor], b1: Optional[Tensor],
                 w2: Optional[Tensor], b2: Optional[Tensor], call: StepCall) -> Tensor:
         x = addressable(x)
-        residual = addressable(residual) if residual is not None else None
-        B, C = x.shape[:2]
-        tail = call.path == "one-launch"
-        y = _empty_like_4d(x)
-        s = _new((B, C), acc_dtype(x), x.device)
-        forward_launches(x, residual, (w1, b1, w2, b2), call.spec, call.RD, call.gate, call.act_out, tail, y, s,
-                         pooled_workspace(x, call.spec["pool"]), workspaces.counters(x.device, B) if tail else None)
+        y, s, hidden = _forward(x, _addressable(residual), (w1, b1, w2, b2), call, keep=True)
         ctx.call, ctx.has_residual = call, residual is not None
-        ctx.save_for_backward(x, y if call.act_out == "relu" else None, s, w1, b1, w2, b2)
+        ctx.save_for_backward(x, y if call.act_out == "relu" else None, s, w1, b1, w2, b2, hidden)
         return y
 
     @staticmethod
@@ -101,7 +121,7 @@ def _not_differentiable(t: Tensor) -> Tensor:
 
 
 def _backward(ctx, grad_y: Tensor) -> tuple:
-    x, y, s, w1, b1, w2, b2 = ctx.saved_tensors
+    x, y, s, w1, b1, w2, b2, hidden = ctx.saved_tensors
     call, needs = ctx.call, ctx.needs_input_grad
     spec = call.spec
     # d(y)/d(residual) is the identity without an epilogue; the apply launch writes it after a ReLU
@@ -111,7 +131,7 @@ def _backward(ctx, grad_y: Tensor) -> tuple:
     grads = [_new_as(t) if t is not None and wanted else None
              for t, wanted in zip((w1, b1, w2, b2), needs[2:6])]
     channel_backward(addressable(grad_y), x, y, s, (w1, b1, w2, b2), spec["pool"], spec["mlp"], spec["act"],
-                     call.gate, call.act_out, grad_x, grad_res, grads, path=call.path)
+                     call.gate, call.act_out, grad_x, grad_res, grads, path=call.path, kept=hidden)
     if ctx.has_residual and call.act_out == "identity" and needs[1]:
         grad_res = grad_y
     return (grad_x if needs[0] else None), grad_res, *grads, None

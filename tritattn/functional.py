@@ -26,7 +26,7 @@ Squeeze          x, want_mean, want_max                                         
 SpatialPool      x                                                                       (pooled, ties)
 ExciteScale      x, s [B, C], residual, gate, act                                        y
 SpatialScale     x, t, gate                                                              y
-ExcitationBlock  x, residual, w1, b1, w2, b2, pool, mlp, act, gate, act_out, bn_* …      (y, s, stats)
+ExcitationBlock  x, residual, w1, b1, w2, b2, pool, mlp, act, gate, act_out, bn_* …      (y, s, stats, hidden)
 CbamBlock        x, w1, b1, w2, b2, pool, act, gate_c, conv_w, bn_* …, bn_training,      (y, s, u, affine)
                  gate_s
 RadixPool        x5                                                                      pooled
