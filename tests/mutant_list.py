@@ -136,6 +136,13 @@ MUTANTS: list[Mutant] = [
         ("tests/test_excitation_block.py", "-k", "test_block_matches_float64_reference and taps_zero and split and 2x37x7x7 and nchw"),
     ),
     Mutant(
+        "split_kept_silu_backward_from_its_output", "tritattn/excitation_mlp.py",
+        "_activation_backward(kept[-1], grad_s @ w2, spec[\"act\"])",
+        "_activation_backward(kept[0], grad_s @ w2, spec[\"act\"])",
+        "the split path's backward takes SiLU's gradient at its kept output silu(h) instead of at h",
+        ("tests/test_excitation_block.py", "-k", "test_block_matches_float64_reference and mean_max_avg-fc_act_fc-silu and split and 2x37x7x7 and nchw"),
+    ),
+    Mutant(
         "split_hidden_norm_not_in_the_backward", "tritattn/excitation_mlp.py",
         "            grad_h = grad_h * scale\n",
         "            grad_h = grad_h\n",

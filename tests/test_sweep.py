@@ -524,6 +524,23 @@ def test_aten_kernel_bytes_count_each_read_and_write_once():
     assert c.aten_launches == [("aten.mm", (32 + 128 + 64) * 4), ("aten.add_", (16 + 64) * 4)]
 
 
+@pytest.mark.parametrize("bias, wanted", [(True, (True, True, True)), (False, (True, True, False)),
+                                          (True, (False, True, True)), (True, (True, False, False))])
+def test_a_convolution_backward_counts_one_launch_per_gradient(bias, wanted):
+    # cuDNN's backward-data and backward-filter calls, and the bias's sum outside the backend
+    meta = torch.device("meta")
+    grad_out, x, w = (torch.empty(shape, device=meta) for shape in ((2, 6, 1, 1), (2, 5, 1, 1), (6, 5, 1, 1)))
+    with census.LaunchCensus() as c:
+        torch.ops.aten.convolution_backward(grad_out, x, w, [6] if bias else None, [1, 1], [0, 0], [1, 1], False,
+                                            [0, 0], 1, [wanted[0], wanted[1], wanted[2] and bias])
+    go = 2 * 6 * 4
+    expected = [("aten.convolution_backward (grad input)", go + (30 + 10) * 4),
+                ("aten.convolution_backward (grad weight)", go + (10 + 30) * 4),
+                ("aten.convolution_backward (grad bias)", go + 6 * 4)]
+    assert c.aten_launches == [k for k, want in zip(expected, (wanted[0], wanted[1], wanted[2] and bias)) if want]
+    assert c.aten == len(c.aten_launches)
+
+
 def test_estimates_scale_programs_and_bytes_and_extend_only_a_growing_longest():
     from tritattn.cost_model import Launch
 

@@ -18,10 +18,11 @@ module's eager forward (tritattn/paths.py: the critical-path model on the launch
 tritattn/excitation_cost.py predicts, or a winner ``tritattn.tune`` measured). See
 kernels/excitation.py for the math.
 
-Saved for backward: x and the logits s [B, C] (float32), and y only with the ReLU epilogue (as
-eager's ReLU saves its output); never an x-sized intermediate. The pooled vectors are not saved:
-the backward's pass over x recomputes them. So a block saves at most what eager saves (x, the
-pooled vector, the hidden activations and the gate, each in x's dtype). The weights are
+Saved for backward: x and the logits s [B, C] (float32), y only with the ReLU epilogue (as
+eager's ReLU saves its output), and on the split path the MLP's hidden vectors act(h) [B, RD]
+(float32; and h for SiLU: :func:`kept_hidden`); never an x-sized intermediate. The pooled
+vectors are not saved: the backward's pass over x recomputes them. So a block saves at most what
+eager saves (x, the pooled vector, the hidden activations and the gate, each in x's dtype). The weights are
 inputs of the op, so optimizers, DDP, AMP (the MLP accumulates in float32 whatever x's dtype)
 and strict ``state_dict`` see the module's own parameters.
 
@@ -41,11 +42,14 @@ import torch
 from torch import Tensor
 
 from . import dispatch, excitation_cost, excitation_mlp, paths, workspaces
-from .backend import backend_for, kernels_disabled
+from .backend import TRITON_AVAILABLE, backend_for, kernels_disabled
 from .excitation_cost import KERNEL_PATHS, BlockShape
 from .functions import differentiable
 from .layout import addressable, flat_spatial_stride
 from .ops import _empty_like_4d, _new, _new_as, _nothing, _optional
+
+if TRITON_AVAILABLE:
+    from . import launch
 
 #: Pooling of the block's input: "mean"; "mean_max_avg" (0.5·mean + 0.5·max, timm's add_maxpool
 #: and LightChannelAttn); "mean_max_both" (CBAM's ChannelAttn: mlp(mean) + mlp(max)).
@@ -130,11 +134,8 @@ def excitation(x: Tensor, spec: BlockSpec, gate: str, residual: Tensor | None = 
     statistics (:func:`excitation_with_stats` for the batch's). ``path``: "one-launch" or
     "split" (:data:`KERNEL_PATHS`), or "" to let the op choose (:func:`kernel_path`). A call takes,
     where it can, the host's short path to the same launches (tritattn/excitation_step.py)."""
-    if prologue is None:
-        from . import excitation_step
-
-        if excitation_step.applies(x, spec, residual, path):
-            return excitation_step.excite(x, spec, gate, residual, act_out, path)
+    if prologue is None and excitation_step.applies(x, spec, residual, path):
+        return excitation_step.excite(x, spec, gate, residual, act_out, path)
     return excitation_with_stats(x, spec, gate, residual, act_out, prologue, path=path)[0]
 
 
@@ -307,8 +308,6 @@ def excitation_block(
     (the squeeze launch pools only; the MLP runs as GEMMs over all samples,
     tritattn/excitation_mlp.py), or "" to choose by the critical-path model or a tuned winner
     (:func:`kernel_path`); the backward takes the same argument."""
-    from . import launch
-
     x = addressable(x)
     residual = addressable(residual) if residual is not None else None
     y, s, stats, hidden = _alloc_forward(x, pre_batch_stats,
@@ -349,8 +348,6 @@ def forward_launches(x: Tensor, residual: Optional[Tensor], weights: tuple, spec
     GEMMs) → gated_scale_fwd, into y and the logits s; ``pooled`` = :func:`pooled_workspace`'s
     (mean, max, ties), ``counter`` the zeroed ticket slots of the one-launch path, ``hidden`` the
     split path's kept hidden vectors (:func:`kept_hidden`) or None."""
-    from . import launch
-
     w1, b1, w2, b2 = weights
     if tail:
         launch.squeeze_excite_fwd(x, w1, b1, w2, b2, spec, RD, *pooled, s, counter, norm, prologue)
@@ -439,8 +436,6 @@ def channel_backward(
     as the launchers take them (+ the prologue BatchNorm's weight and bias gradients in
     ``grads``); ``path`` as :func:`excitation_block`'s ("": chosen for this backward); ``kept``:
     the hidden vectors the split path's forward kept (:func:`kept_hidden`), or None."""
-    from . import launch
-
     B, C = x.shape[:2]
     w1, b1, w2, b2 = weights
     spec, RD = pipeline_spec(pool, mlp, act, w1, C)
@@ -522,3 +517,6 @@ def _backward(ctx, grad_y, grad_s, grad_stats, grad_hidden):
 
 
 ExcitationBlock = differentiable(excitation_block, _setup, _backward)  # registers the formula, too
+
+# the short host path (it uses this module's helpers, so it is imported once they exist)
+from . import excitation_step  # noqa: E402
