@@ -22,7 +22,10 @@ affinely in B through the two counts (both are affine in B: per-sample work plus
 median and longest program are the larger batch's, except where they grow with B between the
 two counts (the longest: ``cost_model.growth_violations``) — then they too are extended linearly
 in B, and the row says so (``extrapolated``). The launch sequence must be the same at both
-counts; a path whose launches differ is reported, not extended.
+counts; a path whose launches differ is reported, not extended. Where the twin takes another path
+at an estimated batch than at the counted ones (ECA-ResNet stage 4: per-op at B ≤ 8, one-launch
+from 32), that path is counted too, forced (``tritattn@one-launch``), and its counts give the
+estimate there.
 
 Without the interpreter (a GPU run: ``TRITON_INTERPRET`` unset, the kernels compiled), nothing
 can be counted in this process: :func:`count_blocks` runs the count in a subprocess with
@@ -55,7 +58,7 @@ from bytes_model import op_kernels  # noqa: E402
 from census import LaunchCensus  # noqa: E402
 from model_shapes import Block  # noqa: E402
 from program_census import ProgramCensus, interpreting  # noqa: E402
-from tritattn import cost_model  # noqa: E402
+from tritattn import cost_model, paths  # noqa: E402
 from tritattn.cost_model import GPUS, Launch, eager_launch, growth_violations, launch_seconds  # noqa: E402
 
 #: The batches the interpreter counts at (small: the counts do not depend on the data).
@@ -122,14 +125,16 @@ def _run(block: Block, module: nn.Module, x: torch.Tensor, pass_: str, census: A
         module(x).backward(cotangent)
 
 
-def count_path(block: Block, impl: str, pass_: str, batch: int, dtype: str = "fp32") -> list[Launch]:
+def count_path(block: Block, impl: str, pass_: str, batch: int, dtype: str = "fp32",
+               forced: str | None = None) -> list[Launch]:
     """Every launch of one pass of tritattn's ``impl`` on ``block`` at ``batch``, counted in the
-    interpreter (CPU tensors)."""
+    interpreter (CPU tensors); ``forced``: the block's path (tritattn.paths.forced), else its own choice."""
     torch.manual_seed(0)
     module = _module(impl, block, torch.device("cpu"), DTYPES[dtype])
     x = torch.randn(batch, block.C, block.H, block.W, dtype=DTYPES[dtype])
     census = ProgramCensus()
-    _run(block, module, x, pass_, census)
+    with paths.forced(forced):
+        _run(block, module, x, pass_, census)
     return census.launches()
 
 
@@ -146,11 +151,15 @@ def eager_path(block: Block, pass_: str, batch: int, dtype: str = "fp32") -> lis
     return [eager_launch(name, nbytes) for name, nbytes in _meta_census(block, "eager", pass_, batch, dtype).aten_launches]
 
 
-def triton_kernels_at(block: Block, impl: str, pass_: str, batch: int, dtype: str = "fp32") -> list[str]:
-    """The Triton kernels tritattn's ``impl`` launches at ``batch``, on the meta device (the path a
-    GPU takes; perf/bytes_model.py's op_kernels): whether the counted path is still the one taken."""
-    census = _meta_census(block, impl, pass_, batch, dtype)
-    return [kernel for op, args in census.tritattn_calls for kernel, _ in op_kernels(op, args)]
+def taken_at(block: Block, impl: str, pass_: str, batch: int, dtype: str = "fp32") -> tuple[list[str], str | None]:
+    """(the Triton kernels tritattn's ``impl`` launches at ``batch``, on the meta device — the path
+    a GPU takes, perf/bytes_model.py's op_kernels: whether the counted path is still the one
+    taken —, the one path the block chose there, None where it made no choice or several)."""
+    with paths.recording() as keys:
+        census = _meta_census(block, impl, pass_, batch, dtype)
+    chosen = {decision.path for decision in (paths.decision(*key) for key in keys) if decision is not None}
+    kernels = [kernel for op, args in census.tritattn_calls for kernel, _ in op_kernels(op, args)]
+    return kernels, chosen.pop() if len(chosen) == 1 else None
 
 
 @dataclass(frozen=True)
@@ -163,12 +172,29 @@ class PathCount:
     batches: tuple[int, int]
     small: list[Launch]
     large: list[Launch]
+    #: the block's path forced for the count: one the twin takes only at some estimated batches
+    forced: str | None = None
+
+    @property
+    def name(self) -> str:
+        """The path's name in the census: ``impl``, or "tritattn@split" for a forced path."""
+        return self.impl if self.forced is None else f"{self.impl}@{self.forced}"
 
 
 def count_block(block: Block, batches: tuple[int, int] = COUNT_BATCHES, dtype: str = "fp32") -> list[PathCount]:
-    """tritattn's two paths of ``block`` in both passes, counted at both ``batches``."""
-    return [PathCount(block.id, impl, p, batches, *(count_path(block, impl, p, b, dtype) for b in batches))
-            for impl in PATHS[:2] for p in PASSES]
+    """tritattn's two paths of ``block`` in both passes, counted at both ``batches``; and, forced
+    (:attr:`PathCount.forced`), each path the twin chooses at an estimated batch
+    (ESTIMATE_BATCHES) but not at the counted ones, so the estimates there have counts too (the
+    per-program counts depend on the shapes, not on the batch)."""
+    counts = [PathCount(block.id, impl, p, batches, *(count_path(block, impl, p, b, dtype) for b in batches))
+              for impl in PATHS[:2] for p in PASSES]
+    for p in PASSES:
+        counted = {taken_at(block, "tritattn", p, b, dtype)[1] for b in batches}
+        later = {taken_at(block, "tritattn", p, B, dtype)[1] for B in ESTIMATE_BATCHES} - counted - {None}
+        for name in sorted(later):
+            counts.append(PathCount(block.id, "tritattn", p, batches,
+                                    *(count_path(block, "tritattn", p, b, dtype, forced=name) for b in batches), name))
+    return counts
 
 
 def save_counts(counts: Sequence[PathCount], path: Path) -> None:
@@ -178,7 +204,7 @@ def save_counts(counts: Sequence[PathCount], path: Path) -> None:
 
 def load_counts(path: Path) -> list[PathCount]:
     return [PathCount(d["block"], d["impl"], d["pass_"], tuple(d["batches"]),
-                      [Launch(**x) for x in d["small"]], [Launch(**x) for x in d["large"]])
+                      [Launch(**x) for x in d["small"]], [Launch(**x) for x in d["large"]], d.get("forced"))
             for d in json.loads(path.read_text())]
 
 
@@ -287,7 +313,7 @@ def launch_rows(counts: Sequence[PathCount]) -> list[dict]:
         aligned = same_launches(c.small, c.large)
         for i, (s, l) in enumerate(zip(c.small, c.large) if aligned else ((None, l) for l in c.large)):
             rows.append({
-                "block": c.block, "path": c.impl, "pass": c.pass_, "index": i, "kernel": l.kernel,
+                "block": c.block, "path": c.name, "pass": c.pass_, "index": i, "kernel": l.kernel,
                 "triton": l.programs > 0, "batch_small": b1, "batch_large": b2,
                 "programs_small": s.programs if s else None, "programs_large": l.programs,
                 "median_small": s.median if s else None, "median_large": l.median,
@@ -309,24 +335,31 @@ def path_at(count: PathCount, B: int) -> tuple[list[Launch], bool] | None:
     return [e for e, _ in extended], any(g for _, g in extended)
 
 
-def _paths_at(by_impl: dict[str, PathCount], block: Block, pass_: str, B: int, dtype: str) -> dict[str, tuple[list[Launch] | None, bool, str]]:
+def _paths_at(by_impl: dict[str, PathCount], forced: dict[str, PathCount], block: Block, pass_: str, B: int,
+              dtype: str) -> dict[str, tuple[list[Launch] | None, bool, str]]:
     """Each path's launches at batch ``B`` (None where the counts cannot give them), whether one was
-    extrapolated, and why not."""
+    extrapolated, and why not; ``forced``: the counts of the paths the twin takes only at some
+    batches (:func:`count_block`), by path name."""
     out: dict[str, tuple[list[Launch] | None, bool, str]] = {}
     kernels = {impl: [x.kernel for x in c.large if x.programs] for impl, c in by_impl.items()}
     try:
         for impl, c in by_impl.items():
             got = path_at(c, B)
             counted = kernels[impl]
-            taken = triton_kernels_at(block, impl, pass_, B, dtype) if got else counted
+            taken, chosen = taken_at(block, impl, pass_, B, dtype) if got else (counted, None)
             if got is None:
                 out[impl] = (None, False, "the launches differ between the two counted batches")
             elif taken != counted:  # the path changes with B: the counts are not its counts ...
-                # ... unless it is another counted path's (tritattn taking its per-op path at this B)
+                # ... unless it is another counted path's (tritattn taking its per-op path at this B),
+                # or one counted with that path forced
                 other = next((o for o in by_impl if o != impl and kernels[o] == taken), None)
                 other_at = path_at(by_impl[other], B) if other is not None else None
+                alone = forced.get(chosen) if impl == "tritattn" else None
+                alone_at = path_at(alone, B) if alone is not None else None
                 if other_at is not None:
                     out[impl] = (*other_at, f"at B={B} the path taken is {other}'s")
+                elif alone_at is not None and [x.kernel for x in alone.large if x.programs] == taken:
+                    out[impl] = (*alone_at, f"at B={B} the path taken is {chosen} (counted with it forced)")
                 else:
                     out[impl] = (None, False,
                                  f"at B={B} the path launches {', '.join(taken)}, not the counted {', '.join(counted)}")
@@ -343,13 +376,18 @@ def estimate_rows(counts: Sequence[PathCount], batches: Sequence[int] = ESTIMATE
     launches, the longest program, the bytes, the §2 targets its Triton launches miss at that batch
     (:func:`violations`: ``tails`` counts the launches); eager from the meta device at each batch."""
     rows = []
-    paths: dict[tuple[str, str], dict[str, PathCount]] = {}
+    by_block: dict[tuple[str, str], dict[str, PathCount]] = {}
+    forced: dict[tuple[str, str], dict[str, PathCount]] = {}
     for c in counts:
-        paths.setdefault((c.block, c.pass_), {})[c.impl] = c
-    for (block_id, pass_), by_impl in paths.items():
+        if c.forced is None:
+            by_block.setdefault((c.block, c.pass_), {})[c.impl] = c
+        else:
+            forced.setdefault((c.block, c.pass_), {})[c.forced] = c
+    for (block_id, pass_), by_impl in by_block.items():
         block = census_block(block_id)
         for B in batches:
-            for impl, (ls, extrapolated, note) in _paths_at(by_impl, block, pass_, B, dtype).items():
+            for impl, (ls, extrapolated, note) in _paths_at(by_impl, forced.get((block_id, pass_), {}), block, pass_, B,
+                                                            dtype).items():
                 for gpu in GPUS:
                     row = {"block": block_id, "pass": pass_, "path": impl, "gpu": gpu.name, "batch": B,
                            "label": ESTIMATE_LABEL, "us": None, "launches": None, "longest": None, "bytes": None,

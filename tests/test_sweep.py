@@ -553,6 +553,41 @@ def test_estimates_scale_programs_and_bytes_and_extend_only_a_growing_longest():
     assert critical_path.extend(loop_small, loop_large, 2, 4, 2) == (loop_small, True)
 
 
+def test_a_path_taken_only_at_larger_batches_is_counted_forced_and_estimated(monkeypatch):
+    from tritattn.cost_model import Launch
+
+    block = model_shapes.representative("seresnet50")
+    small = [Launch("mean_max_fwd", 8, 2, 2, 800), Launch("aten.mm", 0, 4, 4, 64)]
+    forced_launches = [Launch("squeeze_excite_fwd", 8, 3, 9, 900)]
+    counted = []
+
+    def count_path(block_, impl, pass_, batch, dtype="fp32", forced=None):
+        counted.append((impl, pass_, batch, forced))
+        return forced_launches if forced else small
+
+    def taken_at(block_, impl, pass_, batch, dtype="fp32"):  # per-op up to B = 8, then one-launch
+        if impl != "tritattn":
+            return ["mean_max_fwd"], None
+        return (["mean_max_fwd"], "per-op") if batch <= 8 else (["squeeze_excite_fwd"], "one-launch")
+
+    monkeypatch.setattr(critical_path, "count_path", count_path)
+    monkeypatch.setattr(critical_path, "taken_at", taken_at)
+    monkeypatch.setattr(critical_path, "eager_path", lambda *a, **k: [Launch("aten.mean", 0, 4, 4, 100)])
+    counts = critical_path.count_block(block, (2, 4))
+    assert [(c.name, c.pass_) for c in counts if c.forced] == [("tritattn@one-launch", p) for p in critical_path.PASSES]
+    assert {(impl, b, f) for impl, _, b, f in counted if f} == {("tritattn", 2, "one-launch"), ("tritattn", 4, "one-launch")}
+    rows = {(r["path"], r["batch"]): r for r in critical_path.estimate_rows(counts, batches=(8, 32), dtype="fp32")
+            if r["pass"] == "inference" and r["gpu"] == "H100"}
+    assert {path for path, _ in rows} == {"tritattn", "tritattn-per-op", "eager"}  # the forced count is no row of its own
+    assert rows[("tritattn", 8)]["launches"] == 2 and rows[("tritattn", 8)]["note"] == ""
+    assert rows[("tritattn", 32)]["launches"] == 1 and rows[("tritattn", 32)]["longest"] == 9
+    assert "one-launch (counted with it forced)" in rows[("tritattn", 32)]["note"]
+    without = [c for c in counts if not c.forced]  # an older counts.json: no forced counts, no estimate there
+    row = next(r for r in critical_path.estimate_rows(without, batches=(32,), dtype="fp32")
+               if r["path"] == "tritattn" and r["pass"] == "inference")
+    assert row["us"] is None and "not the counted" in row["note"]
+
+
 def test_a_gpu_timing_is_printed_beside_the_models_estimate():
     def timing(impl, pass_, ms, **kw):
         return {"block": "b", "batch": 32, "pass": pass_, "impl": impl, "ms": ms, "dtype": "fp32", "layout": "nchw",

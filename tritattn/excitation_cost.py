@@ -296,7 +296,20 @@ def _module_layers(s: BlockShape, size: int) -> list[tuple[str, Launch, list[Lau
                           _conv_backward("fc2 backward", B, RD, C, size, s.has_b2))]
     if s.mlp == "fc":
         return [("fc", _conv("fc", B, C, C, size, s.has_b2), _conv_backward("fc backward", B, C, C, size, s.has_b2))]
-    return [("taps", _conv("taps", B, C, C, size, s.has_b2), _conv_backward("taps backward", B, C, C, size, s.has_b2))]
+    return [("taps", _taps_conv(s, size), _taps_conv_backward(s, size))]
+
+
+def _taps_conv(s: BlockShape, size: int) -> Launch:
+    """ECA's conv1d over the channels, [B, 1, C] → [B, 1, C], ``taps`` weights (+ a bias)."""
+    return eager_launch("taps", (2 * s.B * s.C + s.taps + s.has_b2) * size)
+
+
+def _taps_conv_backward(s: BlockShape, size: int) -> list[Launch]:
+    """Its convolution_backward, one launch per gradient (as :func:`_conv_backward`)."""
+    grad_out = s.B * s.C * size
+    out = [eager_launch("taps backward (grad input)", grad_out + (s.taps + s.B * s.C) * size),
+           eager_launch("taps backward (grad weight)", grad_out + (s.B * s.C + s.taps) * size)]
+    return out + [eager_launch("taps backward (grad bias)", grad_out + size)] * s.has_b2
 
 
 def _module_parameters(s: BlockShape) -> int:
