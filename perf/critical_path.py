@@ -189,8 +189,8 @@ def count_block(block: Block, batches: tuple[int, int] = COUNT_BATCHES, dtype: s
     counts = [PathCount(block.id, impl, p, batches, *(count_path(block, impl, p, b, dtype) for b in batches))
               for impl in PATHS[:2] for p in PASSES]
     for p in PASSES:
-        counted = {taken_at(block, "tritattn", p, b, dtype)[1] for b in batches}
-        later = {taken_at(block, "tritattn", p, B, dtype)[1] for B in ESTIMATE_BATCHES} - counted - {None}
+        counted = {_chosen_at(block, p, b, dtype) for b in batches}
+        later = {_chosen_at(block, p, B, dtype) for B in ESTIMATE_BATCHES} - counted - {None}
         for name in sorted(later):
             counts.append(PathCount(block.id, "tritattn", p, batches,
                                     *(count_path(block, "tritattn", p, b, dtype, forced=name) for b in batches), name))
@@ -200,6 +200,15 @@ def count_block(block: Block, batches: tuple[int, int] = COUNT_BATCHES, dtype: s
 def save_counts(counts: Sequence[PathCount], path: Path) -> None:
     """The counts as JSON (:func:`load_counts` reads them back: estimates can be redone from them)."""
     path.write_text(json.dumps([asdict(c) for c in counts]))
+
+
+def _chosen_at(block: Block, pass_: str, batch: int, dtype: str) -> str | None:
+    """The one path the twin chooses at ``batch`` (:func:`taken_at`), None where it cannot run
+    there (a BatchNorm in training over one value per channel, B = 1)."""
+    try:
+        return taken_at(block, "tritattn", pass_, batch, dtype)[1]
+    except ValueError:
+        return None
 
 
 def load_counts(path: Path) -> list[PathCount]:

@@ -566,6 +566,8 @@ def test_a_path_taken_only_at_larger_batches_is_counted_forced_and_estimated(mon
         return forced_launches if forced else small
 
     def taken_at(block_, impl, pass_, batch, dtype="fp32"):  # per-op up to B = 8, then one-launch
+        if pass_ == "step" and batch == 1:
+            raise ValueError("Expected more than 1 value per channel when training")  # as a training BatchNorm at B = 1
         if impl != "tritattn":
             return ["mean_max_fwd"], None
         return (["mean_max_fwd"], "per-op") if batch <= 8 else (["squeeze_excite_fwd"], "one-launch")
