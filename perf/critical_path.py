@@ -344,13 +344,18 @@ def path_at(count: PathCount, B: int) -> tuple[list[Launch], bool] | None:
     return [e for e, _ in extended], any(g for _, g in extended)
 
 
+def _triton_kernels(count: PathCount) -> list[str]:
+    """The Triton kernels of a counted path, in launch order (at the larger counted batch)."""
+    return [x.kernel for x in count.large if x.programs]
+
+
 def _paths_at(by_impl: dict[str, PathCount], forced: dict[str, PathCount], block: Block, pass_: str, B: int,
               dtype: str) -> dict[str, tuple[list[Launch] | None, bool, str]]:
     """Each path's launches at batch ``B`` (None where the counts cannot give them), whether one was
     extrapolated, and why not; ``forced``: the counts of the paths the twin takes only at some
     batches (:func:`count_block`), by path name."""
     out: dict[str, tuple[list[Launch] | None, bool, str]] = {}
-    kernels = {impl: [x.kernel for x in c.large if x.programs] for impl, c in by_impl.items()}
+    kernels = {impl: _triton_kernels(c) for impl, c in by_impl.items()}
     try:
         for impl, c in by_impl.items():
             got = path_at(c, B)
@@ -367,7 +372,7 @@ def _paths_at(by_impl: dict[str, PathCount], forced: dict[str, PathCount], block
                 alone_at = path_at(alone, B) if alone is not None else None
                 if other_at is not None:
                     out[impl] = (*other_at, f"at B={B} the path taken is {other}'s")
-                elif alone_at is not None and [x.kernel for x in alone.large if x.programs] == taken:
+                elif alone_at is not None and _triton_kernels(alone) == taken:
                     out[impl] = (*alone_at, f"at B={B} the path taken is {chosen} (counted with it forced)")
                 else:
                     out[impl] = (None, False,

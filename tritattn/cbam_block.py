@@ -33,7 +33,7 @@ from . import dispatch, workspaces
 from .excitation_block import acc_dtype, channel_backward, pipeline_spec, pooled_workspace
 from .functions import differentiable
 from .layout import addressable
-from .ops import _empty_like_4d, _new, _optional
+from .ops import _empty_like_4d, _new, _new_as, _nothing, _optional
 
 
 def _alloc_forward(x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -83,8 +83,7 @@ def _(x, w1, b1, w2, b2, pool, act, gate_c, conv_w, bn_weight, bn_bias, bn_runni
 
 
 def _alloc_backward(x: Tensor, params: tuple) -> tuple[Tensor, ...]:
-    return (_empty_like_4d(x),) + tuple(_new(t.shape, t.dtype, t.device) if t is not None else _new((0,), x.dtype, x.device)
-                                        for t in params)
+    return (_empty_like_4d(x),) + tuple(_new_as(t) if t is not None else _nothing(x) for t in params)
 
 
 @torch.library.custom_op("tritattn::cbam_block_backward", mutates_args=())

@@ -42,7 +42,7 @@ from .checks import check_feature_map, check_tensor
 from .excitation_block import acc_dtype
 from .functions import differentiable
 from .layout import addressable
-from .ops import _empty_like_4d, _new
+from .ops import _empty_like_4d, _new, _new_as
 from .tracing import leaf_function, sizes
 
 if TRITON_AVAILABLE:
@@ -82,7 +82,7 @@ def _(x, w, bias):
 
 def _alloc_backward(x: Tensor, w: Tensor, bias: Optional[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
     like = bias if bias is not None else w
-    return _empty_like_4d(x), _new(w.shape, w.dtype, w.device), _new((1,), like.dtype, like.device)
+    return _empty_like_4d(x), _new_as(w), _new((1,), like.dtype, like.device)
 
 
 @torch.library.custom_op("tritattn::context_pool_backward", mutates_args=())

@@ -421,6 +421,10 @@ def excitation_block_backward(
     return out
 
 
+#: channel_backward's ``grads``, in order (those left out are None)
+_GRAD_NAMES = ("w1", "b1", "w2", "b2", "bn_weight", "bn_bias", "pre_weight", "pre_bias")
+
+
 def channel_backward(
     grad_y: Tensor, x: Tensor, y: Optional[Tensor], s: Tensor, weights: tuple, pool: str, mlp: str, act: str,
     gate: str, act_out: str, grad_x: Optional[Tensor], grad_res: Optional[Tensor], grads: Sequence[Optional[Tensor]],
@@ -456,8 +460,8 @@ def channel_backward(
     )
     if pro_norm:
         work.update(psum=_new((B, 4, C), acc, x.device), sums=_new((2, C), acc, x.device))
-    named = dict(zip(("w1", "b1", "w2", "b2", "bn_weight", "bn_bias", "pre_weight", "pre_bias"), grads))
-    named.update(dict.fromkeys(("w1", "b1", "w2", "b2", "bn_weight", "bn_bias", "pre_weight", "pre_bias")[len(grads):]))
+    named = dict.fromkeys(_GRAD_NAMES)
+    named.update(zip(_GRAD_NAMES, grads))
     launch.excitation_bwd_reduce(grad_y, x, y, s, mean, maximum, count, w1 if tail else None, b1 if tail else None,
                                  w2 if tail else None, spec, RD, gate, act_out, work,
                                  workspaces.counters(x.device, B) if tail else None, sp, norm if tail else None,

@@ -263,18 +263,24 @@ def mlp_backward(s: BlockShape, size: int) -> list[Launch]:
 # (census.aten_kernels: cuDNN's backward-data and backward-filter calls, the bias's sum).
 
 
-def _conv(name: str, B: int, cin: int, cout: int, size: int, bias: bool) -> Launch:
-    """A 1×1 convolution (or ECA's conv1d) over [B, cin] → [B, cout], its bias inside the op."""
-    return eager_launch(name, (B * cin + cin * cout + bias * cout + B * cout) * size)
+def _conv(name: str, inputs: int, weights: int, outputs: int, biases: int, size: int) -> Launch:
+    """A convolution over the pooled vectors (a 1×1 conv over [B, cin] → [B, cout], or ECA's conv1d
+    over [B, 1, C]), by its tensors' element counts, its bias inside the op."""
+    return eager_launch(name, (inputs + weights + biases + outputs) * size)
 
 
-def _conv_backward(name: str, B: int, cin: int, cout: int, size: int, bias: bool) -> list[Launch]:
-    """convolution_backward: the input's gradient (reads grad_output and the weight), the
-    weight's (grad_output and the input), the bias's (grad_output), one launch each."""
-    grad_out = B * cout * size
-    out = [eager_launch(f"{name} (grad input)", grad_out + (cin * cout + B * cin) * size),
-           eager_launch(f"{name} (grad weight)", grad_out + (B * cin + cin * cout) * size)]
-    return out + [eager_launch(f"{name} (grad bias)", grad_out + cout * size)] * bias
+def _conv_backward(name: str, inputs: int, weights: int, outputs: int, biases: int, size: int) -> list[Launch]:
+    """Its convolution_backward, one launch per gradient: the input's (reads grad_output and the
+    weight), the weight's (grad_output and the input), the bias's (grad_output)."""
+    out = [eager_launch(f"{name} (grad input)", (outputs + weights + inputs) * size),
+           eager_launch(f"{name} (grad weight)", (outputs + inputs + weights) * size)]
+    return out + [eager_launch(f"{name} (grad bias)", (outputs + biases) * size)] * (biases > 0)
+
+
+def _dense(name: str, B: int, cin: int, cout: int, size: int, bias: bool) -> tuple[str, Launch, list[Launch]]:
+    """(name, forward launch, backward launches) of a 1×1 conv layer [B, cin] → [B, cout]."""
+    counts = (B * cin, cin * cout, B * cout, cout * bias)
+    return name, _conv(name, *counts, size), _conv_backward(f"{name} backward", *counts, size)
 
 
 def _module_branches(s: BlockShape) -> int:
@@ -286,30 +292,17 @@ def _module_layers(s: BlockShape, size: int) -> list[tuple[str, Launch, list[Lau
     """(name, forward launch, backward launches) of the module's MLP layers, in forward order, for one branch."""
     B, C, RD = s.B, s.C, s.RD
     if s.mlp == "fc_act_fc":
-        layers = [("fc1", _conv("fc1", B, C, RD, size, s.has_b1), _conv_backward("fc1 backward", B, C, RD, size, s.has_b1))]
+        layers = [_dense("fc1", B, C, RD, size, s.has_b1)]
         if s.hidden_norm:
             layers.append(("hidden norm", eager_launch("hidden norm", (2 * B * RD + 4 * RD) * size),
                            [eager_launch("hidden norm backward", (3 * B * RD + 6 * RD) * size)]))
         if s.act != "identity":
             layers.append(("act", eager_launch("act", 2 * B * RD * size), [eager_launch("act backward", 3 * B * RD * size)]))
-        return layers + [("fc2", _conv("fc2", B, RD, C, size, s.has_b2),
-                          _conv_backward("fc2 backward", B, RD, C, size, s.has_b2))]
+        return layers + [_dense("fc2", B, RD, C, size, s.has_b2)]
     if s.mlp == "fc":
-        return [("fc", _conv("fc", B, C, C, size, s.has_b2), _conv_backward("fc backward", B, C, C, size, s.has_b2))]
-    return [("taps", _taps_conv(s, size), _taps_conv_backward(s, size))]
-
-
-def _taps_conv(s: BlockShape, size: int) -> Launch:
-    """ECA's conv1d over the channels, [B, 1, C] → [B, 1, C], ``taps`` weights (+ a bias)."""
-    return eager_launch("taps", (2 * s.B * s.C + s.taps + s.has_b2) * size)
-
-
-def _taps_conv_backward(s: BlockShape, size: int) -> list[Launch]:
-    """Its convolution_backward, one launch per gradient (as :func:`_conv_backward`)."""
-    grad_out = s.B * s.C * size
-    out = [eager_launch("taps backward (grad input)", grad_out + (s.taps + s.B * s.C) * size),
-           eager_launch("taps backward (grad weight)", grad_out + (s.B * s.C + s.taps) * size)]
-    return out + [eager_launch("taps backward (grad bias)", grad_out + size)] * s.has_b2
+        return [_dense("fc", B, C, C, size, s.has_b2)]
+    taps = (B * C, s.taps, B * C, int(s.has_b2))  # ECA's conv1d over the channels, [B, 1, C] → [B, 1, C]
+    return [("taps", _conv("taps", *taps, size), _conv_backward("taps backward", *taps, size))]
 
 
 def _module_parameters(s: BlockShape) -> int:

@@ -179,7 +179,7 @@ def _(x, s, residual, gate, act):
 
 def _alloc_excite_scale_backward(x: Tensor, s: Tensor, want_grad_residual: bool) -> tuple[Tensor, Tensor, Tensor]:
     grad_res = _empty_like_4d(x) if want_grad_residual else _nothing(x)
-    return _empty_like_4d(x), _new(s.shape, s.dtype, s.device), grad_res
+    return _empty_like_4d(x), _new_as(s), grad_res
 
 
 @torch.library.custom_op("tritattn::excite_scale_backward", mutates_args=())

@@ -50,7 +50,7 @@ from .excitation_block import MLP_ACTS, _norm, _prologue, acc_dtype
 from .functions import differentiable
 from .layout import flat_spatial_stride
 from .tracing import leaf_function, sizes
-from .ops import _new
+from .ops import _new, _new_as
 
 if TRITON_AVAILABLE:
     from . import launch
@@ -88,7 +88,7 @@ def _alloc_combine(x5: Tensor) -> Tensor:
 
 
 def _alloc_backward(x5: Tensor, a: Tensor) -> tuple[Tensor, Tensor]:
-    return _new_like(x5), _new(a.shape, a.dtype, a.device)
+    return _new_like(x5), _new_as(a)
 
 
 def _impl(x5: Tensor):
