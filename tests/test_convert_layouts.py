@@ -18,6 +18,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import tritattn
 from conftest import DEVICE, TOLERANCES, assert_same_layout
+from fixtures.copies import spy_on_copies
 from fixtures.model_runs import RunErrors, errors, forward_backward, interpreter_friendly  # noqa: F401
 from fixtures.peer_models import build
 from tritattn import cbam_block, excitation_block, modules, ops
@@ -127,7 +128,7 @@ def test_channels_last_in_channels_last_out_without_copies(name, interpreter_fri
     peer = _peer(name)
     report = tritattn.convert(peer, inplace=False)
     converted = report.model.to(memory_format=torch.channels_last)
-    passes, wrong_layouts, copied = [], [], []
+    passes, wrong_layouts = [], []
 
     def checked(scaling, name: str):
         def spy(x, *args, **kwargs):
@@ -150,17 +151,7 @@ def test_channels_last_in_channels_last_out_without_copies(name, interpreter_fri
     monkeypatch.setattr(modules, "call", lambda op, *args: cbam_spy(*args) if op is cbam_block.cbam_block
                         else real_call(op, *args))
 
-    addressable = ops.addressable
-
-    def spy(t):
-        result = addressable(t)
-        if result is not t:
-            copied.append(tuple(t.shape))
-        return result
-
-    monkeypatch.setattr(ops, "addressable", spy)
-    monkeypatch.setattr(excitation_block, "addressable", spy)
-    monkeypatch.setattr(cbam_block, "addressable", spy)
+    copied = spy_on_copies(monkeypatch, ops, excitation_block, cbam_block)
     x = _input().to(memory_format=torch.channels_last).requires_grad_()
     with _CopyLog() as log:
         converted(x).square().sum().backward()

@@ -11,6 +11,7 @@ import torch
 from tritattn import excitation_block, excitation_step, launch, paths
 from tritattn.excitation_block import BlockSpec
 from conftest import make_input
+from fixtures.copies import spy_on_copies
 from test_excitation_block import KERNEL_PATHS, KIND_IDS, KINDS, make_weights
 
 SHAPE = (3, 6, 3, 5)
@@ -38,16 +39,18 @@ def _leaves(x, residual, weights):
 @pytest.mark.parametrize("epilogue", list(EPILOGUES))
 @pytest.mark.parametrize("kind", KINDS, ids=KIND_IDS)
 @pytest.mark.parametrize("path", KERNEL_PATHS)
-def test_the_step_gives_the_ops_bits(path, kind, epilogue, channels_last):
+def test_the_step_gives_the_ops_bits(path, kind, epilogue, channels_last, monkeypatch):
     pool, mlp, act = kind
     with_residual, act_out = EPILOGUES[epilogue]
     x, residual, weights = _call(pool, mlp, act, channels_last, with_residual)
     spec = BlockSpec(pool, mlp, act, *weights)
+    copied = spy_on_copies(monkeypatch, excitation_step)
     y = excitation_block.excitation(x, spec, "sigmoid", residual, act_out, path=path)
     assert type(y.grad_fn).__name__ == "ExcitationStepBackward"
     leaves = _leaves(x, residual, weights)
     cot = torch.randn_like(y)
     grads = torch.autograd.grad(y, leaves, cot)
+    assert not copied, f"the short path copied inputs of shapes {copied}"  # NCHW and channels_last in place
     y_op = _through_the_op(x, residual, weights, pool, mlp, act, act_out, path)
     assert type(y_op.grad_fn).__name__ != "ExcitationStepBackward"
     grads_op = torch.autograd.grad(y_op, leaves, cot)
