@@ -61,14 +61,19 @@ def one_call(block: torch.nn.Module, x: torch.Tensor, training: bool) -> None:
 
 @pytest.mark.parametrize("training", [False, True], ids=["inference", "training"])
 @pytest.mark.parametrize("pipeline", [True, False], ids=["block-pipeline", "per-op"])
-def test_a_converted_block_checks_its_input_once_per_call(training, pipeline):
+def test_a_converted_block_checks_its_input_once_per_call_signature(training, pipeline):
+    """Once in a call on a new signature (another batch), and not again in a call on a signature
+    met before (modules.KnownCall; tests/test_known_calls.py: a bad input is still refused)."""
     block, x = se_block(), make_input((2, C, H, W), torch.float32)
     with excitation_block.pipelines(pipeline):
         one_call(block, x, training)  # warm-up: one-time warnings, first launches
         with CountCalls(checks) as counted:
-            one_call(block, x, training)
+            one_call(block, x[:1], training)
+        with CountCalls(checks) as counted_again:
+            one_call(block, x[:1], training)
     assert counted.calls.get("check_tensor") == 1, counted.calls
     assert counted.calls.get("check_feature_map") == 1, counted.calls
+    assert not counted_again.calls, counted_again.calls
 
 
 def test_the_functional_ops_still_check_everything():

@@ -36,7 +36,8 @@ from typing import NamedTuple, Optional
 import torch
 from torch import Tensor
 
-from . import dispatch, workspaces
+from . import dispatch, excitation_block, paths, workspaces
+from .backend import kernels_disabled
 from .excitation_block import (KERNEL_PATHS, BlockSpec, acc_dtype, channel_backward, forward_launches, kept_hidden,
                                pipeline_spec, pooled_workspace, samples_per_launch)
 from .layout import addressable
@@ -45,13 +46,15 @@ from .ops import _empty_like_4d, _new, _new_as
 
 class StepCall(NamedTuple):
     """The non-tensor arguments of one call: the kernels' description of the excitation
-    (excitation_block.pipeline_spec), the hidden width RD, the gate, the epilogue, the path."""
+    (excitation_block.pipeline_spec), the hidden width RD, the gate, the epilogue, the path, and
+    (slots, RD) of the hidden vectors the path keeps for the backward (excitation_block.kept_hidden)."""
 
     spec: dict
     RD: int
     gate: str
     act_out: str
     path: str
+    kept: tuple[int, int]
 
 
 def applies(x: Tensor, spec: BlockSpec, residual: Optional[Tensor], path: str) -> bool:
@@ -64,11 +67,51 @@ def excite(x: Tensor, spec: BlockSpec, gate: str, residual: Optional[Tensor], ac
     """y = act_out(x · gate(excitation(pool(x))) + residual) on ``path`` (where :func:`applies`),
     recorded by autograd as one :class:`ExcitationStep` where x, the residual or a weight needs a
     gradient."""
-    kernel_spec, RD = pipeline_spec(spec.pool, spec.mlp, spec.act, spec.w1, x.shape[1])
-    call = StepCall(kernel_spec, RD, gate, act_out, path)
-    if dispatch.needs_grad((x, residual, spec.w1, spec.b1, spec.w2, spec.b2)):
-        return ExcitationStep.apply(x, residual, spec.w1, spec.b1, spec.w2, spec.b2, call)
-    return _forward(addressable(x), _addressable(residual), (spec.w1, spec.b1, spec.w2, spec.b2), call, keep=False)[0]
+    return Step(x, spec, gate, residual, act_out, path)(x, residual)
+
+
+class Step:
+    """:func:`excite` prepared for one call signature (:func:`call_key`): what a call derives from
+    the signature, the block's weights and the grad mode alone, derived once. A module keeps one
+    per signature it meets (tritattn/modules.py) and calls it while its plan stands; a call
+    itself still checks :func:`dispatch.direct` (the modes may change between calls)."""
+
+    __slots__ = ("weights", "call", "grad")
+
+    def __init__(self, x: Tensor, spec: BlockSpec, gate: str, residual: Optional[Tensor], act_out: str, path: str):
+        kernel_spec, RD = pipeline_spec(spec.pool, spec.mlp, spec.act, spec.w1, x.shape[1])
+        self.weights = (spec.w1, spec.b1, spec.w2, spec.b2)
+        self.call = StepCall(kernel_spec, RD, gate, act_out, path,
+                             kept_hidden(spec.pool, spec.mlp, spec.act, spec.w1, False, path))
+        self.grad = dispatch.needs_grad((x, residual, *self.weights))
+
+    def __call__(self, x: Tensor, residual: Optional[Tensor]) -> Tensor:
+        if self.grad:
+            return ExcitationStep.apply(x, residual, *self.weights, self.call)
+        return _forward(addressable(x), _addressable(residual), self.weights, self.call, keep=False)[0]
+
+
+def call_key(x: object, residual: object, act_out: str) -> tuple | None:
+    """What a block module's call on (x, residual, act_out) decides its path and :class:`Step`
+    from, besides the module's plan and the grad mode (module_plans keeps one plan per mode):
+    x's and the residual's sizes, strides, dtype, device and ``requires_grad``; the switches
+    (excitation_block.enabled, l2_fraction, backend.kernels_disabled) and the path choice's state
+    (paths.call_state). None where a call must decide anew: x or the residual not a plain dense
+    tensor (the checks say why), a paths.recording scope open (tritattn.tune's pass), or under
+    torch.compile (dynamo would guard on every size the key holds: a recompile per batch)."""
+    if torch.compiler.is_compiling() or type(x) is not Tensor or x.layout is not torch.strided:
+        return None
+    state = paths.call_state()
+    if state is None:
+        return None
+    if residual is None:
+        res = None
+    elif type(residual) is not Tensor or residual.layout is not torch.strided:
+        return None
+    else:
+        res = (residual.shape, residual.stride(), residual.dtype, residual.device, residual.requires_grad)
+    return (x.shape, x.stride(), x.dtype, x.device, x.requires_grad, res, act_out, state, excitation_block.enabled,
+            excitation_block.l2_fraction, kernels_disabled())
 
 
 def _addressable(t: Optional[Tensor]) -> Optional[Tensor]:
@@ -83,7 +126,7 @@ def _forward(x: Tensor, residual: Optional[Tensor], weights: tuple, call: StepCa
     spec, tail = call.spec, call.path == "one-launch"
     y = _empty_like_4d(x)
     s = _new((B, C), acc_dtype(x), x.device)
-    slots, RD = kept_hidden(spec["pool"], spec["mlp"], spec["act"], weights[0], False, call.path) if keep else (0, 0)
+    slots, RD = call.kept if keep else (0, 0)
     hidden = _new((slots, B, RD), s.dtype, x.device) if slots else None
     forward_launches(x, residual, weights, spec, call.RD, call.gate, call.act_out, tail, y, s,
                      pooled_workspace(x, spec["pool"]), workspaces.counters(x.device, B) if tail else None,

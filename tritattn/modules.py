@@ -30,12 +30,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 import warnings
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import cbam_block, excitation_block, reference
+from . import cbam_block, dispatch, excitation_block, excitation_step, reference
 from .batchnorm import count_batch, update_running_stats
 from .checks import check_channels, check_companion, check_feature_map
 from .dispatch import call
@@ -113,6 +114,20 @@ class ExcitationPlan:
     spec: BlockSpec | None
     #: the channel count the block takes (its :attr:`~ChannelExcitation.channels_attr` conv's), or None
     channels: int | None
+    #: call signature (excitation_step.call_key) → the :class:`KnownCall` decided for it under this plan
+    calls: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
+
+
+class KnownCall(NamedTuple):
+    """What a call signature decided under a plan: its path, and the short host path prepared for
+    it (excitation_step.Step) where the path takes it."""
+
+    path: str
+    step: excitation_step.Step | None
+
+
+#: call signatures a plan keeps; beyond this it starts again (a model meets a few shapes)
+MAX_KNOWN_CALLS = 64
 
 
 class ChannelExcitation(nn.Module):
@@ -172,17 +187,25 @@ class ChannelExcitation(nn.Module):
         prologue (:mod:`tritattn.prologue`), x is the producer BatchNorm's input and the block's
         input is act(bn(x)), computed by the kernels where they can.
 
-        x (and the residual) are checked here, once per call; the ops below trust them."""
-        check_feature_map(x)
+        x (and the residual) are checked here, once per call signature: a signature met before
+        under the module's plan (excitation_step.call_key: sizes, strides, dtype, device, ...)
+        passed them, and takes the path and the prepared short path decided then; the ops
+        below trust them."""
         plan = self._plan()
+        prologue = prologue_of(self)
+        key = excitation_step.call_key(x, residual, act) if prologue is None else None
+        if key is not None:
+            known = plan.calls.get(key)
+            if known is not None:
+                return self._run(plan, known, x, residual, act)
+        check_feature_map(x)
         if plan.channels is not None:
             check_channels(x, plan.channels, type(self).__name__)
         if residual is not None:
             check_companion(residual, "residual", x, sizes(x))
-        prologue = prologue_of(self)
         if prologue is not None:
             return self._excite_after(plan, prologue, x, residual, act)
-        return self._excite_input(plan, x, residual, act)
+        return self._excite_input(plan, x, residual, act, key)
 
     def _excite_after(self, plan: ExcitationPlan, prologue: Prologue, c: Tensor, residual: Tensor | None,
                       act: str) -> Tensor:
@@ -199,18 +222,36 @@ class ChannelExcitation(nn.Module):
             update_running_stats(norm.running_mean, norm.running_var, stats[0::2], factor)
         return y
 
-    def _excite_input(self, plan: ExcitationPlan, x: Tensor, residual: Tensor | None, act: str) -> Tensor:
-        gate = plan.gate
+    def _excite_input(self, plan: ExcitationPlan, x: Tensor, residual: Tensor | None, act: str,
+                      key: tuple | None = None) -> Tensor:
+        """The call on the block's input x, its path decided now (and kept under ``key``, a
+        :func:`~tritattn.excitation_step.call_key`, where given)."""
         spec = plan.spec if plan.spec is not None and self._runs_pipeline(x, plan) else None
-        path = self.block_path(x, spec, gate, residual, act, plan)
+        path = self.block_path(x, spec, plan.gate, residual, act, plan)
+        step = None
+        if path in excitation_block.KERNEL_PATHS and excitation_step.applies(x, spec, residual, path):
+            step = excitation_step.Step(x, spec, plan.gate, residual, act, path)
+        known = KnownCall(path, step)
+        if key is not None:
+            if len(plan.calls) >= MAX_KNOWN_CALLS:
+                plan.calls.clear()
+            plan.calls[key] = known
+        return self._run(plan, known, x, residual, act)
+
+    def _run(self, plan: ExcitationPlan, known: KnownCall, x: Tensor, residual: Tensor | None, act: str) -> Tensor:
+        """The call on ``known``'s path: its prepared short path where the modes allow it now
+        (dispatch.direct), else the block op, the per-op path or the reference forward."""
+        path, step = known
+        if step is not None and dispatch.direct(x):
+            return step(x, residual)
         if path == "eager":
             y = super().forward(x)  # the reference class's forward
             if residual is not None:
                 y = y + residual
             return F.relu(y) if act == "relu" else y
         if path != "per-op":
-            return excitation_block.excitation(x, spec, gate, residual, act, path=path)
-        return excite_scale_unchecked(x, self.logits(x), gate, residual, act)
+            return excitation_block.excitation(x, plan.spec, plan.gate, residual, act, path=path)
+        return excite_scale_unchecked(x, self.logits(x), plan.gate, residual, act)
 
     def block_path(self, x: Tensor, spec: BlockSpec | None, gate: str | None, residual: Tensor | None = None,
                    act: str = "identity", plan: ExcitationPlan | None = None) -> str:

@@ -60,6 +60,7 @@ class PathDecision:
 _decisions: dict[tuple[str, str], PathDecision] = {}  # (block, key) → the latest decision, for reports
 _chosen: dict[tuple[str, str, tuple[str, ...]], str] = {}  # (block, key, candidates) → path, for the call path
 _recorders: list[set[tuple[str, str]]] = []  # the open recording() scopes
+_epoch = 0  # counts forget(): a caller that keeps a choice (call_state) keeps it within one epoch
 
 
 @contextlib.contextmanager
@@ -96,8 +97,18 @@ def decisions() -> list[PathDecision]:
 
 def forget() -> None:
     """Drop this process's decisions (a table changed; tests)."""
+    global _epoch
     _decisions.clear()
     _chosen.clear()
+    _epoch += 1
+
+
+def call_state() -> tuple | None:
+    """What :func:`choose` answers from besides its arguments, for a caller that keeps its answer
+    per call signature (tritattn/excitation_step.py): the forced path and the decisions' epoch
+    (once made, a decision stands until :func:`forget`); None while a :func:`recording` scope is
+    open, whose choices must each be made (and recorded) anew."""
+    return None if _recorders else (forced_path, _epoch)
 
 
 def estimate_reason(estimates: Mapping[str, float], gpu: cost_model.GpuModel) -> str:
