@@ -8,8 +8,9 @@ convolutions stay torch, and the gate plus the scaling of x is one
 A gate without a kernel (anything but sigmoid and hard-sigmoid, torch's or timm's classes) runs
 the reference forward, with a one-time warning naming the module and the gate.
 
-A module checks its input once per call (x, and the residual given to ``excite``): the ops below
-it take the checked tensors through the functional ops' unchecked forms
+A module checks its input once per call (x, and the residual given to ``excite``; a
+channel-attention block once per call signature, :class:`KnownCall`): the ops below it take the
+checked tensors through the functional ops' unchecked forms
 (:func:`~tritattn.functional.squeeze_unchecked`, …) and :func:`tritattn.dispatch.call`, which runs
 a custom op's implementation without the dispatcher where nothing needs it (host time:
 perf/host_time.py).
