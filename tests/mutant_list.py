@@ -143,6 +143,20 @@ MUTANTS: list[Mutant] = [
         ("tests/test_excitation_block.py", "-k", "test_block_matches_float64_reference and mean_max_avg-fc_act_fc-silu and split and 2x37x7x7 and nchw"),
     ),
     Mutant(
+        "known_call_ignores_the_dtype", "tritattn/excitation_step.py",
+        "return (x.shape, x.stride(), x.dtype, x.device,",
+        "return (x.shape, x.stride(), x.device,",
+        "a block's kept call (its checks passed, its path) is taken for an x of another dtype, unchecked",
+        ("tests/test_known_calls.py::test_a_bad_input_after_good_ones_gets_the_checks_errors",),
+    ),
+    Mutant(
+        "known_call_ignores_the_switches", "tritattn/excitation_step.py",
+        "act_out, state, excitation_block.enabled,",
+        "act_out, state,",
+        "a block keeps taking its kernel path after the block pipeline is switched off",
+        ("tests/test_known_calls.py::test_switches_and_the_path_state_decide_again",),
+    ),
+    Mutant(
         "split_hidden_norm_not_in_the_backward", "tritattn/excitation_mlp.py",
         "            grad_h = grad_h * scale\n",
         "            grad_h = grad_h\n",

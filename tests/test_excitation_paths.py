@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 import tritattn
-from tritattn import cost_model, excitation_block, excitation_cost, paths, tuning
+from tritattn import cost_model, excitation_block, excitation_cost, excitation_step, paths, tuning
 from conftest import DEVICE, assert_close, make_input
 from fixtures.model_runs import exact_hardsigmoid_backward
 from fixtures.simulated_gpu import GPU, simulated_gpu  # noqa: F401
@@ -218,6 +218,53 @@ def test_choose_reads_a_stored_winner_and_measures_only_where_allowed(simulated_
     assert paths.decision("blk", "k2").reason == "measured (user cache)"
     assert paths.choose("blk", "k2", ["one-launch"], lambda: candidates, device) == "one-launch", \
         "a stored winner that is not a candidate is not taken"
+
+
+def test_an_estimate_made_before_tune_is_measured_in_its_pass(simulated_gpu, monkeypatch):
+    """A model called before tritattn.tune decided its paths by the estimate; tune's pass (a
+    recording scope, benchmarking on) times them all the same and its winner then stands: the
+    estimate is not final, a measured winner is."""
+    candidates = {"one-launch": [cost_model.Launch("k", 4, 1, 1, 0)], "split": [cost_model.Launch("k", 4, 1, 500, 0)]}
+    device = torch.device(DEVICE)
+    times = {"one-launch": 2.0, "split": 1.0}
+    ran = []
+    monkeypatch.setattr(paths, "_may_measure", tuning.may_benchmark)  # the simulated GPU's device is the CPU
+    monkeypatch.setattr(paths, "_time_ms", lambda run: (run(), times[ran[-1]])[1])
+
+    def choose():
+        return paths.choose("blk", "k3", list(candidates), lambda: candidates, device, lambda name: lambda: ran.append(name))
+
+    assert choose() == "one-launch" and not ran  # the estimate, outside tune
+    state = paths.call_state()
+    with paths.recording(), tuning.benchmarking():
+        assert choose() == "split"
+        assert ran == ["one-launch", "split"]
+        assert choose() == "split" and len(ran) == 2, "a measured winner is not measured again"
+    assert paths.call_state() != state, "a decision made again starts a new epoch for the kept calls"
+    assert choose() == "split"
+    assert paths.decision("blk", "k3").reason.startswith("measured now")
+
+
+def test_a_blocks_kept_calls_follow_a_decision_made_again(monkeypatch):
+    """A twin's kept call (modules.KnownCall) holds the path decided for its signature; a new
+    decision for the same problem (here a stored winner read in a tune pass) reaches it."""
+    fast, _ = twins("SEModule", (16,), {"rd_ratio": 0.25})
+    x = make_input((2, 16, 3, 5), torch.float64)
+    with torch.no_grad():
+        fast(x)
+        (first,) = [d for d in paths.decisions() if d.block == "excitation_block"]
+        other = "split" if first.path != "split" else "one-launch"
+        monkeypatch.setattr(tuning, "path_winner", lambda device, block, key: (other, "user cache"))
+        with paths.recording():
+            fast(x)
+        assert paths.decision("excitation_block", first.key).path == other
+        ran = []
+        forward_launches = excitation_block.forward_launches
+        monkeypatch.setattr(excitation_block, "forward_launches",
+                            lambda *args, **kwargs: ran.append(args[7]) or forward_launches(*args, **kwargs))
+        monkeypatch.setattr(excitation_step, "forward_launches", excitation_block.forward_launches)
+        fast(x)
+    assert ran == [other == "one-launch"]  # forward_launches' ``tail``: the one-launch path
 
 
 def test_a_block_whose_stored_winner_is_eager_runs_its_reference_forward(simulated_gpu):

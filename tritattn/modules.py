@@ -234,6 +234,7 @@ class ChannelExcitation(nn.Module):
             step = excitation_step.Step(x, spec, plan.gate, residual, act, path)
         known = KnownCall(path, step)
         if key is not None:
+            key = excitation_step.call_key(x, residual, act)  # a decision made now began a new epoch (paths.call_state)
             if len(plan.calls) >= MAX_KNOWN_CALLS:
                 plan.calls.clear()
             plan.calls[key] = known

@@ -7,7 +7,9 @@ problem key, first hit wins:
 
 1. a forced path (:func:`forced`, or ``TRITATTN_PATH=<name>`` in the environment), where it is
    one of the candidates — for tests and comparisons;
-2. this process's earlier decision for the same block, key and candidates;
+2. this process's earlier decision for the same block, key and candidates — except an estimate
+   inside ``tritattn.tune``'s pass (a :func:`recording` scope), which is made again, so a model
+   called before it is tuned gets its measured winners;
 3. a **measured** winner from the tuning tables (:func:`tritattn.tuning.path_winner`: the user
    cache, then the shipped table), where it is one of the candidates;
 4. a measurement now, on a GPU where benchmarking is allowed (inside
@@ -58,9 +60,10 @@ class PathDecision:
 
 
 _decisions: dict[tuple[str, str], PathDecision] = {}  # (block, key) → the latest decision, for reports
-_chosen: dict[tuple[str, str, tuple[str, ...]], str] = {}  # (block, key, candidates) → path, for the call path
+#: (block, key, candidates) → (path, measured: from the tables or timed, not estimated), for the call path
+_chosen: dict[tuple[str, str, tuple[str, ...]], tuple[str, bool]] = {}
 _recorders: list[set[tuple[str, str]]] = []  # the open recording() scopes
-_epoch = 0  # counts forget(): a caller that keeps a choice (call_state) keeps it within one epoch
+_epoch = 0  # counts decisions made and forget(): a caller that keeps a choice (call_state) keeps it within one epoch
 
 
 @contextlib.contextmanager
@@ -106,8 +109,8 @@ def forget() -> None:
 def call_state() -> tuple | None:
     """What :func:`choose` answers from besides its arguments, for a caller that keeps its answer
     per call signature (tritattn/excitation_step.py): the forced path and the decisions' epoch
-    (once made, a decision stands until :func:`forget`); None while a :func:`recording` scope is
-    open, whose choices must each be made (and recorded) anew."""
+    (a decision stands until one is made again — an estimate, in tune's pass — or :func:`forget`);
+    None while a :func:`recording` scope is open, whose choices must each be made (and recorded) anew."""
     return None if _recorders else (forced_path, _epoch)
 
 
@@ -143,9 +146,9 @@ def choose(
         keys.add((block, key))
     names = tuple(names)
     memo = (block, key, names)
-    path = _chosen.get(memo)
-    if path is not None:
-        return path
+    chosen = _chosen.get(memo)
+    if chosen is not None and (chosen[1] or not _recorders):  # an estimate is made again in tune's pass
+        return chosen[0]
     from . import tuning
 
     stored = tuning.path_winner(device, block, key)
@@ -156,7 +159,9 @@ def choose(
         tuning.store_path_winner(device, block, key, path)
     else:
         path, reason = estimated(candidates(), model_for(device))
-    _chosen[memo] = path
+    global _epoch
+    _chosen[memo] = (path, not reason.startswith("estimate"))
+    _epoch += 1
     _decisions[(block, key)] = PathDecision(block, key, path, reason)
     log.debug("%s %s: path %s (%s)", block, key, path, reason)
     return path
