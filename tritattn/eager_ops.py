@@ -158,12 +158,17 @@ def radix_pooled_attention(
     return z.sigmoid() if R == 1 else z.softmax(1)
 
 
+def autocast_on(t: torch.Tensor) -> bool:
+    """Whether autocast is on for t's device."""
+    device = t.device.type
+    return torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device)
+
+
 def without_autocast(t: torch.Tensor) -> contextlib.AbstractContextManager:
     """Autocast off on t's device (where it has one): GEMMs on the accumulator's [B, ·] vectors keep
     its dtype under mixed precision, as the kernels' own sums do."""
-    device = t.device.type
-    if torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device):
-        return torch.autocast(device, enabled=False)
+    if autocast_on(t):
+        return torch.autocast(t.device.type, enabled=False)
     return contextlib.nullcontext()  # autocast is off there already: entering it again costs µs of host time
 
 

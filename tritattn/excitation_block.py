@@ -172,6 +172,8 @@ def kernel_path(path: str, shape_of: Callable[[], BlockShape], device: torch.dev
     """The op's path: ``path`` when it names one of :data:`KERNEL_PATHS` (the module chose it),
     else chosen between them for the forward (or the ``backward``) alone (paths.op_path: forced,
     tuned, or estimated) for the call whose shape ``shape_of()`` gives (built only then)."""
+    if path in KERNEL_PATHS:  # the common case first: no closures to make
+        return path
     direction = excitation_cost.backward if backward else excitation_cost.forward
     return paths.op_path(f"excitation_block {'backward' if backward else 'forward'}", path, KERNEL_PATHS, shape_of,
                          lambda shape: shape.key(backward),
@@ -429,7 +431,7 @@ def channel_backward(
     grad_y: Tensor, x: Tensor, y: Optional[Tensor], s: Tensor, weights: tuple, pool: str, mlp: str, act: str,
     gate: str, act_out: str, grad_x: Optional[Tensor], grad_res: Optional[Tensor], grads: Sequence[Optional[Tensor]],
     sp: Optional[Tensor] = None, norm: Optional[tuple] = None, prologue: Optional[tuple] = None,
-    batch_stats: bool = False, path: str = "", kept: Optional[Tensor] = None,
+    batch_stats: bool = False, path: str = "", kept: Optional[Tensor] = None, kernel_spec: Optional[tuple] = None,
 ) -> None:
     """The excitation's backward (launch.excitation_bwd_reduce → the MLP's backward and the weight
     gradients as GEMMs, tritattn/excitation_mlp.py → launch.excitation_bwd_apply) with its [B, C]
@@ -439,10 +441,11 @@ def channel_backward(
     per-pixel terms for CBAM (act_out "spatial"); ``prologue`` (act, norm) and ``batch_stats``
     as the launchers take them (+ the prologue BatchNorm's weight and bias gradients in
     ``grads``); ``path`` as :func:`excitation_block`'s ("": chosen for this backward); ``kept``:
-    the hidden vectors the split path's forward kept (:func:`kept_hidden`), or None."""
+    the hidden vectors the split path's forward kept (:func:`kept_hidden`), or None; ``kernel_spec``:
+    :func:`pipeline_spec`'s (spec, RD) where the caller has it."""
     B, C = x.shape[:2]
     w1, b1, w2, b2 = weights
-    spec, RD = pipeline_spec(pool, mlp, act, w1, C)
+    spec, RD = kernel_spec if kernel_spec is not None else pipeline_spec(pool, mlp, act, w1, C)
     pro_norm = prologue is not None and prologue[1] is not None
     tail = kernel_path(path, lambda: block_shape(x, spec, w1, b1, b2, norm is not None, grad_res is not None, act_out,
                                                  pro_norm), x.device, backward=True) == "one-launch"

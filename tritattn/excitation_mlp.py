@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .eager_ops import without_autocast
+from .eager_ops import autocast_on, without_autocast
 
 
 def _in_acc(fn: Callable[..., None]) -> Callable[..., None]:
@@ -32,6 +32,8 @@ def _in_acc(fn: Callable[..., None]) -> Callable[..., None]:
     (autocast would cast one operand to bfloat16 and leave the workspace in float32)."""
     @functools.wraps(fn)
     def wrapper(first: Tensor, *args, **kwargs) -> None:
+        if not autocast_on(first):  # no context to enter: µs of host time, more inside a backward
+            return fn(first, *args, **kwargs)
         with without_autocast(first):
             return fn(first, *args, **kwargs)
     return wrapper
@@ -263,9 +265,9 @@ def tail_weight_grads(grad_s: Tensor, mean: Tensor, maximum: Optional[Tensor], s
     "grad_norm" [B, 2·RD]: the BatchNorm's bias terms, then its weight terms)."""
     grad_h = grad_h_max = grad_norm = None
     if spec["mlp"] == "fc_act_fc":
-        grad_h = work["grad_h"][:, :RD]
+        grad_h = work["grad_h"]  # [B, RD], no view to make (µs of host time inside a backward)
         if spec["pool"] == "mean_max_both":
-            grad_h_max = work["grad_h"][:, RD:]
+            grad_h, grad_h_max = grad_h[:, :RD], grad_h[:, RD:]
         if work["grad_norm"] is not None:
             grad_norm = (work["grad_norm"][:, :RD], work["grad_norm"][:, RD:])
     weight_grads(grad_s, pooled_input(mean, maximum, spec["pool"]), maximum, spec, work["hidden"], grad_h, grad_h_max,

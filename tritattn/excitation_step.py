@@ -174,7 +174,8 @@ def _backward(ctx, grad_y: Tensor) -> tuple:
     grads = [_new_as(t) if t is not None and wanted else None
              for t, wanted in zip((w1, b1, w2, b2), needs[2:6])]
     channel_backward(addressable(grad_y), x, y, s, (w1, b1, w2, b2), spec["pool"], spec["mlp"], spec["act"],
-                     call.gate, call.act_out, grad_x, grad_res, grads, path=call.path, kept=hidden)
+                     call.gate, call.act_out, grad_x, grad_res, grads, path=call.path, kept=hidden,
+                     kernel_spec=(spec, call.RD))
     if ctx.has_residual and call.act_out == "identity" and needs[1]:
         grad_res = grad_y
     return (grad_x if needs[0] else None), grad_res, *grads, None

@@ -37,13 +37,17 @@ def _poisoned(t: Tensor) -> Tensor:
 
 
 def _new(shape, dtype: torch.dtype, device: torch.device, memory_format=torch.contiguous_format) -> Tensor:
-    # a tuple: torch.empty parses a torch.Size ≈ 1 µs slower (host time at every call)
-    return _poisoned(torch.empty(tuple(shape), dtype=dtype, device=device, memory_format=memory_format))
+    # a tuple: torch.empty parses a torch.Size ≈ 1 µs slower (host time at every call); _poisoned
+    # called only where it poisons (each call costs µs inside a backward)
+    t = torch.empty(shape if type(shape) is tuple else tuple(shape), dtype=dtype, device=device,
+                    memory_format=memory_format)
+    return _poisoned(t) if poison_outputs else t
 
 
 def _new_as(t: Tensor) -> Tensor:
     """A new contiguous tensor of t's shape, dtype and device (a gradient for a weight t)."""
-    return _poisoned(torch.empty_like(t, memory_format=torch.contiguous_format))
+    new = torch.empty_like(t, memory_format=torch.contiguous_format)
+    return _poisoned(new) if poison_outputs else new
 
 
 def _impl(x: Tensor):
@@ -64,7 +68,8 @@ def _empty_4d(x: Tensor, channels: int, dtype: torch.dtype | None = None) -> Ten
 
 
 def _empty_like_4d(x: Tensor) -> Tensor:
-    return _poisoned(torch.empty_like(x, memory_format=memory_format_of(x)))
+    new = torch.empty_like(x, memory_format=memory_format_of(x))
+    return _poisoned(new) if poison_outputs else new
 
 
 def _optional(t: Tensor) -> Tensor | None:
