@@ -137,8 +137,8 @@ MUTANTS: list[Mutant] = [
     ),
     Mutant(
         "split_kept_silu_backward_from_its_output", "tritattn/excitation_mlp.py",
-        "_activation_backward(kept[-1], grad_s @ w2, spec[\"act\"])",
-        "_activation_backward(kept[0], grad_s @ w2, spec[\"act\"])",
+        "_activation_backward(slots[-1], torch.mm(grad_s, w2), spec[\"act\"])",
+        "_activation_backward(slots[0], torch.mm(grad_s, w2), spec[\"act\"])",
         "the split path's backward takes SiLU's gradient at its kept output silu(h) instead of at h",
         ("tests/test_excitation_block.py", "-k", "test_block_matches_float64_reference and mean_max_avg-fc_act_fc-silu and split and 2x37x7x7 and nchw"),
     ),

@@ -43,6 +43,12 @@ def _acc(t: Optional[Tensor], dtype: torch.dtype) -> Optional[Tensor]:
     return t.to(dtype) if t is not None and t.dtype != dtype else t
 
 
+def _acc_weights(weights: tuple, dtype: torch.dtype) -> tuple:
+    """(w1, b1, w2, b2) in ``dtype``: the same tensors where they have it."""
+    w1, b1, w2, b2 = weights
+    return _acc(w1, dtype), _acc(b1, dtype), _acc(w2, dtype), _acc(b2, dtype)
+
+
 def pooled_input(mean: Tensor, maximum: Optional[Tensor], pool: str) -> Tensor:
     """The MLP's input v: the mean, or for "mean_max_avg" (mean + max) · 0.5 — the kernels'
     0.5·mean + 0.5·max to the bit (a product by 0.5 is exact), in two launches."""
@@ -80,8 +86,8 @@ def hidden_slots(mlp: str, pool: str, act: str, hidden_norm: bool) -> int:
 def _hidden_into(hidden: Tensor, v: Tensor, w1: Tensor, b1: Optional[Tensor], act: str) -> Tensor:
     """act(W1 · v + b1) into hidden[0] and, for SiLU, W1 · v + b1 into hidden[1] (the same launches
     as computing them anew); returns hidden[0]."""
-    a = hidden[0]
-    h = hidden[1] if act == "silu" else a
+    slots = hidden.unbind(0)  # one call for both views (indexing costs µs more)
+    a, h = slots[0], slots[-1]  # h: SiLU's second slot; one slot (a) otherwise
     _linear_into(h, v, w1, b1)
     if act == "relu":
         torch.relu_(a)
@@ -121,7 +127,7 @@ def logits(mean: Tensor, maximum: Optional[Tensor], weights: tuple, spec: dict, 
     ``mean`` / ``maximum`` [B, C]; ``weights`` = (w1, b1, w2, b2) as excitation_block takes them;
     ``hidden`` [:func:`hidden_slots`, B, RD] (ACC) receives the hidden vectors where they are kept."""
     dtype = s.dtype
-    w1, b1, w2, b2 = (_acc(t, dtype) for t in weights)
+    w1, b1, w2, b2 = _acc_weights(weights, dtype)
     pool, mlp = spec["pool"], spec["mlp"]
     if mlp == "fc_act_fc" and hidden is not None:
         _linear_into(s, _hidden_into(hidden, pooled_input(mean, maximum, pool), w1, b1, spec["act"]), w2, b2)
@@ -155,13 +161,14 @@ def pool_grads(grad_s: Tensor, mean: Tensor, maximum: Optional[Tensor], weights:
     gradients into ``grads`` (as :func:`weight_grads`); ``kept``: the forward's hidden vectors
     (:func:`logits`), else they are computed again."""
     dtype = grad_s.dtype
-    w1, b1, w2, _ = (_acc(t, dtype) for t in weights)
+    w1, b1, w2, _ = _acc_weights(weights, dtype)
     pool, mlp = spec["pool"], spec["mlp"]
     v = pooled_input(mean, maximum, pool)
     hidden = grad_h = grad_h_max = grad_norm = None
     if mlp == "fc_act_fc" and kept is not None:
-        hidden = kept[0]
-        grad_h = _activation_backward(kept[-1], grad_s @ w2, spec["act"])  # SiLU's from h, ReLU's from act(h)
+        slots = kept.unbind(0)
+        hidden = slots[0]
+        grad_h = _activation_backward(slots[-1], torch.mm(grad_s, w2), spec["act"])  # SiLU's from h, ReLU's from act(h)
         torch.mm(grad_h, w1, out=grad_mean)
     elif mlp == "fc_act_fc":
         bn = _hidden_norm(norm, dtype)
