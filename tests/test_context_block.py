@@ -534,7 +534,7 @@ def test_the_model_takes_the_mlps_out_of_the_kernel_where_their_tail_is_long(C, 
 
     shape = _shape(C, K, rd)
     paths.forget()
-    assert context_block.mlp_path("", shape, torch.device("cpu")) == path
+    assert context_block.mlp_path("", lambda: shape, torch.device("cpu")) == path
     decision = paths.decision("context_mlp", shape.key())
     assert decision.path == path and decision.reason.startswith("estimate (H100 model)")
     kernel = context_cost.combine_mlp(shape)

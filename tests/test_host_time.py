@@ -76,6 +76,20 @@ def test_a_converted_block_checks_its_input_once_per_call_signature(training, pi
     assert not counted_again.calls, counted_again.calls
 
 
+def test_a_gcnet_block_checks_its_input_once_per_call():
+    """GCNet's inference call (the context and its MLP in the kernels, then the scale): x checked
+    by the module alone, the scale's logits and residual made by it."""
+    block = tritattn.GlobalContext(C, fuse_add=True, fuse_scale=True, rd_ratio=0.25).to(DEVICE).eval()
+    x = make_input((2, C, H, W), torch.float32)
+    with torch.no_grad():
+        block(x)  # warm-up
+        assert block.mlp_kernel_refusal(x) is None, "the kernel MLP path runs"
+        with CountCalls(checks) as counted:
+            block(x)
+    assert counted.calls.get("check_feature_map") == 1, counted.calls
+    assert counted.calls.get("check_tensor") == 1, counted.calls
+
+
 def test_the_functional_ops_still_check_everything():
     """What a user calling the functional API gets: each argument checked (x, s, the residual)."""
     x = make_input((2, C, H, W), torch.float32)

@@ -29,7 +29,6 @@ accumulate in ACC the same way.
 """
 from __future__ import annotations
 
-import functools
 import math
 from typing import Callable, Optional
 
@@ -209,21 +208,23 @@ def context_mlp_op(
     add_mlp = _mlp(add_w1, add_b1, add_ln_w, add_ln_b, add_w2, add_b2, add_eps)
     conv_w = conv_w.reshape(C).contiguous()
     outputs = (s if scale_mlp is not None else None, t if add_mlp is not None else None)
-    ctx, stats = _new((B, C), acc, x.device), _new((B, C + 2), acc, x.device)
+    ctx = _new((B, C), acc, x.device)
     if backend_for(x) == "torch":
-        eager_ops.context_pool_fwd(x, conv_w, ctx, stats)
+        eager_ops.context_pool_fwd(x, conv_w, ctx, _new((B, C + 2), acc, x.device))
     else:
         rows = launch.context_pool_programs(x)
         part, pstats = _new((rows, C), acc, x.device), _new((rows, 2), acc, x.device)
-        shape = mlp_shape(x, scale_mlp, add_mlp, act)
-        call = functools.partial(torch.ops.tritattn.context_mlp, x, conv_w, scale_w1, scale_b1, scale_ln_w, scale_ln_b,
-                                 scale_w2, scale_b2, scale_eps, add_w1, add_b1, add_ln_w, add_ln_b, add_w2, add_b2,
-                                 add_eps, act)
-        if mlp_path(path, shape, x.device, paths.op_measure(call)) == "one-launch":
+
+        def call(path: str) -> tuple[Tensor, Tensor]:  # the op on these arguments, timed per path inside tune
+            return torch.ops.tritattn.context_mlp(x, conv_w, scale_w1, scale_b1, scale_ln_w, scale_ln_b, scale_w2,
+                                                  scale_b2, scale_eps, add_w1, add_b1, add_ln_w, add_ln_b, add_w2,
+                                                  add_b2, add_eps, act, path=path)
+
+        if mlp_path(path, lambda: mlp_shape(x, scale_mlp, add_mlp, act), x.device, paths.op_measure(call)) == "one-launch":
             launch.global_context_fwd(x, conv_w, part, pstats, ctx, workspaces.counters(x.device, B), scale_mlp, add_mlp,
                                       *outputs, act)
             return s, t
-        launch.context_pool_fwd(x, conv_w, part, pstats, ctx, stats)
+        launch.context_pool_fwd(x, conv_w, part, pstats, ctx, _new((B, C + 2), acc, x.device))
     s, t = (eager_ops.context_mlp(ctx, mlp, act) if mlp is not None else out for mlp, out in zip((scale_mlp, add_mlp), (s, t)))
     return s, t
 
@@ -237,12 +238,12 @@ def mlp_shape(x: Tensor, scale_mlp: tuple | None, add_mlp: tuple | None, act: st
                                      add_mlp[0].shape[0] if add_mlp else 0, act, all(w.dtype == acc for w in weights))
 
 
-def mlp_path(path: str, shape: context_cost.ContextShape, device: torch.device,
+def mlp_path(path: str, shape_of: Callable[[], context_cost.ContextShape], device: torch.device,
              measure: Callable[[str], Callable[[], object]] | None = None) -> str:
     """The op's path: ``path`` when it names one of context_cost.PATHS, else chosen (paths.op_path:
     forced, tuned, measured inside ``tritattn.tune`` on a GPU with ``measure``, or estimated by the
-    critical-path model)."""
-    return paths.op_path("context_mlp", path, context_cost.PATHS, lambda: shape, context_cost.ContextShape.key,
+    critical-path model) for the call whose shape ``shape_of()`` gives (built only then)."""
+    return paths.op_path("context_mlp", path, context_cost.PATHS, shape_of, context_cost.ContextShape.key,
                          context_cost.paths, device, measure)
 
 
@@ -250,7 +251,7 @@ def op_mlp_path(args: dict) -> str:
     """The path a call of ``tritattn::context_mlp`` with these arguments by name takes, as the op
     decides it (perf/bytes_model.py asks)."""
     mlps = [_mlp(*(args[f"{kind}_{n}"] for n in ("w1", "b1", "ln_w", "ln_b", "w2", "b2", "eps"))) for kind in ("scale", "add")]
-    return mlp_path(args.get("path", ""), mlp_shape(args["x"], *mlps, args["act"]), args["x"].device)
+    return mlp_path(args.get("path", ""), lambda: mlp_shape(args["x"], *mlps, args["act"]), args["x"].device)
 
 
 @context_mlp_op.register_fake

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from . import dispatch, excitation_block, reference
 from .checks import check_channels, check_feature_map
 from .context_block import context_mlp_op, context_pool
-from .functional import excite_scale, squeeze
+from .functional import excite_scale, excite_scale_unchecked, squeeze
 from .modules import kernel_for_gate, kernel_gate, mlp_act_kind
 from .peers import qualified_name
 from .hooks import has_hooks
@@ -120,7 +120,8 @@ class GlobalContext(reference.GlobalContext):
             added = t.to(x.dtype)[:, :, None, None] if self.mlp_add is not None else None  # eager's mlp_add is in x's dtype
             if self.mlp_scale is None:
                 return x + added  # a broadcast add is already one pass over x
-            return excite_scale(x, s, gate, added.expand(x.shape) if added is not None else None)
+            # x checked above, s [B, C] and the residual made here: no second check
+            return excite_scale_unchecked(x, s, gate, added.expand(x.shape) if added is not None else None)
         B, C = x.shape[:2]
         if self.conv_attn is not None:
             ctx = context_pool(x, self.conv_attn.weight.reshape(C), self.conv_attn.bias)

@@ -11,6 +11,7 @@ block whose tensors the kernels cannot take runs the per-op path instead (tritat
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import Callable
 
 import torch
@@ -792,11 +793,18 @@ def context_pool_tile(x: torch.Tensor) -> tuple[int, int]:
     tiling.LONG_SIDE_MAX and the problem's extent (TILE_ELEMENTS and LONG_SIDE_MAX read at call
     time: tests shrink them)."""
     _, C, H, W = x.shape
-    fit = max(1, CONTEXT_POOL_CACHE_BYTES // (C * x.element_size()))
-    few_steps = max(1, tiling.TILE_ELEMENTS // next_power_of_2(cdiv(C, CONTEXT_POOL_C_STEPS)))
-    block_p = min(next_power_of_2(H * W), tiling.LONG_SIDE_MAX, CONTEXT_POOL_MAX_BLOCK_P,
+    return _context_pool_tile(C, H * W, x.element_size(), tiling.TILE_ELEMENTS, tiling.LONG_SIDE_MAX)
+
+
+@functools.lru_cache(maxsize=PLAN_CACHE_SIZE)
+def _context_pool_tile(C: int, P: int, element_size: int, tile_elements: int, long_side_max: int) -> tuple[int, int]:
+    """:func:`context_pool_tile` for C channels of P pixels, computed once per distinct problem
+    (the host's call path meets it three times per GCNet block call)."""
+    fit = max(1, CONTEXT_POOL_CACHE_BYTES // (C * element_size))
+    few_steps = max(1, tile_elements // next_power_of_2(cdiv(C, CONTEXT_POOL_C_STEPS)))
+    block_p = min(next_power_of_2(P), long_side_max, CONTEXT_POOL_MAX_BLOCK_P,
                   max(CONTEXT_POOL_MIN_BLOCK_P, min(1 << (fit.bit_length() - 1), few_steps)))
-    block_c = max(1, min(next_power_of_2(C), tiling.LONG_SIDE_MAX, tiling.TILE_ELEMENTS // block_p))
+    block_c = max(1, min(next_power_of_2(C), long_side_max, tile_elements // block_p))
     return block_p, block_c
 
 
