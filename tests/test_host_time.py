@@ -90,6 +90,22 @@ def test_a_gcnet_block_checks_its_input_once_per_call():
     assert counted.calls.get("check_tensor") == 1, counted.calls
 
 
+def test_a_split_attention_block_checks_its_input_once_per_call():
+    """SplitAttn's inference call (its attention in the two radix kernels): x checked by the
+    module alone, not its own weights again (tritattn.radix_block.radix_attention_unchecked)."""
+    from tritattn import split_attention
+
+    block = split_attention.SplitAttn(8, radix=2).to(DEVICE).eval()
+    x = make_input((2, 8, H, W), torch.float32)
+    with torch.no_grad():
+        block(x)  # warm-up
+        assert block.attention_refusal(x) is None, "the radix kernels run"
+        with CountCalls(checks) as counted:
+            block(x)
+    assert counted.calls.get("check_feature_map") == 1, counted.calls
+    assert "check_companion" not in counted.calls, counted.calls
+
+
 def test_the_functional_ops_still_check_everything():
     """What a user calling the functional API gets: each argument checked (x, s, the residual)."""
     x = make_input((2, C, H, W), torch.float32)

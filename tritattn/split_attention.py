@@ -47,7 +47,8 @@ from . import excitation_block, reference
 from .checks import check_channels, check_feature_map
 from .modules import _plain_batchnorm, hidden_layer_refusal, mlp_act_kind
 from .peers import qualified_name
-from .radix_block import check_branches, dense_pointwise, radix_attention, radix_combine, radix_logit_order, radix_pool
+from .radix_block import (check_branches, dense_pointwise, radix_attention_unchecked, radix_combine,
+                          radix_logit_order, radix_pool)
 from .hooks import has_hooks
 from .module_plans import cached
 from .tracing import fx_leaf, is_symbolic, leaf_twins, sizes
@@ -278,7 +279,7 @@ class SplitAttn(_Planned, reference.SplitAttn):
             plan = self._plan()
             if self._attention_refusal(plan, c5) is None and self._prologue_refusal(plan, c5) is None:
                 # bn0, drop (an Identity) and act0 inside both kernels: they read the conv output
-                return radix_attention(c5, *self._weights(plan), prologue=self._prologue(plan))
+                return radix_attention_unchecked(c5, *self._weights(plan), prologue=self._prologue(plan))
         x = self.bn0(x)
         x = self.drop(x)
         x = self.act0(x)
@@ -287,7 +288,7 @@ class SplitAttn(_Planned, reference.SplitAttn):
         if C == self.fc1.in_channels and R * C == self.fc2.out_channels:
             plan = self._plan()
             if self._attention_refusal(plan, x5) is None:
-                return radix_attention(x5, *self._weights(plan))
+                return radix_attention_unchecked(x5, *self._weights(plan))
         x_gap = radix_pool(x5)[:, :, None, None]
         x_gap = self.fc1(x_gap)
         x_gap = self.bn1(x_gap)
@@ -390,12 +391,12 @@ class SelectiveKernel(_Planned, reference.SelectiveKernel):
             # the paths' BatchNorm and ReLU inside both kernels: they read the stacked conv outputs
             c5 = torch.stack([path.conv(inputs[i]) for i, path in enumerate(self.paths)], dim=1)
             if sizes(c5)[1:3] == (self.attn.num_paths, self.attn.fc_reduce.in_channels):
-                return radix_attention(c5, *self._weights(plan), prologue=self._prologue(plan))
+                return radix_attention_unchecked(c5, *self._weights(plan), prologue=self._prologue(plan))
         x5 = torch.stack([path(inputs[i]) for i, path in enumerate(self.paths)], dim=1)
         _, R, C = sizes(x5)[:3]
         attn = self.attn
         if R == attn.num_paths and C == attn.fc_reduce.in_channels and self._attention_refusal(plan, x5) is None:
-            return radix_attention(x5, *self._weights(plan))
+            return radix_attention_unchecked(x5, *self._weights(plan))
         a = self.attn(x5)  # [B, R, C, 1, 1]: timm's SelectiveKernelAttn or the twin
         return radix_combine(x5, a.reshape(x5.shape[:3]))
 
