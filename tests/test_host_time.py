@@ -76,34 +76,31 @@ def test_a_converted_block_checks_its_input_once_per_call_signature(training, pi
     assert not counted_again.calls, counted_again.calls
 
 
-def test_a_gcnet_block_checks_its_input_once_per_call():
-    """GCNet's inference call (the context and its MLP in the kernels, then the scale): x checked
-    by the module alone, the scale's logits and residual made by it."""
-    block = tritattn.GlobalContext(C, fuse_add=True, fuse_scale=True, rd_ratio=0.25).to(DEVICE).eval()
+def _gcnet():
+    return tritattn.GlobalContext(C, fuse_add=True, fuse_scale=True, rd_ratio=0.25), "mlp_kernel_refusal"
+
+
+def _split_attention():
+    from tritattn import split_attention
+
+    return split_attention.SplitAttn(C, radix=2), "attention_refusal"
+
+
+@pytest.mark.parametrize("make", [_gcnet, _split_attention], ids=["gcnet", "split-attention"])
+def test_a_block_on_its_inference_kernels_checks_its_input_once_per_call(make):
+    """GCNet's inference call (the context and its MLP in the kernels, then the scale) and
+    SplitAttn's (its attention in the two radix kernels): x checked by the module alone, not the
+    scale's logits and residual it made, nor its own weights (radix_attention_unchecked)."""
+    block, refusal = make()
+    block = block.to(DEVICE).eval()
     x = make_input((2, C, H, W), torch.float32)
     with torch.no_grad():
         block(x)  # warm-up
-        assert block.mlp_kernel_refusal(x) is None, "the kernel MLP path runs"
+        assert getattr(block, refusal)(x) is None, "the inference kernels run"
         with CountCalls(checks) as counted:
             block(x)
     assert counted.calls.get("check_feature_map") == 1, counted.calls
-    assert counted.calls.get("check_tensor") == 1, counted.calls
-
-
-def test_a_split_attention_block_checks_its_input_once_per_call():
-    """SplitAttn's inference call (its attention in the two radix kernels): x checked by the
-    module alone, not its own weights again (tritattn.radix_block.radix_attention_unchecked)."""
-    from tritattn import split_attention
-
-    block = split_attention.SplitAttn(8, radix=2).to(DEVICE).eval()
-    x = make_input((2, 8, H, W), torch.float32)
-    with torch.no_grad():
-        block(x)  # warm-up
-        assert block.attention_refusal(x) is None, "the radix kernels run"
-        with CountCalls(checks) as counted:
-            block(x)
-    assert counted.calls.get("check_feature_map") == 1, counted.calls
-    assert "check_companion" not in counted.calls, counted.calls
+    assert counted.calls.get("check_tensor") == 1 and "check_companion" not in counted.calls, counted.calls
 
 
 def test_the_functional_ops_still_check_everything():
