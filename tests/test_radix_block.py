@@ -182,7 +182,10 @@ def timm_layers():
 MODULE_CASES = {
     "splat-r2-bn": ("split_attn.SplitAttn", (12,), dict(radix=2, norm_layer=nn.BatchNorm2d), (4, 12, 3, 5)),
     "splat-r1-g4-bn": ("split_attn.SplitAttn", (12,), dict(radix=1, groups=4, norm_layer=nn.BatchNorm2d), (4, 12, 3, 5)),
-    "splat-r4-g2-bn": ("split_attn.SplitAttn", (8,), dict(radix=4, groups=2, norm_layer=nn.BatchNorm2d), (3, 8, 7, 7)),
+    # batch 5: its attention MLP's training BatchNorm normalises each hidden channel over the batch,
+    # and over 3 samples two near-equal values (a tiny variance) amplified the float64 rounding
+    # past the tolerance in ~1 run of 1000 (3 of 3000 seeds); 0 of 3000 over 5
+    "splat-r4-g2-bn": ("split_attn.SplitAttn", (8,), dict(radix=4, groups=2, norm_layer=nn.BatchNorm2d), (5, 8, 7, 7)),
     "splat-r2-plain-rd": ("split_attn.SplitAttn", (6, 10), dict(rd_channels=4, bias=True), (2, 6, 3, 5)),
     "sk-default": ("selective_kernel.SelectiveKernel", (12,), {}, (4, 12, 3, 5)),
     "sk-3paths-nosplit": ("selective_kernel.SelectiveKernel", (6, 10),
