@@ -103,6 +103,27 @@ def test_without_a_gradient_for_x_the_apply_launch_does_not_run(path, monkeypatc
         assert torch.equal(g, g_op)
 
 
+def test_a_one_launch_step_zeroes_its_ticket_counters_once(monkeypatch):
+    """The backward's reduce launch takes the forward's counters (its kernel left them at 0):
+    one zeroed buffer per training step, not two; the bits are the op's (which zeroes two)."""
+    from tritattn import workspaces
+
+    pool, mlp, act = "mean", "fc_act_fc", "relu"
+    x, _, weights = _call(pool, mlp, act, False, False)
+    zeroed = []
+    counters = workspaces.counters
+    monkeypatch.setattr(workspaces, "counters", lambda device, n: zeroed.append(n) or counters(device, n))
+    y = excitation_block.excitation(x, BlockSpec(pool, mlp, act, *weights), "sigmoid", path="one-launch")
+    cot = torch.randn_like(y)
+    grads = torch.autograd.grad(y, [x, *weights], cot)
+    assert zeroed == [SHAPE[0]]
+    grads_op = torch.autograd.grad(_through_the_op(x, None, weights, pool, mlp, act, "identity", "one-launch"),
+                                   [x, *weights], cot)
+    assert len(zeroed) == 3  # the op: one per direction
+    for g, g_op in zip(grads, grads_op):
+        assert torch.equal(g, g_op)
+
+
 def test_a_double_backward_is_refused():
     pool, mlp, act = "mean", "fc_act_fc", "relu"
     x, _, weights = _call(pool, mlp, act, False, False)

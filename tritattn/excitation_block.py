@@ -432,6 +432,7 @@ def channel_backward(
     gate: str, act_out: str, grad_x: Optional[Tensor], grad_res: Optional[Tensor], grads: Sequence[Optional[Tensor]],
     sp: Optional[Tensor] = None, norm: Optional[tuple] = None, prologue: Optional[tuple] = None,
     batch_stats: bool = False, path: str = "", kept: Optional[Tensor] = None, kernel_spec: Optional[tuple] = None,
+    counter: Optional[Tensor] = None,
 ) -> None:
     """The excitation's backward (launch.excitation_bwd_reduce → the MLP's backward and the weight
     gradients as GEMMs, tritattn/excitation_mlp.py → launch.excitation_bwd_apply) with its [B, C]
@@ -442,7 +443,8 @@ def channel_backward(
     as the launchers take them (+ the prologue BatchNorm's weight and bias gradients in
     ``grads``); ``path`` as :func:`excitation_block`'s ("": chosen for this backward); ``kept``:
     the hidden vectors the split path's forward kept (:func:`kept_hidden`), or None; ``kernel_spec``:
-    :func:`pipeline_spec`'s (spec, RD) where the caller has it."""
+    :func:`pipeline_spec`'s (spec, RD) where the caller has it; ``counter``: B zeroed ticket slots
+    for the one-launch path's reduce launch (the forward's, which its kernel left at 0), else new ones."""
     B, C = x.shape[:2]
     w1, b1, w2, b2 = weights
     spec, RD = kernel_spec if kernel_spec is not None else pipeline_spec(pool, mlp, act, w1, C)
@@ -467,7 +469,8 @@ def channel_backward(
     named.update(zip(_GRAD_NAMES, grads))
     launch.excitation_bwd_reduce(grad_y, x, y, s, mean, maximum, count, w1 if tail else None, b1 if tail else None,
                                  w2 if tail else None, spec, RD, gate, act_out, work,
-                                 workspaces.counters(x.device, B) if tail else None, sp, norm if tail else None,
+                                 (counter if counter is not None else workspaces.counters(x.device, B)) if tail else None,
+                                 sp, norm if tail else None,
                                  prologue, batch_stats, mlp_tail=tail)
     if tail:
         excitation_mlp.tail_weight_grads(work["grad_s"], mean, maximum, spec, RD, work, named)

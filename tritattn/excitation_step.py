@@ -119,19 +119,20 @@ def _addressable(t: Optional[Tensor]) -> Optional[Tensor]:
 
 
 def _forward(x: Tensor, residual: Optional[Tensor], weights: tuple, call: StepCall,
-             keep: bool) -> tuple[Tensor, Tensor, Optional[Tensor]]:
+             keep: bool) -> tuple[Tensor, Tensor, Optional[Tensor], Optional[Tensor]]:
     """(y, s, the split path's hidden vectors where ``keep`` asks and the path keeps them, else
-    None) for an addressable x (and residual)."""
+    None, the one-launch path's ticket counters — left at 0 by the kernels, so the backward's
+    launches may take them too — else None) for an addressable x (and residual)."""
     B, C = x.shape[:2]
     spec, tail = call.spec, call.path == "one-launch"
     y = _empty_like_4d(x)
     s = _new((B, C), acc_dtype(x), x.device)
     slots, RD = call.kept if keep else (0, 0)
     hidden = _new((slots, B, RD), s.dtype, x.device) if slots else None
+    counter = workspaces.counters(x.device, B) if tail else None
     forward_launches(x, residual, weights, spec, call.RD, call.gate, call.act_out, tail, y, s,
-                     pooled_workspace(x, spec["pool"]), workspaces.counters(x.device, B) if tail else None,
-                     hidden=hidden)
-    return y, s, hidden
+                     pooled_workspace(x, spec["pool"]), counter, hidden=hidden)
+    return y, s, hidden, counter
 
 
 class ExcitationStep(torch.autograd.Function):
@@ -141,8 +142,8 @@ class ExcitationStep(torch.autograd.Function):
     def forward(ctx, x: Tensor, residual: Optional[Tensor], w1: Optional[Tensor], b1: Optional[Tensor],
                 w2: Optional[Tensor], b2: Optional[Tensor], call: StepCall) -> Tensor:
         x = addressable(x)
-        y, s, hidden = _forward(x, _addressable(residual), (w1, b1, w2, b2), call, keep=True)
-        ctx.call, ctx.has_residual = call, residual is not None
+        y, s, hidden, counter = _forward(x, _addressable(residual), (w1, b1, w2, b2), call, keep=True)
+        ctx.call, ctx.has_residual, ctx.counter = call, residual is not None, counter
         ctx.save_for_backward(x, y if call.act_out == "relu" else None, s, w1, b1, w2, b2, hidden)
         return y
 
@@ -175,7 +176,7 @@ def _backward(ctx, grad_y: Tensor) -> tuple:
              for t, wanted in zip((w1, b1, w2, b2), needs[2:6])]
     channel_backward(addressable(grad_y), x, y, s, (w1, b1, w2, b2), spec["pool"], spec["mlp"], spec["act"],
                      call.gate, call.act_out, grad_x, grad_res, grads, path=call.path, kept=hidden,
-                     kernel_spec=(spec, call.RD))
+                     kernel_spec=(spec, call.RD), counter=ctx.counter)
     if ctx.has_residual and call.act_out == "identity" and needs[1]:
         grad_res = grad_y
     return (grad_x if needs[0] else None), grad_res, *grads, None

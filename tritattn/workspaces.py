@@ -32,8 +32,9 @@ let two graphs captured on one stream, replayed on two streams, share slots, and
 owner per graph to be safe: not worth the saved memset.
 
 Within one op several launches may use the same counters one after another (the L2-chunked
-forward, CBAM's channel and spatial halves): the kernels' reset of each slot they use is what
-makes that safe, and the tests check that every counter is 0 after every launch.
+forward, CBAM's channel and spatial halves; a training step on the host's short path, whose
+backward takes its forward's, tritattn/excitation_step.py): the kernels' reset of each slot they
+use is what makes that safe, and the tests check that every counter is 0 after every launch.
 """
 from __future__ import annotations
 
