@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .eager_ops import autocast_on, without_autocast
+from .eager_ops import autocast_on
 
 
 def _in_acc(fn: Callable[..., None]) -> Callable[..., None]:
@@ -34,7 +34,7 @@ def _in_acc(fn: Callable[..., None]) -> Callable[..., None]:
     def wrapper(first: Tensor, *args, **kwargs) -> None:
         if not autocast_on(first):  # no context to enter: µs of host time, more inside a backward
             return fn(first, *args, **kwargs)
-        with without_autocast(first):
+        with torch.autocast(first.device.type, enabled=False):
             return fn(first, *args, **kwargs)
     return wrapper
 
