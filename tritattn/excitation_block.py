@@ -342,22 +342,31 @@ def excitation_block(
 
 
 def forward_launches(x: Tensor, residual: Optional[Tensor], weights: tuple, spec: dict, RD: int, gate: str,
-                     act_out: str, tail: bool, y: Tensor, s: Tensor, pooled: tuple, counter: Optional[Tensor],
-                     norm: Optional[tuple] = None, prologue: Optional[tuple] = None,
-                     hidden: Optional[Tensor] = None) -> None:
+                     act_out: str, tail: bool, y: Tensor, s: Optional[Tensor], pooled: tuple,
+                     counter: Optional[Tensor], norm: Optional[tuple] = None, prologue: Optional[tuple] = None,
+                     hidden: Optional[Tensor] = None,
+                     prepared: Optional[excitation_mlp.DenseMLP] = None) -> tuple[Tensor, tuple[Tensor, ...]]:
     """The forward's launches on samples x (the batch, or one L2 chunk): squeeze_excite_fwd (with
     each sample's MLP where ``tail``, the one-launch path; else pooling only, then the MLP as
     GEMMs) → gated_scale_fwd, into y and the logits s; ``pooled`` = :func:`pooled_workspace`'s
     (mean, max, ties), ``counter`` the zeroed ticket slots of the one-launch path, ``hidden`` the
-    split path's kept hidden vectors (:func:`kept_hidden`) or None."""
+    split path's kept hidden vectors (:func:`kept_hidden`) or None. With ``prepared`` (the split
+    path's MLP, excitation_mlp.DenseMLP) s may be None: the MLP's GEMM allocates it. Returns (s,
+    the hidden vectors ``prepared`` kept, else ())."""
     w1, b1, w2, b2 = weights
+    kept = ()
     if tail:
         launch.squeeze_excite_fwd(x, w1, b1, w2, b2, spec, RD, *pooled, s, counter, norm, prologue)
     else:
         launch.squeeze_excite_fwd(x, None, None, None, None, spec, RD, *pooled, None, None, norm, prologue,
                                   mlp_tail=False)
-        excitation_mlp.logits(pooled[0], pooled[1], weights, spec, norm, s, hidden)
+        if prepared is not None:
+            s, kept = excitation_mlp.dense_logits(excitation_mlp.pooled_input(pooled[0], pooled[1], spec["pool"]),
+                                                  prepared, s)
+        else:
+            excitation_mlp.logits(pooled[0], pooled[1], weights, spec, norm, s, hidden)
     launch.gated_scale_fwd(x, s, residual, y, "channel", gate, act_out, prologue)
+    return s, kept
 
 
 def _chunk(t, b0: int, step: int):
@@ -419,7 +428,8 @@ def excitation_block_backward(
     channel_backward(grad_y, x, y, s, (w1, b1, w2, b2), pool, mlp, act, gate, act_out, grad_x, _optional(grad_res),
                      [_optional(g) for g in grads], norm=_norm(bn_weight, bn_bias, bn_running_mean, bn_running_var, bn_eps),
                      prologue=_prologue(prologue_act, pre_weight, pre_bias, pre_mean, pre_var, pre_eps),
-                     batch_stats=pre_batch_stats, path=path, kept=hidden)
+                     batch_stats=pre_batch_stats, path=path,
+                     kept=hidden.unbind(0) if hidden is not None else None)
     return out
 
 
@@ -431,8 +441,8 @@ def channel_backward(
     grad_y: Tensor, x: Tensor, y: Optional[Tensor], s: Tensor, weights: tuple, pool: str, mlp: str, act: str,
     gate: str, act_out: str, grad_x: Optional[Tensor], grad_res: Optional[Tensor], grads: Sequence[Optional[Tensor]],
     sp: Optional[Tensor] = None, norm: Optional[tuple] = None, prologue: Optional[tuple] = None,
-    batch_stats: bool = False, path: str = "", kept: Optional[Tensor] = None, kernel_spec: Optional[tuple] = None,
-    counter: Optional[Tensor] = None,
+    batch_stats: bool = False, path: str = "", kept: Optional[tuple] = None, kernel_spec: Optional[tuple] = None,
+    counter: Optional[Tensor] = None, prepared: Optional[excitation_mlp.DenseMLP] = None,
 ) -> None:
     """The excitation's backward (launch.excitation_bwd_reduce → the MLP's backward and the weight
     gradients as GEMMs, tritattn/excitation_mlp.py → launch.excitation_bwd_apply) with its [B, C]
@@ -442,7 +452,8 @@ def channel_backward(
     per-pixel terms for CBAM (act_out "spatial"); ``prologue`` (act, norm) and ``batch_stats``
     as the launchers take them (+ the prologue BatchNorm's weight and bias gradients in
     ``grads``); ``path`` as :func:`excitation_block`'s ("": chosen for this backward); ``kept``:
-    the hidden vectors the split path's forward kept (:func:`kept_hidden`), or None; ``kernel_spec``:
+    the hidden vectors the split path's forward kept (:func:`kept_hidden`'s slots), or None; ``prepared``:
+    the split path's MLP prepared by the caller (excitation_mlp.DenseMLP), or None; ``kernel_spec``:
     :func:`pipeline_spec`'s (spec, RD) where the caller has it; ``counter``: B zeroed ticket slots
     for the one-launch path's reduce launch (the forward's, which its kernel left at 0), else new ones."""
     B, C = x.shape[:2]
@@ -476,7 +487,7 @@ def channel_backward(
         excitation_mlp.tail_weight_grads(work["grad_s"], mean, maximum, spec, RD, work, named)
     else:
         excitation_mlp.pool_grads(work["grad_s"], mean, maximum, weights, spec, norm, work["grad_mean"],
-                                  work["grad_max"], named, kept)
+                                  work["grad_max"], named, kept, prepared)
     if pro_norm:
         launch.prologue_norm_bwd(s, work["grad_mean"], work["psum"], work["sums"], named["pre_weight"],
                                  named["pre_bias"], gate, x.shape[2] * x.shape[3])

@@ -17,7 +17,7 @@ kernels/excitation.py's module docstring (pool, mlp, act as in tritattn.excitati
 from __future__ import annotations
 
 import functools
-from typing import Callable, Optional
+from typing import Callable, NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
@@ -62,10 +62,14 @@ def _activation(h: Tensor, act: str) -> Tensor:
 def _activation_backward(h: Tensor, grad: Tensor, act: str) -> Tensor:
     """The gradient of act's input h from its output's, one launch (ReLU's: ``h`` may be act(h) as well)."""
     if act == "relu":
-        return torch.ops.aten.threshold_backward(grad, h, 0)
+        return _THRESHOLD_BACKWARD(grad, h, 0)
     if act == "silu":
-        return torch.ops.aten.silu_backward(grad, h)
+        return _SILU_BACKWARD(grad, h)
     return grad
+
+
+#: the overloads themselves: an op packet resolves its overload at each call (≈ 0.7 µs)
+_THRESHOLD_BACKWARD, _SILU_BACKWARD = torch.ops.aten.threshold_backward.default, torch.ops.aten.silu_backward.default
 
 
 def keeps_hidden(mlp: str, pool: str, hidden_norm: bool) -> bool:
@@ -83,17 +87,87 @@ def hidden_slots(mlp: str, pool: str, act: str, hidden_norm: bool) -> int:
     return 2 if act == "silu" else 1
 
 
-def _hidden_into(hidden: Tensor, v: Tensor, w1: Tensor, b1: Optional[Tensor], act: str) -> Tensor:
-    """act(W1 · v + b1) into hidden[0] and, for SiLU, W1 · v + b1 into hidden[1] (the same launches
-    as computing them anew); returns hidden[0]."""
-    slots = hidden.unbind(0)  # one call for both views (indexing costs µs more)
-    a, h = slots[0], slots[-1]  # h: SiLU's second slot; one slot (a) otherwise
-    _linear_into(h, v, w1, b1)
-    if act == "relu":
-        torch.relu_(a)
-    elif act == "silu":
-        torch.ops.aten.silu.out(h, out=a)
-    return a
+def is_dense(mlp: str, pool: str, hidden_norm: bool) -> bool:
+    """Whether the block's MLP runs as :class:`DenseMLP`: "fc_act_fc" without a hidden BatchNorm, or
+    "fc", on one pooled vector (not CBAM's two)."""
+    return mlp in ("fc_act_fc", "fc") and not hidden_norm and pool != "mean_max_both"
+
+
+class DenseMLP(NamedTuple):
+    """A block's MLP on the [B, C] workspaces, its weights in the workspaces' dtype (ACC):
+    s = W2 · act(W1 · v + b1) + b2 ("fc_act_fc"), or s = W2 · v + b2 ("fc": w1 None). Built per
+    call from the block's weights (:func:`dense_mlp`), or once per call signature by the short
+    host path (tritattn/excitation_step.py), which holds the weights' transposed views (the
+    parameters themselves: an in-place update is seen)."""
+
+    w1: Optional[Tensor]
+    w1t: Optional[Tensor]
+    b1: Optional[Tensor]
+    w2: Tensor
+    w2t: Tensor
+    b2: Optional[Tensor]
+    act: str
+
+
+def dense_mlp(weights: tuple, act: str, dtype: torch.dtype) -> DenseMLP:
+    """:class:`DenseMLP` of (w1, b1, w2, b2) as excitation_block takes them (w1 None for "fc"),
+    converted to ``dtype`` where they have another (a copy: made again at each call)."""
+    w1, b1, w2, b2 = _acc_weights(weights, dtype)
+    return DenseMLP(w1, w1.t() if w1 is not None else None, b1, w2, w2.t(), b2, act)
+
+
+def _dense_hidden(v: Tensor, m: DenseMLP, hidden: Optional[Tensor] = None) -> tuple[Tensor, ...]:
+    """The hidden vectors the backward takes: (act(h),), and (act(h), h) for SiLU, h = W1 · v + b1;
+    written into ``hidden``'s slots [:func:`hidden_slots`, B, RD] where given (the same launches)."""
+    slots = hidden.unbind(0) if hidden is not None else (None, None)  # one call for both views
+    h = _linear(v, m.w1t, m.b1, slots[-1])  # SiLU's second slot; the only one otherwise
+    if m.act == "relu":
+        return (torch.relu_(h),)
+    if m.act == "silu":
+        return (F.silu(h) if hidden is None else torch.ops.aten.silu.out(h, out=slots[0]), h)
+    return (h,)
+
+
+def _dense_logits(v: Tensor, m: DenseMLP, s: Optional[Tensor] = None,
+                  hidden: Optional[Tensor] = None) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """(s, the hidden vectors :func:`_dense_hidden`, () for "fc") of v [B, C]; s into ``s`` where given."""
+    if m.w1 is None:
+        return _linear(v, m.w2t, m.b2, s), ()
+    kept = _dense_hidden(v, m, hidden)
+    return _linear(kept[0], m.w2t, m.b2, s), kept
+
+
+def _dense_pool_grads(grad_s: Tensor, v: Tensor, m: DenseMLP, kept: Optional[tuple], grad_v: Tensor,
+                      grads: dict) -> None:
+    """grad_v = ∂s/∂v ᵀ grad_s into ``grad_v``, and the weight gradients into ``grads`` (as
+    :func:`weight_grads`), from the forward's hidden vectors ``kept`` (:func:`_dense_hidden`;
+    None: computed again)."""
+    if m.w1 is None:
+        torch.mm(grad_s, m.w2, out=grad_v)
+        weight_grads(grad_s, v, None, _DENSE_FC, None, None, None, None, grads)
+        return
+    if kept is None:
+        kept = _dense_hidden(v, m)
+    grad_h = _activation_backward(kept[-1], torch.mm(grad_s, m.w2), m.act)  # SiLU's from h, ReLU's from act(h)
+    torch.mm(grad_h, m.w1, out=grad_v)
+    weight_grads(grad_s, v, None, _DENSE_FC_ACT_FC, kept[0], grad_h, None, None, grads)
+
+
+#: weight_grads' spec for a DenseMLP (its pooling is one vector: the bias is used once)
+_DENSE_FC, _DENSE_FC_ACT_FC = dict(pool="mean", mlp="fc"), dict(pool="mean", mlp="fc_act_fc")
+
+
+dense_logits = _in_acc(_dense_logits)
+
+
+def _linear(a: Tensor, wt: Tensor, bias: Optional[Tensor], out: Optional[Tensor] = None,
+            bias_factor: float = 1.0) -> Tensor:
+    """a · wt + bias_factor · bias (wt: a weight's transposed view), one GEMM, into ``out`` where given."""
+    if bias is None:
+        return torch.mm(a, wt) if out is None else torch.mm(a, wt, out=out)
+    if out is None and bias_factor == 1.0:
+        return torch.addmm(bias, a, wt)
+    return torch.addmm(bias, a, wt, beta=bias_factor, out=out)
 
 
 def _hidden_norm(norm: Optional[tuple], dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor, Tensor] | None:
@@ -127,50 +201,43 @@ def logits(mean: Tensor, maximum: Optional[Tensor], weights: tuple, spec: dict, 
     ``mean`` / ``maximum`` [B, C]; ``weights`` = (w1, b1, w2, b2) as excitation_block takes them;
     ``hidden`` [:func:`hidden_slots`, B, RD] (ACC) receives the hidden vectors where they are kept."""
     dtype = s.dtype
-    w1, b1, w2, b2 = _acc_weights(weights, dtype)
     pool, mlp = spec["pool"], spec["mlp"]
-    if mlp == "fc_act_fc" and hidden is not None:
-        _linear_into(s, _hidden_into(hidden, pooled_input(mean, maximum, pool), w1, b1, spec["act"]), w2, b2)
-    elif mlp == "fc_act_fc":
+    if is_dense(mlp, pool, norm is not None):
+        _dense_logits(pooled_input(mean, maximum, pool), dense_mlp(weights, spec["act"], dtype), s, hidden)
+        return
+    w1, b1, w2, b2 = _acc_weights(weights, dtype)
+    if mlp == "fc_act_fc":
         bn = _hidden_norm(norm, dtype)
         a = _activation(_hidden(pooled_input(mean, maximum, pool), w1, b1, bn)[1], spec["act"])
         if pool == "mean_max_both":  # W2 · (act(h_mean) + act(h_max)) + 2·b2
             a = a + _activation(_hidden(maximum, w1, b1, bn)[1], spec["act"])
-        _linear_into(s, a, w2, b2, 2.0 if pool == "mean_max_both" else 1.0)
+        _linear(a, w2.t(), b2, s, 2.0 if pool == "mean_max_both" else 1.0)
     elif mlp == "fc":
-        _linear_into(s, pooled_input(mean, maximum, pool), w2, b2)
+        _linear(pooled_input(mean, maximum, pool), w2.t(), b2, s)
     else:
         out = _windows(pooled_input(mean, maximum, pool), spec["taps"], mlp == "taps_circular") @ w1
         s.copy_(out + b2 if b2 is not None else out)
 
 
-def _linear_into(out: Tensor, a: Tensor, w: Tensor, bias: Optional[Tensor], bias_factor: float = 1.0) -> None:
-    """out = a · wᵀ + bias_factor · bias, written in place (one GEMM)."""
-    if bias is None:
-        torch.mm(a, w.t(), out=out)
-    else:
-        torch.addmm(bias, a, w.t(), beta=bias_factor, out=out)
-
-
 @_in_acc
 def pool_grads(grad_s: Tensor, mean: Tensor, maximum: Optional[Tensor], weights: tuple, spec: dict,
                norm: Optional[tuple], grad_mean: Tensor, grad_max: Optional[Tensor], grads: dict,
-               kept: Optional[Tensor] = None) -> None:
+               kept: Optional[tuple] = None, prepared: Optional[DenseMLP] = None) -> None:
     """The split path's MLP backward for every sample: from grad_s [B, C] (the logits' gradient)
     the pooled vectors' gradients into ``grad_mean`` / ``grad_max`` [B, C], and the weight
     gradients into ``grads`` (as :func:`weight_grads`); ``kept``: the forward's hidden vectors
-    (:func:`logits`), else they are computed again."""
+    (a :class:`DenseMLP`'s: act(h), and h for SiLU), else they are computed again; ``prepared``:
+    the block's :class:`DenseMLP` where the caller made it (else made here where :func:`is_dense`)."""
     dtype = grad_s.dtype
-    w1, b1, w2, _ = _acc_weights(weights, dtype)
     pool, mlp = spec["pool"], spec["mlp"]
     v = pooled_input(mean, maximum, pool)
+    if is_dense(mlp, pool, norm is not None):
+        _dense_pool_grads(grad_s, v, prepared or dense_mlp(weights, spec["act"], dtype), kept, grad_mean, grads)
+        _pool_grads_mean_max_avg(pool, grad_mean, grad_max)
+        return
+    w1, b1, w2, _ = _acc_weights(weights, dtype)
     hidden = grad_h = grad_h_max = grad_norm = None
-    if mlp == "fc_act_fc" and kept is not None:
-        slots = kept.unbind(0)
-        hidden = slots[0]
-        grad_h = _activation_backward(slots[-1], torch.mm(grad_s, w2), spec["act"])  # SiLU's from h, ReLU's from act(h)
-        torch.mm(grad_h, w1, out=grad_mean)
-    elif mlp == "fc_act_fc":
+    if mlp == "fc_act_fc":
         bn = _hidden_norm(norm, dtype)
         h_pre, h = _hidden(v, w1, b1, bn)
         da = grad_s @ w2
@@ -196,10 +263,16 @@ def pool_grads(grad_s: Tensor, mean: Tensor, maximum: Optional[Tensor], weights:
         torch.mm(grad_s, w2, out=grad_mean)
     else:  # the transposed conv: grad_v[c] = Σ_t w[t] · grad_s[c - t + pad]
         grad_mean.copy_(_windows(grad_s, spec["taps"], mlp == "taps_circular") @ w1.flip(0))
+    _pool_grads_mean_max_avg(pool, grad_mean, grad_max)
+    weight_grads(grad_s, v, maximum, spec, hidden, grad_h, grad_h_max, grad_norm, grads)
+
+
+def _pool_grads_mean_max_avg(pool: str, grad_mean: Tensor, grad_max: Optional[Tensor]) -> None:
+    """For "mean_max_avg" (v = (mean + max) · 0.5), grad_mean and grad_max from grad_v, which
+    ``grad_mean`` holds: both grad_v · 0.5."""
     if pool == "mean_max_avg":
         grad_mean.mul_(0.5)
         grad_max.copy_(grad_mean)
-    weight_grads(grad_s, v, maximum, spec, hidden, grad_h, grad_h_max, grad_norm, grads)
 
 
 def weight_grads(grad_s: Tensor, v: Tensor, maximum: Optional[Tensor], spec: dict, hidden: Optional[Tensor],

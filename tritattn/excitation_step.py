@@ -15,7 +15,7 @@ op's to the bit (tests/test_excitation_step.py):
 
 - without autograd, the forward's launches alone (no hidden vectors kept);
 - under autograd, :class:`ExcitationStep`, saving what the op saves: x, the logits s (float32),
-  y only with the ReLU epilogue, the split path's hidden vectors (excitation_block.kept_hidden);
+  y only with the ReLU epilogue, the split path's hidden vectors (excitation_mlp.DenseMLP's);
   its backward allocates gradients only for the inputs autograd asks for
   (``ctx.needs_input_grad``), and where neither x nor the residual wants one the apply launch
   does not run.
@@ -36,25 +36,27 @@ from typing import NamedTuple, Optional
 import torch
 from torch import Tensor
 
-from . import dispatch, excitation_block, paths, workspaces
+from . import dispatch, excitation_block, excitation_mlp, paths, workspaces
 from .backend import kernels_disabled
-from .excitation_block import (KERNEL_PATHS, BlockSpec, acc_dtype, channel_backward, forward_launches, kept_hidden,
-                               pipeline_spec, pooled_workspace, samples_per_launch)
+from .excitation_block import (KERNEL_PATHS, BlockSpec, acc_dtype, channel_backward, forward_launches, pipeline_spec,
+                               pooled_workspace, samples_per_launch)
 from .layout import addressable
 from .ops import _empty_like_4d, _new, _new_as
 
 
 class StepCall(NamedTuple):
     """The non-tensor arguments of one call: the kernels' description of the excitation
-    (excitation_block.pipeline_spec), the hidden width RD, the gate, the epilogue, the path, and
-    (slots, RD) of the hidden vectors the path keeps for the backward (excitation_block.kept_hidden)."""
+    (excitation_block.pipeline_spec), the hidden width RD, the gate, the epilogue, the path; on
+    the split path with a dense MLP (excitation_mlp.is_dense) ``dense``, and ``mlp`` the MLP
+    prepared once where the weights have the workspaces' dtype (else made at each call)."""
 
     spec: dict
     RD: int
     gate: str
     act_out: str
     path: str
-    kept: tuple[int, int]
+    dense: bool
+    mlp: Optional[excitation_mlp.DenseMLP]
 
 
 def applies(x: Tensor, spec: BlockSpec, residual: Optional[Tensor], path: str) -> bool:
@@ -81,14 +83,17 @@ class Step:
     def __init__(self, x: Tensor, spec: BlockSpec, gate: str, residual: Optional[Tensor], act_out: str, path: str):
         kernel_spec, RD = pipeline_spec(spec.pool, spec.mlp, spec.act, spec.w1, x.shape[1])
         self.weights = (spec.w1, spec.b1, spec.w2, spec.b2)
-        self.call = StepCall(kernel_spec, RD, gate, act_out, path,
-                             kept_hidden(spec.pool, spec.mlp, spec.act, spec.w1, False, path))
+        dense = path == "split" and excitation_mlp.is_dense(spec.mlp, spec.pool, False)
+        acc = acc_dtype(x)
+        prepared = dense and all(w is None or w.dtype == acc for w in self.weights)
+        self.call = StepCall(kernel_spec, RD, gate, act_out, path, dense,
+                             excitation_mlp.dense_mlp(self.weights, spec.act, acc) if prepared else None)
         self.grad = dispatch.needs_grad((x, residual, *self.weights))
 
     def __call__(self, x: Tensor, residual: Optional[Tensor]) -> Tensor:
         if self.grad:
             return ExcitationStep.apply(x, residual, *self.weights, self.call)
-        return _forward(addressable(x), _addressable(residual), self.weights, self.call, keep=False)[0]
+        return _forward(addressable(x), _addressable(residual), self.weights, self.call)[0]
 
 
 def call_key(x: object, residual: object, act_out: str) -> tuple | None:
@@ -118,21 +123,22 @@ def _addressable(t: Optional[Tensor]) -> Optional[Tensor]:
     return addressable(t) if t is not None else None
 
 
-def _forward(x: Tensor, residual: Optional[Tensor], weights: tuple, call: StepCall,
-             keep: bool) -> tuple[Tensor, Tensor, Optional[Tensor], Optional[Tensor]]:
-    """(y, s, the split path's hidden vectors where ``keep`` asks and the path keeps them, else
-    None, the one-launch path's ticket counters — left at 0 by the kernels, so the backward's
-    launches may take them too — else None) for an addressable x (and residual)."""
+def _forward(x: Tensor, residual: Optional[Tensor], weights: tuple,
+             call: StepCall) -> tuple[Tensor, Tensor, tuple[Tensor, ...], Optional[Tensor]]:
+    """(y, s, the split path's hidden vectors (excitation_mlp.DenseMLP's; else ()), the one-launch
+    path's ticket counters — left at 0 by the kernels, so the backward's launches may take them
+    too — else None) for an addressable x (and residual)."""
     B, C = x.shape[:2]
     spec, tail = call.spec, call.path == "one-launch"
     y = _empty_like_4d(x)
-    s = _new((B, C), acc_dtype(x), x.device)
-    slots, RD = call.kept if keep else (0, 0)
-    hidden = _new((slots, B, RD), s.dtype, x.device) if slots else None
+    mlp = call.mlp
+    if mlp is None and call.dense:
+        mlp = excitation_mlp.dense_mlp(weights, spec["act"], acc_dtype(x))
+    s = _new((B, C), acc_dtype(x), x.device) if mlp is None else None  # else the MLP's GEMM makes it
     counter = workspaces.counters(x.device, B) if tail else None
-    forward_launches(x, residual, weights, spec, call.RD, call.gate, call.act_out, tail, y, s,
-                     pooled_workspace(x, spec["pool"]), counter, hidden=hidden)
-    return y, s, hidden, counter
+    s, kept = forward_launches(x, residual, weights, spec, call.RD, call.gate, call.act_out, tail, y, s,
+                               pooled_workspace(x, spec["pool"]), counter, prepared=mlp)
+    return y, s, kept, counter
 
 
 class ExcitationStep(torch.autograd.Function):
@@ -142,9 +148,9 @@ class ExcitationStep(torch.autograd.Function):
     def forward(ctx, x: Tensor, residual: Optional[Tensor], w1: Optional[Tensor], b1: Optional[Tensor],
                 w2: Optional[Tensor], b2: Optional[Tensor], call: StepCall) -> Tensor:
         x = addressable(x)
-        y, s, hidden, counter = _forward(x, _addressable(residual), (w1, b1, w2, b2), call, keep=True)
+        y, s, kept, counter = _forward(x, _addressable(residual), (w1, b1, w2, b2), call)
         ctx.call, ctx.has_residual, ctx.counter = call, residual is not None, counter
-        ctx.save_for_backward(x, y if call.act_out == "relu" else None, s, w1, b1, w2, b2, hidden)
+        ctx.save_for_backward(x, y if call.act_out == "relu" else None, s, w1, b1, w2, b2, *kept)
         return y
 
     @staticmethod
@@ -165,7 +171,7 @@ def _not_differentiable(t: Tensor) -> Tensor:
 
 
 def _backward(ctx, grad_y: Tensor) -> tuple:
-    x, y, s, w1, b1, w2, b2, hidden = ctx.saved_tensors
+    x, y, s, w1, b1, w2, b2, *kept = ctx.saved_tensors
     call, needs = ctx.call, ctx.needs_input_grad
     spec = call.spec
     # d(y)/d(residual) is the identity without an epilogue; the apply launch writes it after a ReLU
@@ -175,8 +181,8 @@ def _backward(ctx, grad_y: Tensor) -> tuple:
     grads = [_new_as(t) if t is not None and wanted else None
              for t, wanted in zip((w1, b1, w2, b2), needs[2:6])]
     channel_backward(addressable(grad_y), x, y, s, (w1, b1, w2, b2), spec["pool"], spec["mlp"], spec["act"],
-                     call.gate, call.act_out, grad_x, grad_res, grads, path=call.path, kept=hidden,
-                     kernel_spec=(spec, call.RD), counter=ctx.counter)
+                     call.gate, call.act_out, grad_x, grad_res, grads, path=call.path, kept=tuple(kept) or None,
+                     kernel_spec=(spec, call.RD), counter=ctx.counter, prepared=call.mlp)
     if ctx.has_residual and call.act_out == "identity" and needs[1]:
         grad_res = grad_y
     return (grad_x if needs[0] else None), grad_res, *grads, None
