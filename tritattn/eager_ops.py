@@ -159,9 +159,16 @@ def radix_pooled_attention(
 
 
 def autocast_on(t: torch.Tensor) -> bool:
-    """Whether autocast is on for t's device."""
+    """Whether autocast is on for t's device (whether the device type has autocast at all is asked once)."""
     device = t.device.type
-    return torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device)
+    available = _AUTOCAST_AVAILABLE.get(device)
+    if available is None:
+        available = _AUTOCAST_AVAILABLE[device] = torch.amp.is_autocast_available(device)
+    return available and torch.is_autocast_enabled(device)
+
+
+#: device type → whether autocast exists for it (fixed for the process)
+_AUTOCAST_AVAILABLE: dict[str, bool] = {}
 
 
 def without_autocast(t: torch.Tensor) -> contextlib.AbstractContextManager:

@@ -443,11 +443,12 @@ def channel_backward(
     sp: Optional[Tensor] = None, norm: Optional[tuple] = None, prologue: Optional[tuple] = None,
     batch_stats: bool = False, path: str = "", kept: Optional[tuple] = None, kernel_spec: Optional[tuple] = None,
     counter: Optional[Tensor] = None, prepared: Optional[excitation_mlp.DenseMLP] = None,
-) -> None:
+) -> list[Optional[Tensor]]:
     """The excitation's backward (launch.excitation_bwd_reduce → the MLP's backward and the weight
     gradients as GEMMs, tritattn/excitation_mlp.py → launch.excitation_bwd_apply) with its [B, C]
     workspaces: ``weights`` = (w1, b1, w2, b2) and ``grads`` their gradients (+ the hidden
-    BatchNorm's weight and bias with ``norm``; None where absent or not wanted); grad_x None
+    BatchNorm's weight and bias with ``norm``; None where absent or not wanted; a dtype: made
+    new, excitation_mlp.weight_grads), returned in their order; grad_x None
     (and grad_res None): x's gradient is not wanted, and the apply launch does not run; ``sp``: the spatial half's
     per-pixel terms for CBAM (act_out "spatial"); ``prologue`` (act, norm) and ``batch_stats``
     as the launchers take them (+ the prologue BatchNorm's weight and bias gradients in
@@ -494,6 +495,7 @@ def channel_backward(
     if grad_x is not None:
         launch.excitation_bwd_apply(grad_y, x, y, s, maximum, count, spec, RD, gate, act_out, work, grad_x, grad_res,
                                     sp, norm, prologue, batch_stats)
+    return [named[name] for name in _GRAD_NAMES[:len(grads)]]
 
 
 @excitation_block_backward.register_fake

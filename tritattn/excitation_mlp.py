@@ -279,7 +279,8 @@ def weight_grads(grad_s: Tensor, v: Tensor, maximum: Optional[Tensor], spec: dic
                  grad_h: Optional[Tensor], grad_h_max: Optional[Tensor], grad_norm: Optional[tuple],
                  grads: dict) -> None:
     """The weight gradients as GEMMs and column sums over the batch, into ``grads`` ("w1", "b1",
-    "w2", "b2", "bn_weight", "bn_bias"; None where absent):
+    "w2", "b2", "bn_weight", "bn_bias"; None where absent or not wanted, a tensor to write, or a
+    dtype: the gradient is a new tensor of it, which replaces the dtype in ``grads``):
 
       "fc_act_fc": grad_W1 = grad_hᵀ · v (+ grad_h_maxᵀ · max), grad_b1 = Σ_b grad_h (+ grad_h_max),
                    grad_W2 = grad_sᵀ · hidden, grad_b2 = Σ_b grad_s (× 2 for "mean_max_both"),
@@ -293,48 +294,63 @@ def weight_grads(grad_s: Tensor, v: Tensor, maximum: Optional[Tensor], spec: dic
     weight gradient). Called by :func:`pool_grads` and :func:`tail_weight_grads`, with autocast off."""
     pool, mlp = spec["pool"], spec["mlp"]
     if mlp == "fc_act_fc":
-        _mm_into(grads["w1"], grad_h.t(), v, grad_h_max.t() if grad_h_max is not None else None, maximum)
+        if grads["w1"] is not None:
+            grads["w1"] = _mm_to(grads["w1"], grad_h.t(), v,
+                                 grad_h_max.t() if grad_h_max is not None else None, maximum)
         if grads["b1"] is not None:
-            _sum_into(grads["b1"], grad_h + grad_h_max if grad_h_max is not None else grad_h)
-        _mm_into(grads["w2"], grad_s.t(), hidden)
+            grads["b1"] = _sum_to(grads["b1"], grad_h + grad_h_max if grad_h_max is not None else grad_h)
+        if grads["w2"] is not None:
+            grads["w2"] = _mm_to(grads["w2"], grad_s.t(), hidden)
         if grad_norm is not None:
-            _sum_into(grads["bn_bias"], grad_norm[0])
-            _sum_into(grads["bn_weight"], grad_norm[1])
+            grads["bn_bias"] = _sum_to(grads["bn_bias"], grad_norm[0])
+            grads["bn_weight"] = _sum_to(grads["bn_weight"], grad_norm[1])
     elif mlp == "fc":
-        _mm_into(grads["w2"], grad_s.t(), v)
+        if grads["w2"] is not None:
+            grads["w2"] = _mm_to(grads["w2"], grad_s.t(), v)
     elif grads["w1"] is not None:
         windows = _windows(v, spec["taps"], mlp == "taps_circular")
-        grads["w1"].copy_(torch.einsum("bc,bct->t", grad_s, windows))
+        grads["w1"] = _as_grad(grads["w1"], torch.einsum("bc,bct->t", grad_s, windows))
     if grads["b2"] is not None:
         if mlp in ("fc_act_fc", "fc"):
             # CBAM's fc2 bias is used twice: mlp(mean) + mlp(max)
-            _sum_into(grads["b2"], grad_s, 2.0 if pool == "mean_max_both" else 1.0)
+            grads["b2"] = _sum_to(grads["b2"], grad_s, 2.0 if pool == "mean_max_both" else 1.0)
         else:
-            grads["b2"].copy_(grad_s.sum().reshape(1))
+            grads["b2"] = _as_grad(grads["b2"], grad_s.sum().reshape(1))
 
 
-def _mm_into(dst: Optional[Tensor], a: Tensor, b: Tensor, a2: Optional[Tensor] = None, b2: Optional[Tensor] = None) -> None:
-    """dst = a · b (+ a2 · b2): GEMMs over the batch, computed in dst when it has their dtype."""
+def _mm_to(dst: Tensor | torch.dtype | None, a: Tensor, b: Tensor, a2: Optional[Tensor] = None,
+           b2: Optional[Tensor] = None) -> Tensor | None:
+    """a · b (+ a2 · b2), GEMMs over the batch, as the gradient ``dst`` asks for (:func:`_as_grad`;
+    computed in dst when it has their dtype); returns it."""
     if dst is None:
-        return
-    here = dst.dtype == a.dtype and dst.is_contiguous()
-    out = torch.mm(a, b, out=dst) if here else a @ b
+        return None
+    here = isinstance(dst, Tensor) and dst.dtype == a.dtype and dst.is_contiguous()
+    out = torch.mm(a, b, out=dst) if here else torch.mm(a, b)
     if a2 is not None:
         out.addmm_(a2, b2)
-    if not here:
-        dst.copy_(out)
+    return dst if here else _as_grad(dst, out)
 
 
-def _sum_into(dst: Optional[Tensor], t: Tensor, factor: float = 1.0) -> None:
-    """dst = factor · Σ_b t[b] (a fixed-order column sum), computed in dst when it has t's dtype."""
+def _sum_to(dst: Tensor | torch.dtype | None, t: Tensor, factor: float = 1.0) -> Tensor | None:
+    """factor · Σ_b t[b] (a fixed-order column sum) as the gradient ``dst`` asks for
+    (:func:`_as_grad`; computed in dst when it has t's dtype); returns it."""
     if dst is None:
-        return
-    here = dst.dtype == t.dtype and dst.is_contiguous()
+        return None
+    here = isinstance(dst, Tensor) and dst.dtype == t.dtype and dst.is_contiguous()
     out = torch.sum(t, 0, out=dst) if here else t.sum(0)
     if factor != 1.0:
         out.mul_(factor)
-    if not here:
-        dst.copy_(out)
+    return dst if here else _as_grad(dst, out)
+
+
+def _as_grad(dst: Tensor | torch.dtype, out: Tensor) -> Tensor:
+    """A weight gradient computed as ``out``, where ``dst`` asks for it: a tensor (the op's
+    output) receives it; a dtype (the short host path's) takes out itself, converted where it
+    has another dtype."""
+    if isinstance(dst, torch.dtype):
+        return out if out.dtype == dst else out.to(dst)
+    dst.copy_(out)
+    return dst
 
 
 @_in_acc

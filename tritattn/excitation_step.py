@@ -41,7 +41,7 @@ from .backend import kernels_disabled
 from .excitation_block import (KERNEL_PATHS, BlockSpec, acc_dtype, channel_backward, forward_launches, pipeline_spec,
                                pooled_workspace, samples_per_launch)
 from .layout import addressable
-from .ops import _empty_like_4d, _new, _new_as
+from .ops import _empty_like_4d, _new
 
 
 class StepCall(NamedTuple):
@@ -178,11 +178,12 @@ def _backward(ctx, grad_y: Tensor) -> tuple:
     grad_res_written = ctx.has_residual and call.act_out != "identity" and needs[1]
     grad_x = _empty_like_4d(x) if needs[0] or grad_res_written else None
     grad_res = _empty_like_4d(x) if grad_res_written else None
-    grads = [_new_as(t) if t is not None and wanted else None
-             for t, wanted in zip((w1, b1, w2, b2), needs[2:6])]
-    channel_backward(addressable(grad_y), x, y, s, (w1, b1, w2, b2), spec["pool"], spec["mlp"], spec["act"],
-                     call.gate, call.act_out, grad_x, grad_res, grads, path=call.path, kept=tuple(kept) or None,
-                     kernel_spec=(spec, call.RD), counter=ctx.counter, prepared=call.mlp)
+    # the weight gradients autograd wants, made new by their GEMMs (named by their dtype)
+    wanted = [t.dtype if t is not None and want else None for t, want in zip((w1, b1, w2, b2), needs[2:6])]
+    grads = channel_backward(addressable(grad_y), x, y, s, (w1, b1, w2, b2), spec["pool"], spec["mlp"], spec["act"],
+                             call.gate, call.act_out, grad_x, grad_res, wanted, path=call.path,
+                             kept=tuple(kept) or None, kernel_spec=(spec, call.RD), counter=ctx.counter,
+                             prepared=call.mlp)
     if ctx.has_residual and call.act_out == "identity" and needs[1]:
         grad_res = grad_y
     return (grad_x if needs[0] else None), grad_res, *grads, None
