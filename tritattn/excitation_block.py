@@ -275,9 +275,10 @@ def kept_hidden(pool: str, mlp: str, act: str, w1: Optional[Tensor], hidden_norm
 def pooled_workspace(x: Tensor, pool: str) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """mean, max and tie count [B, C] (ACC, ACC, int32): written by the kernels, read by the same op."""
     B, C = x.shape[:2]
-    with_max = pool != "mean"
-    return (_new((B, C), acc_dtype(x), x.device), _new((B, C), acc_dtype(x), x.device) if with_max else None,
-            _new((B, C), torch.int32, x.device) if with_max else None)
+    acc, device = acc_dtype(x), x.device
+    if pool == "mean":
+        return _new((B, C), acc, device), None, None
+    return _new((B, C), acc, device), _new((B, C), acc, device), _new((B, C), torch.int32, device)
 
 
 @torch.library.custom_op("tritattn::excitation_block", mutates_args=())

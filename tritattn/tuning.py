@@ -266,9 +266,11 @@ class Problem:
     dtype: torch.dtype
     flags: tuple[tuple[str, Any], ...] = ()
 
-    @property
+    @functools.cached_property
     def key(self) -> str:
-        """The problem key of the tables, formatted once per problem (:func:`problem_key`)."""
+        """The problem key of the tables, formatted once per problem (:func:`problem_key`) and kept
+        on this object: launch plans (tritattn/launch.py) hold their problem, so a launch reads it
+        without hashing the problem again."""
         return problem_key(self)
 
 
