@@ -177,6 +177,11 @@ def test_bad_inputs_raise_clear_errors():
         gc(torch.randn(2, 6, 3, 3, device=DEVICE))
     with pytest.raises(ValueError, match="must be 4-D"):
         gc(torch.randn(6, 3, 3, device=DEVICE))
+    # the per-op path runs its ops unchecked: an MLP swapped for one of other widths is still caught
+    gc = GlobalContext(4, fuse_scale=True).to(DEVICE)
+    gc.mlp_scale.fc2 = nn.Conv2d(gc.mlp_scale.fc2.in_channels, 3, 1).to(DEVICE)
+    with pytest.raises(ValueError, match=r"mlp_scale's output must have shape \(2, 4\) or \(2, 4, 1, 1\)"):
+        gc(torch.randn(2, 4, 3, 3, device=DEVICE, requires_grad=True))
 
 
 # --- the module against timm's --------------------------------------------------------------

@@ -126,9 +126,9 @@ def test_no_tuner_lookup_misses_its_cache_after_a_warm_up(training):
     one_call(block, x, training)
     keys, defaults = tuning.problem_key.cache_info(), tuning._default_config.cache_info()
     one_call(block, x, training)
-    assert tuning.problem_key.cache_info().misses == keys.misses
-    assert tuning.problem_key.cache_info().hits > keys.hits, "the launches looked their problems up"
+    assert tuning.problem_key.cache_info().misses == keys.misses  # no key formatted again (each plan's problem keeps its own)
     assert tuning._default_config.cache_info().misses == defaults.misses
+    assert tuning._default_config.cache_info().hits > defaults.hits, "the launches looked their configs up"
 
 
 def test_problem_keys_are_cached_per_problem_and_the_default_follows_the_heuristic(monkeypatch):

@@ -103,7 +103,11 @@ def context_pool_backward(
         C = x.shape[1]
         wpart = _new((launch.context_pool_programs(x), C + 1), acc_dtype(x), x.device)
         launch.context_pool_bwd(grad_ctx, x, w, stats, grad_x, wpart)
-        total = wpart.sum(0)  # a fixed-order reduction (no atomics): deterministic
+        if wpart.dtype == grad_w.dtype == grad_bias.dtype:  # fixed-order column sums (no atomics), in place
+            torch.sum(wpart[:, :C], 0, out=grad_w)
+            torch.sum(wpart[:, C:], 0, out=grad_bias)
+            return grad_x, grad_w, grad_bias
+        total = wpart.sum(0)
         gw, gb = total[:C], total[C:]
     grad_w.copy_(gw)
     grad_bias.copy_(gb)
@@ -160,7 +164,12 @@ def context_pool(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tenso
             raise ValueError(f"bias must have shape (1,) (the conv's one output channel), got {tuple(bias.shape)}")
         if bias.device != x.device:
             raise ValueError(f"bias is on {bias.device} but x is on {x.device}; move them to one device")
-    return dispatch.call(context_pool_op, x, weight.reshape(C), bias)[0]
+    return context_pool_unchecked(x, weight.reshape(C), bias)
+
+
+def context_pool_unchecked(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """:func:`context_pool` without its argument checks: x, weight [C] and bias must be valid."""
+    return dispatch.call(context_pool_op, x, weight, bias)[0]
 
 
 # --- GCNet's whole block, for inference: the context and its MLPs in one launch pair ------------

@@ -13,9 +13,9 @@ import torch
 from torch import Tensor, nn
 
 from . import dispatch, excitation_block, reference
-from .checks import check_channels, check_feature_map
-from .context_block import context_mlp_op, context_pool
-from .functional import excite_scale, excite_scale_unchecked, squeeze
+from .checks import check_channels, check_companion, check_feature_map, check_logits
+from .context_block import context_mlp_op, context_pool_unchecked
+from .functional import excite_scale_unchecked, squeeze_unchecked
 from .modules import kernel_for_gate, kernel_gate, mlp_act_kind
 from .peers import qualified_name
 from .hooks import has_hooks
@@ -75,6 +75,8 @@ class ContextPlan:
     mlp_args: tuple | None
     #: whether a parameter requires a gradient
     params_need_grad: bool
+    #: conv_attn's weight viewed as [C] and its bias (context_pool's arguments), or None without it
+    attn: tuple[Tensor, Tensor | None] | None
 
 
 class GlobalContext(reference.GlobalContext):
@@ -122,16 +124,19 @@ class GlobalContext(reference.GlobalContext):
                 return x + added  # a broadcast add is already one pass over x
             # x checked above, s [B, C] and the residual made here: no second check
             return excite_scale_unchecked(x, s, gate, added.expand(x.shape) if added is not None else None)
+        # x checked above, the context's weights the module's own: the ops below run unchecked
         B, C = x.shape[:2]
-        if self.conv_attn is not None:
-            ctx = context_pool(x, self.conv_attn.weight.reshape(C), self.conv_attn.bias)
-        else:
-            ctx = squeeze(x, "mean")
+        ctx = context_pool_unchecked(x, *plan.attn) if plan.attn is not None else squeeze_unchecked(x, "mean")
         ctx = ctx.view(B, C, 1, 1)
         added = self.mlp_add(ctx) if self.mlp_add is not None else None
         if self.mlp_scale is not None:
-            residual = added.expand(x.shape) if added is not None else None
-            return excite_scale(x, self.mlp_scale(ctx), gate, residual)
+            s = self.mlp_scale(ctx)
+            check_logits(s, x, "mlp_scale's output")
+            residual = None
+            if added is not None:
+                residual = added.expand(x.shape)
+                check_companion(residual, "mlp_add's output", x, tuple(x.shape))
+            return excite_scale_unchecked(x, s, gate, residual)
         return x + added if added is not None else x
 
     def mlp_kernel_refusal(self, x: Tensor) -> str | None:
@@ -162,7 +167,9 @@ class GlobalContext(reference.GlobalContext):
             mlp = self.mlp_scale if self.mlp_scale is not None else self.mlp_add
             mlp_args = (self.conv_attn.weight.flatten(), *_mlp_args(self.mlp_scale), *_mlp_args(self.mlp_add),
                         mlp_act_kind(mlp.act))
-        return ContextPlan(channels, gate, refusal, mlp_args, any(p.requires_grad for p in self.parameters()))
+        attn = self.conv_attn
+        return ContextPlan(channels, gate, refusal, mlp_args, any(p.requires_grad for p in self.parameters()),
+                           (attn.weight.view(attn.in_channels), attn.bias) if attn is not None else None)
 
     def _static_mlp_refusal(self) -> str | None:
         """:meth:`mlp_kernel_refusal`'s reasons that do not depend on x or grad mode."""
