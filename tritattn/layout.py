@@ -9,14 +9,15 @@ Axis = Literal["channel", "spatial"]  # "channel": R = C, K = H×W;  "spatial": 
 
 
 def flat_spatial_stride(t: torch.Tensor) -> int | None:
-    """The stride of the flattened H×W index p = h·W + w, or None when no single stride exists."""
-    _, _, H, W = t.shape
+    """The stride of the flattened H×W index p = h·W + w of t [..., H, W] (a map [B, C, H, W] or
+    branches [B, R, C, H, W]), or None when no single stride exists."""
+    H, W = t.shape[-2:]
     if H == 1:
-        return t.stride(3)
+        return t.stride(-1)
     if W == 1:
-        return t.stride(2)
-    if t.stride(2) == W * t.stride(3):
-        return t.stride(3)
+        return t.stride(-2)
+    if t.stride(-2) == W * t.stride(-1):
+        return t.stride(-1)
     return None
 
 

@@ -61,14 +61,14 @@ if TRITON_AVAILABLE:
 def addressable_branches(x5: Tensor) -> Tensor:
     """``x5`` itself when the kernels can address it by strides (H and W flatten to one pixel
     stride: stride_h == W · stride_w, or H or W is 1), else a contiguous copy."""
-    return x5 if flat_spatial_stride(x5[:, 0]) is not None else x5.contiguous()
+    return x5 if flat_spatial_stride(x5) is not None else x5.contiguous()
 
 
 def branch_memory_format(x5: Tensor) -> torch.memory_format:
     """channels_last when the channels are x5's inner axis (channel stride below the pixel
     stride, C > 1 and H·W > 1: SplitAttn's channels_last input), else contiguous (NCHW)."""
     B, R, C, H, W = x5.shape
-    sp = flat_spatial_stride(x5[:, 0])
+    sp = flat_spatial_stride(x5)
     if C > 1 and H * W > 1 and sp is not None and x5.stride(2) < sp:
         return torch.channels_last
     return torch.contiguous_format
@@ -77,6 +77,8 @@ def branch_memory_format(x5: Tensor) -> torch.memory_format:
 def _new_like(t: Tensor) -> Tensor:
     """A new (poisonable) tensor of t's shape and dtype, its dimensions laid out in the order of
     t's strides (as ``torch.empty_like``'s preserve_format does for a dense t)."""
+    if t.is_contiguous():  # the common case, without the permutation's µs
+        return _new(tuple(t.shape), t.dtype, t.device)
     order = sorted(range(t.dim()), key=lambda d: -t.stride(d))  # stable: ties keep their order
     inverse = [order.index(d) for d in range(t.dim())]
     return _new([t.shape[d] for d in order], t.dtype, t.device).permute(inverse)
@@ -162,7 +164,7 @@ def _pool_backward(ctx, grad_pooled):
     # grad_pooled / (H·W) on every element, as a broadcast view (torch's mean backward does the
     # same): no plane is written, and autograd's sum with radix_combine's grad_x5 reads it for free
     B, R, C, H, W = ctx.x_shape
-    return (grad_pooled / (H * W))[:, None, :, None, None].expand(ctx.x_shape)
+    return (grad_pooled / (H * W)).view(B, 1, C, 1, 1).expand(ctx.x_shape)
 
 
 def _combine_setup(ctx, inputs, output) -> None:
@@ -202,6 +204,11 @@ def radix_pool(x5: Tensor) -> Tensor:
     ``x5.sum(1).mean((2, 3))`` of x5 [B, R, C, H, W] → [B, C], in x5's dtype (float32 / float64
     accumulation, one rounding). Differentiable; its gradient is a broadcast view."""
     check_branches(x5)
+    return radix_pool_unchecked(x5)
+
+
+def radix_pool_unchecked(x5: Tensor) -> Tensor:
+    """:func:`radix_pool` without its argument check: x5 must be valid branches."""
     return dispatch.call(radix_pool_op, x5)
 
 
@@ -219,6 +226,11 @@ def radix_combine(x5: Tensor, a: Tensor) -> Tensor:
             f"shape {tuple(a.shape)}"
         )
     check_companion(a, "a", x5, (B, R, C))
+    return radix_combine_unchecked(x5, a)
+
+
+def radix_combine_unchecked(x5: Tensor, a: Tensor) -> Tensor:
+    """:func:`radix_combine` without its argument checks: x5 must be valid branches, a [B, R, C] on their device."""
     return dispatch.call(radix_combine_op, x5, a)
 
 

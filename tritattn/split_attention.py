@@ -48,7 +48,7 @@ from .checks import check_channels, check_feature_map
 from .modules import _plain_batchnorm, hidden_layer_refusal, mlp_act_kind
 from .peers import qualified_name
 from .radix_block import (check_branches, dense_pointwise, radix_attention_unchecked, radix_combine,
-                          radix_logit_order, radix_pool)
+                          radix_combine_unchecked, radix_logit_order, radix_pool_unchecked)
 from .hooks import has_hooks
 from .module_plans import cached
 from .tracing import fx_leaf, is_symbolic, leaf_twins, sizes
@@ -274,9 +274,9 @@ class SplitAttn(_Planned, reference.SplitAttn):
         x = self.conv(x)
         channels = sizes(x)[1]
         R, C = self.radix, channels // self.radix
+        plan = self._plan()  # once per call: its state token reads every layer (≈ 10 µs here)
         if R * C == channels and C == self.fc1.in_channels and R * C == self.fc2.out_channels:
             c5 = _branches(x, R)
-            plan = self._plan()
             if self._attention_refusal(plan, c5) is None and self._prologue_refusal(plan, c5) is None:
                 # bn0, drop (an Identity) and act0 inside both kernels: they read the conv output
                 return radix_attention_unchecked(c5, *self._weights(plan), prologue=self._prologue(plan))
@@ -286,16 +286,16 @@ class SplitAttn(_Planned, reference.SplitAttn):
         x5 = _branches(x, self.radix)
         _, R, C = sizes(x5)[:3]
         if C == self.fc1.in_channels and R * C == self.fc2.out_channels:
-            plan = self._plan()
             if self._attention_refusal(plan, x5) is None:
                 return radix_attention_unchecked(x5, *self._weights(plan))
-        x_gap = radix_pool(x5)[:, :, None, None]
+        # x5 and a made here from the module's own layers (a reshaped to [B, R, C]): the ops run unchecked
+        x_gap = radix_pool_unchecked(x5)[:, :, None, None]
         x_gap = self.fc1(x_gap)
         x_gap = self.bn1(x_gap)
         x_gap = self.act1(x_gap)
         x_attn = self.fc2(x_gap)
         a = self.rsoftmax(x_attn)  # [B, R·C] in (radix, channel) order; [B, C, 1, 1] for R = 1
-        return radix_combine(x5, a.reshape(x5.shape[:3]))
+        return radix_combine_unchecked(x5, a.reshape(x5.shape[:3]))
 
 
 class SelectiveKernelAttn(reference.SelectiveKernelAttn):
@@ -318,7 +318,7 @@ class SelectiveKernelAttn(reference.SelectiveKernelAttn):
                 f"{type(self).__name__} was built for {self.fc_reduce.in_channels} channels but x has {shape[2]} "
                 f"on dim 2 (x: shape {shape}; expected [B, {self.num_paths}, {self.fc_reduce.in_channels}, H, W])"
             )
-        x = radix_pool(x)[:, :, None, None]
+        x = radix_pool_unchecked(x)[:, :, None, None]  # x checked above
         x = self.fc_reduce(x)
         x = self.bn(x)
         x = self.act(x)
@@ -398,7 +398,9 @@ class SelectiveKernel(_Planned, reference.SelectiveKernel):
         if R == attn.num_paths and C == attn.fc_reduce.in_channels and self._attention_refusal(plan, x5) is None:
             return radix_attention_unchecked(x5, *self._weights(plan))
         a = self.attn(x5)  # [B, R, C, 1, 1]: timm's SelectiveKernelAttn or the twin
-        return radix_combine(x5, a.reshape(x5.shape[:3]))
+        # x5 made here; a unchecked only from the attention classes known to make it (another is checked)
+        combine = radix_combine_unchecked if type(attn) in _ATTENTIONS else radix_combine
+        return combine(x5, a.reshape(x5.shape[:3]))
 
 
 #: reference class → its fast twin (the same parameters and buffers, so a module can be re-classed)
@@ -408,3 +410,8 @@ FAST_TWINS = {
     reference.SelectiveKernel: SelectiveKernel,
 }
 leaf_twins(FAST_TWINS)  # leaves of torch.fx traces; TorchScript runs their reference forwards
+
+
+#: the attention classes (exactly these: a subclass may return anything) whose output a SelectiveKernel
+#: twin combines unchecked — [B, R, C, 1, 1] softmax weights on x5's device; another's is checked
+_ATTENTIONS = (SelectiveKernelAttn, reference.SelectiveKernelAttn)
