@@ -60,6 +60,28 @@ def test_the_step_gives_the_ops_bits(path, kind, epilogue, channels_last, monkey
         assert torch.equal(g, g_op) and g.shape == g_op.shape
 
 
+@pytest.mark.parametrize("kind", [("mean", "fc_act_fc", "silu"), ("mean_max_avg", "fc", "identity")],
+                         ids=["fc_act_fc-silu", "fc"])
+def test_low_precision_weights_give_the_ops_bits(kind):
+    """bfloat16 x and weights (a model cast with .to(bfloat16)): the split path's MLP converts the
+    weights to float32 at each call (no prepared copy could follow an optimizer step), the weight
+    gradients are made in float32 and converted — the op's bits."""
+    pool, mlp, act = kind
+    x = make_input(SHAPE, torch.bfloat16, False, requires_grad=True)
+    weights = tuple(None if w is None else w.detach().to(torch.bfloat16).requires_grad_()
+                    for w in make_weights(mlp, SHAPE[1], 4))
+    y = excitation_block.excitation(x, BlockSpec(pool, mlp, act, *weights), "sigmoid", path="split")
+    assert type(y.grad_fn).__name__ == "ExcitationStepBackward"
+    leaves = _leaves(x, None, weights)
+    cot = torch.randn_like(y)
+    grads = torch.autograd.grad(y, leaves, cot)
+    y_op = _through_the_op(x, None, weights, pool, mlp, act, "identity", "split")
+    grads_op = torch.autograd.grad(y_op, leaves, cot)
+    assert torch.equal(y, y_op)
+    for g, g_op in zip(grads, grads_op):
+        assert g.dtype == torch.bfloat16 and torch.equal(g, g_op)
+
+
 @pytest.mark.parametrize("kind", KINDS, ids=KIND_IDS)
 @pytest.mark.parametrize("path", KERNEL_PATHS)
 def test_without_autograd_the_forward_gives_the_ops_bits(path, kind, channels_last):
