@@ -163,11 +163,8 @@ class ExcitationStep(torch.autograd.Function):
         return tuple(_not_differentiable(g) if isinstance(g, Tensor) and g is not grad_y else g for g in grads)
 
 
-#: ExcitationStep.apply without autograd.Function.apply's Python wrapper (≈ 2.4 µs of host time):
-#: the wrapper binds defaults for a ``setup_context`` (this Function has none), unwraps functorch's
-#: dead wrappers and reroutes under a functorch transform — none of which a Step meets: it runs
-#: only where dispatch.direct holds (no transform active, x a plain tensor), on a module's weights
-_apply = super(torch.autograd.Function, ExcitationStep).apply
+#: ExcitationStep.apply without its Python wrapper: a Step runs only where dispatch.direct holds
+_apply = dispatch.bare_apply(ExcitationStep)
 
 
 def _not_differentiable(t: Tensor) -> Tensor:

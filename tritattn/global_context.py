@@ -162,14 +162,13 @@ class GlobalContext(reference.GlobalContext):
                          for name, layer in layers if layer is not None)
         gate = kernel_gate(self, self.gate) if self.mlp_scale is not None else None
         refusal = self._static_mlp_refusal()
+        conv = self.conv_attn
+        attn = (conv.weight.view(conv.in_channels), conv.bias) if conv is not None else None
         mlp_args = None
-        if refusal is None:
+        if refusal is None:  # conv_attn present
             mlp = self.mlp_scale if self.mlp_scale is not None else self.mlp_add
-            mlp_args = (self.conv_attn.weight.flatten(), *_mlp_args(self.mlp_scale), *_mlp_args(self.mlp_add),
-                        mlp_act_kind(mlp.act))
-        attn = self.conv_attn
-        return ContextPlan(channels, gate, refusal, mlp_args, any(p.requires_grad for p in self.parameters()),
-                           (attn.weight.view(attn.in_channels), attn.bias) if attn is not None else None)
+            mlp_args = (attn[0], *_mlp_args(self.mlp_scale), *_mlp_args(self.mlp_add), mlp_act_kind(mlp.act))
+        return ContextPlan(channels, gate, refusal, mlp_args, any(p.requires_grad for p in self.parameters()), attn)
 
     def _static_mlp_refusal(self) -> str | None:
         """:meth:`mlp_kernel_refusal`'s reasons that do not depend on x or grad mode."""
