@@ -130,8 +130,8 @@ MUTANTS: list[Mutant] = [
     ),
     Mutant(
         "split_taps_backward_not_transposed", "tritattn/excitation_mlp.py",
-        "@ w1.flip(0))",
-        "@ w1)",
+        "_taps(grad_s, w1.flip(0), None,",
+        "_taps(grad_s, w1, None,",
         "the split path's ECA backward applies the channel conv instead of its transpose",
         ("tests/test_excitation_block.py", "-k", "test_block_matches_float64_reference and taps_zero and split and 2x37x7x7 and nchw"),
     ),

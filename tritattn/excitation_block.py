@@ -255,12 +255,14 @@ def acc_dtype(x: Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
-def _alloc_forward(x: Tensor, batch_stats: bool = False, kept: tuple = (0, 0)) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def _alloc_forward(x: Tensor, batch_stats: bool = False, kept: tuple = (0, 0),
+                   logits: bool = True) -> tuple[Tensor, Optional[Tensor], Tensor, Tensor]:
+    """(y, s, stats, hidden) of :func:`excitation_block`; s None unless ``logits`` (the MLP makes it)."""
     B, C = x.shape[:2]
-    stats = _new((3, C) if batch_stats else (0,), acc_dtype(x), x.device)
+    acc, device = acc_dtype(x), x.device
     slots, RD = kept
-    return _empty_like_4d(x), _new((B, C), acc_dtype(x), x.device), stats, _new((slots, B, RD) if slots else (0,),
-                                                                                 acc_dtype(x), x.device)
+    return (_empty_like_4d(x), _new((B, C), acc, device) if logits else None,
+            _new((3, C) if batch_stats else (0,), acc, device), _new((slots, B, RD) if slots else (0,), acc, device))
 
 
 def kept_hidden(pool: str, mlp: str, act: str, w1: Optional[Tensor], hidden_norm: bool, path: str) -> tuple[int, int]:
@@ -313,10 +315,10 @@ def excitation_block(
     (:func:`kernel_path`); the backward takes the same argument."""
     x = addressable(x)
     residual = addressable(residual) if residual is not None else None
-    y, s, stats, hidden = _alloc_forward(x, pre_batch_stats,
-                                         kept_hidden(pool, mlp, act, w1, bn_weight is not None, path))
+    kept_slots = kept_hidden(pool, mlp, act, w1, bn_weight is not None, path)
     B, C = x.shape[:2]
     if not x.numel():
+        y, s, stats, hidden = _alloc_forward(x, pre_batch_stats, kept_slots)
         s.zero_()
         stats.zero_()  # no batch, no statistics (the modules run an empty input on the eager path)
         return y, s, stats, hidden
@@ -324,9 +326,12 @@ def excitation_block(
     norm = _norm(bn_weight, bn_bias, bn_running_mean, bn_running_var, bn_eps)
     tail = kernel_path(path, lambda: block_shape(x, spec, w1, b1, b2, norm is not None, residual is not None, act_out,
                                                  pre_weight is not None), x.device, backward=False) == "one-launch"
+    step = samples_per_launch(x)
+    # on the split path, one launch pair over the batch, the taps' conv makes s (forward_launches)
+    y, s, stats, hidden = _alloc_forward(x, pre_batch_stats, kept_slots,
+                                         logits=tail or step < B or not mlp.startswith("taps"))
     workspace = pooled_workspace(x, pool)
     counter = workspaces.counters(x.device, B) if tail else None
-    step = samples_per_launch(x)
     if pre_batch_stats:
         rows, slots = launch.batch_stats_workspace(x)
         launch.batch_stats_fwd(x, _new((rows, 2, C), acc_dtype(x), x.device), stats, workspaces.counters(x.device, slots))
@@ -337,9 +342,9 @@ def excitation_block(
         xc, sc, yc, rc, pooled = (x, s, y, residual, workspace) if step >= B else (
             _chunk(t, b0, step) for t in (x, s, y, residual, workspace))
         hc = kept if kept is None or step >= B else kept[:, b0:b0 + step]
-        forward_launches(xc, rc, (w1, b1, w2, b2), spec, RD, gate, act_out, tail, yc, sc, pooled, counter, norm,
-                         prologue, hc)
-    return y, s, stats, hidden
+        logits, _ = forward_launches(xc, rc, (w1, b1, w2, b2), spec, RD, gate, act_out, tail, yc, sc, pooled, counter,
+                                     norm, prologue, hc)
+    return y, (s if s is not None else logits), stats, hidden
 
 
 def forward_launches(x: Tensor, residual: Optional[Tensor], weights: tuple, spec: dict, RD: int, gate: str,
@@ -351,9 +356,9 @@ def forward_launches(x: Tensor, residual: Optional[Tensor], weights: tuple, spec
     each sample's MLP where ``tail``, the one-launch path; else pooling only, then the MLP as
     GEMMs) → gated_scale_fwd, into y and the logits s; ``pooled`` = :func:`pooled_workspace`'s
     (mean, max, ties), ``counter`` the zeroed ticket slots of the one-launch path, ``hidden`` the
-    split path's kept hidden vectors (:func:`kept_hidden`) or None. With ``prepared`` (the split
-    path's MLP, excitation_mlp.DenseMLP) s may be None: the MLP's GEMM allocates it. Returns (s,
-    the hidden vectors ``prepared`` kept, else ())."""
+    split path's kept hidden vectors (:func:`kept_hidden`) or None. On the split path s may be
+    None with ``prepared`` (its MLP, excitation_mlp.DenseMLP) or for the taps: the MLP's GEMM or
+    conv allocates it. Returns (s, the hidden vectors ``prepared`` kept, else ())."""
     w1, b1, w2, b2 = weights
     kept = ()
     if tail:
@@ -365,7 +370,7 @@ def forward_launches(x: Tensor, residual: Optional[Tensor], weights: tuple, spec
             s, kept = excitation_mlp.dense_logits(excitation_mlp.pooled_input(pooled[0], pooled[1], spec["pool"]),
                                                   prepared, s)
         else:
-            excitation_mlp.logits(pooled[0], pooled[1], weights, spec, norm, s, hidden)
+            s = excitation_mlp.logits(pooled[0], pooled[1], weights, spec, norm, s, hidden)
     launch.gated_scale_fwd(x, s, residual, y, "channel", gate, act_out, prologue)
     return s, kept
 
@@ -470,7 +475,7 @@ def channel_backward(
     hidden = tail and mlp == "fc_act_fc"
     work = dict(
         grad_s=_new((B, C), acc, x.device),
-        grad_mean=_new((B, C), acc, x.device),
+        grad_mean=None if not tail and mlp.startswith("taps") else _new((B, C), acc, x.device),  # the taps' conv's
         grad_max=_new((B, C), acc, x.device) if with_max else None,
         hidden=_new((B, RD), acc, x.device) if hidden else None,
         grad_h=_new((B, (2 if pool == "mean_max_both" else 1) * RD), acc, x.device) if hidden else None,
@@ -488,8 +493,8 @@ def channel_backward(
     if tail:
         excitation_mlp.tail_weight_grads(work["grad_s"], mean, maximum, spec, RD, work, named)
     else:
-        excitation_mlp.pool_grads(work["grad_s"], mean, maximum, weights, spec, norm, work["grad_mean"],
-                                  work["grad_max"], named, kept, prepared)
+        work["grad_mean"] = excitation_mlp.pool_grads(work["grad_s"], mean, maximum, weights, spec, norm,
+                                                      work["grad_mean"], work["grad_max"], named, kept, prepared)
     if pro_norm:
         launch.prologue_norm_bwd(s, work["grad_mean"], work["psum"], work["sums"], named["pre_weight"],
                                  named["pre_bias"], gate, x.shape[2] * x.shape[3])

@@ -226,8 +226,9 @@ def mlp_forward(s: BlockShape, size: int) -> list[Launch]:
         out += _vector_ops("norm affine", 6 * s.hidden_norm, RD, size)
     elif s.mlp == "fc":
         out.append(_gemm("fc", B, C, C, size))
-    else:  # pad, the windows' product with the taps (+ bias), into s
-        out += _vector_ops("taps", 3 + s.has_b2, B * C * s.taps, size)
+    else:  # the conv1d over the channels (its bias inside; after the circular padding), its output s
+        out += _vector_ops("circular pad", s.mlp == "taps_circular", B * C, size)
+        out.append(_conv("taps", B * C, s.taps, B * C, int(s.has_b2), size))
     return out
 
 
@@ -251,8 +252,10 @@ def mlp_backward(s: BlockShape, size: int) -> list[Launch]:
         out += _vector_ops("hidden norm", 12 * s.hidden_norm, B * RD, size)
     elif s.mlp == "fc":
         out.append(_gemm("fc input grad", B, C, C, size))
-    else:
-        out += _vector_ops("taps transposed", 4, B * C * s.taps, size)
+    else:  # the taps flipped, (the circular padding,) their conv1d on grad_s: grad_v
+        out += [eager_launch("taps flipped", 2 * s.taps * size)] + _vector_ops("circular pad", s.mlp == "taps_circular",
+                                                                                B * C, size)
+        out.append(_conv("taps transposed", B * C, s.taps, B * C, 0, size))
     return out + _vector_ops("pooled input grad", 2 * (s.pool == "mean_max_avg"), B * C, size)
 
 

@@ -5,7 +5,7 @@ The one-launch path runs each sample's MLP in the last program of its sample
 (kernels/excitation.py); that program re-reads all C×RD weights per sample, one tile at a time —
 a serial tail where C·RD is large. The split path pools in one launch, runs the MLP here as
 GEMMs over the batch (one read of the weights; cuBLAS, deterministic for a fixed
-configuration), then scales in a second launch; its backward likewise (the reduce launch gives
+configuration; ECA's taps as one conv1d), then scales in a second launch; its backward likewise (the reduce launch gives
 grad_s, the MLP's backward runs here, then the apply launch). The weight gradients are GEMMs
 over the batch on either path ([RD × B] · [B × C]): no program loops over the batch.
 
@@ -181,6 +181,17 @@ def _hidden_norm(norm: Optional[tuple], dtype: torch.dtype) -> tuple[Tensor, Ten
     return scale, bias.to(dtype) - mean * scale, inv_std, mean
 
 
+def _taps(u: Tensor, w: Tensor, bias: Optional[Tensor], circular: bool) -> Tensor:
+    """out [B, C], out[b, c] = Σ_t w[t] · u[b, c + t - pad] (+ bias), zero or circular padding,
+    pad = (taps-1)/2: ECA's conv over the channels as one conv1d (a forward convolution, whose
+    algorithms are deterministic; the circular padding is a launch before it)."""
+    pad = (w.shape[0] - 1) // 2
+    u = u.unsqueeze(1)
+    if circular:
+        u, pad = F.pad(u, (pad, pad), mode="circular"), 0
+    return F.conv1d(u, w.view(1, 1, -1), bias, padding=pad).squeeze(1)
+
+
 def _windows(u: Tensor, taps: int, circular: bool) -> Tensor:
     """[B, C, taps] with windows[b, c, t] = u[b, c + t - pad] (zero or circular padding, pad = (taps-1)/2)."""
     pad = (taps - 1) // 2
@@ -195,46 +206,46 @@ def _hidden(v: Tensor, w1: Tensor, b1: Optional[Tensor], bn) -> tuple[Tensor, Te
 
 
 @_in_acc
-def logits(mean: Tensor, maximum: Optional[Tensor], weights: tuple, spec: dict, norm: Optional[tuple], s: Tensor,
-           hidden: Optional[Tensor] = None) -> None:
+def logits(mean: Tensor, maximum: Optional[Tensor], weights: tuple, spec: dict, norm: Optional[tuple],
+           s: Optional[Tensor], hidden: Optional[Tensor] = None) -> Tensor:
     """s [B, C] = excitation(pool) for every sample (the split path's MLP), from the pooled
     ``mean`` / ``maximum`` [B, C]; ``weights`` = (w1, b1, w2, b2) as excitation_block takes them;
-    ``hidden`` [:func:`hidden_slots`, B, RD] (ACC) receives the hidden vectors where they are kept."""
-    dtype = s.dtype
+    ``hidden`` [:func:`hidden_slots`, B, RD] (ACC) receives the hidden vectors where they are kept.
+    Returns s; for the taps s may be None: the conv's output is s (no copy)."""
+    dtype = mean.dtype  # the workspaces' (ACC)
     pool, mlp = spec["pool"], spec["mlp"]
     if is_dense(mlp, pool, norm is not None):
-        _dense_logits(pooled_input(mean, maximum, pool), dense_mlp(weights, spec["act"], dtype), s, hidden)
-        return
+        return _dense_logits(pooled_input(mean, maximum, pool), dense_mlp(weights, spec["act"], dtype), s, hidden)[0]
     w1, b1, w2, b2 = _acc_weights(weights, dtype)
     if mlp == "fc_act_fc":
         bn = _hidden_norm(norm, dtype)
         a = _activation(_hidden(pooled_input(mean, maximum, pool), w1, b1, bn)[1], spec["act"])
         if pool == "mean_max_both":  # W2 · (act(h_mean) + act(h_max)) + 2·b2
             a = a + _activation(_hidden(maximum, w1, b1, bn)[1], spec["act"])
-        _linear(a, w2.t(), b2, s, 2.0 if pool == "mean_max_both" else 1.0)
-    elif mlp == "fc":
-        _linear(pooled_input(mean, maximum, pool), w2.t(), b2, s)
-    else:
-        out = _windows(pooled_input(mean, maximum, pool), spec["taps"], mlp == "taps_circular") @ w1
-        s.copy_(out + b2 if b2 is not None else out)
+        return _linear(a, w2.t(), b2, s, 2.0 if pool == "mean_max_both" else 1.0)
+    if mlp == "fc":
+        return _linear(pooled_input(mean, maximum, pool), w2.t(), b2, s)
+    out = _taps(pooled_input(mean, maximum, pool), w1, b2, mlp == "taps_circular")
+    return out if s is None else s.copy_(out)
 
 
 @_in_acc
 def pool_grads(grad_s: Tensor, mean: Tensor, maximum: Optional[Tensor], weights: tuple, spec: dict,
-               norm: Optional[tuple], grad_mean: Tensor, grad_max: Optional[Tensor], grads: dict,
-               kept: Optional[tuple] = None, prepared: Optional[DenseMLP] = None) -> None:
+               norm: Optional[tuple], grad_mean: Optional[Tensor], grad_max: Optional[Tensor], grads: dict,
+               kept: Optional[tuple] = None, prepared: Optional[DenseMLP] = None) -> Tensor:
     """The split path's MLP backward for every sample: from grad_s [B, C] (the logits' gradient)
     the pooled vectors' gradients into ``grad_mean`` / ``grad_max`` [B, C], and the weight
     gradients into ``grads`` (as :func:`weight_grads`); ``kept``: the forward's hidden vectors
     (a :class:`DenseMLP`'s: act(h), and h for SiLU), else they are computed again; ``prepared``:
-    the block's :class:`DenseMLP` where the caller made it (else made here where :func:`is_dense`)."""
+    the block's :class:`DenseMLP` where the caller made it (else made here where :func:`is_dense`).
+    Returns grad_mean; for the taps ``grad_mean`` may be None: the conv's output is it (no copy)."""
     dtype = grad_s.dtype
     pool, mlp = spec["pool"], spec["mlp"]
     v = pooled_input(mean, maximum, pool)
     if is_dense(mlp, pool, norm is not None):
         _dense_pool_grads(grad_s, v, prepared or dense_mlp(weights, spec["act"], dtype), kept, grad_mean, grads)
         _pool_grads_mean_max_avg(pool, grad_mean, grad_max)
-        return
+        return grad_mean
     w1, b1, w2, _ = _acc_weights(weights, dtype)
     hidden = grad_h = grad_h_max = grad_norm = None
     if mlp == "fc_act_fc":
@@ -261,10 +272,12 @@ def pool_grads(grad_s: Tensor, mean: Tensor, maximum: Optional[Tensor], weights:
             torch.mm(grad_h_max, w1, out=grad_max)
     elif mlp == "fc":
         torch.mm(grad_s, w2, out=grad_mean)
-    else:  # the transposed conv: grad_v[c] = Σ_t w[t] · grad_s[c - t + pad]
-        grad_mean.copy_(_windows(grad_s, spec["taps"], mlp == "taps_circular") @ w1.flip(0))
+    else:  # the transposed conv: grad_v[c] = Σ_t w[t] · grad_s[c - t + pad], the conv with the taps flipped
+        grad_v = _taps(grad_s, w1.flip(0), None, mlp == "taps_circular")
+        grad_mean = grad_v if grad_mean is None else grad_mean.copy_(grad_v)
     _pool_grads_mean_max_avg(pool, grad_mean, grad_max)
     weight_grads(grad_s, v, maximum, spec, hidden, grad_h, grad_h_max, grad_norm, grads)
+    return grad_mean
 
 
 def _pool_grads_mean_max_avg(pool: str, grad_mean: Tensor, grad_max: Optional[Tensor]) -> None:
@@ -308,8 +321,9 @@ def weight_grads(grad_s: Tensor, v: Tensor, maximum: Optional[Tensor], spec: dic
         if grads["w2"] is not None:
             grads["w2"] = _mm_to(grads["w2"], grad_s.t(), v)
     elif grads["w1"] is not None:
-        windows = _windows(v, spec["taps"], mlp == "taps_circular")
-        grads["w1"] = _as_grad(grads["w1"], torch.einsum("bc,bct->t", grad_s, windows))
+        taps = spec["taps"]  # [1, B·C] · [B·C, taps]: one GEMM over the batch and the channels
+        windows = _windows(v, taps, mlp == "taps_circular").reshape(-1, taps)
+        grads["w1"] = _as_grad(grads["w1"], torch.mm(grad_s.view(1, -1), windows).view(taps))
     if grads["b2"] is not None:
         if mlp in ("fc_act_fc", "fc"):
             # CBAM's fc2 bias is used twice: mlp(mean) + mlp(max)

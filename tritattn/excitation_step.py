@@ -134,7 +134,9 @@ def _forward(x: Tensor, residual: Optional[Tensor], weights: tuple,
     mlp = call.mlp
     if mlp is None and call.dense:
         mlp = excitation_mlp.dense_mlp(weights, spec["act"], acc_dtype(x))
-    s = _new((B, C), acc_dtype(x), x.device) if mlp is None else None  # else the MLP's GEMM makes it
+    # the dense MLP's GEMM or the taps' conv makes s on the split path
+    makes_s = mlp is not None or (not tail and spec["mlp"].startswith("taps"))
+    s = None if makes_s else _new((B, C), acc_dtype(x), x.device)
     counter = workspaces.counters(x.device, B) if tail else None
     s, kept = forward_launches(x, residual, weights, spec, call.RD, call.gate, call.act_out, tail, y, s,
                                pooled_workspace(x, spec["pool"]), counter, prepared=mlp)
