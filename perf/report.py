@@ -200,4 +200,31 @@ def critical_path_text(launches: list[dict], estimates: list[dict], batches: tup
     for gpu in gpus:
         parts += [f"\nEstimated µs per block on an {gpu} — {label}, not a measurement (tritattn/cost_model.py; "
                   "* = longest program extended linearly in B):", estimate_table(estimates, gpu)]
+    notes = tail_notes(estimates, gpus[0]) if gpus else []
+    if notes:
+        parts += [f"\nLaunches on tritattn's path that miss a §2 target ({gpus[0]}), and whether that path is "
+                  "still the fastest by the estimate:"] + notes
     return "\n".join(parts)
+
+
+def tail_notes(estimates: list[dict], gpu: str) -> list[str]:
+    """One line per block, pass and batch whose tritattn path has launches that miss a §2 target
+    (a serial tail: critical_path.violations), with the violations and whether that path is still
+    the fastest of tritattn's, the per-op path and eager by the estimate (issue 23 §2: where the
+    targets cannot hold, the block takes the faster path, and the report says so)."""
+    by_key: dict[tuple, dict[str, dict]] = {}
+    for r in estimates:
+        if r["gpu"] == gpu:
+            by_key.setdefault((r["block"], r["pass"], r["batch"]), {})[r["path"]] = r
+    lines = []
+    for (block, pass_, batch), paths in by_key.items():
+        t = paths.get("tritattn", {})
+        if not t.get("tails"):
+            continue
+        others = {name: paths[key]["us"] for key, name in (("tritattn-per-op", "per-op"), ("eager", "eager"))
+                  if paths.get(key, {}).get("us") is not None}
+        slower = [name for name, us in others.items() if us < t["us"]]
+        verdict = (f"still the fastest ({t['us']:.1f} µs; " + ", ".join(f"{n} {us:.1f}" for n, us in others.items()) + ")"
+                   if not slower else f"NOT the fastest: {', '.join(slower)} faster")
+        lines.append(f"  {block} {pass_} B={batch}: {t['violations']} — tritattn's path {verdict}")
+    return lines

@@ -602,3 +602,20 @@ def test_a_gpu_timing_is_printed_beside_the_models_estimate():
     # only float32 NCHW timings without CUDA graphs of a path the model estimates: measured µs, estimate, ratio
     assert [line.split() for line in lines] == [["b", "32", "fwd", "tritattn", "50", "25", "2"],
                                                  ["b", "32", "fwd+bwd", "eager", "200", "25", "8"]]
+
+
+def test_a_tail_on_the_path_taken_is_reported_with_whether_that_path_is_still_the_fastest():
+    def est(block, path, us, tails=0, violations=""):
+        return {"block": block, "path": path, "pass": "step", "batch": 1, "gpu": "H100", "us": us, "tails": tails,
+                "violations": violations}
+    estimates = [est("a", "tritattn", 120.0, 1, "k: longest program 42 × 0.4 µs = 16.8 µs > 12.0 µs"),
+                 est("a", "tritattn-per-op", 280.0), est("a", "eager", 270.0),
+                 est("b", "tritattn", 60.0, 2, "k2: tail"), est("b", "tritattn-per-op", 50.0), est("b", "eager", 70.0),
+                 est("c", "tritattn", 10.0), est("c", "eager", 20.0)]
+    lines = report.tail_notes(estimates, "H100")
+    assert len(lines) == 2  # c has no tail
+    assert "a step B=1: k: longest program 42" in lines[0] and "still the fastest (120.0 µs; per-op 280.0, eager 270.0)" in lines[0]
+    assert "b step B=1: k2: tail" in lines[1] and "NOT the fastest: per-op faster" in lines[1]
+    text = report.critical_path_text([], estimates, (2, 4), ["H100"], "estimate (model)")
+    assert "miss a §2 target (H100)" in text and lines[1] in text
+    assert report.tail_notes(estimates, "H200") == []
