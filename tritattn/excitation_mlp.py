@@ -184,12 +184,21 @@ def _hidden_norm(norm: Optional[tuple], dtype: torch.dtype) -> tuple[Tensor, Ten
 def _taps(u: Tensor, w: Tensor, bias: Optional[Tensor], circular: bool) -> Tensor:
     """out [B, C], out[b, c] = Σ_t w[t] · u[b, c + t - pad] (+ bias), zero or circular padding,
     pad = (taps-1)/2: ECA's conv over the channels as one conv1d (a forward convolution, whose
-    algorithms are deterministic; the circular padding is a launch before it)."""
+    cuDNN algorithms are deterministic — the backward's are not all — computed in float32, not
+    TF32; the circular padding is a launch before it)."""
     pad = (w.shape[0] - 1) // 2
     u = u.unsqueeze(1)
     if circular:
         u, pad = F.pad(u, (pad, pad), mode="circular"), 0
-    return F.conv1d(u, w.view(1, 1, -1), bias, padding=pad).squeeze(1)
+    # cuDNN's TF32 (on by default, where cuBLAS's is off) would round the float32 products: off for this call
+    tf32 = u.is_cuda and u.dtype == torch.float32 and torch.backends.cudnn.allow_tf32
+    if tf32:
+        torch.backends.cudnn.allow_tf32 = False
+    try:
+        return F.conv1d(u, w.view(1, 1, -1), bias, padding=pad).squeeze(1)
+    finally:
+        if tf32:
+            torch.backends.cudnn.allow_tf32 = True
 
 
 def _windows(u: Tensor, taps: int, circular: bool) -> Tensor:
