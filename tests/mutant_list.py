@@ -129,11 +129,11 @@ MUTANTS: list[Mutant] = [
         ("tests/test_excitation_block.py", "-k", "test_block_matches_float64_reference and mean_max_both and split and 2x37x7x7 and nchw"),
     ),
     Mutant(
-        "split_taps_backward_not_transposed", "tritattn/excitation_mlp.py",
-        "_taps(grad_s, w1.flip(0), None,",
-        "_taps(grad_s, w1, None,",
-        "the split path's ECA backward applies the channel conv instead of its transpose",
-        ("tests/test_excitation_block.py", "-k", "test_block_matches_float64_reference and taps_zero and split and 2x37x7x7 and nchw"),
+        "split_taps_circular_fold_swapped", "tritattn/excitation_mlp.py",
+        "grad_v[:, C - pad:] += padded[:, :pad]",
+        "grad_v[:, :pad] += padded[:, :pad]",
+        "the split path's CECA backward folds the circular padding's left gradient onto the wrong end",
+        ("tests/test_excitation_block.py", "-k", "test_block_matches_float64_reference and taps_circular and split and 2x37x7x7 and nchw"),
     ),
     Mutant(
         "split_kept_silu_backward_from_its_output", "tritattn/excitation_mlp.py",

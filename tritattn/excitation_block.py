@@ -491,7 +491,7 @@ def channel_backward(
                                  sp, norm if tail else None,
                                  prologue, batch_stats, mlp_tail=tail)
     if tail:
-        excitation_mlp.tail_weight_grads(work["grad_s"], mean, maximum, spec, RD, work, named)
+        excitation_mlp.tail_weight_grads(work["grad_s"], mean, maximum, spec, RD, work, named, w1)
     else:
         work["grad_mean"] = excitation_mlp.pool_grads(work["grad_s"], mean, maximum, weights, spec, norm,
                                                       work["grad_mean"], work["grad_max"], named, kept, prepared)

@@ -252,10 +252,10 @@ def mlp_backward(s: BlockShape, size: int) -> list[Launch]:
         out += _vector_ops("hidden norm", 12 * s.hidden_norm, B * RD, size)
     elif s.mlp == "fc":
         out.append(_gemm("fc input grad", B, C, C, size))
-    else:  # the taps flipped, (the circular padding,) their conv1d on grad_s: grad_v
-        out += [eager_launch("taps flipped", 2 * s.taps * size)] + _vector_ops("circular pad", s.mlp == "taps_circular",
-                                                                                B * C, size)
-        out.append(_conv("taps transposed", B * C, s.taps, B * C, 0, size))
+    else:  # the taps' convolution_backward's input gradient (weight_grads: its weight's, in the same op)
+        out.append(_conv_backward("taps backward", B * C, s.taps, B * C, 0, size)[0])
+        # with the circular padding (v padded again: weight_grads), its gradient folded back: a copy, two adds
+        out += _vector_ops("circular fold", 3 * (s.mlp == "taps_circular"), B * C, size)
     return out + _vector_ops("pooled input grad", 2 * (s.pool == "mean_max_avg"), B * C, size)
 
 
@@ -349,11 +349,14 @@ def weight_grads(s: BlockShape, size: int) -> list[Launch]:
         out += _vector_ops("hidden norm grads", 2 * s.hidden_norm, B * RD, size)
     elif s.mlp == "fc":
         out.append(_gemm("grad W", C, B, C, size))
-    else:  # pad, the sum over b and c of the products, into the taps
-        out += _vector_ops("grad taps", 3, B * C * s.taps, size)
-    # a column sum (× 2 for CBAM's twice-used bias); the taps' scalar bias: a sum, then its copy
-    b2 = 1 + (s.pool == "mean_max_both" or s.mlp.startswith("taps"))
-    return out + _vector_ops("grad b2", s.has_b2 * b2, B * C, size)
+    else:  # the taps' convolution_backward (on v padded again, circular): its weight's (and bias's)
+        # gradient, each copied into the op's
+        taps = (B * C, s.taps, B * C, int(s.has_b2))
+        out += _vector_ops("circular pad", s.mlp == "taps_circular", B * C, size)
+        out += _conv_backward("taps backward", *taps, size)[1:] + _vector_ops("grad taps copy", 1 + s.has_b2, s.taps, size)
+        return out
+    # a column sum (× 2 for CBAM's twice-used bias)
+    return out + _vector_ops("grad b2", s.has_b2 * (1 + (s.pool == "mean_max_both")), B * C, size)
 
 
 def _counters(s: BlockShape) -> Launch:

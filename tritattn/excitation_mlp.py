@@ -183,29 +183,66 @@ def _hidden_norm(norm: Optional[tuple], dtype: torch.dtype) -> tuple[Tensor, Ten
 
 def _taps(u: Tensor, w: Tensor, bias: Optional[Tensor], circular: bool) -> Tensor:
     """out [B, C], out[b, c] = Σ_t w[t] · u[b, c + t - pad] (+ bias), zero or circular padding,
-    pad = (taps-1)/2: ECA's conv over the channels as one conv1d (a forward convolution, whose
-    cuDNN algorithms are deterministic — the backward's are not all — computed in float32, not
-    TF32; the circular padding is a launch before it)."""
-    pad = (w.shape[0] - 1) // 2
-    u = u.unsqueeze(1)
-    if circular:
-        u, pad = F.pad(u, (pad, pad), mode="circular"), 0
-    # cuDNN's TF32 (on by default, where cuBLAS's is off) would round the float32 products: off for this call
-    tf32 = u.is_cuda and u.dtype == torch.float32 and torch.backends.cudnn.allow_tf32
-    if tf32:
-        torch.backends.cudnn.allow_tf32 = False
+    pad = (taps-1)/2: ECA's conv over the channels as one conv1d (after the circular padding,
+    a launch of its own), in :func:`_exact_cudnn`."""
+    u, pad = _taps_input(u, w.shape[0], circular)
+    state = _exact_cudnn(u)
     try:
         return F.conv1d(u, w.view(1, 1, -1), bias, padding=pad).squeeze(1)
     finally:
-        if tf32:
-            torch.backends.cudnn.allow_tf32 = True
+        _restore_cudnn(state)
 
 
-def _windows(u: Tensor, taps: int, circular: bool) -> Tensor:
-    """[B, C, taps] with windows[b, c, t] = u[b, c + t - pad] (zero or circular padding, pad = (taps-1)/2)."""
+def _taps_grads(grad_s: Tensor, v: Tensor, w: Tensor, circular: bool, want: tuple[bool, bool, bool]) -> tuple:
+    """(grad_v [B, C], grad_w [taps], grad_b [1]) of s = :func:`_taps`(v, w, b) from grad_s, each
+    where ``want`` asks (else None): grad_v[c] = Σ_t w[t] · grad_s[c - t + pad], grad_w[t] = Σ_b
+    Σ_c grad_s[b, c] · v[b, c + t - pad], grad_b = Σ grad_s — one convolution_backward (on a GPU
+    cuDNN's backward-data and backward-filter kernels, in :func:`_exact_cudnn`); with the circular
+    padding, v padded again and grad_v folded back (the padding's gradient: three launches)."""
+    taps = w.shape[0]
+    u, pad = _taps_input(v, taps, circular)
+    state = _exact_cudnn(u)
+    try:
+        grad_u, grad_w, grad_b = _CONVOLUTION_BACKWARD(
+            grad_s.unsqueeze(1), u, w.view(1, 1, -1), [1] if want[2] else None, [1], [pad], [1], False, [0], 1,
+            list(want))
+    finally:
+        _restore_cudnn(state)
+    grad_v = grad_u.squeeze(1) if grad_u is not None else None
+    if grad_v is not None and circular:  # u = v's last pad columns, v, its first pad columns
+        pad, C = (taps - 1) // 2, v.shape[1]
+        padded, grad_v = grad_v, grad_v[:, pad:pad + C].clone()
+        if pad:
+            grad_v[:, C - pad:] += padded[:, :pad]
+            grad_v[:, :pad] += padded[:, C + pad:]
+    return grad_v, grad_w.view(taps) if grad_w is not None else None, grad_b
+
+
+_CONVOLUTION_BACKWARD = torch.ops.aten.convolution_backward.default
+
+
+def _taps_input(u: Tensor, taps: int, circular: bool) -> tuple[Tensor, int]:
+    """([B, 1, C] (circularly padded: [B, 1, C + taps - 1]), the conv's zero padding) of u [B, C]."""
     pad = (taps - 1) // 2
-    padded = F.pad(u[:, None, :], (pad, pad), mode="circular" if circular else "constant")[:, 0]
-    return padded.unfold(1, taps, 1)
+    u = u.unsqueeze(1)
+    return (F.pad(u, (pad, pad), mode="circular"), 0) if circular else (u, pad)
+
+
+def _exact_cudnn(t: Tensor) -> Optional[tuple[bool, bool]]:
+    """On a GPU, cuDNN made exact for the taps' convolutions until :func:`_restore_cudnn`: float32
+    products, not TF32 (cuDNN's default, where cuBLAS's is off), and deterministic algorithms
+    only (some of the backward's are not: atomics); returns the flags it replaced (None off a GPU)."""
+    if not t.is_cuda:
+        return None
+    cudnn = torch.backends.cudnn
+    state = (cudnn.allow_tf32, cudnn.deterministic)
+    cudnn.allow_tf32, cudnn.deterministic = False, True
+    return state
+
+
+def _restore_cudnn(state: Optional[tuple[bool, bool]]) -> None:
+    if state is not None:
+        torch.backends.cudnn.allow_tf32, torch.backends.cudnn.deterministic = state
 
 
 def _hidden(v: Tensor, w1: Tensor, b1: Optional[Tensor], bn) -> tuple[Tensor, Tensor]:
@@ -281,12 +318,29 @@ def pool_grads(grad_s: Tensor, mean: Tensor, maximum: Optional[Tensor], weights:
             torch.mm(grad_h_max, w1, out=grad_max)
     elif mlp == "fc":
         torch.mm(grad_s, w2, out=grad_mean)
-    else:  # the transposed conv: grad_v[c] = Σ_t w[t] · grad_s[c - t + pad], the conv with the taps flipped
-        grad_v = _taps(grad_s, w1.flip(0), None, mlp == "taps_circular")
+    else:  # the taps: the input's and the weights' gradients in one convolution_backward
+        grad_v = _taps_weight_grads(grad_s, v, w1, mlp == "taps_circular", grads, True)
         grad_mean = grad_v if grad_mean is None else grad_mean.copy_(grad_v)
+        _pool_grads_mean_max_avg(pool, grad_mean, grad_max)
+        return grad_mean
     _pool_grads_mean_max_avg(pool, grad_mean, grad_max)
     weight_grads(grad_s, v, maximum, spec, hidden, grad_h, grad_h_max, grad_norm, grads)
     return grad_mean
+
+
+def _taps_weight_grads(grad_s: Tensor, v: Tensor, w1: Tensor, circular: bool, grads: dict,
+                       want_v: bool) -> Optional[Tensor]:
+    """The taps' weight gradients into ``grads`` ("w1", "b2", as :func:`weight_grads`), and
+    grad_v where ``want_v``: :func:`_taps_grads`."""
+    want = (want_v, grads["w1"] is not None, grads["b2"] is not None)
+    if not any(want):
+        return None
+    grad_v, grad_w, grad_b = _taps_grads(grad_s, v, w1, circular, want)
+    if grad_w is not None:
+        grads["w1"] = _as_grad(grads["w1"], grad_w)
+    if grad_b is not None:
+        grads["b2"] = _as_grad(grads["b2"], grad_b)
+    return grad_v
 
 
 def _pool_grads_mean_max_avg(pool: str, grad_mean: Tensor, grad_max: Optional[Tensor]) -> None:
@@ -308,8 +362,8 @@ def weight_grads(grad_s: Tensor, v: Tensor, maximum: Optional[Tensor], spec: dic
                    grad_W2 = grad_sᵀ · hidden, grad_b2 = Σ_b grad_s (× 2 for "mean_max_both"),
                    the hidden BatchNorm's (bias, weight) = Σ_b grad_norm
       "fc":        grad_W = grad_sᵀ · v, grad_b = Σ_b grad_s
-      taps:        grad_w[t] = Σ_b Σ_c grad_s[b, c] · v[b, c + t - pad], grad_b = Σ grad_s
 
+    (the taps' are :func:`_taps_weight_grads`'s: a convolution_backward),
     v [B, C] is the MLP's input (:func:`pooled_input`), hidden [B, RD] = act(h) (+ act(h_max)),
     grad_h / grad_h_max [B, RD] the gradients of the hidden pre-activations (after the
     BatchNorm's scale), grad_norm = ([B, RD] terms of the BatchNorm's bias gradient, of its
@@ -326,19 +380,10 @@ def weight_grads(grad_s: Tensor, v: Tensor, maximum: Optional[Tensor], spec: dic
         if grad_norm is not None:
             grads["bn_bias"] = _sum_to(grads["bn_bias"], grad_norm[0])
             grads["bn_weight"] = _sum_to(grads["bn_weight"], grad_norm[1])
-    elif mlp == "fc":
-        if grads["w2"] is not None:
-            grads["w2"] = _mm_to(grads["w2"], grad_s.t(), v)
-    elif grads["w1"] is not None:
-        taps = spec["taps"]  # [1, B·C] · [B·C, taps]: one GEMM over the batch and the channels
-        windows = _windows(v, taps, mlp == "taps_circular").reshape(-1, taps)
-        grads["w1"] = _as_grad(grads["w1"], torch.mm(grad_s.view(1, -1), windows).view(taps))
-    if grads["b2"] is not None:
-        if mlp in ("fc_act_fc", "fc"):
-            # CBAM's fc2 bias is used twice: mlp(mean) + mlp(max)
-            grads["b2"] = _sum_to(grads["b2"], grad_s, 2.0 if pool == "mean_max_both" else 1.0)
-        else:
-            grads["b2"] = _as_grad(grads["b2"], grad_s.sum().reshape(1))
+    elif grads["w2"] is not None:
+        grads["w2"] = _mm_to(grads["w2"], grad_s.t(), v)
+    if grads["b2"] is not None:  # CBAM's fc2 bias is used twice: mlp(mean) + mlp(max)
+        grads["b2"] = _sum_to(grads["b2"], grad_s, 2.0 if pool == "mean_max_both" else 1.0)
 
 
 def _mm_to(dst: Tensor | torch.dtype | None, a: Tensor, b: Tensor, a2: Optional[Tensor] = None,
@@ -378,10 +423,15 @@ def _as_grad(dst: Tensor | torch.dtype, out: Tensor) -> Tensor:
 
 @_in_acc
 def tail_weight_grads(grad_s: Tensor, mean: Tensor, maximum: Optional[Tensor], spec: dict, RD: int,
-                      work: dict, grads: dict) -> None:
+                      work: dict, grads: dict, w1: Optional[Tensor]) -> None:
     """:func:`weight_grads` from the workspaces the one-launch path's reduce kernel wrote
     (``work`` "hidden" [B, RD], "grad_h" [B, RD] or [B, 2·RD] with the max branch's at + RD,
-    "grad_norm" [B, 2·RD]: the BatchNorm's bias terms, then its weight terms)."""
+    "grad_norm" [B, 2·RD]: the BatchNorm's bias terms, then its weight terms); the taps'
+    (``w1``: the taps, in grad_s's dtype) by :func:`_taps_weight_grads`."""
+    v = pooled_input(mean, maximum, spec["pool"])
+    if spec["mlp"].startswith("taps"):
+        _taps_weight_grads(grad_s, v, _acc(w1, grad_s.dtype), spec["mlp"] == "taps_circular", grads, False)
+        return
     grad_h = grad_h_max = grad_norm = None
     if spec["mlp"] == "fc_act_fc":
         grad_h = work["grad_h"]  # [B, RD], no view to make (µs of host time inside a backward)
@@ -389,5 +439,4 @@ def tail_weight_grads(grad_s: Tensor, mean: Tensor, maximum: Optional[Tensor], s
             grad_h, grad_h_max = grad_h[:, :RD], grad_h[:, RD:]
         if work["grad_norm"] is not None:
             grad_norm = (work["grad_norm"][:, :RD], work["grad_norm"][:, RD:])
-    weight_grads(grad_s, pooled_input(mean, maximum, spec["pool"]), maximum, spec, work["hidden"], grad_h, grad_h_max,
-                 grad_norm, grads)
+    weight_grads(grad_s, v, maximum, spec, work["hidden"], grad_h, grad_h_max, grad_norm, grads)
