@@ -224,7 +224,8 @@ def tail_notes(estimates: list[dict], gpu: str) -> list[str]:
         others = {name: paths[key]["us"] for key, name in (("tritattn-per-op", "per-op"), ("eager", "eager"))
                   if paths.get(key, {}).get("us") is not None}
         slower = [name for name, us in others.items() if us < t["us"]]
-        verdict = (f"still the fastest ({t['us']:.1f} µs; " + ", ".join(f"{n} {us:.1f}" for n, us in others.items()) + ")"
-                   if not slower else f"NOT the fastest: {', '.join(slower)} faster")
+        times = ", ".join(f"{name} {us:.1f}" for name, us in others.items())
+        verdict = (f"still the fastest ({t['us']:.1f} µs; {times})" if not slower
+                   else f"NOT the fastest: {', '.join(slower)} faster")
         lines.append(f"  {block} {pass_} B={batch}: {t['violations']} — tritattn's path {verdict}")
     return lines

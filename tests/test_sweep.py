@@ -614,7 +614,8 @@ def test_a_tail_on_the_path_taken_is_reported_with_whether_that_path_is_still_th
                  est("c", "tritattn", 10.0), est("c", "eager", 20.0)]
     lines = report.tail_notes(estimates, "H100")
     assert len(lines) == 2  # c has no tail
-    assert "a step B=1: k: longest program 42" in lines[0] and "still the fastest (120.0 µs; per-op 280.0, eager 270.0)" in lines[0]
+    assert "a step B=1: k: longest program 42" in lines[0]
+    assert "still the fastest (120.0 µs; per-op 280.0, eager 270.0)" in lines[0]
     assert "b step B=1: k2: tail" in lines[1] and "NOT the fastest: per-op faster" in lines[1]
     text = report.critical_path_text([], estimates, (2, 4), ["H100"], "estimate (model)")
     assert "miss a §2 target (H100)" in text and lines[1] in text

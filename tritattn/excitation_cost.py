@@ -353,7 +353,8 @@ def weight_grads(s: BlockShape, size: int) -> list[Launch]:
         # gradient, each copied into the op's
         taps = (B * C, s.taps, B * C, int(s.has_b2))
         out += _vector_ops("circular pad", s.mlp == "taps_circular", B * C, size)
-        out += _conv_backward("taps backward", *taps, size)[1:] + _vector_ops("grad taps copy", 1 + s.has_b2, s.taps, size)
+        out += _conv_backward("taps backward", *taps, size)[1:]
+        out += _vector_ops("grad taps copy", 1 + s.has_b2, s.taps, size)
         return out
     # a column sum (× 2 for CBAM's twice-used bias)
     return out + _vector_ops("grad b2", s.has_b2 * (1 + (s.pool == "mean_max_both")), B * C, size)

@@ -5,9 +5,10 @@ The one-launch path runs each sample's MLP in the last program of its sample
 (kernels/excitation.py); that program re-reads all C×RD weights per sample, one tile at a time —
 a serial tail where C·RD is large. The split path pools in one launch, runs the MLP here as
 GEMMs over the batch (one read of the weights; cuBLAS, deterministic for a fixed
-configuration; ECA's taps as one conv1d), then scales in a second launch; its backward likewise (the reduce launch gives
-grad_s, the MLP's backward runs here, then the apply launch). The weight gradients are GEMMs
-over the batch on either path ([RD × B] · [B × C]): no program loops over the batch.
+configuration; ECA's taps as one conv1d), then scales in a second launch; its backward likewise
+(the reduce launch gives grad_s, the MLP's backward runs here, then the apply launch). The
+weight gradients are GEMMs over the batch on either path ([RD × B] · [B × C]; the taps': one
+convolution_backward, cuDNN's deterministic kernels): no program loops over the batch.
 
 Everything is computed in the workspaces' dtype (ACC: float32, float64 for float64 x), the
 weights converted to it, as the kernels accumulate; results are written into the caller's
@@ -363,9 +364,8 @@ def weight_grads(grad_s: Tensor, v: Tensor, maximum: Optional[Tensor], spec: dic
                    the hidden BatchNorm's (bias, weight) = Σ_b grad_norm
       "fc":        grad_W = grad_sᵀ · v, grad_b = Σ_b grad_s
 
-    (the taps' are :func:`_taps_weight_grads`'s: a convolution_backward),
-    v [B, C] is the MLP's input (:func:`pooled_input`), hidden [B, RD] = act(h) (+ act(h_max)),
-    grad_h / grad_h_max [B, RD] the gradients of the hidden pre-activations (after the
+    (the taps' are :func:`_taps_weight_grads`'s). v [B, C] is the MLP's input (:func:`pooled_input`),
+    hidden [B, RD] = act(h) (+ act(h_max)), grad_h / grad_h_max [B, RD] the gradients of the hidden pre-activations (after the
     BatchNorm's scale), grad_norm = ([B, RD] terms of the BatchNorm's bias gradient, of its
     weight gradient). Called by :func:`pool_grads` and :func:`tail_weight_grads`, with autocast off."""
     pool, mlp = spec["pool"], spec["mlp"]
