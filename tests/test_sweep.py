@@ -6,6 +6,8 @@ reads and writes and the kernels the blocks really launch; the launch and saved-
 follows its documented rule. Nothing here asserts on how fast anything is.
 """
 import csv
+import functools
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -251,21 +253,22 @@ def test_byte_model_counts_the_tensors_each_kernel_moves(monkeypatch):
     }
     blocks = [("mean", "fc_act_fc"), ("mean_max_avg", "fc_act_fc"), ("mean_max_both", "fc_act_fc"), ("mean_max_avg", "fc"),
               ("mean", "taps_zero"), ("mean", "taps_circular")]
-    for pool, mlp in blocks:
-        with_max, hidden = pool != "mean", bm.hidden_vectors(mlp, pool)
+    for (pool, mlp), path in itertools.product(blocks, ("one-launch", "split")):
+        with_max, hidden, tail = pool != "mean", bm.hidden_vectors(mlp, pool), path == "one-launch"
         rd = RD if mlp == "fc_act_fc" else 0
         for act_out, residual in (("identity", False), ("relu", True)):
-            what = f"excitation_block {pool} {mlp} {act_out}"
+            what = f"excitation_block {pool} {mlp} {act_out} {path}"
             y, s_, _, _ = check(
                 what, ["squeeze_excite_fwd", "gated_scale_fwd"],
-                [bm.squeeze_excite_fwd(B, C, HW, 2, f32, with_max), bm.gated_scale_fwd(B, C, HW, 2, f32, residual)],
-                ops.excitation_block, x, rand(B, C, H, W) if residual else None, *weights[mlp], pool, mlp, "relu", "sigmoid", act_out)
+                [bm.squeeze_excite_fwd(B, C, HW, 2, f32, with_max, tail), bm.gated_scale_fwd(B, C, HW, 2, f32, residual)],
+                functools.partial(ops.excitation_block, path=path), x, rand(B, C, H, W) if residual else None,
+                *weights[mlp], pool, mlp, "relu", "sigmoid", act_out)
             relu = act_out == "relu"
             check(what + " backward", ["excitation_bwd_reduce", "excitation_bwd_apply"],
-                  [bm.excitation_bwd_reduce(B, C, HW, rd, 2, f32, relu, with_max, hidden),
+                  [bm.excitation_bwd_reduce(B, C, HW, rd, 2, f32, relu, with_max, hidden, tail=tail),
                    bm.excitation_bwd_apply(B, C, HW, 2, f32, relu, residual, with_max)],
-                  ops.excitation_block_backward, rand(B, C, H, W), x, y if relu else None, s_,
-                  *weights[mlp], pool, mlp, "relu", "sigmoid", act_out, residual)
+                  functools.partial(ops.excitation_block_backward, path=path), rand(B, C, H, W), x, y if relu else None,
+                  s_, *weights[mlp], pool, mlp, "relu", "sigmoid", act_out, residual)
 
     # SE with a BatchNorm in eval between fc1 and act (timm SEModule's norm_layer)
     norm = (rand(RD, dtype=torch.float32), rand(RD, dtype=torch.float32), rand(RD, dtype=torch.float32),
@@ -356,7 +359,7 @@ def test_byte_model_counts_the_tensors_each_kernel_moves(monkeypatch):
               [bm.context_pool_partials(B, C, HW, NP, 2, f32), bm.context_pool_combine_mlp(B, C, NP, f32, scale + add)],
               ops.context_mlp, x, rand(C), *(mlp if scale else none), *(mlp if add else none), "relu")
 
-    assert len(counts) == (8 + 2 * 10 + 4 * 2 * len(blocks) + 4 + (3 + 3 + 2 + 3) + 2 * 2 * 8 + 3 * 3 + 2 * 3
+    assert len(counts) == (8 + 2 * 10 + 4 * 2 * 2 * len(blocks) + 4 + (3 + 3 + 2 + 3) + 2 * 2 * 8 + 3 * 3 + 2 * 3
                            + 2 * 2 + 3 * 2)
     wrong = [c for c in counts if c[2] != c[3]]
     assert not wrong, "\n".join(f"{what} ({kernel}): byte model {m}, tensors moved {n}" for what, kernel, m, n in wrong)
