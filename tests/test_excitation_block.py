@@ -310,3 +310,41 @@ def test_chunking_is_off_unless_asked_and_sized_from_the_l2_cache(monkeypatch):
     assert excitation_block.chunk_samples(64, sample, 50 << 20, 0.5) == 16  # 25 MiB of a 50 MiB L2
     assert excitation_block.chunk_samples(64, 40 << 20, 50 << 20, 0.5) == 1  # a sample larger than the share
     assert excitation_block.chunk_samples(4, sample, 50 << 20, 0.5) == 4
+
+
+def test_the_taps_convolutions_make_cudnn_exact_for_the_call_and_give_the_flags_back(monkeypatch):
+    """On a GPU the split path's taps (ECA's conv over the channels) run their conv1d and
+    convolution_backward with cuDNN's TF32 off (float32, as the workspaces' GEMMs) and its
+    deterministic algorithms only (excitation_mlp._exact_cudnn); the user's flags come back
+    afterwards, also when the convolution raises. Off a GPU the flags are not touched."""
+    from types import SimpleNamespace
+
+    from tritattn import excitation_mlp
+
+    cudnn = torch.backends.cudnn
+    monkeypatch.setattr(cudnn, "allow_tf32", True)
+    monkeypatch.setattr(cudnn, "deterministic", False)
+    assert excitation_mlp._exact_cudnn(torch.zeros(1)) is None and (cudnn.allow_tf32, cudnn.deterministic) == (True, False)
+    gpu = SimpleNamespace(is_cuda=True)
+    state = excitation_mlp._exact_cudnn(gpu)
+    assert (cudnn.allow_tf32, cudnn.deterministic) == (False, True)
+    excitation_mlp._restore_cudnn(state)
+    assert (cudnn.allow_tf32, cudnn.deterministic) == (True, False)
+
+    seen = []
+
+    def failing_conv(*args, **kwargs):
+        seen.append((cudnn.allow_tf32, cudnn.deterministic))
+        raise RuntimeError("the convolution failed")
+
+    real_exact = excitation_mlp._exact_cudnn
+    monkeypatch.setattr(excitation_mlp, "_exact_cudnn", lambda t: real_exact(gpu))  # as on a GPU
+    monkeypatch.setattr(excitation_mlp.F, "conv1d", failing_conv)
+    monkeypatch.setattr(excitation_mlp, "_CONVOLUTION_BACKWARD", failing_conv)
+    v, w = torch.randn(2, 7, dtype=torch.float64), torch.randn(3, dtype=torch.float64)
+    for call in (lambda: excitation_mlp._taps(v, w, None, False),
+                 lambda: excitation_mlp._taps_grads(v, v, w, True, (True, True, False))):
+        with pytest.raises(RuntimeError, match="the convolution failed"):
+            call()
+        assert (cudnn.allow_tf32, cudnn.deterministic) == (True, False)
+    assert seen == [(False, True)] * 2
