@@ -327,9 +327,9 @@ def excitation_block(
     tail = kernel_path(path, lambda: block_shape(x, spec, w1, b1, b2, norm is not None, residual is not None, act_out,
                                                  pre_weight is not None), x.device, backward=False) == "one-launch"
     step = samples_per_launch(x)
-    # on the split path, one launch pair over the batch, the taps' conv makes s (forward_launches)
+    # on the split path, one launch pair over the batch, the MLP may make s itself (forward_launches)
     y, s, stats, hidden = _alloc_forward(x, pre_batch_stats, kept_slots,
-                                         logits=tail or step < B or not mlp.startswith("taps"))
+                                         logits=tail or step < B or not excitation_mlp.makes_its_outputs(mlp))
     workspace = pooled_workspace(x, pool)
     counter = workspaces.counters(x.device, B) if tail else None
     if pre_batch_stats:
@@ -357,8 +357,9 @@ def forward_launches(x: Tensor, residual: Optional[Tensor], weights: tuple, spec
     GEMMs) → gated_scale_fwd, into y and the logits s; ``pooled`` = :func:`pooled_workspace`'s
     (mean, max, ties), ``counter`` the zeroed ticket slots of the one-launch path, ``hidden`` the
     split path's kept hidden vectors (:func:`kept_hidden`) or None. On the split path s may be
-    None with ``prepared`` (its MLP, excitation_mlp.DenseMLP) or for the taps: the MLP's GEMM or
-    conv allocates it. Returns (s, the hidden vectors ``prepared`` kept, else ())."""
+    None with ``prepared`` (its MLP, excitation_mlp.DenseMLP) or where
+    excitation_mlp.makes_its_outputs: the MLP's GEMM or conv allocates it. Returns (s, the
+    hidden vectors ``prepared`` kept, else ())."""
     w1, b1, w2, b2 = weights
     kept = ()
     if tail:
@@ -475,7 +476,7 @@ def channel_backward(
     hidden = tail and mlp == "fc_act_fc"
     work = dict(
         grad_s=_new((B, C), acc, x.device),
-        grad_mean=None if not tail and mlp.startswith("taps") else _new((B, C), acc, x.device),  # the taps' conv's
+        grad_mean=None if not tail and excitation_mlp.makes_its_outputs(mlp) else _new((B, C), acc, x.device),
         grad_max=_new((B, C), acc, x.device) if with_max else None,
         hidden=_new((B, RD), acc, x.device) if hidden else None,
         grad_h=_new((B, (2 if pool == "mean_max_both" else 1) * RD), acc, x.device) if hidden else None,

@@ -94,6 +94,13 @@ def is_dense(mlp: str, pool: str, hidden_norm: bool) -> bool:
     return mlp in ("fc_act_fc", "fc") and not hidden_norm and pool != "mean_max_both"
 
 
+def makes_its_outputs(mlp: str) -> bool:
+    """Whether the split path's MLP of this kind allocates its outputs itself — s in
+    :func:`logits`, grad_v in :func:`pool_grads` — so its caller passes None for them: the taps,
+    whose conv's outputs they are (no copy)."""
+    return mlp.startswith("taps")
+
+
 class DenseMLP(NamedTuple):
     """A block's MLP on the [B, C] workspaces, its weights in the workspaces' dtype (ACC):
     s = W2 · act(W1 · v + b1) + b2 ("fc_act_fc"), or s = W2 · v + b2 ("fc": w1 None). Built per
@@ -258,7 +265,7 @@ def logits(mean: Tensor, maximum: Optional[Tensor], weights: tuple, spec: dict, 
     """s [B, C] = excitation(pool) for every sample (the split path's MLP), from the pooled
     ``mean`` / ``maximum`` [B, C]; ``weights`` = (w1, b1, w2, b2) as excitation_block takes them;
     ``hidden`` [:func:`hidden_slots`, B, RD] (ACC) receives the hidden vectors where they are kept.
-    Returns s; for the taps s may be None: the conv's output is s (no copy)."""
+    Returns s; s may be None where :func:`makes_its_outputs`."""
     dtype = mean.dtype  # the workspaces' (ACC)
     pool, mlp = spec["pool"], spec["mlp"]
     if is_dense(mlp, pool, norm is not None):
@@ -285,7 +292,7 @@ def pool_grads(grad_s: Tensor, mean: Tensor, maximum: Optional[Tensor], weights:
     gradients into ``grads`` (as :func:`weight_grads`); ``kept``: the forward's hidden vectors
     (a :class:`DenseMLP`'s: act(h), and h for SiLU), else they are computed again; ``prepared``:
     the block's :class:`DenseMLP` where the caller made it (else made here where :func:`is_dense`).
-    Returns grad_mean; for the taps ``grad_mean`` may be None: the conv's output is it (no copy)."""
+    Returns grad_mean; ``grad_mean`` may be None where :func:`makes_its_outputs`."""
     dtype = grad_s.dtype
     pool, mlp = spec["pool"], spec["mlp"]
     v = pooled_input(mean, maximum, pool)

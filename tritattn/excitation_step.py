@@ -135,7 +135,7 @@ def _forward(x: Tensor, residual: Optional[Tensor], weights: tuple,
     if mlp is None and call.dense:
         mlp = excitation_mlp.dense_mlp(weights, spec["act"], acc_dtype(x))
     # the dense MLP's GEMM or the taps' conv makes s on the split path
-    makes_s = mlp is not None or (not tail and spec["mlp"].startswith("taps"))
+    makes_s = mlp is not None or (not tail and excitation_mlp.makes_its_outputs(spec["mlp"]))
     s = None if makes_s else _new((B, C), acc_dtype(x), x.device)
     counter = workspaces.counters(x.device, B) if tail else None
     s, kept = forward_launches(x, residual, weights, spec, call.RD, call.gate, call.act_out, tail, y, s,
