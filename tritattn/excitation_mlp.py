@@ -372,9 +372,10 @@ def weight_grads(grad_s: Tensor, v: Tensor, maximum: Optional[Tensor], spec: dic
       "fc":        grad_W = grad_sᵀ · v, grad_b = Σ_b grad_s
 
     (the taps' are :func:`_taps_weight_grads`'s). v [B, C] is the MLP's input (:func:`pooled_input`),
-    hidden [B, RD] = act(h) (+ act(h_max)), grad_h / grad_h_max [B, RD] the gradients of the hidden pre-activations (after the
-    BatchNorm's scale), grad_norm = ([B, RD] terms of the BatchNorm's bias gradient, of its
-    weight gradient). Called by :func:`pool_grads` and :func:`tail_weight_grads`, with autocast off."""
+    hidden [B, RD] = act(h) (+ act(h_max)), grad_h / grad_h_max [B, RD] the gradients of the
+    hidden pre-activations (after the BatchNorm's scale), grad_norm = ([B, RD] terms of the
+    BatchNorm's bias gradient, of its weight gradient). Called by :func:`pool_grads` and
+    :func:`tail_weight_grads`, with autocast off."""
     pool, mlp = spec["pool"], spec["mlp"]
     if mlp == "fc_act_fc":
         if grads["w1"] is not None:
