@@ -137,10 +137,24 @@ MUTANTS: list[Mutant] = [
     ),
     Mutant(
         "split_kept_silu_backward_from_its_output", "tritattn/excitation_mlp.py",
-        "grad_h = _activation_backward(kept[-1], torch.mm(grad_s, m.w2), m.act)",
-        "grad_h = _activation_backward(kept[0], torch.mm(grad_s, m.w2), m.act)",
-        "the split path's backward takes SiLU's gradient at its kept output silu(h) instead of at h",
-        ("tests/test_excitation_block.py", "-k", "test_block_matches_float64_reference and mean_max_avg-fc_act_fc-silu and split and 2x37x7x7 and nchw"),
+        "grad_h = activation_backward(kept[-1], torch.mm(grad_s, m.w2), m.act)",
+        "grad_h = activation_backward(kept[0], torch.mm(grad_s, m.w2), m.act)",
+        "the op's split backward takes SiLU's gradient at its kept output silu(h) instead of at h",
+        ("tests/test_excitation_step.py", "-k", "test_the_step_gives_the_ops_bits and split and fc_act_fc-silu and plain"),
+    ),
+    Mutant(
+        "step_kept_silu_backward_from_its_output", "tritattn/excitation_step.py",
+        "excitation_mlp.activation_backward(kept[-1], torch.mm(grad_s, m.w2), m.act), kept[0]",
+        "excitation_mlp.activation_backward(kept[0], torch.mm(grad_s, m.w2), m.act), kept[0]",
+        "the short path's split backward takes SiLU's gradient at its kept output silu(h) instead of at h",
+        ("tests/test_excitation_step.py", "-k", "test_the_step_gives_the_ops_bits and split and mean_max_avg-fc_act_fc-silu and plain"),
+    ),
+    Mutant(
+        "step_mean_max_avg_gradient_not_halved", "tritattn/excitation_step.py",
+        'work["grad_max"] = grad_v.mul_(0.5)',
+        'work["grad_max"] = grad_v',
+        "the short path's split backward gives mean and max the whole gradient of v = (mean + max) · 0.5",
+        ("tests/test_excitation_step.py", "-k", "test_the_step_gives_the_ops_bits and split and mean_max_avg-fc_act_fc-silu and plain"),
     ),
     Mutant(
         "known_call_ignores_the_dtype", "tritattn/excitation_step.py",

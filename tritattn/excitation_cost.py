@@ -208,7 +208,7 @@ def _act_launches(act: str) -> int:
 
 
 def _act_backward_launches(act: str) -> int:
-    """threshold_backward (ReLU) or silu_backward (SiLU): one launch (excitation_mlp._activation_backward)."""
+    """threshold_backward (ReLU) or silu_backward (SiLU): one launch (excitation_mlp.activation_backward)."""
     return 0 if act == "identity" else 1
 
 

@@ -60,7 +60,7 @@ def _activation(h: Tensor, act: str) -> Tensor:
     return F.relu(h) if act == "relu" else F.silu(h) if act == "silu" else h
 
 
-def _activation_backward(h: Tensor, grad: Tensor, act: str) -> Tensor:
+def activation_backward(h: Tensor, grad: Tensor, act: str) -> Tensor:
     """The gradient of act's input h from its output's, one launch (ReLU's: ``h`` may be act(h) as well)."""
     if act == "relu":
         return _THRESHOLD_BACKWARD(grad, h, 0)
@@ -156,7 +156,7 @@ def _dense_pool_grads(grad_s: Tensor, v: Tensor, m: DenseMLP, kept: Optional[tup
         return
     if kept is None:
         kept = _dense_hidden(v, m)
-    grad_h = _activation_backward(kept[-1], torch.mm(grad_s, m.w2), m.act)  # SiLU's from h, ReLU's from act(h)
+    grad_h = activation_backward(kept[-1], torch.mm(grad_s, m.w2), m.act)  # SiLU's from h, ReLU's from act(h)
     torch.mm(grad_h, m.w1, out=grad_v)
     weight_grads(grad_s, v, None, _DENSE_FC_ACT_FC, kept[0], grad_h, None, None, grads)
 
@@ -306,10 +306,10 @@ def pool_grads(grad_s: Tensor, mean: Tensor, maximum: Optional[Tensor], weights:
         bn = _hidden_norm(norm, dtype)
         h_pre, h = _hidden(v, w1, b1, bn)
         da = grad_s @ w2
-        grad_h, hidden = _activation_backward(h, da, spec["act"]), _activation(h, spec["act"])
+        grad_h, hidden = activation_backward(h, da, spec["act"]), _activation(h, spec["act"])
         if pool == "mean_max_both":
             h_max_pre, h_max = _hidden(maximum, w1, b1, bn)
-            grad_h_max = _activation_backward(h_max, da, spec["act"])
+            grad_h_max = activation_backward(h_max, da, spec["act"])
             hidden = hidden + _activation(h_max, spec["act"])
         if bn is not None:
             scale, _, inv_std, running_mean = bn
