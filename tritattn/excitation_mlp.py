@@ -189,7 +189,7 @@ def _hidden_norm(norm: Optional[tuple], dtype: torch.dtype) -> tuple[Tensor, Ten
     return scale, bias.to(dtype) - mean * scale, inv_std, mean
 
 
-def _taps(u: Tensor, w: Tensor, bias: Optional[Tensor], circular: bool) -> Tensor:
+def taps(u: Tensor, w: Tensor, bias: Optional[Tensor], circular: bool) -> Tensor:
     """out [B, C], out[b, c] = Σ_t w[t] · u[b, c + t - pad] (+ bias), zero or circular padding,
     pad = (taps-1)/2: ECA's conv over the channels as one conv1d (after the circular padding,
     a launch of its own), in :func:`_exact_cudnn`."""
@@ -201,8 +201,8 @@ def _taps(u: Tensor, w: Tensor, bias: Optional[Tensor], circular: bool) -> Tenso
         _restore_cudnn(state)
 
 
-def _taps_grads(grad_s: Tensor, v: Tensor, w: Tensor, circular: bool, want: tuple[bool, bool, bool]) -> tuple:
-    """(grad_v [B, C], grad_w [taps], grad_b [1]) of s = :func:`_taps`(v, w, b) from grad_s, each
+def taps_grads(grad_s: Tensor, v: Tensor, w: Tensor, circular: bool, want: tuple[bool, bool, bool]) -> tuple:
+    """(grad_v [B, C], grad_w [taps], grad_b [1]) of s = :func:`taps`(v, w, b) from grad_s, each
     where ``want`` asks (else None): grad_v[c] = Σ_t w[t] · grad_s[c - t + pad], grad_w[t] = Σ_b
     Σ_c grad_s[b, c] · v[b, c + t - pad], grad_b = Σ grad_s — one convolution_backward (on a GPU
     cuDNN's backward-data and backward-filter kernels, in :func:`_exact_cudnn`); with the circular
@@ -279,7 +279,7 @@ def logits(mean: Tensor, maximum: Optional[Tensor], weights: tuple, spec: dict, 
         return _linear(a, w2.t(), b2, s, 2.0 if pool == "mean_max_both" else 1.0)
     if mlp == "fc":
         return _linear(pooled_input(mean, maximum, pool), w2.t(), b2, s)
-    out = _taps(pooled_input(mean, maximum, pool), w1, b2, mlp == "taps_circular")
+    out = taps(pooled_input(mean, maximum, pool), w1, b2, mlp == "taps_circular")
     return out if s is None else s.copy_(out)
 
 
@@ -339,11 +339,11 @@ def pool_grads(grad_s: Tensor, mean: Tensor, maximum: Optional[Tensor], weights:
 def _taps_weight_grads(grad_s: Tensor, v: Tensor, w1: Tensor, circular: bool, grads: dict,
                        want_v: bool) -> Optional[Tensor]:
     """The taps' weight gradients into ``grads`` ("w1", "b2", as :func:`weight_grads`), and
-    grad_v where ``want_v``: :func:`_taps_grads`."""
+    grad_v where ``want_v``: :func:`taps_grads`."""
     want = (want_v, grads["w1"] is not None, grads["b2"] is not None)
     if not any(want):
         return None
-    grad_v, grad_w, grad_b = _taps_grads(grad_s, v, w1, circular, want)
+    grad_v, grad_w, grad_b = taps_grads(grad_s, v, w1, circular, want)
     if grad_w is not None:
         grads["w1"] = _as_grad(grads["w1"], grad_w)
     if grad_b is not None:

@@ -50,8 +50,8 @@ class StepCall(NamedTuple):
     (excitation_block.pipeline_spec), the hidden width RD, the gate, the epilogue, the path; on
     the split path with a dense MLP (excitation_mlp.is_dense) ``dense``, and ``mlp`` the MLP
     prepared once where the weights have the workspaces' dtype (else made at each call);
-    ``lean``: the split path with ``mlp`` prepared, which runs :func:`_split_dense_forward` and
-    :func:`_split_dense_backward` where autocast is off."""
+    ``lean``: the split path with ``mlp`` prepared, or with the taps in the workspaces' dtype,
+    which runs :func:`_split_forward` and :func:`_split_backward` where autocast is off."""
 
     spec: dict
     RD: int
@@ -90,8 +90,10 @@ class Step:
         dense = path == "split" and excitation_mlp.is_dense(spec.mlp, spec.pool, False)
         acc = acc_dtype(x)
         prepared = dense and all(w is None or w.dtype == acc for w in self.weights)
+        taps = path == "split" and spec.mlp.startswith("taps") and all(w is None or w.dtype == acc for w in self.weights)
         self.call = StepCall(kernel_spec, RD, gate, act_out, path, dense,
-                             excitation_mlp.dense_mlp(self.weights, spec.act, acc) if prepared else None, prepared)
+                             excitation_mlp.dense_mlp(self.weights, spec.act, acc) if prepared else None,
+                             prepared or taps)
         self.grad = dispatch.needs_grad((x, residual, *self.weights))
 
     def __call__(self, x: Tensor, residual: Optional[Tensor]) -> Tensor:
@@ -133,7 +135,7 @@ def _forward(x: Tensor, residual: Optional[Tensor], weights: tuple,
     path's ticket counters — left at 0 by the kernels, so the backward's launches may take them
     too — else None) for an addressable x (and residual)."""
     if call.lean and not autocast_on(x):
-        return _split_dense_forward(x, residual, call)
+        return _split_forward(x, residual, weights, call)
     B, C = x.shape[:2]
     spec, tail = call.spec, call.path == "one-launch"
     y = _empty_like_4d(x)
@@ -184,7 +186,7 @@ def _not_differentiable(t: Tensor) -> Tensor:
 
 def _backward(ctx, grad_y: Tensor) -> tuple:
     if ctx.call.lean and not autocast_on(grad_y):
-        return _split_dense_backward(ctx, grad_y)
+        return _split_backward(ctx, grad_y)
     x, y, s, w1, b1, w2, b2, *kept = ctx.saved_tensors
     call, needs = ctx.call, ctx.needs_input_grad
     spec = call.spec
@@ -204,33 +206,37 @@ def _backward(ctx, grad_y: Tensor) -> tuple:
 
 
 
-# --- the split path with a prepared dense MLP, straight through ----------------------------------
+# --- the split path with a prepared dense MLP or the taps, straight through --------------------
 # The same launches and torch ops, in the same order, as excitation_block.forward_launches and
-# channel_backward → excitation_mlp.pool_grads → weight_grads take for this case (so the same bits,
-# tests/test_excitation_step.py), without their generality: no workspaces for other paths, no
-# gradient routing by name, no dtype conversions (the weights have the workspaces' dtype), no
-# autocast scope (these run only where autocast is off). On perf/host_time.py's proxy, ≈ 40 µs
-# less per training step (SE-ResNet-50 stage 4: 217 → 176 µs; eager 181).
+# channel_backward → excitation_mlp.pool_grads → weight_grads take for these cases (so the same
+# bits, tests/test_excitation_step.py), without their generality: no workspaces for other paths,
+# no gradient routing by name, no dtype conversions (the weights have the workspaces' dtype), no
+# autocast scope (these run only where autocast is off). On perf/host_time.py's proxy, ≈ 20 µs
+# less per training step (SE-ResNet-50 stage 4 at B = 8: 220 → 204 µs; eager 184).
 
 
-def _split_dense_forward(x: Tensor, residual: Optional[Tensor],
-                         call: StepCall) -> tuple[Tensor, Tensor, tuple[Tensor, ...], None]:
-    """:func:`_forward` on the split path with ``call.mlp``: pool → the MLP's GEMMs → scale."""
+def _split_forward(x: Tensor, residual: Optional[Tensor], weights: tuple,
+                   call: StepCall) -> tuple[Tensor, Tensor, tuple[Tensor, ...], None]:
+    """:func:`_forward` on the split path (``call.lean``): pool → the MLP's GEMMs or the taps' conv → scale."""
     spec = call.spec
     pool = spec["pool"]
     y = _empty_like_4d(x)
     mean, maximum, count = pooled_workspace(x, pool)
     launch.squeeze_excite_fwd(x, None, None, None, None, spec, call.RD, mean, maximum, count, None, None,
                               mlp_tail=False)
-    s, kept = excitation_mlp.dense_logits(excitation_mlp.pooled_input(mean, maximum, pool), call.mlp)
+    v = excitation_mlp.pooled_input(mean, maximum, pool)
+    if call.mlp is not None:
+        s, kept = excitation_mlp.dense_logits(v, call.mlp)
+    else:
+        s, kept = excitation_mlp.taps(v, weights[0], weights[3], spec["mlp"] == "taps_circular"), ()
     launch.gated_scale_fwd(x, s, residual, y, "channel", call.gate, call.act_out)
     return y, s, kept, None
 
 
-def _split_dense_backward(ctx, grad_y: Tensor) -> tuple:
-    """:func:`_backward` on the split path with ``call.mlp``: the reduce launch (grad_s, the pooled
-    vectors again) → the MLP's backward GEMMs (grad_v only where x's gradient is wanted, the
-    weight gradients autograd asks for) → the apply launch."""
+def _split_backward(ctx, grad_y: Tensor) -> tuple:
+    """:func:`_backward` on the split path (``call.lean``): the reduce launch (grad_s, the pooled
+    vectors again) → the MLP's backward GEMMs or the taps' convolution_backward (grad_v only where
+    x's gradient is wanted, the weight gradients autograd asks for) → the apply launch."""
     x, y, s, w1, b1, w2, b2, *kept = ctx.saved_tensors
     call, needs = ctx.call, ctx.needs_input_grad
     spec, m = call.spec, call.mlp
@@ -244,23 +250,30 @@ def _split_dense_backward(ctx, grad_y: Tensor) -> tuple:
                                  call.act_out, work, None, mlp_tail=False)
     grad_s = work["grad_s"]
     v = excitation_mlp.pooled_input(mean, maximum, pool)
-    grad_w1 = grad_b1 = None
-    if m.w1 is None:  # "fc": s = W2 · v + b2
-        grad_h, hidden = grad_s, v
-    else:  # SiLU's backward from h, ReLU's from act(h)
-        grad_h, hidden = excitation_mlp.activation_backward(kept[-1], torch.mm(grad_s, m.w2), m.act), kept[0]
-        grad_w1 = torch.mm(grad_h.t(), v) if needs[2] else None
-        grad_b1 = grad_h.sum(0) if needs[3] else None
-    grad_w2 = torch.mm(grad_s.t(), hidden) if needs[4] else None
-    grad_b2 = grad_s.sum(0) if needs[5] else None
     # d(y)/d(residual) is the identity without an epilogue; the apply launch writes it after a ReLU
     has_residual = ctx.has_residual
     grad_res_written = has_residual and call.act_out != "identity" and needs[1]
+    want_v = needs[0] or grad_res_written
+    grad_v = grad_w1 = grad_b1 = grad_w2 = grad_b2 = None
+    if m is None:  # the taps: s = conv(v, w1) + b2, every gradient from one convolution_backward
+        want = (want_v, needs[2], needs[5])
+        if any(want):
+            grad_v, grad_w1, grad_b2 = excitation_mlp.taps_grads(grad_s, v, w1, spec["mlp"] == "taps_circular", want)
+    else:
+        if m.w1 is None:  # "fc": s = W2 · v + b2
+            grad_h, hidden = grad_s, v
+        else:  # SiLU's backward from h, ReLU's from act(h)
+            grad_h, hidden = excitation_mlp.activation_backward(kept[-1], torch.mm(grad_s, m.w2), m.act), kept[0]
+            grad_w1 = torch.mm(grad_h.t(), v) if needs[2] else None
+            grad_b1 = grad_h.sum(0) if needs[3] else None
+        grad_w2 = torch.mm(grad_s.t(), hidden) if needs[4] else None
+        grad_b2 = grad_s.sum(0) if needs[5] else None
+        if want_v:
+            grad_v = torch.mm(grad_h, m.w1) if m.w1 is not None else torch.mm(grad_s, m.w2)
     grad_x = grad_res = None
-    if needs[0] or grad_res_written:
+    if want_v:
         grad_x = _empty_like_4d(x)
         grad_res = _empty_like_4d(x) if grad_res_written else None
-        grad_v = torch.mm(grad_h, m.w1) if m.w1 is not None else torch.mm(grad_s, m.w2)
         if pool == "mean_max_avg":  # v = (mean + max) · 0.5: both gradients grad_v · 0.5
             work["grad_max"] = grad_v.mul_(0.5)
         work["grad_mean"] = grad_v
