@@ -150,6 +150,13 @@ MUTANTS: list[Mutant] = [
         ("tests/test_excitation_step.py", "-k", "test_the_step_gives_the_ops_bits and split and mean_max_avg-fc_act_fc-silu and plain"),
     ),
     Mutant(
+        "step_fc1_gradient_from_the_mean_alone", "tritattn/excitation_step.py",
+        "grad_w1 = torch.mm(grad_h.t(), v) if needs[2] else None",
+        "grad_w1 = torch.mm(grad_h.t(), mean) if needs[2] else None",
+        "the short path's backward takes fc1's weight gradient against the mean, not (mean + max) · 0.5",
+        ("tests/test_excitation_step.py", "-k", "test_the_step_gives_the_ops_bits and one-launch and mean_max_avg-fc_act_fc-silu and plain"),
+    ),
+    Mutant(
         "step_mean_max_avg_gradient_not_halved", "tritattn/excitation_step.py",
         'work["grad_max"] = grad_v.mul_(0.5)',
         'work["grad_max"] = grad_v',

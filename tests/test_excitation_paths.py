@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 import tritattn
-from tritattn import cost_model, excitation_block, excitation_cost, excitation_step, paths, tuning
+from tritattn import cost_model, excitation_block, excitation_cost, launch, paths, tuning
 from conftest import DEVICE, assert_close, make_input
 from fixtures.model_runs import exact_hardsigmoid_backward
 from fixtures.simulated_gpu import GPU, simulated_gpu  # noqa: F401
@@ -259,12 +259,11 @@ def test_a_blocks_kept_calls_follow_a_decision_made_again(monkeypatch):
             fast(x)
         assert paths.decision("excitation_block", first.key).path == other
         ran = []
-        forward_launches = excitation_block.forward_launches
-        monkeypatch.setattr(excitation_block, "forward_launches",
-                            lambda *args, **kwargs: ran.append(args[7]) or forward_launches(*args, **kwargs))
-        monkeypatch.setattr(excitation_step, "forward_launches", excitation_block.forward_launches)
+        squeeze = launch.squeeze_excite_fwd
+        monkeypatch.setattr(launch, "squeeze_excite_fwd",
+                            lambda *args, **kwargs: ran.append(kwargs.get("mlp_tail", True)) or squeeze(*args, **kwargs))
         fast(x)
-    assert ran == [other == "one-launch"]  # forward_launches' ``tail``: the one-launch path
+    assert ran == [other == "one-launch"]  # the squeeze launch runs each sample's MLP on the one-launch path only
 
 
 def test_a_block_whose_stored_winner_is_eager_runs_its_reference_forward(simulated_gpu):

@@ -36,13 +36,16 @@ from typing import NamedTuple, Optional
 import torch
 from torch import Tensor
 
-from . import dispatch, excitation_block, excitation_mlp, launch, paths, workspaces
-from .backend import kernels_disabled
+from . import dispatch, excitation_block, excitation_mlp, paths, workspaces
+from .backend import TRITON_AVAILABLE, kernels_disabled
 from .eager_ops import autocast_on
 from .excitation_block import (KERNEL_PATHS, BlockSpec, acc_dtype, channel_backward, forward_launches, pipeline_spec,
                                pooled_workspace, samples_per_launch)
 from .layout import addressable
 from .ops import _empty_like_4d, _new
+
+if TRITON_AVAILABLE:
+    from . import launch
 
 
 class StepCall(NamedTuple):
@@ -50,8 +53,9 @@ class StepCall(NamedTuple):
     (excitation_block.pipeline_spec), the hidden width RD, the gate, the epilogue, the path; on
     the split path with a dense MLP (excitation_mlp.is_dense) ``dense``, and ``mlp`` the MLP
     prepared once where the weights have the workspaces' dtype (else made at each call);
-    ``lean``: the split path with ``mlp`` prepared, or with the taps in the workspaces' dtype,
-    which runs :func:`_split_forward` and :func:`_split_backward` where autocast is off."""
+    ``lean``: the weights in the workspaces' dtype, one pooled vector (not CBAM's two), and on the
+    split path a dense MLP (then ``mlp``) or the taps: the call runs :func:`_lean_forward` and
+    :func:`_lean_backward` where autocast is off."""
 
     spec: dict
     RD: int
@@ -90,10 +94,10 @@ class Step:
         dense = path == "split" and excitation_mlp.is_dense(spec.mlp, spec.pool, False)
         acc = acc_dtype(x)
         prepared = dense and all(w is None or w.dtype == acc for w in self.weights)
-        taps = path == "split" and spec.mlp.startswith("taps") and all(w is None or w.dtype == acc for w in self.weights)
+        in_acc = all(w is None or w.dtype == acc for w in self.weights)
+        lean = in_acc and spec.pool != "mean_max_both" and (path == "one-launch" or dense or spec.mlp.startswith("taps"))
         self.call = StepCall(kernel_spec, RD, gate, act_out, path, dense,
-                             excitation_mlp.dense_mlp(self.weights, spec.act, acc) if prepared else None,
-                             prepared or taps)
+                             excitation_mlp.dense_mlp(self.weights, spec.act, acc) if prepared else None, lean)
         self.grad = dispatch.needs_grad((x, residual, *self.weights))
 
     def __call__(self, x: Tensor, residual: Optional[Tensor]) -> Tensor:
@@ -135,7 +139,7 @@ def _forward(x: Tensor, residual: Optional[Tensor], weights: tuple,
     path's ticket counters — left at 0 by the kernels, so the backward's launches may take them
     too — else None) for an addressable x (and residual)."""
     if call.lean and not autocast_on(x):
-        return _split_forward(x, residual, weights, call)
+        return _lean_forward(x, residual, weights, call)
     B, C = x.shape[:2]
     spec, tail = call.spec, call.path == "one-launch"
     y = _empty_like_4d(x)
@@ -186,7 +190,7 @@ def _not_differentiable(t: Tensor) -> Tensor:
 
 def _backward(ctx, grad_y: Tensor) -> tuple:
     if ctx.call.lean and not autocast_on(grad_y):
-        return _split_backward(ctx, grad_y)
+        return _lean_backward(ctx, grad_y)
     x, y, s, w1, b1, w2, b2, *kept = ctx.saved_tensors
     call, needs = ctx.call, ctx.needs_input_grad
     spec = call.spec
@@ -206,78 +210,100 @@ def _backward(ctx, grad_y: Tensor) -> tuple:
 
 
 
-# --- the split path with a prepared dense MLP or the taps, straight through --------------------
+# --- the common cases, straight through ------------------------------------------------------
 # The same launches and torch ops, in the same order, as excitation_block.forward_launches and
-# channel_backward → excitation_mlp.pool_grads → weight_grads take for these cases (so the same
-# bits, tests/test_excitation_step.py), without their generality: no workspaces for other paths,
-# no gradient routing by name, no dtype conversions (the weights have the workspaces' dtype), no
-# autocast scope (these run only where autocast is off). On perf/host_time.py's proxy, 17–20 µs
-# less per training step (SE-ResNet-50 stage 4: 207 → 191 µs at B = 1, 220 → 201 at B = 8; eager
-# 171–182), 15–20 µs less for ECA's (204 → 185, 409 → 391).
+# channel_backward → excitation_mlp.pool_grads / tail_weight_grads → weight_grads take for the
+# cases ``StepCall.lean`` names (so the same bits, tests/test_excitation_step.py), without their
+# generality: no hidden BatchNorm, prologue or chunks, no gradient routing by name, no dtype
+# conversions (the weights have the workspaces' dtype), no autocast scope (these run only where
+# autocast is off); only the gradients autograd asks for. On perf/host_time.py's proxy, 17–20 µs
+# less per training step on the split path (SE-ResNet-50 stage 4: 207 → 191 µs at B = 1, 220 →
+# 201 at B = 8; eager 171–182), 15–20 µs less for ECA's (204 → 185, 409 → 391).
 
 
-def _split_forward(x: Tensor, residual: Optional[Tensor], weights: tuple,
-                   call: StepCall) -> tuple[Tensor, Tensor, tuple[Tensor, ...], None]:
-    """:func:`_forward` on the split path (``call.lean``): pool → the MLP's GEMMs or the taps' conv → scale."""
+def _lean_forward(x: Tensor, residual: Optional[Tensor], weights: tuple,
+                  call: StepCall) -> tuple[Tensor, Tensor, tuple[Tensor, ...], Optional[Tensor]]:
+    """:func:`_forward` where ``call.lean``: on the one-launch path pool + each sample's MLP in the
+    first launch; on the split path pool, the MLP's GEMMs or the taps' conv; then scale."""
     spec = call.spec
     pool = spec["pool"]
     y = _empty_like_4d(x)
     mean, maximum, count = pooled_workspace(x, pool)
-    launch.squeeze_excite_fwd(x, None, None, None, None, spec, call.RD, mean, maximum, count, None, None,
-                              mlp_tail=False)
-    v = excitation_mlp.pooled_input(mean, maximum, pool)
-    if call.mlp is not None:
-        s, kept = excitation_mlp.dense_logits(v, call.mlp)
+    if call.path == "one-launch":
+        B = x.shape[0]
+        s, kept, counter = _new((B, x.shape[1]), mean.dtype, x.device), (), workspaces.counters(x.device, B)
+        launch.squeeze_excite_fwd(x, *weights, spec, call.RD, mean, maximum, count, s, counter)
     else:
-        s, kept = excitation_mlp.taps(v, weights[0], weights[3], spec["mlp"] == "taps_circular"), ()
+        counter = None
+        launch.squeeze_excite_fwd(x, None, None, None, None, spec, call.RD, mean, maximum, count, None, None,
+                                  mlp_tail=False)
+        v = excitation_mlp.pooled_input(mean, maximum, pool)
+        if call.mlp is not None:
+            s, kept = excitation_mlp.dense_logits(v, call.mlp)
+        else:
+            s, kept = excitation_mlp.taps(v, weights[0], weights[3], spec["mlp"] == "taps_circular"), ()
     launch.gated_scale_fwd(x, s, residual, y, "channel", call.gate, call.act_out)
-    return y, s, kept, None
+    return y, s, kept, counter
 
 
-def _split_backward(ctx, grad_y: Tensor) -> tuple:
-    """:func:`_backward` on the split path (``call.lean``): the reduce launch (grad_s, the pooled
-    vectors again) → the MLP's backward GEMMs or the taps' convolution_backward (grad_v only where
-    x's gradient is wanted, the weight gradients autograd asks for) → the apply launch."""
+def _lean_backward(ctx, grad_y: Tensor) -> tuple:
+    """:func:`_backward` where ``call.lean``: the reduce launch (grad_s and the pooled vectors
+    again; on the one-launch path each sample's MLP backward too) → the weight gradients autograd
+    asks for as GEMMs and column sums, or the taps' convolution_backward (on the split path with
+    grad_v, where x's gradient is wanted) → the apply launch."""
     x, y, s, w1, b1, w2, b2, *kept = ctx.saved_tensors
     call, needs = ctx.call, ctx.needs_input_grad
     spec, m = call.spec, call.mlp
-    pool = spec["pool"]
+    pool, mlp = spec["pool"], spec["mlp"]
+    tail = call.path == "one-launch"
     grad = addressable(grad_y)
     B, C = x.shape[:2]
     mean, maximum, count = pooled_workspace(x, pool)
-    work = {"grad_s": _new((B, C), mean.dtype, x.device), "grad_mean": None, "grad_max": None, "hidden": None,
-            "grad_h": None, "grad_norm": None}
-    launch.excitation_bwd_reduce(grad, x, y, s, mean, maximum, count, None, None, None, spec, call.RD, call.gate,
-                                 call.act_out, work, None, mlp_tail=False)
+    acc, device = mean.dtype, x.device
+    hidden = tail and mlp == "fc_act_fc"
+    work = {"grad_s": _new((B, C), acc, device), "grad_mean": _new((B, C), acc, device) if tail else None,
+            "grad_max": _new((B, C), acc, device) if tail and maximum is not None else None,
+            "hidden": _new((B, call.RD), acc, device) if hidden else None,
+            "grad_h": _new((B, call.RD), acc, device) if hidden else None, "grad_norm": None}
+    if tail:
+        launch.excitation_bwd_reduce(grad, x, y, s, mean, maximum, count, w1, b1, w2, spec, call.RD, call.gate,
+                                     call.act_out, work, ctx.counter)
+    else:
+        launch.excitation_bwd_reduce(grad, x, y, s, mean, maximum, count, None, None, None, spec, call.RD, call.gate,
+                                     call.act_out, work, None, mlp_tail=False)
     grad_s = work["grad_s"]
     v = excitation_mlp.pooled_input(mean, maximum, pool)
     # d(y)/d(residual) is the identity without an epilogue; the apply launch writes it after a ReLU
     has_residual = ctx.has_residual
     grad_res_written = has_residual and call.act_out != "identity" and needs[1]
-    want_v = needs[0] or grad_res_written
+    want_v = not tail and (needs[0] or grad_res_written)  # the one-launch path's reduce wrote grad_mean
     grad_v = grad_w1 = grad_b1 = grad_w2 = grad_b2 = None
-    if m is None:  # the taps: s = conv(v, w1) + b2, every gradient from one convolution_backward
+    if mlp.startswith("taps"):  # s = conv(v, w1) + b2, every gradient from one convolution_backward
         want = (want_v, needs[2], needs[5])
         if any(want):
-            grad_v, grad_w1, grad_b2 = excitation_mlp.taps_grads(grad_s, v, w1, spec["mlp"] == "taps_circular", want)
+            grad_v, grad_w1, grad_b2 = excitation_mlp.taps_grads(grad_s, v, w1, mlp == "taps_circular", want)
     else:
-        if m.w1 is None:  # "fc": s = W2 · v + b2
-            grad_h, hidden = grad_s, v
+        if mlp == "fc":  # s = W2 · v + b2
+            grad_h, act_h = grad_s, v
+        elif tail:  # the reduce launch wrote act(h) and the gradient of h
+            grad_h, act_h = work["grad_h"], work["hidden"]
         else:  # SiLU's backward from h, ReLU's from act(h)
-            grad_h, hidden = excitation_mlp.activation_backward(kept[-1], torch.mm(grad_s, m.w2), m.act), kept[0]
+            grad_h, act_h = excitation_mlp.activation_backward(kept[-1], torch.mm(grad_s, m.w2), m.act), kept[0]
+        if mlp == "fc_act_fc":
             grad_w1 = torch.mm(grad_h.t(), v) if needs[2] else None
             grad_b1 = grad_h.sum(0) if needs[3] else None
-        grad_w2 = torch.mm(grad_s.t(), hidden) if needs[4] else None
+        grad_w2 = torch.mm(grad_s.t(), act_h) if needs[4] else None
         grad_b2 = grad_s.sum(0) if needs[5] else None
         if want_v:
             grad_v = torch.mm(grad_h, m.w1) if m.w1 is not None else torch.mm(grad_s, m.w2)
     grad_x = grad_res = None
-    if want_v:
+    if needs[0] or grad_res_written:
         grad_x = _empty_like_4d(x)
         grad_res = _empty_like_4d(x) if grad_res_written else None
-        if pool == "mean_max_avg":  # v = (mean + max) · 0.5: both gradients grad_v · 0.5
-            work["grad_max"] = grad_v.mul_(0.5)
-        work["grad_mean"] = grad_v
+        if not tail:
+            if pool == "mean_max_avg":  # v = (mean + max) · 0.5: both gradients grad_v · 0.5
+                work["grad_max"] = grad_v.mul_(0.5)
+            work["grad_mean"] = grad_v
         launch.excitation_bwd_apply(grad, x, y, s, maximum, count, spec, call.RD, call.gate, call.act_out, work,
                                     grad_x, grad_res)
     if has_residual and call.act_out == "identity" and needs[1]:

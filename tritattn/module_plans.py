@@ -48,7 +48,7 @@ def state_token(module: nn.Module, extra: tuple = (), objects: list | None = Non
     each module has hooks (hooks.has_hooks), for a plan that refuses hooked layers. ≈ 3 µs for an
     SE block's six modules (kept flat: it runs at every call)."""
     parts: list = [extra]
-    add = parts.append
+    add, extend = parts.append, parts.extend  # one extend per module and tensor: fewer calls than appends
     stack: list = [module]
     while stack:
         m = stack.pop()
@@ -56,11 +56,7 @@ def state_token(module: nn.Module, extra: tuple = (), objects: list | None = Non
             add(None)
             continue
         d = m.__dict__
-        add(id(m))
-        add(m.training)
-        add(d.get("eps"))
-        add(d.get("p"))
-        add(d.get("momentum"))
+        extend((id(m), m.training, d.get("eps"), d.get("p"), d.get("momentum")))
         if watch_hooks:
             add(has_hooks(m))
         for tensors in (d["_parameters"], d["_buffers"]):
@@ -68,9 +64,7 @@ def state_token(module: nn.Module, extra: tuple = (), objects: list | None = Non
                 if t is None:
                     add(None)
                     continue
-                add(id(t))
-                add(t.data_ptr())
-                add(t.requires_grad)
+                extend((id(t), t.data_ptr(), t.requires_grad))
                 if objects is not None:
                     objects.append(t)
         if objects is not None and m is not module:  # the module itself: the weak key (held, it would never go)
