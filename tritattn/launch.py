@@ -681,44 +681,52 @@ def _radix_problem(x5: torch.Tensor, xs: tuple[int, int, int, int], prologue: tu
 
 def radix_pool_fwd(x5: torch.Tensor, pooled: torch.Tensor) -> None:
     """pooled [B, C] = the mean over H·W of the sum over r of x5 [B, R, C, H, W]."""
-    xs = _radix_strides(x5)
-    p = _radix_problem(x5, xs)
+    def build() -> tuple:
+        xs = _radix_strides(x5)
+        p = _radix_problem(x5, xs)
+        return p, _rows_grid(p), (x5.shape[1], p.R, p.K, *xs, pooled.stride(0), pooled.stride(1)), dict(ACC=_acc_dtype(x5))
+
+    p, grid, tail, constexprs = _plan(("radix_pool_fwd", x5.shape, x5.stride(), x5.dtype, pooled.stride()), build)
     with _device_guard(x5):
-        RADIX_POOL_FWD.launch(
-            p, _rows_grid(p), (x5, pooled, x5.shape[1], p.R, p.K, *xs, pooled.stride(0), pooled.stride(1)),
-            dict(ACC=_acc_dtype(x5)), x5.device,
-        )
+        RADIX_POOL_FWD.launch(p, grid, (x5, pooled, *tail), constexprs, x5.device)
 
 
 def radix_combine_fwd(x5: torch.Tensor, a: torch.Tensor, out: torch.Tensor, prologue: tuple | None = None) -> None:
     """out [B, C, H, W] = Σ_r a[b, r, c] · x5[b, r, c, h, w]; ``prologue``: (act, the eval
     BatchNorm's (weight, bias, running mean, running var, eps) [R·C], or None), x5 then holding
     its input c and x5[b, r, c] read as act(bn(c)) with BatchNorm channel r·C + c (kernels/radix_combine.py)."""
-    xs = _radix_strides(x5)
-    p = _radix_problem(x5, xs, prologue)
     pro, pro_eps, pro_flags = _prologue_args(prologue)
+
+    def build() -> tuple:
+        xs = _radix_strides(x5)
+        p = _radix_problem(x5, xs, prologue)
+        return (p, _elementwise_grid(p), (*xs, *a.stride(), *plane_strides(out, "channel")),
+                dict(ACC=_acc_dtype(x5), **pro_flags))
+
+    p, grid, strides, constexprs = _plan(
+        ("radix_combine_fwd", x5.shape, x5.stride(), x5.dtype, a.stride(), out.stride(), tuple(pro_flags.values())),
+        build)
     with _device_guard(x5):
-        RADIX_COMBINE_FWD.launch(
-            p, _elementwise_grid(p),
-            (x5, a, out, *pro, x5.shape[1], p.R, p.K, pro_eps, *xs, *a.stride(), *plane_strides(out, "channel")),
-            dict(ACC=_acc_dtype(x5), **pro_flags), x5.device,
-        )
+        RADIX_COMBINE_FWD.launch(p, grid, (x5, a, out, *pro, x5.shape[1], p.R, p.K, pro_eps, *strides), constexprs,
+                                 x5.device)
 
 
 def radix_combine_bwd(
     g: torch.Tensor, x5: torch.Tensor, a: torch.Tensor, grad_x5: torch.Tensor, grad_a: torch.Tensor,
 ) -> None:
     """grad_x5 = a · g broadcast over the branches and grad_a = Σ_hw g · x5, in one pass over g and x5."""
-    xs = _radix_strides(x5)
-    p = _radix_problem(x5, xs)
-    R = x5.shape[1]
+    def build() -> tuple:
+        xs = _radix_strides(x5)
+        p = _radix_problem(x5, xs)
+        R = x5.shape[1]
+        tail = (R, p.R, p.K, *plane_strides(g, "channel"), *xs, *a.stride(), *_radix_strides(grad_x5), *grad_a.stride())
+        return p, _rows_grid(p), tail, dict(ACC=_acc_dtype(x5), RADIX_BLOCK=next_power_of_2(R))
+
+    p, grid, tail, constexprs = _plan(
+        ("radix_combine_bwd", x5.shape, x5.stride(), x5.dtype, g.stride(), a.stride(), grad_x5.stride(),
+         grad_a.stride()), build)
     with _device_guard(x5):
-        RADIX_COMBINE_BWD.launch(
-            p, _rows_grid(p),
-            (g, x5, a, grad_x5, grad_a, R, p.R, p.K, *plane_strides(g, "channel"), *xs, *a.stride(),
-             *_radix_strides(grad_x5), *grad_a.stride()),
-            dict(ACC=_acc_dtype(x5), RADIX_BLOCK=next_power_of_2(R)), x5.device,
-        )
+        RADIX_COMBINE_BWD.launch(p, grid, (g, x5, a, grad_x5, grad_a, *tail), constexprs, x5.device)
 
 
 # --- split attention in inference: the squeeze and the attention MLP in one launch ----------------
@@ -742,22 +750,29 @@ def radix_squeeze_attend_fwd(
     int32 slots (left at 0); ``prologue`` as in :func:`radix_combine_fwd` (x5 then holds c).
     Without ``mlp_tail`` (the split path) the launch writes ``pooled`` only: a and the counters
     are not used (None)."""
-    xs = _radix_strides(x5)
-    B, R, C, H, W = x5.shape
     RD = w1.shape[0]
-    p = _radix_problem(x5, xs, prologue, RD=RD, ACT=act, **_norm_flags(norm), **_tail_flag(mlp_tail))
     *bn, bn_eps = _norm_args(norm)
     pro, pro_eps, pro_flags = _prologue_args(prologue)
+
+    def build() -> tuple:
+        xs = _radix_strides(x5)
+        B, R, C, H, W = x5.shape
+        p = _radix_problem(x5, xs, prologue, RD=RD, ACT=act, **_norm_flags(norm), **_tail_flag(mlp_tail))
+        sizes = (R, C, H * W, RD)
+        strides = (*xs, *_strides2(w1), *_strides2(w2))
+        constexprs = dict(ACT=act, HAS_B1=b1 is not None, HAS_B2=b2 is not None, HIDDEN_NORM=norm is not None,
+                          ACC=_acc_dtype(x5), RADIX_BLOCK=next_power_of_2(R), MLP_TAIL=mlp_tail,
+                          **excitation_geometry(C, RD), **pro_flags)
+        return p, _rows_grid(p), sizes, strides, constexprs
+
+    p, grid, sizes, strides, constexprs = _plan(
+        ("radix_squeeze_attend_fwd", x5.shape, x5.stride(), x5.dtype, RD, act, norm is None, mlp_tail,
+         tuple(pro_flags.values()), w1.stride(), w2.stride(), b1 is None, b2 is None, excitation.MLP_TILE_ELEMENTS),
+        build)
     with _device_guard(x5):
         RADIX_SQUEEZE_ATTEND_FWD.launch(
-            p, _rows_grid(p),
-            (x5, pooled, counter, w1, b1, *bn, w2, b2, a, *pro, R, C, H * W, RD, bn_eps, pro_eps, *xs,
-             *_strides2(w1), *_strides2(w2)),
-            dict(ACT=act, HAS_B1=b1 is not None, HAS_B2=b2 is not None, HIDDEN_NORM=norm is not None,
-                 ACC=_acc_dtype(x5), RADIX_BLOCK=next_power_of_2(R), MLP_TAIL=mlp_tail,
-                 **excitation_geometry(C, RD), **pro_flags),
-            x5.device,
-        )
+            p, grid, (x5, pooled, counter, w1, b1, *bn, w2, b2, a, *pro, *sizes, bn_eps, pro_eps, *strides),
+            constexprs, x5.device)
 
 
 # --- softmax-weighted ("context") pooling, GCNet's global context (kernels/context_pool.py) -----
@@ -834,15 +849,24 @@ def _launch_context_partials(
     x: torch.Tensor, w: torch.Tensor, part: torch.Tensor, pstats: torch.Tensor,
 ) -> tuple[Problem, int]:
     """Launch context_pool_partials; returns its Problem and its number of programs (B · NP)."""
-    B, C, H, W = x.shape
-    xs = plane_strides(x, "channel")
-    p = _context_problem(x, xs)
-    block_p, block_c = context_pool_tile(x)
-    n_programs = B * cdiv(H * W, block_p)
+    def build() -> tuple:
+        B, C, H, W = x.shape
+        xs = plane_strides(x, "channel")
+        p = _context_problem(x, xs)
+        block_p, block_c = context_pool_tile(x)
+        n_programs = B * cdiv(H * W, block_p)
+        return (p, lambda META: (n_programs,), (C, H * W, *xs),
+                dict(ACC=_acc_dtype(x), BLOCK_C=block_c, BLOCK_P=block_p), n_programs)
+
+    p, grid, tail, constexprs, n_programs = _plan(_context_signature("context_pool_partials", x), build)
     with _device_guard(x):
-        CONTEXT_POOL_PARTIALS.launch(p, lambda META: (n_programs,), (x, w, part, pstats, C, H * W, *xs),
-                                     dict(ACC=_acc_dtype(x), BLOCK_C=block_c, BLOCK_P=block_p), x.device)
+        CONTEXT_POOL_PARTIALS.launch(p, grid, (x, w, part, pstats, *tail), constexprs, x.device)
     return p, n_programs
+
+
+def _context_signature(name: str, x: torch.Tensor, *more) -> tuple:
+    """A context launch's plan signature: x's, and the tile limits its tile is read from at call time."""
+    return (name, x.shape, x.stride(), x.dtype, tiling.TILE_ELEMENTS, tiling.LONG_SIDE_MAX, *more)
 
 
 def context_pool_fwd(
@@ -851,13 +875,17 @@ def context_pool_fwd(
     """ctx [B, C] (x's dtype) and stats [B, C + 2] (ACC: M, L, ctx unrounded) of the softmax-weighted
     pooling of x under the logits w · x (w [C], contiguous), in two launches; ``part``
     [B·NP, C] and ``pstats`` [B·NP, 2] (ACC, contiguous) are workspaces (:func:`context_pool_programs`)."""
-    B, C, H, W = x.shape
     p, n_programs = _launch_context_partials(x, w, part, pstats)
-    block_np, combine_c = context_combine_tile(x)
+
+    def build() -> tuple:
+        B, C = x.shape[:2]
+        block_np, combine_c = context_combine_tile(x)
+        return (lambda META: (B * cdiv(C, combine_c),), (C, n_programs // B, ctx.stride(0), ctx.stride(1)),
+                dict(ACC=_acc_dtype(x), BLOCK_C=combine_c, BLOCK_NP=block_np))
+
+    grid, tail, constexprs = _plan(_context_signature("context_pool_combine", x, ctx.stride()), build)
     with _device_guard(x):
-        CONTEXT_POOL_COMBINE.launch(p, lambda META: (B * cdiv(C, combine_c),),
-                                    (part, pstats, ctx, stats, C, n_programs // B, ctx.stride(0), ctx.stride(1)),
-                                    dict(ACC=_acc_dtype(x), BLOCK_C=combine_c, BLOCK_NP=block_np), x.device)
+        CONTEXT_POOL_COMBINE.launch(p, grid, (part, pstats, ctx, stats, *tail), constexprs, x.device)
 
 
 def context_pool_bwd(
@@ -867,17 +895,19 @@ def context_pool_bwd(
     """grad_x (x's layout) and the per-program partial sums wpart [B·NP, C + 1] (ACC: Σ_p dlogit · x
     and Σ_p dlogit) of the context pooling's backward, in one launch; the caller sums wpart's
     rows into grad_w and grad_bias."""
-    B, C, H, W = x.shape
-    xs = plane_strides(x, "channel")
-    p = _context_problem(x, xs)
-    block_p, block_c = context_pool_tile(x)
+    def build() -> tuple:
+        B, C, H, W = x.shape
+        xs = plane_strides(x, "channel")
+        p = _context_problem(x, xs)
+        block_p, block_c = context_pool_tile(x)
+        n_programs = B * cdiv(H * W, block_p)
+        tail = (C, H * W, grad_ctx.stride(0), grad_ctx.stride(1), *xs, *plane_strides(grad_x, "channel"))
+        return p, lambda META: (n_programs,), tail, dict(ACC=_acc_dtype(x), BLOCK_C=block_c, BLOCK_P=block_p)
+
+    p, grid, tail, constexprs = _plan(_context_signature("context_pool_bwd", x, grad_ctx.stride(), grad_x.stride()),
+                                      build)
     with _device_guard(x):
-        CONTEXT_POOL_BWD.launch(
-            p, lambda META: (B * cdiv(H * W, block_p),),
-            (grad_ctx, x, w, stats, grad_x, wpart, C, H * W, grad_ctx.stride(0), grad_ctx.stride(1), *xs,
-             *plane_strides(grad_x, "channel")),
-            dict(ACC=_acc_dtype(x), BLOCK_C=block_c, BLOCK_P=block_p), x.device,
-        )
+        CONTEXT_POOL_BWD.launch(p, grid, (grad_ctx, x, w, stats, grad_x, wpart, *tail), constexprs, x.device)
 
 
 # --- GCNet's global context for inference: the context and its MLPs in two launches -------------
@@ -908,20 +938,25 @@ def global_context_fwd(
     ``scale_mlp`` / ``add_mlp``: (w1 [RD, C], b1 [RD], ln_w [RD], ln_b [RD], w2 [C, RD], b2 [C],
     eps) or None; ``act``: "relu" or "silu"; ``counter`` ≥ B zeroed slots
     (workspaces.counters), left at 0. ``part``, ``pstats`` as :func:`context_pool_fwd`'s."""
-    B, C, H, W = x.shape
     p, n_programs = _launch_context_partials(x, w, part, pstats)
-    block_np, combine_c = context_combine_tile(x)
     s_args, rd_s, eps_s, s_strides = _context_mlp_args(scale_mlp)
     a_args, rd_a, eps_a, a_strides = _context_mlp_args(add_mlp)
-    pc = Problem(p.B, p.R, p.K, p.rows_contiguous, p.dtype,
-                 flags=(("SCALE_MLP", scale_mlp is not None), ("ADD_MLP", add_mlp is not None), ("ACT", act),
-                        ("RD", max(rd_s, rd_a))))
-    acc = _acc_dtype(x)
+
+    def build() -> tuple:
+        B, C = x.shape[:2]
+        block_np, combine_c = context_combine_tile(x)
+        rd = max(rd_s, rd_a)
+        pc = Problem(p.B, p.R, p.K, p.rows_contiguous, p.dtype,
+                     flags=(("SCALE_MLP", scale_mlp is not None), ("ADD_MLP", add_mlp is not None), ("ACT", act),
+                            ("RD", rd)))
+        constexprs = dict(HAS_SCALE=scale_mlp is not None, HAS_ADD=add_mlp is not None, ACT=act, ACC=_acc_dtype(x),
+                          BLOCK_C=combine_c, BLOCK_NP=block_np, **excitation_geometry(C, rd))
+        return pc, lambda META: (B * cdiv(C, combine_c),), (C, n_programs // B, rd_s, rd_a), constexprs
+
+    pc, grid, sizes, constexprs = _plan(
+        _context_signature("context_pool_combine_mlp", x, scale_mlp is None, add_mlp is None, rd_s, rd_a, act,
+                           s_strides, a_strides, excitation.MLP_TILE_ELEMENTS), build)
     with _device_guard(x):
         CONTEXT_POOL_COMBINE_MLP.launch(
-            pc, lambda META: (B * cdiv(C, combine_c),),
-            (part, pstats, ctx, counter, *s_args, s, *a_args, t, C, n_programs // B, rd_s, rd_a, eps_s, eps_a,
-             *s_strides, *a_strides),
-            dict(HAS_SCALE=scale_mlp is not None, HAS_ADD=add_mlp is not None, ACT=act, ACC=acc, BLOCK_C=combine_c,
-                 BLOCK_NP=block_np, **excitation_geometry(C, max(rd_s, rd_a))), x.device,
-        )
+            pc, grid, (part, pstats, ctx, counter, *s_args, s, *a_args, t, *sizes, eps_s, eps_a, *s_strides, *a_strides),
+            constexprs, x.device)
