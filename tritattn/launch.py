@@ -487,12 +487,21 @@ def pixel_rows_config(p: Problem, num_stages: int) -> triton.Config:
     return triton.Config({"BLOCK_R": block_r, "BLOCK_K": block_k}, num_warps=SPATIAL_NUM_WARPS, num_stages=num_stages)
 
 
+@functools.lru_cache(maxsize=PLAN_CACHE_SIZE)
+def _cached_default(config: Callable[[Problem, int], triton.Config], problem: Problem, num_stages: int,
+                    tile_elements: int, long_side_max: int) -> triton.Config:
+    """``config(problem, num_stages)``, made once: an untuned problem's config is asked for at every
+    launch (tuning.Tuner._config). ``tile_elements`` and ``long_side_max`` are the values of
+    tiling.TILE_ELEMENTS / LONG_SIDE_MAX it reads, so a changed heuristic is a new entry."""
+    return config(problem, num_stages)
+
+
 class PixelRowsTuner(Tuner):
     """A Tuner of CBAM's per-pixel reductions over C: its untuned tile is :func:`pixel_rows_config`,
     the first of the candidates it benchmarks (then tiling's pruned ones)."""
 
     def _default(self, problem: Problem) -> triton.Config:
-        return pixel_rows_config(problem, self.num_stages)
+        return _cached_default(pixel_rows_config, problem, self.num_stages, tiling.TILE_ELEMENTS, tiling.LONG_SIDE_MAX)
 
     def candidates(self, problem: Problem, grid: Grid, min_programs: int = 0) -> list[triton.Config]:
         default = self._default(problem)
@@ -651,8 +660,13 @@ class RadixRowsTuner(PixelRowsTuner):
     candidates)."""
 
     def _default(self, problem: Problem) -> triton.Config:
-        block_r, block_k = radix_rows_tile(problem.R, problem.K, problem.rows_contiguous, dict(problem.flags)["RADIX"])
-        return triton.Config({"BLOCK_R": block_r, "BLOCK_K": block_k}, num_warps=4, num_stages=self.num_stages)
+        return _cached_default(radix_rows_config, problem, self.num_stages, tiling.TILE_ELEMENTS, tiling.LONG_SIDE_MAX)
+
+
+def radix_rows_config(p: Problem, num_stages: int) -> triton.Config:
+    """The untuned config of the radix row reductions: :func:`radix_rows_tile`, 4 warps."""
+    block_r, block_k = radix_rows_tile(p.R, p.K, p.rows_contiguous, dict(p.flags)["RADIX"])
+    return triton.Config({"BLOCK_R": block_r, "BLOCK_K": block_k}, num_warps=4, num_stages=num_stages)
 
 
 RADIX_POOL_FWD = RadixRowsTuner(
