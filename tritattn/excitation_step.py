@@ -55,7 +55,9 @@ class StepCall(NamedTuple):
     prepared once where the weights have the workspaces' dtype (else made at each call);
     ``lean``: the weights in the workspaces' dtype, one pooled vector (not CBAM's two), and on the
     split path a dense MLP (then ``mlp``) or the taps: the call runs :func:`_lean_forward` and
-    :func:`_lean_backward` where autocast is off."""
+    :func:`_lean_backward` where autocast is off; ``plans``: their launches' plans, kept per
+    launch (and the backward's per layout of the incoming gradient) — the call signature fixes the
+    rest of what a plan is built from."""
 
     spec: dict
     RD: int
@@ -65,6 +67,7 @@ class StepCall(NamedTuple):
     dense: bool
     mlp: Optional[excitation_mlp.DenseMLP]
     lean: bool
+    plans: dict
 
 
 def applies(x: Tensor, spec: BlockSpec, residual: Optional[Tensor], path: str) -> bool:
@@ -97,7 +100,7 @@ class Step:
         in_acc = all(w is None or w.dtype == acc for w in self.weights)
         lean = in_acc and spec.pool != "mean_max_both" and (path == "one-launch" or dense or spec.mlp.startswith("taps"))
         self.call = StepCall(kernel_spec, RD, gate, act_out, path, dense,
-                             excitation_mlp.dense_mlp(self.weights, spec.act, acc) if prepared else None, lean)
+                             excitation_mlp.dense_mlp(self.weights, spec.act, acc) if prepared else None, lean, {})
         self.grad = dispatch.needs_grad((x, residual, *self.weights))
 
     def __call__(self, x: Tensor, residual: Optional[Tensor]) -> Tensor:
@@ -225,24 +228,27 @@ def _lean_forward(x: Tensor, residual: Optional[Tensor], weights: tuple,
                   call: StepCall) -> tuple[Tensor, Tensor, tuple[Tensor, ...], Optional[Tensor]]:
     """:func:`_forward` where ``call.lean``: on the one-launch path pool + each sample's MLP in the
     first launch; on the split path pool, the MLP's GEMMs or the taps' conv; then scale."""
-    spec = call.spec
+    spec, plans = call.spec, call.plans
     pool = spec["pool"]
     y = _empty_like_4d(x)
     mean, maximum, count = pooled_workspace(x, pool)
+    squeeze = ("squeeze", launch.excitation.MLP_TILE_ELEMENTS)  # the plan's MLP tile
     if call.path == "one-launch":
         B = x.shape[0]
         s, kept, counter = _new((B, x.shape[1]), mean.dtype, x.device), (), workspaces.counters(x.device, B)
-        launch.squeeze_excite_fwd(x, *weights, spec, call.RD, mean, maximum, count, s, counter)
+        plans[squeeze] = launch.squeeze_excite_fwd(x, *weights, spec, call.RD, mean, maximum, count, s, counter,
+                                                   plan=plans.get(squeeze))
     else:
         counter = None
-        launch.squeeze_excite_fwd(x, None, None, None, None, spec, call.RD, mean, maximum, count, None, None,
-                                  mlp_tail=False)
+        plans[squeeze] = launch.squeeze_excite_fwd(x, None, None, None, None, spec, call.RD, mean, maximum, count,
+                                                   None, None, mlp_tail=False, plan=plans.get(squeeze))
         v = excitation_mlp.pooled_input(mean, maximum, pool)
         if call.mlp is not None:
             s, kept = excitation_mlp.dense_logits(v, call.mlp)
         else:
             s, kept = excitation_mlp.taps(v, weights[0], weights[3], spec["mlp"] == "taps_circular"), ()
-    launch.gated_scale_fwd(x, s, residual, y, "channel", call.gate, call.act_out)
+    plans["scale"] = launch.gated_scale_fwd(x, s, residual, y, "channel", call.gate, call.act_out,
+                                            plan=plans.get("scale"))
     return y, s, kept, counter
 
 
@@ -265,12 +271,16 @@ def _lean_backward(ctx, grad_y: Tensor) -> tuple:
             "grad_max": _new((B, C), acc, device) if tail and maximum is not None else None,
             "hidden": _new((B, call.RD), acc, device) if hidden else None,
             "grad_h": _new((B, call.RD), acc, device) if hidden else None, "grad_norm": None}
+    plans, layout = call.plans, grad.stride()
+    reduce, apply = ("reduce", layout, launch.excitation.MLP_TILE_ELEMENTS), ("apply", layout)
     if tail:
-        launch.excitation_bwd_reduce(grad, x, y, s, mean, maximum, count, w1, b1, w2, spec, call.RD, call.gate,
-                                     call.act_out, work, ctx.counter)
+        plans[reduce] = launch.excitation_bwd_reduce(grad, x, y, s, mean, maximum, count, w1, b1, w2, spec, call.RD,
+                                                     call.gate, call.act_out, work, ctx.counter,
+                                                     plan=plans.get(reduce))
     else:
-        launch.excitation_bwd_reduce(grad, x, y, s, mean, maximum, count, None, None, None, spec, call.RD, call.gate,
-                                     call.act_out, work, None, mlp_tail=False)
+        plans[reduce] = launch.excitation_bwd_reduce(grad, x, y, s, mean, maximum, count, None, None, None, spec,
+                                                     call.RD, call.gate, call.act_out, work, None, mlp_tail=False,
+                                                     plan=plans.get(reduce))
     grad_s = work["grad_s"]
     v = excitation_mlp.pooled_input(mean, maximum, pool)
     # d(y)/d(residual) is the identity without an epilogue; the apply launch writes it after a ReLU
@@ -304,8 +314,8 @@ def _lean_backward(ctx, grad_y: Tensor) -> tuple:
             if pool == "mean_max_avg":  # v = (mean + max) · 0.5: both gradients grad_v · 0.5
                 work["grad_max"] = grad_v.mul_(0.5)
             work["grad_mean"] = grad_v
-        launch.excitation_bwd_apply(grad, x, y, s, maximum, count, spec, call.RD, call.gate, call.act_out, work,
-                                    grad_x, grad_res)
+        plans[apply] = launch.excitation_bwd_apply(grad, x, y, s, maximum, count, spec, call.RD, call.gate,
+                                                   call.act_out, work, grad_x, grad_res, plan=plans.get(apply))
     if has_residual and call.act_out == "identity" and needs[1]:
         grad_res = grad_y
     return (grad_x if needs[0] else None), grad_res, grad_w1, grad_b1, grad_w2, grad_b2, None

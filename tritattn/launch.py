@@ -169,32 +169,41 @@ def _prologue_flags(prologue: tuple | None) -> dict:
 def _prologue_args(prologue: tuple | None) -> tuple[tuple, float, dict]:
     """(the BatchNorm's weight, bias, mean, var; its eps; the constexprs) of a prologue
     ``(act, norm)`` (kernels/norm_act.py), Nones and "none" without one."""
-    act, norm = prologue if prologue is not None else ("none", None)
+    if prologue is None:
+        return _NO_PROLOGUE
+    act, norm = prologue
     *tensors, eps = norm if norm is not None else (None, None, None, None, 0.0)
     return tuple(tensors), eps, dict(PRO_ACT=act, PRO_NORM=norm is not None)
 
 
+#: :func:`_prologue_args` without a prologue (its dict is only read)
+_NO_PROLOGUE = ((None, None, None, None), 0.0, dict(PRO_ACT="none", PRO_NORM=False))
+
+
 def gated_scale_fwd(
     x: torch.Tensor, s: torch.Tensor, residual: torch.Tensor | None, y: torch.Tensor,
-    axis: Axis, gate: str, act: str, prologue: tuple | None = None,
-) -> None:
+    axis: Axis, gate: str, act: str, prologue: tuple | None = None, plan: tuple | None = None,
+) -> tuple:
     """y = act(x · gate(s) + residual), s broadcast along the K axis of ``axis``; ``prologue``
     (channel axis only): (the producer's activation, its BatchNorm's (weight, bias, mean, var,
-    eps) — running or batch statistics — or None), applied to x as loaded."""
+    eps) — running or batch statistics — or None), applied to x as loaded. Returns its plan
+    (:func:`_plan`), which a caller may pass back as ``plan`` for a call of the same signature."""
     pro, pro_eps, pro_flags = _prologue_args(prologue)
+    if plan is None:  # else the plan returned for this signature before (the caller kept it)
+        def build() -> tuple:
+            xs = plane_strides(x, axis)
+            p = _problem(x, axis, xs, HAS_RESIDUAL=residual is not None, ACT=act, **_prologue_flags(prologue))
+            res = plane_strides(residual, axis) if residual is not None else (0, 0, 0)
+            strides = (*xs, *vector_strides(s, axis), *res, *plane_strides(y, axis))
+            return p, _elementwise_grid(p), strides, dict(p.flags, GATE=gate, ACC=_acc_dtype(x), **pro_flags)
 
-    def build() -> tuple:
-        xs = plane_strides(x, axis)
-        p = _problem(x, axis, xs, HAS_RESIDUAL=residual is not None, ACT=act, **_prologue_flags(prologue))
-        strides = (*xs, *vector_strides(s, axis), *(plane_strides(residual, axis) if residual is not None else (0, 0, 0)),
-                   *plane_strides(y, axis))
-        return p, _elementwise_grid(p), strides, dict(p.flags, GATE=gate, ACC=_acc_dtype(x), **pro_flags)
-
-    p, grid, strides, constexprs = _plan(
-        ("gated_scale_fwd", x.shape, x.stride(), x.dtype, s.stride(), None if residual is None else residual.stride(),
-         y.stride(), axis, gate, act, tuple(pro_flags.values())), build)
+        plan = _plan(
+            ("gated_scale_fwd", x.shape, x.stride(), x.dtype, s.stride(), None if residual is None else residual.stride(),
+             y.stride(), axis, gate, act, tuple(pro_flags.values())), build)
+    p, grid, strides, constexprs = plan
     with _device_guard(x):
         GATED_SCALE_FWD.launch(p, grid, (x, s, residual, y, *pro, p.R, p.K, pro_eps, *strides), constexprs, x.device)
+    return plan
 
 
 def gated_scale_bwd(
@@ -258,8 +267,8 @@ def _norm_args(norm: tuple | None) -> tuple:
 def squeeze_excite_fwd(
     x: torch.Tensor, w1, b1, w2, b2, spec: dict, RD: int,
     mean: torch.Tensor, maximum: torch.Tensor | None, count: torch.Tensor | None, s: torch.Tensor | None,
-    counter: torch.Tensor | None, norm: tuple | None = None, prologue: tuple | None = None, mlp_tail: bool = True,
-) -> None:
+    counter: torch.Tensor | None, norm: tuple | None = None, prologue: tuple | None = None, mlp_tail: bool = True, plan: tuple | None = None,
+) -> tuple:
     """Pooled vectors and the excitation logits s [B, C] of x in one launch (kernels/excitation.py);
     ``norm``: the hidden BatchNorm's (weight, bias, running mean, running var, eps), or None;
     ``prologue`` as in :func:`gated_scale_fwd`. Without ``mlp_tail`` (the split path) the
@@ -267,23 +276,26 @@ def squeeze_excite_fwd(
     *bn, bn_eps = _norm_args(norm)
     pro, pro_eps, pro_flags = _prologue_args(prologue)
 
-    def build() -> tuple:
-        xs = plane_strides(x, "channel")
-        p = _problem(x, "channel", xs, POOL=spec["pool"], MLP=spec["mlp"], RD=RD, **_norm_flags(norm),
-                     **_prologue_flags(prologue), **_tail_flag(mlp_tail))
-        constexprs = dict(_excitation_flags(spec, p.R, RD), ACT=spec["act"], HAS_B1=b1 is not None,
-                          HAS_B2=b2 is not None, HIDDEN_NORM=norm is not None, ACC=_acc_dtype(x), MLP_TAIL=mlp_tail,
-                          **pro_flags)
-        return p, _rows_grid(p), (*xs, *_strides2(w1), *_strides2(w2)), constexprs
+    if plan is None:  # else the plan returned for this signature before (the caller kept it)
+        def build() -> tuple:
+            xs = plane_strides(x, "channel")
+            p = _problem(x, "channel", xs, POOL=spec["pool"], MLP=spec["mlp"], RD=RD, **_norm_flags(norm),
+                         **_prologue_flags(prologue), **_tail_flag(mlp_tail))
+            constexprs = dict(_excitation_flags(spec, p.R, RD), ACT=spec["act"], HAS_B1=b1 is not None,
+                              HAS_B2=b2 is not None, HIDDEN_NORM=norm is not None, ACC=_acc_dtype(x), MLP_TAIL=mlp_tail,
+                              **pro_flags)
+            return p, _rows_grid(p), (*xs, *_strides2(w1), *_strides2(w2)), constexprs
 
-    p, grid, strides, constexprs = _plan(
-        ("squeeze_excite_fwd", x.shape, x.stride(), x.dtype, spec["pool"], spec["mlp"], spec["act"], spec["taps"], RD,
-         None if w1 is None else w1.stride(), b1 is None, None if w2 is None else w2.stride(), b2 is None, norm is None,
-         tuple(pro_flags.values()), mlp_tail, excitation.MLP_TILE_ELEMENTS), build)
+        plan = _plan(
+            ("squeeze_excite_fwd", x.shape, x.stride(), x.dtype, spec["pool"], spec["mlp"], spec["act"], spec["taps"], RD,
+             None if w1 is None else w1.stride(), b1 is None, None if w2 is None else w2.stride(), b2 is None, norm is None,
+             tuple(pro_flags.values()), mlp_tail, excitation.MLP_TILE_ELEMENTS), build)
+    p, grid, strides, constexprs = plan
     with _device_guard(x):
         SQUEEZE_EXCITE_FWD.launch(
             p, grid, (x, mean, maximum, count, counter, w1, b1, w2, b2, *bn, s, *pro, p.R, p.K, RD, bn_eps, pro_eps,
                       *strides), constexprs, x.device)
+    return plan
 
 
 def _tail_flag(mlp_tail: bool) -> dict:
@@ -298,8 +310,8 @@ def excitation_bwd_reduce(
     w1, b1, w2, spec: dict, RD: int, gate: str, act_out: str,
     work: dict[str, torch.Tensor], counter: torch.Tensor | None,
     sp: torch.Tensor | None = None, norm: tuple | None = None, prologue: tuple | None = None,
-    batch_stats: bool = False, mlp_tail: bool = True,
-) -> None:
+    batch_stats: bool = False, mlp_tail: bool = True, plan: tuple | None = None,
+) -> tuple:
     """The block's backward, first launch (kernels/excitation.py excitation_bwd_reduce): Σ_k dy·x
     → ``work`` "grad_s", the pooled vectors into ``mean`` / ``maximum`` / ``count``, and with
     ``mlp_tail`` (the one-launch path) the MLP backward per sample into ``work`` ("grad_mean",
@@ -312,28 +324,31 @@ def excitation_bwd_reduce(
     *bn, bn_eps = _norm_args(norm)
     pro, pro_eps, pro_kernel_flags = _prologue_args(prologue)
 
-    def build() -> tuple:
-        xs = plane_strides(x, "channel")
-        p = _problem(x, "channel", xs, POOL=spec["pool"], MLP=spec["mlp"], RD=RD, ACT_OUT=act_out, **_norm_flags(norm),
-                     **_backward_prologue_flags(prologue, batch_stats), **_tail_flag(mlp_tail))
-        strides = (*plane_strides(grad_y, "channel"), *xs, *(plane_strides(y, "channel") if y is not None else (0, 0, 0)),
-                   *_strides2(w1), *_strides2(w2))
-        constexprs = dict(_excitation_flags(spec, x.shape[1], RD), ACT=spec["act"], GATE=gate, ACT_OUT=act_out,
-                          HAS_B1=b1 is not None, HIDDEN_NORM=norm is not None, MLP_TAIL=mlp_tail, ACC=_acc_dtype(x),
-                          **pro_kernel_flags)
-        return p, _rows_grid(p), strides, constexprs
+    if plan is None:  # else the plan returned for this signature before (the caller kept it)
+        def build() -> tuple:
+            xs = plane_strides(x, "channel")
+            p = _problem(x, "channel", xs, POOL=spec["pool"], MLP=spec["mlp"], RD=RD, ACT_OUT=act_out, **_norm_flags(norm),
+                         **_backward_prologue_flags(prologue, batch_stats), **_tail_flag(mlp_tail))
+            strides = (*plane_strides(grad_y, "channel"), *xs, *(plane_strides(y, "channel") if y is not None else (0, 0, 0)),
+                       *_strides2(w1), *_strides2(w2))
+            constexprs = dict(_excitation_flags(spec, x.shape[1], RD), ACT=spec["act"], GATE=gate, ACT_OUT=act_out,
+                              HAS_B1=b1 is not None, HIDDEN_NORM=norm is not None, MLP_TAIL=mlp_tail, ACC=_acc_dtype(x),
+                              **pro_kernel_flags)
+            return p, _rows_grid(p), strides, constexprs
 
-    p, grid, strides, constexprs = _plan(
-        ("excitation_bwd_reduce", x.shape, x.stride(), x.dtype, grad_y.stride(), None if y is None else y.stride(),
-         spec["pool"], spec["mlp"], spec["act"], spec["taps"], RD, gate, act_out,
-         None if w1 is None else w1.stride(), b1 is None, None if w2 is None else w2.stride(), norm is None,
-         tuple(pro_kernel_flags.values()), batch_stats, mlp_tail, excitation.MLP_TILE_ELEMENTS), build)
+        plan = _plan(
+            ("excitation_bwd_reduce", x.shape, x.stride(), x.dtype, grad_y.stride(), None if y is None else y.stride(),
+             spec["pool"], spec["mlp"], spec["act"], spec["taps"], RD, gate, act_out,
+             None if w1 is None else w1.stride(), b1 is None, None if w2 is None else w2.stride(), norm is None,
+             tuple(pro_kernel_flags.values()), batch_stats, mlp_tail, excitation.MLP_TILE_ELEMENTS), build)
+    p, grid, strides, constexprs = plan
     with _device_guard(x):
         EXCITATION_BWD_REDUCE.launch(
             p, grid,
             (grad_y, x, y, sp, s, work["grad_s"], counter, mean, maximum, count, w1, b1, w2, *bn,
              work["hidden"], work["grad_h"], work["grad_norm"], work["grad_mean"], work["grad_max"],
              *pro, work.get("psum"), p.R, p.K, RD, bn_eps, pro_eps, *strides), constexprs, x.device)
+    return plan
 
 
 def _backward_prologue_flags(prologue: tuple | None, batch_stats: bool) -> dict:
@@ -349,34 +364,37 @@ def excitation_bwd_apply(
     maximum: torch.Tensor | None, count: torch.Tensor | None, spec: dict, RD: int, gate: str, act_out: str,
     work: dict[str, torch.Tensor], grad_x: torch.Tensor, grad_res: torch.Tensor | None,
     sp: torch.Tensor | None = None, norm: tuple | None = None, prologue: tuple | None = None,
-    batch_stats: bool = False,
-) -> None:
+    batch_stats: bool = False, plan: tuple | None = None,
+) -> tuple:
     """The block's backward, last launch (kernels/excitation.py excitation_bwd_apply), elementwise:
     grad_x (and grad_residual) from ``work`` "grad_mean" / "grad_max" (and "sums" with a
     prologue BatchNorm, :func:`prologue_norm_bwd`); arguments as :func:`excitation_bwd_reduce`."""
     pro, pro_eps, pro_kernel_flags = _prologue_args(prologue)
 
-    def build() -> tuple:
-        xs = plane_strides(x, "channel")
-        pa = _problem(x, "channel", xs, POOL=spec["pool"], MLP=spec["mlp"], RD=RD, ACT_OUT=act_out,
-                      WRITE_GRAD_RES=grad_res is not None, **_norm_flags(norm),
-                      **_backward_prologue_flags(prologue, batch_stats))
-        strides = (*plane_strides(grad_y, "channel"), *xs, *(plane_strides(y, "channel") if y is not None else (0, 0, 0)),
-                   *plane_strides(grad_x, "channel"),
-                   *(plane_strides(grad_res, "channel") if grad_res is not None else (0, 0, 0)))
-        constexprs = dict(GATE=gate, ACT_OUT=act_out, WRITE_GRAD_RES=grad_res is not None, POOL=spec["pool"],
-                          BATCH_STATS=batch_stats, ACC=_acc_dtype(x), **pro_kernel_flags)
-        return pa, _elementwise_grid(pa), strides, constexprs
+    if plan is None:  # else the plan returned for this signature before (the caller kept it)
+        def build() -> tuple:
+            xs = plane_strides(x, "channel")
+            pa = _problem(x, "channel", xs, POOL=spec["pool"], MLP=spec["mlp"], RD=RD, ACT_OUT=act_out,
+                          WRITE_GRAD_RES=grad_res is not None, **_norm_flags(norm),
+                          **_backward_prologue_flags(prologue, batch_stats))
+            strides = (*plane_strides(grad_y, "channel"), *xs, *(plane_strides(y, "channel") if y is not None else (0, 0, 0)),
+                       *plane_strides(grad_x, "channel"),
+                       *(plane_strides(grad_res, "channel") if grad_res is not None else (0, 0, 0)))
+            constexprs = dict(GATE=gate, ACT_OUT=act_out, WRITE_GRAD_RES=grad_res is not None, POOL=spec["pool"],
+                              BATCH_STATS=batch_stats, ACC=_acc_dtype(x), **pro_kernel_flags)
+            return pa, _elementwise_grid(pa), strides, constexprs
 
-    pa, grid, strides, constexprs = _plan(
-        ("excitation_bwd_apply", x.shape, x.stride(), x.dtype, grad_y.stride(), None if y is None else y.stride(),
-         grad_x.stride(), None if grad_res is None else grad_res.stride(), spec["pool"], spec["mlp"], RD, gate,
-         act_out, norm is None, tuple(pro_kernel_flags.values()), batch_stats), build)
+        plan = _plan(
+            ("excitation_bwd_apply", x.shape, x.stride(), x.dtype, grad_y.stride(), None if y is None else y.stride(),
+             grad_x.stride(), None if grad_res is None else grad_res.stride(), spec["pool"], spec["mlp"], RD, gate,
+             act_out, norm is None, tuple(pro_kernel_flags.values()), batch_stats), build)
+    pa, grid, strides, constexprs = plan
     with _device_guard(x):
         EXCITATION_BWD_APPLY.launch(
             pa, grid,
             (grad_y, x, y, sp, s, grad_x, grad_res, work["grad_mean"], work["grad_max"], maximum, count,
              *pro, work.get("sums"), pa.B, pa.R, pa.K, pro_eps, *strides), constexprs, x.device)
+    return plan
 
 
 #: batch_stats_fwd: at most this many channels per program (its merges then read
