@@ -260,8 +260,8 @@ def test_a_blocks_kept_calls_follow_a_decision_made_again(monkeypatch):
         assert paths.decision("excitation_block", first.key).path == other
         ran = []
         squeeze = launch.squeeze_excite_fwd
-        monkeypatch.setattr(launch, "squeeze_excite_fwd",
-                            lambda *args, **kwargs: ran.append(kwargs.get("mlp_tail", True)) or squeeze(*args, **kwargs))
+        monkeypatch.setattr(launch, "squeeze_excite_fwd", lambda *args, **kwargs: (
+            ran.append(kwargs.get("mlp_tail", True)) or squeeze(*args, **kwargs)))
         fast(x)
     assert ran == [other == "one-launch"]  # the squeeze launch runs each sample's MLP on the one-launch path only
 

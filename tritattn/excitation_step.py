@@ -98,7 +98,8 @@ class Step:
         acc = acc_dtype(x)
         prepared = dense and all(w is None or w.dtype == acc for w in self.weights)
         in_acc = all(w is None or w.dtype == acc for w in self.weights)
-        lean = in_acc and spec.pool != "mean_max_both" and (path == "one-launch" or dense or spec.mlp.startswith("taps"))
+        lean = in_acc and spec.pool != "mean_max_both" and (
+            path == "one-launch" or dense or spec.mlp.startswith("taps"))
         self.call = StepCall(kernel_spec, RD, gate, act_out, path, dense,
                              excitation_mlp.dense_mlp(self.weights, spec.act, acc) if prepared else None, lean, {})
         self.grad = dispatch.needs_grad((x, residual, *self.weights))
@@ -219,9 +220,9 @@ def _backward(ctx, grad_y: Tensor) -> tuple:
 # cases ``StepCall.lean`` names (so the same bits, tests/test_excitation_step.py), without their
 # generality: no hidden BatchNorm, prologue or chunks, no gradient routing by name, no dtype
 # conversions (the weights have the workspaces' dtype), no autocast scope (these run only where
-# autocast is off); only the gradients autograd asks for. On perf/host_time.py's proxy, 17–20 µs
-# less per training step on the split path (SE-ResNet-50 stage 4: 207 → 191 µs at B = 1, 220 →
-# 201 at B = 8; eager 171–182), 15–20 µs less for ECA's (204 → 185, 409 → 391).
+# autocast is off); only the gradients autograd asks for. On perf/host_time.py's proxy, 15–20 µs
+# less per training step (SE-ResNet-50 stage 4, split: 207 → 191 µs at B = 1, 220 → 201 at B = 8;
+# stage 1, one-launch: 173 → 166, 180 → 175; eager 171–184), ECA's 204 → 185 and 409 → 391.
 
 
 def _lean_forward(x: Tensor, residual: Optional[Tensor], weights: tuple,

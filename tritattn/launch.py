@@ -198,8 +198,9 @@ def gated_scale_fwd(
             return p, _elementwise_grid(p), strides, dict(p.flags, GATE=gate, ACC=_acc_dtype(x), **pro_flags)
 
         plan = _plan(
-            ("gated_scale_fwd", x.shape, x.stride(), x.dtype, s.stride(), None if residual is None else residual.stride(),
-             y.stride(), axis, gate, act, tuple(pro_flags.values())), build)
+            ("gated_scale_fwd", x.shape, x.stride(), x.dtype, s.stride(),
+             None if residual is None else residual.stride(), y.stride(), axis, gate, act, tuple(pro_flags.values())),
+            build)
     p, grid, strides, constexprs = plan
     with _device_guard(x):
         GATED_SCALE_FWD.launch(p, grid, (x, s, residual, y, *pro, p.R, p.K, pro_eps, *strides), constexprs, x.device)
@@ -267,15 +268,16 @@ def _norm_args(norm: tuple | None) -> tuple:
 def squeeze_excite_fwd(
     x: torch.Tensor, w1, b1, w2, b2, spec: dict, RD: int,
     mean: torch.Tensor, maximum: torch.Tensor | None, count: torch.Tensor | None, s: torch.Tensor | None,
-    counter: torch.Tensor | None, norm: tuple | None = None, prologue: tuple | None = None, mlp_tail: bool = True, plan: tuple | None = None,
+    counter: torch.Tensor | None, norm: tuple | None = None, prologue: tuple | None = None, mlp_tail: bool = True,
+    plan: tuple | None = None,
 ) -> tuple:
     """Pooled vectors and the excitation logits s [B, C] of x in one launch (kernels/excitation.py);
     ``norm``: the hidden BatchNorm's (weight, bias, running mean, running var, eps), or None;
     ``prologue`` as in :func:`gated_scale_fwd`. Without ``mlp_tail`` (the split path) the
-    launch pools only: s, the weights and the counters are not used (None)."""
+    launch pools only: s, the weights and the counters are not used (None). Returns its plan
+    (``plan``: as :func:`gated_scale_fwd`'s)."""
     *bn, bn_eps = _norm_args(norm)
     pro, pro_eps, pro_flags = _prologue_args(prologue)
-
     if plan is None:  # else the plan returned for this signature before (the caller kept it)
         def build() -> tuple:
             xs = plane_strides(x, "channel")
@@ -287,8 +289,9 @@ def squeeze_excite_fwd(
             return p, _rows_grid(p), (*xs, *_strides2(w1), *_strides2(w2)), constexprs
 
         plan = _plan(
-            ("squeeze_excite_fwd", x.shape, x.stride(), x.dtype, spec["pool"], spec["mlp"], spec["act"], spec["taps"], RD,
-             None if w1 is None else w1.stride(), b1 is None, None if w2 is None else w2.stride(), b2 is None, norm is None,
+            ("squeeze_excite_fwd", x.shape, x.stride(), x.dtype, spec["pool"], spec["mlp"], spec["act"], spec["taps"],
+             RD, None if w1 is None else w1.stride(), b1 is None, None if w2 is None else w2.stride(), b2 is None,
+             norm is None,
              tuple(pro_flags.values()), mlp_tail, excitation.MLP_TILE_ELEMENTS), build)
     p, grid, strides, constexprs = plan
     with _device_guard(x):
@@ -320,17 +323,17 @@ def excitation_bwd_reduce(
     gradient of the block's output after the spatial half, and ``sp`` [B, 4, H·W] that half's
     per-pixel terms (kernels/cbam_spatial_bwd.py). ``norm``: the hidden BatchNorm's (weight,
     bias, running mean, running var, eps). ``prologue`` as in :func:`gated_scale_fwd` (with a
-    BatchNorm also ``work`` "psum"), its BatchNorm's statistics the batch's with ``batch_stats``."""
+    BatchNorm also ``work`` "psum"), its BatchNorm's statistics the batch's with ``batch_stats``.
+    Returns its plan (``plan``: as :func:`gated_scale_fwd`'s)."""
     *bn, bn_eps = _norm_args(norm)
     pro, pro_eps, pro_kernel_flags = _prologue_args(prologue)
-
     if plan is None:  # else the plan returned for this signature before (the caller kept it)
         def build() -> tuple:
             xs = plane_strides(x, "channel")
-            p = _problem(x, "channel", xs, POOL=spec["pool"], MLP=spec["mlp"], RD=RD, ACT_OUT=act_out, **_norm_flags(norm),
-                         **_backward_prologue_flags(prologue, batch_stats), **_tail_flag(mlp_tail))
-            strides = (*plane_strides(grad_y, "channel"), *xs, *(plane_strides(y, "channel") if y is not None else (0, 0, 0)),
-                       *_strides2(w1), *_strides2(w2))
+            p = _problem(x, "channel", xs, POOL=spec["pool"], MLP=spec["mlp"], RD=RD, ACT_OUT=act_out,
+                         **_norm_flags(norm), **_backward_prologue_flags(prologue, batch_stats), **_tail_flag(mlp_tail))
+            ys = plane_strides(y, "channel") if y is not None else (0, 0, 0)
+            strides = (*plane_strides(grad_y, "channel"), *xs, *ys, *_strides2(w1), *_strides2(w2))
             constexprs = dict(_excitation_flags(spec, x.shape[1], RD), ACT=spec["act"], GATE=gate, ACT_OUT=act_out,
                               HAS_B1=b1 is not None, HIDDEN_NORM=norm is not None, MLP_TAIL=mlp_tail, ACC=_acc_dtype(x),
                               **pro_kernel_flags)
@@ -368,16 +371,16 @@ def excitation_bwd_apply(
 ) -> tuple:
     """The block's backward, last launch (kernels/excitation.py excitation_bwd_apply), elementwise:
     grad_x (and grad_residual) from ``work`` "grad_mean" / "grad_max" (and "sums" with a
-    prologue BatchNorm, :func:`prologue_norm_bwd`); arguments as :func:`excitation_bwd_reduce`."""
+    prologue BatchNorm, :func:`prologue_norm_bwd`); arguments and ``plan`` as :func:`excitation_bwd_reduce`."""
     pro, pro_eps, pro_kernel_flags = _prologue_args(prologue)
-
     if plan is None:  # else the plan returned for this signature before (the caller kept it)
         def build() -> tuple:
             xs = plane_strides(x, "channel")
             pa = _problem(x, "channel", xs, POOL=spec["pool"], MLP=spec["mlp"], RD=RD, ACT_OUT=act_out,
                           WRITE_GRAD_RES=grad_res is not None, **_norm_flags(norm),
                           **_backward_prologue_flags(prologue, batch_stats))
-            strides = (*plane_strides(grad_y, "channel"), *xs, *(plane_strides(y, "channel") if y is not None else (0, 0, 0)),
+            ys = plane_strides(y, "channel") if y is not None else (0, 0, 0)
+            strides = (*plane_strides(grad_y, "channel"), *xs, *ys,
                        *plane_strides(grad_x, "channel"),
                        *(plane_strides(grad_res, "channel") if grad_res is not None else (0, 0, 0)))
             constexprs = dict(GATE=gate, ACT_OUT=act_out, WRITE_GRAD_RES=grad_res is not None, POOL=spec["pool"],
@@ -716,7 +719,8 @@ def radix_pool_fwd(x5: torch.Tensor, pooled: torch.Tensor) -> None:
     def build() -> tuple:
         xs = _radix_strides(x5)
         p = _radix_problem(x5, xs)
-        return p, _rows_grid(p), (x5.shape[1], p.R, p.K, *xs, pooled.stride(0), pooled.stride(1)), dict(ACC=_acc_dtype(x5))
+        tail = (x5.shape[1], p.R, p.K, *xs, pooled.stride(0), pooled.stride(1))
+        return p, _rows_grid(p), tail, dict(ACC=_acc_dtype(x5))
 
     p, grid, tail, constexprs = _plan(("radix_pool_fwd", x5.shape, x5.stride(), x5.dtype, pooled.stride()), build)
     with _device_guard(x5):
@@ -990,5 +994,6 @@ def global_context_fwd(
                            s_strides, a_strides, excitation.MLP_TILE_ELEMENTS), build)
     with _device_guard(x):
         CONTEXT_POOL_COMBINE_MLP.launch(
-            pc, grid, (part, pstats, ctx, counter, *s_args, s, *a_args, t, *sizes, eps_s, eps_a, *s_strides, *a_strides),
+            pc, grid,
+            (part, pstats, ctx, counter, *s_args, s, *a_args, t, *sizes, eps_s, eps_a, *s_strides, *a_strides),
             constexprs, x.device)
