@@ -157,6 +157,13 @@ MUTANTS: list[Mutant] = [
         ("tests/test_excitation_step.py", "-k", "test_the_step_gives_the_ops_bits and one-launch and mean_max_avg-fc_act_fc-silu and plain"),
     ),
     Mutant(
+        "step_backward_plan_ignores_the_gradients_layout", "tritattn/excitation_step.py",
+        "plans, layout = call.plans, grad.stride()",
+        "plans, layout = call.plans, None",
+        "the short path's backward reuses the launch plan of the first incoming gradient for a gradient of another layout",
+        ("tests/test_excitation_step.py", "-k", "test_a_kept_step_takes_gradients_of_either_layout"),
+    ),
+    Mutant(
         "step_mean_max_avg_gradient_not_halved", "tritattn/excitation_step.py",
         'work["grad_max"] = grad_v.mul_(0.5)',
         'work["grad_max"] = grad_v',

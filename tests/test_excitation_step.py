@@ -182,3 +182,24 @@ def test_a_twins_training_call_takes_the_step(path):
     assert type(y.grad_fn).__name__ == "ExcitationStepBackward"
     y.sum().backward()
     assert x.grad is not None and all(p.grad is not None for p in block.parameters())
+
+
+@pytest.mark.parametrize("path", KERNEL_PATHS)
+def test_a_kept_step_takes_gradients_of_either_layout(path):
+    """A Step keeps its launches' plans for its call signature, the backward's per layout of the
+    incoming gradient: one step meeting a contiguous, a channels_last and again a contiguous
+    gradient gives the op's bits each time."""
+    pool, mlp, act = "mean_max_avg", "fc_act_fc", "silu"
+    x, _, weights = _call(pool, mlp, act, False, False)
+    spec = BlockSpec(pool, mlp, act, *weights)
+    step = excitation_step.Step(x, spec, "sigmoid", None, "identity", path)
+    leaves = _leaves(x, None, weights)
+    cot = torch.randn(SHAPE)
+    for layout in (torch.contiguous_format, torch.channels_last, torch.contiguous_format):
+        grad = cot.contiguous(memory_format=layout)
+        y = step(x, None)
+        assert type(y.grad_fn).__name__ == "ExcitationStepBackward"
+        grads = torch.autograd.grad(y, leaves, grad)
+        grads_op = torch.autograd.grad(_through_the_op(x, None, weights, pool, mlp, act, "identity", path), leaves, grad)
+        for g, g_op in zip(grads, grads_op):
+            assert torch.equal(g, g_op)
