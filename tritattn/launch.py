@@ -117,7 +117,16 @@ def _elementwise_grid(p: Problem) -> Grid:
 
 
 def _device_guard(t: torch.Tensor):
-    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
+    """t's GPU made the current device for a launch (Triton launches on the current device's
+    stream); where it is already, or off a GPU, a no-op (a device switch and back: µs of host time
+    per launch)."""
+    if not t.is_cuda or t.device.index == torch.cuda.current_device():
+        return _NO_GUARD
+    return torch.cuda.device(t.device)
+
+
+#: :func:`_device_guard`'s no-op (a nullcontext can be entered again and again)
+_NO_GUARD = contextlib.nullcontext()
 
 
 def mean_max_fwd(
