@@ -9,9 +9,10 @@ every absent gradient), its kernel path chosen again inside each op, a gradient 
 every weight whether or not autograd wants it. On perf/host_time.py's proxy that was ≈ 100 µs of
 the one-launch path's 280 µs training step, where eager timm's whole SE block takes 185.
 
-:func:`excite` runs the same launches on the path the module chose
-(excitation_block.forward_launches, excitation_block.channel_backward), so its results are the
-op's to the bit (tests/test_excitation_step.py):
+:func:`excite` runs the same launches and ops on the path the module chose — in the common
+cases (:class:`StepCall` ``lean``) straight through (:func:`_lean_forward`, :func:`_lean_backward`,
+keeping their launches' plans), else through excitation_block.forward_launches and
+channel_backward — so its results are the op's to the bit (tests/test_excitation_step.py):
 
 - without autograd, the forward's launches alone (no hidden vectors kept);
 - under autograd, :class:`ExcitationStep`, saving what the op saves: x, the logits s (float32),
@@ -41,7 +42,7 @@ from .backend import TRITON_AVAILABLE, kernels_disabled
 from .eager_ops import autocast_on
 from .excitation_block import (KERNEL_PATHS, BlockSpec, acc_dtype, channel_backward, forward_launches, pipeline_spec,
                                pooled_workspace, samples_per_launch)
-from .layout import addressable
+from .layout import addressable, flat_spatial_stride
 from .ops import _empty_like_4d, _new
 
 if TRITON_AVAILABLE:
@@ -57,7 +58,8 @@ class StepCall(NamedTuple):
     split path a dense MLP (then ``mlp``) or the taps: the call runs :func:`_lean_forward` and
     :func:`_lean_backward` where autocast is off; ``plans``: their launches' plans, kept per
     launch (and the backward's per layout of the incoming gradient) — the call signature fixes the
-    rest of what a plan is built from."""
+    rest of what a plan is built from; ``in_place``: the kernels address x (and the residual) in
+    place (layout.addressable: their strides, which the call signature fixes)."""
 
     spec: dict
     RD: int
@@ -68,6 +70,7 @@ class StepCall(NamedTuple):
     mlp: Optional[excitation_mlp.DenseMLP]
     lean: bool
     plans: dict
+    in_place: bool
 
 
 def applies(x: Tensor, spec: BlockSpec, residual: Optional[Tensor], path: str) -> bool:
@@ -96,18 +99,21 @@ class Step:
         self.weights = (spec.w1, spec.b1, spec.w2, spec.b2)
         dense = path == "split" and excitation_mlp.is_dense(spec.mlp, spec.pool, False)
         acc = acc_dtype(x)
-        prepared = dense and all(w is None or w.dtype == acc for w in self.weights)
         in_acc = all(w is None or w.dtype == acc for w in self.weights)
+        prepared = dense and in_acc
         lean = in_acc and spec.pool != "mean_max_both" and (
             path == "one-launch" or dense or spec.mlp.startswith("taps"))
         self.call = StepCall(kernel_spec, RD, gate, act_out, path, dense,
-                             excitation_mlp.dense_mlp(self.weights, spec.act, acc) if prepared else None, lean, {})
+                             excitation_mlp.dense_mlp(self.weights, spec.act, acc) if prepared else None, lean, {},
+                             all(t is None or flat_spatial_stride(t) is not None for t in (x, residual)))
         self.grad = dispatch.needs_grad((x, residual, *self.weights))
 
     def __call__(self, x: Tensor, residual: Optional[Tensor]) -> Tensor:
         if self.grad:
             return _apply(x, residual, *self.weights, self.call)
-        return _forward(addressable(x), _addressable(residual), self.weights, self.call)[0]
+        if not self.call.in_place:
+            x, residual = addressable(x), _addressable(residual)
+        return _forward(x, residual, self.weights, self.call)[0]
 
 
 def call_key(x: object, residual: object, act_out: str) -> tuple | None:
@@ -165,8 +171,9 @@ class ExcitationStep(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, residual: Optional[Tensor], w1: Optional[Tensor], b1: Optional[Tensor],
                 w2: Optional[Tensor], b2: Optional[Tensor], call: StepCall) -> Tensor:
-        x = addressable(x)
-        y, s, kept, counter = _forward(x, _addressable(residual), (w1, b1, w2, b2), call)
+        if not call.in_place:
+            x, residual = addressable(x), _addressable(residual)
+        y, s, kept, counter = _forward(x, residual, (w1, b1, w2, b2), call)
         ctx.call, ctx.has_residual, ctx.counter = call, residual is not None, counter
         ctx.save_for_backward(x, y if call.act_out == "relu" else None, s, w1, b1, w2, b2, *kept)
         return y
@@ -211,7 +218,6 @@ def _backward(ctx, grad_y: Tensor) -> tuple:
     if ctx.has_residual and call.act_out == "identity" and needs[1]:
         grad_res = grad_y
     return (grad_x if needs[0] else None), grad_res, *grads, None
-
 
 
 # --- the common cases, straight through ------------------------------------------------------

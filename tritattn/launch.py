@@ -300,8 +300,7 @@ def squeeze_excite_fwd(
         plan = _plan(
             ("squeeze_excite_fwd", x.shape, x.stride(), x.dtype, spec["pool"], spec["mlp"], spec["act"], spec["taps"],
              RD, None if w1 is None else w1.stride(), b1 is None, None if w2 is None else w2.stride(), b2 is None,
-             norm is None,
-             tuple(pro_flags.values()), mlp_tail, excitation.MLP_TILE_ELEMENTS), build)
+             norm is None, tuple(pro_flags.values()), mlp_tail, excitation.MLP_TILE_ELEMENTS), build)
     p, grid, strides, constexprs = plan
     with _device_guard(x):
         SQUEEZE_EXCITE_FWD.launch(
