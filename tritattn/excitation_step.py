@@ -293,7 +293,8 @@ def _lean_backward(ctx, grad_y: Tensor) -> tuple:
     # d(y)/d(residual) is the identity without an epilogue; the apply launch writes it after a ReLU
     has_residual = ctx.has_residual
     grad_res_written = has_residual and call.act_out != "identity" and needs[1]
-    want_v = not tail and (needs[0] or grad_res_written)  # the one-launch path's reduce wrote grad_mean
+    want_x = needs[0] or grad_res_written  # the apply launch runs
+    want_v = want_x and not tail  # the one-launch path's reduce wrote grad_mean
     grad_v = grad_w1 = grad_b1 = grad_w2 = grad_b2 = None
     if mlp.startswith("taps"):  # s = conv(v, w1) + b2, every gradient from one convolution_backward
         want = (want_v, needs[2], needs[5])
@@ -314,7 +315,7 @@ def _lean_backward(ctx, grad_y: Tensor) -> tuple:
         if want_v:
             grad_v = torch.mm(grad_h, m.w1) if m.w1 is not None else torch.mm(grad_s, m.w2)
     grad_x = grad_res = None
-    if needs[0] or grad_res_written:
+    if want_x:
         grad_x = _empty_like_4d(x)
         grad_res = _empty_like_4d(x) if grad_res_written else None
         if not tail:

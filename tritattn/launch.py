@@ -894,18 +894,25 @@ def _launch_context_partials(
 ) -> tuple[Problem, int]:
     """Launch context_pool_partials; returns its Problem and its number of programs (B · NP)."""
     def build() -> tuple:
-        B, C, H, W = x.shape
-        xs = plane_strides(x, "channel")
-        p = _context_problem(x, xs)
-        block_p, block_c = context_pool_tile(x)
-        n_programs = B * cdiv(H * W, block_p)
-        return (p, lambda META: (n_programs,), (C, H * W, *xs),
-                dict(ACC=_acc_dtype(x), BLOCK_C=block_c, BLOCK_P=block_p), n_programs)
+        p, grid, constexprs, n_programs, xs = _context_pool_programs_plan(x)
+        return p, grid, (x.shape[1], x.shape[2] * x.shape[3], *xs), constexprs, n_programs
 
     p, grid, tail, constexprs, n_programs = _plan(_context_signature("context_pool_partials", x), build)
     with _device_guard(x):
         CONTEXT_POOL_PARTIALS.launch(p, grid, (x, w, part, pstats, *tail), constexprs, x.device)
     return p, n_programs
+
+
+def _context_pool_programs_plan(x: torch.Tensor) -> tuple:
+    """(Problem, grid, constexprs, programs, x's plane strides) of the launches with one program
+    per sample and BLOCK_P pixels (:func:`context_pool_tile`): context_pool_partials and
+    context_pool_bwd, which recomputes the partials' logits in the same order."""
+    B, C, H, W = x.shape
+    xs = plane_strides(x, "channel")
+    block_p, block_c = context_pool_tile(x)
+    n_programs = B * cdiv(H * W, block_p)
+    return (_context_problem(x, xs), lambda META: (n_programs,),
+            dict(ACC=_acc_dtype(x), BLOCK_C=block_c, BLOCK_P=block_p), n_programs, xs)
 
 
 def _context_signature(name: str, x: torch.Tensor, *more) -> tuple:
@@ -940,13 +947,10 @@ def context_pool_bwd(
     and Σ_p dlogit) of the context pooling's backward, in one launch; the caller sums wpart's
     rows into grad_w and grad_bias."""
     def build() -> tuple:
-        B, C, H, W = x.shape
-        xs = plane_strides(x, "channel")
-        p = _context_problem(x, xs)
-        block_p, block_c = context_pool_tile(x)
-        n_programs = B * cdiv(H * W, block_p)
-        tail = (C, H * W, grad_ctx.stride(0), grad_ctx.stride(1), *xs, *plane_strides(grad_x, "channel"))
-        return p, lambda META: (n_programs,), tail, dict(ACC=_acc_dtype(x), BLOCK_C=block_c, BLOCK_P=block_p)
+        p, grid, constexprs, _, xs = _context_pool_programs_plan(x)
+        tail = (x.shape[1], x.shape[2] * x.shape[3], grad_ctx.stride(0), grad_ctx.stride(1), *xs,
+                *plane_strides(grad_x, "channel"))
+        return p, grid, tail, constexprs
 
     p, grid, tail, constexprs = _plan(_context_signature("context_pool_bwd", x, grad_ctx.stride(), grad_x.stride()),
                                       build)
