@@ -158,9 +158,16 @@ MUTANTS: list[Mutant] = [
     ),
     Mutant(
         "step_backward_plan_ignores_the_gradients_layout", "tritattn/excitation_step.py",
-        "plans, layout = call.plans, grad.stride()",
-        "plans, layout = call.plans, None",
-        "the short path's backward reuses the launch plan of the first incoming gradient for a gradient of another layout",
+        'apply = ("apply", reduce[1])',
+        'apply = ("apply", None)',
+        "the short path's backward reuses the apply launch's plan of the first incoming gradient for a gradient of another layout",
+        ("tests/test_excitation_step.py", "-k", "test_a_kept_step_takes_gradients_of_either_layout"),
+    ),
+    Mutant(
+        "step_backward_plan_keyed_by_the_inputs_layout", "tritattn/excitation_step.py",
+        'grad = grad_y\n    reduce = ("reduce", grad.stride(), tile)',
+        'grad = grad_y\n    reduce = ("reduce", x.stride(), tile)',
+        "the short path's backward looks its reduce plan up by x's layout, so a gradient of another layout takes x's plan",
         ("tests/test_excitation_step.py", "-k", "test_a_kept_step_takes_gradients_of_either_layout"),
     ),
     Mutant(

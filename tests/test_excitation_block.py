@@ -342,8 +342,8 @@ def test_the_taps_convolutions_make_cudnn_exact_for_the_call_and_give_the_flags_
     monkeypatch.setattr(excitation_mlp.F, "conv1d", failing_conv)
     monkeypatch.setattr(excitation_mlp, "_CONVOLUTION_BACKWARD", failing_conv)
     v, w = torch.randn(2, 7, dtype=torch.float64), torch.randn(3, dtype=torch.float64)
-    for call in (lambda: excitation_mlp.taps(v, w, None, False),
-                 lambda: excitation_mlp.taps_grads(v, v, w, True, (True, True, False))):
+    for call in (lambda: excitation_mlp.taps(v, excitation_mlp.taps_filter(w, False), None),
+                 lambda: excitation_mlp.taps_grads(v, v, excitation_mlp.taps_filter(w, True), (True, True, False))):
         with pytest.raises(RuntimeError, match="the convolution failed"):
             call()
         assert (cudnn.allow_tf32, cudnn.deterministic) == (True, False)

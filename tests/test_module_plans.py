@@ -165,11 +165,12 @@ def test_plans_go_with_their_module():
     se = fresh_se().eval()
     with torch.no_grad():
         se(make_input(SHAPE, torch.float64))
-    assert se in module_plans._plans
+    assert module_plans.has_plans(se)
     gone = weakref.ref(se)
     del se
     gc.collect()
     assert gone() is None
+    assert all(ref() is not None for ref, _ in module_plans._plans.values())  # its entry went with it
 
 
 def test_state_token_sees_what_the_plan_reads():

@@ -42,8 +42,15 @@ def direct(x: Tensor) -> bool:
         return False
     if type(x) is not torch.Tensor or x.device.type == "meta":
         return False
+    return no_mode()
+
+
+def no_mode() -> bool:
+    """:func:`direct` for an x already known to be a plain tensor off the meta device (a call
+    signature seen before, tritattn/excitation_step.py), where ``torch.compile`` is not tracing:
+    no dispatch or function mode, functorch transform, ``torch.jit.trace`` or profiler active."""
     return not (torch._C._len_torch_dispatch_stack() or torch._C._len_torch_function_stack()
-                or torch._C._functorch.peek_interpreter_stack() is not None or torch.jit.is_tracing()
+                or torch._C._functorch.peek_interpreter_stack() is not None or torch._C._is_tracing()
                 or torch.autograd._profiler_enabled())
 
 

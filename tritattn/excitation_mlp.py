@@ -189,51 +189,63 @@ def _hidden_norm(norm: Optional[tuple], dtype: torch.dtype) -> tuple[Tensor, Ten
     return scale, bias.to(dtype) - mean * scale, inv_std, mean
 
 
-def taps(u: Tensor, w: Tensor, bias: Optional[Tensor], circular: bool) -> Tensor:
-    """out [B, C], out[b, c] = Σ_t w[t] · u[b, c + t - pad] (+ bias), zero or circular padding,
-    pad = (taps-1)/2: ECA's conv over the channels as one conv1d (after the circular padding,
-    a launch of its own), in :func:`_exact_cudnn`."""
-    u, pad = _taps_input(u, w.shape[0], circular)
+class TapsFilter(NamedTuple):
+    """ECA's taps w [taps] as the conv1d takes them (:func:`taps_filter`): ``weight`` w viewed
+    [1, 1, taps], ``pad`` (taps-1)/2, and whether the padding is ``circular``."""
+
+    weight: Tensor
+    pad: int
+    circular: bool
+
+
+def taps_filter(w: Tensor, circular: bool) -> TapsFilter:
+    """The taps w [taps] as :func:`taps` and :func:`taps_grads` take them (a caller may keep it:
+    a view of w, it sees w's in-place updates)."""
+    return TapsFilter(w.view(1, 1, -1), (w.shape[0] - 1) // 2, circular)
+
+
+def taps(u: Tensor, f: TapsFilter, bias: Optional[Tensor]) -> Tensor:
+    """out [B, C], out[b, c] = Σ_t w[t] · u[b, c + t - pad] (+ bias), zero or circular padding
+    (``f``: :func:`taps_filter`): ECA's conv over the channels as one conv1d (after the circular
+    padding, a launch of its own), in :func:`_exact_cudnn`."""
+    u, pad = _taps_input(u, f)
     state = _exact_cudnn(u)
     try:
-        return F.conv1d(u, w.view(1, 1, -1), bias, padding=pad).squeeze(1)
+        return F.conv1d(u, f.weight, bias, padding=pad).squeeze(1)
     finally:
         _restore_cudnn(state)
 
 
-def taps_grads(grad_s: Tensor, v: Tensor, w: Tensor, circular: bool, want: tuple[bool, bool, bool]) -> tuple:
-    """(grad_v [B, C], grad_w [taps], grad_b [1]) of s = :func:`taps`(v, w, b) from grad_s, each
+def taps_grads(grad_s: Tensor, v: Tensor, f: TapsFilter, want: tuple[bool, bool, bool]) -> tuple:
+    """(grad_v [B, C], grad_w [taps], grad_b [1]) of s = :func:`taps`(v, f, b) from grad_s, each
     where ``want`` asks (else None): grad_v[c] = Σ_t w[t] · grad_s[c - t + pad], grad_w[t] = Σ_b
     Σ_c grad_s[b, c] · v[b, c + t - pad], grad_b = Σ grad_s — one convolution_backward (on a GPU
     cuDNN's backward-data and backward-filter kernels, in :func:`_exact_cudnn`); with the circular
     padding, v padded again and grad_v folded back (the padding's gradient: three launches)."""
-    taps = w.shape[0]
-    u, pad = _taps_input(v, taps, circular)
+    u, pad = _taps_input(v, f)
     state = _exact_cudnn(u)
     try:
         grad_u, grad_w, grad_b = _CONVOLUTION_BACKWARD(
-            grad_s.unsqueeze(1), u, w.view(1, 1, -1), [1] if want[2] else None, [1], [pad], [1], False, [0], 1,
-            list(want))
+            grad_s.unsqueeze(1), u, f.weight, [1] if want[2] else None, [1], [pad], [1], False, [0], 1, list(want))
     finally:
         _restore_cudnn(state)
     grad_v = grad_u.squeeze(1) if grad_u is not None else None
-    if grad_v is not None and circular:  # u = v's last pad columns, v, its first pad columns
-        pad, C = (taps - 1) // 2, v.shape[1]
+    if grad_v is not None and f.circular:  # u = v's last pad columns, v, its first pad columns
+        pad, C = f.pad, v.shape[1]
         padded, grad_v = grad_v, grad_v[:, pad:pad + C].clone()
         if pad:
             grad_v[:, C - pad:] += padded[:, :pad]
             grad_v[:, :pad] += padded[:, C + pad:]
-    return grad_v, grad_w.view(taps) if grad_w is not None else None, grad_b
+    return grad_v, grad_w.view(-1) if grad_w is not None else None, grad_b
 
 
 _CONVOLUTION_BACKWARD = torch.ops.aten.convolution_backward.default
 
 
-def _taps_input(u: Tensor, taps: int, circular: bool) -> tuple[Tensor, int]:
+def _taps_input(u: Tensor, f: TapsFilter) -> tuple[Tensor, int]:
     """([B, 1, C] (circularly padded: [B, 1, C + taps - 1]), the conv's zero padding) of u [B, C]."""
-    pad = (taps - 1) // 2
     u = u.unsqueeze(1)
-    return (F.pad(u, (pad, pad), mode="circular"), 0) if circular else (u, pad)
+    return (F.pad(u, (f.pad, f.pad), mode="circular"), 0) if f.circular else (u, f.pad)
 
 
 def _exact_cudnn(t: Tensor) -> Optional[tuple[bool, bool]]:
@@ -279,7 +291,7 @@ def logits(mean: Tensor, maximum: Optional[Tensor], weights: tuple, spec: dict, 
         return _linear(a, w2.t(), b2, s, 2.0 if pool == "mean_max_both" else 1.0)
     if mlp == "fc":
         return _linear(pooled_input(mean, maximum, pool), w2.t(), b2, s)
-    out = taps(pooled_input(mean, maximum, pool), w1, b2, mlp == "taps_circular")
+    out = taps(pooled_input(mean, maximum, pool), taps_filter(w1, mlp == "taps_circular"), b2)
     return out if s is None else s.copy_(out)
 
 
@@ -343,7 +355,7 @@ def _taps_weight_grads(grad_s: Tensor, v: Tensor, w1: Tensor, circular: bool, gr
     want = (want_v, grads["w1"] is not None, grads["b2"] is not None)
     if not any(want):
         return None
-    grad_v, grad_w, grad_b = taps_grads(grad_s, v, w1, circular, want)
+    grad_v, grad_w, grad_b = taps_grads(grad_s, v, taps_filter(w1, circular), want)
     if grad_w is not None:
         grads["w1"] = _as_grad(grads["w1"], grad_w)
     if grad_b is not None:

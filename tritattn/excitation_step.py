@@ -39,11 +39,10 @@ from torch import Tensor
 
 from . import dispatch, excitation_block, excitation_mlp, paths, workspaces
 from .backend import TRITON_AVAILABLE, kernels_disabled
-from .eager_ops import autocast_on
 from .excitation_block import (KERNEL_PATHS, BlockSpec, acc_dtype, channel_backward, forward_launches, pipeline_spec,
                                pooled_workspace, samples_per_launch)
 from .layout import addressable, flat_spatial_stride
-from .ops import _empty_like_4d, _new
+from .ops import _empty_like_4d, _new, _new_like, _new_strided
 
 if TRITON_AVAILABLE:
     from . import launch
@@ -59,7 +58,13 @@ class StepCall(NamedTuple):
     :func:`_lean_backward` where autocast is off; ``plans``: their launches' plans, kept per
     launch (and the backward's per layout of the incoming gradient) — the call signature fixes the
     rest of what a plan is built from; ``in_place``: the kernels address x (and the residual) in
-    place (layout.addressable: their strides, which the call signature fixes)."""
+    place (layout.addressable: their strides, which the call signature fixes). For the straight
+    path's allocations, fixed by the signature too: ``vector`` and ``hidden``, the (size, strides,
+    dtype, device) of its [B, C] and [B, RD] workspaces (ops._new_strided), ``y_like``: whether
+    y (and grad_x) may be ``torch.empty_like(x)`` (its strides are ops._empty_like_4d's);
+    ``autocast``: the device type whose autocast a call checks (None: it has none); ``taps``:
+    ECA's taps as the conv takes them (excitation_mlp.taps_filter, of the detached weight) where
+    ``lean`` with the taps, else None."""
 
     spec: dict
     RD: int
@@ -71,6 +76,11 @@ class StepCall(NamedTuple):
     lean: bool
     plans: dict
     in_place: bool
+    vector: tuple
+    hidden: tuple
+    y_like: bool
+    autocast: Optional[str]
+    taps: Optional[excitation_mlp.TapsFilter]
 
 
 def applies(x: Tensor, spec: BlockSpec, residual: Optional[Tensor], path: str) -> bool:
@@ -103,9 +113,17 @@ class Step:
         prepared = dense and in_acc
         lean = in_acc and spec.pool != "mean_max_both" and (
             path == "one-launch" or dense or spec.mlp.startswith("taps"))
+        B, C = x.shape[:2]
+        device = x.device
+        meta = torch.empty_like(x, device="meta")  # the strides of empty_like(x), nothing allocated
         self.call = StepCall(kernel_spec, RD, gate, act_out, path, dense,
                              excitation_mlp.dense_mlp(self.weights, spec.act, acc) if prepared else None, lean, {},
-                             all(t is None or flat_spatial_stride(t) is not None for t in (x, residual)))
+                             all(t is None or flat_spatial_stride(t) is not None for t in (x, residual)),
+                             ((B, C), (C, 1), acc, device), ((B, RD), (RD, 1), acc, device),
+                             meta.stride() == _empty_like_4d(meta).stride(),
+                             device.type if torch.amp.is_autocast_available(device.type) else None,
+                             excitation_mlp.taps_filter(spec.w1.detach(), spec.mlp == "taps_circular")
+                             if lean and spec.mlp.startswith("taps") else None)
         self.grad = dispatch.needs_grad((x, residual, *self.weights))
 
     def __call__(self, x: Tensor, residual: Optional[Tensor]) -> Tensor:
@@ -148,7 +166,7 @@ def _forward(x: Tensor, residual: Optional[Tensor], weights: tuple,
     """(y, s, the split path's hidden vectors (excitation_mlp.DenseMLP's; else ()), the one-launch
     path's ticket counters — left at 0 by the kernels, so the backward's launches may take them
     too — else None) for an addressable x (and residual)."""
-    if call.lean and not autocast_on(x):
+    if call.lean and not (call.autocast is not None and torch.is_autocast_enabled(call.autocast)):
         return _lean_forward(x, residual, weights, call)
     B, C = x.shape[:2]
     spec, tail = call.spec, call.path == "one-launch"
@@ -200,7 +218,8 @@ def _not_differentiable(t: Tensor) -> Tensor:
 
 
 def _backward(ctx, grad_y: Tensor) -> tuple:
-    if ctx.call.lean and not autocast_on(grad_y):
+    call = ctx.call
+    if call.lean and not (call.autocast is not None and torch.is_autocast_enabled(call.autocast)):
         return _lean_backward(ctx, grad_y)
     x, y, s, w1, b1, w2, b2, *kept = ctx.saved_tensors
     call, needs = ctx.call, ctx.needs_input_grad
@@ -231,18 +250,26 @@ def _backward(ctx, grad_y: Tensor) -> tuple:
 # stage 1, one-launch: 173 → 166, 180 → 175; eager 171–184), ECA's 204 → 185 and 409 → 391.
 
 
+def _pooled(call: StepCall, pool: str) -> tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
+    """excitation_block.pooled_workspace's mean, max and tie count, from the call's sizes."""
+    vector = call.vector
+    if pool == "mean":
+        return _new_strided(*vector), None, None
+    return _new_strided(*vector), _new_strided(*vector), _new_strided(*vector[:2], torch.int32, vector[3])
+
+
 def _lean_forward(x: Tensor, residual: Optional[Tensor], weights: tuple,
                   call: StepCall) -> tuple[Tensor, Tensor, tuple[Tensor, ...], Optional[Tensor]]:
     """:func:`_forward` where ``call.lean``: on the one-launch path pool + each sample's MLP in the
     first launch; on the split path pool, the MLP's GEMMs or the taps' conv; then scale."""
     spec, plans = call.spec, call.plans
     pool = spec["pool"]
-    y = _empty_like_4d(x)
-    mean, maximum, count = pooled_workspace(x, pool)
+    y = _new_like(x) if call.y_like else _empty_like_4d(x)
+    mean, maximum, count = _pooled(call, pool)
     squeeze = ("squeeze", launch.excitation.MLP_TILE_ELEMENTS)  # the plan's MLP tile
     if call.path == "one-launch":
-        B = x.shape[0]
-        s, kept, counter = _new((B, x.shape[1]), mean.dtype, x.device), (), workspaces.counters(x.device, B)
+        vector = call.vector
+        s, kept, counter = _new_strided(*vector), (), workspaces.counters(vector[3], vector[0][0])
         plans[squeeze] = launch.squeeze_excite_fwd(x, *weights, spec, call.RD, mean, maximum, count, s, counter,
                                                    plan=plans.get(squeeze))
     else:
@@ -253,7 +280,7 @@ def _lean_forward(x: Tensor, residual: Optional[Tensor], weights: tuple,
         if call.mlp is not None:
             s, kept = excitation_mlp.dense_logits(v, call.mlp)
         else:
-            s, kept = excitation_mlp.taps(v, weights[0], weights[3], spec["mlp"] == "taps_circular"), ()
+            s, kept = excitation_mlp.taps(v, call.taps, weights[3]), ()
     plans["scale"] = launch.gated_scale_fwd(x, s, residual, y, "channel", call.gate, call.act_out,
                                             plan=plans.get("scale"))
     return y, s, kept, counter
@@ -269,17 +296,20 @@ def _lean_backward(ctx, grad_y: Tensor) -> tuple:
     spec, m = call.spec, call.mlp
     pool, mlp = spec["pool"], spec["mlp"]
     tail = call.path == "one-launch"
-    grad = addressable(grad_y)
-    B, C = x.shape[:2]
-    mean, maximum, count = pooled_workspace(x, pool)
-    acc, device = mean.dtype, x.device
-    hidden = tail and mlp == "fc_act_fc"
-    work = {"grad_s": _new((B, C), acc, device), "grad_mean": _new((B, C), acc, device) if tail else None,
-            "grad_max": _new((B, C), acc, device) if tail and maximum is not None else None,
-            "hidden": _new((B, call.RD), acc, device) if hidden else None,
-            "grad_h": _new((B, call.RD), acc, device) if hidden else None, "grad_norm": None}
-    plans, layout = call.plans, grad.stride()
-    reduce, apply = ("reduce", layout, launch.excitation.MLP_TILE_ELEMENTS), ("apply", layout)
+    mean, maximum, count = _pooled(call, pool)
+    vector, hidden = call.vector, tail and mlp == "fc_act_fc"
+    work = {"grad_s": _new_strided(*vector), "grad_mean": _new_strided(*vector) if tail else None,
+            "grad_max": _new_strided(*vector) if tail and maximum is not None else None,
+            "hidden": _new_strided(*call.hidden) if hidden else None,
+            "grad_h": _new_strided(*call.hidden) if hidden else None, "grad_norm": None}
+    # a plan is kept per layout of an addressable gradient, so a known layout needs no check
+    plans, tile = call.plans, launch.excitation.MLP_TILE_ELEMENTS
+    grad = grad_y
+    reduce = ("reduce", grad.stride(), tile)
+    if reduce not in plans:
+        grad = addressable(grad_y)
+        reduce = ("reduce", grad.stride(), tile)
+    apply = ("apply", reduce[1])
     if tail:
         plans[reduce] = launch.excitation_bwd_reduce(grad, x, y, s, mean, maximum, count, w1, b1, w2, spec, call.RD,
                                                      call.gate, call.act_out, work, ctx.counter,
@@ -299,7 +329,7 @@ def _lean_backward(ctx, grad_y: Tensor) -> tuple:
     if mlp.startswith("taps"):  # s = conv(v, w1) + b2, every gradient from one convolution_backward
         want = (want_v, needs[2], needs[5])
         if any(want):
-            grad_v, grad_w1, grad_b2 = excitation_mlp.taps_grads(grad_s, v, w1, mlp == "taps_circular", want)
+            grad_v, grad_w1, grad_b2 = excitation_mlp.taps_grads(grad_s, v, call.taps, want)
     else:
         if mlp == "fc":  # s = W2 · v + b2
             grad_h, act_h = grad_s, v
@@ -316,8 +346,8 @@ def _lean_backward(ctx, grad_y: Tensor) -> tuple:
             grad_v = torch.mm(grad_h, m.w1) if m.w1 is not None else torch.mm(grad_s, m.w2)
     grad_x = grad_res = None
     if want_x:
-        grad_x = _empty_like_4d(x)
-        grad_res = _empty_like_4d(x) if grad_res_written else None
+        grad_x = _new_like(x) if call.y_like else _empty_like_4d(x)
+        grad_res = (_new_like(x) if call.y_like else _empty_like_4d(x)) if grad_res_written else None
         if not tail:
             if pool == "mean_max_avg":  # v = (mean + max) · 0.5: both gradients grad_v · 0.5
                 work["grad_max"] = grad_v.mul_(0.5)

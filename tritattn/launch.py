@@ -10,7 +10,6 @@ block whose tensors the kernels cannot take runs the per-op path instead (tritat
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 from typing import Callable
 
@@ -116,19 +115,6 @@ def _elementwise_grid(p: Problem) -> Grid:
     return lambda META: tiling.elementwise_grid(p.B, p.R, p.K, META["BLOCK_R"], META["BLOCK_K"])
 
 
-def _device_guard(t: torch.Tensor):
-    """t's GPU made the current device for a launch (Triton launches on the current device's
-    stream); where it is already, or off a GPU, a no-op (a device switch and back: µs of host time
-    per launch)."""
-    if not t.is_cuda or t.device.index == torch.cuda.current_device():
-        return _NO_GUARD
-    return torch.cuda.device(t.device)
-
-
-#: :func:`_device_guard`'s no-op (a nullcontext can be entered again and again)
-_NO_GUARD = contextlib.nullcontext()
-
-
 def mean_max_fwd(
     x: torch.Tensor, axis: Axis, mean: torch.Tensor | None, maximum: torch.Tensor | None, count: torch.Tensor | None
 ) -> None:
@@ -143,8 +129,7 @@ def mean_max_fwd(
     p, grid, strides, constexprs = _plan(
         ("mean_max_fwd", x.shape, x.stride(), x.dtype, axis, None if mean is None else mean.stride(),
          None if maximum is None else maximum.stride(), count is None), build)
-    with _device_guard(x):
-        MEAN_MAX_FWD.launch(p, grid, (x, mean, maximum, count, p.R, p.K, *strides), constexprs, x.device)
+    MEAN_MAX_FWD.launch(p, grid, (x, mean, maximum, count, p.R, p.K, *strides), constexprs, x.device)
 
 
 def mean_max_bwd(
@@ -164,9 +149,8 @@ def mean_max_bwd(
     p, grid, strides, constexprs = _plan(
         ("mean_max_bwd", x.shape, x.stride(), x.dtype, axis, grad_x.stride(),
          *(None if t is None else t.stride() for t in (grad_mean, grad_max, maximum)), count is None), build)
-    with _device_guard(x):
-        MEAN_MAX_BWD.launch(p, grid, (x, grad_mean, grad_max, maximum, count, grad_x, p.R, p.K, *strides),
-                            constexprs, x.device)
+    MEAN_MAX_BWD.launch(p, grid, (x, grad_mean, grad_max, maximum, count, grad_x, p.R, p.K, *strides),
+                        constexprs, x.device)
 
 
 def _prologue_flags(prologue: tuple | None) -> dict:
@@ -211,8 +195,7 @@ def gated_scale_fwd(
              None if residual is None else residual.stride(), y.stride(), axis, gate, act, tuple(pro_flags.values())),
             build)
     p, grid, strides, constexprs = plan
-    with _device_guard(x):
-        GATED_SCALE_FWD.launch(p, grid, (x, s, residual, y, *pro, p.R, p.K, pro_eps, *strides), constexprs, x.device)
+    GATED_SCALE_FWD.launch(p, grid, (x, s, residual, y, *pro, p.R, p.K, pro_eps, *strides), constexprs, x.device)
     return plan
 
 
@@ -235,9 +218,8 @@ def gated_scale_bwd(
         ("gated_scale_bwd", x.shape, x.stride(), x.dtype, grad_y.stride(), s.stride(),
          None if y is None else y.stride(), grad_x.stride(), None if grad_res is None else grad_res.stride(),
          grad_s.stride(), axis, gate, act), build)
-    with _device_guard(x):
-        GATED_SCALE_BWD.launch(p, grid, (grad_y, x, s, y, grad_x, grad_res, grad_s, p.R, p.K, *strides),
-                               constexprs, x.device)
+    GATED_SCALE_BWD.launch(p, grid, (grad_y, x, s, y, grad_x, grad_res, grad_s, p.R, p.K, *strides),
+                           constexprs, x.device)
 
 
 # --- the channel-attention block pipeline (kernels/excitation.py) ------------------------------
@@ -302,10 +284,9 @@ def squeeze_excite_fwd(
              RD, None if w1 is None else w1.stride(), b1 is None, None if w2 is None else w2.stride(), b2 is None,
              norm is None, tuple(pro_flags.values()), mlp_tail, excitation.MLP_TILE_ELEMENTS), build)
     p, grid, strides, constexprs = plan
-    with _device_guard(x):
-        SQUEEZE_EXCITE_FWD.launch(
-            p, grid, (x, mean, maximum, count, counter, w1, b1, w2, b2, *bn, s, *pro, p.R, p.K, RD, bn_eps, pro_eps,
-                      *strides), constexprs, x.device)
+    SQUEEZE_EXCITE_FWD.launch(
+        p, grid, (x, mean, maximum, count, counter, w1, b1, w2, b2, *bn, s, *pro, p.R, p.K, RD, bn_eps, pro_eps,
+                  *strides), constexprs, x.device)
     return plan
 
 
@@ -353,12 +334,11 @@ def excitation_bwd_reduce(
              None if w1 is None else w1.stride(), b1 is None, None if w2 is None else w2.stride(), norm is None,
              tuple(pro_kernel_flags.values()), batch_stats, mlp_tail, excitation.MLP_TILE_ELEMENTS), build)
     p, grid, strides, constexprs = plan
-    with _device_guard(x):
-        EXCITATION_BWD_REDUCE.launch(
-            p, grid,
-            (grad_y, x, y, sp, s, work["grad_s"], counter, mean, maximum, count, w1, b1, w2, *bn,
-             work["hidden"], work["grad_h"], work["grad_norm"], work["grad_mean"], work["grad_max"],
-             *pro, work.get("psum"), p.R, p.K, RD, bn_eps, pro_eps, *strides), constexprs, x.device)
+    EXCITATION_BWD_REDUCE.launch(
+        p, grid,
+        (grad_y, x, y, sp, s, work["grad_s"], counter, mean, maximum, count, w1, b1, w2, *bn,
+         work["hidden"], work["grad_h"], work["grad_norm"], work["grad_mean"], work["grad_max"],
+         *pro, work.get("psum"), p.R, p.K, RD, bn_eps, pro_eps, *strides), constexprs, x.device)
     return plan
 
 
@@ -400,11 +380,10 @@ def excitation_bwd_apply(
              grad_x.stride(), None if grad_res is None else grad_res.stride(), spec["pool"], spec["mlp"], RD, gate,
              act_out, norm is None, tuple(pro_kernel_flags.values()), batch_stats), build)
     pa, grid, strides, constexprs = plan
-    with _device_guard(x):
-        EXCITATION_BWD_APPLY.launch(
-            pa, grid,
-            (grad_y, x, y, sp, s, grad_x, grad_res, work["grad_mean"], work["grad_max"], maximum, count,
-             *pro, work.get("sums"), pa.B, pa.R, pa.K, pro_eps, *strides), constexprs, x.device)
+    EXCITATION_BWD_APPLY.launch(
+        pa, grid,
+        (grad_y, x, y, sp, s, grad_x, grad_res, work["grad_mean"], work["grad_max"], maximum, count,
+         *pro, work.get("sums"), pa.B, pa.R, pa.K, pro_eps, *strides), constexprs, x.device)
     return plan
 
 
@@ -451,11 +430,10 @@ def batch_stats_fwd(x: torch.Tensor, part: torch.Tensor, stats: torch.Tensor, co
     xs = plane_strides(x, "channel")
     p = _problem(x, "channel", xs)
     t = batch_stats_tile(x)
-    with _device_guard(x):
-        BATCH_STATS_FWD.launch(p, lambda META: (t["ROWS"] * cdiv(p.R, t["BLOCK_R"]),),
-                               (x, part, stats, counter, p.R, p.K, t["KC"], cdiv(p.K, t["KC"]), t["ROWS"], *xs),
-                               dict(ACC=_acc_dtype(x), BLOCK_R=t["BLOCK_R"], BLOCK_K=t["BLOCK_K"],
-                                    MERGE_ROWS=t["MERGE_ROWS"]), x.device)
+    BATCH_STATS_FWD.launch(p, lambda META: (t["ROWS"] * cdiv(p.R, t["BLOCK_R"]),),
+                           (x, part, stats, counter, p.R, p.K, t["KC"], cdiv(p.K, t["KC"]), t["ROWS"], *xs),
+                           dict(ACC=_acc_dtype(x), BLOCK_R=t["BLOCK_R"], BLOCK_K=t["BLOCK_K"],
+                                MERGE_ROWS=t["MERGE_ROWS"]), x.device)
 
 
 #: prologue_norm_bwd's tile: up to this many samples per load (more take several steps) ...
@@ -606,22 +584,21 @@ def cbam_spatial_forward(
     p = _problem(x, "spatial", xs_spatial, GATE=gate_c, D=D)
     acc = _acc_dtype(x)
     block_p, block_t = spatial_conv_tile(H * W, D, KS)
-    with _device_guard(x):
-        GATED_SPATIAL_POOL_FWD.launch(p, _rows_grid(p), (x, s, d, p.R, p.K, *xs_spatial),
-                                      dict(GATE=gate_c, D=D, ACC=acc), x.device)
-        pc = Problem(B, H * W, 1, rows_contiguous=True, dtype=x.dtype, flags=(("D", D), ("KS", KS)))
-        SPATIAL_CONV_FWD.launch(
-            pc, lambda META: (spatial_conv_programs(B, H * W, D, KS),),
-            (d, conv_w, u, part, counter, affine, *bn, H, W, bn_eps),
-            dict(D=D, KS=KS, BATCH_STATS=batch_stats, FAN=_tree_fan(MOMENTS_WIDTH), ACC=acc,
-                 BLOCK_P=block_p, BLOCK_T=block_t), x.device,
-        )
-        xs = plane_strides(x, "channel")
-        pc = _problem(x, "channel", xs, GATE_C=gate_c, GATE_S=gate_s)
-        DOUBLY_GATED_SCALE_FWD.launch(
-            pc, _elementwise_grid(pc), (x, s, u, affine, y, pc.R, pc.K, *xs, *plane_strides(y, "channel")),
-            dict(GATE_C=gate_c, GATE_S=gate_s, ACC=acc), x.device,
-        )
+    GATED_SPATIAL_POOL_FWD.launch(p, _rows_grid(p), (x, s, d, p.R, p.K, *xs_spatial),
+                                  dict(GATE=gate_c, D=D, ACC=acc), x.device)
+    pc = Problem(B, H * W, 1, rows_contiguous=True, dtype=x.dtype, flags=(("D", D), ("KS", KS)))
+    SPATIAL_CONV_FWD.launch(
+        pc, lambda META: (spatial_conv_programs(B, H * W, D, KS),),
+        (d, conv_w, u, part, counter, affine, *bn, H, W, bn_eps),
+        dict(D=D, KS=KS, BATCH_STATS=batch_stats, FAN=_tree_fan(MOMENTS_WIDTH), ACC=acc,
+             BLOCK_P=block_p, BLOCK_T=block_t), x.device,
+    )
+    xs = plane_strides(x, "channel")
+    pc = _problem(x, "channel", xs, GATE_C=gate_c, GATE_S=gate_s)
+    DOUBLY_GATED_SCALE_FWD.launch(
+        pc, _elementwise_grid(pc), (x, s, u, affine, y, pc.R, pc.K, *xs, *plane_strides(y, "channel")),
+        dict(GATE_C=gate_c, GATE_S=gate_s, ACC=acc), x.device,
+    )
 
 
 def cbam_spatial_backward(
@@ -640,21 +617,20 @@ def cbam_spatial_backward(
     p = _problem(x, "spatial", xs, GATE_C=gate_c, GATE_S=gate_s, D=D)
     acc = _acc_dtype(x)
     block_p, block_t = spatial_conv_tile(H * W, D, KS)
-    with _device_guard(x):
-        CBAM_SPATIAL_BWD_REDUCE.launch(
-            p, _rows_grid(p),
-            (grad_y, x, s, u, affine, work["grad_t"], work["d"], work["sp"], work["ties"], work["part"], work["sums"],
-             counter, grad_bn_weight, grad_bn_bias, p.R, p.K, *plane_strides(grad_y, "spatial"), *xs),
-            dict(GATE_C=gate_c, GATE_S=gate_s, D=D, FAN=_tree_fan(BN_SUMS_WIDTH), ACC=acc), x.device,
-        )
-        ps = Problem(B, H * W, 1, rows_contiguous=True, dtype=x.dtype, flags=(("D", D), ("KS", KS)))
-        SPATIAL_CONV_BWD.launch(
-            ps, lambda META: (spatial_conv_programs(B, H * W, D, KS),),
-            (work["grad_t"], u, work["d"], affine, work["sums"], conv_w, work["sp"], work["ties"], work["wpart"],
-             counter, grad_conv_w, C, H, W, B * H * W),
-            dict(D=D, KS=KS, BATCH_STATS=batch_stats, FAN=_tree_fan(block_t), ACC=acc,
-                 BLOCK_P=block_p, BLOCK_T=block_t // D), x.device,
-        )
+    CBAM_SPATIAL_BWD_REDUCE.launch(
+        p, _rows_grid(p),
+        (grad_y, x, s, u, affine, work["grad_t"], work["d"], work["sp"], work["ties"], work["part"], work["sums"],
+         counter, grad_bn_weight, grad_bn_bias, p.R, p.K, *plane_strides(grad_y, "spatial"), *xs),
+        dict(GATE_C=gate_c, GATE_S=gate_s, D=D, FAN=_tree_fan(BN_SUMS_WIDTH), ACC=acc), x.device,
+    )
+    ps = Problem(B, H * W, 1, rows_contiguous=True, dtype=x.dtype, flags=(("D", D), ("KS", KS)))
+    SPATIAL_CONV_BWD.launch(
+        ps, lambda META: (spatial_conv_programs(B, H * W, D, KS),),
+        (work["grad_t"], u, work["d"], affine, work["sums"], conv_w, work["sp"], work["ties"], work["wpart"],
+         counter, grad_conv_w, C, H, W, B * H * W),
+        dict(D=D, KS=KS, BATCH_STATS=batch_stats, FAN=_tree_fan(block_t), ACC=acc,
+             BLOCK_P=block_p, BLOCK_T=block_t // D), x.device,
+    )
 
 
 # --- radix (split) attention: ResNeSt's SplitAttn, SKNet's SelectiveKernel (kernels/radix_combine.py) ---
@@ -731,8 +707,7 @@ def radix_pool_fwd(x5: torch.Tensor, pooled: torch.Tensor) -> None:
         return p, _rows_grid(p), tail, dict(ACC=_acc_dtype(x5))
 
     p, grid, tail, constexprs = _plan(("radix_pool_fwd", x5.shape, x5.stride(), x5.dtype, pooled.stride()), build)
-    with _device_guard(x5):
-        RADIX_POOL_FWD.launch(p, grid, (x5, pooled, *tail), constexprs, x5.device)
+    RADIX_POOL_FWD.launch(p, grid, (x5, pooled, *tail), constexprs, x5.device)
 
 
 def radix_combine_fwd(x5: torch.Tensor, a: torch.Tensor, out: torch.Tensor, prologue: tuple | None = None) -> None:
@@ -750,9 +725,8 @@ def radix_combine_fwd(x5: torch.Tensor, a: torch.Tensor, out: torch.Tensor, prol
     p, grid, strides, constexprs = _plan(
         ("radix_combine_fwd", x5.shape, x5.stride(), x5.dtype, a.stride(), out.stride(), tuple(pro_flags.values())),
         build)
-    with _device_guard(x5):
-        RADIX_COMBINE_FWD.launch(p, grid, (x5, a, out, *pro, x5.shape[1], p.R, p.K, pro_eps, *strides), constexprs,
-                                 x5.device)
+    RADIX_COMBINE_FWD.launch(p, grid, (x5, a, out, *pro, x5.shape[1], p.R, p.K, pro_eps, *strides), constexprs,
+                             x5.device)
 
 
 def radix_combine_bwd(
@@ -769,8 +743,7 @@ def radix_combine_bwd(
     p, grid, tail, constexprs = _plan(
         ("radix_combine_bwd", x5.shape, x5.stride(), x5.dtype, g.stride(), a.stride(), grad_x5.stride(),
          grad_a.stride()), build)
-    with _device_guard(x5):
-        RADIX_COMBINE_BWD.launch(p, grid, (g, x5, a, grad_x5, grad_a, *tail), constexprs, x5.device)
+    RADIX_COMBINE_BWD.launch(p, grid, (g, x5, a, grad_x5, grad_a, *tail), constexprs, x5.device)
 
 
 # --- split attention in inference: the squeeze and the attention MLP in one launch ----------------
@@ -813,10 +786,9 @@ def radix_squeeze_attend_fwd(
         ("radix_squeeze_attend_fwd", x5.shape, x5.stride(), x5.dtype, RD, act, norm is None, mlp_tail,
          tuple(pro_flags.values()), w1.stride(), w2.stride(), b1 is None, b2 is None, excitation.MLP_TILE_ELEMENTS),
         build)
-    with _device_guard(x5):
-        RADIX_SQUEEZE_ATTEND_FWD.launch(
-            p, grid, (x5, pooled, counter, w1, b1, *bn, w2, b2, a, *pro, *sizes, bn_eps, pro_eps, *strides),
-            constexprs, x5.device)
+    RADIX_SQUEEZE_ATTEND_FWD.launch(
+        p, grid, (x5, pooled, counter, w1, b1, *bn, w2, b2, a, *pro, *sizes, bn_eps, pro_eps, *strides),
+        constexprs, x5.device)
 
 
 # --- softmax-weighted ("context") pooling, GCNet's global context (kernels/context_pool.py) -----
@@ -898,8 +870,7 @@ def _launch_context_partials(
         return p, grid, (x.shape[1], x.shape[2] * x.shape[3], *xs), constexprs, n_programs
 
     p, grid, tail, constexprs, n_programs = _plan(_context_signature("context_pool_partials", x), build)
-    with _device_guard(x):
-        CONTEXT_POOL_PARTIALS.launch(p, grid, (x, w, part, pstats, *tail), constexprs, x.device)
+    CONTEXT_POOL_PARTIALS.launch(p, grid, (x, w, part, pstats, *tail), constexprs, x.device)
     return p, n_programs
 
 
@@ -935,8 +906,7 @@ def context_pool_fwd(
                 dict(ACC=_acc_dtype(x), BLOCK_C=combine_c, BLOCK_NP=block_np))
 
     grid, tail, constexprs = _plan(_context_signature("context_pool_combine", x, ctx.stride()), build)
-    with _device_guard(x):
-        CONTEXT_POOL_COMBINE.launch(p, grid, (part, pstats, ctx, stats, *tail), constexprs, x.device)
+    CONTEXT_POOL_COMBINE.launch(p, grid, (part, pstats, ctx, stats, *tail), constexprs, x.device)
 
 
 def context_pool_bwd(
@@ -954,8 +924,7 @@ def context_pool_bwd(
 
     p, grid, tail, constexprs = _plan(_context_signature("context_pool_bwd", x, grad_ctx.stride(), grad_x.stride()),
                                       build)
-    with _device_guard(x):
-        CONTEXT_POOL_BWD.launch(p, grid, (grad_ctx, x, w, stats, grad_x, wpart, *tail), constexprs, x.device)
+    CONTEXT_POOL_BWD.launch(p, grid, (grad_ctx, x, w, stats, grad_x, wpart, *tail), constexprs, x.device)
 
 
 # --- GCNet's global context for inference: the context and its MLPs in two launches -------------
@@ -1004,8 +973,7 @@ def global_context_fwd(
     pc, grid, sizes, constexprs = _plan(
         _context_signature("context_pool_combine_mlp", x, scale_mlp is None, add_mlp is None, rd_s, rd_a, act,
                            s_strides, a_strides, excitation.MLP_TILE_ELEMENTS), build)
-    with _device_guard(x):
-        CONTEXT_POOL_COMBINE_MLP.launch(
-            pc, grid,
-            (part, pstats, ctx, counter, *s_args, s, *a_args, t, *sizes, eps_s, eps_a, *s_strides, *a_strides),
-            constexprs, x.device)
+    CONTEXT_POOL_COMBINE_MLP.launch(
+        pc, grid,
+        (part, pstats, ctx, counter, *s_args, s, *a_args, t, *sizes, eps_s, eps_a, *s_strides, *a_strides),
+        constexprs, x.device)

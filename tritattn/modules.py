@@ -244,7 +244,7 @@ class ChannelExcitation(nn.Module):
         """The call on ``known``'s path: its prepared short path where the modes allow it now
         (dispatch.direct), else the block op, the per-op path or the reference forward."""
         path, step = known
-        if step is not None and dispatch.direct(x):
+        if step is not None and dispatch.no_mode():  # a Step is made only for a plain x off the meta device
             return step(x, residual)
         if path == "eager":
             y = super().forward(x)  # the reference class's forward

@@ -44,6 +44,19 @@ def _new(shape, dtype: torch.dtype, device: torch.device, memory_format=torch.co
     return _poisoned(t) if poison_outputs else t
 
 
+def _new_strided(shape: tuple, strides: tuple, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """:func:`_new` where the caller knows the strides: ``torch.empty_strided`` parses its
+    arguments ≈ 0.5 µs faster than ``torch.empty`` (a host path that allocates per call)."""
+    t = torch.empty_strided(shape, strides, dtype=dtype, device=device)
+    return _poisoned(t) if poison_outputs else t
+
+
+def _new_like(x: Tensor) -> Tensor:
+    """A new tensor of x's size, strides, dtype and device (``torch.empty_like``, x dense)."""
+    new = torch.empty_like(x)
+    return _poisoned(new) if poison_outputs else new
+
+
 def _new_as(t: Tensor) -> Tensor:
     """A new contiguous tensor of t's shape, dtype and device (a gradient for a weight t)."""
     new = torch.empty_like(t, memory_format=torch.contiguous_format)

@@ -498,7 +498,13 @@ class Tuner:
         )
 
     def launch(self, problem: Problem, grid: Callable[[dict], tuple[int, ...]], args: tuple, constexprs: dict[str, Any], device: torch.device) -> None:
-        """Run the kernel on ``args`` with the config chosen for ``problem``."""
+        """Run the kernel on ``args`` (on ``device``) with the config chosen for ``problem``.
+        Triton launches (and do_bench times) on the current device's stream: ``device`` is made
+        the current device for the call where it is not already (a switch and back costs µs of
+        host time, so only then)."""
+        if device.type == "cuda" and device.index != torch.cuda.current_device():
+            with torch.cuda.device(device):
+                return self.launch(problem, grid, args, constexprs, device)
         for keys in _recorders:
             keys.add(f"{self.name}/{problem.key}")
         cfg = self._config(problem, grid, args, constexprs, device)
