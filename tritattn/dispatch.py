@@ -40,7 +40,7 @@ def direct(x: Tensor) -> bool:
     """Whether an op on x may skip the dispatcher (see the module docstring), autograd aside."""
     if torch.compiler.is_compiling():  # first: dynamo answers it as a constant and traces no further
         return False
-    if type(x) is not torch.Tensor or x.device.type == "meta":
+    if type(x) is not torch.Tensor or x.is_meta:
         return False
     return no_mode()
 
@@ -56,7 +56,12 @@ def no_mode() -> bool:
 
 def needs_grad(args: tuple) -> bool:
     """Whether autograd must record a call on ``args``: grad mode on and a tensor argument requiring a gradient."""
-    return torch.is_grad_enabled() and any(isinstance(a, Tensor) and a.requires_grad for a in args)
+    if not torch.is_grad_enabled():
+        return False
+    for a in args:  # a loop, not any() over a generator: ≈ 1 µs less at every op call
+        if isinstance(a, Tensor) and a.requires_grad:
+            return True
+    return False
 
 
 def call(op: torch.library.CustomOpDef, *args: Any) -> Any:

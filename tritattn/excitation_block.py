@@ -81,13 +81,13 @@ l2_fraction: float | None = _l2_fraction_from_environment()
 def runs_for(x: Tensor) -> bool:
     """Whether a block takes its pipeline for ``x``: switched on, and x on Triton kernels — or on
     the meta device, where a shape-only run (perf/census.py) takes the path a GPU would."""
-    return enabled and (backend_for(x) != "torch" or (x.device.type == "meta" and not kernels_disabled()))
+    return enabled and (backend_for(x) != "torch" or (x.is_meta and not kernels_disabled()))
 
 
 def samples_per_launch(x: Tensor) -> int:
     """How many samples each launch pair of the forward covers (see :data:`l2_fraction`)."""
     B = x.shape[0]
-    if l2_fraction is None or x.device.type != "cuda":
+    if l2_fraction is None or not x.is_cuda:
         return B
     l2_bytes = torch.cuda.get_device_properties(x.device).L2_cache_size
     return chunk_samples(B, x[0].numel() * x.element_size(), l2_bytes, l2_fraction)

@@ -7,7 +7,13 @@ from torch import nn
 
 def has_hooks(module: nn.Module) -> bool:
     """Whether a hook or an instance ``forward`` on ``module`` would be bypassed by a rewrite."""
+    return hooked(module.__dict__)
+
+
+def hooked(attributes: dict) -> bool:
+    """:func:`has_hooks` of the module whose ``__dict__`` is ``attributes`` (read straight from
+    it: no attribute lookups, for a caller that holds it already)."""
     return bool(
-        module._forward_hooks or module._forward_pre_hooks or module._backward_hooks
-        or module._backward_pre_hooks or "forward" in module.__dict__
+        attributes["_forward_hooks"] or attributes["_forward_pre_hooks"] or attributes["_backward_hooks"]
+        or attributes["_backward_pre_hooks"] or "forward" in attributes
     )

@@ -34,7 +34,7 @@ from typing import Callable, TypeVar
 import torch
 from torch import nn
 
-from .hooks import has_hooks
+from .hooks import hooked
 
 Plan = TypeVar("Plan")
 
@@ -64,7 +64,7 @@ def _forget(key: int, ref: weakref.ref) -> None:
 def state_token(module: nn.Module, extra: tuple = (), objects: list | None = None, watch_hooks: bool = False) -> tuple:
     """What a plan built from ``module`` depends on (module docstring); ``objects`` (when given)
     receives the modules and tensors whose identities the token holds; ``watch_hooks``: whether
-    each module has hooks (hooks.has_hooks), for a plan that refuses hooked layers. ≈ 3 µs for an
+    each module has hooks (hooks.hooked), for a plan that refuses hooked layers. ≈ 3 µs for an
     SE block's six modules (kept flat, empty dicts skipped: it runs at every call)."""
     parts: list = [extra]
     add, extend = parts.append, parts.extend  # one extend per module and tensor: fewer calls than appends
@@ -77,9 +77,10 @@ def state_token(module: nn.Module, extra: tuple = (), objects: list | None = Non
             continue
         d = m.__dict__
         get = d.get
-        extend((id(m), d["training"], get("eps"), get("p"), get("momentum")))
         if watch_hooks:
-            add(has_hooks(m))
+            extend((id(m), d["training"], get("eps"), get("p"), get("momentum"), hooked(d)))
+        else:
+            extend((id(m), d["training"], get("eps"), get("p"), get("momentum")))
         for tensors in (d["_parameters"], d["_buffers"]):
             if not tensors:
                 continue
