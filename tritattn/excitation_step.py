@@ -222,7 +222,7 @@ def _backward(ctx, grad_y: Tensor) -> tuple:
     if call.lean and not (call.autocast is not None and torch.is_autocast_enabled(call.autocast)):
         return _lean_backward(ctx, grad_y)
     x, y, s, w1, b1, w2, b2, *kept = ctx.saved_tensors
-    call, needs = ctx.call, ctx.needs_input_grad
+    needs = ctx.needs_input_grad
     spec = call.spec
     # d(y)/d(residual) is the identity without an epilogue; the apply launch writes it after a ReLU
     grad_res_written = ctx.has_residual and call.act_out != "identity" and needs[1]

@@ -78,9 +78,9 @@ def state_token(module: nn.Module, extra: tuple = (), objects: list | None = Non
         d = m.__dict__
         get = d.get
         if watch_hooks:
-            extend((id(m), d["training"], get("eps"), get("p"), get("momentum"), hooked(d)))
+            extend((id(m), m.training, get("eps"), get("p"), get("momentum"), hooked(d)))
         else:
-            extend((id(m), d["training"], get("eps"), get("p"), get("momentum")))
+            extend((id(m), m.training, get("eps"), get("p"), get("momentum")))
         for tensors in (d["_parameters"], d["_buffers"]):
             if not tensors:
                 continue
