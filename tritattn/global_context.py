@@ -65,7 +65,8 @@ def _mlp_args(mlp: nn.Module | None) -> tuple:
 class ContextPlan:
     """What a :class:`GlobalContext` call reads from its module (kept by module_plans)."""
 
-    #: (layer name, the channels it takes) for each present layer
+    #: (the layer's name as an error names it, "GlobalContext.conv_attn"; the channels it takes)
+    #: for each present layer
     channels: tuple[tuple[str, int], ...]
     #: the gate's kernel name (None: no mlp_scale, or no kernel)
     gate: str | None
@@ -113,7 +114,7 @@ class GlobalContext(reference.GlobalContext):
         check_feature_map(x)
         plan = self._plan()
         for name, channels in plan.channels:
-            check_channels(x, channels, f"{type(self).__name__}.{name}")
+            check_channels(x, channels, name)
         gate = plan.gate
         if self.mlp_scale is not None and gate is None:
             return super().forward(x)  # the reference forward
@@ -158,7 +159,7 @@ class GlobalContext(reference.GlobalContext):
 
     def _build_plan(self) -> ContextPlan:
         layers = [(name, getattr(self, name)) for name in ("conv_attn", "mlp_scale", "mlp_add")]
-        channels = tuple((name, (layer if name == "conv_attn" else layer.fc1).in_channels)
+        channels = tuple((f"{type(self).__name__}.{name}", (layer if name == "conv_attn" else layer.fc1).in_channels)
                          for name, layer in layers if layer is not None)
         gate = kernel_gate(self, self.gate) if self.mlp_scale is not None else None
         refusal = self._static_mlp_refusal()

@@ -274,8 +274,10 @@ class SplitAttn(_Planned, reference.SplitAttn):
         x = self.conv(x)
         channels = sizes(x)[1]
         R, C = self.radix, channels // self.radix
-        plan = self._plan()  # once per call: its state token reads every layer (≈ 10 µs here)
-        if R * C == channels and C == self.fc1.in_channels and R * C == self.fc2.out_channels:
+        # once per call: its state token reads every layer (≈ 10 µs here); not where a gradient
+        # flows through x, which refuses both inference passes below (_call_refusal) whatever it holds
+        plan = None if torch.is_grad_enabled() and x.requires_grad else self._plan()
+        if plan is not None and R * C == channels and C == self.fc1.in_channels and R * C == self.fc2.out_channels:
             c5 = _branches(x, R)
             if self._attention_refusal(plan, c5) is None and self._prologue_refusal(plan, c5) is None:
                 # bn0, drop (an Identity) and act0 inside both kernels: they read the conv output
@@ -285,7 +287,7 @@ class SplitAttn(_Planned, reference.SplitAttn):
         x = self.act0(x)
         x5 = _branches(x, self.radix)
         _, R, C = sizes(x5)[:3]
-        if C == self.fc1.in_channels and R * C == self.fc2.out_channels:
+        if plan is not None and C == self.fc1.in_channels and R * C == self.fc2.out_channels:
             if self._attention_refusal(plan, x5) is None:
                 return radix_attention_unchecked(x5, *self._weights(plan))
         # x5 and a made here from the module's own layers (a reshaped to [B, R, C]): the ops run unchecked
@@ -386,8 +388,9 @@ class SelectiveKernel(_Planned, reference.SelectiveKernel):
         check_feature_map(x)
         check_channels(x, self.in_channels, type(self).__name__)
         inputs = x.split(self.in_channels // self.num_paths, 1) if self.split_input else [x] * self.num_paths
-        plan = self._plan()
-        if self._attention_refusal(plan, x) is None and self._prologue_refusal(plan, x) is None:
+        # not where a gradient flows through x: it refuses both inference passes (_call_refusal)
+        plan = None if torch.is_grad_enabled() and x.requires_grad else self._plan()
+        if plan is not None and self._attention_refusal(plan, x) is None and self._prologue_refusal(plan, x) is None:
             # the paths' BatchNorm and ReLU inside both kernels: they read the stacked conv outputs
             c5 = torch.stack([path.conv(inputs[i]) for i, path in enumerate(self.paths)], dim=1)
             if sizes(c5)[1:3] == (self.attn.num_paths, self.attn.fc_reduce.in_channels):
@@ -395,7 +398,8 @@ class SelectiveKernel(_Planned, reference.SelectiveKernel):
         x5 = torch.stack([path(inputs[i]) for i, path in enumerate(self.paths)], dim=1)
         _, R, C = sizes(x5)[:3]
         attn = self.attn
-        if R == attn.num_paths and C == attn.fc_reduce.in_channels and self._attention_refusal(plan, x5) is None:
+        if (plan is not None and R == attn.num_paths and C == attn.fc_reduce.in_channels
+                and self._attention_refusal(plan, x5) is None):
             return radix_attention_unchecked(x5, *self._weights(plan))
         a = self.attn(x5)  # [B, R, C, 1, 1]: timm's SelectiveKernelAttn or the twin
         # x5 made here; a unchecked only from the attention classes known to make it (another is checked)

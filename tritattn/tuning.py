@@ -380,16 +380,20 @@ def skip_reason(device: torch.device) -> str | None:
     return None
 
 
+#: :func:`why_not_benchmark` where nothing asks for benchmarks
+_NOT_DURING_A_RUN = ("not benchmarking during a run: a kernel problem that no tuning table holds runs the config of "
+                     "the nearest tuned problem (another batch size) or the default; tritattn.tune(model, example) "
+                     "benchmarks (or TRITATTN_AUTOTUNE=1, on first use)")
+
+
 def why_not_benchmark(device: torch.device) -> str | None:
     """Why a problem that no table holds is not benchmarked now on ``device`` (None: it is)."""
+    if not ON_FIRST_USE and not _benchmark_scopes:  # the common case, asked at every untuned launch: no CUDA query
+        return _NOT_DURING_A_RUN
     if torch.cuda.is_current_stream_capturing():
         return "a CUDA graph is being captured: not benchmarking; the nearest tuned problem's config or the default runs"
     if _benchmark_scopes:
         return None
-    if not ON_FIRST_USE:
-        return ("not benchmarking during a run: a kernel problem that no tuning table holds runs the config of the "
-                "nearest tuned problem (another batch size) or the default; tritattn.tune(model, example) benchmarks "
-                "(or TRITATTN_AUTOTUNE=1, on first use)")
     world = distributed_world_size()
     if world > 1:
         return (f"TRITATTN_AUTOTUNE=1 not followed under torch.distributed ({world} ranks): ranks timing their own "
