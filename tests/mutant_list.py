@@ -550,9 +550,16 @@ MUTANTS: list[Mutant] = [
     ),
     # --- issue 24: tuning policy, workspaces, tracing -----------------------------------------
     Mutant(
+        "selective_kernel_skips_its_plan_without_grad_mode", "tritattn/split_attention.py",
+        "plan = None if torch.is_grad_enabled() and x.requires_grad else self._plan()",
+        "plan = None if x.requires_grad else self._plan()",
+        "SelectiveKernel skips its plan, and so the inference kernels, for an x that requires grad even under no_grad",
+        ("tests/test_radix_block.py", "-k", "test_a_gradient_through_x_takes_the_per_op_path_and_no_grad_the_kernels"),
+    ),
+    Mutant(
         "tuning_benchmarks_on_first_use_by_default", "tritattn/tuning.py",
-        "    if not ON_FIRST_USE:\n",
-        "    if False and not ON_FIRST_USE:\n",
+        "    if not ON_FIRST_USE and not _benchmark_scopes:",
+        "    if False and not ON_FIRST_USE and not _benchmark_scopes:",
         "a problem no table holds is benchmarked in the middle of a run although nobody asked for tuning",
         ("tests/test_tuning.py::test_a_problem_no_table_holds_is_not_benchmarked_during_a_run",),
     ),

@@ -932,3 +932,26 @@ def test_split_path_keeps_float32_attention_under_autocast():
     want = (torch.relu(pooled.double() @ w1.T + b1) @ w2.T + b2).view(2, R, C).softmax(1)
     assert a.dtype == torch.float32
     assert_close(a, want, what="the attention under autocast")
+
+
+@pytest.mark.parametrize("twin", ["SplitAttn", "SelectiveKernel"])
+def test_a_gradient_through_x_takes_the_per_op_path_and_no_grad_the_kernels(twin, monkeypatch):
+    """A call with a gradient through x runs the per-op path without building the plan (both
+    inference passes refuse it); under no_grad the same x — requires_grad or not — takes the
+    inference kernels, its plan built; the results are the reference's either way."""
+    block = (split_attention.SplitAttn(8, radix=2, norm_layer=nn.BatchNorm2d) if twin == "SplitAttn"
+             else split_attention.SelectiveKernel(8, 8)).to(DEVICE).eval()
+    attention, plans = [], []
+    real_attention, real_plan = split_attention.radix_attention_unchecked, type(block)._plan
+    monkeypatch.setattr(split_attention, "radix_attention_unchecked",
+                        lambda *a, **k: attention.append(1) or real_attention(*a, **k))
+    monkeypatch.setattr(type(block), "_plan", lambda self: plans.append(1) or real_plan(self))
+    x = make_input((2, 8, 5, 3), torch.float32, requires_grad=True)
+    y = block(x)
+    assert not attention and not plans and y.requires_grad
+    with torch.no_grad():
+        reference = block.reference_forward(x)
+        assert_close(y.detach(), reference, what="per-op")
+        got = block(x)
+    assert bool(attention) == on_kernels() and plans
+    assert_close(got, reference, what="inference kernels")

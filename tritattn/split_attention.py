@@ -275,8 +275,9 @@ class SplitAttn(_Planned, reference.SplitAttn):
         channels = sizes(x)[1]
         R, C = self.radix, channels // self.radix
         # once per call: its state token reads every layer (≈ 10 µs here); not where a gradient
-        # flows through x, which refuses both inference passes below (_call_refusal) whatever it holds
-        plan = None if torch.is_grad_enabled() and x.requires_grad else self._plan()
+        # flows through the conv's output (grad mode on, and x or the conv requires grad), which
+        # refuses both inference passes below (_call_refusal) whatever the plan holds
+        plan = None if x.requires_grad else self._plan()
         if plan is not None and R * C == channels and C == self.fc1.in_channels and R * C == self.fc2.out_channels:
             c5 = _branches(x, R)
             if self._attention_refusal(plan, c5) is None and self._prologue_refusal(plan, c5) is None:
