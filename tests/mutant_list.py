@@ -557,6 +557,13 @@ MUTANTS: list[Mutant] = [
         ("tests/test_radix_block.py", "-k", "test_a_gradient_through_x_takes_the_per_op_path_and_no_grad_the_kernels"),
     ),
     Mutant(
+        "global_context_skips_its_plan_without_grad_mode", "tritattn/global_context.py",
+        "plan = None if torch.is_grad_enabled() and x.requires_grad else self._plan()",
+        "plan = None if x.requires_grad else self._plan()",
+        "GCNet skips its plan, and so the in-kernel MLP, for an x that requires grad even under no_grad",
+        ("tests/test_context_block.py", "-k", "test_a_gradient_through_x_takes_the_per_op_path_without_the_plan"),
+    ),
+    Mutant(
         "tuning_benchmarks_on_first_use_by_default", "tritattn/tuning.py",
         "    if not ON_FIRST_USE and not _benchmark_scopes:",
         "    if False and not ON_FIRST_USE and not _benchmark_scopes:",
