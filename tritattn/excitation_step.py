@@ -42,7 +42,7 @@ from .backend import TRITON_AVAILABLE, kernels_disabled
 from .excitation_block import (KERNEL_PATHS, BlockSpec, acc_dtype, channel_backward, forward_launches, pipeline_spec,
                                pooled_workspace, samples_per_launch)
 from .layout import addressable, flat_spatial_stride
-from .ops import _empty_like_4d, _new, _new_like, _new_strided
+from .ops import _empty_like_4d, _empty_like_preserved, _new, _new_strided
 
 if TRITON_AVAILABLE:
     from . import launch
@@ -166,7 +166,7 @@ def _forward(x: Tensor, residual: Optional[Tensor], weights: tuple,
     """(y, s, the split path's hidden vectors (excitation_mlp.DenseMLP's; else ()), the one-launch
     path's ticket counters — left at 0 by the kernels, so the backward's launches may take them
     too — else None) for an addressable x (and residual)."""
-    if call.lean and not (call.autocast is not None and torch.is_autocast_enabled(call.autocast)):
+    if _straight(call):
         return _lean_forward(x, residual, weights, call)
     B, C = x.shape[:2]
     spec, tail = call.spec, call.path == "one-launch"
@@ -219,7 +219,7 @@ def _not_differentiable(t: Tensor) -> Tensor:
 
 def _backward(ctx, grad_y: Tensor) -> tuple:
     call = ctx.call
-    if call.lean and not (call.autocast is not None and torch.is_autocast_enabled(call.autocast)):
+    if _straight(call):
         return _lean_backward(ctx, grad_y)
     x, y, s, w1, b1, w2, b2, *kept = ctx.saved_tensors
     needs = ctx.needs_input_grad
@@ -250,6 +250,16 @@ def _backward(ctx, grad_y: Tensor) -> tuple:
 # stage 1, one-launch: 173 → 166, 180 → 175; eager 171–184), ECA's 204 → 185 and 409 → 391.
 
 
+def _straight(call: StepCall) -> bool:
+    """Whether this call runs straight through: ``call.lean`` and autocast off now."""
+    return call.lean and not (call.autocast is not None and torch.is_autocast_enabled(call.autocast))
+
+
+def _new_map(x: Tensor, call: StepCall) -> Tensor:
+    """A new map of x's size in ops._empty_like_4d's layout (``torch.empty_like`` where that is it)."""
+    return _empty_like_preserved(x) if call.y_like else _empty_like_4d(x)
+
+
 def _pooled(call: StepCall, pool: str) -> tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
     """excitation_block.pooled_workspace's mean, max and tie count, from the call's sizes."""
     vector = call.vector
@@ -264,7 +274,7 @@ def _lean_forward(x: Tensor, residual: Optional[Tensor], weights: tuple,
     first launch; on the split path pool, the MLP's GEMMs or the taps' conv; then scale."""
     spec, plans = call.spec, call.plans
     pool = spec["pool"]
-    y = _new_like(x) if call.y_like else _empty_like_4d(x)
+    y = _new_map(x, call)
     mean, maximum, count = _pooled(call, pool)
     squeeze = ("squeeze", launch.excitation.MLP_TILE_ELEMENTS)  # the plan's MLP tile
     if call.path == "one-launch":
@@ -346,8 +356,8 @@ def _lean_backward(ctx, grad_y: Tensor) -> tuple:
             grad_v = torch.mm(grad_h, m.w1) if m.w1 is not None else torch.mm(grad_s, m.w2)
     grad_x = grad_res = None
     if want_x:
-        grad_x = _new_like(x) if call.y_like else _empty_like_4d(x)
-        grad_res = (_new_like(x) if call.y_like else _empty_like_4d(x)) if grad_res_written else None
+        grad_x = _new_map(x, call)
+        grad_res = _new_map(x, call) if grad_res_written else None
         if not tail:
             if pool == "mean_max_avg":  # v = (mean + max) · 0.5: both gradients grad_v · 0.5
                 work["grad_max"] = grad_v.mul_(0.5)

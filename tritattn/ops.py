@@ -51,7 +51,7 @@ def _new_strided(shape: tuple, strides: tuple, dtype: torch.dtype, device: torch
     return _poisoned(t) if poison_outputs else t
 
 
-def _new_like(x: Tensor) -> Tensor:
+def _empty_like_preserved(x: Tensor) -> Tensor:
     """A new tensor of x's size, strides, dtype and device (``torch.empty_like``, x dense)."""
     new = torch.empty_like(x)
     return _poisoned(new) if poison_outputs else new
