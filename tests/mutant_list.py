@@ -171,6 +171,35 @@ MUTANTS: list[Mutant] = [
         ("tests/test_excitation_step.py", "-k", "test_a_kept_step_takes_gradients_of_either_layout"),
     ),
     Mutant(
+        "feature_map_fast_check_lets_an_empty_plane_through", "tritattn/checks.py",
+        "0 < shape[1] <= MAX_EXTENT and shape[2] and shape[3] and",
+        "0 < shape[1] <= MAX_EXTENT and",
+        "check_feature_map's one-test common case passes a map with H = 0 or W = 0",
+        ("tests/test_errors.py", "-k", "x-H0 or x-W0"),
+    ),
+    Mutant(
+        "radix_step_backward_plan_keyed_without_the_gradients_layout", "tritattn/radix_step.py",
+        'key = ("backward", a.shape, grad.stride())\n        plan = plans.get(key)\n        if plan is None and',
+        'key = ("backward", a.shape)\n        plan = plans.get(key)\n        if plan is None and',
+        "the radix short path's backward keeps one plan whatever the gradient's layout, so a channels_last gradient "
+        "is read with a contiguous one's strides",
+        ("tests/test_radix_step.py", "-k", "test_a_kept_call_takes_gradients_of_either_layout"),
+    ),
+    Mutant(
+        "radix_step_pool_gradient_not_divided", "tritattn/radix_step.py",
+        "return (grad / call.hw).view(call.spread)",
+        "return grad.view(call.spread)",
+        "the radix short path's pool gradient is not divided by H·W",
+        ("tests/test_radix_step.py", "-k", "test_the_pool_gradient_is_a_broadcast_view"),
+    ),
+    Mutant(
+        "radix_step_grad_x5_in_the_output_layout", "tritattn/radix_step.py",
+        "self.grad_x5 = (x5.shape, _new_like(meta).stride(), dtype, device)",
+        "self.grad_x5 = (x5.shape, torch.empty(x5.shape, device='meta').stride(), dtype, device)",
+        "the radix short path writes grad_x5 NCHW-contiguous whatever x5's layout (channels_last x gets an NCHW gradient)",
+        ("tests/test_radix_step.py", "-k", "test_gradients_of_either_input"),
+    ),
+    Mutant(
         "step_mean_max_avg_gradient_not_halved", "tritattn/excitation_step.py",
         'work["grad_max"] = grad_v.mul_(0.5)',
         'work["grad_max"] = grad_v',

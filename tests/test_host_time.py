@@ -71,8 +71,8 @@ def test_a_converted_block_checks_its_input_once_per_call_signature(training, pi
             one_call(block, x[:1], training)
         with CountCalls(checks) as counted_again:
             one_call(block, x[:1], training)
-    assert counted.calls.get("check_tensor") == 1, counted.calls
-    assert counted.calls.get("check_feature_map") == 1, counted.calls
+    # x, a plain float32 map: check_feature_map's one test, without check_tensor's steps
+    assert counted.calls.get("check_feature_map") == 1 and "check_tensor" not in counted.calls, counted.calls
     assert not counted_again.calls, counted_again.calls
 
 
@@ -100,7 +100,7 @@ def test_a_block_on_its_inference_kernels_checks_its_input_once_per_call(make):
         with CountCalls(checks) as counted:
             block(x)
     assert counted.calls.get("check_feature_map") == 1, counted.calls
-    assert counted.calls.get("check_tensor") == 1 and "check_companion" not in counted.calls, counted.calls
+    assert "check_tensor" not in counted.calls and "check_companion" not in counted.calls, counted.calls
 
 
 def test_the_functional_ops_still_check_everything():
@@ -108,7 +108,8 @@ def test_the_functional_ops_still_check_everything():
     x = make_input((2, C, H, W), torch.float32)
     with CountCalls(checks) as counted:
         tritattn.excite_scale(x, torch.randn(2, C, device=DEVICE), residual=torch.randn_like(x))
-    assert counted.calls["check_tensor"] == 3 and counted.calls["check_gate"] == counted.calls["check_act"] == 1
+    assert counted.calls["check_feature_map"] == 1  # x
+    assert counted.calls["check_tensor"] == 2 and counted.calls["check_gate"] == counted.calls["check_act"] == 1  # s, residual
     with pytest.raises(ValueError, match="residual must have shape"):
         tritattn.excite_scale(x, torch.randn(2, C, device=DEVICE), residual=x[:1])
 

@@ -109,3 +109,11 @@ def bare_apply(function: type[torch.autograd.Function]) -> Callable[..., Any]:
     transform (none is active there) and unwraps functorch's dead wrappers (tensors leaked out of
     a finished transform: x passed :func:`direct`, the rest are a module's weights)."""
     return super(torch.autograd.Function, function).apply
+
+
+def not_differentiable(t: Tensor, what: str) -> Tensor:
+    """t, with a gradient function that raises when differentiated (as ``once_differentiable`` marks
+    its results): a gradient made by ``what``'s backward launches under ``create_graph``."""
+    t = t.detach().requires_grad_()  # an input that requires grad, so the result gets the raising function
+    return torch._C._functions.DelayedError(f"tritattn: the backward of {what} is not differentiable (no double "
+                                            f"backward)", 1)(t)

@@ -203,18 +203,12 @@ class ExcitationStep(torch.autograd.Function):
         # create_graph: the launches' gradients are not differentiable; a double backward through them raises
         with torch.no_grad():
             grads = _backward(ctx, grad_y)
-        return tuple(_not_differentiable(g) if isinstance(g, Tensor) and g is not grad_y else g for g in grads)
+        return tuple(dispatch.not_differentiable(g, "a channel-attention block") if isinstance(g, Tensor) and g is not grad_y
+                     else g for g in grads)
 
 
 #: ExcitationStep.apply without its Python wrapper: a Step runs only where dispatch.direct holds
 _apply = dispatch.bare_apply(ExcitationStep)
-
-
-def _not_differentiable(t: Tensor) -> Tensor:
-    """t, with a gradient function that raises when differentiated (as ``once_differentiable`` marks its results)."""
-    t = t.detach().requires_grad_()  # an input that requires grad, so the result gets the raising function
-    return torch._C._functions.DelayedError(
-        "tritattn: the backward of a channel-attention block is not differentiable (no double backward)", 1)(t)
 
 
 def _backward(ctx, grad_y: Tensor) -> tuple:

@@ -698,52 +698,64 @@ def _radix_problem(x5: torch.Tensor, xs: tuple[int, int, int, int], prologue: tu
                    flags=(("RADIX", R), *flags.items(), *_prologue_flags(prologue).items()))
 
 
-def radix_pool_fwd(x5: torch.Tensor, pooled: torch.Tensor) -> None:
-    """pooled [B, C] = the mean over H·W of the sum over r of x5 [B, R, C, H, W]."""
-    def build() -> tuple:
-        xs = _radix_strides(x5)
-        p = _radix_problem(x5, xs)
-        tail = (x5.shape[1], p.R, p.K, *xs, pooled.stride(0), pooled.stride(1))
-        return p, _rows_grid(p), tail, dict(ACC=_acc_dtype(x5))
+def radix_pool_fwd(x5: torch.Tensor, pooled: torch.Tensor, plan: tuple | None = None) -> tuple:
+    """pooled [B, C] = the mean over H·W of the sum over r of x5 [B, R, C, H, W]. Returns its plan
+    (``plan``: as :func:`gated_scale_fwd`'s)."""
+    if plan is None:  # else the plan returned for this signature before (the caller kept it)
+        def build() -> tuple:
+            xs = _radix_strides(x5)
+            p = _radix_problem(x5, xs)
+            tail = (x5.shape[1], p.R, p.K, *xs, pooled.stride(0), pooled.stride(1))
+            return p, _rows_grid(p), tail, dict(ACC=_acc_dtype(x5))
 
-    p, grid, tail, constexprs = _plan(("radix_pool_fwd", x5.shape, x5.stride(), x5.dtype, pooled.stride()), build)
+        plan = _plan(("radix_pool_fwd", x5.shape, x5.stride(), x5.dtype, pooled.stride()), build)
+    p, grid, tail, constexprs = plan
     RADIX_POOL_FWD.launch(p, grid, (x5, pooled, *tail), constexprs, x5.device)
+    return plan
 
 
-def radix_combine_fwd(x5: torch.Tensor, a: torch.Tensor, out: torch.Tensor, prologue: tuple | None = None) -> None:
+def radix_combine_fwd(x5: torch.Tensor, a: torch.Tensor, out: torch.Tensor, prologue: tuple | None = None,
+                      plan: tuple | None = None) -> tuple:
     """out [B, C, H, W] = Σ_r a[b, r, c] · x5[b, r, c, h, w]; ``prologue``: (act, the eval
     BatchNorm's (weight, bias, running mean, running var, eps) [R·C], or None), x5 then holding
-    its input c and x5[b, r, c] read as act(bn(c)) with BatchNorm channel r·C + c (kernels/radix_combine.py)."""
+    its input c and x5[b, r, c] read as act(bn(c)) with BatchNorm channel r·C + c (kernels/radix_combine.py).
+    Returns its plan (``plan``: as :func:`gated_scale_fwd`'s)."""
     pro, pro_eps, pro_flags = _prologue_args(prologue)
+    if plan is None:  # else the plan returned for this signature before (the caller kept it)
+        def build() -> tuple:
+            xs = _radix_strides(x5)
+            p = _radix_problem(x5, xs, prologue)
+            return (p, _elementwise_grid(p), (*xs, *a.stride(), *plane_strides(out, "channel")),
+                    dict(ACC=_acc_dtype(x5), **pro_flags))
 
-    def build() -> tuple:
-        xs = _radix_strides(x5)
-        p = _radix_problem(x5, xs, prologue)
-        return (p, _elementwise_grid(p), (*xs, *a.stride(), *plane_strides(out, "channel")),
-                dict(ACC=_acc_dtype(x5), **pro_flags))
-
-    p, grid, strides, constexprs = _plan(
-        ("radix_combine_fwd", x5.shape, x5.stride(), x5.dtype, a.stride(), out.stride(), tuple(pro_flags.values())),
-        build)
+        plan = _plan(("radix_combine_fwd", x5.shape, x5.stride(), x5.dtype, a.stride(), out.stride(),
+                      tuple(pro_flags.values())), build)
+    p, grid, strides, constexprs = plan
     RADIX_COMBINE_FWD.launch(p, grid, (x5, a, out, *pro, x5.shape[1], p.R, p.K, pro_eps, *strides), constexprs,
                              x5.device)
+    return plan
 
 
 def radix_combine_bwd(
     g: torch.Tensor, x5: torch.Tensor, a: torch.Tensor, grad_x5: torch.Tensor, grad_a: torch.Tensor,
-) -> None:
-    """grad_x5 = a · g broadcast over the branches and grad_a = Σ_hw g · x5, in one pass over g and x5."""
-    def build() -> tuple:
-        xs = _radix_strides(x5)
-        p = _radix_problem(x5, xs)
-        R = x5.shape[1]
-        tail = (R, p.R, p.K, *plane_strides(g, "channel"), *xs, *a.stride(), *_radix_strides(grad_x5), *grad_a.stride())
-        return p, _rows_grid(p), tail, dict(ACC=_acc_dtype(x5), RADIX_BLOCK=next_power_of_2(R))
+    plan: tuple | None = None,
+) -> tuple:
+    """grad_x5 = a · g broadcast over the branches and grad_a = Σ_hw g · x5, in one pass over g and
+    x5. Returns its plan (``plan``: as :func:`gated_scale_fwd`'s)."""
+    if plan is None:  # else the plan returned for this signature before (the caller kept it)
+        def build() -> tuple:
+            xs = _radix_strides(x5)
+            p = _radix_problem(x5, xs)
+            R = x5.shape[1]
+            tail = (R, p.R, p.K, *plane_strides(g, "channel"), *xs, *a.stride(), *_radix_strides(grad_x5),
+                    *grad_a.stride())
+            return p, _rows_grid(p), tail, dict(ACC=_acc_dtype(x5), RADIX_BLOCK=next_power_of_2(R))
 
-    p, grid, tail, constexprs = _plan(
-        ("radix_combine_bwd", x5.shape, x5.stride(), x5.dtype, g.stride(), a.stride(), grad_x5.stride(),
-         grad_a.stride()), build)
+        plan = _plan(("radix_combine_bwd", x5.shape, x5.stride(), x5.dtype, g.stride(), a.stride(), grad_x5.stride(),
+                      grad_a.stride()), build)
+    p, grid, tail, constexprs = plan
     RADIX_COMBINE_BWD.launch(p, grid, (g, x5, a, grad_x5, grad_a, *tail), constexprs, x5.device)
+    return plan
 
 
 # --- split attention in inference: the squeeze and the attention MLP in one launch ----------------

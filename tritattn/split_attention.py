@@ -43,12 +43,12 @@ import dataclasses
 import torch
 from torch import Tensor, nn
 
-from . import excitation_block, reference
+from . import excitation_block, radix_step, reference
 from .checks import check_channels, check_feature_map
 from .modules import _plain_batchnorm, hidden_layer_refusal, mlp_act_kind
 from .peers import qualified_name
 from .radix_block import (check_branches, dense_pointwise, radix_attention_unchecked, radix_combine,
-                          radix_combine_unchecked, radix_logit_order, radix_pool_unchecked)
+                          radix_logit_order)
 from .hooks import has_hooks
 from .module_plans import cached
 from .tracing import fx_leaf, is_symbolic, leaf_twins, sizes
@@ -272,33 +272,35 @@ class SplitAttn(_Planned, reference.SplitAttn):
         check_feature_map(x)
         check_channels(x, self.conv.in_channels, type(self).__name__)
         x = self.conv(x)
-        channels = sizes(x)[1]
-        R, C = self.radix, channels // self.radix
         # once per call: its state token reads every layer (≈ 10 µs here); not where a gradient
         # flows through the conv's output (grad mode on, and x or the conv requires grad), which
         # refuses both inference passes below (_call_refusal) whatever the plan holds
         plan = None if x.requires_grad else self._plan()
-        if plan is not None and R * C == channels and C == self.fc1.in_channels and R * C == self.fc2.out_channels:
-            c5 = _branches(x, R)
-            if self._attention_refusal(plan, c5) is None and self._prologue_refusal(plan, c5) is None:
-                # bn0, drop (an Identity) and act0 inside both kernels: they read the conv output
-                return radix_attention_unchecked(c5, *self._weights(plan), prologue=self._prologue(plan))
+        if plan is not None:
+            channels = sizes(x)[1]
+            R, C = self.radix, channels // self.radix
+            if R * C == channels and C == self.fc1.in_channels and R * C == self.fc2.out_channels:
+                c5 = _branches(x, R)
+                if self._attention_refusal(plan, c5) is None and self._prologue_refusal(plan, c5) is None:
+                    # bn0, drop (an Identity) and act0 inside both kernels: they read the conv output
+                    return radix_attention_unchecked(c5, *self._weights(plan), prologue=self._prologue(plan))
         x = self.bn0(x)
         x = self.drop(x)
         x = self.act0(x)
         x5 = _branches(x, self.radix)
-        _, R, C = sizes(x5)[:3]
-        if plan is not None and C == self.fc1.in_channels and R * C == self.fc2.out_channels:
-            if self._attention_refusal(plan, x5) is None:
+        if plan is not None and self._attention_refusal(plan, x5) is None:
+            _, R, C = sizes(x5)[:3]
+            if C == self.fc1.in_channels and R * C == self.fc2.out_channels:
                 return radix_attention_unchecked(x5, *self._weights(plan))
-        # x5 and a made here from the module's own layers (a reshaped to [B, R, C]): the ops run unchecked
-        x_gap = radix_pool_unchecked(x5)[:, :, None, None]
+        # x5 and a made here from the module's own layers: the passes run unchecked
+        call = radix_step.branches_call(x5)
+        x_gap = radix_step.pool(x5, call)  # [B, C, 1, 1]
         x_gap = self.fc1(x_gap)
         x_gap = self.bn1(x_gap)
         x_gap = self.act1(x_gap)
         x_attn = self.fc2(x_gap)
         a = self.rsoftmax(x_attn)  # [B, R·C] in (radix, channel) order; [B, C, 1, 1] for R = 1
-        return radix_combine_unchecked(x5, a.reshape(x5.shape[:3]))
+        return radix_step.combine(x5, a, call)
 
 
 class SelectiveKernelAttn(reference.SelectiveKernelAttn):
@@ -321,7 +323,7 @@ class SelectiveKernelAttn(reference.SelectiveKernelAttn):
                 f"{type(self).__name__} was built for {self.fc_reduce.in_channels} channels but x has {shape[2]} "
                 f"on dim 2 (x: shape {shape}; expected [B, {self.num_paths}, {self.fc_reduce.in_channels}, H, W])"
             )
-        x = radix_pool_unchecked(x)[:, :, None, None]  # x checked above
+        x = radix_step.pool(x, radix_step.branches_call(x))  # [B, C, 1, 1]; x checked above
         x = self.fc_reduce(x)
         x = self.bn(x)
         x = self.act(x)
@@ -397,15 +399,15 @@ class SelectiveKernel(_Planned, reference.SelectiveKernel):
             if sizes(c5)[1:3] == (self.attn.num_paths, self.attn.fc_reduce.in_channels):
                 return radix_attention_unchecked(c5, *self._weights(plan), prologue=self._prologue(plan))
         x5 = torch.stack([path(inputs[i]) for i, path in enumerate(self.paths)], dim=1)
-        _, R, C = sizes(x5)[:3]
         attn = self.attn
-        if (plan is not None and R == attn.num_paths and C == attn.fc_reduce.in_channels
+        if (plan is not None and sizes(x5)[1:3] == (attn.num_paths, attn.fc_reduce.in_channels)
                 and self._attention_refusal(plan, x5) is None):
             return radix_attention_unchecked(x5, *self._weights(plan))
         a = self.attn(x5)  # [B, R, C, 1, 1]: timm's SelectiveKernelAttn or the twin
         # x5 made here; a unchecked only from the attention classes known to make it (another is checked)
-        combine = radix_combine_unchecked if type(attn) in _ATTENTIONS else radix_combine
-        return combine(x5, a.reshape(x5.shape[:3]))
+        if type(attn) in _ATTENTIONS:
+            return radix_step.combine(x5, a, radix_step.branches_call(x5))
+        return radix_combine(x5, a.reshape(x5.shape[:3]))
 
 
 #: reference class → its fast twin (the same parameters and buffers, so a module can be re-classed)

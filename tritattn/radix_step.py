@@ -1,0 +1,187 @@
+"""The radix twins' per-op path on the host's short path: :func:`pool` and :func:`combine`, the
+launches of ``tritattn::radix_pool`` and ``tritattn::radix_combine`` (and of the latter's
+backward) prepared once per signature of the branches, each under autograd as one plain
+``torch.autograd.Function``.
+
+A SplitAttn / SelectiveKernel call that needs a gradient takes the per-op path (the attention
+MLP runs as modules between the two passes, its BatchNorm in training on batch statistics).
+Through the ops (even called directly, tritattn/dispatch.py) each pass paid, besides its launch:
+the generic Function's plumbing, the branches' addressability check, an allocation by shape,
+the launch plan's key built from the tensors' strides, and the views autograd records around
+it (``pooled[:, :, None, None]`` for the MLP's convs, ``a.reshape(B, R, C)``). On
+perf/host_time.py's proxy that was ≈ 20 µs per pass, ≈ 100 µs of ResNeSt's 750 µs training step
+at B = 8, where eager timm's whole block takes 650.
+
+A :class:`BranchesCall` keeps what the signature of the branches x5 (sizes, strides, dtype,
+device) fixes: the outputs' sizes and strides, whether x5 is addressed in place, the launch
+plans (the backward's per layout of the incoming gradient, each checked once). :func:`pool`
+returns the descriptor as [B, C, 1, 1], the shape the MLP's 1×1 convs take; :func:`combine`
+takes the attention weights as the MLP makes them (contiguous, B·R·C elements: [B, R·C],
+[B, C, 1, 1] or [B, R, C, 1, 1]), their gradient in that shape. The launches, their arguments
+and the math are the ops' (tritattn/radix_block.py), so the bits are too
+(tests/test_radix_step.py).
+
+They apply where the op would run its implementation directly anyway (``dispatch.direct``: not
+under torch.compile / export / jit.trace, no dispatch or function mode, no functorch transform,
+no profiler, a plain tensor), on the Triton kernels (``backend_for`` is not "torch"), for a
+non-empty x5 its kernels address in place. Everything else calls the ops as before. Like the
+op's, radix_combine's backward is not differentiable (a double backward through it raises);
+the pool's, a broadcast view, is.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from . import dispatch
+from .backend import TRITON_AVAILABLE, backend_for
+from .layout import flat_spatial_stride
+from .ops import _new_strided
+from .radix_block import _new_like, branch_memory_format, radix_combine_unchecked, radix_pool_unchecked
+
+if TRITON_AVAILABLE:
+    from . import launch
+
+
+class BranchesCall:
+    """What a pass over branches of one signature (sizes, strides, dtype, device) derives from it alone."""
+
+    __slots__ = ("shape", "spread", "hw", "pooled", "out", "grad_x5", "weights", "plans")
+
+    def __init__(self, x5: Tensor):
+        B, R, C, H, W = self.shape = x5.shape
+        dtype, device = x5.dtype, x5.device
+        self.spread = (B, 1, C, 1, 1)  # the pooled gradient's view, broadcast over R, H and W
+        self.hw = H * W
+        #: (size, strides, dtype, device) of the outputs (ops._new_strided): the descriptor
+        #: [B, C, 1, 1], the combined map in one branch's memory format (the op's), grad_x5 in x5's order
+        self.pooled = ((B, C, 1, 1), (C, 1, 1, 1), dtype, device)
+        meta = torch.empty_strided(x5.shape, x5.stride(), dtype=dtype, device="meta")
+        out = torch.empty((B, C, H, W), dtype=dtype, device="meta", memory_format=branch_memory_format(x5))
+        self.out = ((B, C, H, W), out.stride(), dtype, device)
+        self.grad_x5 = (x5.shape, _new_like(meta).stride(), dtype, device)
+        #: the weights a as [B, R, C] (contiguous) for the first launch of each of their shapes
+        self.weights = (B, R, C)
+        #: launch plans: "pool", ("combine", a's shape), ("backward", a's shape, the gradient's strides)
+        self.plans: dict = {}
+
+
+#: signature of the branches (sizes, strides, dtype, device) → its BranchesCall, or None where
+#: the kernels do not address them in place (the ops copy them)
+_calls: dict[tuple, Optional[BranchesCall]] = {}
+#: signatures kept; beyond this the cache restarts (as launch.PLAN_CACHE_SIZE)
+CALL_CACHE_SIZE = 1024
+
+
+def branches_call(x5: Tensor) -> Optional[BranchesCall]:
+    """The BranchesCall for branches x5 where the short path applies to them now (module
+    docstring), else None: :func:`pool` and :func:`combine` then call the ops."""
+    if not dispatch.direct(x5) or backend_for(x5) == "torch" or not x5.numel():
+        return None
+    key = (x5.shape, x5.stride(), x5.dtype, x5.device)
+    call = _calls.get(key, False)
+    if call is False:
+        if len(_calls) >= CALL_CACHE_SIZE:
+            _calls.clear()
+        call = _calls[key] = BranchesCall(x5) if flat_spatial_stride(x5) is not None else None
+    return call
+
+
+def pool(x5: Tensor, call: Optional[BranchesCall]) -> Tensor:
+    """radix_pool(x5) [B, C] viewed [B, C, 1, 1]: mean over H·W of Σ_r x5[:, r], x5 valid
+    branches (unchecked); ``call``: :func:`branches_call`'s for x5."""
+    if call is None:
+        return radix_pool_unchecked(x5)[:, :, None, None]
+    if torch.is_grad_enabled() and x5.requires_grad:
+        return _pool_apply(x5, call)
+    return _pool(x5, call)
+
+
+def combine(x5: Tensor, a: Tensor, call: Optional[BranchesCall]) -> Tensor:
+    """radix_combine(x5, a viewed [B, R, C]): Σ_r a[:, r] · x5[:, r], x5 valid branches and a
+    B·R·C attention weights on x5's device (unchecked) in (radix, channel) order, of any shape;
+    ``call``: :func:`branches_call`'s for x5."""
+    if call is None or not a.is_contiguous():
+        return radix_combine_unchecked(x5, a.reshape(x5.shape[:3]))
+    if torch.is_grad_enabled() and (x5.requires_grad or a.requires_grad):
+        return _combine_apply(x5, a, call)
+    return _combine(x5, a, call)
+
+
+def _pool(x5: Tensor, call: BranchesCall) -> Tensor:
+    pooled = _new_strided(*call.pooled)
+    plans = call.plans
+    plans["pool"] = launch.radix_pool_fwd(x5, pooled, plan=plans.get("pool"))
+    return pooled
+
+
+def _combine(x5: Tensor, a: Tensor, call: BranchesCall) -> Tensor:
+    out = _new_strided(*call.out)
+    plans, key = call.plans, ("combine", a.shape)
+    plan = plans.get(key)
+    # a's plan is built on its [B, R, C] view; a kept plan needs only its address
+    plans[key] = launch.radix_combine_fwd(x5, a if plan is not None else a.view(call.weights), out, plan=plan)
+    return out
+
+
+class RadixPoolStep(torch.autograd.Function):
+    """:func:`pool` under autograd: its gradient is grad / (H·W), a broadcast view (as the op's)."""
+
+    @staticmethod
+    def forward(ctx, x5: Tensor, call: BranchesCall) -> Tensor:
+        ctx.call = call
+        return _pool(x5, call)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        call = ctx.call
+        return (grad / call.hw).view(call.spread).expand(call.shape), None
+
+
+#: what a double backward through radix_combine's backward launch names
+WHAT = "radix_combine"
+
+
+class RadixCombineStep(torch.autograd.Function):
+    """:func:`combine` under autograd: one backward launch writes grad_x5 and grad_a (as the op's)."""
+
+    @staticmethod
+    def forward(ctx, x5: Tensor, a: Tensor, call: BranchesCall) -> Tensor:
+        ctx.call = call
+        ctx.save_for_backward(x5, a)
+        return _combine(x5, a, call)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        x5, a = ctx.saved_tensors
+        call = ctx.call
+        plans = call.plans
+        # a plan is kept per layout of an addressable gradient, so a known layout needs no check
+        key = ("backward", a.shape, grad.stride())
+        plan = plans.get(key)
+        if plan is None and flat_spatial_stride(grad) is None:
+            grad = grad.contiguous()
+            key = ("backward", a.shape, grad.stride())
+            plan = plans.get(key)
+        grad_x5 = _new_strided(*call.grad_x5)
+        grad_a = _new_strided(a.shape, a.stride(), a.dtype, a.device)  # contiguous, as a
+        if torch.is_grad_enabled():  # create_graph: the launch's gradients are not differentiable
+            with torch.no_grad():
+                plans[key] = _combine_backward(grad, x5, a, grad_x5, grad_a, call, plan)
+            return dispatch.not_differentiable(grad_x5, WHAT), dispatch.not_differentiable(grad_a, WHAT), None
+        plans[key] = _combine_backward(grad, x5, a, grad_x5, grad_a, call, plan)
+        return grad_x5, grad_a, None
+
+
+def _combine_backward(grad: Tensor, x5: Tensor, a: Tensor, grad_x5: Tensor, grad_a: Tensor, call: BranchesCall,
+                      plan: Optional[tuple]) -> tuple:
+    if plan is not None:
+        return launch.radix_combine_bwd(grad, x5, a, grad_x5, grad_a, plan=plan)
+    return launch.radix_combine_bwd(grad, x5, a.view(call.weights), grad_x5, grad_a.view(call.weights))
+
+
+#: the applies without autograd.Function.apply's Python wrapper: they run only where dispatch.direct holds
+_pool_apply = dispatch.bare_apply(RadixPoolStep)
+_combine_apply = dispatch.bare_apply(RadixCombineStep)
