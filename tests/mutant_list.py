@@ -178,6 +178,21 @@ MUTANTS: list[Mutant] = [
         ("tests/test_errors.py", "-k", "x-H0 or x-W0"),
     ),
     Mutant(
+        "context_step_backward_plan_keyed_without_the_gradients_layout", "tritattn/context_step.py",
+        'key = ("backward", grad.stride(0), grad.stride(1))',
+        'key = ("backward",)',
+        "GCNet's short path keeps one backward plan whatever the gradient's layout, so a gradient with other "
+        "strides is read with the first one's",
+        ("tests/test_context_step.py", "-k", "test_a_kept_call_takes_gradients_of_either_layout"),
+    ),
+    Mutant(
+        "context_step_workspaces_ignore_the_tile_limits", "tritattn/context_step.py",
+        "(x.shape, x.stride(), x.dtype, x.device, tiling.TILE_ELEMENTS, tiling.LONG_SIDE_MAX)",
+        "(x.shape, x.stride(), x.dtype, x.device)",
+        "GCNet's short path keeps a signature's workspaces when the tile limits change (too few partial rows)",
+        ("tests/test_context_step.py", "-k", "test_a_new_tile_limit_is_a_new_call"),
+    ),
+    Mutant(
         "radix_step_backward_plan_keyed_without_the_gradients_layout", "tritattn/radix_step.py",
         'key = ("backward", a.shape, grad.stride())\n        plan = plans.get(key)\n        if plan is None and',
         'key = ("backward", a.shape)\n        plan = plans.get(key)\n        if plan is None and',

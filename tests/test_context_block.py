@@ -617,18 +617,18 @@ def test_split_path_keeps_float32_under_autocast():
 
 @pytest.mark.parametrize("config", INFERENCE_CONFIGS)
 def test_a_gradient_through_x_takes_the_per_op_path_without_the_plan(config, monkeypatch):
-    """A call with a gradient through x runs the per-op path, reading its layers' channels, gate
-    and attention weights from the module without building the plan (the in-kernel MLP refuses
-    it whatever the plan holds); under no_grad the same x takes the in-kernel MLP, its plan built.
-    Both give the reference's results; a wrong channel count is still refused on either path."""
-    from tritattn import global_context
+    """A call with a gradient through x runs the per-op path, reading its layers' channels and
+    gate from the module without building the plan (the in-kernel MLP refuses it whatever the
+    plan holds); under no_grad the same x takes the in-kernel MLP, its plan built. Both give the
+    reference's results; a wrong channel count is still refused on either path."""
+    from tritattn import context_step
 
     _, block = timm_pair(config)
     block.eval()
     plans, per_op = [], []
-    real_plan, real_pool = GlobalContext._plan, global_context.context_pool_unchecked
+    real_plan, real_pool = GlobalContext._plan, context_step.pool
     monkeypatch.setattr(GlobalContext, "_plan", lambda self: plans.append(1) or real_plan(self))
-    monkeypatch.setattr(global_context, "context_pool_unchecked", lambda *a: per_op.append(1) or real_pool(*a))
+    monkeypatch.setattr(context_step, "pool", lambda *a: per_op.append(1) or real_pool(*a))
     x = make_input((2, 12, 3, 5), torch.float64, requires_grad=True)
     y = block(x)
     assert not plans and per_op and y.requires_grad

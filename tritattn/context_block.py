@@ -100,18 +100,27 @@ def context_pool_backward(
     if backend_for(x) == "torch":
         gw, gb = eager_ops.context_pool_bwd(grad_ctx, x, w, stats, grad_x)
     else:
-        C = x.shape[1]
-        wpart = _new((launch.context_pool_programs(x), C + 1), acc_dtype(x), x.device)
+        wpart = _new((launch.context_pool_programs(x), x.shape[1] + 1), acc_dtype(x), x.device)
         launch.context_pool_bwd(grad_ctx, x, w, stats, grad_x, wpart)
-        if wpart.dtype == grad_w.dtype == grad_bias.dtype:  # fixed-order column sums (no atomics), in place
-            torch.sum(wpart[:, :C], 0, out=grad_w)
-            torch.sum(wpart[:, C:], 0, out=grad_bias)
-            return grad_x, grad_w, grad_bias
-        total = wpart.sum(0)
-        gw, gb = total[:C], total[C:]
+        sum_weight_partials(wpart, grad_w, grad_bias)
+        return grad_x, grad_w, grad_bias
     grad_w.copy_(gw)
     grad_bias.copy_(gb)
     return grad_x, grad_w, grad_bias
+
+
+def sum_weight_partials(wpart: Tensor, grad_w: Tensor, grad_bias: Tensor) -> None:
+    """grad_w [C] and grad_bias [1] ← the column sums of context_pool_bwd's partials wpart
+    [rows, C + 1] in a fixed order (no atomics): in place where the dtypes agree, else summed in
+    wpart's dtype and converted."""
+    C = grad_w.shape[0]
+    if wpart.dtype == grad_w.dtype == grad_bias.dtype:
+        torch.sum(wpart[:, :C], 0, out=grad_w)
+        torch.sum(wpart[:, C:], 0, out=grad_bias)
+        return
+    total = wpart.sum(0)
+    grad_w.copy_(total[:C])
+    grad_bias.copy_(total[C:])
 
 
 @context_pool_backward.register_fake

@@ -117,3 +117,19 @@ def not_differentiable(t: Tensor, what: str) -> Tensor:
     t = t.detach().requires_grad_()  # an input that requires grad, so the result gets the raising function
     return torch._C._functions.DelayedError(f"tritattn: the backward of {what} is not differentiable (no double "
                                             f"backward)", 1)(t)
+
+
+#: signatures a short path's cache keeps (:func:`per_signature`); beyond this it restarts
+SIGNATURE_CACHE_SIZE = 1024
+_MISSING = object()
+
+
+def per_signature(cache: dict, key: tuple, build: Callable[[], Any]) -> Any:
+    """``build()`` for the call signature ``key``, built on its first call and then kept in
+    ``cache`` (None is a value kept too: a path that does not apply to that signature)."""
+    value = cache.get(key, _MISSING)
+    if value is _MISSING:
+        if len(cache) >= SIGNATURE_CACHE_SIZE:
+            cache.clear()
+        value = cache[key] = build()
+    return value

@@ -12,15 +12,15 @@ import dataclasses
 import torch
 from torch import Tensor, nn
 
-from . import dispatch, excitation_block, reference
+from . import context_step, dispatch, excitation_block, reference
 from .checks import check_channels, check_companion, check_feature_map, check_logits
-from .context_block import context_mlp_op, context_pool_unchecked
+from .context_block import context_mlp_op
 from .functional import excite_scale_unchecked, squeeze_unchecked
 from .modules import kernel_for_gate, kernel_gate, mlp_act_kind
 from .peers import qualified_name
 from .hooks import has_hooks
 from .module_plans import cached
-from .tracing import fx_leaf, is_symbolic, leaf_class
+from .tracing import fx_leaf, is_symbolic, leaf_class, sizes
 
 #: the hidden activations the in-kernel MLP computes (of modules.mlp_act_kind's)
 _MLP_ACTS = ("relu", "silu")
@@ -76,8 +76,6 @@ class ContextPlan:
     mlp_args: tuple | None
     #: whether a parameter requires a gradient
     params_need_grad: bool
-    #: conv_attn's weight viewed as [C] and its bias (context_pool's arguments), or None without it
-    attn: tuple[Tensor, Tensor | None] | None
 
 
 class GlobalContext(reference.GlobalContext):
@@ -113,15 +111,16 @@ class GlobalContext(reference.GlobalContext):
             return fx_leaf(self, x)
         check_feature_map(x)
         # a gradient through x refuses the in-kernel MLP (inference only) whatever the plan holds,
-        # and the per-op path reads three of its fields: read from the module then, without the
-        # plan's state token (every layer: ≈ 9 µs alone, ≈ 20 µs inside a training step)
+        # and the per-op path needs only the gate and the layers' channels: read from the module
+        # then, without the plan's state token (every layer: ≈ 9 µs alone, ≈ 20 µs inside a step)
         plan = None if torch.is_grad_enabled() and x.requires_grad else self._plan()
         if plan is not None:
-            channels, gate, attn = plan.channels, plan.gate, plan.attn
+            gate = plan.gate
+            for name, expected in plan.channels:
+                check_channels(x, expected, name)
         else:
-            channels, gate, attn = self._layer_channels(), self._gate(), self._attn()
-        for name, expected in channels:
-            check_channels(x, expected, name)
+            gate = self._gate()
+            self._check_channels(x)
         if self.mlp_scale is not None and gate is None:
             return super().forward(x)  # the reference forward
         if plan is not None and self._mlp_kernel_refusal(x, plan) is None:  # inference: the MLPs inside the context kernel
@@ -132,9 +131,12 @@ class GlobalContext(reference.GlobalContext):
             # x checked above, s [B, C] and the residual made here: no second check
             return excite_scale_unchecked(x, s, gate, added.expand(x.shape) if added is not None else None)
         # x checked above, the context's weights the module's own: the ops below run unchecked
-        B, C = x.shape[:2]
-        ctx = context_pool_unchecked(x, *attn) if attn is not None else squeeze_unchecked(x, "mean")
-        ctx = ctx.view(B, C, 1, 1)
+        conv = self.conv_attn
+        if conv is not None:
+            ctx = context_step.pool(x, conv.weight, conv.bias)  # [B, C, 1, 1]
+        else:
+            B, C = x.shape[:2]
+            ctx = squeeze_unchecked(x, "mean").view(B, C, 1, 1)
         added = self.mlp_add(ctx) if self.mlp_add is not None else None
         if self.mlp_scale is not None:
             s = self.mlp_scale(ctx)
@@ -175,23 +177,28 @@ class GlobalContext(reference.GlobalContext):
                 channels.append((f"{cls}.{name}", mlp.fc1.in_channels))
         return tuple(channels)
 
+    def _check_channels(self, x: Tensor) -> None:
+        """The layers' channels against x's, read from the module now (the names of
+        :meth:`_layer_channels` made only for an error)."""
+        C, conv, scale, add = sizes(x)[1], self.conv_attn, self.mlp_scale, self.mlp_add
+        if ((conv is not None and conv.in_channels != C) or (scale is not None and scale.fc1.in_channels != C)
+                or (add is not None and add.fc1.in_channels != C)):
+            for name, expected in self._layer_channels():
+                check_channels(x, expected, name)
+
     def _gate(self) -> str | None:
         """ContextPlan.gate, from the module now."""
         return kernel_gate(self, self.gate) if self.mlp_scale is not None else None
 
-    def _attn(self) -> tuple[Tensor, Tensor | None] | None:
-        """ContextPlan.attn, from the module now (a view of conv_attn's weight)."""
-        conv = self.conv_attn
-        return (conv.weight.view(conv.in_channels), conv.bias) if conv is not None else None
-
     def _build_plan(self) -> ContextPlan:
-        channels, gate, attn = self._layer_channels(), self._gate(), self._attn()
         refusal = self._static_mlp_refusal()
         mlp_args = None
-        if refusal is None:  # conv_attn present
-            mlp = self.mlp_scale if self.mlp_scale is not None else self.mlp_add
-            mlp_args = (attn[0], *_mlp_args(self.mlp_scale), *_mlp_args(self.mlp_add), mlp_act_kind(mlp.act))
-        return ContextPlan(channels, gate, refusal, mlp_args, any(p.requires_grad for p in self.parameters()), attn)
+        if refusal is None:  # conv_attn present: its weight viewed as [C]
+            mlp, conv = self.mlp_scale if self.mlp_scale is not None else self.mlp_add, self.conv_attn
+            mlp_args = (conv.weight.view(conv.in_channels), *_mlp_args(self.mlp_scale), *_mlp_args(self.mlp_add),
+                        mlp_act_kind(mlp.act))
+        return ContextPlan(self._layer_channels(), self._gate(), refusal, mlp_args,
+                           any(p.requires_grad for p in self.parameters()))
 
     def _static_mlp_refusal(self) -> str | None:
         """:meth:`mlp_kernel_refusal`'s reasons that do not depend on x or grad mode."""

@@ -874,16 +874,19 @@ def context_combine_tile(x: torch.Tensor) -> tuple[int, int]:
 
 
 def _launch_context_partials(
-    x: torch.Tensor, w: torch.Tensor, part: torch.Tensor, pstats: torch.Tensor,
-) -> tuple[Problem, int]:
-    """Launch context_pool_partials; returns its Problem and its number of programs (B · NP)."""
-    def build() -> tuple:
-        p, grid, constexprs, n_programs, xs = _context_pool_programs_plan(x)
-        return p, grid, (x.shape[1], x.shape[2] * x.shape[3], *xs), constexprs, n_programs
+    x: torch.Tensor, w: torch.Tensor, part: torch.Tensor, pstats: torch.Tensor, plan: tuple | None = None,
+) -> tuple:
+    """Launch context_pool_partials; returns its plan: (Problem, grid, tail, constexprs, number of
+    programs B · NP); ``plan``: as :func:`gated_scale_fwd`'s."""
+    if plan is None:  # else the plan returned for this signature before (the caller kept it)
+        def build() -> tuple:
+            p, grid, constexprs, n_programs, xs = _context_pool_programs_plan(x)
+            return p, grid, (x.shape[1], x.shape[2] * x.shape[3], *xs), constexprs, n_programs
 
-    p, grid, tail, constexprs, n_programs = _plan(_context_signature("context_pool_partials", x), build)
+        plan = _plan(_context_signature("context_pool_partials", x), build)
+    p, grid, tail, constexprs, _ = plan
     CONTEXT_POOL_PARTIALS.launch(p, grid, (x, w, part, pstats, *tail), constexprs, x.device)
-    return p, n_programs
+    return plan
 
 
 def _context_pool_programs_plan(x: torch.Tensor) -> tuple:
@@ -905,38 +908,47 @@ def _context_signature(name: str, x: torch.Tensor, *more) -> tuple:
 
 def context_pool_fwd(
     x: torch.Tensor, w: torch.Tensor, part: torch.Tensor, pstats: torch.Tensor, ctx: torch.Tensor, stats: torch.Tensor,
-) -> None:
+    plan: tuple | None = None,
+) -> tuple:
     """ctx [B, C] (x's dtype) and stats [B, C + 2] (ACC: M, L, ctx unrounded) of the softmax-weighted
     pooling of x under the logits w · x (w [C], contiguous), in two launches; ``part``
-    [B·NP, C] and ``pstats`` [B·NP, 2] (ACC, contiguous) are workspaces (:func:`context_pool_programs`)."""
-    p, n_programs = _launch_context_partials(x, w, part, pstats)
+    [B·NP, C] and ``pstats`` [B·NP, 2] (ACC, contiguous) are workspaces (:func:`context_pool_programs`).
+    Returns its plan, the two launches' (``plan``: as :func:`gated_scale_fwd`'s)."""
+    partials, combine = plan if plan is not None else (None, None)
+    partials = _launch_context_partials(x, w, part, pstats, partials)
+    if combine is None:  # else the plan returned for this signature before (the caller kept it)
+        n_programs = partials[4]
 
-    def build() -> tuple:
-        B, C = x.shape[:2]
-        block_np, combine_c = context_combine_tile(x)
-        return (lambda META: (B * cdiv(C, combine_c),), (C, n_programs // B, ctx.stride(0), ctx.stride(1)),
-                dict(ACC=_acc_dtype(x), BLOCK_C=combine_c, BLOCK_NP=block_np))
+        def build() -> tuple:
+            B, C = x.shape[:2]
+            block_np, combine_c = context_combine_tile(x)
+            return (lambda META: (B * cdiv(C, combine_c),), (C, n_programs // B, ctx.stride(0), ctx.stride(1)),
+                    dict(ACC=_acc_dtype(x), BLOCK_C=combine_c, BLOCK_NP=block_np))
 
-    grid, tail, constexprs = _plan(_context_signature("context_pool_combine", x, ctx.stride()), build)
-    CONTEXT_POOL_COMBINE.launch(p, grid, (part, pstats, ctx, stats, *tail), constexprs, x.device)
+        combine = _plan(_context_signature("context_pool_combine", x, ctx.stride()), build)
+    grid, tail, constexprs = combine
+    CONTEXT_POOL_COMBINE.launch(partials[0], grid, (part, pstats, ctx, stats, *tail), constexprs, x.device)
+    return partials, combine
 
 
 def context_pool_bwd(
     grad_ctx: torch.Tensor, x: torch.Tensor, w: torch.Tensor, stats: torch.Tensor,
-    grad_x: torch.Tensor, wpart: torch.Tensor,
-) -> None:
+    grad_x: torch.Tensor, wpart: torch.Tensor, plan: tuple | None = None,
+) -> tuple:
     """grad_x (x's layout) and the per-program partial sums wpart [B·NP, C + 1] (ACC: Σ_p dlogit · x
     and Σ_p dlogit) of the context pooling's backward, in one launch; the caller sums wpart's
-    rows into grad_w and grad_bias."""
-    def build() -> tuple:
-        p, grid, constexprs, _, xs = _context_pool_programs_plan(x)
-        tail = (x.shape[1], x.shape[2] * x.shape[3], grad_ctx.stride(0), grad_ctx.stride(1), *xs,
-                *plane_strides(grad_x, "channel"))
-        return p, grid, tail, constexprs
+    rows into grad_w and grad_bias. Returns its plan (``plan``: as :func:`gated_scale_fwd`'s)."""
+    if plan is None:  # else the plan returned for this signature before (the caller kept it)
+        def build() -> tuple:
+            p, grid, constexprs, _, xs = _context_pool_programs_plan(x)
+            tail = (x.shape[1], x.shape[2] * x.shape[3], grad_ctx.stride(0), grad_ctx.stride(1), *xs,
+                    *plane_strides(grad_x, "channel"))
+            return p, grid, tail, constexprs
 
-    p, grid, tail, constexprs = _plan(_context_signature("context_pool_bwd", x, grad_ctx.stride(), grad_x.stride()),
-                                      build)
+        plan = _plan(_context_signature("context_pool_bwd", x, grad_ctx.stride(), grad_x.stride()), build)
+    p, grid, tail, constexprs = plan
     CONTEXT_POOL_BWD.launch(p, grid, (grad_ctx, x, w, stats, grad_x, wpart, *tail), constexprs, x.device)
+    return plan
 
 
 # --- GCNet's global context for inference: the context and its MLPs in two launches -------------
@@ -967,7 +979,7 @@ def global_context_fwd(
     ``scale_mlp`` / ``add_mlp``: (w1 [RD, C], b1 [RD], ln_w [RD], ln_b [RD], w2 [C, RD], b2 [C],
     eps) or None; ``act``: "relu" or "silu"; ``counter`` ≥ B zeroed slots
     (workspaces.counters), left at 0. ``part``, ``pstats`` as :func:`context_pool_fwd`'s."""
-    p, n_programs = _launch_context_partials(x, w, part, pstats)
+    p, _, _, _, n_programs = _launch_context_partials(x, w, part, pstats)
     s_args, rd_s, eps_s, s_strides = _context_mlp_args(scale_mlp)
     a_args, rd_a, eps_a, a_strides = _context_mlp_args(add_mlp)
 

@@ -71,8 +71,6 @@ class BranchesCall:
 #: signature of the branches (sizes, strides, dtype, device) → its BranchesCall, or None where
 #: the kernels do not address them in place (the ops copy them)
 _calls: dict[tuple, Optional[BranchesCall]] = {}
-#: signatures kept; beyond this the cache restarts (as launch.PLAN_CACHE_SIZE)
-CALL_CACHE_SIZE = 1024
 
 
 def branches_call(x5: Tensor) -> Optional[BranchesCall]:
@@ -80,13 +78,8 @@ def branches_call(x5: Tensor) -> Optional[BranchesCall]:
     docstring), else None: :func:`pool` and :func:`combine` then call the ops."""
     if not dispatch.direct(x5) or backend_for(x5) == "torch" or not x5.numel():
         return None
-    key = (x5.shape, x5.stride(), x5.dtype, x5.device)
-    call = _calls.get(key, False)
-    if call is False:
-        if len(_calls) >= CALL_CACHE_SIZE:
-            _calls.clear()
-        call = _calls[key] = BranchesCall(x5) if flat_spatial_stride(x5) is not None else None
-    return call
+    return dispatch.per_signature(_calls, (x5.shape, x5.stride(), x5.dtype, x5.device),
+                                  lambda: BranchesCall(x5) if flat_spatial_stride(x5) is not None else None)
 
 
 def pool(x5: Tensor, call: Optional[BranchesCall]) -> Tensor:
