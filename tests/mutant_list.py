@@ -193,6 +193,13 @@ MUTANTS: list[Mutant] = [
         ("tests/test_context_step.py", "-k", "test_a_new_tile_limit_is_a_new_call"),
     ),
     Mutant(
+        "branches_fast_check_lets_no_branch_through", "tritattn/radix_block.py",
+        "if len(shape) == 5 and shape[1] and shape[2] and shape[3] and shape[4]:",
+        "if len(shape) == 5 and shape[2] and shape[3] and shape[4]:",
+        "check_branches' one-test common case passes branches with R = 0",
+        ("tests/test_radix_block.py", "-k", "test_op_errors_are_clear"),
+    ),
+    Mutant(
         "radix_step_backward_plan_keyed_without_the_gradients_layout", "tritattn/radix_step.py",
         'key = ("backward", a.shape, grad.stride())\n        plan = plans.get(key)\n        if plan is None and',
         'key = ("backward", a.shape)\n        plan = plans.get(key)\n        if plan is None and',

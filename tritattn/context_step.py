@@ -65,18 +65,18 @@ class MapCall:
         self.plans: dict = {}
 
 
-#: signature of x (sizes, strides, dtype, device, tile limits) → its MapCall, or None where the
-#: kernels do not address x in place (the op copies it)
+#: signature of x (sizes, strides, dtype, device, tile limits) → its MapCall, or None where x is
+#: empty or the kernels do not address it in place (the op copies it)
 _calls: dict[tuple, Optional[MapCall]] = {}
 
 
 def map_call(x: Tensor) -> Optional[MapCall]:
     """The MapCall for x where the short path applies to it now (module docstring), else None."""
-    if not dispatch.direct(x) or backend_for(x) == "torch" or not x.numel():
+    if not dispatch.direct(x) or backend_for(x) == "torch":
         return None
     return dispatch.per_signature(
         _calls, (x.shape, x.stride(), x.dtype, x.device, tiling.TILE_ELEMENTS, tiling.LONG_SIDE_MAX),
-        lambda: MapCall(x) if flat_spatial_stride(x) is not None else None)
+        lambda: MapCall(x) if x.numel() and flat_spatial_stride(x) is not None else None)
 
 
 def pool(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:

@@ -69,17 +69,17 @@ class BranchesCall:
 
 
 #: signature of the branches (sizes, strides, dtype, device) → its BranchesCall, or None where
-#: the kernels do not address them in place (the ops copy them)
+#: they are empty or the kernels do not address them in place (the ops copy them)
 _calls: dict[tuple, Optional[BranchesCall]] = {}
 
 
 def branches_call(x5: Tensor) -> Optional[BranchesCall]:
     """The BranchesCall for branches x5 where the short path applies to them now (module
     docstring), else None: :func:`pool` and :func:`combine` then call the ops."""
-    if not dispatch.direct(x5) or backend_for(x5) == "torch" or not x5.numel():
+    if not dispatch.direct(x5) or backend_for(x5) == "torch":
         return None
     return dispatch.per_signature(_calls, (x5.shape, x5.stride(), x5.dtype, x5.device),
-                                  lambda: BranchesCall(x5) if flat_spatial_stride(x5) is not None else None)
+                                  lambda: BranchesCall(x5) if x5.numel() and flat_spatial_stride(x5) is not None else None)
 
 
 def pool(x5: Tensor, call: Optional[BranchesCall]) -> Tensor:
