@@ -955,3 +955,14 @@ def test_a_gradient_through_x_takes_the_per_op_path_and_no_grad_the_kernels(twin
         got = block(x)
     assert bool(attention) == on_kernels() and plans
     assert_close(got, reference, what="inference kernels")
+
+
+def test_a_constructed_selective_kernel_takes_the_attention_twin():
+    """Built by its constructor (timm's arguments), the twin's attention is the twin too, as
+    ``tritattn.convert`` makes a timm SelectiveKernel's; the state_dict keys are timm's."""
+    import inspect
+
+    sk = split_attention.SelectiveKernel(12, rd_channels=4)
+    assert type(sk.attn) is split_attention.SelectiveKernelAttn
+    assert inspect.signature(split_attention.SelectiveKernel) == inspect.signature(reference.SelectiveKernel)
+    assert sk.state_dict().keys() == reference.SelectiveKernel(12, rd_channels=4).state_dict().keys()

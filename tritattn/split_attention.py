@@ -39,6 +39,7 @@ take the per-op path; nothing else changes. The output is in one branch's memory
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import torch
 from torch import Tensor, nn
@@ -336,6 +337,11 @@ class SelectiveKernelAttn(reference.SelectiveKernelAttn):
 class SelectiveKernel(_Planned, reference.SelectiveKernel):
     __doc__ = reference.SelectiveKernel.__doc__
     _prologue_name = "path's BatchNorm"
+
+    @functools.wraps(reference.SelectiveKernel.__init__)  # so inspect.signature shows timm's arguments
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.attn.__class__ = SelectiveKernelAttn  # its attention the twin too, as convert makes it (CBAM's twins do so)
 
     def _mlp_layers(self) -> tuple[nn.Module, ...]:
         attn = self.attn
