@@ -7,7 +7,9 @@ the context). Through the op (even called directly, tritattn/dispatch.py) the co
 besides its launches: the generic Function's plumbing, x's addressability check, five
 allocations and the workspaces' sizes derived by shape, the launch plans' keys built from the
 tensors' strides, and the views autograd records around it (``conv_attn.weight.view(C)`` and
-``ctx.view(B, C, 1, 1)``, each a node).
+``ctx.view(B, C, 1, 1)``, each a node). On perf/host_time.py's proxy (launches stubbed, three
+runs), gcresnet's training step took 333 µs at B = 1 and 347 at B = 8; with this path and the
+module's cheaper channel check 283 and 296 µs (eager timm's: 295 and 311).
 
 A :class:`MapCall` keeps what x's signature (sizes, strides, dtype, device, and the tile limits
 the context's tile is read from: ``tiling.TILE_ELEMENTS``, ``LONG_SIDE_MAX``) fixes: the
