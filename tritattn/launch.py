@@ -685,7 +685,7 @@ RADIX_COMBINE_BWD = RadixRowsTuner(
 def _radix_strides(x5: torch.Tensor) -> tuple[int, int, int, int]:
     """(batch, branch, channel, pixel) strides of a branched map [B, R, C, H, W] seen as [B, R, C, H·W]."""
     sp = flat_spatial_stride(x5)
-    assert sp is not None, "call radix_block.addressable_branches() first"
+    assert sp is not None, "call layout.addressable() first"
     return x5.stride(0), x5.stride(1), x5.stride(2), sp
 
 

@@ -17,7 +17,7 @@ output c and the branches are act(bn(c)), computed where both kernels load c (ke
 
 x5 is the branched feature map [B, R, C, H, W]: SplitAttn's [B, R·C, H, W] viewed so (a view in
 NCHW and in channels_last), or SelectiveKernel's ``torch.stack(paths, dim=1)``; it is read in
-place when its H and W flatten to one pixel stride (else copied once, :func:`addressable_branches`).
+place when its H and W flatten to one pixel stride (else copied once, :func:`tritattn.layout.addressable`).
 radix_combine's output takes the memory format of one branch: channels_last when the channels
 are x5's inner axis (:func:`branch_memory_format`). The pooling's gradient, grad_pooled / (H·W)
 on every element, is returned as a broadcast view (no kernel, no plane written: autograd adds it
@@ -48,7 +48,7 @@ from .backend import TRITON_AVAILABLE, backend_for
 from .checks import FLOAT_DTYPES, _describe, check_companion, check_tensor
 from .excitation_block import MLP_ACTS, _norm, _prologue, acc_dtype
 from .functions import differentiable
-from .layout import flat_spatial_stride
+from .layout import addressable, flat_spatial_stride
 from .tracing import leaf_function, sizes
 from .ops import _new, _new_as
 
@@ -56,12 +56,6 @@ if TRITON_AVAILABLE:
     from . import launch
 
 # --- layout ----------------------------------------------------------------------------------
-
-
-def addressable_branches(x5: Tensor) -> Tensor:
-    """``x5`` itself when the kernels can address it by strides (H and W flatten to one pixel
-    stride: stride_h == W · stride_w, or H or W is 1), else a contiguous copy."""
-    return x5 if flat_spatial_stride(x5) is not None else x5.contiguous()
 
 
 def branch_memory_format(x5: Tensor) -> torch.memory_format:
@@ -104,7 +98,7 @@ def _impl(x5: Tensor):
 @torch.library.custom_op("tritattn::radix_pool", mutates_args=())
 def radix_pool_op(x5: Tensor) -> Tensor:
     """pooled [B, C] = mean over H·W of Σ_r x5[:, r]; x5's dtype, float32 (float64) accumulation."""
-    x5 = addressable_branches(x5)
+    x5 = addressable(x5)
     B, R, C, H, W = x5.shape
     pooled = _new((B, C), x5.dtype, x5.device)
     if x5.numel():
@@ -121,7 +115,7 @@ def _(x5):
 @torch.library.custom_op("tritattn::radix_combine", mutates_args=())
 def radix_combine_op(x5: Tensor, a: Tensor) -> Tensor:
     """out [B, C, H, W] = Σ_r a[b, r, c] · x5[b, r, c, h, w], one rounding to x5's dtype."""
-    x5 = addressable_branches(x5)
+    x5 = addressable(x5)
     out = _alloc_combine(x5)
     if out.numel():
         _impl(x5).radix_combine_fwd(x5, a, out)
@@ -130,14 +124,14 @@ def radix_combine_op(x5: Tensor, a: Tensor) -> Tensor:
 
 @radix_combine_op.register_fake
 def _(x5, a):
-    return _alloc_combine(addressable_branches(x5))
+    return _alloc_combine(addressable(x5))
 
 
 @torch.library.custom_op("tritattn::radix_combine_backward", mutates_args=())
 def radix_combine_backward(grad_out: Tensor, x5: Tensor, a: Tensor) -> tuple[Tensor, Tensor]:
     """(grad_x5 = a[b, r, c] · grad_out[b, c, h, w] in x5's layout, grad_a [B, R, C] = Σ_hw
     grad_out · x5) in one pass over grad_out and x5."""
-    x5 = addressable_branches(x5)
+    x5 = addressable(x5)
     grad_out = grad_out if flat_spatial_stride(grad_out) is not None else grad_out.contiguous()
     grad_x5, grad_a = _alloc_backward(x5, a)
     if x5.numel():
@@ -149,7 +143,7 @@ def radix_combine_backward(grad_out: Tensor, x5: Tensor, a: Tensor) -> tuple[Ten
 
 @radix_combine_backward.register_fake
 def _(grad_out, x5, a):
-    return _alloc_backward(addressable_branches(x5), a)
+    return _alloc_backward(addressable(x5), a)
 
 
 # --- autograd ----------------------------------------------------------------------------------
@@ -283,7 +277,7 @@ def radix_attention_op(
     output c, and the branches are x5 ← prologue_act(bn(c)) with the eval BatchNorm ``pre_*``
     [R·C] (all four tensors, or none: the activation alone) of channel r·C + c, z and x rounded to
     c's dtype as eager writes them, computed where both kernels load c and never written."""
-    x5 = addressable_branches(x5)
+    x5 = addressable(x5)
     out = _alloc_combine(x5)
     if not out.numel():
         return out
@@ -344,7 +338,7 @@ def attention_path(path: str, shape: radix_cost.RadixShape, device: torch.device
 @radix_attention_op.register_fake
 def _(x5, w1, b1, bn_weight, bn_bias, bn_mean, bn_var, bn_eps, w2, b2, act, pre_weight=None, pre_bias=None,
       pre_mean=None, pre_var=None, pre_eps=0.0, prologue_act="none", path=""):
-    return _alloc_combine(addressable_branches(x5))
+    return _alloc_combine(addressable(x5))
 
 
 #: the prologue activations radix_attention computes (kernels/norm_act.py's ACTIVATIONS; not
