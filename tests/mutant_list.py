@@ -201,8 +201,10 @@ MUTANTS: list[Mutant] = [
     ),
     Mutant(
         "radix_step_backward_plan_keyed_without_the_gradients_layout", "tritattn/radix_step.py",
-        'key = ("backward", a.shape, grad.stride())\n        plan = plans.get(key)\n        if plan is None and',
-        'key = ("backward", a.shape)\n        plan = plans.get(key)\n        if plan is None and',
+        'key = ("backward", a.shape, grad.stride())\n        if key not in plans:\n            grad = addressable(grad)\n'
+        '            key = ("backward", a.shape, grad.stride())',
+        'key = ("backward", a.shape)\n        if key not in plans:\n            grad = addressable(grad)\n'
+        '            key = ("backward", a.shape)',
         "the radix short path's backward keeps one plan whatever the gradient's layout, so a channels_last gradient "
         "is read with a contiguous one's strides",
         ("tests/test_radix_step.py", "-k", "test_a_kept_call_takes_gradients_of_either_layout"),

@@ -61,9 +61,16 @@ def check_tensor(t: object, name: str) -> None:
         )
 
 
+def plain_floating(t: object) -> bool:
+    """Whether t is a plain dense tensor of a supported floating dtype, outside ``torch.jit.trace``:
+    the common case, whose sizes a check may then read in one test (host time at every call)."""
+    return (type(t) is torch.Tensor and t.layout is torch.strided and t.dtype in FLOAT_DTYPES
+            and not torch.jit.is_tracing())
+
+
 def check_feature_map(x: object, name: str = "x") -> None:
     """x must be a dense floating [B, C, H, W] tensor with C, H, W > 0 (B may be 0)."""
-    if type(x) is torch.Tensor and x.layout is torch.strided and x.dtype in FLOAT_DTYPES and not torch.jit.is_tracing():
+    if plain_floating(x):
         shape = x.shape  # the common case in one test (host time at every block call); else each check in turn
         if len(shape) == 4 and 0 < shape[1] <= MAX_EXTENT and shape[2] and shape[3] and shape[2] * shape[3] <= MAX_EXTENT:
             return

@@ -45,7 +45,7 @@ from torch import Tensor
 
 from . import dispatch, eager_ops, paths, radix_cost, workspaces
 from .backend import TRITON_AVAILABLE, backend_for
-from .checks import FLOAT_DTYPES, _describe, check_companion, check_tensor
+from .checks import _describe, check_companion, check_tensor, plain_floating
 from .excitation_block import MLP_ACTS, _norm, _prologue, acc_dtype
 from .functions import differentiable
 from .layout import addressable, flat_spatial_stride
@@ -132,7 +132,7 @@ def radix_combine_backward(grad_out: Tensor, x5: Tensor, a: Tensor) -> tuple[Ten
     """(grad_x5 = a[b, r, c] · grad_out[b, c, h, w] in x5's layout, grad_a [B, R, C] = Σ_hw
     grad_out · x5) in one pass over grad_out and x5."""
     x5 = addressable(x5)
-    grad_out = grad_out if flat_spatial_stride(grad_out) is not None else grad_out.contiguous()
+    grad_out = addressable(grad_out)
     grad_x5, grad_a = _alloc_backward(x5, a)
     if x5.numel():
         _impl(x5).radix_combine_bwd(grad_out, x5, a, grad_x5, grad_a)
@@ -182,7 +182,7 @@ RadixCombine = differentiable(radix_combine_op, _combine_setup, _combine_backwar
 
 def check_branches(x5: object, name: str = "x5") -> None:
     """x5 must be a dense floating [B, R, C, H, W] tensor with R, C, H, W > 0 (B may be 0)."""
-    if type(x5) is Tensor and x5.layout is torch.strided and x5.dtype in FLOAT_DTYPES and not torch.jit.is_tracing():
+    if plain_floating(x5):
         shape = x5.shape  # the common case in one test (host time at every call); else each check in turn
         if len(shape) == 5 and shape[1] and shape[2] and shape[3] and shape[4]:
             return

@@ -38,7 +38,7 @@ from torch import Tensor
 
 from . import dispatch
 from .backend import TRITON_AVAILABLE, backend_for
-from .layout import flat_spatial_stride
+from .layout import addressable, flat_spatial_stride
 from .ops import _new_strided
 from .radix_block import _new_like, branch_memory_format, radix_combine_unchecked, radix_pool_unchecked
 
@@ -154,11 +154,10 @@ class RadixCombineStep(torch.autograd.Function):
         plans = call.plans
         # a plan is kept per layout of an addressable gradient, so a known layout needs no check
         key = ("backward", a.shape, grad.stride())
-        plan = plans.get(key)
-        if plan is None and flat_spatial_stride(grad) is None:
-            grad = grad.contiguous()
+        if key not in plans:
+            grad = addressable(grad)
             key = ("backward", a.shape, grad.stride())
-            plan = plans.get(key)
+        plan = plans.get(key)
         grad_x5 = _new_strided(*call.grad_x5)
         grad_a = _new_strided(a.shape, a.stride(), a.dtype, a.device)  # contiguous, as a
         if torch.is_grad_enabled():  # create_graph: the launch's gradients are not differentiable
