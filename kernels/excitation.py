@@ -35,6 +35,7 @@ with their strides in their own dtype and accumulated in ACC.
 import triton
 import triton.language as tl
 
+from .channel_taps import channel_tap, pooled_input
 from .gated_scale import epilogue_grad
 from .gates import gate_backward, gate_value
 from .mean_max import add_pool_grad, pool_start, pool_tile, pooled_max
@@ -54,28 +55,6 @@ EXCITATION_BWD_APPLY_CONFIGS = oriented_configs(ELEMENTWISE_TILES, num_warps=(2,
 
 #: Elements of the per-sample MLP's weight tile (BLOCK_J × MLP_BLOCK_C).
 MLP_TILE_ELEMENTS = 4096
-
-
-@triton.jit
-def pooled_input(mean_ptr, max_ptr, offs, mask, POOL: tl.constexpr):
-    """The MLP's input v at flat workspace offsets: the mean, or 0.5·mean + 0.5·max."""
-    v = tl.load(mean_ptr + offs, mask=mask, other=0.0, cache_modifier=".cg")
-    if POOL == "mean_max_avg":
-        v = 0.5 * v + 0.5 * tl.load(max_ptr + offs, mask=mask, other=0.0, cache_modifier=".cg")
-    return v
-
-
-@triton.jit
-def channel_tap(offs_c, mask_c, C, shift, CIRCULAR: tl.constexpr):
-    """(index, valid) of channel c + shift: wrapped around for circular padding, else masked out
-    beyond the ends (zero padding). Circular padding assumes |shift| ≤ C, as F.pad does."""
-    idx = offs_c + shift
-    if CIRCULAR:
-        idx = tl.where(idx < 0, idx + C, tl.where(idx >= C, idx - C, idx))
-        valid = mask_c
-    else:
-        valid = mask_c & (idx >= 0) & (idx < C)
-    return idx, valid
 
 
 @triton.jit

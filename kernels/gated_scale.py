@@ -9,6 +9,7 @@ All arithmetic in ACC (float32; float64 for float64 inputs) with one rounding to
 import triton
 import triton.language as tl
 
+from .channel_taps import taps_logits
 from .gates import gate_backward, gate_value
 from .norm_act import prologue, prologue_affine
 from .program_tiles import elementwise_tile, row_block
@@ -37,23 +38,33 @@ def epilogue_grad(grad_y_ptr, y_ptr, gy_offs, y_offs, mask, ACT: tl.constexpr, A
 
 @triton.jit
 def gated_scale_fwd(
-    x_ptr, s_ptr, res_ptr, y_ptr, pw_ptr, pb_ptr, pm_ptr, pv_ptr,
-    R, K, p_eps,
+    x_ptr, s_ptr, res_ptr, y_ptr, pw_ptr, pb_ptr, pm_ptr, pv_ptr, mean_ptr, max_ptr, tw_ptr, tb_ptr,
+    R, K, p_eps, stw,
     sxb, sxr, sxk,
     ssb, ssr,
     srb, srr, srk,
     syb, syr, syk,
     GATE: tl.constexpr, HAS_RESIDUAL: tl.constexpr, ACT: tl.constexpr,
     PRO_ACT: tl.constexpr, PRO_NORM: tl.constexpr,
+    TAPS: tl.constexpr, PAD: tl.constexpr, CIRCULAR: tl.constexpr, POOL: tl.constexpr, HAS_TAP_BIAS: tl.constexpr,
+    BLOCK_T: tl.constexpr,
     ACC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     """y[b, r, k] = act(x[b, r, k] · gate(s[b, r]) (+ residual[b, r, k])).
 
     gate(s) is evaluated once per row of the tile. With a prologue (PRO_ACT ≠ "none"; rows are
     channels), x = act(z) is computed from what x_ptr holds (kernels/norm_act.py; the
-    BatchNorm's parameters at pw, pb, pm, pv with PRO_NORM). Minimum bytes: x read + y written
-    (+ residual read) = (2 or 3)·B·R·K·itemsize + B·R·itemsize(s).
-    Grid: elementwise_grid — one program per (b, row block, column block).
+    BatchNorm's parameters at pw, pb, pm, pv with PRO_NORM). With TAPS > 0 (ECA's split path;
+    rows are channels) s is not read but computed, channel_taps.taps_logits over the pooled
+    workspaces at mean_ptr / max_ptr (contiguous [B, C]) with the taps at tw_ptr (stride stw)
+    and the bias at tb_ptr (BLOCK_T ≥ TAPS, a power of 2), and stored to s_ptr by the programs of
+    the first column block.
+    Minimum bytes: x read + y written (+ residual read) = (2 or 3)·B·R·K·itemsize + B·R·itemsize(s)
+    (with TAPS: B·R·acc v read, B·R·acc s written).
+    Grid: elementwise_grid — one program per (b, row block, column block). With TAPS every
+    program loads the taps' vector, the tile of v its rows' taps read (two with "mean_max_avg")
+    and the bias in place of s's one tile — each program its own rows: no program waits for
+    another — and the first column block's store s too (one store more: the longest program).
     """
     b, offs_r, offs_k = elementwise_tile(R, K, BLOCK_R, BLOCK_K)
     mask_r = offs_r < R
@@ -61,7 +72,13 @@ def gated_scale_fwd(
     r64 = offs_r.to(tl.int64)
     k64 = offs_k.to(tl.int64)[None, :]
 
-    s = tl.load(s_ptr + b * ssb + r64 * ssr, mask=mask_r, other=0.0).to(ACC)
+    if TAPS > 0:
+        s = taps_logits(b, mean_ptr, max_ptr, tw_ptr, tb_ptr, offs_r, mask_r, R, stw,
+                        POOL, TAPS, PAD, CIRCULAR, HAS_TAP_BIAS, ACC, BLOCK_T)
+        if tl.program_id(0) % tl.cdiv(K, BLOCK_K) == 0:
+            tl.store(s_ptr + b * ssb + r64 * ssr, s, mask=mask_r)
+    else:
+        s = tl.load(s_ptr + b * ssb + r64 * ssr, mask=mask_r, other=0.0).to(ACC)
     g = gate_value(s, GATE)
     x = tl.load(x_ptr + b * sxb + r64[:, None] * sxr + k64 * sxk, mask=mask, other=0.0).to(ACC)
     scale, shift, _, _ = prologue_affine(pw_ptr, pb_ptr, pm_ptr, pv_ptr, p_eps, offs_r, mask_r, PRO_NORM, ACC)

@@ -312,8 +312,8 @@ def test_chunking_is_off_unless_asked_and_sized_from_the_l2_cache(monkeypatch):
     assert excitation_block.chunk_samples(4, sample, 50 << 20, 0.5) == 4
 
 
-def test_the_taps_convolutions_make_cudnn_exact_for_the_call_and_give_the_flags_back(monkeypatch):
-    """On a GPU the split path's taps (ECA's conv over the channels) run their conv1d and
+def test_the_taps_convolution_makes_cudnn_exact_for_the_call_and_gives_the_flags_back(monkeypatch):
+    """On a GPU the split path's taps backward (ECA's conv over the channels) runs its
     convolution_backward with cuDNN's TF32 off (float32, as the workspaces' GEMMs) and its
     deterministic algorithms only (excitation_mlp._exact_cudnn); the user's flags come back
     afterwards, also when the convolution raises. Off a GPU the flags are not touched."""
@@ -339,12 +339,10 @@ def test_the_taps_convolutions_make_cudnn_exact_for_the_call_and_give_the_flags_
 
     real_exact = excitation_mlp._exact_cudnn
     monkeypatch.setattr(excitation_mlp, "_exact_cudnn", lambda t: real_exact(gpu))  # as on a GPU
-    monkeypatch.setattr(excitation_mlp.F, "conv1d", failing_conv)
     monkeypatch.setattr(excitation_mlp, "_CONVOLUTION_BACKWARD", failing_conv)
     v, w = torch.randn(2, 7, dtype=torch.float64), torch.randn(3, dtype=torch.float64)
-    for call in (lambda: excitation_mlp.taps(v, excitation_mlp.taps_filter(w, False), None),
-                 lambda: excitation_mlp.taps_grads(v, v, excitation_mlp.taps_filter(w, True), (True, True, False))):
+    for circular in (False, True):
         with pytest.raises(RuntimeError, match="the convolution failed"):
-            call()
+            excitation_mlp.taps_grads(v, v, excitation_mlp.taps_filter(w, circular), (True, True, False))
         assert (cudnn.allow_tf32, cudnn.deterministic) == (True, False)
     assert seen == [(False, True)] * 2

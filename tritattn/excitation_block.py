@@ -255,13 +255,12 @@ def acc_dtype(x: Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
-def _alloc_forward(x: Tensor, batch_stats: bool = False, kept: tuple = (0, 0),
-                   logits: bool = True) -> tuple[Tensor, Optional[Tensor], Tensor, Tensor]:
-    """(y, s, stats, hidden) of :func:`excitation_block`; s None unless ``logits`` (the MLP makes it)."""
+def _alloc_forward(x: Tensor, batch_stats: bool = False, kept: tuple = (0, 0)) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(y, s, stats, hidden) of :func:`excitation_block`."""
     B, C = x.shape[:2]
     acc, device = acc_dtype(x), x.device
     slots, RD = kept
-    return (_empty_like_4d(x), _new((B, C), acc, device) if logits else None,
+    return (_empty_like_4d(x), _new((B, C), acc, device),
             _new((3, C) if batch_stats else (0,), acc, device), _new((slots, B, RD) if slots else (0,), acc, device))
 
 
@@ -327,9 +326,7 @@ def excitation_block(
     tail = kernel_path(path, lambda: block_shape(x, spec, w1, b1, b2, norm is not None, residual is not None, act_out,
                                                  pre_weight is not None), x.device, backward=False) == "one-launch"
     step = samples_per_launch(x)
-    # on the split path, one launch pair over the batch, the MLP may make s itself (forward_launches)
-    y, s, stats, hidden = _alloc_forward(x, pre_batch_stats, kept_slots,
-                                         logits=tail or step < B or not excitation_mlp.makes_its_outputs(mlp))
+    y, s, stats, hidden = _alloc_forward(x, pre_batch_stats, kept_slots)
     workspace = pooled_workspace(x, pool)
     counter = workspaces.counters(x.device, B) if tail else None
     if pre_batch_stats:
@@ -342,9 +339,9 @@ def excitation_block(
         xc, sc, yc, rc, pooled = (x, s, y, residual, workspace) if step >= B else (
             _chunk(t, b0, step) for t in (x, s, y, residual, workspace))
         hc = kept if kept is None or step >= B else kept[:, b0:b0 + step]
-        logits, _ = forward_launches(xc, rc, (w1, b1, w2, b2), spec, RD, gate, act_out, tail, yc, sc, pooled, counter,
-                                     norm, prologue, hc)
-    return y, (s if s is not None else logits), stats, hidden
+        forward_launches(xc, rc, (w1, b1, w2, b2), spec, RD, gate, act_out, tail, yc, sc, pooled, counter, norm,
+                         prologue, hc)
+    return y, s, stats, hidden
 
 
 def forward_launches(x: Tensor, residual: Optional[Tensor], weights: tuple, spec: dict, RD: int, gate: str,
@@ -356,9 +353,9 @@ def forward_launches(x: Tensor, residual: Optional[Tensor], weights: tuple, spec
     each sample's MLP where ``tail``, the one-launch path; else pooling only, then the MLP as
     GEMMs) → gated_scale_fwd, into y and the logits s; ``pooled`` = :func:`pooled_workspace`'s
     (mean, max, ties), ``counter`` the zeroed ticket slots of the one-launch path, ``hidden`` the
-    split path's kept hidden vectors (:func:`kept_hidden`) or None. On the split path s may be
-    None with ``prepared`` (its MLP, excitation_mlp.DenseMLP) or where
-    excitation_mlp.makes_its_outputs: the MLP's GEMM or conv allocates it. Returns (s, the
+    split path's kept hidden vectors (:func:`kept_hidden`) or None. On the split path ECA's
+    taps run in the scale launch (:func:`scale_taps`), which writes s; s may be None with
+    ``prepared`` (its MLP, excitation_mlp.DenseMLP): the MLP's GEMM allocates it. Returns (s, the
     hidden vectors ``prepared`` kept, else ())."""
     w1, b1, w2, b2 = weights
     kept = ()
@@ -367,6 +364,9 @@ def forward_launches(x: Tensor, residual: Optional[Tensor], weights: tuple, spec
     else:
         launch.squeeze_excite_fwd(x, None, None, None, None, spec, RD, *pooled, None, None, norm, prologue,
                                   mlp_tail=False)
+        if spec["mlp"].startswith("taps"):  # the scale launch computes s from the pooled vectors, and writes it
+            launch.gated_scale_fwd(x, s, residual, y, "channel", gate, act_out, prologue, taps=scale_taps(pooled, w1, b2, spec))
+            return s, kept
         if prepared is not None:
             s, kept = excitation_mlp.dense_logits(excitation_mlp.pooled_input(pooled[0], pooled[1], spec["pool"]),
                                                   prepared, s)
@@ -374,6 +374,12 @@ def forward_launches(x: Tensor, residual: Optional[Tensor], weights: tuple, spec
             s = excitation_mlp.logits(pooled[0], pooled[1], weights, spec, norm, s, hidden)
     launch.gated_scale_fwd(x, s, residual, y, "channel", gate, act_out, prologue)
     return s, kept
+
+
+def scale_taps(pooled: tuple, w1: Tensor, b2: Optional[Tensor], spec: dict) -> tuple:
+    """launch.gated_scale_fwd's ``taps`` on the split path: the pooled workspaces (mean, max), the
+    taps w1 [k] and bias b2, the pool, whether the padding is circular."""
+    return pooled[0], pooled[1], w1, b2, spec["pool"], spec["mlp"] == "taps_circular"
 
 
 def _chunk(t, b0: int, step: int):

@@ -8,8 +8,9 @@ Paths (tritattn.paths chooses among them):
   backward excitation_bwd_reduce with the MLP's backward in the sample's last program → the
   weight gradients as GEMMs (torch) → excitation_bwd_apply;
 - ``split``: squeeze_excite_fwd pooling only → the MLP as GEMMs over all samples (torch) →
-  gated_scale_fwd; backward excitation_bwd_reduce without the tail → the MLP's backward and the
-  weight gradients as GEMMs → excitation_bwd_apply;
+  gated_scale_fwd (ECA's taps: no GEMM, the scale launch computes s from the pooled vectors);
+  backward excitation_bwd_reduce without the tail → the MLP's backward and the weight gradients
+  as GEMMs → excitation_bwd_apply;
 - ``per-op``: the squeeze op (mean_max_fwd) → the module's MLP in torch → excite_scale
   (gated_scale_fwd); backward gated_scale_bwd → the MLP's autograd → mean_max_bwd → the sum of
   x's two gradients;
@@ -86,12 +87,18 @@ def _row_grid(s: BlockShape) -> tuple[int, int]:
     return s.B * cdiv(s.C, cfg.kwargs["BLOCK_R"]), cdiv(s.K, cfg.kwargs["BLOCK_K"])
 
 
-def _tile_programs(s: BlockShape) -> int:
-    """Programs of an elementwise kernel (elementwise_grid) at the default tile."""
+def _tile_grid(s: BlockShape) -> tuple[int, int]:
+    """(programs, column blocks per row block) of an elementwise kernel (elementwise_grid) at the default tile."""
     from .kernels import tiling  # tiling imports triton: only a prediction needs it
 
     cfg = tiling.default_config(s.C, s.K, s.channels_last, 1)
-    return s.B * cdiv(s.C, cfg.kwargs["BLOCK_R"]) * cdiv(s.K, cfg.kwargs["BLOCK_K"])
+    nk = cdiv(s.K, cfg.kwargs["BLOCK_K"])
+    return s.B * cdiv(s.C, cfg.kwargs["BLOCK_R"]) * nk, nk
+
+
+def _tile_programs(s: BlockShape) -> int:
+    """Programs of an elementwise kernel (elementwise_grid) at the default tile."""
+    return _tile_grid(s)[0]
 
 
 def mlp_tiles(s: BlockShape) -> int:
@@ -144,9 +151,15 @@ def squeeze_excite_fwd(s: BlockShape, tail: bool) -> Launch:
     return Launch("squeeze_excite_fwd", programs, median, longest, s.plane + vectors)
 
 
-def gated_scale_fwd(s: BlockShape, residual: bool) -> Launch:
-    n = 2 + residual + 4 * s.pro_norm + 1  # s, x (residual) loaded; y stored
-    return Launch("gated_scale_fwd", _tile_programs(s), n, n, s.plane * (2 + residual) + s.B * s.C * s.acc)
+def gated_scale_fwd(s: BlockShape, residual: bool, taps: bool = False) -> Launch:
+    """With ``taps`` (ECA's split path), s computed from the pooled vectors in every program
+    (channel_taps.taps_logits: the taps' vector, v's tile, the bias) and stored by the first
+    column block's."""
+    programs, nk = _tile_grid(s)
+    s_loads = 1 + _pooled_loads(s) + s.has_b2 if taps else 1
+    n = s_loads + 1 + residual + 4 * s.pro_norm + 1  # s (or the taps), x (residual) loaded; y stored
+    vectors = s.B * s.C * s.acc * (1 + taps * (1 + (s.pool == "mean_max_avg")))  # s (v read, s written)
+    return Launch("gated_scale_fwd", programs, n + (taps and nk == 1), n + taps, s.plane * (2 + residual) + vectors)
 
 
 def _output_grad_loads(s: BlockShape) -> int:
@@ -214,7 +227,7 @@ def _act_backward_launches(act: str) -> int:
 
 def mlp_forward(s: BlockShape, size: int) -> list[Launch]:
     """The MLP over all samples in torch (excitation_mlp.logits; the per-op path's module MLP is
-    the same work in ``size``-byte elements)."""
+    the same work in ``size``-byte elements); not the taps (the scale launch's)."""
     B, C, RD = s.B, s.C, s.RD
     out = _vector_ops("pooled input", 2 * (s.pool == "mean_max_avg"), B * C, size)
     branches = 2 if s.pool == "mean_max_both" else 1
@@ -224,11 +237,8 @@ def mlp_forward(s: BlockShape, size: int) -> list[Launch]:
             out += _vector_ops("act", _act_launches(s.act), B * RD, size)
         out += _vector_ops("branch sum", branches - 1, B * RD, size) + [_gemm("fc2", B, RD, C, size)]
         out += _vector_ops("norm affine", 6 * s.hidden_norm, RD, size)
-    elif s.mlp == "fc":
+    else:
         out.append(_gemm("fc", B, C, C, size))
-    else:  # the conv1d over the channels (its bias inside; after the circular padding), its output s
-        out += _vector_ops("circular pad", s.mlp == "taps_circular", B * C, size)
-        out.append(_conv("taps", B * C, s.taps, B * C, int(s.has_b2), size))
     return out
 
 
@@ -372,7 +382,9 @@ def forward(s: BlockShape, path: str) -> list[Launch]:
     if path == "one-launch":
         return [_counters(s), squeeze_excite_fwd(s, True), gated_scale_fwd(s, s.residual)]
     if path == "split":
-        return [squeeze_excite_fwd(s, False)] + mlp_forward(s, s.acc) + [gated_scale_fwd(s, s.residual)]
+        taps = s.mlp.startswith("taps")  # computed by the scale launch
+        return ([squeeze_excite_fwd(s, False)] + (mlp_forward(s, s.acc) if not taps else [])
+                + [gated_scale_fwd(s, s.residual, taps)])
     if path == "per-op":
         return [mean_max_fwd(s, True, s.with_max)] + module_mlp_forward(s) + [gated_scale_fwd(s, s.residual)]
     return _eager_forward(s)

@@ -5,7 +5,8 @@ The one-launch path runs each sample's MLP in the last program of its sample
 (kernels/excitation.py); that program re-reads all C×RD weights per sample, one tile at a time —
 a serial tail where C·RD is large. The split path pools in one launch, runs the MLP here as
 GEMMs over the batch (one read of the weights; cuBLAS, deterministic for a fixed
-configuration; ECA's taps as one conv1d), then scales in a second launch; its backward likewise
+configuration), then scales in a second launch (ECA's taps: in the scale launch itself,
+kernels/gated_scale.py; their backward here, as one convolution_backward); its backward likewise
 (the reduce launch gives grad_s, the MLP's backward runs here, then the apply launch). The
 weight gradients are GEMMs over the batch on either path ([RD × B] · [B × C]; the taps': one
 convolution_backward, cuDNN's deterministic kernels): no program loops over the batch.
@@ -95,9 +96,9 @@ def is_dense(mlp: str, pool: str, hidden_norm: bool) -> bool:
 
 
 def makes_its_outputs(mlp: str) -> bool:
-    """Whether the split path's MLP of this kind allocates its outputs itself — s in
-    :func:`logits`, grad_v in :func:`pool_grads` — so its caller passes None for them: the taps,
-    whose conv's outputs they are (no copy)."""
+    """Whether the split path's MLP backward of this kind allocates grad_v itself (in
+    :func:`pool_grads`), so its caller passes None for it: the taps, whose convolution_backward's
+    output it is (no copy)."""
     return mlp.startswith("taps")
 
 
@@ -190,7 +191,7 @@ def _hidden_norm(norm: Optional[tuple], dtype: torch.dtype) -> tuple[Tensor, Ten
 
 
 class TapsFilter(NamedTuple):
-    """ECA's taps w [taps] as the conv1d takes them (:func:`taps_filter`): ``weight`` w viewed
+    """ECA's taps w [taps] as their convolution_backward takes them (:func:`taps_filter`): ``weight`` w viewed
     [1, 1, taps], ``pad`` (taps-1)/2, and whether the padding is ``circular``."""
 
     weight: Tensor
@@ -199,25 +200,14 @@ class TapsFilter(NamedTuple):
 
 
 def taps_filter(w: Tensor, circular: bool) -> TapsFilter:
-    """The taps w [taps] as :func:`taps` and :func:`taps_grads` take them (a caller may keep it:
+    """The taps w [taps] as :func:`taps_grads` takes them (a caller may keep it:
     a view of w, it sees w's in-place updates)."""
     return TapsFilter(w.view(1, 1, -1), (w.shape[0] - 1) // 2, circular)
 
 
-def taps(u: Tensor, f: TapsFilter, bias: Optional[Tensor]) -> Tensor:
-    """out [B, C], out[b, c] = Σ_t w[t] · u[b, c + t - pad] (+ bias), zero or circular padding
-    (``f``: :func:`taps_filter`): ECA's conv over the channels as one conv1d (after the circular
-    padding, a launch of its own), in :func:`_exact_cudnn`."""
-    u, pad = _taps_input(u, f)
-    state = _exact_cudnn(u)
-    try:
-        return F.conv1d(u, f.weight, bias, padding=pad).squeeze(1)
-    finally:
-        _restore_cudnn(state)
-
-
 def taps_grads(grad_s: Tensor, v: Tensor, f: TapsFilter, want: tuple[bool, bool, bool]) -> tuple:
-    """(grad_v [B, C], grad_w [taps], grad_b [1]) of s = :func:`taps`(v, f, b) from grad_s, each
+    """(grad_v [B, C], grad_w [taps], grad_b [1]) of s = taps(v) + b (channel_taps.taps_logits:
+    s[b, c] = Σ_t w[t] · v[b, c + t - pad] + b, zero or circular padding) from grad_s, each
     where ``want`` asks (else None): grad_v[c] = Σ_t w[t] · grad_s[c - t + pad], grad_w[t] = Σ_b
     Σ_c grad_s[b, c] · v[b, c + t - pad], grad_b = Σ grad_s — one convolution_backward (on a GPU
     cuDNN's backward-data and backward-filter kernels, in :func:`_exact_cudnn`); with the circular
@@ -277,7 +267,8 @@ def logits(mean: Tensor, maximum: Optional[Tensor], weights: tuple, spec: dict, 
     """s [B, C] = excitation(pool) for every sample (the split path's MLP), from the pooled
     ``mean`` / ``maximum`` [B, C]; ``weights`` = (w1, b1, w2, b2) as excitation_block takes them;
     ``hidden`` [:func:`hidden_slots`, B, RD] (ACC) receives the hidden vectors where they are kept.
-    Returns s; s may be None where :func:`makes_its_outputs`."""
+    Returns s (made new where ``s`` is None). Not the taps: the scale launch computes them
+    (excitation_block.forward_launches)."""
     dtype = mean.dtype  # the workspaces' (ACC)
     pool, mlp = spec["pool"], spec["mlp"]
     if is_dense(mlp, pool, norm is not None):
@@ -289,10 +280,7 @@ def logits(mean: Tensor, maximum: Optional[Tensor], weights: tuple, spec: dict, 
         if pool == "mean_max_both":  # W2 · (act(h_mean) + act(h_max)) + 2·b2
             a = a + _activation(_hidden(maximum, w1, b1, bn)[1], spec["act"])
         return _linear(a, w2.t(), b2, s, 2.0 if pool == "mean_max_both" else 1.0)
-    if mlp == "fc":
-        return _linear(pooled_input(mean, maximum, pool), w2.t(), b2, s)
-    out = taps(pooled_input(mean, maximum, pool), taps_filter(w1, mlp == "taps_circular"), b2)
-    return out if s is None else s.copy_(out)
+    return _linear(pooled_input(mean, maximum, pool), w2.t(), b2, s)  # "fc"
 
 
 @_in_acc

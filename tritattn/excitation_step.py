@@ -40,7 +40,7 @@ from torch import Tensor
 from . import dispatch, excitation_block, excitation_mlp, paths, workspaces
 from .backend import TRITON_AVAILABLE, kernels_disabled
 from .excitation_block import (KERNEL_PATHS, BlockSpec, acc_dtype, channel_backward, forward_launches, pipeline_spec,
-                               pooled_workspace, samples_per_launch)
+                               pooled_workspace, samples_per_launch, scale_taps)
 from .layout import addressable, flat_spatial_stride
 from .ops import _empty_like_4d, _empty_like_preserved, _new, _new_strided
 
@@ -63,7 +63,7 @@ class StepCall(NamedTuple):
     dtype, device) of its [B, C] and [B, RD] workspaces (ops._new_strided), ``y_like``: whether
     y (and grad_x) may be ``torch.empty_like(x)`` (its strides are ops._empty_like_4d's);
     ``autocast``: the device type whose autocast a call checks (None: it has none); ``taps``:
-    ECA's taps as the conv takes them (excitation_mlp.taps_filter, of the detached weight) where
+    ECA's taps as their backward's convolution takes them (excitation_mlp.taps_filter, of the detached weight) where
     ``lean`` with the taps, else None."""
 
     spec: dict
@@ -174,9 +174,7 @@ def _forward(x: Tensor, residual: Optional[Tensor], weights: tuple,
     mlp = call.mlp
     if mlp is None and call.dense:
         mlp = excitation_mlp.dense_mlp(weights, spec["act"], acc_dtype(x))
-    # the dense MLP's GEMM or the taps' conv makes s on the split path
-    makes_s = mlp is not None or (not tail and excitation_mlp.makes_its_outputs(spec["mlp"]))
-    s = None if makes_s else _new((B, C), acc_dtype(x), x.device)
+    s = None if mlp is not None else _new((B, C), acc_dtype(x), x.device)  # the dense MLP's GEMM makes s
     counter = workspaces.counters(x.device, B) if tail else None
     s, kept = forward_launches(x, residual, weights, spec, call.RD, call.gate, call.act_out, tail, y, s,
                                pooled_workspace(x, spec["pool"]), counter, prepared=mlp)
@@ -265,12 +263,14 @@ def _pooled(call: StepCall, pool: str) -> tuple[Tensor, Optional[Tensor], Option
 def _lean_forward(x: Tensor, residual: Optional[Tensor], weights: tuple,
                   call: StepCall) -> tuple[Tensor, Tensor, tuple[Tensor, ...], Optional[Tensor]]:
     """:func:`_forward` where ``call.lean``: on the one-launch path pool + each sample's MLP in the
-    first launch; on the split path pool, the MLP's GEMMs or the taps' conv; then scale."""
+    first launch; on the split path pool, the MLP's GEMMs (the taps: none); then scale (with the
+    taps, computing s)."""
     spec, plans = call.spec, call.plans
     pool = spec["pool"]
     y = _new_map(x, call)
     mean, maximum, count = _pooled(call, pool)
     squeeze = ("squeeze", launch.excitation.MLP_TILE_ELEMENTS)  # the plan's MLP tile
+    taps = None
     if call.path == "one-launch":
         vector = call.vector
         s, kept, counter = _new_strided(*vector), (), workspaces.counters(vector[3], vector[0][0])
@@ -280,13 +280,12 @@ def _lean_forward(x: Tensor, residual: Optional[Tensor], weights: tuple,
         counter = None
         plans[squeeze] = launch.squeeze_excite_fwd(x, None, None, None, None, spec, call.RD, mean, maximum, count,
                                                    None, None, mlp_tail=False, plan=plans.get(squeeze))
-        v = excitation_mlp.pooled_input(mean, maximum, pool)
         if call.mlp is not None:
-            s, kept = excitation_mlp.dense_logits(v, call.mlp)
-        else:
-            s, kept = excitation_mlp.taps(v, call.taps, weights[3]), ()
+            s, kept = excitation_mlp.dense_logits(excitation_mlp.pooled_input(mean, maximum, pool), call.mlp)
+        else:  # ECA's taps, computed by the scale launch, which writes s
+            s, kept, taps = _new_strided(*call.vector), (), scale_taps((mean, maximum), weights[0], weights[3], spec)
     plans["scale"] = launch.gated_scale_fwd(x, s, residual, y, "channel", call.gate, call.act_out,
-                                            plan=plans.get("scale"))
+                                            plan=plans.get("scale"), taps=taps)
     return y, s, kept, counter
 
 

@@ -176,27 +176,52 @@ _NO_PROLOGUE = ((None, None, None, None), 0.0, dict(PRO_ACT="none", PRO_NORM=Fal
 def gated_scale_fwd(
     x: torch.Tensor, s: torch.Tensor, residual: torch.Tensor | None, y: torch.Tensor,
     axis: Axis, gate: str, act: str, prologue: tuple | None = None, plan: tuple | None = None,
+    taps: tuple | None = None,
 ) -> tuple:
     """y = act(x · gate(s) + residual), s broadcast along the K axis of ``axis``; ``prologue``
     (channel axis only): (the producer's activation, its BatchNorm's (weight, bias, mean, var,
-    eps) — running or batch statistics — or None), applied to x as loaded. Returns its plan
-    (:func:`_plan`), which a caller may pass back as ``plan`` for a call of the same signature."""
+    eps) — running or batch statistics — or None), applied to x as loaded; ``taps`` (channel
+    axis only, ECA's split path): (mean, max or None — the pooled workspaces, contiguous [B, C] —,
+    the taps w [k], the bias [1] or None, the pool, whether the padding is circular): s [B, C]
+    is then computed by the launch from them and written, not read (kernels/gated_scale.py).
+    Returns its plan (:func:`_plan`), which a caller may pass back as ``plan`` for a call of the
+    same signature."""
     pro, pro_eps, pro_flags = _prologue_args(prologue)
+    mean, maximum, w, bias = taps[:4] if taps is not None else _NO_TAPS_TENSORS
     if plan is None:  # else the plan returned for this signature before (the caller kept it)
+        flags = _taps_flags(taps)
+
         def build() -> tuple:
             xs = plane_strides(x, axis)
-            p = _problem(x, axis, xs, HAS_RESIDUAL=residual is not None, ACT=act, **_prologue_flags(prologue))
+            p = _problem(x, axis, xs, HAS_RESIDUAL=residual is not None, ACT=act, **_prologue_flags(prologue),
+                         **({"TAPS": flags["TAPS"], "POOL": flags["POOL"]} if taps is not None else {}))
             res = plane_strides(residual, axis) if residual is not None else (0, 0, 0)
             strides = (*xs, *vector_strides(s, axis), *res, *plane_strides(y, axis))
-            return p, _elementwise_grid(p), strides, dict(p.flags, GATE=gate, ACC=_acc_dtype(x), **pro_flags)
+            constexprs = {**flags, **dict(p.flags), "GATE": gate, "ACC": _acc_dtype(x), **pro_flags}
+            return p, _elementwise_grid(p), strides, constexprs, w.stride(0) if w is not None else 0
 
         plan = _plan(
             ("gated_scale_fwd", x.shape, x.stride(), x.dtype, s.stride(),
-             None if residual is None else residual.stride(), y.stride(), axis, gate, act, tuple(pro_flags.values())),
-            build)
-    p, grid, strides, constexprs = plan
-    GATED_SCALE_FWD.launch(p, grid, (x, s, residual, y, *pro, p.R, p.K, pro_eps, *strides), constexprs, x.device)
+             None if residual is None else residual.stride(), y.stride(), axis, gate, act, tuple(pro_flags.values()),
+             tuple(flags.values()), None if w is None else w.stride()), build)
+    p, grid, strides, constexprs, stw = plan
+    GATED_SCALE_FWD.launch(p, grid, (x, s, residual, y, *pro, mean, maximum, w, bias, p.R, p.K, pro_eps, stw,
+                                     *strides), constexprs, x.device)
     return plan
+
+
+#: gated_scale_fwd's taps tensors (mean, max, w, bias) without taps
+_NO_TAPS_TENSORS = (None, None, None, None)
+
+
+def _taps_flags(taps: tuple | None) -> dict:
+    """gated_scale_fwd's taps constexprs for ``taps`` (its argument), TAPS = 0 without."""
+    if taps is None:
+        return dict(TAPS=0, PAD=0, CIRCULAR=False, POOL="mean", HAS_TAP_BIAS=False, BLOCK_T=1)
+    _, _, w, bias, pool, circular = taps
+    k = w.shape[0]
+    return dict(TAPS=k, PAD=(k - 1) // 2, CIRCULAR=circular, POOL=pool, HAS_TAP_BIAS=bias is not None,
+                BLOCK_T=next_power_of_2(k))
 
 
 def gated_scale_bwd(
