@@ -7,8 +7,9 @@ contiguous, in ACC). ECA / CECA's excitation is a 1-D convolution over the chann
 
 with zero padding (ECA) or circular padding (CECA) of the channel axis: in a sample's last
 program on the one-launch path (excitation.sample_logits, a loop over the taps), and on the
-split path in every program of the scale launch for its own channels (:func:`taps_logits`,
-gated_scale.gated_scale_fwd with TAPS).
+split path in every program of the scale launch for its own channels (:func:`channel_conv`,
+gated_scale.gated_scale_fwd with TAPS), and its transpose (v's gradient from s's) in every
+program of the backward's apply launch (excitation.excitation_bwd_apply with TAPS).
 """
 import triton
 import triton.language as tl
@@ -37,21 +38,24 @@ def channel_tap(offs_c, mask_c, C, shift, CIRCULAR: tl.constexpr):
 
 
 @triton.jit
-def taps_logits(
-    b, mean_ptr, max_ptr, w_ptr, bias_ptr, offs_c, mask_c, C, sw,
-    POOL: tl.constexpr, TAPS: tl.constexpr, PAD: tl.constexpr, CIRCULAR: tl.constexpr, HAS_BIAS: tl.constexpr,
-    ACC: tl.constexpr, BLOCK_T: tl.constexpr,
+def channel_conv(
+    b, u_ptr, u2_ptr, w_ptr, bias_ptr, offs_c, mask_c, C, sw,
+    POOL: tl.constexpr, TAPS: tl.constexpr, PAD: tl.constexpr, CIRCULAR: tl.constexpr, TRANSPOSED: tl.constexpr,
+    HAS_BIAS: tl.constexpr, ACC: tl.constexpr, BLOCK_T: tl.constexpr,
 ):
-    """s[b, c] for the channels offs_c (module docstring), from the taps w at w_ptr (stride sw,
-    their own dtype; BLOCK_T ≥ TAPS), the scalar bias at bias_ptr and v in the workspaces at
-    b·C + c: v's shifted channels gathered as one [channels, BLOCK_T] tile, Σ over the taps one
-    reduction (a fixed order). Memory instructions: the taps' vector, v's tile (two with
-    "mean_max_avg"), the bias."""
+    """For the channels offs_c of sample b: the taps' conv Σ_t w[t] · u[b, c + t - PAD] (+ bias) —
+    s from v (module docstring) — or with TRANSPOSED its transpose Σ_t w[t] · u[b, c - t + PAD],
+    the gradient of v from s's; u read from the [B, C] workspaces at b·C + c (u = pooled_input's
+    value of u_ptr, u2_ptr), the taps w at w_ptr (stride sw, their own dtype; BLOCK_T ≥ TAPS), the
+    scalar bias at bias_ptr. u's shifted channels are gathered as one [channels, BLOCK_T] tile, Σ
+    over the taps one reduction (a fixed order). Memory instructions: the taps' vector, u's tile
+    (two with "mean_max_avg"), the bias."""
     t = tl.arange(0, BLOCK_T)
     mask_t = t < TAPS
     w = tl.load(w_ptr + t * sw, mask=mask_t, other=0.0).to(ACC)
-    idx, valid = channel_tap(offs_c[:, None], mask_c[:, None] & mask_t[None, :], C, t[None, :] - PAD, CIRCULAR)
-    s = tl.sum(pooled_input(mean_ptr, max_ptr, b * C + idx, valid, POOL) * w[None, :], axis=1)
+    shift = PAD - t[None, :] if TRANSPOSED else t[None, :] - PAD
+    idx, valid = channel_tap(offs_c[:, None], mask_c[:, None] & mask_t[None, :], C, shift, CIRCULAR)
+    out = tl.sum(pooled_input(u_ptr, u2_ptr, b * C + idx, valid, POOL) * w[None, :], axis=1)
     if HAS_BIAS:
-        s += tl.load(bias_ptr).to(ACC)
-    return s
+        out += tl.load(bias_ptr).to(ACC)
+    return out

@@ -35,7 +35,7 @@ with their strides in their own dtype and accumulated in ACC.
 import triton
 import triton.language as tl
 
-from .channel_taps import channel_tap, pooled_input
+from .channel_taps import channel_conv, channel_tap, pooled_input
 from .gated_scale import epilogue_grad
 from .gates import gate_backward, gate_value
 from .mean_max import add_pool_grad, pool_start, pool_tile, pooled_max
@@ -414,8 +414,8 @@ def excitation_bwd_reduce(
 def excitation_bwd_apply(
     grad_y_ptr, x_ptr, y_ptr, sp_ptr, s_ptr, grad_x_ptr, grad_res_ptr,
     grad_mean_ptr, grad_max_ptr, max_ptr, count_ptr,
-    pw_ptr, pb_ptr, pm_ptr, pv_ptr, sums_ptr,
-    B, R, K, p_eps,
+    pw_ptr, pb_ptr, pm_ptr, pv_ptr, sums_ptr, grad_s_ptr, tw_ptr,
+    B, R, K, p_eps, stw,
     sgyb, sgyr, sgyk,
     sxb, sxr, sxk,
     syb, syr, syk,
@@ -423,6 +423,7 @@ def excitation_bwd_apply(
     sgrb, sgrr, sgrk,
     GATE: tl.constexpr, ACT_OUT: tl.constexpr, WRITE_GRAD_RES: tl.constexpr, POOL: tl.constexpr,
     PRO_ACT: tl.constexpr, PRO_NORM: tl.constexpr, BATCH_STATS: tl.constexpr,
+    TAPS: tl.constexpr, PAD: tl.constexpr, CIRCULAR: tl.constexpr, BLOCK_T: tl.constexpr,
     ACC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     """Backward, second launch: grad_x (and grad_residual), elementwise.
@@ -433,6 +434,11 @@ def excitation_bwd_apply(
       with a prologue (PRO_ACT): x = act(z) recomputed, and grad_z = act'(z) · grad_x is written;
       with PRO_NORM the BatchNorm's backward, grad_c = w/σ · (grad_z - S/N - x̂ · T/N) with the
       sums [2, C] of kernels/prologue_norm.py (BATCH_STATS), or w/σ · grad_z (running statistics)
+
+    With TAPS > 0 (ECA's split path, POOL = "mean") grad_mean is not read but computed in every
+    program for its rows: the taps' transposed conv of grad_s [B, C] (at grad_s_ptr, contiguous;
+    the taps at tw_ptr, stride stw; BLOCK_T ≥ TAPS), channel_taps.channel_conv — the taps'
+    vector and one gathered tile of grad_s in place of grad_mean's tile.
 
     One tile of grad_x per program (elementwise_grid order); the weight gradients are GEMMs over
     the batch on the [B, ·] workspaces (tritattn/excitation_mlp.py).
@@ -460,7 +466,11 @@ def excitation_bwd_apply(
                           b * syb + rows * syr + k64 * syk, x, g, b, offs_k, mask, K, ACT_OUT, ACC)
     if WRITE_GRAD_RES:
         tl.store(grad_res_ptr + b * sgrb + rows * sgrr + k64 * sgrk, to_output(d, grad_res_ptr), mask=mask)
-    g_mean = tl.load(grad_mean_ptr + b * R + r64, mask=mask_r, other=0.0)
+    if TAPS > 0:
+        g_mean = channel_conv(b, grad_s_ptr, grad_s_ptr, tw_ptr, tw_ptr, offs_r, mask_r, R, stw,
+                              POOL, TAPS, PAD, CIRCULAR, True, False, ACC, BLOCK_T)
+    else:
+        g_mean = tl.load(grad_mean_ptr + b * R + r64, mask=mask_r, other=0.0)
     g_max = g_mean
     m = g_mean
     n = g_mean

@@ -9,7 +9,7 @@ All arithmetic in ACC (float32; float64 for float64 inputs) with one rounding to
 import triton
 import triton.language as tl
 
-from .channel_taps import taps_logits
+from .channel_taps import channel_conv
 from .gates import gate_backward, gate_value
 from .norm_act import prologue, prologue_affine
 from .program_tiles import elementwise_tile, row_block
@@ -55,7 +55,7 @@ def gated_scale_fwd(
     gate(s) is evaluated once per row of the tile. With a prologue (PRO_ACT ≠ "none"; rows are
     channels), x = act(z) is computed from what x_ptr holds (kernels/norm_act.py; the
     BatchNorm's parameters at pw, pb, pm, pv with PRO_NORM). With TAPS > 0 (ECA's split path;
-    rows are channels) s is not read but computed, channel_taps.taps_logits over the pooled
+    rows are channels) s is not read but computed, channel_taps.channel_conv over the pooled
     workspaces at mean_ptr / max_ptr (contiguous [B, C]) with the taps at tw_ptr (stride stw)
     and the bias at tb_ptr (BLOCK_T ≥ TAPS, a power of 2), and stored to s_ptr by the programs of
     the first column block.
@@ -73,8 +73,8 @@ def gated_scale_fwd(
     k64 = offs_k.to(tl.int64)[None, :]
 
     if TAPS > 0:
-        s = taps_logits(b, mean_ptr, max_ptr, tw_ptr, tb_ptr, offs_r, mask_r, R, stw,
-                        POOL, TAPS, PAD, CIRCULAR, HAS_TAP_BIAS, ACC, BLOCK_T)
+        s = channel_conv(b, mean_ptr, max_ptr, tw_ptr, tb_ptr, offs_r, mask_r, R, stw,
+                         POOL, TAPS, PAD, CIRCULAR, False, HAS_TAP_BIAS, ACC, BLOCK_T)
         if tl.program_id(0) % tl.cdiv(K, BLOCK_K) == 0:
             tl.store(s_ptr + b * ssb + r64 * ssr, s, mask=mask_r)
     else:

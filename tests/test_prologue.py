@@ -46,8 +46,9 @@ def _rounded(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return t + (t.to(dtype).double() - t).detach()
 
 
-def reference(c, bn, weights, act, batch_stats, dtype):
-    """y = x · σ(W2 relu(W1 mean(x) + b1) + b2), x = act(bn(c)), in float64, z and x rounded to
+def reference(c, bn, weights, act, batch_stats, dtype, mlp="fc_act_fc"):
+    """y = x · σ(W2 relu(W1 mean(x) + b1) + b2) — ECA's taps for ``mlp`` "taps_zero" / "taps_circular":
+    σ(conv1d(mean(x), w1) + b2) over the channels — x = act(bn(c)), in float64, z and x rounded to
     ``dtype`` where eager writes them; bn = (weight, bias, running mean, running var, eps)."""
     weight, bias, running_mean, running_var, eps = bn
     if batch_stats:
@@ -58,14 +59,20 @@ def reference(c, bn, weights, act, batch_stats, dtype):
                  + bias[:, None, None], dtype)
     x = _rounded(ACTS[act](z), dtype)
     w1, b1, w2, b2 = weights
-    s = F.linear(F.relu(F.linear(x.mean((2, 3)), w1, b1)), w2, b2)
+    if mlp == "fc_act_fc":
+        s = F.linear(F.relu(F.linear(x.mean((2, 3)), w1, b1)), w2, b2)
+    else:
+        pad = (w1.shape[0] - 1) // 2
+        u = x.mean((2, 3))[:, None, :]
+        u = F.pad(u, (pad, pad), mode="circular" if mlp == "taps_circular" else "constant")
+        s = F.conv1d(u, w1.view(1, 1, -1), b2)[:, 0]
     return x * torch.sigmoid(s)[:, :, None, None], z
 
 
-def _draw(shape, dtype, channels_last, act, batch_stats):
-    """c, the BatchNorm (float32 parameters, as under autocast) and the MLP's weights, with no input
-    of a kinked function within reach: elements of c whose z lies near the activation's kink are
-    redrawn, the whole draw when the hidden ReLU's input does."""
+def _draw(shape, dtype, channels_last, act, batch_stats, mlp="fc_act_fc"):
+    """c, the BatchNorm (float32 parameters, as under autocast) and the MLP's weights (the taps: w1
+    [5], b2 [1]), with no input of a kinked function within reach: elements of c whose z lies near
+    the activation's kink are redrawn, the whole draw when the hidden ReLU's input does."""
     B, C, H, W = shape
 
     def leaf(*s, lo=None):
@@ -75,11 +82,15 @@ def _draw(shape, dtype, channels_last, act, batch_stats):
     for _ in range(20):
         c = make_input(shape, dtype, channels_last, scale=1.5)
         bn = (leaf(C, lo=0.5).requires_grad_(), leaf(C).requires_grad_(), leaf(C), leaf(C, lo=0.5), 1e-5)
-        weights = tuple(leaf(*s).requires_grad_() for s in ((3, C), (3,), (C, 3), (C,)))
+        if mlp == "fc_act_fc":
+            weights = tuple(leaf(*s).requires_grad_() for s in ((3, C), (3,), (C, 3), (C,)))
+        else:
+            weights = (leaf(5).requires_grad_(), None, None, leaf(1).requires_grad_())
         as64 = [t.double() if isinstance(t, torch.Tensor) else t for t in bn]
+        weights64 = [w.double() if w is not None else None for w in weights]
         for _ in range(50):
             with torch.no_grad():
-                _, z = reference(c.double(), as64, [w.double() for w in weights], act, batch_stats, torch.float64)
+                _, z = reference(c.double(), as64, weights64, act, batch_stats, torch.float64, mlp)
                 # z is rounded to dtype before act (as eager writes it): a z within dtype's rounding
                 # of a kink may land on either side of it in float32 and in float64
                 near = torch.zeros_like(z, dtype=torch.bool)
@@ -90,6 +101,8 @@ def _draw(shape, dtype, channels_last, act, batch_stats):
                 c[near] = (torch.randn(int(near.sum()), dtype=torch.float64) * 1.5).to(device=DEVICE, dtype=dtype)
         else:
             continue
+        if mlp != "fc_act_fc":  # no hidden ReLU
+            return c.requires_grad_(), bn, weights
         with torch.no_grad():
             x = ACTS[act](z)
             h = F.linear(x.mean((2, 3)), weights[0].double(), weights[1].double())
@@ -99,14 +112,18 @@ def _draw(shape, dtype, channels_last, act, batch_stats):
     raise AssertionError("no draw kept every kink out of reach")
 
 
-def check_prologue(shape, dtype, channels_last, act, batch_stats):
-    c, bn, weights = _draw(shape, dtype, channels_last, act, batch_stats)
-    leaves = [c, bn[0], bn[1], *weights]
+def check_prologue(shape, dtype, channels_last, act, batch_stats, mlp="fc_act_fc", path=""):
+    c, bn, weights = _draw(shape, dtype, channels_last, act, batch_stats, mlp)
+    leaves = [c, bn[0], bn[1], *(w for w in weights if w is not None)]
     refs = [t.detach().double().requires_grad_() for t in leaves]
-    c64, w64, b64, *weights64 = refs
+    c64, w64, b64, *given64 = refs
+    it = iter(given64)
+    weights64 = [next(it) if w is not None else None for w in weights]
+    act_mlp = "relu" if mlp == "fc_act_fc" else "identity"
     y, stats = excitation_block.excitation_with_stats(
-        c, BlockSpec("mean", "fc_act_fc", "relu", *weights), "sigmoid", prologue=(act, bn), batch_stats=batch_stats)
-    y_ref, _ = reference(c64, (w64, b64, bn[2], bn[3], bn[4]), weights64, act, batch_stats, dtype)
+        c, BlockSpec("mean", mlp, act_mlp, *weights), "sigmoid", prologue=(act, bn), batch_stats=batch_stats,
+        path=path)
+    y_ref, _ = reference(c64, (w64, b64, bn[2], bn[3], bn[4]), weights64, act, batch_stats, dtype, mlp)
     what = f"{act} {'batch' if batch_stats else 'running'} statistics {tuple(shape)} {dtype}"
     assert y.dtype == dtype
     assert_same_layout(y, c)
@@ -121,7 +138,8 @@ def check_prologue(shape, dtype, channels_last, act, batch_stats):
     grads = torch.autograd.grad(y, leaves, cot)
     grads_ref = torch.autograd.grad(y_ref, refs, cot.double())
     group = max(g.abs().max().item() for g in grads_ref[1:])
-    for name, g, g_ref, leaf in zip(("c", "bn weight", "bn bias", "w1", "b1", "w2", "b2"), grads, grads_ref, leaves):
+    names = ["c", "bn weight", "bn bias"] + [n for n, w in zip(("w1", "b1", "w2", "b2"), weights) if w is not None]
+    for name, g, g_ref, leaf in zip(names, grads, grads_ref, leaves):
         assert g.dtype == leaf.dtype, name
         # Every gradient with the tolerance of the coarser of its dtype and c's: z and x are rounded
         # to c's dtype where eager writes them, and one within float32 error of a rounding midpoint
@@ -151,6 +169,16 @@ def test_prologue_matches_float64_reference(act, shape, batch_stats, tiles, chan
 @pytest.mark.parametrize("batch_stats", [True, False], ids=["batch_stats", "running_stats"])
 def test_prologue_in_each_dtype(act, batch_stats, dtype, channels_last):
     check_prologue((2, 37, 5, 3), dtype, channels_last, act, batch_stats)
+
+
+@pytest.mark.parametrize("path", ["one-launch", "split"])
+@pytest.mark.parametrize("mlp", ["taps_zero", "taps_circular"])
+@pytest.mark.parametrize("batch_stats", [True, False], ids=["batch_stats", "running_stats"])
+def test_prologue_with_ecas_taps_on_both_paths(mlp, batch_stats, path, channels_last, monkeypatch):
+    """ECA's taps behind a producer's BatchNorm and activation: on the split path the BatchNorm's
+    backward reads v's gradient before the apply launch, which then does not compute it itself."""
+    use_small_tiles(monkeypatch)
+    check_prologue((2, 37, 5, 3), torch.float64, channels_last, "relu", batch_stats, mlp, path)
 
 
 @pytest.mark.parametrize("act", list(ACTS))

@@ -480,6 +480,8 @@ def channel_backward(
     with_max = pool != "mean"
     mean, maximum, count = pooled_workspace(x, pool)
     hidden = tail and mlp == "fc_act_fc"
+    # the taps' input gradient computed by the apply launch (where it runs, and nothing else reads it)
+    taps = w1 if apply_taps(tail, spec, pro_norm) and grad_x is not None else None
     work = dict(
         grad_s=_new((B, C), acc, x.device),
         grad_mean=None if not tail and excitation_mlp.makes_its_outputs(mlp) else _new((B, C), acc, x.device),
@@ -497,7 +499,7 @@ def channel_backward(
                                  (counter if counter is not None else workspaces.counters(x.device, B)) if tail else None,
                                  sp, norm if tail else None,
                                  prologue, batch_stats, mlp_tail=tail)
-    if tail:
+    if tail or taps is not None:  # the weights' gradients alone
         excitation_mlp.tail_weight_grads(work["grad_s"], mean, maximum, spec, RD, work, named, w1)
     else:
         work["grad_mean"] = excitation_mlp.pool_grads(work["grad_s"], mean, maximum, weights, spec, norm,
@@ -507,8 +509,14 @@ def channel_backward(
                                  named["pre_bias"], gate, x.shape[2] * x.shape[3])
     if grad_x is not None:
         launch.excitation_bwd_apply(grad_y, x, y, s, maximum, count, spec, RD, gate, act_out, work, grad_x, grad_res,
-                                    sp, norm, prologue, batch_stats)
+                                    sp, norm, prologue, batch_stats, taps=taps)
     return [named[name] for name in _GRAD_NAMES[:len(grads)]]
+
+
+def apply_taps(tail: bool, spec: dict, pro_norm: bool) -> bool:
+    """Whether the backward's apply launch computes the taps' input gradient from grad_s (on the
+    split path: excitation_mlp.taps_grad_in_apply)."""
+    return not tail and excitation_mlp.taps_grad_in_apply(spec["mlp"], spec["pool"], pro_norm)
 
 
 @excitation_block_backward.register_fake

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 
 from .cost_model import INT32, Launch, eager_launch
-from .excitation_mlp import keeps_hidden
+from .excitation_mlp import keeps_hidden, taps_grad_in_apply
 from .kernels.grid_math import cdiv, next_power_of_2
 
 #: The paths of the block op itself (the kernels), and all the candidates of a module.
@@ -153,7 +153,7 @@ def squeeze_excite_fwd(s: BlockShape, tail: bool) -> Launch:
 
 def gated_scale_fwd(s: BlockShape, residual: bool, taps: bool = False) -> Launch:
     """With ``taps`` (ECA's split path), s computed from the pooled vectors in every program
-    (channel_taps.taps_logits: the taps' vector, v's tile, the bias) and stored by the first
+    (channel_taps.channel_conv: the taps' vector, v's tile, the bias) and stored by the first
     column block's."""
     programs, nk = _tile_grid(s)
     s_loads = 1 + _pooled_loads(s) + s.has_b2 if taps else 1
@@ -179,9 +179,16 @@ def excitation_bwd_reduce(s: BlockShape, tail: bool) -> Launch:
                   s.plane * planes + vectors + s.B * s.RD * s.acc * hidden + 4 * s.B * s.K * s.acc * (s.act_out == "spatial"))
 
 
-def excitation_bwd_apply(s: BlockShape, write_grad_res: bool) -> Launch:
+def _apply_taps(s: BlockShape) -> bool:
+    """Whether the split path's apply launch computes the taps' input gradient (excitation_mlp.taps_grad_in_apply)."""
+    return taps_grad_in_apply(s.mlp, s.pool, s.pro_norm)
+
+
+def excitation_bwd_apply(s: BlockShape, write_grad_res: bool, taps: bool = False) -> Launch:
+    """With ``taps`` (the split path, :func:`_apply_taps`): grad_mean computed from grad_s, the taps'
+    vector and one gathered tile of grad_s in place of grad_mean's tile."""
     reads_x = s.with_max or s.act_out == "spatial"
-    n = 1 + 4 * s.pro_norm + reads_x + _output_grad_loads(s) + write_grad_res + 1 + 3 * s.with_max + 1
+    n = 1 + 4 * s.pro_norm + reads_x + _output_grad_loads(s) + write_grad_res + 1 + taps + 3 * s.with_max + 1
     planes = 2 + (s.act_out == "relu") + write_grad_res + reads_x
     vectors = s.B * s.C * (2 * s.acc + (2 * s.acc + INT32) * s.with_max)
     return Launch("excitation_bwd_apply", _tile_programs(s), n, n, s.plane * planes + vectors)
@@ -245,7 +252,8 @@ def mlp_forward(s: BlockShape, size: int) -> list[Launch]:
 def mlp_backward(s: BlockShape, size: int) -> list[Launch]:
     """The MLP's backward over all samples (excitation_mlp.pool_grads, without the weight gradients):
     from the hidden vectors the forward kept (excitation_mlp.keeps_hidden; kept where the module
-    names the split path, as it does outside torch.compile), else computing them again."""
+    names the split path, as it does outside torch.compile), else computing them again; none for
+    the taps where the apply launch computes their input gradient (:func:`_apply_taps`)."""
     B, C, RD = s.B, s.C, s.RD
     out = _vector_ops("pooled input", 2 * (s.pool == "mean_max_avg"), B * C, size)
     if keeps_hidden(s.mlp, s.pool, s.hidden_norm):
@@ -262,7 +270,7 @@ def mlp_backward(s: BlockShape, size: int) -> list[Launch]:
         out += _vector_ops("hidden norm", 12 * s.hidden_norm, B * RD, size)
     elif s.mlp == "fc":
         out.append(_gemm("fc input grad", B, C, C, size))
-    else:  # the taps' convolution_backward's input gradient (weight_grads: its weight's, in the same op)
+    elif not _apply_taps(s):  # the taps' convolution_backward's input gradient (weight_grads: its weight's, in the same op)
         out.append(_conv_backward("taps backward", B * C, s.taps, B * C, 0, size)[0])
         # with the circular padding (v padded again: weight_grads), its gradient folded back: a copy, two adds
         out += _vector_ops("circular fold", 3 * (s.mlp == "taps_circular"), B * C, size)
@@ -398,7 +406,7 @@ def backward(s: BlockShape, path: str) -> list[Launch]:
         tail = path == "one-launch"
         pooled = _vector_ops("pooled input", 2 * (s.pool == "mean_max_avg"), s.B * s.C, s.acc)
         return ([_counters(s)] * tail + [excitation_bwd_reduce(s, tail)] + (pooled if tail else mlp_backward(s, s.acc))
-                + weight_grads(s, s.acc) + [excitation_bwd_apply(s, write_grad_res)])
+                + weight_grads(s, s.acc) + [excitation_bwd_apply(s, write_grad_res, not tail and _apply_taps(s))])
     if path == "per-op":
         vec = s.B * s.C * s.itemsize
         # the squeeze's gradient: the mean's alone is a broadcast view (grad / H·W), added to

@@ -102,6 +102,13 @@ def makes_its_outputs(mlp: str) -> bool:
     return mlp.startswith("taps")
 
 
+def taps_grad_in_apply(mlp: str, pool: str, pro_norm: bool) -> bool:
+    """Whether the split path's backward leaves the taps' input gradient (v's, from grad_s: the
+    transposed channel conv) to its apply launch, which computes it for its own channels: the taps
+    on the mean pool, unless a prologue BatchNorm's backward must read grad_mean before that launch."""
+    return mlp.startswith("taps") and pool == "mean" and not pro_norm
+
+
 class DenseMLP(NamedTuple):
     """A block's MLP on the [B, C] workspaces, its weights in the workspaces' dtype (ACC):
     s = W2 · act(W1 · v + b1) + b2 ("fc_act_fc"), or s = W2 · v + b2 ("fc": w1 None). Built per
@@ -206,7 +213,7 @@ def taps_filter(w: Tensor, circular: bool) -> TapsFilter:
 
 
 def taps_grads(grad_s: Tensor, v: Tensor, f: TapsFilter, want: tuple[bool, bool, bool]) -> tuple:
-    """(grad_v [B, C], grad_w [taps], grad_b [1]) of s = taps(v) + b (channel_taps.taps_logits:
+    """(grad_v [B, C], grad_w [taps], grad_b [1]) of s = taps(v) + b (channel_taps.channel_conv:
     s[b, c] = Σ_t w[t] · v[b, c + t - pad] + b, zero or circular padding) from grad_s, each
     where ``want`` asks (else None): grad_v[c] = Σ_t w[t] · grad_s[c - t + pad], grad_w[t] = Σ_b
     Σ_c grad_s[b, c] · v[b, c + t - pad], grad_b = Σ grad_s — one convolution_backward (on a GPU
@@ -435,7 +442,8 @@ def tail_weight_grads(grad_s: Tensor, mean: Tensor, maximum: Optional[Tensor], s
     """:func:`weight_grads` from the workspaces the one-launch path's reduce kernel wrote
     (``work`` "hidden" [B, RD], "grad_h" [B, RD] or [B, 2·RD] with the max branch's at + RD,
     "grad_norm" [B, 2·RD]: the BatchNorm's bias terms, then its weight terms); the taps'
-    (``w1``: the taps, in grad_s's dtype) by :func:`_taps_weight_grads`."""
+    (``w1``: the taps, in grad_s's dtype) by :func:`_taps_weight_grads`, their input's gradient
+    left to the kernels (one-launch: the reduce's; split: the apply's, excitation_block.apply_taps)."""
     v = pooled_input(mean, maximum, spec["pool"])
     if spec["mlp"].startswith("taps"):
         _taps_weight_grads(grad_s, v, _acc(w1, grad_s.dtype), spec["mlp"] == "taps_circular", grads, False)

@@ -39,8 +39,8 @@ from torch import Tensor
 
 from . import dispatch, excitation_block, excitation_mlp, paths, workspaces
 from .backend import TRITON_AVAILABLE, kernels_disabled
-from .excitation_block import (KERNEL_PATHS, BlockSpec, acc_dtype, channel_backward, forward_launches, pipeline_spec,
-                               pooled_workspace, samples_per_launch, scale_taps)
+from .excitation_block import (KERNEL_PATHS, BlockSpec, acc_dtype, apply_taps, channel_backward, forward_launches,
+                               pipeline_spec, pooled_workspace, samples_per_launch, scale_taps)
 from .layout import addressable, flat_spatial_stride
 from .ops import _empty_like_4d, _empty_like_preserved, _new, _new_strided
 
@@ -292,8 +292,8 @@ def _lean_forward(x: Tensor, residual: Optional[Tensor], weights: tuple,
 def _lean_backward(ctx, grad_y: Tensor) -> tuple:
     """:func:`_backward` where ``call.lean``: the reduce launch (grad_s and the pooled vectors
     again; on the one-launch path each sample's MLP backward too) → the weight gradients autograd
-    asks for as GEMMs and column sums, or the taps' convolution_backward (on the split path with
-    grad_v, where x's gradient is wanted) → the apply launch."""
+    asks for as GEMMs and column sums, or the taps' convolution_backward (their weight and bias
+    alone: v's gradient is the apply launch's, excitation_block.apply_taps) → the apply launch."""
     x, y, s, w1, b1, w2, b2, *kept = ctx.saved_tensors
     call, needs = ctx.call, ctx.needs_input_grad
     spec, m = call.spec, call.mlp
@@ -327,9 +327,11 @@ def _lean_backward(ctx, grad_y: Tensor) -> tuple:
     has_residual = ctx.has_residual
     grad_res_written = has_residual and call.act_out != "identity" and needs[1]
     want_x = needs[0] or grad_res_written  # the apply launch runs
-    want_v = want_x and not tail  # the one-launch path's reduce wrote grad_mean
+    # the one-launch path's reduce wrote grad_mean; on the split path the taps' is the apply launch's
+    taps = w1 if want_x and apply_taps(tail, spec, False) else None
+    want_v = want_x and not tail and taps is None
     grad_v = grad_w1 = grad_b1 = grad_w2 = grad_b2 = None
-    if mlp.startswith("taps"):  # s = conv(v, w1) + b2, every gradient from one convolution_backward
+    if mlp.startswith("taps"):  # s = conv(v, w1) + b2, the gradients wanted from one convolution_backward
         want = (want_v, needs[2], needs[5])
         if any(want):
             grad_v, grad_w1, grad_b2 = excitation_mlp.taps_grads(grad_s, v, call.taps, want)
@@ -351,12 +353,13 @@ def _lean_backward(ctx, grad_y: Tensor) -> tuple:
     if want_x:
         grad_x = _new_map(x, call)
         grad_res = _new_map(x, call) if grad_res_written else None
-        if not tail:
+        if want_v:
             if pool == "mean_max_avg":  # v = (mean + max) · 0.5: both gradients grad_v · 0.5
                 work["grad_max"] = grad_v.mul_(0.5)
             work["grad_mean"] = grad_v
         plans[apply] = launch.excitation_bwd_apply(grad, x, y, s, maximum, count, spec, call.RD, call.gate,
-                                                   call.act_out, work, grad_x, grad_res, plan=plans.get(apply))
+                                                   call.act_out, work, grad_x, grad_res, plan=plans.get(apply),
+                                                   taps=taps)
     if has_residual and call.act_out == "identity" and needs[1]:
         grad_res = grad_y
     return (grad_x if needs[0] else None), grad_res, grad_w1, grad_b1, grad_w2, grad_b2, None

@@ -217,11 +217,17 @@ _NO_TAPS_TENSORS = (None, None, None, None)
 def _taps_flags(taps: tuple | None) -> dict:
     """gated_scale_fwd's taps constexprs for ``taps`` (its argument), TAPS = 0 without."""
     if taps is None:
-        return dict(TAPS=0, PAD=0, CIRCULAR=False, POOL="mean", HAS_TAP_BIAS=False, BLOCK_T=1)
+        return dict(_taps_constexprs(None, False), POOL="mean", HAS_TAP_BIAS=False)
     _, _, w, bias, pool, circular = taps
+    return dict(_taps_constexprs(w, circular), POOL=pool, HAS_TAP_BIAS=bias is not None)
+
+
+def _taps_constexprs(w: torch.Tensor | None, circular: bool) -> dict:
+    """The constexprs of a channel conv over the taps w [k] (kernels/channel_taps.py), TAPS = 0 without."""
+    if w is None:
+        return dict(TAPS=0, PAD=0, CIRCULAR=False, BLOCK_T=1)
     k = w.shape[0]
-    return dict(TAPS=k, PAD=(k - 1) // 2, CIRCULAR=circular, POOL=pool, HAS_TAP_BIAS=bias is not None,
-                BLOCK_T=next_power_of_2(k))
+    return dict(TAPS=k, PAD=(k - 1) // 2, CIRCULAR=circular, BLOCK_T=next_power_of_2(k))
 
 
 def gated_scale_bwd(
@@ -380,35 +386,45 @@ def excitation_bwd_apply(
     maximum: torch.Tensor | None, count: torch.Tensor | None, spec: dict, RD: int, gate: str, act_out: str,
     work: dict[str, torch.Tensor], grad_x: torch.Tensor, grad_res: torch.Tensor | None,
     sp: torch.Tensor | None = None, norm: tuple | None = None, prologue: tuple | None = None,
-    batch_stats: bool = False, plan: tuple | None = None,
+    batch_stats: bool = False, plan: tuple | None = None, taps: torch.Tensor | None = None,
 ) -> tuple:
     """The block's backward, last launch (kernels/excitation.py excitation_bwd_apply), elementwise:
     grad_x (and grad_residual) from ``work`` "grad_mean" / "grad_max" (and "sums" with a
-    prologue BatchNorm, :func:`prologue_norm_bwd`); arguments and ``plan`` as :func:`excitation_bwd_reduce`."""
+    prologue BatchNorm, :func:`prologue_norm_bwd`); with ``taps`` (ECA's split path, the "mean"
+    pool: the taps w [k]) grad_mean is computed by the launch from ``work`` "grad_s" and the taps
+    (the transposed channel conv, kernels/channel_taps.py) instead of read; arguments and ``plan``
+    as :func:`excitation_bwd_reduce`."""
     pro, pro_eps, pro_kernel_flags = _prologue_args(prologue)
     if plan is None:  # else the plan returned for this signature before (the caller kept it)
+        if taps is not None and spec["pool"] != "mean":
+            raise ValueError(f"the apply launch computes the taps' input gradient for the mean pool only, not {spec['pool']}")
+        taps_flags = _taps_constexprs(taps, spec["mlp"] == "taps_circular")
+
         def build() -> tuple:
             xs = plane_strides(x, "channel")
             pa = _problem(x, "channel", xs, POOL=spec["pool"], MLP=spec["mlp"], RD=RD, ACT_OUT=act_out,
                           WRITE_GRAD_RES=grad_res is not None, **_norm_flags(norm),
-                          **_backward_prologue_flags(prologue, batch_stats))
+                          **_backward_prologue_flags(prologue, batch_stats),
+                          **({"TAPS": taps_flags["TAPS"]} if taps is not None else {}))
             ys = plane_strides(y, "channel") if y is not None else (0, 0, 0)
             strides = (*plane_strides(grad_y, "channel"), *xs, *ys,
                        *plane_strides(grad_x, "channel"),
                        *(plane_strides(grad_res, "channel") if grad_res is not None else (0, 0, 0)))
-            constexprs = dict(GATE=gate, ACT_OUT=act_out, WRITE_GRAD_RES=grad_res is not None, POOL=spec["pool"],
-                              BATCH_STATS=batch_stats, ACC=_acc_dtype(x), **pro_kernel_flags)
-            return pa, _elementwise_grid(pa), strides, constexprs
+            constexprs = dict(taps_flags, GATE=gate, ACT_OUT=act_out, WRITE_GRAD_RES=grad_res is not None,
+                              POOL=spec["pool"], BATCH_STATS=batch_stats, ACC=_acc_dtype(x), **pro_kernel_flags)
+            return pa, _elementwise_grid(pa), strides, constexprs, taps.stride(0) if taps is not None else 0
 
         plan = _plan(
             ("excitation_bwd_apply", x.shape, x.stride(), x.dtype, grad_y.stride(), None if y is None else y.stride(),
              grad_x.stride(), None if grad_res is None else grad_res.stride(), spec["pool"], spec["mlp"], RD, gate,
-             act_out, norm is None, tuple(pro_kernel_flags.values()), batch_stats), build)
-    pa, grid, strides, constexprs = plan
+             act_out, norm is None, tuple(pro_kernel_flags.values()), batch_stats, tuple(taps_flags.values()),
+             None if taps is None else taps.stride()), build)
+    pa, grid, strides, constexprs, stw = plan
     EXCITATION_BWD_APPLY.launch(
         pa, grid,
         (grad_y, x, y, sp, s, grad_x, grad_res, work["grad_mean"], work["grad_max"], maximum, count,
-         *pro, work.get("sums"), pa.B, pa.R, pa.K, pro_eps, *strides), constexprs, x.device)
+         *pro, work.get("sums"), work["grad_s"] if taps is not None else None, taps, pa.B, pa.R, pa.K, pro_eps, stw,
+         *strides), constexprs, x.device)
     return plan
 
 
