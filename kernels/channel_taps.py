@@ -5,11 +5,12 @@ contiguous, in ACC). ECA / CECA's excitation is a 1-D convolution over the chann
 
     s[b, c] = Σ_t w[t] · v[b, c + t - PAD] (+ bias),  t = 0 … TAPS-1, PAD = (TAPS-1)/2
 
-with zero padding (ECA) or circular padding (CECA) of the channel axis: in a sample's last
-program on the one-launch path (excitation.sample_logits, a loop over the taps), and on the
-split path in every program of the scale launch for its own channels (:func:`channel_conv`,
-gated_scale.gated_scale_fwd with TAPS), and its transpose (v's gradient from s's) in every
-program of the backward's apply launch (excitation.excitation_bwd_apply with TAPS).
+with zero padding (ECA) or circular padding (CECA) of the channel axis, and its transpose (v's
+gradient from s's), both :func:`channel_conv`: on the one-launch path in a sample's last program
+(excitation.sample_logits, sample_pool_grads: MLP_BLOCK_C channels at a time), on the split path
+in every program of the scale launch (gated_scale.gated_scale_fwd with TAPS) and of the
+backward's apply launch (excitation.excitation_bwd_apply with TAPS) for its own channels — the
+same sums in the same order on both paths.
 """
 import triton
 import triton.language as tl
@@ -44,18 +45,22 @@ def channel_conv(
     HAS_BIAS: tl.constexpr, ACC: tl.constexpr, BLOCK_T: tl.constexpr,
 ):
     """For the channels offs_c of sample b: the taps' conv Σ_t w[t] · u[b, c + t - PAD] (+ bias) —
-    s from v (module docstring) — or with TRANSPOSED its transpose Σ_t w[t] · u[b, c - t + PAD],
-    the gradient of v from s's; u read from the [B, C] workspaces at b·C + c (u = pooled_input's
-    value of u_ptr, u2_ptr), the taps w at w_ptr (stride sw, their own dtype; BLOCK_T ≥ TAPS), the
-    scalar bias at bias_ptr. u's shifted channels are gathered as one [channels, BLOCK_T] tile, Σ
-    over the taps one reduction (a fixed order). Memory instructions: the taps' vector, u's tile
-    (two with "mean_max_avg"), the bias."""
+    s from v (module docstring), u = :func:`pooled_input`'s of u_ptr, u2_ptr — or with TRANSPOSED
+    its transpose Σ_t w[t] · u[b, c - t + PAD], the gradient of v from s's, u at u_ptr alone;
+    u read from the [B, C] workspaces at b·C + c, the taps w at w_ptr (stride sw, their own dtype;
+    BLOCK_T ≥ TAPS), the scalar bias at bias_ptr. u's shifted channels are gathered as one
+    [channels, BLOCK_T] tile, Σ over the taps one reduction (a fixed order). Memory instructions:
+    the taps' vector, u's tile (two with "mean_max_avg", not TRANSPOSED), the bias."""
     t = tl.arange(0, BLOCK_T)
     mask_t = t < TAPS
     w = tl.load(w_ptr + t * sw, mask=mask_t, other=0.0).to(ACC)
     shift = PAD - t[None, :] if TRANSPOSED else t[None, :] - PAD
     idx, valid = channel_tap(offs_c[:, None], mask_c[:, None] & mask_t[None, :], C, shift, CIRCULAR)
-    out = tl.sum(pooled_input(u_ptr, u2_ptr, b * C + idx, valid, POOL) * w[None, :], axis=1)
+    if TRANSPOSED:
+        u = tl.load(u_ptr + b * C + idx, mask=valid, other=0.0, cache_modifier=".cg")
+    else:
+        u = pooled_input(u_ptr, u2_ptr, b * C + idx, valid, POOL)
+    out = tl.sum(u * w[None, :], axis=1)
     if HAS_BIAS:
         out += tl.load(bias_ptr).to(ACC)
     return out

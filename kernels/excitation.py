@@ -35,7 +35,7 @@ with their strides in their own dtype and accumulated in ACC.
 import triton
 import triton.language as tl
 
-from .channel_taps import channel_conv, channel_tap, pooled_input
+from .channel_taps import channel_conv, pooled_input
 from .gated_scale import epilogue_grad
 from .gates import gate_backward, gate_value
 from .mean_max import add_pool_grad, pool_start, pool_tile, pooled_max
@@ -122,13 +122,8 @@ def sample_logits(
                 bias = tl.load(b2_ptr + offs_c, mask=mask_c, other=0.0).to(ACC)
                 s += 2.0 * bias if POOL == "mean_max_both" else bias
         else:
-            s = tl.zeros([MLP_BLOCK_C], dtype=ACC)
-            for t in tl.static_range(TAPS):
-                idx, valid = channel_tap(offs_c, mask_c, C, t - PAD, MLP == "taps_circular")
-                w = tl.load(w1_ptr + t * sw1c).to(ACC)
-                s += w * pooled_input(mean_ptr, max_ptr, b * C + idx, valid, POOL)
-            if HAS_B2:
-                s += tl.load(b2_ptr).to(ACC)
+            s = channel_conv(b, mean_ptr, max_ptr, w1_ptr, b2_ptr, offs_c, mask_c, C, sw1c,
+                             POOL, TAPS, PAD, MLP == "taps_circular", False, HAS_B2, ACC, BLOCK_J)
         tl.store(s_ptr + b * C + offs_c, s, mask=mask_c)
 
 
@@ -312,11 +307,8 @@ def sample_pool_grads(
                 if POOL == "mean_max_both":
                     grad_max = tl.sum(w1 * grad_h_max[:, None], axis=0)
             else:
-                grad_v = tl.zeros([MLP_BLOCK_C], dtype=ACC)
-                for t in tl.static_range(TAPS):
-                    idx, valid = channel_tap(offs_c, mask_c, C, PAD - t, MLP == "taps_circular")
-                    w = tl.load(w1_ptr + t * sw1c).to(ACC)
-                    grad_v += w * tl.load(grad_s_ptr + b * C + idx, mask=valid, other=0.0, cache_modifier=".cg")
+                grad_v = channel_conv(b, grad_s_ptr, grad_s_ptr, w1_ptr, w1_ptr, offs_c, mask_c, C, sw1c,
+                                      POOL, TAPS, PAD, MLP == "taps_circular", True, False, ACC, BLOCK_J)
             if POOL == "mean_max_avg":
                 grad_v = 0.5 * grad_v
                 grad_max = grad_v

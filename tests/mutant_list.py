@@ -259,13 +259,6 @@ MUTANTS: list[Mutant] = [
         ("tests/test_excitation_paths.py::test_the_model_splits_a_long_mlp_tail_and_keeps_a_short_one",),
     ),
     Mutant(
-        "block_taps_backward_not_transposed", "kernels/excitation.py",
-        'idx, valid = channel_tap(offs_c, mask_c, C, PAD - t, MLP == "taps_circular")',
-        'idx, valid = channel_tap(offs_c, mask_c, C, t - PAD, MLP == "taps_circular")',
-        "ECA's backward applies the channel conv instead of its transpose",
-        ("tests/test_excitation_block.py", "-k", "test_block_matches_float64_reference and taps_zero and 2x37x7x7 and default_tiles and nchw"),
-    ),
-    Mutant(
         "scale_taps_mirrored", "kernels/channel_taps.py",
         "shift = PAD - t[None, :] if TRANSPOSED else t[None, :] - PAD",
         "shift = PAD - t[None, :] if TRANSPOSED else PAD - t[None, :]",
@@ -273,10 +266,10 @@ MUTANTS: list[Mutant] = [
         ("tests/test_excitation_block.py", "-k", "test_block_matches_float64_reference and taps_zero and 2x37x7x7 and split and nchw"),
     ),
     Mutant(
-        "apply_taps_not_transposed", "kernels/channel_taps.py",
+        "taps_backward_not_transposed", "kernels/channel_taps.py",
         "shift = PAD - t[None, :] if TRANSPOSED else t[None, :] - PAD",
         "shift = t[None, :] - PAD if TRANSPOSED else t[None, :] - PAD",
-        "the split path's apply launch takes v's gradient through ECA's taps instead of their transpose",
+        "ECA's backward (the split path's apply launch, the one-launch path's tail) takes v's gradient through the taps instead of their transpose",
         ("tests/test_excitation_block.py", "-k", "test_block_matches_float64_reference and taps_zero and 2x37x7x7 and split and nchw"),
     ),
     Mutant(

@@ -187,6 +187,23 @@ def test_block_is_bitwise_repeatable_and_leaves_the_counters_at_zero(path, monke
         assert not launched_counters
 
 
+@pytest.mark.parametrize("mlp", ["taps_zero", "taps_circular"])
+def test_the_taps_give_the_same_bits_on_both_paths(mlp, channels_last, monkeypatch):
+    """ECA's taps run in one device helper on both paths (kernels/channel_taps.channel_conv: a
+    sample's last program on the one-launch path, every program of the scale and apply launches
+    on the split path): in the interpreter the output and every gradient are the same bits."""
+    use_small_tiles(monkeypatch)
+    x, residual, weights = draw((2, 37, 5, 5), torch.float32, channels_last, "mean", mlp, "identity", "sigmoid", "relu")
+    cot = torch.randn(x.shape, device=DEVICE)
+    leaves = [t for t in (x, residual, *weights) if t is not None]
+    runs = []
+    for path in KERNEL_PATHS:
+        y = run_block(x, residual, weights, "mean", mlp, "identity", "sigmoid", "relu", path)
+        runs.append([y, *torch.autograd.grad(y, leaves, cot)])
+    for name, a, b in zip(["y", "x", "residual", "w", "b"], *runs):
+        assert torch.equal(a, b), name
+
+
 @pytest.mark.parametrize("path", KERNEL_PATHS)
 def test_the_backward_takes_the_forwards_path(path):
     """The path argument reaches the backward op (saved with the forward): the split path's

@@ -105,7 +105,7 @@ def mlp_tiles(s: BlockShape) -> int:
     """The weight tiles a sample's MLP tail steps through: ⌈C / MLP_BLOCK_C⌉ (launch.excitation_geometry)."""
     from .launch import excitation_geometry  # launch imports the kernels: only a prediction needs it
 
-    return cdiv(s.C, excitation_geometry(s.C, s.RD)["MLP_BLOCK_C"])
+    return cdiv(s.C, excitation_geometry(s.C, s.RD, s.taps)["MLP_BLOCK_C"])
 
 
 def _pooled_loads(s: BlockShape) -> int:
@@ -121,7 +121,7 @@ def forward_tail(s: BlockShape) -> int:
         return hidden + n * (2 + s.has_b2)
     if s.mlp == "fc":
         return pi + n * (2 + s.has_b2)
-    return n * (s.taps * (1 + pi) + s.has_b2 + 1)
+    return n * (1 + pi + s.has_b2 + 1)  # the taps: their vector, v's gathered tile, the bias; s stored
 
 
 def backward_tail(s: BlockShape) -> int:
@@ -133,7 +133,7 @@ def backward_tail(s: BlockShape) -> int:
         return hidden + 2 * n + stores + n * (2 + s.with_max)
     if s.mlp == "fc":
         return 2 * n + 1 + (s.pool == "mean_max_avg")
-    return n * (2 * s.taps + 1 + s.with_max)
+    return n * (2 + 1 + s.with_max)  # the taps' vector, grad_s's gathered tile; grad_mean (grad_max) stored
 
 
 def _median(programs: int, B: int, base: int, longest: int) -> int:

@@ -262,17 +262,19 @@ def _strides2(t: torch.Tensor | None) -> tuple[int, int]:
     return (0, t.stride(0)) if t.dim() == 1 else (t.stride(0), t.stride(1))
 
 
-def excitation_geometry(C: int, RD: int) -> dict[str, int]:
-    """The per-sample MLP's tile: BLOCK_J ≥ RD (the hidden width; C for "fc"; 1 for the taps) and
-    MLP_BLOCK_C channels per step, BLOCK_J × MLP_BLOCK_C ≤ excitation.MLP_TILE_ELEMENTS."""
-    block_j = next_power_of_2(max(RD, 1))
+def excitation_geometry(C: int, RD: int, taps: int = 1) -> dict[str, int]:
+    """The per-sample MLP's tile: BLOCK_J ≥ RD (the hidden width; C for "fc"), ≥ ``taps`` for the
+    taps (their gathered tile's width, kernels/channel_taps.py; RD is 1) and MLP_BLOCK_C channels
+    per step, BLOCK_J × MLP_BLOCK_C ≤ excitation.MLP_TILE_ELEMENTS."""
+    block_j = next_power_of_2(max(RD, taps, 1))
     block_c = max(1, min(next_power_of_2(C), excitation.MLP_TILE_ELEMENTS // block_j))
     return dict(BLOCK_J=block_j, MLP_BLOCK_C=block_c)
 
 
 def _excitation_flags(spec: dict, C: int, RD: int) -> dict:
     """The constexprs every block-pipeline kernel takes (the hidden ACT only the two that run the MLP)."""
-    return dict(POOL=spec["pool"], MLP=spec["mlp"], PAD=spec["pad"], TAPS=spec["taps"], **excitation_geometry(C, RD))
+    return dict(POOL=spec["pool"], MLP=spec["mlp"], PAD=spec["pad"], TAPS=spec["taps"],
+                **excitation_geometry(C, RD, spec["taps"]))
 
 
 def _norm_flags(norm: tuple | None) -> dict:
