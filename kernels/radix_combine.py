@@ -28,7 +28,7 @@ from .excitation import hidden_pre_activation, last_of_sample
 from .gates import gate_value
 from .norm_act import activation, eval_batchnorm, prologue, prologue_affine
 from .program_tiles import elementwise_tile, row_block
-from .rounding import to_output
+from .rounding import as_materialised, to_output
 from .tiling import ELEMENTWISE_TILES, ROW_TILES, oriented_configs
 
 # Autotuning spaces (pruned per problem by tiling.prune_configs). The three kernels store every
@@ -139,29 +139,40 @@ def radix_combine_fwd(
 
 @triton.jit
 def radix_combine_bwd(
-    grad_out_ptr, x_ptr, a_ptr, grad_x_ptr, grad_a_ptr,
+    grad_out_ptr, x_ptr, a_ptr, grad_x_ptr, grad_a_ptr, gp_ptr,
     R, C, K,
     sgb, sgc, sgk,
     sxb, sxr, sxc, sxk,
     sab, sar, sac,
     sgxb, sgxr, sgxc, sgxk,
     sgab, sgar, sgac,
+    sgpb, sgpc,
+    WANT_GRAD_X: tl.constexpr, WANT_GRAD_A: tl.constexpr, ADD_POOL: tl.constexpr,
     ACC: tl.constexpr, RADIX_BLOCK: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     """Backward of radix_combine_fwd in one pass over (grad_out, x):
 
-      grad_x[b, r, c, k] = a[b, r, c] · grad_out[b, c, k]
-      grad_a[b, r, c]    = Σ_k grad_out[b, c, k] · x[b, r, c, k]
+      grad_x[b, r, c, k] = a[b, r, c] · grad_out[b, c, k]                          (WANT_GRAD_X)
+                           (+ gp[b, c] / K with ADD_POOL: the pooled descriptor's gradient, the
+                           radix pool's backward, broadcast over r and k)
+      grad_a[b, r, c]    = Σ_k grad_out[b, c, k] · x[b, r, c, k]                   (WANT_GRAD_A)
 
+    Both (the op's backward), grad_a alone (the reduce of the deferred per-op backward,
+    tritattn/radix_step.py: the MLP's backward then gives gp) or grad_x with the pool's term (its
+    apply: one write of grad_x where the op path writes a · g, then autograd adds the pool's
+    broadcast gradient into it, a second pass). With ADD_POOL each term is rounded to grad_x's
+    dtype as eager materialises it (a · g, gp / K), then their sum: the op path's bits.
     Each grad_out tile is loaded once and used for all R branches. Σ_k is a private ACC
     accumulator per (r, channel) — a [RADIX_BLOCK, BLOCK_R] tile, RADIX_BLOCK = R rounded up to
     a power of two — summed in a fixed order (K blocks in order): deterministic, no atomics; grad_a
     (strides sgab, sgar, sgac) is stored once at the end, grad_x (strides sgx*) once per element.
-    Minimum bytes: B·C·K·itemsize(grad_out) + B·R·C·K·itemsize(x) read, B·R·C·K·itemsize(grad_x)
-    written, B·R·C·itemsize(a) read + B·R·C·itemsize(grad_a) written.
+    Minimum bytes: B·C·K·itemsize(grad_out) read, + B·R·C·K·itemsize(x) read with WANT_GRAD_A,
+    + B·R·C·K·itemsize(grad_x) written with WANT_GRAD_X, B·R·C·itemsize(a) read (+ B·R·C·itemsize(grad_a)
+    written, + B·C·itemsize(gp) read).
     Grid: rows_grid(B, C, BLOCK_R) — one program per (b, block of BLOCK_R channels), looping over
-    K in BLOCK_K steps and over the R branches inside: cdiv(K, BLOCK_K)·(1 + 3R) + 1 memory
-    instructions, every program alike (the untuned tile: see radix_pool_fwd).
+    K in BLOCK_K steps and over the R branches inside: cdiv(K, BLOCK_K)·(1 + R·(1 + WANT_GRAD_X +
+    WANT_GRAD_A)) + WANT_GRAD_A + ADD_POOL memory instructions, every program alike (the untuned
+    tile: see radix_pool_fwd).
     """
     b, offs_c = row_block(C, BLOCK_R)
     mask_c = offs_c < C
@@ -169,6 +180,10 @@ def radix_combine_bwd(
     rows = c64[:, None]
     radix = tl.arange(0, RADIX_BLOCK)[:, None]  # [RADIX_BLOCK, 1]: the r of each accumulator row
     acc = tl.zeros([RADIX_BLOCK, BLOCK_R], dtype=ACC)
+    spread = tl.zeros([BLOCK_R], dtype=ACC)
+    if ADD_POOL:  # gp / (H·W), rounded as eager's division writes it
+        spread = as_materialised(tl.load(gp_ptr + b * sgpb + c64 * sgpc, mask=mask_c, other=0.0).to(ACC) / K,
+                                 grad_x_ptr)
     for start in range(0, K, BLOCK_K):
         offs_k = start + tl.arange(0, BLOCK_K)
         mask = mask_c[:, None] & (offs_k < K)[None, :]
@@ -177,18 +192,25 @@ def radix_combine_bwd(
         # branch r = 0; stepped by sar / sxr / sgxr (64-bit pointers)
         a_ptrs = a_ptr + b * sab + c64 * sac
         x_ptrs = x_ptr + b * sxb + rows * sxc + k64 * sxk
-        gx_ptrs = grad_x_ptr + b * sgxb + rows * sgxc + k64 * sgxk
+        if WANT_GRAD_X:
+            gx_ptrs = grad_x_ptr + b * sgxb + rows * sgxc + k64 * sgxk
         for r in range(R):
             a = tl.load(a_ptrs, mask=mask_c, other=0.0).to(ACC)
-            x = tl.load(x_ptrs, mask=mask, other=0.0).to(ACC)
-            tl.store(gx_ptrs, to_output(a[:, None] * g, grad_x_ptr), mask=mask)
-            acc = tl.where(radix == r, acc + tl.sum(g * x, axis=1)[None, :], acc)
+            if WANT_GRAD_X:
+                grad_x = a[:, None] * g
+                if ADD_POOL:
+                    grad_x = as_materialised(grad_x, grad_x_ptr) + spread[:, None]
+                tl.store(gx_ptrs, to_output(grad_x, grad_x_ptr), mask=mask)
+                gx_ptrs += sgxr
+            if WANT_GRAD_A:
+                x = tl.load(x_ptrs, mask=mask, other=0.0).to(ACC)
+                acc = tl.where(radix == r, acc + tl.sum(g * x, axis=1)[None, :], acc)
             a_ptrs += sar
             x_ptrs += sxr
-            gx_ptrs += sgxr
-    mask_a = (radix < R) & mask_c[None, :]
-    tl.store(grad_a_ptr + b * sgab + radix.to(tl.int64) * sgar + c64[None, :] * sgac,
-             to_output(acc, grad_a_ptr), mask=mask_a)
+    if WANT_GRAD_A:
+        mask_a = (radix < R) & mask_c[None, :]
+        tl.store(grad_a_ptr + b * sgab + radix.to(tl.int64) * sgar + c64[None, :] * sgac,
+                 to_output(acc, grad_a_ptr), mask=mask_a)
 
 
 @triton.jit

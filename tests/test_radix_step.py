@@ -1,7 +1,8 @@
 """The radix twins' short host path (tritattn/radix_step.py): the same launches as ``radix_pool``
 and ``radix_combine`` (and its backward op), so the same bits, for SplitAttn and SelectiveKernel
 training steps (NCHW and channels_last, float32 and bfloat16), with autograd and without; the
-three launches of a step; the pool's gradient a broadcast view; a double backward through the
+four launches of a SplitAttn step, x5's gradient deferred to the pool's backward wherever it
+runs after the combine's (and only there); the pool's gradient a broadcast view; a double backward through the
 combine refused; a kept call taking gradients of either layout; and taken only where the ops
 would run their implementations directly, on the kernels, for branches they address in place.
 (Against the float64 reference and timm: tests/test_radix_block.py, whose training steps take
@@ -54,11 +55,110 @@ def test_a_training_step_gives_the_ops_bits(case, dtype, channels_last, monkeypa
         assert torch.equal(got[key], want[key]), key
 
 
-def test_a_step_is_three_launches(launched):
+def test_a_splitattn_step_is_four_launches_x5s_gradient_written_once(launched):
+    """SplitAttn's backward: the combine's launch gives the attention's gradient alone, and x5's
+    whole gradient (a · g + the pooled gradient / H·W) is written once, by the pool's backward
+    launch after the MLP's backward (where the op path writes a · g and autograd then adds the
+    pool's broadcast gradient, a second pass over x5's gradient)."""
     twin = _twin("splat-r2-bn", torch.float32)
     x = make_input(MODULE_CASES["splat-r2-bn"][3], torch.float32, requires_grad=True)
     twin(x).sum().backward()
-    assert launched == (["radix_pool_fwd", "radix_combine_fwd", "radix_combine_bwd"] if on_kernels() else [])
+    assert launched == (["radix_pool_fwd", "radix_combine_fwd", "radix_combine_bwd", "radix_combine_bwd"]
+                        if on_kernels() else [])
+
+
+@pytest.mark.parametrize("hooked", [None, "attention", "global"])
+def test_a_selective_kernel_step_defers_through_its_twin_attention_unless_hooked(hooked, launched):
+    """SelectiveKernel with the twin attention calls it for the pooled descriptor too (x5's
+    gradient then written once); a hook on the attention, or a global module hook, runs: the
+    attention is called as a module, and the combine writes its part of x5's gradient itself."""
+    twin = _twin("sk-3paths-nosplit", torch.float32)
+    x = make_input(MODULE_CASES["sk-3paths-nosplit"][3], torch.float32, requires_grad=True)
+    seen = []
+    handle = None
+    if hooked == "attention":
+        handle = twin.attn.register_forward_hook(lambda m, i, o: seen.append(type(m).__name__))
+    elif hooked == "global":
+        handle = torch.nn.modules.module.register_module_forward_hook(
+            lambda m, i, o: seen.append(type(m).__name__) if m is twin.attn else None)
+    try:
+        twin(x).sum().backward()
+    finally:
+        if handle is not None:
+            handle.remove()
+    assert seen == ([] if hooked is None else ["SelectiveKernelAttn"])
+    tail = ["radix_combine_bwd"] * (2 if hooked is None else 1)
+    assert launched == (["radix_pool_fwd", "radix_combine_fwd"] + tail if on_kernels() else [])
+
+
+def _linked(x5: torch.Tensor, call, detach_attention: bool = False):
+    """(pooled, a, out): the attention made from the pool's output as SplitAttn makes it (a
+    sigmoid with a weight standing for the MLP), or from a copy of it that is not
+    (``detach_attention``: a still wants a gradient, the weight's)."""
+    pooled = radix_step.pool(x5, call)
+    logits = pooled.detach() if detach_attention else pooled
+    weight = torch.full((), 3.0, device=DEVICE, requires_grad=True)
+    a = torch.sigmoid(logits.flatten(1).repeat(1, x5.shape[1]) * weight)  # [B, R·C] in (r, c) order
+    return pooled, a, radix_step.combine(x5, a, call, pooled)
+
+
+@pytest.mark.parametrize("wanted", ["x5", "a only", "x5 and the pooled output", "detached attention",
+                                    "detached attention, pooled unused", "twice with retain_graph"])
+def test_a_deferred_combine_backward_gives_the_ops_gradients(wanted, monkeypatch):
+    """Wherever the pool's backward runs after the combine's in the same backward, x5's gradient
+    comes whole from it; wherever it does not (only a's gradient asked for, an attention not made
+    from the pooled output), the combine writes its part itself: the op path's gradients always."""
+    x5 = _branches()
+    call = radix_step.branches_call(x5)
+    modes = []
+    real = radix_step.launch.radix_combine_bwd if call is not None else None
+
+    def spy(g, x5, a, grad_x5, grad_a, plan=None, pooled_grad=None):
+        modes.append("apply" if pooled_grad is not None else "reduce" if grad_x5 is None else "both")
+        return real(g, x5, a, grad_x5, grad_a, plan=plan, pooled_grad=pooled_grad)
+
+    if call is not None:
+        monkeypatch.setattr(radix_step.launch, "radix_combine_bwd", spy)
+    cot = torch.randn(2, 6, 3, 5, device=DEVICE)
+    results = []
+    for c in (call, None):
+        pooled, a, out = _linked(x5, c, detach_attention=wanted.startswith("detached attention"))
+        loss_out = (out * cot).sum()
+        if wanted == "a only":
+            results.append(torch.autograd.grad(loss_out, a))
+        elif wanted == "x5 and the pooled output":
+            results.append(torch.autograd.grad(loss_out + (pooled * 0.7).sum(), x5))
+        elif wanted == "twice with retain_graph":
+            first = torch.autograd.grad(loss_out, x5, retain_graph=True)
+            results.append(first + torch.autograd.grad(loss_out, x5))
+        else:
+            results.append(torch.autograd.grad(loss_out + (pooled.sum() if wanted == "detached attention" else 0), x5))
+        if c is not None:  # the short path's launches, before the op path's run
+            expected = {"x5": ["reduce", "apply"], "a only": ["both"], "x5 and the pooled output": ["reduce", "apply"],
+                        "detached attention, pooled unused": ["both"], "twice with retain_graph": ["reduce", "apply"] * 2}
+            assert modes == expected.get(wanted, modes)
+    for got, want in zip(*results):
+        assert torch.equal(got, want)
+
+
+def test_the_combine_defers_only_to_the_pool_of_its_own_branches():
+    """A pooled output of other branches (or of a leaf x5) is not linked: the combine writes x5's
+    gradient itself."""
+    x5, other = _branches(), _branches()
+    call = radix_step.branches_call(x5)
+    if call is None:
+        pytest.skip("the eager torch backend (TRITATTN_TEST_BACKEND=torch): no short path")
+    pooled_other = radix_step.pool(other, call)
+    assert radix_step._pool_node(pooled_other, x5) is None
+    assert radix_step._pool_node(radix_step.pool(x5, call), x5) is not None
+    leaf = x5.detach().requires_grad_()
+    assert radix_step._pool_node(radix_step.pool(leaf, call), leaf) is None
+    a = torch.rand(2, 18, device=DEVICE, requires_grad=True)
+    cot = torch.randn(2, 6, 3, 5, device=DEVICE)
+    got = torch.autograd.grad((radix_step.combine(x5, a, call, pooled_other) * cot).sum(), (x5, a))
+    want = torch.autograd.grad((radix_step.combine(x5, a, None) * cot).sum(), (x5, a))
+    for g, w in zip(got, want):
+        assert torch.equal(g, w)
 
 
 def _branches(shape=(2, 3, 6, 3, 5), requires_grad=True, channels_last=False) -> torch.Tensor:

@@ -17,3 +17,11 @@ def hooked(attributes: dict) -> bool:
         attributes["_forward_hooks"] or attributes["_forward_pre_hooks"] or attributes["_backward_hooks"]
         or attributes["_backward_pre_hooks"] or "forward" in attributes
     )
+
+
+def global_module_hooks() -> bool:
+    """Whether a global module hook (``torch.nn.modules.module.register_module_forward_hook`` and
+    the like) is registered: a module called other than through ``__call__`` would bypass it."""
+    m = nn.modules.module
+    return bool(m._global_forward_hooks or m._global_forward_pre_hooks or m._global_backward_hooks
+                or m._global_backward_pre_hooks)

@@ -780,24 +780,32 @@ def radix_combine_fwd(x5: torch.Tensor, a: torch.Tensor, out: torch.Tensor, prol
 
 
 def radix_combine_bwd(
-    g: torch.Tensor, x5: torch.Tensor, a: torch.Tensor, grad_x5: torch.Tensor, grad_a: torch.Tensor,
-    plan: tuple | None = None,
+    g: torch.Tensor, x5: torch.Tensor, a: torch.Tensor, grad_x5: torch.Tensor | None, grad_a: torch.Tensor | None,
+    plan: tuple | None = None, pooled_grad: torch.Tensor | None = None,
 ) -> tuple:
     """grad_x5 = a · g broadcast over the branches and grad_a = Σ_hw g · x5, in one pass over g and
-    x5. Returns its plan (``plan``: as :func:`gated_scale_fwd`'s)."""
+    x5; either alone where the other is None (x5 is read only for grad_a); with ``pooled_grad``
+    (the radix pool's output gradient [B, C] or [B, C, 1, 1]) grad_x5 = a · g + pooled_grad / (H·W)
+    (kernels/radix_combine.py). Returns its plan (``plan``: as :func:`gated_scale_fwd`'s)."""
     if plan is None:  # else the plan returned for this signature before (the caller kept it)
+        want = dict(WANT_GRAD_X=grad_x5 is not None, WANT_GRAD_A=grad_a is not None, ADD_POOL=pooled_grad is not None)
+
         def build() -> tuple:
             xs = _radix_strides(x5)
-            p = _radix_problem(x5, xs)
+            both = want["WANT_GRAD_X"] and want["WANT_GRAD_A"]  # the op's: its tuning key as it was
+            p = _radix_problem(x5, xs, **({} if both else want))
             R = x5.shape[1]
-            tail = (R, p.R, p.K, *plane_strides(g, "channel"), *xs, *a.stride(), *_radix_strides(grad_x5),
-                    *grad_a.stride())
-            return p, _rows_grid(p), tail, dict(ACC=_acc_dtype(x5), RADIX_BLOCK=next_power_of_2(R))
+            tail = (R, p.R, p.K, *plane_strides(g, "channel"), *xs, *a.stride(),
+                    *(_radix_strides(grad_x5) if grad_x5 is not None else (0, 0, 0, 0)),
+                    *(grad_a.stride() if grad_a is not None else (0, 0, 0)),
+                    *(pooled_grad.stride()[:2] if pooled_grad is not None else (0, 0)))
+            return p, _rows_grid(p), tail, dict(want, ACC=_acc_dtype(x5), RADIX_BLOCK=next_power_of_2(R))
 
-        plan = _plan(("radix_combine_bwd", x5.shape, x5.stride(), x5.dtype, g.stride(), a.stride(), grad_x5.stride(),
-                      grad_a.stride()), build)
+        plan = _plan(("radix_combine_bwd", x5.shape, x5.stride(), x5.dtype, g.stride(), a.stride(),
+                      None if grad_x5 is None else grad_x5.stride(), None if grad_a is None else grad_a.stride(),
+                      None if pooled_grad is None else pooled_grad.stride()), build)
     p, grid, tail, constexprs = plan
-    RADIX_COMBINE_BWD.launch(p, grid, (g, x5, a, grad_x5, grad_a, *tail), constexprs, x5.device)
+    RADIX_COMBINE_BWD.launch(p, grid, (g, x5, a, grad_x5, grad_a, pooled_grad, *tail), constexprs, x5.device)
     return plan
 
 

@@ -22,6 +22,22 @@ takes the attention weights as the MLP makes them (contiguous, B·R·C elements:
 and the math are the ops' (tritattn/radix_block.py), so the bits are too
 (tests/test_radix_step.py).
 
+**x5's gradient written once.** Through the ops, x5 gets two gradients that autograd adds: the
+combine's, a · g (a pass writing R maps), and the pool's, grad_pooled / (H·W) broadcast (a view;
+the add then reads and writes the R maps again). Where :func:`combine` is given the pooled
+output it was computed from (``pooled``: SplitAttn's descriptor, SelectiveKernel's through the
+twin attention), its backward launch writes only the attention's gradient (the reduce over H·W)
+and hands (g, x5, a) to the pool's autograd node, whose backward — after the attention MLP's,
+which gives grad_pooled — writes x5's whole gradient in one launch (kernels/radix_combine.py,
+ADD_POOL: each term rounded as eager rounds it, then their sum, so the op path's bits in the
+interpreter; on a GPU the compiler may fuse the product and the sum). The combine defers only
+where autograd's engine will run that pool node later in the same backward
+(``torch._C._will_engine_execute_node``, the graph task's id): a backward that asks for the
+attention's gradient alone, or an attention not made from the pooled output, gets the combine's
+own gradient, as before. Per training step: the same number of launches, and of one branch's
+map size M, 2M + 2R·M moved where the op path moves M + 4R·M (the add's read and write of
+x5's gradient, less a second read of g); a few host µs fewer (the pool's division and views, the add).
+
 They apply where the op would run its implementation directly anyway (``dispatch.direct``: not
 under torch.compile / export / jit.trace, no dispatch or function mode, no functorch transform,
 no profiler, a plain tensor), on the Triton kernels (``backend_for`` is not "torch"), for a
@@ -93,15 +109,26 @@ def pool(x5: Tensor, call: Optional[BranchesCall]) -> Tensor:
     return _pool(x5, call)
 
 
-def combine(x5: Tensor, a: Tensor, call: Optional[BranchesCall]) -> Tensor:
+def combine(x5: Tensor, a: Tensor, call: Optional[BranchesCall], pooled: Optional[Tensor] = None) -> Tensor:
     """radix_combine(x5, a viewed [B, R, C]): Σ_r a[:, r] · x5[:, r], x5 valid branches and a
     B·R·C attention weights on x5's device (unchecked) in (radix, channel) order, of any shape;
-    ``call``: :func:`branches_call`'s for x5."""
+    ``call``: :func:`branches_call`'s for x5; ``pooled``: :func:`pool`'s output for the same x5
+    where a is computed from it (its backward may then be deferred to the pool's: module docstring)."""
     if call is None or not a.is_contiguous():
         return radix_combine_unchecked(x5, a.reshape(x5.shape[:3]))
     if torch.is_grad_enabled() and (x5.requires_grad or a.requires_grad):
-        return _combine_apply(x5, a, call)
+        return _combine_apply(x5, a, call, _pool_node(pooled, x5))
     return _combine(x5, a, call)
+
+
+def _pool_node(pooled: Optional[Tensor], x5: Tensor) -> Optional[object]:
+    """The autograd node of ``pooled`` where it is :func:`pool`'s output for this very x5 (its
+    node's edge is x5's), else None."""
+    node = pooled.grad_fn if pooled is not None else None
+    if type(node) is not _POOL_NODE:
+        return None
+    producer = x5.grad_fn
+    return node if producer is not None and node.next_functions[0][0] is producer else None
 
 
 def _pool(x5: Tensor, call: BranchesCall) -> Tensor:
@@ -121,17 +148,34 @@ def _combine(x5: Tensor, a: Tensor, call: BranchesCall) -> Tensor:
 
 
 class RadixPoolStep(torch.autograd.Function):
-    """:func:`pool` under autograd: its gradient is grad / (H·W), a broadcast view (as the op's)."""
+    """:func:`pool` under autograd: its gradient is grad / (H·W), a broadcast view (as the op's) —
+    or, where the combine's backward deferred its x5 gradient here (``ctx.deferred``), the one
+    launch that writes x5's whole gradient, a · g + grad / (H·W)."""
 
     @staticmethod
     def forward(ctx, x5: Tensor, call: BranchesCall) -> Tensor:
         ctx.call = call
+        ctx.deferred = ctx.ran_in = None
         return _pool(x5, call)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         call = ctx.call
+        task = torch._C._current_graph_task_id()
+        deferred, ctx.deferred, ctx.ran_in = ctx.deferred, None, task
+        if deferred is not None and deferred[0] == task:  # the combine's x5 gradient comes with this one
+            _, g, x5, a = deferred
+            grad_x5 = _new_strided(*call.grad_x5)
+            plans, key = call.plans, ("apply", a.shape, g.stride(), grad.stride())
+            plan = plans.get(key)
+            plans[key] = launch.radix_combine_bwd(g, x5, a if plan is not None else a.view(call.weights), grad_x5,
+                                                  None, plan=plan, pooled_grad=grad)
+            return grad_x5, None
         return (grad / call.hw).view(call.spread).expand(call.shape), None
+
+
+#: the class of a RadixPoolStep's autograd node (its output's grad_fn)
+_POOL_NODE = RadixPoolStep._backward_cls
 
 
 #: what a double backward through radix_combine's backward launch names
@@ -139,11 +183,14 @@ WHAT = "radix_combine"
 
 
 class RadixCombineStep(torch.autograd.Function):
-    """:func:`combine` under autograd: one backward launch writes grad_x5 and grad_a (as the op's)."""
+    """:func:`combine` under autograd: one backward launch writes grad_x5 and grad_a (as the op's);
+    or, where the pool's node (``pool``, its ctx) of the same x5 will run later in this backward,
+    the launch writes grad_a alone and leaves x5's gradient to the pool's backward, which writes
+    it whole in one launch once the MLP's backward has given the pooled gradient (:func:`_defers`)."""
 
     @staticmethod
-    def forward(ctx, x5: Tensor, a: Tensor, call: BranchesCall) -> Tensor:
-        ctx.call = call
+    def forward(ctx, x5: Tensor, a: Tensor, call: BranchesCall, pool: Optional[object]) -> Tensor:
+        ctx.call, ctx.pool = call, pool
         ctx.save_for_backward(x5, a)
         return _combine(x5, a, call)
 
@@ -158,14 +205,37 @@ class RadixCombineStep(torch.autograd.Function):
             grad = addressable(grad)
             key = ("backward", a.shape, grad.stride())
         plan = plans.get(key)
-        grad_x5 = _new_strided(*call.grad_x5)
         grad_a = _new_strided(a.shape, a.stride(), a.dtype, a.device)  # contiguous, as a
+        pool = ctx.pool
+        if pool is not None and not torch.is_grad_enabled() and _defers(pool, ctx.needs_input_grad):
+            reduce = ("reduce",) + key[1:]
+            plan = plans.get(reduce)
+            plans[reduce] = launch.radix_combine_bwd(grad, x5, a if plan is not None else a.view(call.weights), None,
+                                                     grad_a if plan is not None else grad_a.view(call.weights),
+                                                     plan=plan)
+            pool.deferred = (torch._C._current_graph_task_id(), grad, x5, a)
+            return None, grad_a, None, None
+        grad_x5 = _new_strided(*call.grad_x5)
         if torch.is_grad_enabled():  # create_graph: the launch's gradients are not differentiable
             with torch.no_grad():
                 plans[key] = _combine_backward(grad, x5, a, grad_x5, grad_a, call, plan)
-            return dispatch.not_differentiable(grad_x5, WHAT), dispatch.not_differentiable(grad_a, WHAT), None
+            return dispatch.not_differentiable(grad_x5, WHAT), dispatch.not_differentiable(grad_a, WHAT), None, None
         plans[key] = _combine_backward(grad, x5, a, grad_x5, grad_a, call, plan)
-        return grad_x5, grad_a, None
+        return grad_x5, grad_a, None, None
+
+
+def _defers(pool: object, needs: tuple) -> bool:
+    """Whether the combine's backward leaves x5's gradient to the pool's node ``pool``: both
+    gradients wanted, the pool's node not yet run in this backward and run later in it (the
+    engine says so: then every path from the loss to x5 through the pool's output, the attention
+    MLP's, is done first), so it finds the combine's part there. Without autograd's engine (an
+    error asking it), not."""
+    if not (needs[0] and needs[1]):
+        return False
+    try:
+        return pool.ran_in != torch._C._current_graph_task_id() and torch._C._will_engine_execute_node(pool)
+    except RuntimeError:
+        return False
 
 
 def _combine_backward(grad: Tensor, x5: Tensor, a: Tensor, grad_x5: Tensor, grad_a: Tensor, call: BranchesCall,

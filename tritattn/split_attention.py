@@ -50,7 +50,7 @@ from .modules import _plain_batchnorm, hidden_layer_refusal, mlp_act_kind
 from .peers import qualified_name
 from .radix_block import (check_branches, dense_pointwise, radix_attention_unchecked, radix_combine,
                           radix_logit_order)
-from .hooks import has_hooks
+from .hooks import global_module_hooks, has_hooks
 from .module_plans import cached
 from .tracing import fx_leaf, is_symbolic, leaf_twins, sizes
 
@@ -295,13 +295,13 @@ class SplitAttn(_Planned, reference.SplitAttn):
                 return radix_attention_unchecked(x5, *self._weights(plan))
         # x5 and a made here from the module's own layers: the passes run unchecked
         call = radix_step.branches_call(x5)
-        x_gap = radix_step.pool(x5, call)  # [B, C, 1, 1]
-        x_gap = self.fc1(x_gap)
+        pooled = radix_step.pool(x5, call)  # [B, C, 1, 1]
+        x_gap = self.fc1(pooled)
         x_gap = self.bn1(x_gap)
         x_gap = self.act1(x_gap)
         x_attn = self.fc2(x_gap)
         a = self.rsoftmax(x_attn)  # [B, R·C] in (radix, channel) order; [B, C, 1, 1] for R = 1
-        return radix_step.combine(x5, a, call)
+        return radix_step.combine(x5, a, call, pooled)  # a made from pooled: x5's gradient in one launch
 
 
 class SelectiveKernelAttn(reference.SelectiveKernelAttn):
@@ -324,14 +324,19 @@ class SelectiveKernelAttn(reference.SelectiveKernelAttn):
                 f"{type(self).__name__} was built for {self.fc_reduce.in_channels} channels but x has {shape[2]} "
                 f"on dim 2 (x: shape {shape}; expected [B, {self.num_paths}, {self.fc_reduce.in_channels}, H, W])"
             )
-        x = radix_step.pool(x, radix_step.branches_call(x))  # [B, C, 1, 1]; x checked above
-        x = self.fc_reduce(x)
+        return self.attention(x, radix_step.branches_call(x))[0]  # x checked above
+
+    def attention(self, x: Tensor, call: radix_step.BranchesCall | None) -> tuple[Tensor, Tensor]:
+        """(the attention [B, R, C, 1, 1], the pooled descriptor [B, C, 1, 1] it is made from) of
+        valid branches x (unchecked); ``call``: radix_step.branches_call's for x."""
+        pooled = radix_step.pool(x, call)
+        x = self.fc_reduce(pooled)
         x = self.bn(x)
         x = self.act(x)
         x = self.fc_select(x)
         B, RC = x.shape[:2]
         x = x.view(B, self.num_paths, RC // self.num_paths, 1, 1)
-        return x.softmax(dim=1)
+        return x.softmax(dim=1), pooled
 
 
 class SelectiveKernel(_Planned, reference.SelectiveKernel):
@@ -409,7 +414,14 @@ class SelectiveKernel(_Planned, reference.SelectiveKernel):
         if (plan is not None and sizes(x5)[1:3] == (attn.num_paths, attn.fc_reduce.in_channels)
                 and self._attention_refusal(plan, x5) is None):
             return radix_attention_unchecked(x5, *self._weights(plan))
-        a = self.attn(x5)  # [B, R, C, 1, 1]: timm's SelectiveKernelAttn or the twin
+        if (type(attn) is SelectiveKernelAttn and not has_hooks(attn) and not global_module_hooks()
+                and sizes(x5)[1:3] == (attn.num_paths, attn.fc_reduce.in_channels)):
+            # the twin's attention called as its forward would (no hook to run): the pooled
+            # descriptor comes along, so x5's gradient may be written once (radix_step.combine)
+            call = radix_step.branches_call(x5)
+            a, pooled = attn.attention(x5, call)
+            return radix_step.combine(x5, a, call, pooled)
+        a = attn(x5)  # [B, R, C, 1, 1]: timm's SelectiveKernelAttn, or the twin with hooks
         # x5 made here; a unchecked only from the attention classes known to make it (another is checked)
         if type(attn) in _ATTENTIONS:
             return radix_step.combine(x5, a, radix_step.branches_call(x5))
