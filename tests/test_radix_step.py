@@ -55,16 +55,24 @@ def test_a_training_step_gives_the_ops_bits(case, dtype, channels_last, monkeypa
         assert torch.equal(got[key], want[key]), key
 
 
-def test_a_splitattn_step_is_four_launches_x5s_gradient_written_once(launched):
+@pytest.mark.parametrize("engine_answers", [True, False])
+def test_a_splitattn_step_is_four_launches_x5s_gradient_written_once(engine_answers, launched, monkeypatch):
     """SplitAttn's backward: the combine's launch gives the attention's gradient alone, and x5's
     whole gradient (a · g + the pooled gradient / H·W) is written once, by the pool's backward
     launch after the MLP's backward (where the op path writes a · g and autograd then adds the
-    pool's broadcast gradient, a second pass over x5's gradient)."""
+    pool's broadcast gradient, a second pass over x5's gradient). A torch whose engine does not
+    answer (radix_step.ENGINE_ANSWERS) gets the three launches of the op path, and its gradients."""
+    monkeypatch.setattr(radix_step, "ENGINE_ANSWERS", engine_answers)
     twin = _twin("splat-r2-bn", torch.float32)
+    op_twin = copy.deepcopy(twin)
     x = make_input(MODULE_CASES["splat-r2-bn"][3], torch.float32, requires_grad=True)
-    twin(x).sum().backward()
-    assert launched == (["radix_pool_fwd", "radix_combine_fwd", "radix_combine_bwd", "radix_combine_bwd"]
+    (grad,) = torch.autograd.grad(twin(x).sum(), x)
+    assert launched == (["radix_pool_fwd", "radix_combine_fwd"] + ["radix_combine_bwd"] * (1 + engine_answers)
                         if on_kernels() else [])
+    with monkeypatch.context() as m:
+        _through_the_ops(m)
+        (want,) = torch.autograd.grad(op_twin(x).sum(), x)
+    assert torch.equal(grad, want)
 
 
 @pytest.mark.parametrize("hooked", [None, "attention", "global"])

@@ -62,6 +62,11 @@ if TRITON_AVAILABLE:
     from . import launch
 
 
+#: whether autograd's engine answers what deferring x5's gradient asks (the graph task's id,
+#: whether it will run a node; private torch APIs, present in the torch versions we support)
+ENGINE_ANSWERS = hasattr(torch._C, "_current_graph_task_id") and hasattr(torch._C, "_will_engine_execute_node")
+
+
 class BranchesCall:
     """What a pass over branches of one signature (sizes, strides, dtype, device) derives from it alone."""
 
@@ -117,7 +122,7 @@ def combine(x5: Tensor, a: Tensor, call: Optional[BranchesCall], pooled: Optiona
     if call is None or not a.is_contiguous():
         return radix_combine_unchecked(x5, a.reshape(x5.shape[:3]))
     if torch.is_grad_enabled() and (x5.requires_grad or a.requires_grad):
-        return _combine_apply(x5, a, call, _pool_node(pooled, x5))
+        return _combine_apply(x5, a, call, _pool_node(pooled, x5) if ENGINE_ANSWERS else None)
     return _combine(x5, a, call)
 
 
@@ -161,16 +166,17 @@ class RadixPoolStep(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):
         call = ctx.call
-        task = torch._C._current_graph_task_id()
-        deferred, ctx.deferred, ctx.ran_in = ctx.deferred, None, task
-        if deferred is not None and deferred[0] == task:  # the combine's x5 gradient comes with this one
-            _, g, x5, a = deferred
-            grad_x5 = _new_strided(*call.grad_x5)
-            plans, key = call.plans, ("apply", a.shape, g.stride(), grad.stride())
-            plan = plans.get(key)
-            plans[key] = launch.radix_combine_bwd(g, x5, a if plan is not None else a.view(call.weights), grad_x5,
-                                                  None, plan=plan, pooled_grad=grad)
-            return grad_x5, None
+        if ENGINE_ANSWERS:  # else nothing is deferred here
+            task = torch._C._current_graph_task_id()
+            deferred, ctx.deferred, ctx.ran_in = ctx.deferred, None, task
+            if deferred is not None and deferred[0] == task:  # the combine's x5 gradient comes with this one
+                _, g, x5, a = deferred
+                grad_x5 = _new_strided(*call.grad_x5)
+                plans, key = call.plans, ("apply", a.shape, g.stride(), grad.stride())
+                plan = plans.get(key)
+                plans[key] = launch.radix_combine_bwd(g, x5, a if plan is not None else a.view(call.weights), grad_x5,
+                                                      None, plan=plan, pooled_grad=grad)
+                return grad_x5, None
         return (grad / call.hw).view(call.spread).expand(call.shape), None
 
 
