@@ -50,9 +50,11 @@ def gated_scale_fwd_planes(has_residual: bool) -> int:
     return 2 + has_residual
 
 
-def gated_scale_fwd(B: int, R: int, K: int, itemsize: int, s_itemsize: int, has_residual: bool) -> int:
-    """x read, y written (+ residual read); s read."""
-    return gated_scale_fwd_planes(has_residual) * B * R * K * itemsize + B * R * s_itemsize
+def gated_scale_fwd(B: int, R: int, K: int, itemsize: int, s_itemsize: int, has_residual: bool,
+                    taps_inputs: int = 0) -> int:
+    """x read, y written (+ residual read); s read — or, with ECA's taps computed by the launch,
+    s written and its ``taps_inputs`` pooled vectors read (1; 2 for "mean_max_avg")."""
+    return gated_scale_fwd_planes(has_residual) * B * R * K * itemsize + B * R * s_itemsize * (1 + taps_inputs)
 
 
 def gated_scale_bwd_planes(relu: bool, write_grad_res: bool) -> int:
@@ -197,9 +199,12 @@ def radix_combine_fwd(B: int, R: int, C: int, K: int, itemsize: int, a_itemsize:
     return B * R * C * K * itemsize + B * C * K * itemsize + B * R * C * a_itemsize
 
 
-def radix_combine_bwd(B: int, R: int, C: int, K: int, itemsize: int, a_itemsize: int) -> int:
-    """grad_out [B, C, K] and x5 read, grad_x5 written; a read, grad_a written."""
-    return B * C * K * itemsize + 2 * B * R * C * K * itemsize + 2 * B * R * C * a_itemsize
+def radix_combine_bwd(B: int, R: int, C: int, K: int, itemsize: int, a_itemsize: int, grad_x: bool = True,
+                      grad_a: bool = True, pooled_grad: bool = False) -> int:
+    """grad_out [B, C, K] and a read; x5 read and grad_a written (``grad_a``); grad_x5 written
+    (``grad_x``; the pooled gradient [B, C] read with ``pooled_grad``)."""
+    maps = B * C * K * itemsize + B * R * C * K * itemsize * (grad_x + grad_a)
+    return maps + B * R * C * a_itemsize * (1 + grad_a) + B * C * itemsize * pooled_grad
 
 
 def radix_squeeze_attend_fwd(B: int, R: int, C: int, K: int, itemsize: int, acc: int, mlp_tail: bool = True) -> int:
@@ -276,7 +281,7 @@ def _block_traffic(op: str, a: dict[str, Any]) -> list[KernelTraffic]:
         return stats + [
             KernelTraffic("squeeze_excite_fwd", squeeze_excite_fwd(B, C, K, size, acc, with_max, tail) + pre,
                           squeeze_excite_fwd_planes()),
-            KernelTraffic("gated_scale_fwd", gated_scale_fwd(B, C, K, size, acc, has_residual) + pre,
+            KernelTraffic("gated_scale_fwd", gated_scale_fwd(B, C, K, size, acc, has_residual, _taps_inputs(a, tail)) + pre,
                           gated_scale_fwd_planes(has_residual))]
     wgr = a["want_grad_residual"]
     norm_bwd = ([KernelTraffic("prologue_norm_bwd", prologue_norm_bwd(B, C, acc), 0)]
@@ -289,6 +294,11 @@ def _block_traffic(op: str, a: dict[str, Any]) -> list[KernelTraffic]:
                           excitation_bwd_apply(B, C, K, size, acc, relu, wgr, with_max, prologue=prologue)
                           + pre + sums,
                           excitation_bwd_apply_planes(relu, wgr, with_max, prologue=prologue))]
+
+
+def _taps_inputs(a: dict[str, Any], tail: bool) -> int:
+    """The pooled vectors the split path's scale launch reads for ECA's taps (none elsewhere)."""
+    return 0 if tail or not a["mlp"].startswith("taps") else 1 + (a["pool"] == "mean_max_avg")
 
 
 def _cbam_traffic(op: str, a: dict[str, Any]) -> list[KernelTraffic]:

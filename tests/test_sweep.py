@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from conftest import DEVICE
-from tritattn import reference, tuning
+from tritattn import launch, reference, tuning
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "perf"))  # perf/ is a folder of scripts
 
@@ -127,8 +127,9 @@ def _pointers_moved(kernel: str, f: dict) -> list[str]:
         return ["x_ptr", "pooled_ptr"]
     if kernel == "radix_combine_fwd":  # x5, a read; out written
         return ["x_ptr", "a_ptr", "out_ptr"]
-    if kernel == "radix_combine_bwd":  # grad_out, x5, a read; grad_x5, grad_a written
-        return ["grad_out_ptr", "x_ptr", "a_ptr", "grad_x_ptr", "grad_a_ptr"]
+    if kernel == "radix_combine_bwd":  # grad_out, a read; x5 read and grad_a written; grad_x5 written (gp read)
+        return (["grad_out_ptr", "a_ptr"] + ["x_ptr", "grad_a_ptr"] * f["WANT_GRAD_A"] + ["grad_x_ptr"] * f["WANT_GRAD_X"]
+                + ["gp_ptr"] * f["ADD_POOL"])
     if kernel == "radix_squeeze_attend_fwd":  # x5 read; pooled (the attention with the MLP tail) written (weights: parameters)
         return ["x_ptr", "pooled_ptr"] + ["a_ptr"] * f["MLP_TAIL"]
     if kernel == "context_pool_combine_mlp":  # the partials read; ctx written and read back; s and / or t written
@@ -163,7 +164,7 @@ def _pointers_moved(kernel: str, f: dict) -> list[str]:
                 + ["grad_max_ptr"] * (with_max and tail) + hidden * tail + ["sp_ptr"] * spatial
                 + pre + ["psum_ptr"] * bool(pre))
     if kernel == "excitation_bwd_apply":  # grad_y read, grad_x written (y, grad_res; x, max, count, grad_max; sp); vectors read
-        return (["grad_y_ptr", "grad_x_ptr", "s_ptr", "grad_mean_ptr"]
+        return (["grad_y_ptr", "grad_x_ptr", "s_ptr", "grad_s_ptr" if f.get("TAPS") else "grad_mean_ptr"]
                 + ["y_ptr"] * (f["ACT_OUT"] == "relu") + ["grad_res_ptr"] * f["WRITE_GRAD_RES"]
                 + ["x_ptr"] * (with_max or spatial or prologue) + ["max_ptr", "count_ptr", "grad_max_ptr"] * with_max
                 + ["sp_ptr"] * spatial + pre + ["sums_ptr"] * bool(pre))
@@ -171,8 +172,9 @@ def _pointers_moved(kernel: str, f: dict) -> list[str]:
         return ["x_ptr"] + ["mean_ptr"] * f["WANT_MEAN"] + ["max_ptr", "count_ptr"] * f["WANT_MAX"]
     if kernel == "mean_max_bwd":  # grad_x written; grad_mean read; x, grad_max, max, count read for the max term
         return ["grad_x_ptr"] + ["grad_mean_ptr"] * f["HAS_MEAN"] + ["x_ptr", "grad_max_ptr", "max_ptr", "count_ptr"] * f["HAS_MAX"]
-    if kernel == "gated_scale_fwd":  # x, s read, y written; residual read
-        return ["x_ptr", "s_ptr", "y_ptr"] + ["res_ptr"] * f["HAS_RESIDUAL"] + pre
+    if kernel == "gated_scale_fwd":  # x, s read, y written; residual read; with the taps s written, the pooled vectors read
+        taps = ["mean_ptr"] + ["max_ptr"] * with_max if f.get("TAPS") else []
+        return ["x_ptr", "s_ptr", "y_ptr"] + ["res_ptr"] * f["HAS_RESIDUAL"] + pre + taps
     assert kernel == "gated_scale_bwd", kernel  # grad_y, x, s read, grad_x, grad_s written; y read for relu; grad_residual written
     return ["grad_y_ptr", "x_ptr", "s_ptr", "grad_x_ptr", "grad_s_ptr"] + ["y_ptr"] * (f["ACT"] == "relu") + ["grad_res_ptr"] * f["WRITE_GRAD_RES"]
 
@@ -260,7 +262,8 @@ def test_byte_model_counts_the_tensors_each_kernel_moves(monkeypatch):
             what = f"excitation_block {pool} {mlp} {act_out} {path}"
             y, s_, _, _ = check(
                 what, ["squeeze_excite_fwd", "gated_scale_fwd"],
-                [bm.squeeze_excite_fwd(B, C, HW, 2, f32, with_max, tail), bm.gated_scale_fwd(B, C, HW, 2, f32, residual)],
+                [bm.squeeze_excite_fwd(B, C, HW, 2, f32, with_max, tail),
+                 bm.gated_scale_fwd(B, C, HW, 2, f32, residual, (not tail and mlp.startswith("taps")) * (1 + with_max))],
                 functools.partial(ops.excitation_block, path=path), x, rand(B, C, H, W) if residual else None,
                 *weights[mlp], pool, mlp, "relu", "sigmoid", act_out)
             relu = act_out == "relu"
@@ -334,6 +337,14 @@ def test_byte_model_counts_the_tensors_each_kernel_moves(monkeypatch):
         check(f"radix_combine R={R}", "radix_combine_fwd", bm.radix_combine_fwd(B, R, C, HW, 2, 2), ops.radix_combine, x5, a)
         check(f"radix_combine_backward R={R}", "radix_combine_bwd", bm.radix_combine_bwd(B, R, C, HW, 2, 2),
               ops.radix_combine_backward, x, x5, a)
+        # the deferred per-op backward's two launches (tritattn/radix_step.py): grad_a alone, then grad_x5 with the pool's term
+        check(f"radix_combine_bwd grad_a alone R={R}", "radix_combine_bwd",
+              bm.radix_combine_bwd(B, R, C, HW, 2, 2, grad_x=False), launch.radix_combine_bwd, x, x5, a, None,
+              torch.empty_like(a))
+        check(f"radix_combine_bwd grad_x5 with the pooled gradient R={R}", "radix_combine_bwd",
+              bm.radix_combine_bwd(B, R, C, HW, 2, 2, grad_a=False, pooled_grad=True),
+              functools.partial(launch.radix_combine_bwd, pooled_grad=rand(B, C, 1, 1)), x, x5, a, torch.empty_like(x5),
+              None)
     NP = bm.context_programs(x) // B
     for bias in (None, rand(1)):
         w = rand(C)
@@ -359,7 +370,7 @@ def test_byte_model_counts_the_tensors_each_kernel_moves(monkeypatch):
               [bm.context_pool_partials(B, C, HW, NP, 2, f32), bm.context_pool_combine_mlp(B, C, NP, f32, scale + add)],
               ops.context_mlp, x, rand(C), *(mlp if scale else none), *(mlp if add else none), "relu")
 
-    assert len(counts) == (8 + 2 * 10 + 4 * 2 * 2 * len(blocks) + 4 + (3 + 3 + 2 + 3) + 2 * 2 * 8 + 3 * 3 + 2 * 3
+    assert len(counts) == (8 + 2 * 10 + 4 * 2 * 2 * len(blocks) + 4 + (3 + 3 + 2 + 3) + 2 * 2 * 8 + 5 * 3 + 2 * 3
                            + 2 * 2 + 3 * 2)
     wrong = [c for c in counts if c[2] != c[3]]
     assert not wrong, "\n".join(f"{what} ({kernel}): byte model {m}, tensors moved {n}" for what, kernel, m, n in wrong)
@@ -382,8 +393,9 @@ def _bytes_of_launch(name: str, p: tuning.Problem) -> int:
         return bytes_model.mean_max_fwd(p.B, p.R, p.K, size, f["WANT_MEAN"], f["WANT_MAX"])
     if name == "mean_max_bwd":
         return bytes_model.mean_max_bwd(p.B, p.R, p.K, size, f["HAS_MEAN"], f["HAS_MAX"])
-    if name == "gated_scale_fwd":
-        return bytes_model.gated_scale_fwd(p.B, p.R, p.K, size, size, f["HAS_RESIDUAL"])
+    if name == "gated_scale_fwd":  # with ECA's taps (TAPS, POOL flags) the pooled vectors read, s written
+        taps_inputs = (1 + (f["POOL"] == "mean_max_avg")) if f.get("TAPS") else 0
+        return bytes_model.gated_scale_fwd(p.B, p.R, p.K, size, size, f["HAS_RESIDUAL"], taps_inputs)
     acc = 8 if p.dtype == torch.float64 else 4
     with_max = f.get("POOL") != "mean"
     hidden = bytes_model.hidden_vectors(f.get("MLP"), f.get("POOL"), f.get("HIDDEN_NORM", False))
@@ -401,7 +413,9 @@ def _bytes_of_launch(name: str, p: tuning.Problem) -> int:
         return bytes_model.radix_squeeze_attend_fwd(p.B, f["RADIX"], p.R, p.K, size, acc, f.get("MLP_TAIL", True))
     if name.startswith("radix_"):  # R = C, K = H×W; the radix is a flag; a in x's dtype (fp32 here: = ACC)
         size_a, R = size, f["RADIX"]
-        return getattr(bytes_model, name)(p.B, R, p.R, p.K, size, *(() if name == "radix_pool_fwd" else (size_a,)))
+        modes = {"grad_x": f.get("WANT_GRAD_X", True), "grad_a": f.get("WANT_GRAD_A", True),
+                 "pooled_grad": f.get("ADD_POOL", False)} if name == "radix_combine_bwd" else {}
+        return getattr(bytes_model, name)(p.B, R, p.R, p.K, size, *(() if name == "radix_pool_fwd" else (size_a,)), **modes)
     if name.startswith("context_pool"):  # R = H×W, K = C; NP from the tile rule
         NP = bytes_model.context_programs(torch.empty(p.B, p.K, 1, p.R, dtype=p.dtype, device="meta")) // p.B
         if name == "context_pool_combine":
