@@ -201,9 +201,9 @@ MUTANTS: list[Mutant] = [
     ),
     Mutant(
         "radix_step_backward_plan_keyed_without_the_gradients_layout", "tritattn/radix_step.py",
-        'key = ("backward", a.shape, grad.stride())\n        if key not in plans:\n            grad = addressable(grad)\n'
+        'key = ("backward", a.shape, grad.stride())\n        if key not in call.plans:\n            grad = addressable(grad)\n'
         '            key = ("backward", a.shape, grad.stride())',
-        'key = ("backward", a.shape)\n        if key not in plans:\n            grad = addressable(grad)\n'
+        'key = ("backward", a.shape)\n        if key not in call.plans:\n            grad = addressable(grad)\n'
         '            key = ("backward", a.shape)',
         "the radix short path's backward keeps one plan whatever the gradient's layout, so a channels_last gradient "
         "is read with a contiguous one's strides",

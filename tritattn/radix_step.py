@@ -88,7 +88,8 @@ class BranchesCall:
         self.grad_x5 = (x5.shape, _new_like(meta).stride(), dtype, device)
         #: the weights a as [B, R, C] (contiguous) for the first launch of each of their shapes
         self.weights = (B, R, C)
-        #: launch plans: "pool", ("combine", a's shape), ("backward", a's shape, the gradient's strides)
+        #: launch plans: "pool", ("combine", a's shape), ("backward" / "reduce", a's shape, the gradient's
+        #: strides), ("apply", a's shape, the gradient's strides, the pooled gradient's strides)
         self.plans: dict = {}
 
 
@@ -174,10 +175,7 @@ class RadixPoolStep(torch.autograd.Function):
             if deferred is not None and deferred[0] == task:  # the combine's x5 gradient comes with this one
                 _, g, x5, a = deferred
                 grad_x5 = _new_strided(*call.grad_x5)
-                plans, key = call.plans, ("apply", a.shape, g.stride(), grad.stride())
-                plan = plans.get(key)
-                plans[key] = launch.radix_combine_bwd(g, x5, a if plan is not None else a.view(call.weights), grad_x5,
-                                                      None, plan=plan, pooled_grad=grad)
+                _combine_backward(g, x5, a, grad_x5, None, call, ("apply", a.shape, g.stride(), grad.stride()), grad)
                 return grad_x5, None
         return (grad / call.hw).view(call.spread).expand(call.shape), None
 
@@ -206,29 +204,23 @@ class RadixCombineStep(torch.autograd.Function):
     def backward(ctx, grad: Tensor):
         x5, a = ctx.saved_tensors
         call = ctx.call
-        plans = call.plans
         # a plan is kept per layout of an addressable gradient, so a known layout needs no check
         key = ("backward", a.shape, grad.stride())
-        if key not in plans:
+        if key not in call.plans:
             grad = addressable(grad)
             key = ("backward", a.shape, grad.stride())
-        plan = plans.get(key)
         grad_a = _new_strided(a.shape, a.stride(), a.dtype, a.device)  # contiguous, as a
         pool = ctx.pool
         if pool is not None and not torch.is_grad_enabled() and _defers(pool, ctx.needs_input_grad):
-            reduce = ("reduce",) + key[1:]
-            plan = plans.get(reduce)
-            plans[reduce] = launch.radix_combine_bwd(grad, x5, a if plan is not None else a.view(call.weights), None,
-                                                     grad_a if plan is not None else grad_a.view(call.weights),
-                                                     plan=plan)
+            _combine_backward(grad, x5, a, None, grad_a, call, ("reduce",) + key[1:])
             pool.deferred = (torch._C._current_graph_task_id(), grad, x5, a)
             return None, grad_a, None, None
         grad_x5 = _new_strided(*call.grad_x5)
         if torch.is_grad_enabled():  # create_graph: the launch's gradients are not differentiable
             with torch.no_grad():
-                plans[key] = _combine_backward(grad, x5, a, grad_x5, grad_a, call, plan)
+                _combine_backward(grad, x5, a, grad_x5, grad_a, call, key)
             return dispatch.not_differentiable(grad_x5, WHAT), dispatch.not_differentiable(grad_a, WHAT), None, None
-        plans[key] = _combine_backward(grad, x5, a, grad_x5, grad_a, call, plan)
+        _combine_backward(grad, x5, a, grad_x5, grad_a, call, key)
         return grad_x5, grad_a, None, None
 
 
@@ -246,11 +238,16 @@ def _defers(pool: object, needs: tuple) -> bool:
         return False
 
 
-def _combine_backward(grad: Tensor, x5: Tensor, a: Tensor, grad_x5: Tensor, grad_a: Tensor, call: BranchesCall,
-                      plan: Optional[tuple]) -> tuple:
-    if plan is not None:
-        return launch.radix_combine_bwd(grad, x5, a, grad_x5, grad_a, plan=plan)
-    return launch.radix_combine_bwd(grad, x5, a.view(call.weights), grad_x5, grad_a.view(call.weights))
+def _combine_backward(grad: Tensor, x5: Tensor, a: Tensor, grad_x5: Optional[Tensor], grad_a: Optional[Tensor],
+                      call: BranchesCall, key: tuple, pooled_grad: Optional[Tensor] = None) -> None:
+    """One radix_combine_bwd launch (its modes: launch.radix_combine_bwd), its plan kept in the
+    call under ``key``; a first launch builds it on a's (and grad_a's) [B, R, C] views."""
+    plans = call.plans
+    plan = plans.get(key)
+    if plan is None:
+        a = a.view(call.weights)
+        grad_a = grad_a.view(call.weights) if grad_a is not None else None
+    plans[key] = launch.radix_combine_bwd(grad, x5, a, grad_x5, grad_a, plan=plan, pooled_grad=pooled_grad)
 
 
 #: the applies without autograd.Function.apply's Python wrapper: they run only where dispatch.direct holds

@@ -411,11 +411,10 @@ class SelectiveKernel(_Planned, reference.SelectiveKernel):
                 return radix_attention_unchecked(c5, *self._weights(plan), prologue=self._prologue(plan))
         x5 = torch.stack([path(inputs[i]) for i, path in enumerate(self.paths)], dim=1)
         attn = self.attn
-        if (plan is not None and sizes(x5)[1:3] == (attn.num_paths, attn.fc_reduce.in_channels)
-                and self._attention_refusal(plan, x5) is None):
+        fits = sizes(x5)[1:3] == (attn.num_paths, attn.fc_reduce.in_channels)  # the attention's branches and channels
+        if plan is not None and fits and self._attention_refusal(plan, x5) is None:
             return radix_attention_unchecked(x5, *self._weights(plan))
-        if (type(attn) is SelectiveKernelAttn and not has_hooks(attn) and not global_module_hooks()
-                and sizes(x5)[1:3] == (attn.num_paths, attn.fc_reduce.in_channels)):
+        if fits and type(attn) is SelectiveKernelAttn and not has_hooks(attn) and not global_module_hooks():
             # the twin's attention called as its forward would (no hook to run): the pooled
             # descriptor comes along, so x5's gradient may be written once (radix_step.combine)
             call = radix_step.branches_call(x5)
