@@ -201,13 +201,48 @@ MUTANTS: list[Mutant] = [
     ),
     Mutant(
         "radix_step_backward_plan_keyed_without_the_gradients_layout", "tritattn/radix_step.py",
-        'key = ("backward", a.shape, grad.stride())\n        if key not in call.plans:\n            grad = addressable(grad)\n'
-        '            key = ("backward", a.shape, grad.stride())',
-        'key = ("backward", a.shape)\n        if key not in call.plans:\n            grad = addressable(grad)\n'
-        '            key = ("backward", a.shape)',
+        "key = (a.shape, grad.stride())\n    if key not in call.grads:\n        grad = addressable(grad)\n"
+        "        key = (a.shape, grad.stride())",
+        "key = (a.shape,)\n    if key not in call.grads:\n        grad = addressable(grad)\n"
+        "        key = (a.shape,)",
         "the radix short path's backward keeps one plan whatever the gradient's layout, so a channels_last gradient "
         "is read with a contiguous one's strides",
         ("tests/test_radix_step.py", "-k", "test_a_kept_call_takes_gradients_of_either_layout"),
+    ),
+    Mutant(
+        "radix_mlp_batch_count_not_advanced", "tritattn/radix_mlp.py",
+        "        bn.num_batches_tracked.add_(1)\n", "",
+        "the attention MLP taken as functions does not count the batch in its training BatchNorm",
+        ("tests/test_radix_mlp.py", "-k", "test_the_mlp_as_functions_gives_the_modules_bits and splat-r2-bn and float32 and nchw"),
+    ),
+    Mutant(
+        "radix_mlp_momentum_none_ignored", "tritattn/radix_mlp.py",
+        "factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum",
+        "factor = 0.1 if bn.momentum is None else bn.momentum",
+        "the attention MLP taken as functions updates the running statistics of a momentum-None BatchNorm by 0.1, "
+        "not as a cumulative average",
+        ("tests/test_radix_mlp.py", "-k", "test_batchnorm_and_relu_variants and momentum"),
+    ),
+    Mutant(
+        "radix_mlp_eval_without_running_statistics", "tritattn/radix_mlp.py",
+        "batch_stats = bn.training or (bn.running_mean is None and bn.running_var is None)",
+        "batch_stats = bn.training",
+        "the attention MLP taken as functions normalises an eval BatchNorm without running statistics by nothing",
+        ("tests/test_radix_mlp.py", "-k", "test_batchnorm_and_relu_variants and eval and statistics"),
+    ),
+    Mutant(
+        "radix_mlp_bypasses_the_softmax_hooks", "tritattn/radix_mlp.py",
+        "            or (owner is not None and hooked(owner.__dict__)) or global_module_hooks()):",
+        "            or global_module_hooks()):",
+        "a hook on SplitAttn's RadixSoftmax is bypassed where the MLP is taken as functions",
+        ("tests/test_radix_mlp.py", "-k", "test_a_hooked_layer_is_called_as_a_module and rsoftmax"),
+    ),
+    Mutant(
+        "radix_mlp_one_sample_batch_statistics", "tritattn/radix_mlp.py",
+        "return batch != 1 or type(norm) is not nn.BatchNorm2d or not (norm.training or norm.running_mean is None)",
+        "return True",
+        "a training BatchNorm over one sample is computed as functions instead of raising eager's error",
+        ("tests/test_radix_mlp.py", "-k", "test_a_training_batchnorm_over_one_sample"),
     ),
     Mutant(
         "radix_step_pool_gradient_not_divided", "tritattn/radix_step.py",

@@ -72,7 +72,7 @@ ENGINE_ANSWERS = hasattr(torch._C, "_current_graph_task_id") and hasattr(torch._
 class BranchesCall:
     """What a pass over branches of one signature (sizes, strides, dtype, device) derives from it alone."""
 
-    __slots__ = ("shape", "spread", "hw", "pooled", "out", "grad_x5", "weights", "plans")
+    __slots__ = ("shape", "spread", "hw", "pooled", "out", "grad_x5", "weights", "plans", "grads")
 
     def __init__(self, x5: Tensor):
         B, R, C, H, W = self.shape = x5.shape
@@ -91,6 +91,8 @@ class BranchesCall:
         #: launch plans: "pool", ("combine", a's shape), ("backward" / "reduce", a's shape, the gradient's
         #: strides), ("apply", a's shape, the gradient's strides, the pooled gradient's strides)
         self.plans: dict = {}
+        #: (a's shape, strides) of the incoming gradients seen, each addressable (:func:`backward_key`)
+        self.grads: set = set()
 
 
 #: signature of the branches (sizes, strides, dtype, device) → its BranchesCall, or None where
@@ -204,24 +206,32 @@ class RadixCombineStep(torch.autograd.Function):
     def backward(ctx, grad: Tensor):
         x5, a = ctx.saved_tensors
         call = ctx.call
-        # a plan is kept per layout of an addressable gradient, so a known layout needs no check
-        key = ("backward", a.shape, grad.stride())
-        if key not in call.plans:
-            grad = addressable(grad)
-            key = ("backward", a.shape, grad.stride())
+        grad, key = backward_key(call, a, grad)
         grad_a = _new_strided(a.shape, a.stride(), a.dtype, a.device)  # contiguous, as a
         pool = ctx.pool
         if pool is not None and not torch.is_grad_enabled() and _defers(pool, ctx.needs_input_grad):
-            _combine_backward(grad, x5, a, None, grad_a, call, ("reduce",) + key[1:])
+            _combine_backward(grad, x5, a, None, grad_a, call, ("reduce",) + key)
             pool.deferred = (torch._C._current_graph_task_id(), grad, x5, a)
             return None, grad_a, None, None
         grad_x5 = _new_strided(*call.grad_x5)
         if torch.is_grad_enabled():  # create_graph: the launch's gradients are not differentiable
             with torch.no_grad():
-                _combine_backward(grad, x5, a, grad_x5, grad_a, call, key)
+                _combine_backward(grad, x5, a, grad_x5, grad_a, call, ("backward",) + key)
             return dispatch.not_differentiable(grad_x5, WHAT), dispatch.not_differentiable(grad_a, WHAT), None, None
-        _combine_backward(grad, x5, a, grad_x5, grad_a, call, key)
+        _combine_backward(grad, x5, a, grad_x5, grad_a, call, ("backward",) + key)
         return grad_x5, grad_a, None, None
+
+
+def backward_key(call: BranchesCall, a: Tensor, grad: Tensor) -> tuple[Tensor, tuple]:
+    """(the incoming gradient of the combine's output, addressable, and (a's shape, its strides)),
+    the key of its backward launches' plans: a layout seen before was addressable, so it needs no
+    check (layout.addressable copies a gradient the kernels do not address in place)."""
+    key = (a.shape, grad.stride())
+    if key not in call.grads:
+        grad = addressable(grad)
+        key = (a.shape, grad.stride())
+        call.grads.add(key)
+    return grad, key
 
 
 def _defers(pool: object, needs: tuple) -> bool:

@@ -44,7 +44,7 @@ import functools
 import torch
 from torch import Tensor, nn
 
-from . import excitation_block, radix_step, reference
+from . import excitation_block, radix_mlp, radix_step, reference
 from .checks import check_channels, check_feature_map
 from .modules import _plain_batchnorm, hidden_layer_refusal, mlp_act_kind
 from .peers import qualified_name
@@ -61,8 +61,6 @@ def _branches(x: Tensor, radix: int) -> Tensor:
     return x.reshape(B, radix, RC // radix, H, W)
 
 
-#: timm's and the reference's RadixSoftmax (the logit order radix_logit_order undoes)
-_RADIX_SOFTMAXES = ("timm.layers.split_attn.RadixSoftmax", qualified_name(reference.RadixSoftmax))
 #: timm's and the reference's SelectiveKernelAttn (the twin subclasses the reference)
 _SK_ATTNS = ("timm.layers.selective_kernel.SelectiveKernelAttn", qualified_name(reference.SelectiveKernelAttn))
 #: an SK path (conv → BatchNorm + act → aa): timm's ConvNormAct or the reference's
@@ -254,7 +252,7 @@ class SplitAttn(_Planned, reference.SplitAttn):
 
     def _static_attention_refusal(self) -> str | None:
         rsoftmax = self.rsoftmax
-        if qualified_name(type(rsoftmax)) not in _RADIX_SOFTMAXES or has_hooks(rsoftmax):
+        if not radix_mlp.is_radix_softmax(type(rsoftmax)) or has_hooks(rsoftmax):
             return f"rsoftmax is a {type(rsoftmax).__name__} (hooked or not timm's RadixSoftmax)"
         if rsoftmax.radix != self.radix:
             return f"rsoftmax.radix {rsoftmax.radix} != radix {self.radix}"
@@ -296,12 +294,16 @@ class SplitAttn(_Planned, reference.SplitAttn):
         # x5 and a made here from the module's own layers: the passes run unchecked
         call = radix_step.branches_call(x5)
         pooled = radix_step.pool(x5, call)  # [B, C, 1, 1]
-        x_gap = self.fc1(pooled)
-        x_gap = self.bn1(x_gap)
-        x_gap = self.act1(x_gap)
-        x_attn = self.fc2(x_gap)
-        a = self.rsoftmax(x_attn)  # [B, R·C] in (radix, channel) order; [B, C, 1, 1] for R = 1
-        return radix_step.combine(x5, a, call, pooled)  # a made from pooled: x5's gradient in one launch
+        fc1, bn1, act1, fc2, rsoftmax = self.fc1, self.bn1, self.act1, self.fc2, self.rsoftmax
+        if (call is not None and radix_mlp.is_radix_softmax(type(rsoftmax)) and rsoftmax.radix == self.radix
+                and radix_mlp.applies(fc1, bn1, act1, fc2, x5.shape[0], rsoftmax)):
+            # the modules' calls without their __call__ (tritattn/radix_mlp.py)
+            a = radix_mlp.radix_softmax(radix_mlp.logits(pooled, fc1, bn1, act1, fc2), self.radix, rsoftmax.cardinality)
+        else:
+            a = rsoftmax(fc2(act1(bn1(fc1(pooled)))))
+        # a [B, R·C] in (radix, channel) order ([B, C, 1, 1] for R = 1), made from pooled: x5's
+        # gradient in one launch
+        return radix_step.combine(x5, a, call, pooled)
 
 
 class SelectiveKernelAttn(reference.SelectiveKernelAttn):
@@ -330,10 +332,11 @@ class SelectiveKernelAttn(reference.SelectiveKernelAttn):
         """(the attention [B, R, C, 1, 1], the pooled descriptor [B, C, 1, 1] it is made from) of
         valid branches x (unchecked); ``call``: radix_step.branches_call's for x."""
         pooled = radix_step.pool(x, call)
-        x = self.fc_reduce(pooled)
-        x = self.bn(x)
-        x = self.act(x)
-        x = self.fc_select(x)
+        fc1, bn, act, fc2 = self.fc_reduce, self.bn, self.act, self.fc_select
+        if call is not None and radix_mlp.applies(fc1, bn, act, fc2, x.shape[0]):
+            x = radix_mlp.logits(pooled, fc1, bn, act, fc2)  # the modules' calls without their __call__
+        else:
+            x = fc2(act(bn(fc1(pooled))))
         B, RC = x.shape[:2]
         x = x.view(B, self.num_paths, RC // self.num_paths, 1, 1)
         return x.softmax(dim=1), pooled

@@ -1,0 +1,130 @@
+"""The radix twins' attention MLP called as its layers' functions (tritattn/radix_mlp.py): the
+modules' bits — output, every gradient, the BatchNorm's running statistics and batch count — in
+training and eval, momentum None, without running statistics or affine parameters, without a
+BatchNorm, with a ReLU not in place, radix 1, 2 and 4 and SelectiveKernel's paths, float32 and
+bfloat16, NCHW and channels_last, under CPU autocast; the modules called instead wherever one has a
+hook (or a global module hook runs), and for a training BatchNorm over one sample (eager's error).
+(Against the float64 reference and timm: tests/test_radix_block.py.)"""
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from tritattn import radix_mlp
+from conftest import make_input
+from fixtures.model_runs import training_step
+from test_radix_block import MODULE_CASES, on_kernels
+from test_radix_step import STEP_CASES, _twin
+
+
+def _layers(twin: nn.Module) -> tuple[nn.Module, ...]:
+    """(fc1, the BatchNorm or Identity, the act, fc2) of a SplitAttn or SelectiveKernel twin."""
+    attn = getattr(twin, "attn", None)
+    if attn is not None:
+        return attn.fc_reduce, attn.bn, attn.act, attn.fc_select
+    return twin.fc1, twin.bn1, twin.act1, twin.fc2
+
+
+def _counted(monkeypatch) -> list:
+    """Records each call of radix_mlp.logits (the MLP taken as functions)."""
+    calls = []
+    real = radix_mlp.logits
+
+    def counting(*args):
+        calls.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(radix_mlp, "logits", counting)
+    return calls
+
+
+def _as_modules(monkeypatch):
+    """Within the monkeypatch's scope, the twins call their MLP's modules."""
+    monkeypatch.setattr(radix_mlp, "applies", lambda *args, **kwargs: False)
+
+
+def _compare(twin: nn.Module, x: torch.Tensor, monkeypatch, steps: int = 2) -> None:
+    """``steps`` training steps of the twin with its MLP as functions, and of a copy with it as
+    modules: the same bits for y, every gradient and every buffer after each step."""
+    as_modules = copy.deepcopy(twin)
+    with torch.no_grad():
+        cotangent = torch.randn_like(copy.deepcopy(twin)(x))
+    calls = _counted(monkeypatch)
+    for _ in range(steps):
+        got = training_step(twin, x, cotangent)
+        with monkeypatch.context() as m:
+            _as_modules(m)
+            want = training_step(as_modules, x, cotangent)
+        assert got.keys() == want.keys()
+        for key in want:
+            assert torch.equal(got[key], want[key]), key
+        for module in (twin, as_modules):
+            module.zero_grad(set_to_none=True)
+    assert len(calls) == (steps if on_kernels() else 0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
+@pytest.mark.parametrize("case", STEP_CASES + ["splat-r2-plain-rd"])
+def test_the_mlp_as_functions_gives_the_modules_bits(case, dtype, channels_last, monkeypatch):
+    _compare(_twin(case, dtype), make_input(MODULE_CASES[case][3], dtype, channels_last), monkeypatch)
+
+
+@pytest.mark.parametrize("variant", ["eval BatchNorm", "momentum None", "no running statistics",
+                                     "eval, no running statistics", "not affine", "ReLU not in place"])
+@pytest.mark.parametrize("case", ["splat-r2-bn", "sk-3paths-nosplit"])
+def test_batchnorm_and_relu_variants_give_the_modules_bits(case, variant, monkeypatch):
+    twin = _twin(case, torch.float32)
+    fc1, bn, act, fc2 = _layers(twin)
+    if variant == "eval BatchNorm":
+        bn.eval()
+    elif variant == "momentum None":
+        bn.momentum = None
+    elif variant.endswith("no running statistics"):  # batch statistics in eval too
+        bn.track_running_stats = False
+        bn.running_mean = bn.running_var = bn.num_batches_tracked = None
+        bn.train(not variant.startswith("eval"))
+    elif variant == "not affine":
+        with torch.no_grad():
+            bn.weight = bn.bias = None
+        bn.affine = False
+    else:
+        act.inplace = False
+    _compare(twin, make_input(MODULE_CASES[case][3], torch.float32), monkeypatch, steps=3)
+
+
+@pytest.mark.parametrize("hooked", ["fc1", "norm", "act", "fc2", "rsoftmax", "global"])
+def test_a_hooked_layer_is_called_as_a_module(hooked, monkeypatch):
+    twin = _twin("splat-r2-bn", torch.float32)
+    layers = dict(zip(["fc1", "norm", "act", "fc2"], _layers(twin)), rsoftmax=twin.rsoftmax)
+    seen = []
+    if hooked == "global":
+        handle = torch.nn.modules.module.register_module_forward_hook(
+            lambda m, i, o: seen.append(type(m).__name__) if m is twin.fc1 else None)
+    else:
+        handle = layers[hooked].register_forward_hook(lambda m, i, o: seen.append(type(m).__name__))
+    calls = _counted(monkeypatch)
+    try:
+        twin(make_input(MODULE_CASES["splat-r2-bn"][3], torch.float32, requires_grad=True)).sum().backward()
+    finally:
+        handle.remove()
+    assert calls == [] and len(seen) == 1
+
+
+def test_a_training_batchnorm_over_one_sample_raises_eagers_error(monkeypatch):
+    twin = _twin("splat-r2-bn", torch.float32)
+    calls = _counted(monkeypatch)
+    with pytest.raises(ValueError, match="Expected more than 1 value per channel when training"):
+        twin(make_input((1,) + MODULE_CASES["splat-r2-bn"][3][1:], torch.float32, requires_grad=True))
+    assert calls == []
+    twin.bn1.eval()  # running statistics: one sample is fine, and taken as functions
+    _compare(twin, make_input((1,) + MODULE_CASES["splat-r2-bn"][3][1:], torch.float32), monkeypatch)
+
+
+def test_under_cpu_autocast_the_mlp_as_functions_gives_the_modules_bits(monkeypatch):
+    if not torch.device(make_input((1,), torch.float32).device).type == "cpu":
+        pytest.skip("CPU autocast: the tensors are on another device")
+    twin = _twin("splat-r2-bn", torch.float32)
+    x = make_input(MODULE_CASES["splat-r2-bn"][3], torch.float32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        _compare(twin, x, monkeypatch)
