@@ -4,7 +4,8 @@ backward) prepared once per signature of the branches, each under autograd as on
 ``torch.autograd.Function``.
 
 A SplitAttn / SelectiveKernel call that needs a gradient takes the per-op path (the attention
-MLP runs as modules between the two passes, its BatchNorm in training on batch statistics).
+MLP runs between the two passes, its BatchNorm in training on batch statistics: as its layers'
+calls where tritattn/radix_mlp.py applies, else as modules).
 Through the ops (even called directly, tritattn/dispatch.py) each pass paid, besides its launch:
 the generic Function's plumbing, the branches' addressability check, an allocation by shape,
 the launch plan's key built from the tensors' strides, and the views autograd records around

@@ -10,8 +10,10 @@ so a timm module can be re-classed in place (``module.__class__ = SplitAttn``). 
 - the descriptor ``mean over H×W of Σ_r x[:, r]`` is one :func:`~tritattn.radix_block.radix_pool`
   pass over the branches (eager: a sum that writes a [B, C, H, W] plane, then the mean);
 - the small attention MLP (fc1 / bn1 / act1 / fc2, or fc_reduce / bn / act / fc_select) and the
-  radix softmax run as modules on [B, ·, 1, 1] vectors — its BatchNorm uses batch statistics in
-  training, as eager;
+  radix softmax run on [B, ·, 1, 1] vectors, in torch — its BatchNorm uses batch statistics in
+  training, as eager; on the host's short path as the calls their modules' forwards make, where
+  the layers are plain and unhooked (:mod:`tritattn.radix_mlp`: the modules' bits, without their
+  ``__call__``), else as modules;
 - ``Σ_r a[:, r] · x[:, r]`` is one :func:`~tritattn.radix_block.radix_combine` pass (eager: an
   R-times-larger product, then the sum), and its backward one pass too.
 
