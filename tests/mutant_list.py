@@ -210,17 +210,16 @@ MUTANTS: list[Mutant] = [
         ("tests/test_radix_step.py", "-k", "test_a_kept_call_takes_gradients_of_either_layout"),
     ),
     Mutant(
-        "radix_mlp_batch_count_not_advanced", "tritattn/radix_mlp.py",
-        "        bn.num_batches_tracked.add_(1)\n", "",
-        "the attention MLP taken as functions does not count the batch in its training BatchNorm",
+        "batch_count_not_advanced", "tritattn/batchnorm.py",
+        "    bn.num_batches_tracked.add_(1)\n", "",
+        "count_batch does not count the batch (the radix MLP taken as functions, CBAM's and a prologue's BatchNorm)",
         ("tests/test_radix_mlp.py", "-k", "test_the_mlp_as_functions_gives_the_modules_bits and splat-r2-bn and float32 and nchw"),
     ),
     Mutant(
-        "radix_mlp_momentum_none_ignored", "tritattn/radix_mlp.py",
-        "factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum",
-        "factor = 0.1 if bn.momentum is None else bn.momentum",
-        "the attention MLP taken as functions updates the running statistics of a momentum-None BatchNorm by 0.1, "
-        "not as a cumulative average",
+        "batch_count_momentum_none_ignored", "tritattn/batchnorm.py",
+        "return bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)",
+        "return bn.momentum if bn.momentum is not None else 0.1",
+        "count_batch moves a momentum-None BatchNorm's running statistics by 0.1, not as a cumulative average",
         ("tests/test_radix_mlp.py", "-k", "test_batchnorm_and_relu_variants and momentum"),
     ),
     Mutant(

@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from . import reference
+from .batchnorm import count_batch
 from .hooks import global_module_hooks, hooked
 from .peers import qualified_name
 
@@ -83,10 +84,7 @@ def logits(pooled: Tensor, fc1: nn.Conv2d, norm: nn.Module, act: nn.Module, fc2:
 def _batch_norm(h: Tensor, bn: nn.BatchNorm2d) -> Tensor:
     """``bn(h)``: ``_BatchNorm.forward``'s batch count, factor and statistics, then ``F.batch_norm``'s
     call (its one-value check is :func:`applies`')."""
-    factor = 0.0 if bn.momentum is None else bn.momentum
-    if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
-        bn.num_batches_tracked.add_(1)
-        factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+    factor = count_batch(bn, h.shape) if bn.training else 0.0 if bn.momentum is None else bn.momentum
     batch_stats = bn.training or (bn.running_mean is None and bn.running_var is None)
     running = not bn.training or bn.track_running_stats
     return torch.batch_norm(h, bn.weight, bn.bias, bn.running_mean if running else None,

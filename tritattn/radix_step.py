@@ -92,7 +92,7 @@ class BranchesCall:
         #: launch plans: "pool", ("combine", a's shape), ("backward" / "reduce", a's shape, the gradient's
         #: strides), ("apply", a's shape, the gradient's strides, the pooled gradient's strides)
         self.plans: dict = {}
-        #: (a's shape, strides) of the incoming gradients seen, each addressable (:func:`backward_key`)
+        #: (a's shape, strides) of the incoming gradients seen, each addressable (:func:`_backward_key`)
         self.grads: set = set()
 
 
@@ -207,7 +207,7 @@ class RadixCombineStep(torch.autograd.Function):
     def backward(ctx, grad: Tensor):
         x5, a = ctx.saved_tensors
         call = ctx.call
-        grad, key = backward_key(call, a, grad)
+        grad, key = _backward_key(call, a, grad)
         grad_a = _new_strided(a.shape, a.stride(), a.dtype, a.device)  # contiguous, as a
         pool = ctx.pool
         if pool is not None and not torch.is_grad_enabled() and _defers(pool, ctx.needs_input_grad):
@@ -223,7 +223,7 @@ class RadixCombineStep(torch.autograd.Function):
         return grad_x5, grad_a, None, None
 
 
-def backward_key(call: BranchesCall, a: Tensor, grad: Tensor) -> tuple[Tensor, tuple]:
+def _backward_key(call: BranchesCall, a: Tensor, grad: Tensor) -> tuple[Tensor, tuple]:
     """(the incoming gradient of the combine's output, addressable, and (a's shape, its strides)),
     the key of its backward launches' plans: a layout seen before was addressable, so it needs no
     check (layout.addressable copies a gradient the kernels do not address in place)."""
