@@ -1,10 +1,12 @@
 """The radix twins' attention MLP called as its layers' functions (tritattn/radix_mlp.py): the
 modules' bits — output, every gradient, the BatchNorm's running statistics and batch count — in
 training and eval, momentum None, without running statistics or affine parameters, without a
-BatchNorm, with a ReLU not in place, radix 1, 2 and 4 and SelectiveKernel's paths, float32 and
-bfloat16, NCHW and channels_last, under CPU autocast; the modules called instead wherever one has a
-hook (or a global module hook runs), and for a training BatchNorm over one sample (eager's error).
-(Against the float64 reference and timm: tests/test_radix_block.py.)"""
+BatchNorm, with a ReLU not in place, radix 1, 2 and 4 (the radix softmax of cardinality 1 as one
+softmax) and SelectiveKernel's paths, float32 and bfloat16, NCHW and channels_last, under CPU
+autocast; the modules called instead wherever one has a hook (or a global module hook runs); a
+training BatchNorm over one sample raises eager's error after eager's batch count.
+(Against the float64 reference and timm: tests/test_radix_block.py; the branches as calls:
+tests/test_layer_calls.py.)"""
 import copy
 
 import pytest
@@ -13,8 +15,8 @@ from torch import nn
 
 from tritattn import radix_mlp
 from conftest import make_input
-from fixtures.model_runs import training_step
-from test_radix_block import MODULE_CASES, on_kernels
+from fixtures.layer_runs import VARIANTS, as_modules, compare_with_modules, counted, vary
+from test_radix_block import MODULE_CASES
 from test_radix_step import STEP_CASES, _twin
 
 
@@ -28,40 +30,14 @@ def _layers(twin: nn.Module) -> tuple[nn.Module, ...]:
 
 def _counted(monkeypatch) -> list:
     """Records each call of radix_mlp.logits (the MLP taken as functions)."""
-    calls = []
-    real = radix_mlp.logits
-
-    def counting(*args):
-        calls.append(1)
-        return real(*args)
-
-    monkeypatch.setattr(radix_mlp, "logits", counting)
-    return calls
-
-
-def _as_modules(monkeypatch):
-    """Within the monkeypatch's scope, the twins call their MLP's modules."""
-    monkeypatch.setattr(radix_mlp, "applies", lambda *args, **kwargs: False)
+    return counted(monkeypatch, radix_mlp, "logits")
 
 
 def _compare(twin: nn.Module, x: torch.Tensor, monkeypatch, steps: int = 2) -> None:
-    """``steps`` training steps of the twin with its MLP as functions, and of a copy with it as
-    modules: the same bits for y, every gradient and every buffer after each step."""
-    as_modules = copy.deepcopy(twin)
-    with torch.no_grad():
-        cotangent = torch.randn_like(copy.deepcopy(twin)(x))
+    """compare_with_modules, the MLP taken as functions at each step."""
     calls = _counted(monkeypatch)
-    for _ in range(steps):
-        got = training_step(twin, x, cotangent)
-        with monkeypatch.context() as m:
-            _as_modules(m)
-            want = training_step(as_modules, x, cotangent)
-        assert got.keys() == want.keys()
-        for key in want:
-            assert torch.equal(got[key], want[key]), key
-        for module in (twin, as_modules):
-            module.zero_grad(set_to_none=True)
-    assert len(calls) == (steps if on_kernels() else 0)
+    compare_with_modules(twin, x, monkeypatch, steps)
+    assert len(calls) == steps
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
@@ -70,26 +46,12 @@ def test_the_mlp_as_functions_gives_the_modules_bits(case, dtype, channels_last,
     _compare(_twin(case, dtype), make_input(MODULE_CASES[case][3], dtype, channels_last), monkeypatch)
 
 
-@pytest.mark.parametrize("variant", ["eval BatchNorm", "momentum None", "no running statistics",
-                                     "eval, no running statistics", "not affine", "ReLU not in place"])
+@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("case", ["splat-r2-bn", "sk-3paths-nosplit"])
 def test_batchnorm_and_relu_variants_give_the_modules_bits(case, variant, monkeypatch):
     twin = _twin(case, torch.float32)
     fc1, bn, act, fc2 = _layers(twin)
-    if variant == "eval BatchNorm":
-        bn.eval()
-    elif variant == "momentum None":
-        bn.momentum = None
-    elif variant.endswith("no running statistics"):  # batch statistics in eval too
-        bn.track_running_stats = False
-        bn.running_mean = bn.running_var = bn.num_batches_tracked = None
-        bn.train(not variant.startswith("eval"))
-    elif variant == "not affine":
-        with torch.no_grad():
-            bn.weight = bn.bias = None
-        bn.affine = False
-    else:
-        act.inplace = False
+    vary([bn], [act], variant)
     _compare(twin, make_input(MODULE_CASES[case][3], torch.float32), monkeypatch, steps=3)
 
 
@@ -113,10 +75,19 @@ def test_a_hooked_layer_is_called_as_a_module(hooked, monkeypatch):
 
 def test_a_training_batchnorm_over_one_sample_raises_eagers_error(monkeypatch):
     twin = _twin("splat-r2-bn", torch.float32)
+    modules = copy.deepcopy(twin)
+    x = make_input((1,) + MODULE_CASES["splat-r2-bn"][3][1:], torch.float32, requires_grad=True)
     calls = _counted(monkeypatch)
     with pytest.raises(ValueError, match="Expected more than 1 value per channel when training"):
-        twin(make_input((1,) + MODULE_CASES["splat-r2-bn"][3][1:], torch.float32, requires_grad=True))
-    assert calls == []
+        twin(x)
+    assert calls == [1]  # taken as functions up to the BatchNorm, which is called as its module
+    with monkeypatch.context() as m:
+        as_modules(m)
+        with pytest.raises(ValueError, match="Expected more than 1 value per channel when training"):
+            modules(x)
+    for (name, got), want in zip(twin.named_buffers(), modules.buffers()):
+        assert torch.equal(got, want), name  # bn0's and bn1's batch counts advanced as eager's
+    assert twin.bn1.num_batches_tracked.item() == 1
     twin.bn1.eval()  # running statistics: one sample is fine, and taken as functions
     _compare(twin, make_input((1,) + MODULE_CASES["splat-r2-bn"][3][1:], torch.float32), monkeypatch)
 

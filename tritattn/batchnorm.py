@@ -17,10 +17,11 @@ def count_batch(bn: nn.modules.batchnorm._BatchNorm, shape: torch.Size) -> float
     B, C, H, W = shape
     if B * H * W == 1:
         raise ValueError(f"Expected more than 1 value per channel when training, got input size {torch.Size(shape)}")
-    if bn.num_batches_tracked is None or not bn.track_running_stats:
+    tracked = bn.num_batches_tracked  # read once: a Module.__getattr__ each (≈ 0.7 µs)
+    if tracked is None or not bn.track_running_stats:
         return bn.momentum if bn.momentum is not None else 0.0
-    bn.num_batches_tracked.add_(1)
-    return bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
+    tracked.add_(1)
+    return bn.momentum if bn.momentum is not None else 1.0 / float(tracked)
 
 
 def update_running_stats(running_mean: Tensor, running_var: Tensor, batch: Tensor, factor: float) -> None:

@@ -46,7 +46,7 @@ import functools
 import torch
 from torch import Tensor, nn
 
-from . import excitation_block, radix_mlp, radix_step, reference
+from . import excitation_block, layer_calls, radix_mlp, radix_step, reference
 from .checks import check_channels, check_feature_map
 from .modules import _plain_batchnorm, hidden_layer_refusal, mlp_act_kind
 from .peers import qualified_name
@@ -65,19 +65,16 @@ def _branches(x: Tensor, radix: int) -> Tensor:
 
 #: timm's and the reference's SelectiveKernelAttn (the twin subclasses the reference)
 _SK_ATTNS = ("timm.layers.selective_kernel.SelectiveKernelAttn", qualified_name(reference.SelectiveKernelAttn))
-#: an SK path (conv → BatchNorm + act → aa): timm's ConvNormAct or the reference's
-_CONV_NORM_ACTS = ("timm.layers.conv_bn_act.ConvNormAct", qualified_name(reference.ConvNormAct))
-_BATCHNORM_ACTS = ("timm.layers.norm_act.BatchNormAct2d", qualified_name(reference.BatchNormAct2d))
 
 
 def _path_refusal(path: nn.Module) -> str | None:
     """Why an SK path cannot hand its BatchNorm and ReLU to the inference kernels (and runs as a
     module), or None: it must be a ConvNormAct (conv, then bn: a BatchNormAct2d with a ReLU and
     no drop, then an identity aa), in eval with running statistics, without hooks past its conv."""
-    if qualified_name(type(path)) not in _CONV_NORM_ACTS or "forward" in path.__dict__:
+    if not layer_calls.is_one_of(type(path), layer_calls.CONV_NORM_ACTS) or "forward" in path.__dict__:
         return f"a path is a {type(path).__name__}, not timm's ConvNormAct"
     bn, aa = path.bn, getattr(path, "aa", None)
-    if qualified_name(type(bn)) not in _BATCHNORM_ACTS or type(bn.act) is not nn.ReLU or type(bn.drop) is not nn.Identity:
+    if not layer_calls.is_one_of(type(bn), layer_calls.BATCHNORM_ACTS) or type(bn.act) is not nn.ReLU or type(bn.drop) is not nn.Identity:
         return f"a path's norm is not a BatchNormAct2d with a ReLU and no drop ({type(bn).__name__})"
     if aa is not None and type(aa) is not nn.Identity:
         return f"a path has anti-aliasing ({type(aa).__name__})"
@@ -270,9 +267,13 @@ class SplitAttn(_Planned, reference.SplitAttn):
             return self.reference_forward(x)
         if is_symbolic(x):
             return fx_leaf(self, x)
+        layers = self._modules  # what self.conv etc. return (Module.__getattr__: ≈ 0.7 µs each)
+        conv = layers["conv"]
         check_feature_map(x)
-        check_channels(x, self.conv.in_channels, type(self).__name__)
-        x = self.conv(x)
+        check_channels(x, conv.in_channels, type(self).__name__)
+        # the layers taken as their calls where they apply (tritattn/layer_calls.py)
+        as_calls = layer_calls.no_module_hooks(x)
+        x = layer_calls.run_conv(x, conv, as_calls)
         # once per call: its state token reads every layer (≈ 10 µs here); not where a gradient
         # flows through the conv's output (grad mode on, and x or the conv requires grad), which
         # refuses both inference passes below (_call_refusal) whatever the plan holds
@@ -285,9 +286,12 @@ class SplitAttn(_Planned, reference.SplitAttn):
                 if self._attention_refusal(plan, c5) is None and self._prologue_refusal(plan, c5) is None:
                     # bn0, drop (an Identity) and act0 inside both kernels: they read the conv output
                     return radix_attention_unchecked(c5, *self._weights(plan), prologue=self._prologue(plan))
-        x = self.bn0(x)
-        x = self.drop(x)
-        x = self.act0(x)
+        bn0, drop, act0 = layers["bn0"], layers["drop"], layers["act0"]
+        if (as_calls and layer_calls.norm_applies(bn0) and layer_calls.identity_applies(drop)
+                and layer_calls.act_applies(act0)):
+            x = layer_calls.norm_act(x, bn0, act0)
+        else:
+            x = act0(drop(bn0(x)))
         x5 = _branches(x, self.radix)
         if plan is not None and self._attention_refusal(plan, x5) is None:
             _, R, C = sizes(x5)[:3]
@@ -296,15 +300,14 @@ class SplitAttn(_Planned, reference.SplitAttn):
         # x5 and a made here from the module's own layers: the passes run unchecked
         call = radix_step.branches_call(x5)
         pooled = radix_step.pool(x5, call)  # [B, C, 1, 1]
-        fc1, bn1, act1, fc2, rsoftmax = self.fc1, self.bn1, self.act1, self.fc2, self.rsoftmax
-        if (call is not None and radix_mlp.is_radix_softmax(type(rsoftmax)) and rsoftmax.radix == self.radix
-                and radix_mlp.applies(fc1, bn1, act1, fc2, x5.shape[0], rsoftmax)):
-            # the modules' calls without their __call__ (tritattn/radix_mlp.py)
+        fc1, bn1, act1, fc2, rsoftmax = layers["fc1"], layers["bn1"], layers["act1"], layers["fc2"], layers["rsoftmax"]
+        if (as_calls and radix_mlp.is_radix_softmax(type(rsoftmax)) and rsoftmax.radix == self.radix
+                and radix_mlp.applies(fc1, bn1, act1, fc2, rsoftmax)):
             a = radix_mlp.radix_softmax(radix_mlp.logits(pooled, fc1, bn1, act1, fc2), self.radix, rsoftmax.cardinality)
         else:
             a = rsoftmax(fc2(act1(bn1(fc1(pooled)))))
-        # a [B, R·C] in (radix, channel) order ([B, C, 1, 1] for R = 1), made from pooled: x5's
-        # gradient in one launch
+        # a [B, R·C] or [B, R, C] in (radix, channel) order ([B, C, 1, 1] for R = 1), made from
+        # pooled: x5's gradient in one launch
         return radix_step.combine(x5, a, call, pooled)
 
 
@@ -328,14 +331,16 @@ class SelectiveKernelAttn(reference.SelectiveKernelAttn):
                 f"{type(self).__name__} was built for {self.fc_reduce.in_channels} channels but x has {shape[2]} "
                 f"on dim 2 (x: shape {shape}; expected [B, {self.num_paths}, {self.fc_reduce.in_channels}, H, W])"
             )
-        return self.attention(x, radix_step.branches_call(x))[0]  # x checked above
+        return self.attention(x, radix_step.branches_call(x), layer_calls.no_module_hooks(x))[0]  # x checked above
 
-    def attention(self, x: Tensor, call: radix_step.BranchesCall | None) -> tuple[Tensor, Tensor]:
+    def attention(self, x: Tensor, call: radix_step.BranchesCall | None, as_calls: bool) -> tuple[Tensor, Tensor]:
         """(the attention [B, R, C, 1, 1], the pooled descriptor [B, C, 1, 1] it is made from) of
-        valid branches x (unchecked); ``call``: radix_step.branches_call's for x."""
+        valid branches x (unchecked); ``call``: radix_step.branches_call's for x; ``as_calls``:
+        ``layer_calls.no_module_hooks(x)`` (the MLP then taken as its layers' calls where they apply)."""
         pooled = radix_step.pool(x, call)
-        fc1, bn, act, fc2 = self.fc_reduce, self.bn, self.act, self.fc_select
-        if call is not None and radix_mlp.applies(fc1, bn, act, fc2, x.shape[0]):
+        layers = self._modules
+        fc1, bn, act, fc2 = layers["fc_reduce"], layers["bn"], layers["act"], layers["fc_select"]
+        if as_calls and radix_mlp.applies(fc1, bn, act, fc2):
             x = radix_mlp.logits(pooled, fc1, bn, act, fc2)  # the modules' calls without their __call__
         else:
             x = fc2(act(bn(fc1(pooled))))
@@ -407,23 +412,27 @@ class SelectiveKernel(_Planned, reference.SelectiveKernel):
         check_feature_map(x)
         check_channels(x, self.in_channels, type(self).__name__)
         inputs = x.split(self.in_channels // self.num_paths, 1) if self.split_input else [x] * self.num_paths
+        layers = self._modules  # what self.paths and self.attn return (Module.__getattr__: ≈ 0.7 µs each)
+        paths = layers["paths"]
+        # the paths taken as their layers' calls where they apply (tritattn/layer_calls.py)
+        as_calls = layer_calls.no_module_hooks(x)
         # not where a gradient flows through x: it refuses both inference passes (_call_refusal)
         plan = None if torch.is_grad_enabled() and x.requires_grad else self._plan()
         if plan is not None and self._attention_refusal(plan, x) is None and self._prologue_refusal(plan, x) is None:
             # the paths' BatchNorm and ReLU inside both kernels: they read the stacked conv outputs
-            c5 = torch.stack([path.conv(inputs[i]) for i, path in enumerate(self.paths)], dim=1)
+            c5 = torch.stack([layer_calls.run_conv(inputs[i], path.conv, as_calls) for i, path in enumerate(paths)], dim=1)
             if sizes(c5)[1:3] == (self.attn.num_paths, self.attn.fc_reduce.in_channels):
                 return radix_attention_unchecked(c5, *self._weights(plan), prologue=self._prologue(plan))
-        x5 = torch.stack([path(inputs[i]) for i, path in enumerate(self.paths)], dim=1)
-        attn = self.attn
+        x5 = torch.stack([layer_calls.run_conv_norm_act(inputs[i], path, as_calls) for i, path in enumerate(paths)], dim=1)
+        attn = layers["attn"]
         fits = sizes(x5)[1:3] == (attn.num_paths, attn.fc_reduce.in_channels)  # the attention's branches and channels
         if plan is not None and fits and self._attention_refusal(plan, x5) is None:
             return radix_attention_unchecked(x5, *self._weights(plan))
-        if fits and type(attn) is SelectiveKernelAttn and not has_hooks(attn) and not global_module_hooks():
+        if fits and type(attn) is SelectiveKernelAttn and not has_hooks(attn) and (as_calls or not global_module_hooks()):
             # the twin's attention called as its forward would (no hook to run): the pooled
             # descriptor comes along, so x5's gradient may be written once (radix_step.combine)
             call = radix_step.branches_call(x5)
-            a, pooled = attn.attention(x5, call)
+            a, pooled = attn.attention(x5, call, as_calls)
             return radix_step.combine(x5, a, call, pooled)
         a = attn(x5)  # [B, R, C, 1, 1]: timm's SelectiveKernelAttn, or the twin with hooks
         # x5 made here; a unchecked only from the attention classes known to make it (another is checked)
