@@ -99,7 +99,7 @@ def test_a_hooked_layer_is_called_as_a_module(hooked, monkeypatch):
 
 def test_a_drop_layer_runs_as_a_module(monkeypatch):
     twin = _twin("splat-r2-bn", torch.float32)
-    twin.drop = nn.Dropout(0.0)  # no randomness: the copies' bits still compare
+    twin.drop = _Scaled()  # a drop layer with an effect and no randomness: the copies' bits still compare
     _compare(twin, make_input(MODULE_CASES["splat-r2-bn"][3], torch.float32), monkeypatch)
 
 
