@@ -375,8 +375,8 @@ MUTANTS: list[Mutant] = [
     ),
     Mutant(
         "radix_defers_to_a_pool_that_will_not_run", "tritattn/radix_step.py",
-        "return pool.ran_in != torch._C._current_graph_task_id() and torch._C._will_engine_execute_node(pool)",
-        "return pool.ran_in != torch._C._current_graph_task_id()",
+        "return task if pool.ran_in != task and torch._C._will_engine_execute_node(pool) else None",
+        "return task if pool.ran_in != task else None",
         "the combine defers x5's gradient to a pool node the backward never runs (an attention not made from the pooled output)",
         ("tests/test_radix_step.py", "-k", "test_a_deferred_combine_backward_gives_the_ops_gradients and unused"),
     ),

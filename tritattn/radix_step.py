@@ -58,7 +58,7 @@ from torch import Tensor
 from . import dispatch
 from .backend import TRITON_AVAILABLE, backend_for
 from .layout import addressable, flat_spatial_stride
-from .ops import _new_strided
+from .ops import _empty_like_preserved, _new_strided
 from .radix_block import _new_like, branch_memory_format, radix_combine_unchecked, radix_pool_unchecked
 
 if TRITON_AVAILABLE:
@@ -208,11 +208,12 @@ class RadixCombineStep(torch.autograd.Function):
         x5, a = ctx.saved_tensors
         call = ctx.call
         grad, key = _backward_key(call, a, grad)
-        grad_a = _new_strided(a.shape, a.stride(), a.dtype, a.device)  # contiguous, as a
+        grad_a = _empty_like_preserved(a)  # contiguous, as a
         pool = ctx.pool
-        if pool is not None and not torch.is_grad_enabled() and _defers(pool, ctx.needs_input_grad):
+        task = _defers(pool, ctx.needs_input_grad) if pool is not None and not torch.is_grad_enabled() else None
+        if task is not None:
             _combine_backward(grad, x5, a, None, grad_a, call, ("reduce",) + key)
-            pool.deferred = (torch._C._current_graph_task_id(), grad, x5, a)
+            pool.deferred = (task, grad, x5, a)
             return None, grad_a, None, None
         grad_x5 = _new_strided(*call.grad_x5)
         if torch.is_grad_enabled():  # create_graph: the launch's gradients are not differentiable
@@ -235,18 +236,19 @@ def _backward_key(call: BranchesCall, a: Tensor, grad: Tensor) -> tuple[Tensor, 
     return grad, key
 
 
-def _defers(pool: object, needs: tuple) -> bool:
-    """Whether the combine's backward leaves x5's gradient to the pool's node ``pool``: both
-    gradients wanted, the pool's node not yet run in this backward and run later in it (the
-    engine says so: then every path from the loss to x5 through the pool's output, the attention
-    MLP's, is done first), so it finds the combine's part there. Without autograd's engine (an
-    error asking it), not."""
+def _defers(pool: object, needs: tuple) -> Optional[int]:
+    """This backward's graph task id where the combine's backward leaves x5's gradient to the
+    pool's node ``pool``, else None: both gradients wanted, the pool's node not yet run in this
+    backward and run later in it (the engine says so: then every path from the loss to x5
+    through the pool's output, the attention MLP's, is done first), so it finds the combine's
+    part there. Without autograd's engine (an error asking it), None."""
     if not (needs[0] and needs[1]):
-        return False
+        return None
     try:
-        return pool.ran_in != torch._C._current_graph_task_id() and torch._C._will_engine_execute_node(pool)
+        task = torch._C._current_graph_task_id()
+        return task if pool.ran_in != task and torch._C._will_engine_execute_node(pool) else None
     except RuntimeError:
-        return False
+        return None
 
 
 def _combine_backward(grad: Tensor, x5: Tensor, a: Tensor, grad_x5: Optional[Tensor], grad_a: Optional[Tensor],
