@@ -1,7 +1,7 @@
 """What ``nn.BatchNorm2d.forward`` does besides normalising, for the pipelines whose kernels
 normalise (CBAM's spatial BatchNorm, a prologue's producer BatchNorm): count the batch, refuse
 a single value per channel in training, move the running statistics towards the batch's; the
-count for the radix twins' attention MLP called as functions too (tritattn/radix_mlp.py).
+count for the radix twins' BatchNorms taken as their calls too (tritattn/layer_calls.py).
 """
 from __future__ import annotations
 

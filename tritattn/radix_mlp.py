@@ -1,27 +1,24 @@
-"""The radix twins' attention MLP on the per-op short path, called as its layers' functions:
+"""The radix twins' attention MLP on the per-op path, called as its layers' functions:
 fc1 → BatchNorm → act → fc2 → the softmax as the calls the modules' forwards make
 (``conv2d``, ``batch_norm``, ``relu_``, ``conv2d``, ``softmax`` / ``sigmoid``), without the
-modules' ``__call__``.
+modules' ``__call__`` (tritattn/layer_calls.py: the layers' calls, and where they apply).
 
 Between the pool and the combine (tritattn/radix_step.py), a SplitAttn / SelectiveKernel call on
 the per-op path runs its attention MLP. Called as modules, each of its five layers costs a
-``Module.__call__`` (its hook dictionaries read, a frame, ``forward``'s own) on top of its aten
-call; called here, the aten calls alone, recorded by autograd as the modules' are (the same
-nodes, run by the engine in C++). The same calls on the same tensors: the modules' bits, the
+``Module.__call__`` on top of its aten call; called here, the aten calls alone, recorded by
+autograd as the modules' are. The same calls on the same tensors: the modules' bits, the
 BatchNorm's running statistics and batch count, the gradients, autocast's casts
 (tests/test_radix_mlp.py). Host time on perf/host_time.py's proxy (launches stubbed, B = 8,
 SplitAttn's pool, MLP and combine timed alone, µs forward / training step): eager 115 / 320, the
-MLP as modules 133 / 338, as functions 113 / 313; in the whole block's step, interleaved rounds,
-ResNeSt ≈ 6–11 µs less and SKNet ≈ 1–13 µs less than with the modules. One Function over the
-pool, the MLP and the combine (the MLP's backward formulas called from Python) was tried: 107 /
-329 — its backward's aten calls from Python cost more than the engine's own (221 against 205 µs).
+MLP as modules 133 / 338, as functions 113 / 313. One Function over the pool, the MLP and the
+combine (the MLP's backward formulas called from Python) was tried: 107 / 329 — its backward's
+aten calls from Python cost more than the engine's own (221 against 205 µs).
 
-It applies where the layers are what these calls are written for — ``nn.Conv2d`` fc layers with
-zero padding given as integers, an ``nn.BatchNorm2d`` or ``nn.Identity``, an ``nn.ReLU`` or
-``nn.Identity``, timm's RadixSoftmax (or the reference's) of the block's radix —, no layer has a
-hook (nor a global module hook, nor an instance ``forward``), and not for a training BatchNorm
-over one value per channel (the module raises eager's error). Otherwise the caller calls the
-modules, as before.
+It applies where the call's layers may be taken as calls (``layer_calls.no_module_hooks``) and
+each layer is what its call is written for — ``nn.Conv2d`` fc layers with zero padding given as
+integers, an ``nn.BatchNorm2d`` or ``nn.Identity``, an ``nn.ReLU`` or ``nn.Identity``, timm's
+RadixSoftmax (or the reference's) of the block's radix, none hooked. Otherwise the caller calls
+the modules, as before.
 """
 from __future__ import annotations
 
@@ -62,8 +59,8 @@ def radix_softmax(z: Tensor, radix: int, cardinality: int) -> Tensor:
     order, as [B, R·C] in (radix, channel) order; the sigmoid (shape kept) for radix 1. For
     cardinality 1 the logits are in (radix, channel) order already: one softmax over [B, R, C]
     (the module's transpose is of a size-1 axis and its reshape a view: the same softmax on the
-    same elements, the same bits, two views fewer — ≈ 25 µs less host time per training step
-    on perf/host_time.py's proxy, the views' autograd nodes included), returned as [B, R, C]."""
+    same elements, the same bits; ResNeSt's training step on perf/host_time.py's proxy, B = 8,
+    interleaved rounds: 646–649 → 632–636 µs), returned as [B, R, C]."""
     if radix > 1:
         batch = z.shape[0]
         if cardinality == 1:

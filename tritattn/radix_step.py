@@ -5,7 +5,7 @@ backward) prepared once per signature of the branches, each under autograd as on
 
 A SplitAttn / SelectiveKernel call that needs a gradient takes the per-op path (the attention
 MLP runs between the two passes, its BatchNorm in training on batch statistics: as its layers'
-calls where tritattn/radix_mlp.py applies, else as modules).
+calls where tritattn/layer_calls.py and radix_mlp.py apply, else as modules).
 Through the ops (even called directly, tritattn/dispatch.py) each pass paid, besides its launch:
 the generic Function's plumbing, the branches' addressability check, an allocation by shape,
 the launch plan's key built from the tensors' strides, and the views autograd records around

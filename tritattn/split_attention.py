@@ -6,7 +6,9 @@ Each class subclasses its twin in :mod:`tritattn.reference` (timm's constructor,
 so a timm module can be re-classed in place (``module.__class__ = SplitAttn``). In both modes:
 
 - the branches (SplitAttn's grouped conv, bn0, drop, act0; SelectiveKernel's paths and
-  ``torch.stack``) run as modules, in torch;
+  ``torch.stack``) run in torch: as the calls their modules' forwards make where the layers are
+  plain and unhooked (:mod:`tritattn.layer_calls`: the modules' bits, without their
+  ``__call__``), else as modules;
 - the descriptor ``mean over H×W of Σ_r x[:, r]`` is one :func:`~tritattn.radix_block.radix_pool`
   pass over the branches (eager: a sum that writes a [B, C, H, W] plane, then the mean);
 - the small attention MLP (fc1 / bn1 / act1 / fc2, or fc_reduce / bn / act / fc_select) and the
