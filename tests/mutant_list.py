@@ -244,14 +244,14 @@ MUTANTS: list[Mutant] = [
     ),
     Mutant(
         "layer_calls_conv_hooks_bypassed", "tritattn/layer_calls.py",
-        "return (type(conv) is nn.Conv2d and not hooked(attributes) and", "return (type(conv) is nn.Conv2d and",
+        "return (not hooked(attributes) and attributes[\"padding_mode\"]", "return (attributes[\"padding_mode\"]",
         "a hooked conv is taken as its call: the hook does not run",
         ("tests/test_layer_calls.py", "-k", "test_a_hooked_layer_is_called_as_a_module and conv and not path"),
     ),
     Mutant(
         "layer_calls_drop_of_a_batchnorm_act_ignored", "tritattn/layer_calls.py",
-        "and identity_applies(layers.get(\"drop\")) and act is not None",
-        "and act is not None",
+        "and identity_applies(layers.get(\"drop\")) and act_applies",
+        "and act_applies",
         "a BatchNormAct2d whose drop is hooked (or not an identity) is taken as its calls",
         ("tests/test_layer_calls.py", "-k", "test_a_hooked_layer_is_called_as_a_module and drop"),
     ),

@@ -7,15 +7,13 @@ autocast; the modules called instead wherever one has a hook (or a global module
 training BatchNorm over one sample raises eager's error after eager's batch count.
 (Against the float64 reference and timm: tests/test_radix_block.py; the branches as calls:
 tests/test_layer_calls.py.)"""
-import copy
-
 import pytest
 import torch
 from torch import nn
 
 from tritattn import radix_mlp
-from conftest import make_input
-from fixtures.layer_runs import VARIANTS, as_modules, compare_with_modules, counted, vary
+from conftest import DEVICE, make_input
+from fixtures.layer_runs import VARIANTS, compare_with_modules, counted, raises_as_the_modules_do, vary
 from test_radix_block import MODULE_CASES
 from test_radix_step import STEP_CASES, _twin
 
@@ -75,25 +73,17 @@ def test_a_hooked_layer_is_called_as_a_module(hooked, monkeypatch):
 
 def test_a_training_batchnorm_over_one_sample_raises_eagers_error(monkeypatch):
     twin = _twin("splat-r2-bn", torch.float32)
-    modules = copy.deepcopy(twin)
     x = make_input((1,) + MODULE_CASES["splat-r2-bn"][3][1:], torch.float32, requires_grad=True)
     calls = _counted(monkeypatch)
-    with pytest.raises(ValueError, match="Expected more than 1 value per channel when training"):
-        twin(x)
+    raises_as_the_modules_do(twin, x, monkeypatch)  # bn0's and bn1's batch counts advanced as eager's
     assert calls == [1]  # taken as functions up to the BatchNorm, which is called as its module
-    with monkeypatch.context() as m:
-        as_modules(m)
-        with pytest.raises(ValueError, match="Expected more than 1 value per channel when training"):
-            modules(x)
-    for (name, got), want in zip(twin.named_buffers(), modules.buffers()):
-        assert torch.equal(got, want), name  # bn0's and bn1's batch counts advanced as eager's
     assert twin.bn1.num_batches_tracked.item() == 1
     twin.bn1.eval()  # running statistics: one sample is fine, and taken as functions
     _compare(twin, make_input((1,) + MODULE_CASES["splat-r2-bn"][3][1:], torch.float32), monkeypatch)
 
 
 def test_under_cpu_autocast_the_mlp_as_functions_gives_the_modules_bits(monkeypatch):
-    if not torch.device(make_input((1,), torch.float32).device).type == "cpu":
+    if torch.device(DEVICE).type != "cpu":
         pytest.skip("CPU autocast: the tensors are on another device")
     twin = _twin("splat-r2-bn", torch.float32)
     x = make_input(MODULE_CASES["splat-r2-bn"][3], torch.float32)

@@ -64,11 +64,13 @@ def identity_applies(layer: nn.Module | None) -> bool:
     return type(layer) is nn.Identity and not hooked(layer.__dict__)
 
 
-def conv_applies(conv: nn.Module) -> bool:
+def conv_applies(conv: nn.Module | None) -> bool:
     """An unhooked ``nn.Conv2d`` whose forward is ``conv2d(x, weight, bias, stride, padding,
     dilation, groups)``: zero padding given as integers (not "same" / "valid")."""
+    if type(conv) is not nn.Conv2d:  # first: None (no such layer) is not one either
+        return False
     attributes = conv.__dict__
-    return (type(conv) is nn.Conv2d and not hooked(attributes) and attributes["padding_mode"] == "zeros"
+    return (not hooked(attributes) and attributes["padding_mode"] == "zeros"
             and type(attributes["padding"]) is tuple and _registered(attributes["_parameters"], "weight", "bias"))
 
 
@@ -79,21 +81,19 @@ def norm_applies(norm: nn.Module) -> bool:
     return type(norm) is nn.BatchNorm2d and _batchnorm_registered(norm.__dict__)
 
 
-def act_applies(act: nn.Module) -> bool:
+def act_applies(act: nn.Module | None) -> bool:
     """An unhooked ``nn.ReLU`` or ``nn.Identity``."""
     return (type(act) is nn.ReLU or type(act) is nn.Identity) and not hooked(act.__dict__)
 
 
-def batchnorm_act_applies(bn: nn.Module) -> bool:
+def batchnorm_act_applies(bn: nn.Module | None) -> bool:
     """An unhooked timm (or reference) BatchNormAct2d with an identity ``drop`` and a ReLU or
     identity ``act``, each unhooked (its forward: the BatchNorm's, then drop, then act)."""
     if not is_one_of(type(bn), BATCHNORM_ACTS):
         return False
     attributes = bn.__dict__
     layers = attributes["_modules"]
-    act = layers.get("act")
-    return (_batchnorm_registered(attributes) and identity_applies(layers.get("drop")) and act is not None
-            and act_applies(act))
+    return _batchnorm_registered(attributes) and identity_applies(layers.get("drop")) and act_applies(layers.get("act"))
 
 
 def conv_norm_act_applies(path: nn.Module) -> bool:
@@ -103,9 +103,9 @@ def conv_norm_act_applies(path: nn.Module) -> bool:
         return False
     attributes = path.__dict__
     layers = attributes["_modules"]
-    conv, bn, aa = layers.get("conv"), layers.get("bn"), layers.get("aa")
-    return (not hooked(attributes) and conv is not None and conv_applies(conv) and bn is not None
-            and batchnorm_act_applies(bn) and (aa is None or identity_applies(aa)))
+    aa = layers.get("aa")
+    return (not hooked(attributes) and conv_applies(layers.get("conv")) and batchnorm_act_applies(layers.get("bn"))
+            and (aa is None or identity_applies(aa)))
 
 
 def _batchnorm_registered(attributes: dict) -> bool:
